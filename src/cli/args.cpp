@@ -1,0 +1,89 @@
+#include "cli/args.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/error.h"
+
+namespace origami {
+
+void Args::flag(const std::string& name, const std::string& def, const std::string& help,
+                bool required) {
+  order_.push_back(name);
+  flags_[name] = {def, help, required, false};
+}
+
+void Args::boolean(const std::string& name, const std::string& help) {
+  order_.push_back(name);
+  flags_[name] = {"", help, false, true};
+}
+
+std::string Args::help() const {
+  std::string s = "usage: origami " + cmd_ + " [flags]\n\n" + summary_ + "\n\nflags:\n";
+  for (const auto& n : order_) {
+    const Flag& f = flags_.at(n);
+    std::string left = "  --" + n + (f.is_bool ? "" : " V");
+    if (left.size() < 26) left.resize(26, ' ');
+    else left += "\n" + std::string(26, ' ');
+    s += left + f.help;
+    if (f.required) s += " (required)";
+    else if (!f.is_bool && !f.def.empty()) s += " [default: " + f.def + "]";
+    s += "\n";
+  }
+  return s + "  --help                  print this help and exit\n";
+}
+
+bool Args::parse(int argc, char** argv) {
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(help().c_str(), stdout);
+      return false;
+    }
+    if (a.rfind("--", 0) != 0) fail("origami ", cmd_, ": unexpected argument '", a, "' (see --help)");
+    const auto eq = a.find('=');
+    const bool has_eq = eq != std::string::npos;
+    const std::string name(a.begin() + 2, has_eq ? a.begin() + static_cast<std::ptrdiff_t>(eq) : a.end());
+    std::string value(has_eq ? a.begin() + static_cast<std::ptrdiff_t>(eq) + 1 : a.end(), a.end());
+    auto it = flags_.find(name);
+    if (it == flags_.end()) fail("origami ", cmd_, ": unknown flag --", name, " (see --help)");
+    if (it->second.is_bool) {
+      if (has_eq) fail("--", name, " takes no value");
+      value.assign(1, '1');
+    } else if (!has_eq) {
+      if (i + 1 >= argc) fail("--", name, " needs a value");
+      value = argv[++i];
+    }
+    values_[name] = value;
+    given_[name] = true;
+  }
+  for (const auto& [n, f] : flags_)
+    if (f.required && !given_.count(n)) fail("origami ", cmd_, ": missing required flag --", n);
+  return true;
+}
+
+std::string Args::str(const std::string& name) const {
+  auto it = values_.find(name);
+  return it != values_.end() ? it->second : flags_.at(name).def;
+}
+
+int64_t Args::i64(const std::string& name, int64_t min) const {
+  const std::string s = str(name);
+  char* end = nullptr;
+  const long long v = std::strtoll(s.c_str(), &end, 10);
+  if (s.empty() || *end) fail("--", name, "=", s, " is not an integer");
+  if (v < min) fail("--", name, "=", v, " must be >= ", min);
+  return v;
+}
+
+double Args::f64(const std::string& name) const {
+  const std::string s = str(name);
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || *end) fail("--", name, "=", s, " is not a number");
+  return v;
+}
+
+bool Args::on(const std::string& name) const { return given_.count(name) > 0; }
+
+}  // namespace origami

@@ -1,0 +1,39 @@
+// A small declarative flag parser: every flag has a type, a default and a help line, so `--help`
+// explains all of them and a bad value names the flag and what it expected.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace origami {
+
+class Args {
+ public:
+  Args(std::string command, std::string summary) : cmd_(std::move(command)), summary_(std::move(summary)) {}
+  void flag(const std::string& name, const std::string& def, const std::string& help,
+            bool required = false);
+  void boolean(const std::string& name, const std::string& help);
+  // Returns false if --help was given (help already printed).
+  bool parse(int argc, char** argv);
+  std::string help() const;
+
+  std::string str(const std::string& name) const;
+  int64_t i64(const std::string& name, int64_t min = INT64_MIN) const;
+  double f64(const std::string& name) const;
+  bool on(const std::string& name) const;
+  bool given(const std::string& name) const { return given_.count(name) > 0; }
+
+ private:
+  struct Flag {
+    std::string def, help;
+    bool required = false, is_bool = false;
+  };
+  std::string cmd_, summary_;
+  std::vector<std::string> order_;
+  std::map<std::string, Flag> flags_;
+  std::map<std::string, std::string> values_;
+  std::map<std::string, bool> given_;
+};
+
+}  // namespace origami

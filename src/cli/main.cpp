@@ -1,0 +1,150 @@
+// origami: one entry point with subcommands.
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "cli/args.h"
+#include "core/error.h"
+#include "model/params.h"
+#include "train/grad.h"
+#include "train/trainer.h"
+
+using namespace origami;
+
+namespace {
+
+const char* kUsage =
+    "usage: origami <command> [flags]   (origami <command> --help for its flags)\n\n"
+    "commands:\n"
+    "  train   train a Llama model on the bundled corpus or on synthetic tokens\n"
+    "  grad    loss and full gradients of given weights on given tokens (the oracle interface)\n"
+    "  init    write freshly initialised weights (counter-based RNG, layout independent)\n";
+
+void check_world(const Args&) {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (world > 1)
+    fail("world size ", world, " > 1: multi-rank layouts (--layout) are not implemented yet; run one rank");
+}
+
+int cmd_train(int argc, char** argv) {
+  Args a("train", "Train a Llama-style model. Prints loss, held-out loss, tokens/s and peak memory\n"
+                  "per category; checkpoints are atomic and resume bit-identically.");
+  a.flag("config", "", "HF Llama config.json", true);
+  a.flag("steps", "100", "optimizer steps in the run (the LR schedule spans them)");
+  a.flag("seq", "256", "sequence length S (tokens per sample)");
+  a.flag("micro-batch", "4", "sequences per micro-step B");
+  a.flag("grad-accum", "1", "micro-steps per optimizer step k (global batch = k*B sequences)");
+  a.flag("lr", "3e-4", "peak learning rate");
+  a.flag("min-lr", "", "final learning rate of the cosine decay [default: lr/10]");
+  a.flag("warmup", "", "linear warmup steps [default: min(100, steps/10)]");
+  a.flag("weight-decay", "0.1", "AdamW decoupled weight decay (2-D weights only)");
+  a.flag("beta1", "0.9", "AdamW beta1");
+  a.flag("beta2", "0.95", "AdamW beta2");
+  a.flag("clip", "1.0", "global gradient-norm clipping threshold (0 = off)");
+  a.flag("seed", "1", "seed of parameter init and data order");
+  a.flag("recompute", "none", "activation checkpointing: none | full (blocks keep only their input)");
+  a.flag("data", "data/moby_dick.txt", "training corpus (text)");
+  a.flag("tokenizer", "data/tokenizer.model", "sentencepiece model");
+  a.boolean("synthetic", "train on random tokens keyed by (seed, sample, position) instead of the corpus");
+  a.flag("init", "", "start from these weights (safetensors, HF names) instead of random init");
+  a.flag("eval-every", "50", "held-out evaluation every N steps (0 = off; also at the last step)");
+  a.flag("eval-batches", "4", "micro-batches per evaluation");
+  a.flag("log-every", "1", "progress line every N steps");
+  a.flag("save-dir", "", "checkpoint directory (step_N/ and latest); saved at the end and every --save-every");
+  a.flag("save-every", "0", "checkpoint every N steps (0 = only at the end)");
+  a.flag("resume", "", "resume from a checkpoint directory (its latest) or a step_N directory");
+  a.flag("report", "", "write the run report (JSON, tsp-spec §10) to this file");
+  a.boolean("quiet", "print nothing but errors");
+  if (!a.parse(argc, argv)) return 0;
+  check_world(a);
+  TrainOptions o;
+  o.config = a.str("config");
+  o.steps = a.i64("steps", 1);
+  o.seq = a.i64("seq", 1);
+  o.micro_batch = a.i64("micro-batch", 1);
+  o.grad_accum = a.i64("grad-accum", 1);
+  o.lr = a.f64("lr");
+  if (a.given("min-lr")) o.min_lr = a.f64("min-lr");
+  if (a.given("warmup")) o.warmup = a.i64("warmup", 0);
+  o.weight_decay = a.f64("weight-decay");
+  o.beta1 = a.f64("beta1");
+  o.beta2 = a.f64("beta2");
+  o.clip = a.f64("clip");
+  o.seed = static_cast<uint64_t>(a.i64("seed", 0));
+  o.recompute = parse_recompute(a.str("recompute"));
+  o.data = a.str("data");
+  o.tokenizer = a.str("tokenizer");
+  o.synthetic = a.on("synthetic");
+  o.init_weights = a.str("init");
+  o.eval_every = a.i64("eval-every", 0);
+  o.eval_batches = a.i64("eval-batches", 1);
+  o.log_every = a.i64("log-every", 0);
+  o.save_dir = a.str("save-dir");
+  o.save_every = a.i64("save-every", 0);
+  o.resume = a.str("resume");
+  o.report = a.str("report");
+  o.quiet = a.on("quiet");
+  return run_train(o);
+}
+
+int cmd_grad(int argc, char** argv) {
+  Args a("grad", "Mean cross-entropy over the non-ignored targets and the gradient of every\n"
+                 "parameter, written as safetensors: `loss` [1] and one fp32 tensor per HF name\n"
+                 "(tied embeddings: only model.embed_tokens.weight).");
+  a.flag("config", "", "HF Llama config.json", true);
+  a.flag("weights", "", "weights (safetensors, HF names, fp32)", true);
+  a.flag("tokens", "", "safetensors with input_ids [B, S+1] (I32/I64) and optional labels (-100 = ignored)", true);
+  a.flag("out", "", "output safetensors (written atomically)", true);
+  a.flag("recompute", "none", "activation checkpointing: none | full");
+  if (!a.parse(argc, argv)) return 0;
+  check_world(a);
+  run_grad(a.str("config"), a.str("weights"), a.str("tokens"), a.str("out"),
+           parse_recompute(a.str("recompute")));
+  return 0;
+}
+
+int cmd_init(int argc, char** argv) {
+  Args a("init", "Write initialised weights: N(0, 0.02) per element from the counter-based RNG keyed\n"
+                 "by (seed, HF name, index); norm weights 1.");
+  a.flag("config", "", "HF Llama config.json", true);
+  a.flag("seed", "1", "seed");
+  a.flag("out", "", "output safetensors", true);
+  if (!a.parse(argc, argv)) return 0;
+  const ModelConfig cfg = ModelConfig::load(a.str("config"));
+  ModelParams p = ModelParams::zeros(cfg, Cat::weights);
+  init_params(p, static_cast<uint64_t>(a.i64("seed", 0)));
+  save_params(p, a.str("out"));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  int rc = 0;
+  try {
+    const std::string cmd = argc > 1 ? argv[1] : "";
+    if (cmd == "train") rc = cmd_train(argc - 2, argv + 2);
+    else if (cmd == "grad") rc = cmd_grad(argc - 2, argv + 2);
+    else if (cmd == "init") rc = cmd_init(argc - 2, argv + 2);
+    else if (cmd == "--help" || cmd == "-h" || cmd == "help") std::fputs(kUsage, stdout);
+    else {
+      std::fprintf(stderr, "%s%s", cmd.empty() ? "" : ("origami: unknown command '" + cmd + "'\n\n").c_str(), kUsage);
+      rc = 2;
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "origami: error: %s\n", e.what());
+    rc = 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "origami: error: %s\n", e.what());
+    rc = 1;
+  }
+  MPI_Finalize();
+  return rc;
+}

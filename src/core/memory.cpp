@@ -1,0 +1,60 @@
+#include "core/memory.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+
+namespace origami {
+
+const char* cat_name(Cat c) {
+  static const char* n[] = {"weights", "grads", "optimizer", "activations", "workspace", "comm"};
+  return n[static_cast<int>(c)];
+}
+
+MemTracker& MemTracker::get() {
+  static MemTracker t;
+  return t;
+}
+
+void* MemTracker::alloc(size_t bytes, Cat c) {
+  size_t rounded = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+  if (!p) throw std::bad_alloc();
+  std::lock_guard<std::mutex> g(mu_);
+  int i = static_cast<int>(c);
+  s_.live[i] += static_cast<int64_t>(bytes);
+  s_.total_live += static_cast<int64_t>(bytes);
+  if (s_.live[i] > s_.peak[i]) s_.peak[i] = s_.live[i];
+  if (s_.total_live > s_.total_peak) s_.total_peak = s_.total_live;
+  return p;
+}
+
+void MemTracker::free(void* p, size_t bytes, Cat c) {
+  std::free(p);
+  std::lock_guard<std::mutex> g(mu_);
+  s_.live[static_cast<int>(c)] -= static_cast<int64_t>(bytes);
+  s_.total_live -= static_cast<int64_t>(bytes);
+}
+
+MemStats MemTracker::stats() {
+  std::lock_guard<std::mutex> g(mu_);
+  return s_;
+}
+
+void MemTracker::reset_peaks() {
+  std::lock_guard<std::mutex> g(mu_);
+  s_.peak = s_.live;
+  s_.total_peak = s_.total_live;
+}
+
+std::string format_bytes(int64_t b) {
+  char buf[32];
+  double x = static_cast<double>(b);
+  if (x >= 1 << 30) std::snprintf(buf, sizeof buf, "%.2f GiB", x / (1 << 30));
+  else if (x >= 1 << 20) std::snprintf(buf, sizeof buf, "%.1f MiB", x / (1 << 20));
+  else if (x >= 1 << 10) std::snprintf(buf, sizeof buf, "%.1f KiB", x / (1 << 10));
+  else std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(b));
+  return buf;
+}
+
+}  // namespace origami

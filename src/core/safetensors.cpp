@@ -1,0 +1,200 @@
+#include "core/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+namespace origami {
+
+namespace {
+bool parse_dtype(const std::string& s, DType* dt) {
+  static const std::pair<const char*, DType> names[] = {
+      {"F32", DType::f32}, {"F64", DType::f64}, {"I32", DType::i32}, {"I64", DType::i64},
+      {"BF16", DType::bf16}};
+  for (auto& [n, d] : names)
+    if (s == n) {
+      *dt = d;
+      return true;
+    }
+  return false;
+}
+}  // namespace
+
+SafeTensorsReader::SafeTensorsReader(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
+  struct stat st {};
+  ::fstat(fd, &st);
+  size_ = static_cast<size_t>(st.st_size);
+  if (size_ < 8) {
+    ::close(fd);
+    fail(path, ": truncated safetensors file (", size_, " bytes; the 8-byte header length is missing)");
+  }
+  map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map_ == MAP_FAILED) {
+    map_ = nullptr;
+    fail(path, ": cannot map: ", std::strerror(errno));
+  }
+  const auto* base = static_cast<const unsigned char*>(map_);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | base[i];
+  if (n > size_ - 8)
+    fail(path, ": malformed safetensors: header length ", n, " exceeds the file (", size_, " bytes)");
+  nlohmann::json h;
+  try {
+    h = nlohmann::json::parse(reinterpret_cast<const char*>(base + 8),
+                              reinterpret_cast<const char*>(base + 8 + n));
+  } catch (const std::exception& e) {
+    fail(path, ": malformed safetensors header (not JSON): ", e.what());
+  }
+  if (!h.is_object()) fail(path, ": malformed safetensors header: not a JSON object");
+  const size_t data0 = 8 + n, data_size = size_ - data0;
+  for (auto it = h.begin(); it != h.end(); ++it) {
+    if (it.key() == "__metadata__") continue;
+    const auto& e = it.value();
+    const std::string& name = it.key();
+    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
+      fail(path, ": malformed entry '", name, "': needs dtype, shape and data_offsets");
+    StEntry se{};
+    if (!e["dtype"].is_string() || !parse_dtype(e["dtype"].get<std::string>(), &se.dtype))
+      fail(path, ": tensor '", name, "': unsupported dtype ", e["dtype"].dump(),
+           " (supported: F32, F64, I32, I64, BF16)");
+    if (!e["shape"].is_array()) fail(path, ": tensor '", name, "': shape must be an array");
+    size_t numel = 1;
+    for (auto& d : e["shape"]) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0)
+        fail(path, ": tensor '", name, "': shape entries must be non-negative integers");
+      se.shape.push_back(d.get<int64_t>());
+      numel *= static_cast<size_t>(d.get<int64_t>());
+    }
+    const auto& off = e["data_offsets"];
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+        !off[1].is_number_unsigned())
+      fail(path, ": tensor '", name, "': data_offsets must be two non-negative integers");
+    uint64_t b = off[0].get<uint64_t>(), en = off[1].get<uint64_t>();
+    if (b > en || en > data_size)
+      fail(path, ": tensor '", name, "': data_offsets [", b, ", ", en,
+           "] lie outside the data section (", data_size, " bytes): truncated file?");
+    if (en - b != numel * dtype_size(se.dtype))
+      fail(path, ": tensor '", name, "': data_offsets span ", en - b, " bytes but shape ",
+           shape_str(se.shape), " of ", dtype_name(se.dtype), " needs ", numel * dtype_size(se.dtype));
+    se.data = base + data0 + b;
+    se.bytes = en - b;
+    entries_[name] = std::move(se);
+  }
+}
+
+SafeTensorsReader::~SafeTensorsReader() {
+  if (map_) ::munmap(map_, size_);
+}
+
+const StEntry& SafeTensorsReader::get(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) fail(path_, ": missing tensor '", name, "'");
+  return it->second;
+}
+
+void SafeTensorsReader::read_into(const std::string& name, Tensor& t) const {
+  const StEntry& e = get(name);
+  if (e.dtype != t.dtype())
+    fail(path_, ": tensor '", name, "' has dtype ", dtype_name(e.dtype), ", expected ",
+         dtype_name(t.dtype()));
+  if (e.shape != t.shape())
+    fail(path_, ": tensor '", name, "' has shape ", shape_str(e.shape), ", expected ",
+         shape_str(t.shape()));
+  std::memcpy(t.raw(), e.data, e.bytes);
+}
+
+std::vector<int64_t> SafeTensorsReader::load_ints(const std::string& name,
+                                                  std::vector<int64_t>* shape) const {
+  const StEntry& e = get(name);
+  size_t n = e.bytes / dtype_size(e.dtype);
+  std::vector<int64_t> out(n);
+  if (e.dtype == DType::i32) {
+    for (size_t i = 0; i < n; ++i) {
+      int32_t v;
+      std::memcpy(&v, static_cast<const char*>(e.data) + 4 * i, 4);
+      out[i] = v;
+    }
+  } else if (e.dtype == DType::i64) {
+    std::memcpy(out.data(), e.data, e.bytes);
+  } else {
+    fail(path_, ": tensor '", name, "' has dtype ", dtype_name(e.dtype), ", expected I32 or I64");
+  }
+  if (shape) *shape = e.shape;
+  return out;
+}
+
+void SafeTensorsWriter::add(const std::string& name, DType dt, std::vector<int64_t> shape,
+                            const void* data) {
+  items_.push_back({name, dt, std::move(shape), data});
+}
+
+void SafeTensorsWriter::write(const std::string& path) const {
+  nlohmann::ordered_json h = nlohmann::ordered_json::object();
+  size_t off = 0;
+  for (const auto& it : items_) {
+    size_t n = 1;
+    for (auto d : it.shape) n *= static_cast<size_t>(d);
+    size_t bytes = n * dtype_size(it.dt);
+    h[it.name] = {{"dtype", dtype_name(it.dt)}, {"shape", it.shape}, {"data_offsets", {off, off + bytes}}};
+    off += bytes;
+  }
+  std::string hs = h.dump();
+  while ((hs.size() + 8) % 8) hs.push_back(' ');
+  std::string out;
+  out.reserve(8 + hs.size() + off);
+  uint64_t n = hs.size();
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xFF));
+  out += hs;
+  for (const auto& it : items_) {
+    size_t cnt = 1;
+    for (auto d : it.shape) cnt *= static_cast<size_t>(d);
+    out.append(static_cast<const char*>(it.data), cnt * dtype_size(it.dt));
+  }
+  write_file_atomic(path, out);
+}
+
+void fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) fail(path, ": cannot write: ", std::strerror(errno));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (w < 0) {
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      fail(path, ": write failed: ", std::strerror(err));
+    }
+    done += static_cast<size_t>(w);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    ::unlink(tmp.c_str());
+    fail(path, ": fsync failed: ", std::strerror(errno));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    fail(path, ": rename failed: ", std::strerror(errno));
+  }
+  auto slash = path.find_last_of('/');
+  fsync_dir(slash == std::string::npos ? "." : path.substr(0, slash));
+}
+
+}  // namespace origami

@@ -1,0 +1,67 @@
+// safetensors (https://huggingface.co/docs/safetensors): 8-byte little-endian header length, a JSON
+// header {name: {dtype, shape, data_offsets}}, then the raw little-endian data. Reading memory-maps
+// the file and validates every entry before anything is used; writing is atomic (tmp + fsync +
+// rename), so a failed write never leaves a half-written file under the final name.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/tensor.h"
+
+namespace origami {
+
+struct StEntry {
+  DType dtype;
+  std::vector<int64_t> shape;
+  const void* data;
+  size_t bytes;
+};
+
+class SafeTensorsReader {
+ public:
+  explicit SafeTensorsReader(const std::string& path);
+  ~SafeTensorsReader();
+  SafeTensorsReader(const SafeTensorsReader&) = delete;
+  SafeTensorsReader& operator=(const SafeTensorsReader&) = delete;
+
+  bool has(const std::string& name) const { return entries_.count(name) > 0; }
+  const StEntry& get(const std::string& name) const;
+  const std::map<std::string, StEntry>& entries() const { return entries_; }
+  const std::string& path() const { return path_; }
+  // Copies `name` into t after checking that dtype and shape match t's.
+  void read_into(const std::string& name, Tensor& t) const;
+  // Reads an integer tensor (I32 or I64) as int64 values.
+  std::vector<int64_t> load_ints(const std::string& name, std::vector<int64_t>* shape) const;
+
+ private:
+  std::string path_;
+  void* map_ = nullptr;
+  size_t size_ = 0;
+  std::map<std::string, StEntry> entries_;
+};
+
+class SafeTensorsWriter {
+ public:
+  // The data must stay alive until write().
+  void add(const std::string& name, DType dt, std::vector<int64_t> shape, const void* data);
+  void add(const std::string& name, const Tensor& t) { add(name, t.dtype(), t.shape(), t.raw()); }
+  void write(const std::string& path) const;  // atomic
+
+ private:
+  struct Item {
+    std::string name;
+    DType dt;
+    std::vector<int64_t> shape;
+    const void* data;
+  };
+  std::vector<Item> items_;
+};
+
+// Writes `bytes` to `path` atomically: path.tmp, fsync, rename, fsync of the directory.
+void write_file_atomic(const std::string& path, const std::string& bytes);
+void fsync_dir(const std::string& dir);
+
+}  // namespace origami

@@ -1,0 +1,41 @@
+#include "core/tensor.h"
+
+namespace origami {
+
+int64_t Tensor::numel() const {
+  int64_t n = 1;
+  for (auto d : shape_) n *= d;
+  return n;
+}
+
+Tensor Tensor::empty(std::vector<int64_t> shape, DType dt, Cat c) {
+  Tensor t;
+  t.shape_ = std::move(shape);
+  t.dt_ = dt;
+  for (auto d : t.shape_) ORIGAMI_CHECK(d >= 0, "negative tensor dimension in ", shape_str(t.shape_));
+  t.st_ = std::make_shared<Storage>();
+  t.st_->bytes = t.nbytes();
+  t.st_->cat = c;
+  t.st_->ptr = MemTracker::get().alloc(t.st_->bytes, c);
+  return t;
+}
+
+Tensor Tensor::zeros(std::vector<int64_t> shape, DType dt, Cat c) {
+  Tensor t = empty(std::move(shape), dt, c);
+  t.zero();
+  return t;
+}
+
+Tensor Tensor::clone(Cat c) const {
+  Tensor t = empty(shape_, dt_, c);
+  if (nbytes()) std::memcpy(t.raw(), raw(), nbytes());
+  return t;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+}  // namespace origami

@@ -1,0 +1,59 @@
+// AdamW exactly as torch.optim.AdamW (decoupled decay p *= 1 - lr*wd, bias-corrected moments,
+// eps added after dividing sqrt(v) by sqrt(1 - beta2^t)), and the pieces of global-norm clipping.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace origami::cpu {
+
+template <class T>
+void adamw_step(T* p, const T* g, T* m, T* v, int64_t n, const AdamW& h, int64_t step) {
+  const double bc1 = 1.0 - std::pow(h.beta1, static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(h.beta2, static_cast<double>(step));
+  const T step_size = static_cast<T>(h.lr / bc1);
+  const T bc2_sqrt = static_cast<T>(std::sqrt(bc2));
+  const T decay = static_cast<T>(1.0 - h.lr * h.weight_decay);
+  const T b1 = static_cast<T>(h.beta1), b2 = static_cast<T>(h.beta2), eps = static_cast<T>(h.eps);
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    if (h.weight_decay != 0) p[i] *= decay;
+    m[i] = b1 * m[i] + (T(1) - b1) * g[i];
+    v[i] = b2 * v[i] + (T(1) - b2) * g[i] * g[i];
+    p[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
+  }
+}
+
+template <class T>
+double sum_squares(const T* x, int64_t n) {
+  // Fixed-order blocked sum: independent of the thread count.
+  constexpr int64_t kBlock = 4096;
+  const int64_t nb = (n + kBlock - 1) / kBlock;
+  std::vector<double> part(static_cast<size_t>(nb));
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < nb; ++b) {
+    double s = 0;
+    for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i)
+      s += static_cast<double>(x[i]) * x[i];
+    part[static_cast<size_t>(b)] = s;
+  }
+  double s = 0;
+  for (double v : part) s += v;
+  return s;
+}
+
+template <class T>
+void scale_inplace(T* x, int64_t n, T s) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+
+#define INST(T)                                                                       \
+  template void adamw_step<T>(T*, const T*, T*, T*, int64_t, const AdamW&, int64_t); \
+  template double sum_squares<T>(const T*, int64_t);                                 \
+  template void scale_inplace<T>(T*, int64_t, T);
+INST(float)
+INST(double)
+
+}  // namespace origami::cpu

@@ -1,0 +1,118 @@
+// The kernel interface: pure single-device functions, outputs first, then inputs, then sizes.
+// Backward kernels *accumulate* into parameter gradients and into the activation gradient named
+// `dx` where the caller sums several paths (dq, dk, dv, dx of norms); elementwise backward kernels
+// whose output has exactly one producer (swiglu, rope) write.
+// Every kernel is templated over the element type and instantiated for float (training) and
+// double (finite-difference tests). Row-major everywhere; "stride" is the distance between rows.
+#pragma once
+#include <cstdint>
+
+namespace origami::cpu {
+
+// ---- GEMM (BLAS) ---------------------------------------------------------------------------
+enum class Trans { N, T };
+// C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C
+template <class T>
+void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+// y[M,N] = x[M,K] W[N,K]^T (+ beta*y)
+template <class T>
+void linear_fwd(T* y, const T* x, const T* W, int64_t M, int64_t N, int64_t K, T beta = 0);
+// dx[M,K] += dy[M,N] W[N,K]
+template <class T>
+void linear_bwd_x(T* dx, const T* dy, const T* W, int64_t M, int64_t N, int64_t K);
+// dW[N,K] += dy[M,N]^T x[M,K]
+template <class T>
+void linear_bwd_w(T* dW, const T* dy, const T* x, int64_t M, int64_t N, int64_t K);
+
+// ---- RMSNorm: n = x * rstd, rstd = 1/sqrt(mean(x^2) + eps), y = w * n, per row of h ----------
+// n (the normalised input before the weight) may be null; it is what backward needs (it is safe
+// for w = 0, unlike y / w), so it is what a layer saves.
+template <class T>
+void rmsnorm_fwd(T* y, T* n, T* rstd, const T* x, const T* w, int64_t rows, int64_t h, double eps);
+// dx += d/dx, dw += d/dw
+template <class T>
+void rmsnorm_bwd(T* dx, T* dw, const T* dy, const T* n, const T* w, const T* rstd, int64_t rows,
+                 int64_t h);
+
+// ---- RoPE (HF rotate_half: pairs (i, i + d/2), inv_freq_i = theta^(-2i/d)) ---------------------
+// cos/sin tables are [max_pos, d/2], built in double by rope_table.
+template <class T>
+void rope_table(T* cos, T* sin, int64_t max_pos, int d, double theta);
+// In place on rows of n_heads*d values (row stride `stride`), row r at global position pos[r].
+template <class T>
+void rope_fwd(T* x, int64_t stride, const int64_t* pos, int64_t rows, int n_heads, int d,
+              const T* cos, const T* sin);
+// The transpose (inverse rotation): turns d(rotated) into d(unrotated), in place.
+template <class T>
+void rope_bwd(T* dx, int64_t stride, const int64_t* pos, int64_t rows, int n_heads, int d,
+              const T* cos, const T* sin);
+
+// ---- SwiGLU: a = silu(g) * u ---------------------------------------------------------------------
+template <class T>
+void swiglu_fwd(T* a, const T* g, const T* u, int64_t n);
+template <class T>
+void swiglu_bwd(T* dg, T* du, const T* da, const T* g, const T* u, int64_t n);
+
+// ---- Causal flash attention with GQA over key segments ------------------------------------------
+// Queries: rows of q (row stride q_stride, n_h heads of d), given as segments of consecutive
+// global positions. Keys/values: segments (pointer, row stride, first global position, length)
+// with n_kv heads of d; query head i uses kv head i / (n_h / n_kv). A query at position p attends
+// keys at positions <= p. Never materialises more than a tile of scores.
+struct QSeg {
+  int64_t row0;  // first row of q / o / dq
+  int64_t pos0;  // its global position
+  int64_t len;
+};
+template <class T>
+struct KvSeg {
+  const T* k;
+  const T* v;
+  int64_t stride;
+  int64_t pos0;
+  int64_t len;
+  T* dk = nullptr;  // backward accumulates here (same stride)
+  T* dv = nullptr;
+};
+struct AttnShape {
+  int n_h, n_kv, d;
+};
+// o: same layout as q. lse: [n_h, lse_stride] natural log-sum-exp of the scaled masked scores.
+template <class T>
+void flash_attn_fwd(T* o, T* lse, int64_t lse_stride, const T* q, int64_t q_stride,
+                    const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks, AttnShape sh, T scale);
+// dq (layout of q) += ; each segment's dk, dv +=.
+template <class T>
+void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stride, const T* lse,
+                    int64_t lse_stride, const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks,
+                    AttnShape sh, T scale);
+
+// ---- Cross-entropy over vocabulary blocks (online log-sum-exp) ----------------------------------
+// Running per-row state m (max), l (sum of exp(z - m)), zt (target logit). A block holds columns
+// [v0, v0 + vblk) of the logits; columns >= v_real are padding (logit -inf). target < 0 = ignored.
+template <class T>
+void ce_init(T* m, T* l, T* zt, int64_t rows);
+template <class T>
+void ce_update(T* m, T* l, T* zt, const T* z, int64_t rows, int64_t vblk, int64_t v0,
+               int64_t v_real, const int64_t* target);
+// lse = m + log l; returns sum over non-ignored rows of (lse - zt), accumulated in double.
+template <class T>
+double ce_finish(T* lse, const T* m, const T* l, const T* zt, int64_t rows, const int64_t* target);
+// dz = (exp(z - lse) - onehot(target)) * scale for non-ignored rows, 0 for ignored rows and pads.
+template <class T>
+void ce_bwd(T* dz, const T* z, const T* lse, int64_t rows, int64_t vblk, int64_t v0,
+            int64_t v_real, const int64_t* target, T scale);
+
+// ---- Optimizer ------------------------------------------------------------------------------------
+struct AdamW {
+  double lr, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.0;
+};
+// PyTorch AdamW semantics; step counts from 1. Decay applied iff weight_decay != 0.
+template <class T>
+void adamw_step(T* p, const T* g, T* m, T* v, int64_t n, const AdamW& h, int64_t step);
+template <class T>
+double sum_squares(const T* x, int64_t n);
+template <class T>
+void scale_inplace(T* x, int64_t n, T s);
+
+}  // namespace origami::cpu

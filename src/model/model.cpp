@@ -1,0 +1,279 @@
+#include "model/model.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "kernels/kernels.h"
+
+namespace origami {
+
+using namespace cpu;
+
+namespace {
+Tensor act(std::vector<int64_t> s) { return Tensor::empty(std::move(s), DType::f32, Cat::activations); }
+Tensor ws(std::vector<int64_t> s) { return Tensor::empty(std::move(s), DType::f32, Cat::workspace); }
+Tensor ws0(std::vector<int64_t> s) { return Tensor::zeros(std::move(s), DType::f32, Cat::workspace); }
+float* F(Tensor& t) { return t.data<float>(); }
+const float* F(const Tensor& t) { return t.data<float>(); }
+
+// y = w * n (the norm output, recomputed from the saved normalised input)
+Tensor reweight(const Tensor& n, const Tensor& w, int64_t rows, int64_t h) {
+  Tensor y = ws({rows, h});
+  const float *np = F(n), *wp = F(w);
+  float* yp = F(y);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < h; ++i) yp[r * h + i] = wp[i] * np[r * h + i];
+  return y;
+}
+
+std::vector<int64_t> positions(const Batch& b) {
+  std::vector<int64_t> p(static_cast<size_t>(b.B * b.S));
+  for (int64_t t = 0; t < b.B * b.S; ++t) p[static_cast<size_t>(t)] = t % b.S;
+  return p;
+}
+}  // namespace
+
+struct Model::Acts {
+  Tensor x, n1, rstd1, q, k, v, o, lse, n2, rstd2, g, u;
+};
+
+int64_t Batch::num_targets() const {
+  int64_t n = 0;
+  for (auto t : targets) n += t >= 0;
+  return n;
+}
+
+void validate_batch(const ModelConfig& c, const Batch& b, const std::string& src) {
+  if (b.S > c.max_position_embeddings)
+    fail(src, ": sequence length ", b.S, " exceeds max_position_embeddings=", c.max_position_embeddings);
+  for (int64_t i = 0; i < b.B * b.S; ++i) {
+    const int64_t id = b.inputs[static_cast<size_t>(i)], tg = b.targets[static_cast<size_t>(i)];
+    if (id < 0 || id >= c.vocab_size)
+      fail(src, ": input_ids[", i / b.S, ", ", i % b.S, "]=", id, " is outside the vocabulary [0, ",
+           c.vocab_size, ")");
+    if (tg < -1 || tg >= c.vocab_size)
+      fail(src, ": target [", i / b.S, ", ", i % b.S + 1, "]=", tg,
+           " is outside the vocabulary [0, ", c.vocab_size, ") and is not the ignore index -100");
+  }
+}
+
+Recompute parse_recompute(const std::string& s) {
+  if (s == "none") return Recompute::none;
+  if (s == "full") return Recompute::full;
+  fail("--recompute=", s, " is not one of: none, full");
+}
+
+Model::Model(const ModelConfig& c) : cfg_(c) {
+  const int64_t half = c.head_dim() / 2;
+  cos_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
+  sin_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
+  rope_table<float>(F(cos_), F(sin_), c.max_position_embeddings, static_cast<int>(c.head_dim()),
+                    c.rope_theta);
+}
+
+void Model::embed(Tensor& x, const ModelParams& p, const Batch& b) {
+  const int64_t h = cfg_.hidden_size;
+  const float* E = F(p.embed);
+  float* xp = F(x);
+  for (int64_t t = 0; t < b.B * b.S; ++t)
+    std::memcpy(xp + t * h, E + b.inputs[static_cast<size_t>(t)] * h, sizeof(float) * h);
+}
+
+void Model::attention(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                      const Batch& b) {
+  const int64_t T = b.B * b.S, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
+  const AttnShape sh{static_cast<int>(cfg_.num_attention_heads),
+                     static_cast<int>(cfg_.num_key_value_heads), static_cast<int>(cfg_.head_dim())};
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim())));
+  for (int64_t s = 0; s < b.B; ++s) {
+    QSeg qs{0, 0, b.S};
+    KvSeg<float> ks{F(k) + s * b.S * kvd, F(v) + s * b.S * kvd, kvd, 0, b.S};
+    flash_attn_fwd<float>(F(o) + s * b.S * qd, F(lse) + s * b.S, T, F(q) + s * b.S * qd, qd, &qs, 1,
+                          &ks, 1, sh, scale);
+  }
+}
+
+// x: block input [T, h] -> overwritten with the block output.
+void Model::block_forward(const LayerParams& W, Tensor& x, Acts* save, const Batch& b) {
+  const int64_t T = b.B * b.S, h = cfg_.hidden_size, I = cfg_.intermediate_size;
+  const int64_t qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), nh = cfg_.num_attention_heads;
+  const int d = static_cast<int>(cfg_.head_dim());
+  auto keep = [&](std::vector<int64_t> s) { return save ? act(std::move(s)) : ws(std::move(s)); };
+  const auto pos = positions(b);
+
+  Acts a;
+  a.x = save ? x.clone(Cat::activations) : Tensor();
+  a.n1 = keep({T, h});
+  a.rstd1 = keep({T});
+  {
+    Tensor y1 = ws({T, h});
+    rmsnorm_fwd<float>(F(y1), F(a.n1), F(a.rstd1), F(x), F(W.input_norm), T, h, cfg_.rms_norm_eps);
+    a.q = keep({T, qd});
+    a.k = keep({T, kvd});
+    a.v = keep({T, kvd});
+    linear_fwd<float>(F(a.q), F(y1), F(W.wq), T, qd, h);
+    linear_fwd<float>(F(a.k), F(y1), F(W.wk), T, kvd, h);
+    linear_fwd<float>(F(a.v), F(y1), F(W.wv), T, kvd, h);
+  }
+  rope_fwd<float>(F(a.q), qd, pos.data(), T, static_cast<int>(nh), d, F(cos_), F(sin_));
+  rope_fwd<float>(F(a.k), kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d,
+                  F(cos_), F(sin_));
+  a.o = keep({T, qd});
+  a.lse = keep({nh, T});
+  attention(a.o, a.lse, a.q, a.k, a.v, b);
+  linear_fwd<float>(F(x), F(a.o), F(W.wo), T, h, qd, 1.0f);  // x = x + o Wo^T  (h1)
+
+  a.n2 = keep({T, h});
+  a.rstd2 = keep({T});
+  a.g = keep({T, I});
+  a.u = keep({T, I});
+  {
+    Tensor y2 = ws({T, h});
+    rmsnorm_fwd<float>(F(y2), F(a.n2), F(a.rstd2), F(x), F(W.post_norm), T, h, cfg_.rms_norm_eps);
+    linear_fwd<float>(F(a.g), F(y2), F(W.w_gate), T, I, h);
+    linear_fwd<float>(F(a.u), F(y2), F(W.w_up), T, I, h);
+  }
+  {
+    Tensor s = ws({T, I});
+    swiglu_fwd<float>(F(s), F(a.g), F(a.u), T * I);
+    linear_fwd<float>(F(x), F(s), F(W.w_down), T, h, I, 1.0f);  // x = h1 + a Wd^T
+  }
+  if (save) *save = std::move(a);
+}
+
+// dx: d(block output) [T, h] on entry, d(block input) on exit.
+void Model::block_backward(const LayerParams& W, LayerParams& G, const Acts& a, Tensor& dx,
+                           const Batch& b) {
+  const int64_t T = b.B * b.S, h = cfg_.hidden_size, I = cfg_.intermediate_size;
+  const int64_t qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), nh = cfg_.num_attention_heads;
+  const int d = static_cast<int>(cfg_.head_dim());
+  const auto pos = positions(b);
+
+  // ---- MLP: out = h1 + swiglu(y2 Wg^T, y2 Wu^T) Wd^T, y2 = norm2(h1)
+  {
+    Tensor dg = ws({T, I}), du = ws({T, I});
+    {
+      Tensor s = ws({T, I});
+      swiglu_fwd<float>(F(s), F(a.g), F(a.u), T * I);
+      linear_bwd_w<float>(F(G.w_down), F(dx), F(s), T, h, I);
+      Tensor da = ws0({T, I});
+      linear_bwd_x<float>(F(da), F(dx), F(W.w_down), T, h, I);
+      swiglu_bwd<float>(F(dg), F(du), F(da), F(a.g), F(a.u), T * I);
+    }
+    Tensor y2 = reweight(a.n2, W.post_norm, T, h);
+    linear_bwd_w<float>(F(G.w_gate), F(dg), F(y2), T, I, h);
+    linear_bwd_w<float>(F(G.w_up), F(du), F(y2), T, I, h);
+    Tensor dy2 = ws0({T, h});
+    linear_bwd_x<float>(F(dy2), F(dg), F(W.w_gate), T, I, h);
+    linear_bwd_x<float>(F(dy2), F(du), F(W.w_up), T, I, h);
+    rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F(a.rstd2), T, h);
+  }
+  // dx now holds d(h1). ---- attention: h1 = x + attn(y1) Wo^T, y1 = norm1(x)
+  linear_bwd_w<float>(F(G.wo), F(dx), F(a.o), T, h, qd);
+  Tensor dq = ws0({T, qd}), dk = ws0({T, kvd}), dv = ws0({T, kvd});
+  {
+    Tensor dout = ws0({T, qd});
+    linear_bwd_x<float>(F(dout), F(dx), F(W.wo), T, h, qd);
+    const AttnShape sh{static_cast<int>(nh), static_cast<int>(cfg_.num_key_value_heads), d};
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+    for (int64_t s = 0; s < b.B; ++s) {
+      QSeg qs{0, 0, b.S};
+      const int64_t ko = s * b.S * kvd;
+      KvSeg<float> ks{F(a.k) + ko, F(a.v) + ko, kvd, 0, b.S, F(dk) + ko, F(dv) + ko};
+      const int64_t qo = s * b.S * qd;
+      flash_attn_bwd<float>(F(dq) + qo, F(dout) + qo, F(a.q) + qo, F(a.o) + qo, qd,
+                            F(a.lse) + s * b.S, T, &qs, 1, &ks, 1, sh, scale);
+    }
+  }
+  rope_bwd<float>(F(dq), qd, pos.data(), T, static_cast<int>(nh), d, F(cos_), F(sin_));
+  rope_bwd<float>(F(dk), kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d,
+                  F(cos_), F(sin_));
+  Tensor y1 = reweight(a.n1, W.input_norm, T, h);
+  linear_bwd_w<float>(F(G.wq), F(dq), F(y1), T, qd, h);
+  linear_bwd_w<float>(F(G.wk), F(dk), F(y1), T, kvd, h);
+  linear_bwd_w<float>(F(G.wv), F(dv), F(y1), T, kvd, h);
+  Tensor dy1 = ws0({T, h});
+  linear_bwd_x<float>(F(dy1), F(dq), F(W.wq), T, qd, h);
+  linear_bwd_x<float>(F(dy1), F(dk), F(W.wk), T, kvd, h);
+  linear_bwd_x<float>(F(dy1), F(dv), F(W.wv), T, kvd, h);
+  rmsnorm_bwd<float>(F(dx), F(G.input_norm), F(dy1), F(a.n1), F(W.input_norm), F(a.rstd1), T, h);
+}
+
+// Final norm + LM head + cross-entropy, streamed over chunks of tokens so that no more than
+// [chunk, V] logits ever exist. With grads, the backward of each chunk runs right after its
+// forward (the loss normalisation 1/N is known in advance): dx gets d(loss)/d(final input).
+double Model::head(const ModelParams& p, ModelParams* grads, const Tensor& x, Tensor* dx,
+                   const Batch& b, double inv_n) {
+  const int64_t T = b.B * b.S, h = cfg_.hidden_size, V = cfg_.vocab_size;
+  const int64_t C = std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{1} << 21) / V));
+  Tensor n = ws({T, h}), rstd = ws({T}), y = ws({T, h});
+  rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
+  Tensor z = ws({C, V}), m = ws({C}), l = ws({C}), zt = ws({C}), lse = ws({C});
+  Tensor dy = grads ? ws0({T, h}) : Tensor();
+  const float* Wh = F(p.head());
+  double total = 0;
+  for (int64_t r0 = 0; r0 < T; r0 += C) {
+    const int64_t c = std::min(C, T - r0);
+    const int64_t* tg = b.targets.data() + r0;
+    linear_fwd<float>(F(z), F(y) + r0 * h, Wh, c, V, h);
+    ce_init<float>(F(m), F(l), F(zt), c);
+    ce_update<float>(F(m), F(l), F(zt), F(z), c, V, 0, V, tg);
+    total += ce_finish<float>(F(lse), F(m), F(l), F(zt), c, tg);
+    if (!grads) continue;
+    ce_bwd<float>(F(z), F(z), F(lse), c, V, 0, V, tg, static_cast<float>(inv_n));  // z := dz
+    linear_bwd_x<float>(F(dy) + r0 * h, F(z), Wh, c, V, h);
+    linear_bwd_w<float>(F(grads->head()), F(z), F(y) + r0 * h, c, V, h);
+  }
+  if (grads) rmsnorm_bwd<float>(F(*dx), F(grads->final_norm), F(dy), F(n), F(p.final_norm), F(rstd), T, h);
+  return total;
+}
+
+double Model::forward_loss(const ModelParams& p, const Batch& b) {
+  Tensor x = ws({b.B * b.S, cfg_.hidden_size});
+  embed(x, p, b);
+  for (const auto& W : p.layers) block_forward(W, x, nullptr, b);
+  return head(p, nullptr, x, nullptr, b, 0.0);
+}
+
+double Model::forward_backward(const ModelParams& p, ModelParams& grads, const Batch& b,
+                               double inv_n, Recompute rc) {
+  const int64_t T = b.B * b.S, h = cfg_.hidden_size;
+  const size_t L = p.layers.size();
+  Tensor x = act({T, h});
+  embed(x, p, b);
+  std::vector<Acts> saved(L);
+  for (size_t l = 0; l < L; ++l) {
+    if (rc == Recompute::full) {
+      saved[l].x = x.clone(Cat::activations);  // a block keeps only its input
+      block_forward(p.layers[l], x, nullptr, b);
+    } else {
+      block_forward(p.layers[l], x, &saved[l], b);
+    }
+  }
+  Tensor dx = Tensor::zeros({T, h}, DType::f32, Cat::activations);
+  const double loss = head(p, &grads, x, &dx, b, inv_n);
+  x = Tensor();
+  for (size_t l = L; l-- > 0;) {
+    if (rc == Recompute::full) {
+      Tensor xin = saved[l].x.clone(Cat::workspace);
+      Acts a;
+      block_forward(p.layers[l], xin, &a, b);  // recompute: saves this layer's activations
+      block_backward(p.layers[l], grads.layers[l], a, dx, b);
+    } else {
+      block_backward(p.layers[l], grads.layers[l], saved[l], dx, b);
+    }
+    saved[l] = Acts();
+  }
+  // Embedding backward: rows summed per token id in position order (deterministic).
+  float* GE = F(grads.embed);
+  const float* dxp = F(dx);
+  for (int64_t t = 0; t < T; ++t) {
+    float* row = GE + b.inputs[static_cast<size_t>(t)] * h;
+    for (int64_t i = 0; i < h; ++i) row[i] += dxp[t * h + i];
+  }
+  return loss;
+}
+
+}  // namespace origami

@@ -1,0 +1,79 @@
+#include "model/params.h"
+
+#include <set>
+
+#include "core/rng.h"
+
+namespace origami {
+
+ModelParams ModelParams::zeros(const ModelConfig& c, Cat cat) {
+  const int64_t h = c.hidden_size, I = c.intermediate_size;
+  auto z = [&](std::vector<int64_t> s) { return Tensor::zeros(std::move(s), DType::f32, cat); };
+  ModelParams p;
+  p.embed = z({c.vocab_size, h});
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    p.layers.push_back({z({h}), z({c.q_dim(), h}), z({c.kv_dim(), h}), z({c.kv_dim(), h}),
+                        z({h, c.q_dim()}), z({h}), z({I, h}), z({I, h}), z({h, I})});
+  p.final_norm = z({h});
+  if (!c.tie_word_embeddings) p.lm_head = z({c.vocab_size, h});
+  return p;
+}
+
+void ModelParams::for_each(const std::function<void(const std::string&, Tensor&)>& fn) {
+  fn("model.embed_tokens.weight", embed);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const std::string pre = "model.layers." + std::to_string(l) + ".";
+    LayerParams& L = layers[l];
+    fn(pre + "input_layernorm.weight", L.input_norm);
+    fn(pre + "self_attn.q_proj.weight", L.wq);
+    fn(pre + "self_attn.k_proj.weight", L.wk);
+    fn(pre + "self_attn.v_proj.weight", L.wv);
+    fn(pre + "self_attn.o_proj.weight", L.wo);
+    fn(pre + "post_attention_layernorm.weight", L.post_norm);
+    fn(pre + "mlp.gate_proj.weight", L.w_gate);
+    fn(pre + "mlp.up_proj.weight", L.w_up);
+    fn(pre + "mlp.down_proj.weight", L.w_down);
+  }
+  fn("model.norm.weight", final_norm);
+  if (lm_head.defined()) fn("lm_head.weight", lm_head);
+}
+
+void ModelParams::zero() {
+  for_each([](const std::string&, Tensor& t) { t.zero(); });
+}
+
+void init_params(ModelParams& p, uint64_t seed) {
+  p.for_each([&](const std::string& name, Tensor& t) {
+    float* x = t.data<float>();
+    const int64_t n = t.numel();
+    if (t.shape().size() == 1) {
+      for (int64_t i = 0; i < n; ++i) x[i] = 1.0f;
+      return;
+    }
+    const uint64_t key = param_key(seed, name);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(0.02 * rng_normal(key, i));
+  });
+}
+
+void load_params(ModelParams& p, const SafeTensorsReader& r) {
+  std::set<std::string> known;
+  p.for_each([&](const std::string& name, Tensor& t) {
+    known.insert(name);
+    r.read_into(name, t);
+  });
+  for (const auto& [name, e] : r.entries())
+    if (!known.count(name)) {
+      if (name == "lm_head.weight")
+        fail(r.path(), ": tensor 'lm_head.weight' present but the config has tie_word_embeddings=true");
+      fail(r.path(), ": unknown tensor '", name, "' (not a parameter of this config)");
+    }
+}
+
+void save_params(ModelParams& p, const std::string& path) {
+  SafeTensorsWriter w;
+  p.for_each([&](const std::string& name, Tensor& t) { w.add(name, t); });
+  w.write(path);
+}
+
+}  // namespace origami

@@ -1,0 +1,36 @@
+// The parameters of a Llama model, one tensor per HF name. The same struct holds gradients and
+// AdamW moments (allocated under their own memory categories).
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/safetensors.h"
+#include "core/tensor.h"
+#include "model/config.h"
+
+namespace origami {
+
+struct LayerParams {
+  Tensor input_norm, wq, wk, wv, wo, post_norm, w_gate, w_up, w_down;
+};
+
+struct ModelParams {
+  Tensor embed, final_norm, lm_head;  // lm_head undefined when tied
+  std::vector<LayerParams> layers;
+
+  static ModelParams zeros(const ModelConfig& c, Cat cat);
+  const Tensor& head() const { return lm_head.defined() ? lm_head : embed; }
+  Tensor& head() { return lm_head.defined() ? lm_head : embed; }
+  // Every tensor with its HF name, in HF order; a tied head is visited once (as the embedding).
+  void for_each(const std::function<void(const std::string&, Tensor&)>& fn);
+  void zero();
+};
+
+// Element (i) of tensor `name` ~ N(0, 0.02) from the counter-based RNG (tsp-spec §3); norms are 1.
+void init_params(ModelParams& p, uint64_t seed);
+// Loads every parameter by HF name; a missing, unknown, mistyped or misshapen tensor is an error.
+void load_params(ModelParams& p, const SafeTensorsReader& r);
+void save_params(ModelParams& p, const std::string& path);
+
+}  // namespace origami

@@ -1,0 +1,61 @@
+#include "train/grad.h"
+
+#include <vector>
+
+#include "core/error.h"
+#include "core/safetensors.h"
+
+namespace origami {
+
+Batch load_token_batch(const std::string& path, const ModelConfig& cfg) {
+  SafeTensorsReader r(path);
+  for (const auto& [name, e] : r.entries())
+    if (name != "input_ids" && name != "labels")
+      fail(path, ": unknown tensor '", name, "' (expected input_ids and optionally labels)");
+  std::vector<int64_t> shape;
+  const std::vector<int64_t> ids = r.load_ints("input_ids", &shape);
+  if (shape.size() != 2 || shape[1] < 2)
+    fail(path, ": input_ids has shape ", shape_str(shape), ", expected [B, S+1] with S >= 1");
+  std::vector<int64_t> labels = ids;
+  if (r.has("labels")) {
+    std::vector<int64_t> lshape;
+    labels = r.load_ints("labels", &lshape);
+    if (lshape != shape)
+      fail(path, ": labels has shape ", shape_str(lshape), ", expected input_ids' shape ", shape_str(shape));
+  }
+  Batch b;
+  b.B = shape[0];
+  b.S = shape[1] - 1;
+  const int64_t W = shape[1];
+  for (int64_t i = 0; i < b.B; ++i)
+    for (int64_t s = 0; s < b.S; ++s) {
+      b.inputs.push_back(ids[static_cast<size_t>(i * W + s)]);
+      const int64_t t = labels[static_cast<size_t>(i * W + s + 1)];
+      if (t == -100) b.targets.push_back(-1);
+      else if (t < 0)
+        fail(path, ": labels[", i, ", ", s + 1, "]=", t, " is negative and not the ignore index -100");
+      else b.targets.push_back(t);
+    }
+  validate_batch(cfg, b, path);
+  return b;
+}
+
+void run_grad(const std::string& config, const std::string& weights, const std::string& tokens,
+              const std::string& out, Recompute rc) {
+  const ModelConfig cfg = ModelConfig::load(config);
+  ModelParams params = ModelParams::zeros(cfg, Cat::weights);
+  load_params(params, SafeTensorsReader(weights));
+  const Batch b = load_token_batch(tokens, cfg);
+  ModelParams grads = ModelParams::zeros(cfg, Cat::grads);
+  const int64_t N = b.num_targets();
+  if (N == 0) std::fprintf(stderr, "warning: no non-ignored targets; loss and gradients are 0\n");
+  Model model(cfg);
+  const double sum = model.forward_backward(params, grads, b, N ? 1.0 / static_cast<double>(N) : 0.0, rc);
+  const float loss = static_cast<float>(N ? sum / static_cast<double>(N) : 0.0);
+  SafeTensorsWriter w;
+  w.add("loss", DType::f32, {1}, &loss);
+  grads.for_each([&](const std::string& name, Tensor& t) { w.add(name, t); });
+  w.write(out);
+}
+
+}  // namespace origami

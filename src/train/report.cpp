@@ -1,0 +1,62 @@
+#include "train/report.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "core/safetensors.h"
+
+namespace origami {
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+nlohmann::json peak_json(const MemStats& m) {
+  nlohmann::json j;
+  for (int c = 0; c < kNumCats; ++c) j[cat_name(static_cast<Cat>(c))] = m.peak[static_cast<size_t>(c)];
+  j["total"] = m.total_peak;
+  return j;
+}
+
+nlohmann::json make_report(const RunSummary& s, const MemStats& m) {
+  const double tmed = median(s.step_times);
+  nlohmann::json comm = nlohmann::json::object();
+  for (const char* c : {"attn_weights", "mlp_weights", "kv", "grads", "embed_head", "other"})
+    comm[c] = {{"fwd", 0}, {"recompute", 0}, {"bwd", 0}};
+  nlohmann::json rank = {
+      {"rank", 0},
+      {"peak_bytes", peak_json(m)},
+      {"comm_bytes", comm},
+      {"comm_bytes_per_layer", nlohmann::json::array()},
+      {"time_s", {{"step_median", tmed}, {"compute", tmed}, {"comm_exposed", 0.0}, {"skew", 0.0}}}};
+  return {{"schema_version", 1},
+          {"layout", s.layout},
+          {"world_size", 1},
+          {"config", s.config},
+          {"seq", s.seq},
+          {"micro_batch", s.micro_batch},
+          {"grad_accum", s.grad_accum},
+          {"steps", s.steps},
+          {"tokens_per_s", tmed > 0 ? static_cast<double>(s.tokens_per_step) / tmed : 0.0},
+          {"step_time_median_s", tmed},
+          {"final_loss", s.losses.empty() ? 0.0 : s.losses.back()},
+          {"losses", s.losses},
+          {"eval", s.eval},
+          {"ranks", {rank}}};
+}
+
+void write_report(const std::string& path, const RunSummary& s, const MemStats& m) {
+  write_file_atomic(path, make_report(s, m).dump(2) + "\n");
+}
+
+void print_memory(const MemStats& m) {
+  std::printf("peak memory (rank 0):");
+  for (int c = 0; c < kNumCats; ++c)
+    std::printf(" %s %s |", cat_name(static_cast<Cat>(c)), format_bytes(m.peak[static_cast<size_t>(c)]).c_str());
+  std::printf(" total %s\n", format_bytes(m.total_peak).c_str());
+}
+
+}  // namespace origami

@@ -1,0 +1,25 @@
+// The run report of tsp-spec §10 (one rank for now) and the per-category memory printout.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/memory.h"
+
+namespace origami {
+
+struct RunSummary {
+  std::string layout;
+  nlohmann::json config;
+  int64_t seq = 0, micro_batch = 0, grad_accum = 0, steps = 0, tokens_per_step = 0;
+  std::vector<double> losses, step_times;
+  nlohmann::json eval = nlohmann::json::array();
+};
+
+double median(std::vector<double> v);
+nlohmann::json peak_json(const MemStats& m);
+nlohmann::json make_report(const RunSummary& s, const MemStats& m);
+void write_report(const std::string& path, const RunSummary& s, const MemStats& m);
+void print_memory(const MemStats& m);
+
+}  // namespace origami

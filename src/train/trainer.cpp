@@ -1,0 +1,202 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/safetensors.h"
+#include "kernels/kernels.h"
+#include "train/checkpoint.h"
+#include "train/data.h"
+#include "train/report.h"
+
+namespace origami {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double secs(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+std::string fmt_eta(double s) {
+  char b[32];
+  const int t = static_cast<int>(s + 0.5);
+  if (t >= 3600) std::snprintf(b, sizeof b, "%dh%02dm", t / 3600, t / 60 % 60);
+  else std::snprintf(b, sizeof b, "%dm%02ds", t / 60, t % 60);
+  return b;
+}
+
+int64_t warmup_steps(const TrainOptions& o) {
+  return o.warmup >= 0 ? o.warmup : std::min<int64_t>(100, o.steps / 10);
+}
+}  // namespace
+
+double lr_at(const TrainOptions& o, int64_t step) {
+  const double min_lr = o.min_lr >= 0 ? o.min_lr : o.lr * 0.1;
+  const int64_t w = warmup_steps(o);
+  if (step < w) return o.lr * static_cast<double>(step + 1) / static_cast<double>(w);
+  if (o.steps <= w) return o.lr;
+  const double t = static_cast<double>(step - w) / static_cast<double>(o.steps - w);
+  return min_lr + 0.5 * (o.lr - min_lr) * (1.0 + std::cos(M_PI * std::min(1.0, t)));
+}
+
+int run_train(const TrainOptions& o) {
+  const ModelConfig cfg = ModelConfig::load(o.config);
+  const int64_t B = o.micro_batch, S = o.seq, k = o.grad_accum, G = B * k;
+  if (S > cfg.max_position_embeddings)
+    fail("--seq=", S, " exceeds max_position_embeddings=", cfg.max_position_embeddings, " of ", o.config);
+  if (o.steps < 1) fail("--steps=", o.steps, " must be >= 1");
+  if (!(o.lr > 0)) fail("--lr=", o.lr, " must be positive");
+
+  Corpus corpus;
+  if (!o.synthetic) {
+    corpus = Corpus::load(o.data, o.tokenizer);
+    if (corpus.vocab_used() > cfg.vocab_size)
+      fail(o.config, ": vocab_size=", cfg.vocab_size, " is smaller than the corpus's token ids (up to ",
+           corpus.vocab_used() - 1, ")");
+    if (corpus.train_size() <= S + 1 || corpus.eval_windows(S) < 1)
+      fail("--seq=", S, " is too long for the corpus (", corpus.size(), " tokens)");
+  }
+  auto make_batch = [&](int64_t first_index, bool eval) {
+    Batch b;
+    b.B = B;
+    b.S = S;
+    b.inputs.resize(static_cast<size_t>(B * S));
+    b.targets.resize(static_cast<size_t>(B * S));
+    for (int64_t i = 0; i < B; ++i) {
+      int64_t* in = b.inputs.data() + i * S;
+      int64_t* tg = b.targets.data() + i * S;
+      if (o.synthetic) synthetic_sample(o.seed, first_index + i, S, cfg.vocab_size, in, tg);
+      else if (eval) corpus.eval_sample(first_index + i, S, in, tg);
+      else corpus.train_sample(o.seed, first_index + i, S, in, tg);
+    }
+    return b;
+  };
+
+  Model model(cfg);
+  ModelParams params = ModelParams::zeros(cfg, Cat::weights);
+  ModelParams grads = ModelParams::zeros(cfg, Cat::grads);
+  ModelParams m = ModelParams::zeros(cfg, Cat::optimizer), v = ModelParams::zeros(cfg, Cat::optimizer);
+  int64_t start = 0;
+  if (!o.resume.empty()) {
+    TrainerState st = load_checkpoint(o.resume, params, m, v);
+    start = st.step;
+    if (st.extra.value("seed", o.seed) != o.seed)
+      fail("--seed=", o.seed, " differs from the checkpoint's seed ", st.extra["seed"].dump());
+    if (start >= o.steps) fail("--steps=", o.steps, " but the checkpoint is already at step ", start);
+    if (!o.quiet) std::printf("resumed from %s at step %lld\n", o.resume.c_str(), static_cast<long long>(start));
+  } else if (!o.init_weights.empty()) {
+    load_params(params, SafeTensorsReader(o.init_weights));
+  } else {
+    init_params(params, o.seed);
+  }
+
+  cpu::AdamW hp{0.0, o.beta1, o.beta2, 1e-8, o.weight_decay};
+  std::vector<double> losses, step_times;
+  nlohmann::json evals = nlohmann::json::array();
+  auto evaluate = [&]() {
+    double sum = 0;
+    int64_t n = 0;
+    for (int64_t j = 0; j < o.eval_batches; ++j) {
+      Batch b = make_batch(j * B, true);
+      sum += model.forward_loss(params, b);
+      n += b.num_targets();
+    }
+    return n ? sum / static_cast<double>(n) : 0.0;
+  };
+  auto checkpoint = [&](int64_t steps_done) {
+    TrainerState st;
+    st.step = steps_done;
+    st.consumed_samples = steps_done * G;
+    st.extra = {{"seed", o.seed},
+                {"config", cfg.to_json()},
+                {"layout", "single"},
+                {"lr_schedule", {{"lr", o.lr}, {"min_lr", o.min_lr >= 0 ? o.min_lr : o.lr * 0.1},
+                                 {"warmup", warmup_steps(o)}, {"steps", o.steps}, {"kind", "cosine"}}},
+                {"micro_batch", B}, {"grad_accum", k}, {"seq", S}};
+    save_checkpoint(o.save_dir, st, params, m, v);
+    if (!o.quiet) std::printf("saved checkpoint %s/step_%lld\n", o.save_dir.c_str(), static_cast<long long>(steps_done));
+  };
+
+  if (!o.quiet)
+    std::printf("origami train: %s (%.1fM params), S=%lld, batch %lld x %lld accum = %lld seqs/step, %s\n",
+                o.config.c_str(), cfg.num_params() / 1e6, static_cast<long long>(S),
+                static_cast<long long>(B), static_cast<long long>(k), static_cast<long long>(G),
+                o.synthetic ? "synthetic tokens" : "corpus");
+  const auto t_run = Clock::now();
+  for (int64_t step = start; step < o.steps; ++step) {
+    const auto t0 = Clock::now();
+    grads.zero();
+    std::vector<Batch> micro;
+    int64_t N = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      micro.push_back(make_batch(step * G + j * B, false));
+      N += micro.back().num_targets();
+    }
+    if (N == 0) std::fprintf(stderr, "warning: step %lld has no non-ignored targets; loss and gradients are 0\n", static_cast<long long>(step));
+    const double inv_n = N ? 1.0 / static_cast<double>(N) : 0.0;
+    double loss_sum = 0;
+    for (auto& b : micro) loss_sum += model.forward_backward(params, grads, b, inv_n, o.recompute);
+    const double loss = loss_sum * inv_n;
+    double sq = 0;
+    grads.for_each([&](const std::string&, Tensor& g) { sq += cpu::sum_squares(g.data<float>(), g.numel()); });
+    const double gnorm = std::sqrt(sq);
+    if (o.clip > 0 && gnorm > o.clip) {
+      const float s = static_cast<float>(o.clip / (gnorm + 1e-6));
+      grads.for_each([&](const std::string&, Tensor& g) { cpu::scale_inplace(g.data<float>(), g.numel(), s); });
+    }
+    hp.lr = lr_at(o, step);
+    // walk the three parameter sets in lockstep (same order)
+    std::vector<Tensor*> P, Gs, Ms, Vs;
+    params.for_each([&](const std::string&, Tensor& t) { P.push_back(&t); });
+    grads.for_each([&](const std::string&, Tensor& t) { Gs.push_back(&t); });
+    m.for_each([&](const std::string&, Tensor& t) { Ms.push_back(&t); });
+    v.for_each([&](const std::string&, Tensor& t) { Vs.push_back(&t); });
+    for (size_t i = 0; i < P.size(); ++i) {
+      cpu::AdamW h = hp;
+      if (P[i]->shape().size() != 2) h.weight_decay = 0;  // decay on 2-D weights only
+      cpu::adamw_step(P[i]->data<float>(), Gs[i]->data<float>(), Ms[i]->data<float>(),
+                      Vs[i]->data<float>(), P[i]->numel(), h, step + 1);
+    }
+    const double dt = secs(t0, Clock::now());
+    losses.push_back(loss);
+    step_times.push_back(dt);
+    const bool last = step + 1 == o.steps;
+    if (!o.quiet && (o.log_every > 0 && ((step + 1) % o.log_every == 0 || last))) {
+      const double el = secs(t_run, Clock::now());
+      const double eta = el / static_cast<double>(step + 1 - start) * static_cast<double>(o.steps - step - 1);
+      std::printf("step %lld/%lld | loss %.6f | lr %.2e | gnorm %.3f | %.0f tok/s | %.3f s/step | mem %s | eta %s\n",
+                  static_cast<long long>(step + 1), static_cast<long long>(o.steps), loss, hp.lr, gnorm,
+                  static_cast<double>(G * S) / dt, dt, format_bytes(MemTracker::get().stats().total_peak).c_str(),
+                  fmt_eta(eta).c_str());
+      std::fflush(stdout);
+    }
+    if (!o.synthetic && o.eval_every > 0 && ((step + 1) % o.eval_every == 0 || last)) {
+      const double el = evaluate();
+      evals.push_back({{"step", step + 1}, {"loss", el}});
+      if (!o.quiet) std::printf("eval step %lld | held-out loss %.6f\n", static_cast<long long>(step + 1), el);
+    }
+    if (!o.save_dir.empty() && ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last))
+      checkpoint(step + 1);
+  }
+  RunSummary sum;
+  sum.layout = "single";
+  sum.config = cfg.to_json();
+  sum.seq = S;
+  sum.micro_batch = B;
+  sum.grad_accum = k;
+  sum.steps = o.steps - start;
+  sum.tokens_per_step = G * S;
+  sum.losses = losses;
+  sum.step_times = step_times;
+  sum.eval = evals;
+  if (!o.quiet) print_memory(MemTracker::get().stats());
+  if (!o.report.empty()) write_report(o.report, sum, MemTracker::get().stats());
+  return 0;
+}
+
+}  // namespace origami

@@ -1,0 +1,27 @@
+// The training loop: deterministic data by global sample index, gradient accumulation with the
+// loss normalised by the global count of targets, global-norm clipping, AdamW, warmup + cosine LR,
+// periodic eval, atomic checkpoints and bit-identical resume, and the run report.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "model/model.h"
+
+namespace origami {
+
+struct TrainOptions {
+  std::string config, data = "data/moby_dick.txt", tokenizer = "data/tokenizer.model";
+  std::string init_weights, save_dir, resume, report;
+  int64_t steps = 100, seq = 256, micro_batch = 4, grad_accum = 1, warmup = -1;
+  int64_t eval_every = 50, eval_batches = 4, log_every = 1, save_every = 0;
+  double lr = 3e-4, min_lr = -1, clip = 1.0, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95;
+  uint64_t seed = 1;
+  bool synthetic = false, quiet = false;
+  Recompute recompute = Recompute::none;
+};
+
+// Learning rate for step (0-based): linear warmup to lr, then cosine to min_lr at `steps`.
+double lr_at(const TrainOptions& o, int64_t step);
+int run_train(const TrainOptions& o);
+
+}  // namespace origami
