@@ -23,10 +23,18 @@ Batch load_token_batch(const std::string& path, const ModelConfig& cfg) {
     if (lshape != shape)
       fail(path, ": labels has shape ", shape_str(lshape), ", expected input_ids' shape ", shape_str(shape));
   }
+  const int64_t W = shape[1];
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= cfg.vocab_size)
+      fail(path, ": input_ids[", static_cast<int64_t>(i) / W, ", ", static_cast<int64_t>(i) % W, "]=", ids[i],
+           " is outside the vocabulary [0, ", cfg.vocab_size, ")");
+  for (size_t i = 0; i < labels.size(); ++i)
+    if (labels[i] >= cfg.vocab_size)
+      fail(path, ": labels[", static_cast<int64_t>(i) / W, ", ", static_cast<int64_t>(i) % W, "]=", labels[i],
+           " is outside the vocabulary [0, ", cfg.vocab_size, ")");
   Batch b;
   b.B = shape[0];
   b.S = shape[1] - 1;
-  const int64_t W = shape[1];
   for (int64_t i = 0; i < b.B; ++i)
     for (int64_t s = 0; s < b.S; ++s) {
       b.inputs.push_back(ids[static_cast<size_t>(i * W + s)]);

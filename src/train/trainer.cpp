@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <omp.h>
 
 #include "core/error.h"
 #include "core/safetensors.h"
@@ -123,10 +124,11 @@ int run_train(const TrainOptions& o) {
   };
 
   if (!o.quiet)
-    std::printf("origami train: %s (%.1fM params), S=%lld, batch %lld x %lld accum = %lld seqs/step, %s\n",
+    std::printf("origami train: %s (%.1fM params), S=%lld, batch %lld x %lld accum = %lld seqs/step, %s, "
+                "%d threads\n",
                 o.config.c_str(), cfg.num_params() / 1e6, static_cast<long long>(S),
                 static_cast<long long>(B), static_cast<long long>(k), static_cast<long long>(G),
-                o.synthetic ? "synthetic tokens" : "corpus");
+                o.synthetic ? "synthetic tokens" : "corpus", omp_get_max_threads());
   const auto t_run = Clock::now();
   for (int64_t step = start; step < o.steps; ++step) {
     const auto t0 = Clock::now();

@@ -1,0 +1,59 @@
+"""An independent float64 Llama in PyTorch, written from the HF transformers conventions
+(tsp-spec §2): RMSNorm w * x / sqrt(mean(x^2) + eps); RoPE inv_freq_i = theta^(-2i/d) with
+rotate_half pairing (i, i + d/2); scores / sqrt(d), causal softmax; query head i uses kv head
+i // (n_h / n_kv); SwiGLU MLP down(silu(gate(x)) * up(x)); mean cross-entropy with ignore_index -100
+over the shifted labels. Used as the oracle of the C++ engine; it shares no code with it."""
+import math
+
+import torch
+
+
+def rmsnorm(x, w, eps):
+    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def rope(x, pos, theta):
+    # x: [B, H, S, d]
+    d = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    ang = pos[:, None].double() * inv_freq[None, :]
+    emb = torch.cat([ang, ang], dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    rot = torch.cat([-x2, x1], dim=-1)
+    return x * cos + rot * sin
+
+
+def forward_loss(cfg, P, input_ids, labels):
+    """P: dict of float64 tensors with HF names (requires_grad); input_ids/labels: [B, S+1]."""
+    h, nh, nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    d, L = h // nh, cfg["num_hidden_layers"]
+    eps, theta = cfg.get("rms_norm_eps", 1e-6), cfg.get("rope_theta", 10000.0)
+    ids = input_ids[:, :-1]
+    B, S = ids.shape
+    x = P["model.embed_tokens.weight"][ids]
+    pos = torch.arange(S)
+    mask = torch.ones(S, S, dtype=torch.bool).tril()
+    for l in range(L):
+        p = f"model.layers.{l}."
+        y = rmsnorm(x, P[p + "input_layernorm.weight"], eps)
+        q = (y @ P[p + "self_attn.q_proj.weight"].T).view(B, S, nh, d).transpose(1, 2)
+        k = (y @ P[p + "self_attn.k_proj.weight"].T).view(B, S, nkv, d).transpose(1, 2)
+        v = (y @ P[p + "self_attn.v_proj.weight"].T).view(B, S, nkv, d).transpose(1, 2)
+        q, k = rope(q, pos, theta), rope(k, pos, theta)
+        k = k.repeat_interleave(nh // nkv, dim=1)
+        v = v.repeat_interleave(nh // nkv, dim=1)
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+        s = s.masked_fill(~mask, float("-inf"))
+        o = (s.softmax(-1) @ v).transpose(1, 2).reshape(B, S, nh * d)
+        x = x + o @ P[p + "self_attn.o_proj.weight"].T
+        y = rmsnorm(x, P[p + "post_attention_layernorm.weight"], eps)
+        g = y @ P[p + "mlp.gate_proj.weight"].T
+        u = y @ P[p + "mlp.up_proj.weight"].T
+        x = x + (torch.nn.functional.silu(g) * u) @ P[p + "mlp.down_proj.weight"].T
+    x = rmsnorm(x, P["model.norm.weight"], eps)
+    head = P["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else P["lm_head.weight"]
+    logits = x @ head.T
+    tgt = labels[:, 1:]
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100, reduction="mean")

@@ -1,0 +1,122 @@
+"""Every bad config or input ends with a message naming the field and the constraint, a non-zero
+exit, and no output file (nor temporary) left behind.
+Usage: test_cli_errors.py ORIGAMI_BINARY WORKDIR"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import st  # noqa: E402
+
+BASE = dict(hidden_size=16, intermediate_size=24, num_attention_heads=2, num_key_value_heads=1,
+            num_hidden_layers=1, vocab_size=30, max_position_embeddings=32)
+
+
+def main():
+    binary, work = sys.argv[1], sys.argv[2]
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    P = lambda n: os.path.join(work, n)  # noqa: E731
+
+    def cfg(name, **over):
+        c = dict(BASE)
+        for k, v in over.items():
+            if v is None:
+                c.pop(k, None)
+            else:
+                c[k] = v
+        with open(P(name), "w") as f:
+            json.dump(c, f)
+        return P(name)
+
+    good_cfg = cfg("good.json")
+    subprocess.run([binary, "init", "--config", good_cfg, "--out", P("w.safetensors")], check=True)
+    W = st.load(P("w.safetensors"))
+    ids = np.arange(2 * 9, dtype=np.int64).reshape(2, 9) % 30
+    st.save(P("tok.safetensors"), {"input_ids": ids})
+
+    def weights(name, mutate):
+        w = dict(W)
+        mutate(w)
+        st.save(P(name), w)
+        return P(name)
+
+    def tokens(name, **t):
+        st.save(P(name), t)
+        return P(name)
+
+    raw = open(P("w.safetensors"), "rb").read()
+    with open(P("trunc.safetensors"), "wb") as f:
+        f.write(raw[: len(raw) - 10])
+    with open(P("garbage.safetensors"), "wb") as f:
+        f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+
+    def grad(c=good_cfg, w=P("w.safetensors"), t=P("tok.safetensors")):
+        return ["grad", "--config", c, "--weights", w, "--tokens", t, "--out", P("out.safetensors")]
+
+    long_ids = np.zeros((1, 40), dtype=np.int64)
+    cases = [
+        ("missing field", grad(c=cfg("c1.json", vocab_size=None)), "missing required field 'vocab_size'"),
+        ("mistyped field", grad(c=cfg("c2.json", hidden_size="16")), "field 'hidden_size' must be an integer"),
+        ("heads", grad(c=cfg("c3.json", num_key_value_heads=3)),
+         "num_attention_heads=2 is not divisible by num_key_value_heads=3"),
+        ("rope_scaling", grad(c=cfg("c4.json", rope_scaling={"type": "linear", "factor": 2})),
+         "'rope_scaling' is not supported"),
+        ("head_dim", grad(c=cfg("c5.json", head_dim=4)), "head_dim=4 differs"),
+        ("bad json", grad(c=P("w.safetensors")), "not valid JSON"),
+        ("seq > max pos", grad(t=tokens("t1.safetensors", input_ids=long_ids)),
+         "sequence length 39 exceeds max_position_embeddings=32"),
+        ("unknown tensor", grad(w=weights("w1.safetensors", lambda w: w.update(extra=np.zeros(3, np.float32)))),
+         "unknown tensor 'extra'"),
+        ("missing tensor", grad(w=weights("w2.safetensors", lambda w: w.pop("model.norm.weight"))),
+         "missing tensor 'model.norm.weight'"),
+        ("wrong shape", grad(w=weights("w3.safetensors", lambda w: w.update(
+            {"model.norm.weight": np.ones(15, np.float32)}))), "'model.norm.weight' has shape [15], expected [16]"),
+        ("wrong dtype", grad(w=weights("w4.safetensors", lambda w: w.update(
+            {"model.norm.weight": np.ones(16, np.float64)}))), "has dtype F64, expected F32"),
+        ("tied head present", grad(c=cfg("c6.json", tie_word_embeddings=True)), "tie_word_embeddings=true"),
+        ("truncated", grad(w=P("trunc.safetensors")), "outside the data section"),
+        ("malformed", grad(w=P("garbage.safetensors")), "not JSON"),
+        ("id outside vocab", grad(t=tokens("t2.safetensors", input_ids=np.array([[1, 2, 3, 99, 4]], np.int32))),
+         "input_ids[0, 3]=99 is outside the vocabulary [0, 30)"),
+        ("bad label", grad(t=tokens("t3.safetensors", input_ids=np.array([[1, 2, 3]], np.int64),
+                                    labels=np.array([[1, -5, 3]], np.int64))),
+         "labels[0, 1]=-5 is negative and not the ignore index -100"),
+        ("label shape", grad(t=tokens("t4.safetensors", input_ids=np.array([[1, 2, 3]], np.int64),
+                                      labels=np.array([[1, 2]], np.int64))), "labels has shape [1, 2]"),
+        ("float ids", grad(t=tokens("t5.safetensors", input_ids=np.array([[1.0, 2.0]], np.float32))),
+         "expected I32 or I64"),
+        ("missing file", grad(w=P("nope.safetensors")), "cannot open"),
+        ("unknown flag", ["train", "--config", good_cfg, "--stepz", "3"], "unknown flag --stepz"),
+        ("bad int", ["train", "--config", good_cfg, "--steps", "abc"], "--steps=abc is not an integer"),
+        ("bad recompute", grad() + ["--recompute", "some"], "--recompute=some is not one of: none, full"),
+        ("train seq", ["train", "--config", good_cfg, "--synthetic", "--seq", "64", "--steps", "1"],
+         "--seq=64 exceeds max_position_embeddings=32"),
+        ("train vocab", ["train", "--config", good_cfg, "--steps", "1", "--seq", "16"],
+         "vocab_size=30 is smaller than the corpus's token ids"),
+        ("missing required flag", ["grad", "--config", good_cfg], "missing required flag"),
+    ]
+    failures = []
+    for name, args, expect in cases:
+        r = subprocess.run([binary] + args, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(
+            os.path.dirname(os.path.abspath(__file__)))))
+        leftovers = [f for f in os.listdir(work) if f.startswith("out.safetensors")]
+        ok = r.returncode != 0 and expect in r.stderr and not leftovers
+        print(f"{'ok  ' if ok else 'FAIL'} {name:22s} exit={r.returncode} {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}")
+        if not ok:
+            failures.append(f"{name}: expected '{expect}', exit {r.returncode}, leftovers {leftovers}, stderr: {r.stderr}")
+    # and the good input works
+    r = subprocess.run([binary] + grad(), capture_output=True, text=True)
+    if r.returncode != 0 or not os.path.exists(P("out.safetensors")):
+        failures.append(f"good input failed: {r.stderr}")
+    if failures:
+        print("\n".join(failures))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The whole model against PyTorch float64: `origami grad` on the same safetensors weights and
+tokens must give the loss and every gradient to <= 1e-5 norm-wise relative per tensor.
+Usage: test_oracle.py ORIGAMI_BINARY WORKDIR"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import st  # noqa: E402
+from llama_ref import forward_loss  # noqa: E402
+
+TOL = 1e-5
+CASES = [
+    # name, config overrides, B, S, recompute
+    ("gqa_untied", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+                        num_hidden_layers=2, vocab_size=61, tie_word_embeddings=False), 2, 24, "none"),
+    ("mha_tied", dict(hidden_size=32, intermediate_size=40, num_attention_heads=2, num_key_value_heads=2,
+                      num_hidden_layers=2, vocab_size=50, tie_word_embeddings=True), 2, 17, "none"),
+    ("mqa_long_tiles_recompute", dict(hidden_size=48, intermediate_size=64, num_attention_heads=4,
+                                      num_key_value_heads=1, num_hidden_layers=3, vocab_size=40,
+                                      tie_word_embeddings=False, rope_theta=500.0), 1, 150, "full"),
+]
+
+
+def make_case(work, name, over, B, S, seed):
+    gen = torch.Generator().manual_seed(seed)
+    cfg = dict(model_type="llama", hidden_act="silu", max_position_embeddings=256, rms_norm_eps=1e-5,
+               rope_theta=10000.0)
+    cfg.update(over)
+    h, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    qd = h
+    kvd = h // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
+    shapes = {"model.embed_tokens.weight": (V, h)}
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        shapes.update({p + "input_layernorm.weight": (h,), p + "self_attn.q_proj.weight": (qd, h),
+                       p + "self_attn.k_proj.weight": (kvd, h), p + "self_attn.v_proj.weight": (kvd, h),
+                       p + "self_attn.o_proj.weight": (h, qd), p + "post_attention_layernorm.weight": (h,),
+                       p + "mlp.gate_proj.weight": (I, h), p + "mlp.up_proj.weight": (I, h),
+                       p + "mlp.down_proj.weight": (h, I)})
+    shapes["model.norm.weight"] = (h,)
+    if not cfg["tie_word_embeddings"]:
+        shapes["lm_head.weight"] = (V, h)
+    W = {}
+    for n, s in shapes.items():
+        if len(s) == 1:  # norm weights around 1, not exactly 1, so their gradients matter
+            W[n] = (1.0 + 0.1 * torch.randn(s, generator=gen, dtype=torch.float64)).float().numpy()
+        else:
+            W[n] = (torch.randn(s, generator=gen, dtype=torch.float64) / np.sqrt(s[1])).float().numpy()
+    ids = torch.randint(0, V, (B, S + 1), generator=gen)
+    labels = ids.clone()
+    labels[torch.rand(B, S + 1, generator=gen) < 0.2] = -100
+    paths = {k: os.path.join(work, f"{name}.{k}") for k in ("config.json", "weights.safetensors",
+                                                            "tokens.safetensors", "grads.safetensors")}
+    with open(paths["config.json"], "w") as f:
+        json.dump(cfg, f)
+    st.save(paths["weights.safetensors"], W)
+    st.save(paths["tokens.safetensors"], {"input_ids": ids.numpy().astype(np.int64),
+                                          "labels": labels.numpy().astype(np.int32)})
+    return cfg, W, ids, labels, paths
+
+
+def relerr(a, ref):
+    nref = np.linalg.norm(ref)
+    if nref == 0:
+        return float(np.linalg.norm(a))
+    return float(np.linalg.norm(a - ref) / nref)
+
+
+def main():
+    binary, work = sys.argv[1], sys.argv[2]
+    os.makedirs(work, exist_ok=True)
+    worst, failures = 0.0, []
+    for i, (name, over, B, S, rc) in enumerate(CASES):
+        cfg, W, ids, labels, paths = make_case(work, name, over, B, S, seed=1234 + i)
+        subprocess.run([binary, "grad", "--config", paths["config.json"], "--weights", paths["weights.safetensors"],
+                        "--tokens", paths["tokens.safetensors"], "--out", paths["grads.safetensors"],
+                        "--recompute", rc], check=True)
+        got = st.load(paths["grads.safetensors"])
+        P = {n: torch.tensor(w, dtype=torch.float64, requires_grad=True) for n, w in W.items()}
+        loss = forward_loss(cfg, P, ids, labels)
+        loss.backward()
+        expect_names = set(W) | {"loss"}
+        if set(got) != expect_names:
+            failures.append(f"{name}: tensor names differ: {sorted(set(got) ^ expect_names)}")
+        e = abs(float(got["loss"][0]) - loss.item()) / abs(loss.item())
+        print(f"{name:28s} loss  {float(got['loss'][0]):.8f} ref {loss.item():.8f} rel {e:.2e}")
+        worst = max(worst, e)
+        if e > TOL:
+            failures.append(f"{name}: loss rel err {e:.2e}")
+        case_worst = 0.0
+        for n, p in P.items():
+            r = relerr(got[n].astype(np.float64), p.grad.numpy())
+            case_worst = max(case_worst, r)
+            if r > TOL:
+                failures.append(f"{name}: {n} rel err {r:.2e}")
+        print(f"{name:28s} worst gradient rel err {case_worst:.2e}")
+        worst = max(worst, case_worst)
+    print(f"worst relative error over all cases: {worst:.2e} (tolerance {TOL:.0e})")
+    if failures:
+        print("FAILED:\n  " + "\n  ".join(failures))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

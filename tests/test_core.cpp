@@ -1,0 +1,199 @@
+// Core pieces: the tracked allocator, safetensors (round trip and every malformed input),
+// config validation, the counter-based RNG, the LR schedule and checkpoints.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "core/rng.h"
+#include "core/safetensors.h"
+#include "core/tensor.h"
+#include "model/config.h"
+#include "model/params.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+using namespace origami;
+namespace fs = std::filesystem;
+
+namespace {
+std::string tmpdir() {
+  auto p = fs::temp_directory_path() / ("origami_test_core_" + std::to_string(::getpid()));
+  fs::create_directories(p);
+  return p.string();
+}
+void write_bytes(const std::string& path, const std::string& b) {
+  std::ofstream(path, std::ios::binary) << b;
+}
+std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+nlohmann::json base_config() {
+  return {{"hidden_size", 32}, {"intermediate_size", 64}, {"num_attention_heads", 4},
+          {"num_key_value_heads", 2}, {"num_hidden_layers", 2}, {"vocab_size", 50}};
+}
+}  // namespace
+
+TEST(Memory, TracksLiveAndPeakPerCategoryAndTotalAsPeakOfSum) {
+  MemTracker& t = MemTracker::get();
+  t.reset_peaks();
+  const MemStats s0 = t.stats();
+  {
+    Tensor a = Tensor::empty({1000}, DType::f32, Cat::activations);  // 4000 B
+    {
+      Tensor w = Tensor::empty({10, 10}, DType::f64, Cat::workspace);  // 800 B
+    }
+    Tensor g = Tensor::empty({250}, DType::f32, Cat::grads);  // 1000 B
+    const MemStats s = t.stats();
+    EXPECT_EQ(s.live[3] - s0.live[3], 4000);
+    EXPECT_EQ(s.peak[4] - s0.live[4], 800);
+    EXPECT_EQ(s.total_live - s0.total_live, 5000);
+    // total peak = max over time of the sum (4800 then 5000), not the sum of peaks (5800)
+    EXPECT_EQ(s.total_peak - s0.total_live, 5000);
+  }
+  EXPECT_EQ(t.stats().total_live, s0.total_live);
+}
+
+TEST(SafeTensors, RoundTripAndMalformedInputs) {
+  const std::string dir = tmpdir(), path = dir + "/a.safetensors";
+  Tensor a = Tensor::empty({2, 3}, DType::f32, Cat::weights);
+  for (int i = 0; i < 6; ++i) a.data<float>()[i] = 0.5f * i;
+  std::vector<int64_t> ids = {1, 2, 3};
+  SafeTensorsWriter w;
+  w.add("a", a);
+  w.add("ids", DType::i64, {3}, ids.data());
+  w.write(path);
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  {
+    SafeTensorsReader r(path);
+    Tensor b = Tensor::empty({2, 3}, DType::f32, Cat::weights);
+    r.read_into("a", b);
+    for (int i = 0; i < 6; ++i) EXPECT_EQ(b.data<float>()[i], 0.5f * i);
+    std::vector<int64_t> sh;
+    EXPECT_EQ(r.load_ints("ids", &sh), ids);
+    Tensor wrong = Tensor::empty({3, 2}, DType::f32, Cat::weights);
+    EXPECT_NE(error_of([&] { r.read_into("a", wrong); }).find("has shape [2, 3], expected [3, 2]"), std::string::npos);
+    EXPECT_NE(error_of([&] { r.get("nope"); }).find("missing tensor 'nope'"), std::string::npos);
+  }
+  const std::string good = read_bytes(path), bad = dir + "/bad.safetensors";
+  write_bytes(bad, good.substr(0, good.size() - 4));
+  EXPECT_NE(error_of([&] { SafeTensorsReader r(bad); }).find("outside the data section"), std::string::npos);
+  write_bytes(bad, good.substr(0, 5));
+  EXPECT_NE(error_of([&] { SafeTensorsReader r(bad); }).find("truncated"), std::string::npos);
+  std::string huge = good;
+  huge[6] = 0x7f;  // header length beyond the file
+  write_bytes(bad, huge);
+  EXPECT_NE(error_of([&] { SafeTensorsReader r(bad); }).find("exceeds the file"), std::string::npos);
+  std::string notjson = good;
+  notjson[8] = '#';
+  write_bytes(bad, notjson);
+  EXPECT_NE(error_of([&] { SafeTensorsReader r(bad); }).find("not JSON"), std::string::npos);
+  std::string dt = good;
+  dt.replace(dt.find("\"F32\""), 5, "\"F16\"");
+  write_bytes(bad, dt);
+  EXPECT_NE(error_of([&] { SafeTensorsReader r(bad); }).find("unsupported dtype"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST(Config, ValidationNamesTheFieldAndTheConstraint) {
+  EXPECT_EQ(ModelConfig::from_json(base_config(), "c").head_dim(), 8);
+  auto err = [](nlohmann::json j) { return error_of([&] { ModelConfig::from_json(j, "c.json"); }); };
+  auto j = base_config();
+  j.erase("hidden_size");
+  EXPECT_EQ(err(j), "c.json: missing required field 'hidden_size'");
+  j = base_config();
+  j["num_hidden_layers"] = "2";
+  EXPECT_EQ(err(j), "c.json: field 'num_hidden_layers' must be an integer, got \"2\"");
+  j = base_config();
+  j["num_key_value_heads"] = 3;
+  EXPECT_EQ(err(j), "c.json: num_attention_heads=4 is not divisible by num_key_value_heads=3");
+  j = base_config();
+  j["hidden_size"] = 30;
+  EXPECT_EQ(err(j), "c.json: hidden_size=30 is not divisible by num_attention_heads=4");
+  j = base_config();
+  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  EXPECT_NE(err(j).find("'rope_scaling' is not supported"), std::string::npos);
+  j = base_config();
+  j["head_dim"] = 16;
+  EXPECT_NE(err(j).find("head_dim=16 differs"), std::string::npos);
+  j = base_config();
+  j["attention_bias"] = true;
+  EXPECT_NE(err(j).find("'attention_bias'=true is not supported"), std::string::npos);
+  j = base_config();
+  j["hidden_size"] = 12;
+  j["num_attention_heads"] = 4;  // head_dim 3: odd
+  EXPECT_NE(err(j).find("must be even"), std::string::npos);
+  j = base_config();
+  j["tie_word_embeddings"] = 1;
+  EXPECT_NE(err(j).find("'tie_word_embeddings' must be true or false"), std::string::npos);
+}
+
+TEST(Rng, CounterBasedAndKeyedByName) {
+  const uint64_t k1 = param_key(1, "model.layers.0.mlp.up_proj.weight");
+  EXPECT_EQ(rng_normal(k1, 12345), rng_normal(param_key(1, "model.layers.0.mlp.up_proj.weight"), 12345));
+  EXPECT_NE(rng_normal(k1, 0), rng_normal(param_key(1, "model.layers.1.mlp.up_proj.weight"), 0));
+  EXPECT_NE(rng_normal(k1, 0), rng_normal(param_key(2, "model.layers.0.mlp.up_proj.weight"), 0));
+  double s = 0, s2 = 0;
+  for (int i = 0; i < 100000; ++i) {
+    const double x = rng_normal(k1, i);
+    s += x;
+    s2 += x * x;
+  }
+  EXPECT_NEAR(s / 1e5, 0.0, 0.02);
+  EXPECT_NEAR(s2 / 1e5, 1.0, 0.02);
+  EXPECT_EQ(synthetic_token(3, 10, 5, 1000), synthetic_token(3, 10, 5, 1000));
+}
+
+TEST(Schedule, WarmupThenCosineToMinLr) {
+  TrainOptions o;
+  o.lr = 1.0;
+  o.min_lr = 0.1;
+  o.steps = 110;
+  o.warmup = 10;
+  EXPECT_DOUBLE_EQ(lr_at(o, 0), 0.1);
+  EXPECT_DOUBLE_EQ(lr_at(o, 9), 1.0);
+  EXPECT_DOUBLE_EQ(lr_at(o, 10), 1.0);
+  EXPECT_NEAR(lr_at(o, 60), 0.55, 1e-12);
+  EXPECT_NEAR(lr_at(o, 109), 0.1, 1e-3);
+}
+
+TEST(Checkpoint, RoundTripAndCorruptionDetected) {
+  const std::string dir = tmpdir() + "/ckpt";
+  const ModelConfig c = ModelConfig::from_json(base_config(), "c");
+  ModelParams p = ModelParams::zeros(c, Cat::weights), m = ModelParams::zeros(c, Cat::optimizer),
+              v = ModelParams::zeros(c, Cat::optimizer);
+  init_params(p, 7);
+  init_params(m, 8);
+  init_params(v, 9);
+  TrainerState st;
+  st.step = 3;
+  st.consumed_samples = 12;
+  st.extra = {{"seed", 7}};
+  save_checkpoint(dir, st, p, m, v);
+  EXPECT_TRUE(fs::exists(dir + "/step_3/trainer.json"));
+  EXPECT_FALSE(fs::exists(dir + "/step_3.tmp"));
+  EXPECT_EQ(read_bytes(dir + "/latest"), "step_3\n");
+  ModelParams p2 = ModelParams::zeros(c, Cat::weights), m2 = ModelParams::zeros(c, Cat::optimizer),
+              v2 = ModelParams::zeros(c, Cat::optimizer);
+  TrainerState st2 = load_checkpoint(dir, p2, m2, v2);
+  EXPECT_EQ(st2.step, 3);
+  EXPECT_EQ(st2.consumed_samples, 12);
+  EXPECT_EQ(0, std::memcmp(p.layers[1].w_up.raw(), p2.layers[1].w_up.raw(), p.layers[1].w_up.nbytes()));
+  EXPECT_EQ(0, std::memcmp(v.embed.raw(), v2.embed.raw(), v.embed.nbytes()));
+  std::string b = read_bytes(dir + "/step_3/model.safetensors");
+  b[b.size() - 1] ^= 1;
+  write_bytes(dir + "/step_3/model.safetensors", b);
+  EXPECT_NE(error_of([&] { load_checkpoint(dir, p2, m2, v2); }).find("sha256 mismatch"), std::string::npos);
+  fs::remove_all(fs::path(dir).parent_path());
+}

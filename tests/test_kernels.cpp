@@ -1,0 +1,374 @@
+// Every CPU kernel against a naive double-precision reference, and every backward against central
+// finite differences in double (<= 1e-6 norm-wise relative).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+using namespace origami::cpu;
+using Vec = std::vector<double>;
+
+namespace {
+
+Vec randn(size_t n, uint32_t seed, double scale = 1.0) {
+  std::mt19937 g(seed);
+  std::normal_distribution<double> d(0.0, scale);
+  Vec v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+double rel(const Vec& a, const Vec& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    den += b[i] * b[i];
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+// Central differences of the scalar f() with respect to every element of x.
+Vec numgrad(Vec& x, const std::function<double()>& f, double eps = 1e-6) {
+  Vec g(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double s = x[i];
+    x[i] = s + eps;
+    const double fp = f();
+    x[i] = s - eps;
+    const double fm = f();
+    x[i] = s;
+    g[i] = (fp - fm) / (2 * eps);
+  }
+  return g;
+}
+
+double dot(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+constexpr double kFd = 1e-6;
+
+}  // namespace
+
+TEST(Gemm, LinearMatchesNaive) {
+  const int64_t M = 7, N = 5, K = 9;
+  Vec x = randn(M * K, 1), W = randn(N * K, 2), dy = randn(M * N, 3);
+  Vec y(M * N), dx(M * K, 0.5), dW(N * K, -0.25);
+  linear_fwd<double>(y.data(), x.data(), W.data(), M, N, K);
+  linear_bwd_x<double>(dx.data(), dy.data(), W.data(), M, N, K);
+  linear_bwd_w<double>(dW.data(), dy.data(), x.data(), M, N, K);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double s = 0;
+      for (int64_t k = 0; k < K; ++k) s += x[m * K + k] * W[n * K + k];
+      EXPECT_NEAR(y[m * N + n], s, 1e-12);
+    }
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k) {
+      double s = 0.5;
+      for (int64_t n = 0; n < N; ++n) s += dy[m * N + n] * W[n * K + k];
+      EXPECT_NEAR(dx[m * K + k], s, 1e-12);  // accumulates
+    }
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) {
+      double s = -0.25;
+      for (int64_t m = 0; m < M; ++m) s += dy[m * N + n] * x[m * K + k];
+      EXPECT_NEAR(dW[n * K + k], s, 1e-12);
+    }
+  // float path agrees with the double one
+  std::vector<float> xf(x.begin(), x.end()), Wf(W.begin(), W.end()), yf(M * N);
+  linear_fwd<float>(yf.data(), xf.data(), Wf.data(), M, N, K);
+  for (int64_t i = 0; i < M * N; ++i) EXPECT_NEAR(yf[i], y[i], 1e-5);
+}
+
+TEST(RMSNorm, ForwardAndFiniteDifferences) {
+  const int64_t R = 5, H = 12;
+  const double eps = 1e-5;
+  Vec x = randn(R * H, 4), w = randn(H, 5), c = randn(R * H, 6);
+  auto fwd = [&](Vec& y, Vec& n, Vec& rs) {
+    y.assign(R * H, 0);
+    n.assign(R * H, 0);
+    rs.assign(R, 0);
+    rmsnorm_fwd<double>(y.data(), n.data(), rs.data(), x.data(), w.data(), R, H, eps);
+  };
+  Vec y, n, rs;
+  fwd(y, n, rs);
+  for (int64_t r = 0; r < R; ++r) {
+    double ms = 0;
+    for (int64_t i = 0; i < H; ++i) ms += x[r * H + i] * x[r * H + i] / H;
+    for (int64_t i = 0; i < H; ++i) EXPECT_NEAR(y[r * H + i], w[i] * x[r * H + i] / std::sqrt(ms + eps), 1e-12);
+  }
+  auto loss = [&] {
+    Vec yy, nn, rr;
+    fwd(yy, nn, rr);
+    return dot(yy, c);
+  };
+  Vec dx(R * H, 0), dw(H, 0);
+  rmsnorm_bwd<double>(dx.data(), dw.data(), c.data(), n.data(), w.data(), rs.data(), R, H);
+  EXPECT_LT(rel(dx, numgrad(x, loss)), kFd);
+  EXPECT_LT(rel(dw, numgrad(w, loss)), kFd);
+}
+
+TEST(RoPE, ForwardAndFiniteDifferences) {
+  const int d = 8, nh = 3, maxp = 40;
+  const int64_t R = 4, stride = nh * d + 5;  // padded rows: the kernel must respect the stride
+  const double theta = 10000.0;
+  Vec cs(maxp * d / 2), sn(maxp * d / 2);
+  rope_table<double>(cs.data(), sn.data(), maxp, d, theta);
+  std::vector<int64_t> pos = {0, 7, 31, 39};
+  Vec x = randn(R * stride, 7), c = randn(R * stride, 8);
+  Vec y = x;
+  rope_fwd<double>(y.data(), stride, pos.data(), R, nh, d, cs.data(), sn.data());
+  for (int64_t r = 0; r < R; ++r)
+    for (int hd = 0; hd < nh; ++hd)
+      for (int i = 0; i < d; ++i) {
+        const double* v = x.data() + r * stride + hd * d;
+        const int j = i % (d / 2);
+        const double a = pos[r] * std::pow(theta, -2.0 * j / d);
+        const double rot = i < d / 2 ? -v[i + d / 2] : v[i - d / 2];
+        EXPECT_NEAR(y[r * stride + hd * d + i], v[i] * std::cos(a) + rot * std::sin(a), 1e-12);
+      }
+  for (int64_t r = 0; r < R; ++r)  // padding untouched
+    for (int64_t i = nh * d; i < stride; ++i) EXPECT_EQ(y[r * stride + i], x[r * stride + i]);
+  auto loss = [&] {
+    Vec yy = x;
+    rope_fwd<double>(yy.data(), stride, pos.data(), R, nh, d, cs.data(), sn.data());
+    double s = 0;
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t i = 0; i < nh * d; ++i) s += yy[r * stride + i] * c[r * stride + i];
+    return s;
+  };
+  Vec g = c;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t i = nh * d; i < stride; ++i) g[r * stride + i] = 0;
+  rope_bwd<double>(g.data(), stride, pos.data(), R, nh, d, cs.data(), sn.data());
+  EXPECT_LT(rel(g, numgrad(x, loss)), kFd);
+}
+
+TEST(SwiGLU, ForwardAndFiniteDifferences) {
+  const int64_t n = 50;
+  Vec g = randn(n, 9, 2.0), u = randn(n, 10), c = randn(n, 11), a(n);
+  swiglu_fwd<double>(a.data(), g.data(), u.data(), n);
+  for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(a[i], g[i] / (1 + std::exp(-g[i])) * u[i], 1e-12);
+  auto loss = [&] {
+    Vec aa(n);
+    swiglu_fwd<double>(aa.data(), g.data(), u.data(), n);
+    return dot(aa, c);
+  };
+  Vec dg(n), du(n);
+  swiglu_bwd<double>(dg.data(), du.data(), c.data(), g.data(), u.data(), n);
+  EXPECT_LT(rel(dg, numgrad(g, loss)), kFd);
+  EXPECT_LT(rel(du, numgrad(u, loss)), kFd);
+}
+
+// ---- attention ---------------------------------------------------------------------------------
+namespace {
+// A zigzag-like setting: the rank's queries are two chunks at different global positions; the
+// keys of the whole sequence arrive as segments in rank-major order (not position order), each
+// with its own row stride.
+struct AttnCase {
+  int nh = 4, nkv = 2, d = 8;
+  int64_t S = 150;                          // global sequence (keys)
+  std::vector<QSeg> qs{{0, 10, 20}, {20, 80, 70}};  // 90 local query rows, several tiles
+  int64_t nq = 90;
+  // key segments: global positions [75,150), [0,40), [40,75) with different strides
+  std::vector<std::array<int64_t, 3>> kseg{{75, 75, 3}, {0, 40, 0}, {40, 35, 1}};  // pos0, len, pad
+};
+
+template <class T>
+struct AttnData {
+  std::vector<T> q, k[3], v[3], o, lse, dq, dk[3], dv[3];
+};
+
+template <class T>
+void run_fwd(const AttnCase& c, std::vector<T>& q, std::vector<T>* k, std::vector<T>* v,
+             std::vector<T>& o, std::vector<T>& lse) {
+  const int64_t qd = c.nh * c.d;
+  std::vector<KvSeg<T>> ks;
+  for (int s = 0; s < 3; ++s) {
+    const int64_t stride = c.nkv * c.d + c.kseg[s][2];
+    ks.push_back({k[s].data(), v[s].data(), stride, c.kseg[s][0], c.kseg[s][1]});
+  }
+  o.assign(c.nq * qd, 0);
+  lse.assign(c.nh * c.nq, 0);
+  flash_attn_fwd<T>(o.data(), lse.data(), c.nq, q.data(), qd, c.qs.data(), 2, ks.data(), 3,
+                    {c.nh, c.nkv, c.d}, static_cast<T>(1.0 / std::sqrt(double(c.d))));
+}
+
+// Naive reference: materialise all scores of one head in double.
+void naive(const AttnCase& c, const Vec& q, const Vec* k, const Vec* v, Vec& o, Vec& lse) {
+  const int64_t qd = c.nh * c.d;
+  o.assign(c.nq * qd, 0);
+  lse.assign(c.nh * c.nq, 0);
+  const double scale = 1.0 / std::sqrt(double(c.d));
+  for (int h = 0; h < c.nh; ++h) {
+    const int kvh = h / (c.nh / c.nkv);
+    for (const auto& qs : c.qs)
+      for (int64_t i = 0; i < qs.len; ++i) {
+        const int64_t row = qs.row0 + i, qp = qs.pos0 + i;
+        std::vector<std::pair<double, const double*>> sc;  // score, v row
+        for (int s = 0; s < 3; ++s) {
+          const int64_t stride = c.nkv * c.d + c.kseg[s][2];
+          for (int64_t j = 0; j < c.kseg[s][1]; ++j) {
+            if (c.kseg[s][0] + j > qp) continue;
+            double dd = 0;
+            for (int e = 0; e < c.d; ++e) dd += q[row * qd + h * c.d + e] * k[s][j * stride + kvh * c.d + e];
+            sc.push_back({dd * scale, &v[s][j * stride + kvh * c.d]});
+          }
+        }
+        double mx = -1e300, sum = 0;
+        for (auto& [s, p] : sc) mx = std::max(mx, s);
+        for (auto& [s, p] : sc) sum += std::exp(s - mx);
+        for (auto& [s, p] : sc)
+          for (int e = 0; e < c.d; ++e) o[row * qd + h * c.d + e] += std::exp(s - mx) / sum * p[e];
+        lse[h * c.nq + row] = mx + std::log(sum);
+      }
+  }
+}
+}  // namespace
+
+TEST(FlashAttention, ForwardMatchesNaiveAcrossSegmentsTilesAndGQA) {
+  AttnCase c;
+  const int64_t qd = c.nh * c.d;
+  Vec q = randn(c.nq * qd, 12), k[3], v[3];
+  for (int s = 0; s < 3; ++s) {
+    const int64_t n = c.kseg[s][1] * (c.nkv * c.d + c.kseg[s][2]);
+    k[s] = randn(n, 20 + s);
+    v[s] = randn(n, 30 + s);
+  }
+  Vec o, lse, ro, rlse;
+  run_fwd<double>(c, q, k, v, o, lse);
+  naive(c, q, k, v, ro, rlse);
+  EXPECT_LT(rel(o, ro), 1e-13);
+  EXPECT_LT(rel(lse, rlse), 1e-13);
+  // float kernel against the double reference
+  std::vector<float> qf(q.begin(), q.end()), kf[3], vf[3], of, lf;
+  for (int s = 0; s < 3; ++s) {
+    kf[s].assign(k[s].begin(), k[s].end());
+    vf[s].assign(v[s].begin(), v[s].end());
+  }
+  run_fwd<float>(c, qf, kf, vf, of, lf);
+  EXPECT_LT(rel(Vec(of.begin(), of.end()), ro), 1e-5);
+  EXPECT_LT(rel(Vec(lf.begin(), lf.end()), rlse), 1e-6);
+}
+
+TEST(FlashAttention, BackwardFiniteDifferences) {
+  AttnCase c;
+  c.nh = 4;
+  c.nkv = 1;  // MQA: every query head accumulates into the one kv head
+  c.d = 4;
+  const int64_t qd = c.nh * c.d;
+  Vec q = randn(c.nq * qd, 40), k[3], v[3], dout = randn(c.nq * qd, 41);
+  for (int s = 0; s < 3; ++s) {
+    const int64_t n = c.kseg[s][1] * (c.nkv * c.d + c.kseg[s][2]);
+    k[s] = randn(n, 50 + s);
+    v[s] = randn(n, 60 + s);
+  }
+  Vec o, lse;
+  run_fwd<double>(c, q, k, v, o, lse);
+  auto loss = [&] {
+    Vec oo, ll;
+    run_fwd<double>(c, q, k, v, oo, ll);
+    return dot(oo, dout);
+  };
+  Vec dq(q.size(), 0), dk[3], dv[3];
+  std::vector<KvSeg<double>> ks;
+  for (int s = 0; s < 3; ++s) {
+    dk[s].assign(k[s].size(), 0);
+    dv[s].assign(v[s].size(), 0);
+    ks.push_back({k[s].data(), v[s].data(), c.nkv * c.d + c.kseg[s][2], c.kseg[s][0], c.kseg[s][1],
+                  dk[s].data(), dv[s].data()});
+  }
+  flash_attn_bwd<double>(dq.data(), dout.data(), q.data(), o.data(), qd, lse.data(), c.nq,
+                         c.qs.data(), 2, ks.data(), 3, {c.nh, c.nkv, c.d}, 1.0 / std::sqrt(double(c.d)));
+  EXPECT_LT(rel(dq, numgrad(q, loss)), kFd);
+  for (int s = 0; s < 3; ++s) {
+    // the padding columns of a strided segment are not inputs: their gradient stays 0
+    Vec nk = numgrad(k[s], loss), nv = numgrad(v[s], loss);
+    EXPECT_LT(rel(dk[s], nk), kFd) << "segment " << s;
+    EXPECT_LT(rel(dv[s], nv), kFd) << "segment " << s;
+  }
+}
+
+TEST(CrossEntropy, BlockwiseOnlineLseMatchesNaiveAndFiniteDifferences) {
+  const int64_t R = 6, V = 23, vblk = 8, Vp = 24;  // 3 blocks, the last one has a padding column
+  Vec z = randn(R * Vp, 70, 3.0);
+  std::vector<int64_t> tg = {3, -1, 22, 8, 0, 15};
+  auto run = [&](Vec& lse, double* loss) {
+    Vec m(R), l(R), zt(R), blk(R * vblk);
+    ce_init<double>(m.data(), l.data(), zt.data(), R);
+    for (int64_t v0 = 0; v0 < Vp; v0 += vblk) {
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t j = 0; j < vblk; ++j) blk[r * vblk + j] = z[r * Vp + v0 + j];
+      ce_update<double>(m.data(), l.data(), zt.data(), blk.data(), R, vblk, v0, V, tg.data());
+    }
+    lse.assign(R, 0);
+    *loss = ce_finish<double>(lse.data(), m.data(), l.data(), zt.data(), R, tg.data());
+  };
+  Vec lse;
+  double loss;
+  run(lse, &loss);
+  double ref = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    if (tg[r] < 0) continue;
+    double mx = -1e300, s = 0;
+    for (int64_t j = 0; j < V; ++j) mx = std::max(mx, z[r * Vp + j]);
+    for (int64_t j = 0; j < V; ++j) s += std::exp(z[r * Vp + j] - mx);
+    EXPECT_NEAR(lse[r], mx + std::log(s), 1e-12);
+    ref += mx + std::log(s) - z[r * Vp + tg[r]];
+  }
+  EXPECT_NEAR(loss, ref, 1e-12);
+  const double scale = 0.37;
+  auto f = [&] {
+    Vec l2;
+    double v;
+    run(l2, &v);
+    return v * scale;
+  };
+  Vec dz(R * Vp);
+  for (int64_t v0 = 0; v0 < Vp; v0 += vblk) {
+    Vec blk(R * vblk), dblk(R * vblk);
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t j = 0; j < vblk; ++j) blk[r * vblk + j] = z[r * Vp + v0 + j];
+    ce_bwd<double>(dblk.data(), blk.data(), lse.data(), R, vblk, v0, V, tg.data(), scale);
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t j = 0; j < vblk; ++j) dz[r * Vp + v0 + j] = dblk[r * vblk + j];
+  }
+  EXPECT_LT(rel(dz, numgrad(z, f)), kFd);
+}
+
+TEST(AdamW, MatchesTorchFormula) {
+  const int64_t n = 10;
+  Vec p = randn(n, 80), g = randn(n, 81), m(n, 0), v(n, 0);
+  Vec rp = p, rm = m, rv = v;
+  AdamW h{1e-2, 0.9, 0.95, 1e-8, 0.1};
+  for (int64_t step = 1; step <= 3; ++step) {
+    adamw_step<double>(p.data(), g.data(), m.data(), v.data(), n, h, step);
+    for (int64_t i = 0; i < n; ++i) {  // torch.optim.AdamW, written out
+      rp[i] *= 1 - h.lr * h.weight_decay;
+      rm[i] = 0.9 * rm[i] + 0.1 * g[i];
+      rv[i] = 0.95 * rv[i] + 0.05 * g[i] * g[i];
+      const double mh = rm[i] / (1 - std::pow(0.9, step)), vh = rv[i] / (1 - std::pow(0.95, step));
+      rp[i] -= h.lr * mh / (std::sqrt(vh) + h.eps);
+    }
+  }
+  EXPECT_LT(rel(p, rp), 1e-13);
+}
+
+TEST(Clip, SumSquaresIsExactAndThreadIndependent) {
+  Vec x = randn(10000, 90);
+  double ref = 0;
+  for (double a : x) ref += a * a;
+  EXPECT_NEAR(sum_squares<double>(x.data(), 10000), ref, 1e-9);
+  std::vector<float> xf(x.begin(), x.end());
+  EXPECT_NEAR(sum_squares<float>(xf.data(), 10000) / ref, 1.0, 1e-6);
+  scale_inplace<double>(x.data(), 10000, 0.5);
+  EXPECT_NEAR(sum_squares<double>(x.data(), 10000), ref / 4, 1e-9);
+}
