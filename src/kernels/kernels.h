@@ -11,6 +11,7 @@ namespace origami::cpu {
 
 // ---- GEMM (BLAS) ---------------------------------------------------------------------------
 enum class Trans { N, T };
+const char* gemm_backend();  // "onednn" or "openblas" (env ORIGAMI_GEMM)
 // C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C
 template <class T>
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,

@@ -1,4 +1,4 @@
-"""An independent float64 Llama in PyTorch, written from the HF transformers conventions
+"""An independent Llama in PyTorch (run in float64 as the oracle), written from the HF transformers conventions
 (tsp-spec §2): RMSNorm w * x / sqrt(mean(x^2) + eps); RoPE inv_freq_i = theta^(-2i/d) with
 rotate_half pairing (i, i + d/2); scores / sqrt(d), causal softmax; query head i uses kv head
 i // (n_h / n_kv); SwiGLU MLP down(silu(gate(x)) * up(x)); mean cross-entropy with ignore_index -100
@@ -18,7 +18,7 @@ def rope(x, pos, theta):
     inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
     ang = pos[:, None].double() * inv_freq[None, :]
     emb = torch.cat([ang, ang], dim=-1)
-    cos, sin = emb.cos(), emb.sin()
+    cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
     x1, x2 = x[..., : d // 2], x[..., d // 2 :]
     rot = torch.cat([-x2, x1], dim=-1)
     return x * cos + rot * sin

@@ -1,18 +1,44 @@
-// GEMM through OpenBLAS (cblas). bench/gemm_backends compares it with oneDNN on this machine.
+// GEMM through a BLAS: fp32 through oneDNN (dnnl_sgemm) by default, or OpenBLAS with
+// ORIGAMI_GEMM=openblas; fp64 (finite-difference tests only) through OpenBLAS. Both are measured
+// side by side by bench/gemm_backends and bench/step_bench.py; oneDNN was the faster one here
+// (docs/results.md).
 #include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
 
+#include <cstdlib>
+#include <cstring>
+
+#include "core/error.h"
 #include "kernels/kernels.h"
 
 namespace origami::cpu {
 
 namespace {
 CBLAS_TRANSPOSE tr(Trans t) { return t == Trans::N ? CblasNoTrans : CblasTrans; }
+
+bool use_onednn() {
+  static const bool v = [] {
+    const char* e = std::getenv("ORIGAMI_GEMM");
+    if (!e || !*e || !std::strcmp(e, "onednn")) return true;
+    if (!std::strcmp(e, "openblas")) return false;
+    fail("ORIGAMI_GEMM=", e, " is not one of: onednn, openblas");
+  }();
+  return v;
+}
 }  // namespace
+
+const char* gemm_backend() { return use_onednn() ? "onednn" : "openblas"; }
 
 template <>
 void gemm<float>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
+  if (use_onednn()) {
+    const dnnl_status_t st = dnnl_sgemm(ta == Trans::N ? 'N' : 'T', tb == Trans::N ? 'N' : 'T', M, N,
+                                        K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (st != dnnl_success) fail("dnnl_sgemm failed with status ", static_cast<int>(st));
+    return;
+  }
   cblas_sgemm(CblasRowMajor, tr(ta), tr(tb), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 

@@ -1,0 +1,58 @@
+"""The same training step as bench_step (forward + backward + AdamW, synthetic tokens, fp32) in
+PyTorch on CPU, for reference: same config, S, micro-batch and thread count. The model is
+tests/py/llama_ref.py run in float32 (plain attention: it materialises S x S scores, as PyTorch
+1.13 in Debian 12 has no fused CPU attention). Prints one JSON line.
+usage: torch_step.py CONFIG SEQ [MICRO_BATCH] [REPS] [THREADS]"""
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "py"))
+from llama_ref import forward_loss  # noqa: E402
+
+
+def main():
+    cfg = json.load(open(sys.argv[1]))
+    S = int(sys.argv[2])
+    B = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    reps = int(sys.argv[4]) if len(sys.argv) > 4 else 3
+    threads = int(sys.argv[5]) if len(sys.argv) > 5 else os.cpu_count()
+    torch.set_num_threads(threads)
+    h, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    nh, nkv, L = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["num_hidden_layers"]
+    kvd = h // nh * nkv
+    shapes = {"model.embed_tokens.weight": (V, h), "model.norm.weight": (h,), "lm_head.weight": (V, h)}
+    for l in range(L):
+        p = f"model.layers.{l}."
+        shapes.update({p + "input_layernorm.weight": (h,), p + "self_attn.q_proj.weight": (h, h),
+                       p + "self_attn.k_proj.weight": (kvd, h), p + "self_attn.v_proj.weight": (kvd, h),
+                       p + "self_attn.o_proj.weight": (h, h), p + "post_attention_layernorm.weight": (h,),
+                       p + "mlp.gate_proj.weight": (I, h), p + "mlp.up_proj.weight": (I, h),
+                       p + "mlp.down_proj.weight": (h, I)})
+    P = {n: (torch.randn(s) * 0.02 if len(s) == 2 else torch.ones(s)).requires_grad_() for n, s in shapes.items()}
+    opt = torch.optim.AdamW(P.values(), lr=1e-4)
+    ids = torch.randint(0, V, (B, S + 1))
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        loss = forward_loss(cfg, P, ids, ids)
+        loss.backward()
+        opt.step()
+
+    step()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    t = statistics.median(times)
+    print(json.dumps({"engine": "pytorch", "torch": torch.__version__, "seq": S, "micro_batch": B,
+                      "threads": torch.get_num_threads(), "step_s": t, "tokens_per_s": B * S / t}))
+
+
+if __name__ == "__main__":
+    main()
