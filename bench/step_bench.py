@@ -60,7 +60,7 @@ def main():
             if r["seq"] != S:
                 continue
             if r["engine"] == "pytorch":
-                print(f"| {S} | PyTorch {r['torch']} | MKL-less ATen | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} "
+                print(f"| {S} | PyTorch {r['torch']} (Debian) | OpenBLAS | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} "
                       f"| | | | 1.00 |")
             else:
                 print(f"| {S} | origami | {r['gemm']} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | "

@@ -2,6 +2,7 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -22,9 +23,18 @@ const char* kUsage =
     "  grad    loss and full gradients of given weights on given tokens (the oracle interface)\n"
     "  init    write freshly initialised weights (counter-based RNG, layout independent)\n";
 
+// Started by mpirun (or another PMI launcher)? Then MPI is initialised; a plain `origami ...`
+// runs as one process without MPI (OpenMPI's singleton start-up costs seconds on some machines).
+bool launched_by_mpi() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
+    if (std::getenv(v)) return true;
+  return false;
+}
+
 void check_world(const Args&) {
-  int world = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  int world = 1, init = 0;
+  MPI_Initialized(&init);
+  if (init) MPI_Comm_size(MPI_COMM_WORLD, &world);
   if (world > 1)
     fail("world size ", world, " > 1: multi-rank layouts (--layout) are not implemented yet; run one rank");
 }
@@ -123,10 +133,11 @@ int cmd_init(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const bool mpi = launched_by_mpi();
+  if (mpi) {
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  }
   int rc = 0;
   try {
     const std::string cmd = argc > 1 ? argv[1] : "";
@@ -145,6 +156,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "origami: error: %s\n", e.what());
     rc = 1;
   }
-  MPI_Finalize();
+  if (mpi) MPI_Finalize();
   return rc;
 }
