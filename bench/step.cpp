@@ -12,6 +12,7 @@
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "train/data.h"
+#include "train/optimizer.h"
 
 using namespace origami;
 
@@ -41,15 +42,7 @@ int main(int argc, char** argv) {
   auto run = [&] {
     g.zero();
     model.forward_backward(p, g, b, 1.0 / (B * S), rc);
-    std::vector<Tensor*> P, G, M, V;
-    p.for_each([&](const std::string&, Tensor& t) { P.push_back(&t); });
-    g.for_each([&](const std::string&, Tensor& t) { G.push_back(&t); });
-    m.for_each([&](const std::string&, Tensor& t) { M.push_back(&t); });
-    v.for_each([&](const std::string&, Tensor& t) { V.push_back(&t); });
-    ++step;
-    for (size_t i = 0; i < P.size(); ++i)
-      cpu::adamw_step(P[i]->data<float>(), G[i]->data<float>(), M[i]->data<float>(),
-                      V[i]->data<float>(), P[i]->numel(), cpu::AdamW{1e-4}, step);
+    adamw_update(p, g, m, v, cpu::AdamW{1e-4}, ++step);
   };
   run();  // warm-up
   const double t = bench::time_median(reps, run);

@@ -12,7 +12,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "py"))
-from llama_ref import forward_loss  # noqa: E402
+from llama_ref import forward_loss, param_shapes  # noqa: E402
 
 
 def main():
@@ -22,17 +22,9 @@ def main():
     reps = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     threads = int(sys.argv[5]) if len(sys.argv) > 5 else os.cpu_count()
     torch.set_num_threads(threads)
-    h, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-    nh, nkv, L = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["num_hidden_layers"]
-    kvd = h // nh * nkv
-    shapes = {"model.embed_tokens.weight": (V, h), "model.norm.weight": (h,), "lm_head.weight": (V, h)}
-    for l in range(L):
-        p = f"model.layers.{l}."
-        shapes.update({p + "input_layernorm.weight": (h,), p + "self_attn.q_proj.weight": (h, h),
-                       p + "self_attn.k_proj.weight": (kvd, h), p + "self_attn.v_proj.weight": (kvd, h),
-                       p + "self_attn.o_proj.weight": (h, h), p + "post_attention_layernorm.weight": (h,),
-                       p + "mlp.gate_proj.weight": (I, h), p + "mlp.up_proj.weight": (I, h),
-                       p + "mlp.down_proj.weight": (h, I)})
+    cfg["tie_word_embeddings"] = False
+    V = cfg["vocab_size"]
+    shapes = param_shapes(cfg)
     P = {n: (torch.randn(s) * 0.02 if len(s) == 2 else torch.ones(s)).requires_grad_() for n, s in shapes.items()}
     opt = torch.optim.AdamW(P.values(), lr=1e-4)
     ids = torch.randint(0, V, (B, S + 1))

@@ -13,6 +13,7 @@
 #include "kernels/kernels.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
+#include "train/optimizer.h"
 #include "train/report.h"
 
 namespace origami {
@@ -144,26 +145,9 @@ int run_train(const TrainOptions& o) {
     double loss_sum = 0;
     for (auto& b : micro) loss_sum += model.forward_backward(params, grads, b, inv_n, o.recompute);
     const double loss = loss_sum * inv_n;
-    double sq = 0;
-    grads.for_each([&](const std::string&, Tensor& g) { sq += cpu::sum_squares(g.data<float>(), g.numel()); });
-    const double gnorm = std::sqrt(sq);
-    if (o.clip > 0 && gnorm > o.clip) {
-      const float s = static_cast<float>(o.clip / (gnorm + 1e-6));
-      grads.for_each([&](const std::string&, Tensor& g) { cpu::scale_inplace(g.data<float>(), g.numel(), s); });
-    }
+    const double gnorm = clip_grad_norm(grads, o.clip);
     hp.lr = lr_at(o, step);
-    // walk the three parameter sets in lockstep (same order)
-    std::vector<Tensor*> P, Gs, Ms, Vs;
-    params.for_each([&](const std::string&, Tensor& t) { P.push_back(&t); });
-    grads.for_each([&](const std::string&, Tensor& t) { Gs.push_back(&t); });
-    m.for_each([&](const std::string&, Tensor& t) { Ms.push_back(&t); });
-    v.for_each([&](const std::string&, Tensor& t) { Vs.push_back(&t); });
-    for (size_t i = 0; i < P.size(); ++i) {
-      cpu::AdamW h = hp;
-      if (P[i]->shape().size() != 2) h.weight_decay = 0;  // decay on 2-D weights only
-      cpu::adamw_step(P[i]->data<float>(), Gs[i]->data<float>(), Ms[i]->data<float>(),
-                      Vs[i]->data<float>(), P[i]->numel(), h, step + 1);
-    }
+    adamw_update(params, grads, m, v, hp, step + 1);
     const double dt = secs(t0, Clock::now());
     losses.push_back(loss);
     step_times.push_back(dt);

@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import st  # noqa: E402
-from llama_ref import forward_loss  # noqa: E402
+from llama_ref import forward_loss, param_shapes  # noqa: E402
 
 TOL = 1e-5
 CASES = [
@@ -31,20 +31,8 @@ def make_case(work, name, over, B, S, seed):
     cfg = dict(model_type="llama", hidden_act="silu", max_position_embeddings=256, rms_norm_eps=1e-5,
                rope_theta=10000.0)
     cfg.update(over)
-    h, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-    qd = h
-    kvd = h // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
-    shapes = {"model.embed_tokens.weight": (V, h)}
-    for l in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{l}."
-        shapes.update({p + "input_layernorm.weight": (h,), p + "self_attn.q_proj.weight": (qd, h),
-                       p + "self_attn.k_proj.weight": (kvd, h), p + "self_attn.v_proj.weight": (kvd, h),
-                       p + "self_attn.o_proj.weight": (h, qd), p + "post_attention_layernorm.weight": (h,),
-                       p + "mlp.gate_proj.weight": (I, h), p + "mlp.up_proj.weight": (I, h),
-                       p + "mlp.down_proj.weight": (h, I)})
-    shapes["model.norm.weight"] = (h,)
-    if not cfg["tie_word_embeddings"]:
-        shapes["lm_head.weight"] = (V, h)
+    V = cfg["vocab_size"]
+    shapes = param_shapes(cfg)
     W = {}
     for n, s in shapes.items():
         if len(s) == 1:  # norm weights around 1, not exactly 1, so their gradients matter
