@@ -39,7 +39,8 @@ int main() {
                   b.data(), ldb, 0.0f, c.data(), s.N);
     };
     auto dnnl = [&] {
-      dnnl_sgemm(s.ta, s.tb, s.M, s.N, s.K, 1.0f, a.data(), lda, b.data(), ldb, 0.0f, c.data(), s.N);
+      dnnl_sgemm(s.ta, s.tb, s.M, s.N, s.K, 1.0f, a.data(), lda, b.data(), ldb, 0.0f, c.data(),
+                 s.N);
     };
     blas();
     dnnl();

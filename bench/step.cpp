@@ -29,7 +29,8 @@ int main(int argc, char** argv) {
 
   Model model(cfg);
   ModelParams p = ModelParams::zeros(cfg, Cat::weights), g = ModelParams::zeros(cfg, Cat::grads);
-  ModelParams m = ModelParams::zeros(cfg, Cat::optimizer), v = ModelParams::zeros(cfg, Cat::optimizer);
+  ModelParams m = ModelParams::zeros(cfg, Cat::optimizer),
+              v = ModelParams::zeros(cfg, Cat::optimizer);
   init_params(p, 1);
   Batch b;
   b.B = B;
@@ -47,12 +48,18 @@ int main(int argc, char** argv) {
   run();  // warm-up
   const double t = bench::time_median(reps, run);
   const double tok = static_cast<double>(B * S);
-  const double flops_tok = 6.0 * cfg.num_matmul_params() +
-                           6.0 * cfg.num_hidden_layers * S * cfg.hidden_size;
+  const double flops_tok =
+      6.0 * cfg.num_matmul_params() + 6.0 * cfg.num_hidden_layers * S * cfg.hidden_size;
   const double achieved = flops_tok * tok / t / 1e9;
-  nlohmann::json j = {{"engine", "origami"}, {"seq", S}, {"micro_batch", B}, {"threads", omp_get_max_threads()},
-                      {"step_s", t}, {"tokens_per_s", tok / t}, {"model_gflops", achieved},
-                      {"gemm_peak_gflops", peak}, {"mfu", achieved / peak},
+  nlohmann::json j = {{"engine", "origami"},
+                      {"seq", S},
+                      {"micro_batch", B},
+                      {"threads", omp_get_max_threads()},
+                      {"step_s", t},
+                      {"tokens_per_s", tok / t},
+                      {"model_gflops", achieved},
+                      {"gemm_peak_gflops", peak},
+                      {"mfu", achieved / peak},
                       {"peak_bytes_total", MemTracker::get().stats().total_peak}};
   std::printf("%s\n", j.dump().c_str());
   return 0;

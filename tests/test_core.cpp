@@ -40,8 +40,8 @@ std::string error_of(F&& f) {
   return "<no error>";
 }
 nlohmann::json base_config() {
-  return {{"hidden_size", 32}, {"intermediate_size", 64}, {"num_attention_heads", 4},
-          {"num_key_value_heads", 2}, {"num_hidden_layers", 2}, {"vocab_size", 50}};
+  return {{"hidden_size", 32},        {"intermediate_size", 64}, {"num_attention_heads", 4},
+          {"num_key_value_heads", 2}, {"num_hidden_layers", 2},  {"vocab_size", 50}};
 }
 }  // namespace
 
@@ -83,18 +83,21 @@ TEST(SafeTensors, RoundTripAndMalformedInputs) {
     std::vector<int64_t> sh;
     EXPECT_EQ(r.load_ints("ids", &sh), ids);
     Tensor wrong = Tensor::empty({3, 2}, DType::f32, Cat::weights);
-    EXPECT_NE(error_of([&] { r.read_into("a", wrong); }).find("has shape [2, 3], expected [3, 2]"), std::string::npos);
+    EXPECT_NE(error_of([&] { r.read_into("a", wrong); }).find("has shape [2, 3], expected [3, 2]"),
+              std::string::npos);
     EXPECT_NE(error_of([&] { r.get("nope"); }).find("missing tensor 'nope'"), std::string::npos);
   }
   const std::string good = read_bytes(path), bad = dir + "/bad.safetensors";
   write_bytes(bad, good.substr(0, good.size() - 4));
-  EXPECT_NE(error_of([&] { SafeTensorsReader r(bad); }).find("outside the data section"), std::string::npos);
+  EXPECT_NE(error_of([&] { SafeTensorsReader r(bad); }).find("outside the data section"),
+            std::string::npos);
   write_bytes(bad, good.substr(0, 5));
   EXPECT_NE(error_of([&] { SafeTensorsReader r(bad); }).find("truncated"), std::string::npos);
   std::string huge = good;
   huge[6] = 0x7f;  // header length beyond the file
   write_bytes(bad, huge);
-  EXPECT_NE(error_of([&] { SafeTensorsReader r(bad); }).find("exceeds the file"), std::string::npos);
+  EXPECT_NE(error_of([&] { SafeTensorsReader r(bad); }).find("exceeds the file"),
+            std::string::npos);
   std::string notjson = good;
   notjson[8] = '#';
   write_bytes(bad, notjson);
@@ -102,13 +105,16 @@ TEST(SafeTensors, RoundTripAndMalformedInputs) {
   std::string dt = good;
   dt.replace(dt.find("\"F32\""), 5, "\"F16\"");
   write_bytes(bad, dt);
-  EXPECT_NE(error_of([&] { SafeTensorsReader r(bad); }).find("unsupported dtype"), std::string::npos);
+  EXPECT_NE(error_of([&] { SafeTensorsReader r(bad); }).find("unsupported dtype"),
+            std::string::npos);
   fs::remove_all(dir);
 }
 
 TEST(Config, ValidationNamesTheFieldAndTheConstraint) {
   EXPECT_EQ(ModelConfig::from_json(base_config(), "c").head_dim(), 8);
-  auto err = [](nlohmann::json j) { return error_of([&] { ModelConfig::from_json(j, "c.json"); }); };
+  auto err = [](nlohmann::json j) {
+    return error_of([&] { ModelConfig::from_json(j, "c.json"); });
+  };
   auto j = base_config();
   j.erase("hidden_size");
   EXPECT_EQ(err(j), "c.json: missing required field 'hidden_size'");
@@ -141,7 +147,8 @@ TEST(Config, ValidationNamesTheFieldAndTheConstraint) {
 
 TEST(Rng, CounterBasedAndKeyedByName) {
   const uint64_t k1 = param_key(1, "model.layers.0.mlp.up_proj.weight");
-  EXPECT_EQ(rng_normal(k1, 12345), rng_normal(param_key(1, "model.layers.0.mlp.up_proj.weight"), 12345));
+  EXPECT_EQ(rng_normal(k1, 12345),
+            rng_normal(param_key(1, "model.layers.0.mlp.up_proj.weight"), 12345));
   EXPECT_NE(rng_normal(k1, 0), rng_normal(param_key(1, "model.layers.1.mlp.up_proj.weight"), 0));
   EXPECT_NE(rng_normal(k1, 0), rng_normal(param_key(2, "model.layers.0.mlp.up_proj.weight"), 0));
   double s = 0, s2 = 0;
@@ -189,11 +196,13 @@ TEST(Checkpoint, RoundTripAndCorruptionDetected) {
   TrainerState st2 = load_checkpoint(dir, p2, m2, v2);
   EXPECT_EQ(st2.step, 3);
   EXPECT_EQ(st2.consumed_samples, 12);
-  EXPECT_EQ(0, std::memcmp(p.layers[1].w_up.raw(), p2.layers[1].w_up.raw(), p.layers[1].w_up.nbytes()));
+  EXPECT_EQ(
+      0, std::memcmp(p.layers[1].w_up.raw(), p2.layers[1].w_up.raw(), p.layers[1].w_up.nbytes()));
   EXPECT_EQ(0, std::memcmp(v.embed.raw(), v2.embed.raw(), v.embed.nbytes()));
   std::string b = read_bytes(dir + "/step_3/model.safetensors");
   b[b.size() - 1] ^= 1;
   write_bytes(dir + "/step_3/model.safetensors", b);
-  EXPECT_NE(error_of([&] { load_checkpoint(dir, p2, m2, v2); }).find("sha256 mismatch"), std::string::npos);
+  EXPECT_NE(error_of([&] { load_checkpoint(dir, p2, m2, v2); }).find("sha256 mismatch"),
+            std::string::npos);
   fs::remove_all(fs::path(dir).parent_path());
 }

@@ -103,7 +103,8 @@ TEST(RMSNorm, ForwardAndFiniteDifferences) {
   for (int64_t r = 0; r < R; ++r) {
     double ms = 0;
     for (int64_t i = 0; i < H; ++i) ms += x[r * H + i] * x[r * H + i] / H;
-    for (int64_t i = 0; i < H; ++i) EXPECT_NEAR(y[r * H + i], w[i] * x[r * H + i] / std::sqrt(ms + eps), 1e-12);
+    for (int64_t i = 0; i < H; ++i)
+      EXPECT_NEAR(y[r * H + i], w[i] * x[r * H + i] / std::sqrt(ms + eps), 1e-12);
   }
   auto loss = [&] {
     Vec yy, nn, rr;
@@ -175,7 +176,7 @@ namespace {
 // with its own row stride.
 struct AttnCase {
   int nh = 4, nkv = 2, d = 8;
-  int64_t S = 150;                          // global sequence (keys)
+  int64_t S = 150;                                  // global sequence (keys)
   std::vector<QSeg> qs{{0, 10, 20}, {20, 80, 70}};  // 90 local query rows, several tiles
   int64_t nq = 90;
   // key segments: global positions [75,150), [0,40), [40,75) with different strides
@@ -219,7 +220,8 @@ void naive(const AttnCase& c, const Vec& q, const Vec* k, const Vec* v, Vec& o, 
           for (int64_t j = 0; j < c.kseg[s][1]; ++j) {
             if (c.kseg[s][0] + j > qp) continue;
             double dd = 0;
-            for (int e = 0; e < c.d; ++e) dd += q[row * qd + h * c.d + e] * k[s][j * stride + kvh * c.d + e];
+            for (int e = 0; e < c.d; ++e)
+              dd += q[row * qd + h * c.d + e] * k[s][j * stride + kvh * c.d + e];
             sc.push_back({dd * scale, &v[s][j * stride + kvh * c.d]});
           }
         }
@@ -287,7 +289,8 @@ TEST(FlashAttention, BackwardFiniteDifferences) {
                   dk[s].data(), dv[s].data()});
   }
   flash_attn_bwd<double>(dq.data(), dout.data(), q.data(), o.data(), qd, lse.data(), c.nq,
-                         c.qs.data(), 2, ks.data(), 3, {c.nh, c.nkv, c.d}, 1.0 / std::sqrt(double(c.d)));
+                         c.qs.data(), 2, ks.data(), 3, {c.nh, c.nkv, c.d},
+                         1.0 / std::sqrt(double(c.d)));
   EXPECT_LT(rel(dq, numgrad(q, loss)), kFd);
   for (int s = 0; s < 3; ++s) {
     // the padding columns of a strided segment are not inputs: their gradient stays 0

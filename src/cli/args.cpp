@@ -23,11 +23,15 @@ std::string Args::help() const {
   for (const auto& n : order_) {
     const Flag& f = flags_.at(n);
     std::string left = "  --" + n + (f.is_bool ? "" : " V");
-    if (left.size() < 26) left.resize(26, ' ');
-    else left += "\n" + std::string(26, ' ');
+    if (left.size() < 26)
+      left.resize(26, ' ');
+    else
+      left += "\n" + std::string(26, ' ');
     s += left + f.help;
-    if (f.required) s += " (required)";
-    else if (!f.is_bool && !f.def.empty()) s += " [default: " + f.def + "]";
+    if (f.required)
+      s += " (required)";
+    else if (!f.is_bool && !f.def.empty())
+      s += " [default: " + f.def + "]";
     s += "\n";
   }
   return s + "  --help                  print this help and exit\n";
@@ -40,10 +44,12 @@ bool Args::parse(int argc, char** argv) {
       std::fputs(help().c_str(), stdout);
       return false;
     }
-    if (a.rfind("--", 0) != 0) fail("origami ", cmd_, ": unexpected argument '", a, "' (see --help)");
+    if (a.rfind("--", 0) != 0)
+      fail("origami ", cmd_, ": unexpected argument '", a, "' (see --help)");
     const auto eq = a.find('=');
     const bool has_eq = eq != std::string::npos;
-    const std::string name(a.begin() + 2, has_eq ? a.begin() + static_cast<std::ptrdiff_t>(eq) : a.end());
+    const std::string name(a.begin() + 2,
+                           has_eq ? a.begin() + static_cast<std::ptrdiff_t>(eq) : a.end());
     std::string value(has_eq ? a.begin() + static_cast<std::ptrdiff_t>(eq) + 1 : a.end(), a.end());
     auto it = flags_.find(name);
     if (it == flags_.end()) fail("origami ", cmd_, ": unknown flag --", name, " (see --help)");
@@ -84,6 +90,8 @@ double Args::f64(const std::string& name) const {
   return v;
 }
 
-bool Args::on(const std::string& name) const { return given_.count(name) > 0; }
+bool Args::on(const std::string& name) const {
+  return given_.count(name) > 0;
+}
 
 }  // namespace origami

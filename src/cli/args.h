@@ -10,7 +10,8 @@ namespace origami {
 
 class Args {
  public:
-  Args(std::string command, std::string summary) : cmd_(std::move(command)), summary_(std::move(summary)) {}
+  Args(std::string command, std::string summary)
+      : cmd_(std::move(command)), summary_(std::move(summary)) {}
   void flag(const std::string& name, const std::string& def, const std::string& help,
             bool required = false);
   void boolean(const std::string& name, const std::string& help);

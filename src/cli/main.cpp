@@ -36,12 +36,14 @@ void check_world(const Args&) {
   MPI_Initialized(&init);
   if (init) MPI_Comm_size(MPI_COMM_WORLD, &world);
   if (world > 1)
-    fail("world size ", world, " > 1: multi-rank layouts (--layout) are not implemented yet; run one rank");
+    fail("world size ", world,
+         " > 1: multi-rank layouts (--layout) are not implemented yet; run one rank");
 }
 
 int cmd_train(int argc, char** argv) {
-  Args a("train", "Train a Llama-style model. Prints loss, held-out loss, tokens/s and peak memory\n"
-                  "per category; checkpoints are atomic and resume bit-identically.");
+  Args a("train",
+         "Train a Llama-style model. Prints loss, held-out loss, tokens/s and peak memory\n"
+         "per category; checkpoints are atomic and resume bit-identically.");
   a.flag("config", "", "HF Llama config.json", true);
   a.flag("steps", "100", "optimizer steps in the run (the LR schedule spans them)");
   a.flag("seq", "256", "sequence length S (tokens per sample)");
@@ -55,15 +57,18 @@ int cmd_train(int argc, char** argv) {
   a.flag("beta2", "0.95", "AdamW beta2");
   a.flag("clip", "1.0", "global gradient-norm clipping threshold (0 = off)");
   a.flag("seed", "1", "seed of parameter init and data order");
-  a.flag("recompute", "none", "activation checkpointing: none | full (blocks keep only their input)");
+  a.flag("recompute", "none",
+         "activation checkpointing: none | full (blocks keep only their input)");
   a.flag("data", "data/moby_dick.txt", "training corpus (text)");
   a.flag("tokenizer", "data/tokenizer.model", "sentencepiece model");
-  a.boolean("synthetic", "train on random tokens keyed by (seed, sample, position) instead of the corpus");
+  a.boolean("synthetic",
+            "train on random tokens keyed by (seed, sample, position) instead of the corpus");
   a.flag("init", "", "start from these weights (safetensors, HF names) instead of random init");
   a.flag("eval-every", "50", "held-out evaluation every N steps (0 = off; also at the last step)");
   a.flag("eval-batches", "4", "micro-batches per evaluation");
   a.flag("log-every", "1", "progress line every N steps");
-  a.flag("save-dir", "", "checkpoint directory (step_N/ and latest); saved at the end and every --save-every");
+  a.flag("save-dir", "",
+         "checkpoint directory (step_N/ and latest); saved at the end and every --save-every");
   a.flag("save-every", "0", "checkpoint every N steps (0 = only at the end)");
   a.flag("resume", "", "resume from a checkpoint directory (its latest) or a step_N directory");
   a.flag("report", "", "write the run report (JSON, tsp-spec §10) to this file");
@@ -101,12 +106,15 @@ int cmd_train(int argc, char** argv) {
 }
 
 int cmd_grad(int argc, char** argv) {
-  Args a("grad", "Mean cross-entropy over the non-ignored targets and the gradient of every\n"
-                 "parameter, written as safetensors: `loss` [1] and one fp32 tensor per HF name\n"
-                 "(tied embeddings: only model.embed_tokens.weight).");
+  Args a("grad",
+         "Mean cross-entropy over the non-ignored targets and the gradient of every\n"
+         "parameter, written as safetensors: `loss` [1] and one fp32 tensor per HF name\n"
+         "(tied embeddings: only model.embed_tokens.weight).");
   a.flag("config", "", "HF Llama config.json", true);
   a.flag("weights", "", "weights (safetensors, HF names, fp32)", true);
-  a.flag("tokens", "", "safetensors with input_ids [B, S+1] (I32/I64) and optional labels (-100 = ignored)", true);
+  a.flag("tokens", "",
+         "safetensors with input_ids [B, S+1] (I32/I64) and optional labels (-100 = ignored)",
+         true);
   a.flag("out", "", "output safetensors (written atomically)", true);
   a.flag("recompute", "none", "activation checkpointing: none | full");
   if (!a.parse(argc, argv)) return 0;
@@ -117,8 +125,9 @@ int cmd_grad(int argc, char** argv) {
 }
 
 int cmd_init(int argc, char** argv) {
-  Args a("init", "Write initialised weights: N(0, 0.02) per element from the counter-based RNG keyed\n"
-                 "by (seed, HF name, index); norm weights 1.");
+  Args a("init",
+         "Write initialised weights: N(0, 0.02) per element from the counter-based RNG keyed\n"
+         "by (seed, HF name, index); norm weights 1.");
   a.flag("config", "", "HF Llama config.json", true);
   a.flag("seed", "1", "seed");
   a.flag("out", "", "output safetensors", true);
@@ -141,12 +150,18 @@ int main(int argc, char** argv) {
   int rc = 0;
   try {
     const std::string cmd = argc > 1 ? argv[1] : "";
-    if (cmd == "train") rc = cmd_train(argc - 2, argv + 2);
-    else if (cmd == "grad") rc = cmd_grad(argc - 2, argv + 2);
-    else if (cmd == "init") rc = cmd_init(argc - 2, argv + 2);
-    else if (cmd == "--help" || cmd == "-h" || cmd == "help") std::fputs(kUsage, stdout);
+    if (cmd == "train")
+      rc = cmd_train(argc - 2, argv + 2);
+    else if (cmd == "grad")
+      rc = cmd_grad(argc - 2, argv + 2);
+    else if (cmd == "init")
+      rc = cmd_init(argc - 2, argv + 2);
+    else if (cmd == "--help" || cmd == "-h" || cmd == "help")
+      std::fputs(kUsage, stdout);
     else {
-      std::fprintf(stderr, "%s%s", cmd.empty() ? "" : ("origami: unknown command '" + cmd + "'\n\n").c_str(), kUsage);
+      std::fprintf(stderr, "%s%s",
+                   cmd.empty() ? "" : ("origami: unknown command '" + cmd + "'\n\n").c_str(),
+                   kUsage);
       rc = 2;
     }
   } catch (const Error& e) {

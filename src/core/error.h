@@ -22,8 +22,8 @@ template <class... A>
   throw Error(cat(a...));
 }
 
-#define ORIGAMI_CHECK(cond, ...) \
-  do {                           \
+#define ORIGAMI_CHECK(cond, ...)               \
+  do {                                         \
     if (!(cond)) ::origami::fail(__VA_ARGS__); \
   } while (0)
 

@@ -50,10 +50,14 @@ void MemTracker::reset_peaks() {
 std::string format_bytes(int64_t b) {
   char buf[32];
   double x = static_cast<double>(b);
-  if (x >= 1 << 30) std::snprintf(buf, sizeof buf, "%.2f GiB", x / (1 << 30));
-  else if (x >= 1 << 20) std::snprintf(buf, sizeof buf, "%.1f MiB", x / (1 << 20));
-  else if (x >= 1 << 10) std::snprintf(buf, sizeof buf, "%.1f KiB", x / (1 << 10));
-  else std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(b));
+  if (x >= 1 << 30)
+    std::snprintf(buf, sizeof buf, "%.2f GiB", x / (1 << 30));
+  else if (x >= 1 << 20)
+    std::snprintf(buf, sizeof buf, "%.1f MiB", x / (1 << 20));
+  else if (x >= 1 << 10)
+    std::snprintf(buf, sizeof buf, "%.1f KiB", x / (1 << 10));
+  else
+    std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(b));
   return buf;
 }
 

@@ -27,7 +27,9 @@ inline uint64_t rng_key(uint64_t seed, uint64_t stream) {
   return splitmix64(splitmix64(seed) ^ stream);
 }
 
-inline uint64_t rng_bits(uint64_t key, uint64_t counter) { return splitmix64(key ^ splitmix64(counter)); }
+inline uint64_t rng_bits(uint64_t key, uint64_t counter) {
+  return splitmix64(key ^ splitmix64(counter));
+}
 
 // Uniform in (0, 1), 53 bits.
 inline double rng_uniform(uint64_t key, uint64_t counter) {
@@ -40,11 +42,14 @@ inline double rng_normal(uint64_t key, uint64_t i) {
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
 }
 
-inline uint64_t param_key(uint64_t seed, std::string_view name) { return rng_key(seed, fnv1a(name)); }
+inline uint64_t param_key(uint64_t seed, std::string_view name) {
+  return rng_key(seed, fnv1a(name));
+}
 
 inline int64_t synthetic_token(uint64_t seed, int64_t sample, int64_t pos, int64_t vocab) {
   uint64_t key = rng_key(seed ^ 0x5EED5EED5EEDull, static_cast<uint64_t>(sample));
-  return static_cast<int64_t>(rng_bits(key, static_cast<uint64_t>(pos)) % static_cast<uint64_t>(vocab));
+  return static_cast<int64_t>(rng_bits(key, static_cast<uint64_t>(pos)) %
+                              static_cast<uint64_t>(vocab));
 }
 
 }  // namespace origami

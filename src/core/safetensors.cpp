@@ -14,9 +14,11 @@ namespace origami {
 
 namespace {
 bool parse_dtype(const std::string& s, DType* dt) {
-  static const std::pair<const char*, DType> names[] = {
-      {"F32", DType::f32}, {"F64", DType::f64}, {"I32", DType::i32}, {"I64", DType::i64},
-      {"BF16", DType::bf16}};
+  static const std::pair<const char*, DType> names[] = {{"F32", DType::f32},
+                                                        {"F64", DType::f64},
+                                                        {"I32", DType::i32},
+                                                        {"I64", DType::i64},
+                                                        {"BF16", DType::bf16}};
   for (auto& [n, d] : names)
     if (s == n) {
       *dt = d;
@@ -34,7 +36,8 @@ SafeTensorsReader::SafeTensorsReader(const std::string& path) : path_(path) {
   size_ = static_cast<size_t>(st.st_size);
   if (size_ < 8) {
     ::close(fd);
-    fail(path, ": truncated safetensors file (", size_, " bytes; the 8-byte header length is missing)");
+    fail(path, ": truncated safetensors file (", size_,
+         " bytes; the 8-byte header length is missing)");
   }
   map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
@@ -46,7 +49,8 @@ SafeTensorsReader::SafeTensorsReader(const std::string& path) : path_(path) {
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | base[i];
   if (n > size_ - 8)
-    fail(path, ": malformed safetensors: header length ", n, " exceeds the file (", size_, " bytes)");
+    fail(path, ": malformed safetensors: header length ", n, " exceeds the file (", size_,
+         " bytes)");
   nlohmann::json h;
   try {
     h = nlohmann::json::parse(reinterpret_cast<const char*>(base + 8),
@@ -60,7 +64,8 @@ SafeTensorsReader::SafeTensorsReader(const std::string& path) : path_(path) {
     if (it.key() == "__metadata__") continue;
     const auto& e = it.value();
     const std::string& name = it.key();
-    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
+    if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") ||
+        !e.contains("data_offsets"))
       fail(path, ": malformed entry '", name, "': needs dtype, shape and data_offsets");
     StEntry se{};
     if (!e["dtype"].is_string() || !parse_dtype(e["dtype"].get<std::string>(), &se.dtype))
@@ -84,7 +89,8 @@ SafeTensorsReader::SafeTensorsReader(const std::string& path) : path_(path) {
            "] lie outside the data section (", data_size, " bytes): truncated file?");
     if (en - b != numel * dtype_size(se.dtype))
       fail(path, ": tensor '", name, "': data_offsets span ", en - b, " bytes but shape ",
-           shape_str(se.shape), " of ", dtype_name(se.dtype), " needs ", numel * dtype_size(se.dtype));
+           shape_str(se.shape), " of ", dtype_name(se.dtype), " needs ",
+           numel * dtype_size(se.dtype));
     se.data = base + data0 + b;
     se.bytes = en - b;
     entries_[name] = std::move(se);
@@ -144,7 +150,8 @@ void SafeTensorsWriter::write(const std::string& path) const {
     size_t n = 1;
     for (auto d : it.shape) n *= static_cast<size_t>(d);
     size_t bytes = n * dtype_size(it.dt);
-    h[it.name] = {{"dtype", dtype_name(it.dt)}, {"shape", it.shape}, {"data_offsets", {off, off + bytes}}};
+    h[it.name] = {
+        {"dtype", dtype_name(it.dt)}, {"shape", it.shape}, {"data_offsets", {off, off + bytes}}};
     off += bytes;
   }
   std::string hs = h.dump();

@@ -12,7 +12,8 @@ Tensor Tensor::empty(std::vector<int64_t> shape, DType dt, Cat c) {
   Tensor t;
   t.shape_ = std::move(shape);
   t.dt_ = dt;
-  for (auto d : t.shape_) ORIGAMI_CHECK(d >= 0, "negative tensor dimension in ", shape_str(t.shape_));
+  for (auto d : t.shape_)
+    ORIGAMI_CHECK(d >= 0, "negative tensor dimension in ", shape_str(t.shape_));
   t.st_ = std::make_shared<Storage>();
   t.st_->bytes = t.nbytes();
   t.st_->cat = c;

@@ -49,7 +49,8 @@ template <class T>
 void rope_bwd(T* dx, int64_t stride, const int64_t* pos, int64_t rows, int n_heads, int d,
               const T* cos, const T* sin);
 
-// ---- SwiGLU: a = silu(g) * u ---------------------------------------------------------------------
+// ---- SwiGLU: a = silu(g) * u
+// ---------------------------------------------------------------------
 template <class T>
 void swiglu_fwd(T* a, const T* g, const T* u, int64_t n);
 template <class T>
@@ -80,8 +81,8 @@ struct AttnShape {
 };
 // o: same layout as q. lse: [n_h, lse_stride] natural log-sum-exp of the scaled masked scores.
 template <class T>
-void flash_attn_fwd(T* o, T* lse, int64_t lse_stride, const T* q, int64_t q_stride,
-                    const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks, AttnShape sh, T scale);
+void flash_attn_fwd(T* o, T* lse, int64_t lse_stride, const T* q, int64_t q_stride, const QSeg* qs,
+                    int nqs, const KvSeg<T>* ks, int nks, AttnShape sh, T scale);
 // dq (layout of q) += ; each segment's dk, dv +=.
 template <class T>
 void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stride, const T* lse,
@@ -101,10 +102,11 @@ template <class T>
 double ce_finish(T* lse, const T* m, const T* l, const T* zt, int64_t rows, const int64_t* target);
 // dz = (exp(z - lse) - onehot(target)) * scale for non-ignored rows, 0 for ignored rows and pads.
 template <class T>
-void ce_bwd(T* dz, const T* z, const T* lse, int64_t rows, int64_t vblk, int64_t v0,
-            int64_t v_real, const int64_t* target, T scale);
+void ce_bwd(T* dz, const T* z, const T* lse, int64_t rows, int64_t vblk, int64_t v0, int64_t v_real,
+            const int64_t* target, T scale);
 
-// ---- Optimizer ------------------------------------------------------------------------------------
+// ---- Optimizer
+// ------------------------------------------------------------------------------------
 struct AdamW {
   double lr, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.0;
 };

@@ -13,7 +13,8 @@ int64_t get_int(const nlohmann::json& j, const std::string& src, const char* key
     if (required) fail(src, ": missing required field '", key, "'");
     return def;
   }
-  if (!j[key].is_number_integer()) fail(src, ": field '", key, "' must be an integer, got ", j[key].dump());
+  if (!j[key].is_number_integer())
+    fail(src, ": field '", key, "' must be an integer, got ", j[key].dump());
   int64_t v = j[key].get<int64_t>();
   if (v <= 0) fail(src, ": field '", key, "'=", v, " must be positive");
   return v;
@@ -41,7 +42,8 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
   c.rope_theta = get_num(j, src, "rope_theta", 10000.0);
   if (j.contains("tie_word_embeddings") && !j["tie_word_embeddings"].is_null()) {
     if (!j["tie_word_embeddings"].is_boolean())
-      fail(src, ": field 'tie_word_embeddings' must be true or false, got ", j["tie_word_embeddings"].dump());
+      fail(src, ": field 'tie_word_embeddings' must be true or false, got ",
+           j["tie_word_embeddings"].dump());
     c.tie_word_embeddings = j["tie_word_embeddings"].get<bool>();
   }
   // What origami does not implement is rejected, never silently ignored.
@@ -49,23 +51,25 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
     fail(src, ": 'rope_scaling' is not supported (must be absent or null)");
   for (const char* b : {"attention_bias", "mlp_bias"})
     if (j.contains(b) && !(j[b].is_boolean() && !j[b].get<bool>()))
-      fail(src, ": '", b, "'=", j[b].dump(), " is not supported (Llama has no biases; must be false)");
+      fail(src, ": '", b, "'=", j[b].dump(),
+           " is not supported (Llama has no biases; must be false)");
   if (j.contains("hidden_act") && j["hidden_act"] != "silu")
     fail(src, ": hidden_act=", j["hidden_act"].dump(), " is not supported (only \"silu\")");
   if (j.contains("model_type") && j["model_type"] != "llama")
     fail(src, ": model_type=", j["model_type"].dump(), " is not supported (only \"llama\")");
   if (c.hidden_size % c.num_attention_heads)
-    fail(src, ": hidden_size=", c.hidden_size, " is not divisible by num_attention_heads=",
-         c.num_attention_heads);
+    fail(src, ": hidden_size=", c.hidden_size,
+         " is not divisible by num_attention_heads=", c.num_attention_heads);
   if (c.num_attention_heads % c.num_key_value_heads)
     fail(src, ": num_attention_heads=", c.num_attention_heads,
          " is not divisible by num_key_value_heads=", c.num_key_value_heads);
   if (c.head_dim() % 2)
-    fail(src, ": head_dim = hidden_size/num_attention_heads = ", c.head_dim(), " must be even (RoPE)");
+    fail(src, ": head_dim = hidden_size/num_attention_heads = ", c.head_dim(),
+         " must be even (RoPE)");
   if (j.contains("head_dim") && !j["head_dim"].is_null() &&
       !(j["head_dim"].is_number_integer() && j["head_dim"].get<int64_t>() == c.head_dim()))
-    fail(src, ": head_dim=", j["head_dim"].dump(), " differs from hidden_size/num_attention_heads=",
-         c.head_dim(), " (not supported)");
+    fail(src, ": head_dim=", j["head_dim"].dump(),
+         " differs from hidden_size/num_attention_heads=", c.head_dim(), " (not supported)");
   return c;
 }
 

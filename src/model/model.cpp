@@ -11,11 +11,21 @@ namespace origami {
 using namespace cpu;
 
 namespace {
-Tensor act(std::vector<int64_t> s) { return Tensor::empty(std::move(s), DType::f32, Cat::activations); }
-Tensor ws(std::vector<int64_t> s) { return Tensor::empty(std::move(s), DType::f32, Cat::workspace); }
-Tensor ws0(std::vector<int64_t> s) { return Tensor::zeros(std::move(s), DType::f32, Cat::workspace); }
-float* F(Tensor& t) { return t.data<float>(); }
-const float* F(const Tensor& t) { return t.data<float>(); }
+Tensor act(std::vector<int64_t> s) {
+  return Tensor::empty(std::move(s), DType::f32, Cat::activations);
+}
+Tensor ws(std::vector<int64_t> s) {
+  return Tensor::empty(std::move(s), DType::f32, Cat::workspace);
+}
+Tensor ws0(std::vector<int64_t> s) {
+  return Tensor::zeros(std::move(s), DType::f32, Cat::workspace);
+}
+float* F(Tensor& t) {
+  return t.data<float>();
+}
+const float* F(const Tensor& t) {
+  return t.data<float>();
+}
 
 // y = w * n (the norm output, recomputed from the saved normalised input)
 Tensor reweight(const Tensor& n, const Tensor& w, int64_t rows, int64_t h) {
@@ -47,7 +57,8 @@ int64_t Batch::num_targets() const {
 
 void validate_batch(const ModelConfig& c, const Batch& b, const std::string& src) {
   if (b.S > c.max_position_embeddings)
-    fail(src, ": sequence length ", b.S, " exceeds max_position_embeddings=", c.max_position_embeddings);
+    fail(src, ": sequence length ", b.S,
+         " exceeds max_position_embeddings=", c.max_position_embeddings);
   for (int64_t i = 0; i < b.B * b.S; ++i) {
     const int64_t id = b.inputs[static_cast<size_t>(i)], tg = b.targets[static_cast<size_t>(i)];
     if (id < 0 || id >= c.vocab_size)
@@ -188,8 +199,8 @@ void Model::block_backward(const LayerParams& W, LayerParams& G, const Acts& a, 
     }
   }
   rope_bwd<float>(F(dq), qd, pos.data(), T, static_cast<int>(nh), d, F(cos_), F(sin_));
-  rope_bwd<float>(F(dk), kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d,
-                  F(cos_), F(sin_));
+  rope_bwd<float>(F(dk), kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d, F(cos_),
+                  F(sin_));
   Tensor y1 = reweight(a.n1, W.input_norm, T, h);
   linear_bwd_w<float>(F(G.wq), F(dq), F(y1), T, qd, h);
   linear_bwd_w<float>(F(G.wk), F(dk), F(y1), T, kvd, h);
@@ -226,7 +237,8 @@ double Model::head(const ModelParams& p, ModelParams* grads, const Tensor& x, Te
     linear_bwd_x<float>(F(dy) + r0 * h, F(z), Wh, c, V, h);
     linear_bwd_w<float>(F(grads->head()), F(z), F(y) + r0 * h, c, V, h);
   }
-  if (grads) rmsnorm_bwd<float>(F(*dx), F(grads->final_norm), F(dy), F(n), F(p.final_norm), F(rstd), T, h);
+  if (grads)
+    rmsnorm_bwd<float>(F(*dx), F(grads->final_norm), F(dy), F(n), F(p.final_norm), F(rstd), T, h);
   return total;
 }
 

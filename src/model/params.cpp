@@ -65,7 +65,8 @@ void load_params(ModelParams& p, const SafeTensorsReader& r) {
   for (const auto& [name, e] : r.entries())
     if (!known.count(name)) {
       if (name == "lm_head.weight")
-        fail(r.path(), ": tensor 'lm_head.weight' present but the config has tie_word_embeddings=true");
+        fail(r.path(),
+             ": tensor 'lm_head.weight' present but the config has tie_word_embeddings=true");
       fail(r.path(), ": unknown tensor '", name, "' (not a parameter of this config)");
     }
 }

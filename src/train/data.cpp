@@ -55,11 +55,14 @@ void Corpus::train_sample(uint64_t seed, int64_t index, int64_t S, int64_t* in, 
   }
 }
 
-int64_t Corpus::eval_windows(int64_t S) const { return (size() - n_train_ - 1) / S; }
+int64_t Corpus::eval_windows(int64_t S) const {
+  return (size() - n_train_ - 1) / S;
+}
 
 void Corpus::eval_sample(int64_t j, int64_t S, int64_t* in, int64_t* tg) const {
   const int64_t nw = eval_windows(S);
-  if (nw <= 0) fail("--seq=", S, " is longer than the held-out split (", size() - n_train_, " tokens)");
+  if (nw <= 0)
+    fail("--seq=", S, " is longer than the held-out split (", size() - n_train_, " tokens)");
   const int64_t start = n_train_ + (j % nw) * S;
   for (int64_t i = 0; i < S; ++i) {
     in[i] = tokens_[static_cast<size_t>(start + i)];

@@ -20,7 +20,8 @@ class Corpus {
   int64_t train_size() const { return n_train_; }
   int64_t vocab_used() const;  // 1 + the largest token id
   // Training window for a global sample index (a counter-based random offset).
-  void train_sample(uint64_t seed, int64_t index, int64_t S, int64_t* inputs, int64_t* targets) const;
+  void train_sample(uint64_t seed, int64_t index, int64_t S, int64_t* inputs,
+                    int64_t* targets) const;
   // Held-out window j (consecutive, non-overlapping, wrapping).
   void eval_sample(int64_t j, int64_t S, int64_t* inputs, int64_t* targets) const;
   int64_t eval_windows(int64_t S) const;

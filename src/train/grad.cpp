@@ -21,17 +21,18 @@ Batch load_token_batch(const std::string& path, const ModelConfig& cfg) {
     std::vector<int64_t> lshape;
     labels = r.load_ints("labels", &lshape);
     if (lshape != shape)
-      fail(path, ": labels has shape ", shape_str(lshape), ", expected input_ids' shape ", shape_str(shape));
+      fail(path, ": labels has shape ", shape_str(lshape), ", expected input_ids' shape ",
+           shape_str(shape));
   }
   const int64_t W = shape[1];
   for (size_t i = 0; i < ids.size(); ++i)
     if (ids[i] < 0 || ids[i] >= cfg.vocab_size)
-      fail(path, ": input_ids[", static_cast<int64_t>(i) / W, ", ", static_cast<int64_t>(i) % W, "]=", ids[i],
-           " is outside the vocabulary [0, ", cfg.vocab_size, ")");
+      fail(path, ": input_ids[", static_cast<int64_t>(i) / W, ", ", static_cast<int64_t>(i) % W,
+           "]=", ids[i], " is outside the vocabulary [0, ", cfg.vocab_size, ")");
   for (size_t i = 0; i < labels.size(); ++i)
     if (labels[i] >= cfg.vocab_size)
-      fail(path, ": labels[", static_cast<int64_t>(i) / W, ", ", static_cast<int64_t>(i) % W, "]=", labels[i],
-           " is outside the vocabulary [0, ", cfg.vocab_size, ")");
+      fail(path, ": labels[", static_cast<int64_t>(i) / W, ", ", static_cast<int64_t>(i) % W,
+           "]=", labels[i], " is outside the vocabulary [0, ", cfg.vocab_size, ")");
   Batch b;
   b.B = shape[0];
   b.S = shape[1] - 1;
@@ -39,10 +40,13 @@ Batch load_token_batch(const std::string& path, const ModelConfig& cfg) {
     for (int64_t s = 0; s < b.S; ++s) {
       b.inputs.push_back(ids[static_cast<size_t>(i * W + s)]);
       const int64_t t = labels[static_cast<size_t>(i * W + s + 1)];
-      if (t == -100) b.targets.push_back(-1);
+      if (t == -100)
+        b.targets.push_back(-1);
       else if (t < 0)
-        fail(path, ": labels[", i, ", ", s + 1, "]=", t, " is negative and not the ignore index -100");
-      else b.targets.push_back(t);
+        fail(path, ": labels[", i, ", ", s + 1, "]=", t,
+             " is negative and not the ignore index -100");
+      else
+        b.targets.push_back(t);
     }
   validate_batch(cfg, b, path);
   return b;
@@ -58,7 +62,8 @@ void run_grad(const std::string& config, const std::string& weights, const std::
   const int64_t N = b.num_targets();
   if (N == 0) std::fprintf(stderr, "warning: no non-ignored targets; loss and gradients are 0\n");
   Model model(cfg);
-  const double sum = model.forward_backward(params, grads, b, N ? 1.0 / static_cast<double>(N) : 0.0, rc);
+  const double sum =
+      model.forward_backward(params, grads, b, N ? 1.0 / static_cast<double>(N) : 0.0, rc);
   const float loss = static_cast<float>(N ? sum / static_cast<double>(N) : 0.0);
   SafeTensorsWriter w;
   w.add("loss", DType::f32, {1}, &loss);

@@ -16,7 +16,8 @@ double median(std::vector<double> v) {
 
 nlohmann::json peak_json(const MemStats& m) {
   nlohmann::json j;
-  for (int c = 0; c < kNumCats; ++c) j[cat_name(static_cast<Cat>(c))] = m.peak[static_cast<size_t>(c)];
+  for (int c = 0; c < kNumCats; ++c)
+    j[cat_name(static_cast<Cat>(c))] = m.peak[static_cast<size_t>(c)];
   j["total"] = m.total_peak;
   return j;
 }
@@ -55,7 +56,8 @@ void write_report(const std::string& path, const RunSummary& s, const MemStats& 
 void print_memory(const MemStats& m) {
   std::printf("peak memory (rank 0):");
   for (int c = 0; c < kNumCats; ++c)
-    std::printf(" %s %s |", cat_name(static_cast<Cat>(c)), format_bytes(m.peak[static_cast<size_t>(c)]).c_str());
+    std::printf(" %s %s |", cat_name(static_cast<Cat>(c)),
+                format_bytes(m.peak[static_cast<size_t>(c)]).c_str());
   std::printf(" total %s\n", format_bytes(m.total_peak).c_str());
 }
 

@@ -1,12 +1,13 @@
 #include "train/trainer.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <omp.h>
 
 #include "core/error.h"
 #include "core/safetensors.h"
@@ -27,8 +28,10 @@ double secs(Clock::time_point a, Clock::time_point b) {
 std::string fmt_eta(double s) {
   char b[32];
   const int t = static_cast<int>(s + 0.5);
-  if (t >= 3600) std::snprintf(b, sizeof b, "%dh%02dm", t / 3600, t / 60 % 60);
-  else std::snprintf(b, sizeof b, "%dm%02ds", t / 60, t % 60);
+  if (t >= 3600)
+    std::snprintf(b, sizeof b, "%dh%02dm", t / 3600, t / 60 % 60);
+  else
+    std::snprintf(b, sizeof b, "%dm%02ds", t / 60, t % 60);
   return b;
 }
 
@@ -50,7 +53,8 @@ int run_train(const TrainOptions& o) {
   const ModelConfig cfg = ModelConfig::load(o.config);
   const int64_t B = o.micro_batch, S = o.seq, k = o.grad_accum, G = B * k;
   if (S > cfg.max_position_embeddings)
-    fail("--seq=", S, " exceeds max_position_embeddings=", cfg.max_position_embeddings, " of ", o.config);
+    fail("--seq=", S, " exceeds max_position_embeddings=", cfg.max_position_embeddings, " of ",
+         o.config);
   if (o.steps < 1) fail("--steps=", o.steps, " must be >= 1");
   if (!(o.lr > 0)) fail("--lr=", o.lr, " must be positive");
 
@@ -58,8 +62,8 @@ int run_train(const TrainOptions& o) {
   if (!o.synthetic) {
     corpus = Corpus::load(o.data, o.tokenizer);
     if (corpus.vocab_used() > cfg.vocab_size)
-      fail(o.config, ": vocab_size=", cfg.vocab_size, " is smaller than the corpus's token ids (up to ",
-           corpus.vocab_used() - 1, ")");
+      fail(o.config, ": vocab_size=", cfg.vocab_size,
+           " is smaller than the corpus's token ids (up to ", corpus.vocab_used() - 1, ")");
     if (corpus.train_size() <= S + 1 || corpus.eval_windows(S) < 1)
       fail("--seq=", S, " is too long for the corpus (", corpus.size(), " tokens)");
   }
@@ -72,9 +76,12 @@ int run_train(const TrainOptions& o) {
     for (int64_t i = 0; i < B; ++i) {
       int64_t* in = b.inputs.data() + i * S;
       int64_t* tg = b.targets.data() + i * S;
-      if (o.synthetic) synthetic_sample(o.seed, first_index + i, S, cfg.vocab_size, in, tg);
-      else if (eval) corpus.eval_sample(first_index + i, S, in, tg);
-      else corpus.train_sample(o.seed, first_index + i, S, in, tg);
+      if (o.synthetic)
+        synthetic_sample(o.seed, first_index + i, S, cfg.vocab_size, in, tg);
+      else if (eval)
+        corpus.eval_sample(first_index + i, S, in, tg);
+      else
+        corpus.train_sample(o.seed, first_index + i, S, in, tg);
     }
     return b;
   };
@@ -82,15 +89,28 @@ int run_train(const TrainOptions& o) {
   Model model(cfg);
   ModelParams params = ModelParams::zeros(cfg, Cat::weights);
   ModelParams grads = ModelParams::zeros(cfg, Cat::grads);
-  ModelParams m = ModelParams::zeros(cfg, Cat::optimizer), v = ModelParams::zeros(cfg, Cat::optimizer);
+  ModelParams m = ModelParams::zeros(cfg, Cat::optimizer),
+              v = ModelParams::zeros(cfg, Cat::optimizer);
   int64_t start = 0;
   if (!o.resume.empty()) {
     TrainerState st = load_checkpoint(o.resume, params, m, v);
     start = st.step;
     if (st.extra.value("seed", o.seed) != o.seed)
       fail("--seed=", o.seed, " differs from the checkpoint's seed ", st.extra["seed"].dump());
-    if (start >= o.steps) fail("--steps=", o.steps, " but the checkpoint is already at step ", start);
-    if (!o.quiet) std::printf("resumed from %s at step %lld\n", o.resume.c_str(), static_cast<long long>(start));
+    struct Same {
+      const char *key, *flag;
+      int64_t value;
+    };
+    for (const Same& c : {Same{"seq", "--seq", S}, Same{"micro_batch", "--micro-batch", B},
+                          Same{"grad_accum", "--grad-accum", k}})
+      if (st.extra.contains(c.key) && st.extra[c.key].get<int64_t>() != c.value)
+        fail(c.flag, "=", c.value, " differs from the checkpoint's ", c.key, "=",
+             st.extra[c.key].get<int64_t>(), ": the resumed run would read different samples");
+    if (start >= o.steps)
+      fail("--steps=", o.steps, " but the checkpoint is already at step ", start);
+    if (!o.quiet)
+      std::printf("resumed from %s at step %lld\n", o.resume.c_str(),
+                  static_cast<long long>(start));
   } else if (!o.init_weights.empty()) {
     load_params(params, SafeTensorsReader(o.init_weights));
   } else {
@@ -117,19 +137,28 @@ int run_train(const TrainOptions& o) {
     st.extra = {{"seed", o.seed},
                 {"config", cfg.to_json()},
                 {"layout", "single"},
-                {"lr_schedule", {{"lr", o.lr}, {"min_lr", o.min_lr >= 0 ? o.min_lr : o.lr * 0.1},
-                                 {"warmup", warmup_steps(o)}, {"steps", o.steps}, {"kind", "cosine"}}},
-                {"micro_batch", B}, {"grad_accum", k}, {"seq", S}};
+                {"lr_schedule",
+                 {{"lr", o.lr},
+                  {"min_lr", o.min_lr >= 0 ? o.min_lr : o.lr * 0.1},
+                  {"warmup", warmup_steps(o)},
+                  {"steps", o.steps},
+                  {"kind", "cosine"}}},
+                {"micro_batch", B},
+                {"grad_accum", k},
+                {"seq", S}};
     save_checkpoint(o.save_dir, st, params, m, v);
-    if (!o.quiet) std::printf("saved checkpoint %s/step_%lld\n", o.save_dir.c_str(), static_cast<long long>(steps_done));
+    if (!o.quiet)
+      std::printf("saved checkpoint %s/step_%lld\n", o.save_dir.c_str(),
+                  static_cast<long long>(steps_done));
   };
 
   if (!o.quiet)
-    std::printf("origami train: %s (%.1fM params), S=%lld, batch %lld x %lld accum = %lld seqs/step, %s, "
-                "%d threads\n",
-                o.config.c_str(), cfg.num_params() / 1e6, static_cast<long long>(S),
-                static_cast<long long>(B), static_cast<long long>(k), static_cast<long long>(G),
-                o.synthetic ? "synthetic tokens" : "corpus", omp_get_max_threads());
+    std::printf(
+        "origami train: %s (%.1fM params), S=%lld, batch %lld x %lld accum = %lld seqs/step, %s, "
+        "%d threads\n",
+        o.config.c_str(), cfg.num_params() / 1e6, static_cast<long long>(S),
+        static_cast<long long>(B), static_cast<long long>(k), static_cast<long long>(G),
+        o.synthetic ? "synthetic tokens" : "corpus", omp_get_max_threads());
   const auto t_run = Clock::now();
   for (int64_t step = start; step < o.steps; ++step) {
     const auto t0 = Clock::now();
@@ -140,7 +169,10 @@ int run_train(const TrainOptions& o) {
       micro.push_back(make_batch(step * G + j * B, false));
       N += micro.back().num_targets();
     }
-    if (N == 0) std::fprintf(stderr, "warning: step %lld has no non-ignored targets; loss and gradients are 0\n", static_cast<long long>(step));
+    if (N == 0)
+      std::fprintf(stderr,
+                   "warning: step %lld has no non-ignored targets; loss and gradients are 0\n",
+                   static_cast<long long>(step));
     const double inv_n = N ? 1.0 / static_cast<double>(N) : 0.0;
     double loss_sum = 0;
     for (auto& b : micro) loss_sum += model.forward_backward(params, grads, b, inv_n, o.recompute);
@@ -154,17 +186,21 @@ int run_train(const TrainOptions& o) {
     const bool last = step + 1 == o.steps;
     if (!o.quiet && (o.log_every > 0 && ((step + 1) % o.log_every == 0 || last))) {
       const double el = secs(t_run, Clock::now());
-      const double eta = el / static_cast<double>(step + 1 - start) * static_cast<double>(o.steps - step - 1);
-      std::printf("step %lld/%lld | loss %.6f | lr %.2e | gnorm %.3f | %.0f tok/s | %.3f s/step | mem %s | eta %s\n",
-                  static_cast<long long>(step + 1), static_cast<long long>(o.steps), loss, hp.lr, gnorm,
-                  static_cast<double>(G * S) / dt, dt, format_bytes(MemTracker::get().stats().total_peak).c_str(),
-                  fmt_eta(eta).c_str());
+      const double eta =
+          el / static_cast<double>(step + 1 - start) * static_cast<double>(o.steps - step - 1);
+      std::printf(
+          "step %lld/%lld | loss %.6f | lr %.2e | gnorm %.3f | %.0f tok/s | %.3f s/step | mem %s | "
+          "eta %s\n",
+          static_cast<long long>(step + 1), static_cast<long long>(o.steps), loss, hp.lr, gnorm,
+          static_cast<double>(G * S) / dt, dt,
+          format_bytes(MemTracker::get().stats().total_peak).c_str(), fmt_eta(eta).c_str());
       std::fflush(stdout);
     }
     if (!o.synthetic && o.eval_every > 0 && ((step + 1) % o.eval_every == 0 || last)) {
       const double el = evaluate();
       evals.push_back({{"step", step + 1}, {"loss", el}});
-      if (!o.quiet) std::printf("eval step %lld | held-out loss %.6f\n", static_cast<long long>(step + 1), el);
+      if (!o.quiet)
+        std::printf("eval step %lld | held-out loss %.6f\n", static_cast<long long>(step + 1), el);
     }
     if (!o.save_dir.empty() && ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last))
       checkpoint(step + 1);

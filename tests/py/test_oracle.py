@@ -88,6 +88,18 @@ def main():
                 failures.append(f"{name}: {n} rel err {r:.2e}")
         print(f"{name:28s} worst gradient rel err {case_worst:.2e}")
         worst = max(worst, case_worst)
+    # N = 0 (every label ignored): loss and gradients exactly 0, a warning, no NaN
+    cfg, W, ids, labels, paths = make_case(work, "all_ignored", CASES[0][1], 1, 8, seed=99)
+    st.save(paths["tokens.safetensors"], {"input_ids": ids.numpy(), "labels": np.full(ids.shape, -100)})
+    r = subprocess.run([binary, "grad", "--config", paths["config.json"], "--weights", paths["weights.safetensors"],
+                        "--tokens", paths["tokens.safetensors"], "--out", paths["grads.safetensors"]],
+                       capture_output=True, text=True)
+    got = st.load(paths["grads.safetensors"]) if r.returncode == 0 else {}
+    if r.returncode != 0 or "no non-ignored targets" not in r.stderr or \
+            any(np.any(v != 0) for v in got.values()) or not got:
+        failures.append(f"all-ignored batch: exit {r.returncode}, stderr {r.stderr!r}")
+    else:
+        print("all_ignored                  loss 0 and all gradients 0, warning printed")
     print(f"worst relative error over all cases: {worst:.2e} (tolerance {TOL:.0e})")
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures))

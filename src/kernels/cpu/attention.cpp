@@ -41,8 +41,8 @@ inline int64_t visible(int64_t qp, int64_t kp0, int64_t nk) {
 }  // namespace
 
 template <class T>
-void flash_attn_fwd(T* o, T* lse, int64_t lse_stride, const T* q, int64_t q_stride,
-                    const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks, AttnShape sh, T scale) {
+void flash_attn_fwd(T* o, T* lse, int64_t lse_stride, const T* q, int64_t q_stride, const QSeg* qs,
+                    int nqs, const KvSeg<T>* ks, int nks, AttnShape sh, T scale) {
   const int d = sh.d, g = sh.n_h / sh.n_kv;
   const T neg_inf = -std::numeric_limits<T>::infinity();
   std::vector<Item> items;
@@ -185,9 +185,9 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
   }
 }
 
-#define INST(T)                                                                               \
-  template void flash_attn_fwd<T>(T*, T*, int64_t, const T*, int64_t, const QSeg*, int,       \
-                                  const KvSeg<T>*, int, AttnShape, T);                        \
+#define INST(T)                                                                                 \
+  template void flash_attn_fwd<T>(T*, T*, int64_t, const T*, int64_t, const QSeg*, int,         \
+                                  const KvSeg<T>*, int, AttnShape, T);                          \
   template void flash_attn_bwd<T>(T*, const T*, const T*, const T*, int64_t, const T*, int64_t, \
                                   const QSeg*, int, const KvSeg<T>*, int, AttnShape, T);
 INST(float)

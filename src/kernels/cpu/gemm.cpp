@@ -14,7 +14,9 @@
 namespace origami::cpu {
 
 namespace {
-CBLAS_TRANSPOSE tr(Trans t) { return t == Trans::N ? CblasNoTrans : CblasTrans; }
+CBLAS_TRANSPOSE tr(Trans t) {
+  return t == Trans::N ? CblasNoTrans : CblasTrans;
+}
 
 bool use_onednn() {
   static const bool v = [] {
@@ -27,15 +29,17 @@ bool use_onednn() {
 }
 }  // namespace
 
-const char* gemm_backend() { return use_onednn() ? "onednn" : "openblas"; }
+const char* gemm_backend() {
+  return use_onednn() ? "onednn" : "openblas";
+}
 
 template <>
 void gemm<float>(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   if (use_onednn()) {
-    const dnnl_status_t st = dnnl_sgemm(ta == Trans::N ? 'N' : 'T', tb == Trans::N ? 'N' : 'T', M, N,
-                                        K, alpha, A, lda, B, ldb, beta, C, ldc);
+    const dnnl_status_t st = dnnl_sgemm(ta == Trans::N ? 'N' : 'T', tb == Trans::N ? 'N' : 'T', M,
+                                        N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     if (st != dnnl_success) fail("dnnl_sgemm failed with status ", static_cast<int>(st));
     return;
   }
@@ -63,7 +67,7 @@ void linear_bwd_w(T* dW, const T* dy, const T* x, int64_t M, int64_t N, int64_t 
   gemm<T>(Trans::T, Trans::N, N, K, M, 1, dy, N, x, K, 1, dW, K);
 }
 
-#define INST(T)                                                                     \
+#define INST(T)                                                                      \
   template void linear_fwd<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, T); \
   template void linear_bwd_x<T>(T*, const T*, const T*, int64_t, int64_t, int64_t);  \
   template void linear_bwd_w<T>(T*, const T*, const T*, int64_t, int64_t, int64_t);

@@ -50,8 +50,8 @@ double ce_finish(T* lse, const T* m, const T* l, const T* zt, int64_t rows, cons
 }
 
 template <class T>
-void ce_bwd(T* dz, const T* z, const T* lse, int64_t rows, int64_t vblk, int64_t v0,
-            int64_t v_real, const int64_t* target, T scale) {
+void ce_bwd(T* dz, const T* z, const T* lse, int64_t rows, int64_t vblk, int64_t v0, int64_t v_real,
+            const int64_t* target, T scale) {
   const int64_t nv = std::clamp<int64_t>(v_real - v0, 0, vblk);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
@@ -67,12 +67,12 @@ void ce_bwd(T* dz, const T* z, const T* lse, int64_t rows, int64_t vblk, int64_t
   }
 }
 
-#define INST(T)                                                                               \
-  template void ce_init<T>(T*, T*, T*, int64_t);                                              \
-  template void ce_update<T>(T*, T*, T*, const T*, int64_t, int64_t, int64_t, int64_t,        \
-                             const int64_t*);                                                 \
-  template double ce_finish<T>(T*, const T*, const T*, const T*, int64_t, const int64_t*);    \
-  template void ce_bwd<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,         \
+#define INST(T)                                                                            \
+  template void ce_init<T>(T*, T*, T*, int64_t);                                           \
+  template void ce_update<T>(T*, T*, T*, const T*, int64_t, int64_t, int64_t, int64_t,     \
+                             const int64_t*);                                              \
+  template double ce_finish<T>(T*, const T*, const T*, const T*, int64_t, const int64_t*); \
+  template void ce_bwd<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, int64_t,      \
                           const int64_t*, T);
 INST(float)
 INST(double)

@@ -49,7 +49,7 @@ void scale_inplace(T* x, int64_t n, T s) {
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 
-#define INST(T)                                                                       \
+#define INST(T)                                                                      \
   template void adamw_step<T>(T*, const T*, T*, T*, int64_t, const AdamW&, int64_t); \
   template double sum_squares<T>(const T*, int64_t);                                 \
   template void scale_inplace<T>(T*, int64_t, T);

@@ -7,8 +7,7 @@
 namespace origami::cpu {
 
 template <class T>
-void rmsnorm_fwd(T* y, T* n, T* rstd, const T* x, const T* w, int64_t rows, int64_t h,
-                 double eps) {
+void rmsnorm_fwd(T* y, T* n, T* rstd, const T* x, const T* w, int64_t rows, int64_t h, double eps) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * h;
@@ -45,8 +44,8 @@ void rmsnorm_bwd(T* dx, T* dw, const T* dy, const T* n, const T* w, const T* rst
   }
 }
 
-#define INST(T)                                                                              \
-  template void rmsnorm_fwd<T>(T*, T*, T*, const T*, const T*, int64_t, int64_t, double);     \
+#define INST(T)                                                                           \
+  template void rmsnorm_fwd<T>(T*, T*, T*, const T*, const T*, int64_t, int64_t, double); \
   template void rmsnorm_bwd<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t);
 INST(float)
 INST(double)

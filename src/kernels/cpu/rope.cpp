@@ -52,7 +52,7 @@ void rope_bwd(T* dx, int64_t stride, const int64_t* pos, int64_t rows, int n_hea
 }
 
 #define INST(T)                                                                                  \
-  template void rope_table<T>(T*, T*, int64_t, int, double);                                    \
+  template void rope_table<T>(T*, T*, int64_t, int, double);                                     \
   template void rope_fwd<T>(T*, int64_t, const int64_t*, int64_t, int, int, const T*, const T*); \
   template void rope_bwd<T>(T*, int64_t, const int64_t*, int64_t, int, int, const T*, const T*);
 INST(float)
