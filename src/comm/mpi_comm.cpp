@@ -1,0 +1,293 @@
+// The MPI communicator. Broadcast, all-gather and all-to-all-v are MPI's non-blocking collectives
+// (they move bytes, no arithmetic). Reductions are fixed-order point-to-point schedules: every
+// rank sends the block a peer owns to that peer, and the owner adds the D contributions in rank
+// order 0..D-1 — deterministic, whatever MPI's algorithm of the day. An all-reduce is such a
+// reduce-scatter followed by an all-gather of the reduced blocks (2(D-1)M/D received).
+#include <mpi.h>
+
+#include <chrono>
+#include <climits>
+#include <cstring>
+
+#include "comm/comm.h"
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace origami {
+
+const char* phase_name(Phase p) {
+  static const char* n[] = {"fwd", "recompute", "bwd"};
+  return n[static_cast<int>(p)];
+}
+const char* traffic_name(Traffic t) {
+  static const char* n[] = {"attn_weights", "mlp_weights", "kv", "grads", "embed_head", "other"};
+  return n[static_cast<int>(t)];
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int icount(int64_t bytes) {
+  if (bytes < 0 || bytes > INT_MAX) fail("MPI message of ", bytes, " bytes exceeds INT_MAX");
+  return static_cast<int>(bytes);
+}
+
+// A sequence of stages; each posts MPI requests and, when they complete, runs its finish step.
+class StagedOp : public Request::Op {
+ public:
+  struct Stage {
+    std::function<void(std::vector<MPI_Request>&)> post;
+    std::function<void()> finish;
+  };
+  StagedOp(Comm* c, size_t rec, std::vector<Stage> st)
+      : comm_(c), rec_(rec), stages_(std::move(st)), t0_(Clock::now()) {
+    start_next();
+  }
+  bool test() override {
+    while (!done_) {
+      int flag = 1;
+      if (!reqs_.empty()) MPI_Testall(static_cast<int>(reqs_.size()), reqs_.data(), &flag, MPI_STATUSES_IGNORE);
+      if (!flag) return false;
+      finish_current();
+    }
+    return true;
+  }
+  void wait() override {
+    while (!done_) {
+      if (!reqs_.empty()) MPI_Waitall(static_cast<int>(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE);
+      finish_current();
+    }
+  }
+
+ private:
+  void start_next() {
+    reqs_.clear();
+    if (cur_ == stages_.size()) {
+      done_ = true;
+      comm_->set_seconds(rec_, std::chrono::duration<double>(Clock::now() - t0_).count());
+      return;
+    }
+    stages_[cur_].post(reqs_);
+  }
+  void finish_current() {
+    if (stages_[cur_].finish) stages_[cur_].finish();
+    ++cur_;
+    start_next();
+  }
+  Comm* comm_;
+  size_t rec_;
+  std::vector<Stage> stages_;
+  size_t cur_ = 0;
+  bool done_ = false;
+  std::vector<MPI_Request> reqs_;
+  Clock::time_point t0_;
+};
+
+}  // namespace
+
+class MpiComm : public Comm {
+ public:
+  MpiComm() {
+    int init = 0;
+    MPI_Initialized(&init);
+    if (!init) fail("internal: MPI communicator created before MPI_Init");
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    for (auto& c : comms_) MPI_Comm_dup(MPI_COMM_WORLD, &c);
+  }
+  ~MpiComm() override {
+    for (auto& c : comms_) MPI_Comm_free(&c);
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  Request isend(const void* buf, int64_t bytes, int dst, int tag, Traffic t) override {
+    check_tag(tag);
+    const size_t rec = record(t, 0);
+    return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
+                           r.emplace_back();
+                           MPI_Isend(buf, icount(bytes), MPI_BYTE, dst, tag, c(t), &r.back());
+                         },
+                         nullptr}});
+  }
+  Request irecv(void* buf, int64_t bytes, int src, int tag, Traffic t) override {
+    check_tag(tag);
+    const size_t rec = record(t, src == rank_ ? 0 : bytes);
+    return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
+                           r.emplace_back();
+                           MPI_Irecv(buf, icount(bytes), MPI_BYTE, src, tag, c(t), &r.back());
+                         },
+                         nullptr}});
+  }
+  Request ibcast(void* buf, int64_t bytes, int root, Traffic t) override {
+    const size_t rec = record(t, rank_ == root ? 0 : bytes);
+    return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
+                           r.emplace_back();
+                           MPI_Ibcast(buf, icount(bytes), MPI_BYTE, root, c(t), &r.back());
+                         },
+                         nullptr}});
+  }
+  Request iallgather(const void* send, void* recv, int64_t bytes, Traffic t) override {
+    const size_t rec = record(t, (size_ - 1) * bytes);
+    char* own = static_cast<char*>(recv) + rank_ * bytes;
+    const void* src = send == own ? MPI_IN_PLACE : send;
+    return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
+                           r.emplace_back();
+                           MPI_Iallgather(src, icount(bytes), MPI_BYTE, recv, icount(bytes), MPI_BYTE,
+                                          c(t), &r.back());
+                         },
+                         nullptr}});
+  }
+  Request ialltoallv(const void* send, const int64_t* sb, const int64_t* so, void* recv,
+                     const int64_t* rb, const int64_t* ro, Traffic t) override {
+    int64_t in = 0;
+    for (int i = 0; i < size_; ++i)
+      if (i != rank_) in += rb[i];
+    const size_t rec = record(t, in);
+    auto v = std::make_shared<std::array<std::vector<int>, 4>>();
+    for (int i = 0; i < size_; ++i) {
+      (*v)[0].push_back(icount(sb[i]));
+      (*v)[1].push_back(icount(so[i]));
+      (*v)[2].push_back(icount(rb[i]));
+      (*v)[3].push_back(icount(ro[i]));
+    }
+    return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
+                           r.emplace_back();
+                           MPI_Ialltoallv(send, (*v)[0].data(), (*v)[1].data(), MPI_BYTE, recv,
+                                          (*v)[2].data(), (*v)[3].data(), MPI_BYTE, c(t), &r.back());
+                         },
+                         [v] {}}});
+  }
+
+  Request ireduce_scatter(const float* send, float* recv, int64_t n, Traffic t) override {
+    const size_t rec = record(t, (size_ - 1) * n * 4);
+    return staged(rec, {reduce_blocks<float>(send, recv, n, n, t, next_tag(t))});
+  }
+
+  Request ireduce(const float* send, float* recv, int64_t n, int root, Traffic t) override {
+    const size_t rec = record(t, rank_ == root ? (size_ - 1) * n * 4 : 0);
+    const int tag = next_tag(t);
+    auto tmp = std::make_shared<Tensor>();
+    if (rank_ == root && size_ > 1) *tmp = Tensor::empty({size_ - 1, n}, DType::f32, Cat::comm);
+    return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
+                           if (rank_ != root) {
+                             r.emplace_back();
+                             MPI_Isend(send, icount(n * 4), MPI_BYTE, root, tag, c(t), &r.back());
+                             return;
+                           }
+                           for (int i = 0, k = 0; i < size_; ++i) {
+                             if (i == root) continue;
+                             r.emplace_back();
+                             MPI_Irecv(tmp->data<float>() + (k++) * n, icount(n * 4), MPI_BYTE, i, tag,
+                                       c(t), &r.back());
+                           }
+                         },
+                         [=, this] {
+                           if (rank_ != root) return;
+                           sum_in_rank_order<float>(recv, send, tmp.get(), n, root);
+                         }}});
+  }
+
+  Request iallreduce(float* buf, int64_t n, Traffic t) override { return allreduce<float>(buf, n, t); }
+  Request iallreduce(double* buf, int64_t n, Traffic t) override { return allreduce<double>(buf, n, t); }
+  Request iallreduce(int64_t* buf, int64_t n, Traffic t) override { return allreduce<int64_t>(buf, n, t); }
+
+  void progress() override {
+    for (auto it = live_.begin(); it != live_.end();) {
+      auto op = it->lock();
+      if (!op || op->test()) it = live_.erase(it);
+      else ++it;
+    }
+  }
+  void barrier() override { MPI_Barrier(comms_[static_cast<int>(Traffic::other)]); }
+
+ private:
+  MPI_Comm c(Traffic t) const { return comms_[static_cast<int>(t)]; }
+  static void check_tag(int tag) {
+    if (tag < 0 || tag >= kCollTag0) fail("internal: point-to-point tag ", tag, " out of range");
+  }
+  int next_tag(Traffic t) {
+    int& k = tags_[static_cast<int>(t)];
+    k = (k + 1) % 30000;
+    return kCollTag0 + k;
+  }
+  Request staged(size_t rec, std::vector<StagedOp::Stage> st) {
+    auto op = std::make_shared<StagedOp>(this, rec, std::move(st));
+    if (live_.size() > 256) std::erase_if(live_, [](const auto& w) { return w.expired(); });
+    live_.push_back(op);
+    return Request(op);
+  }
+
+  // dst[i] = sum over ranks q in order 0..D-1 of (q == own ? own_src : tmp row k(q))
+  template <class T>
+  void sum_in_rank_order(T* dst, const T* own_src, const Tensor* tmp, int64_t n, int own) {
+    const T* t0 = tmp->defined() ? static_cast<const T*>(tmp->raw()) : nullptr;
+    // Element i is read from every source before dst[i] is written: dst may alias own_src.
+    for (int64_t i = 0; i < n; ++i) {
+      T acc = 0;
+      for (int q = 0, k = 0; q < size_; ++q) {
+        const T v = q == own ? own_src[i] : t0[(k++) * n + i];
+        acc = q == 0 ? v : acc + v;
+      }
+      dst[i] = acc;
+    }
+  }
+
+  // Each rank sends block q of `send` (blocks of m elements, stride `stride`) to rank q and sums
+  // the D contributions to its own block, in rank order, into recv (m elements).
+  template <class T>
+  StagedOp::Stage reduce_blocks(const T* send, T* recv, int64_t m, int64_t stride, Traffic t, int tag) {
+    auto tmp = std::make_shared<Tensor>();
+    if (size_ > 1) *tmp = Tensor::empty({size_ - 1, m}, dtype_of<T>(), Cat::comm);
+    return {[=, this](std::vector<MPI_Request>& r) {
+              for (int q = 0, k = 0; q < size_; ++q) {
+                if (q == rank_) continue;
+                r.emplace_back();
+                MPI_Isend(send + q * stride, icount(m * sizeof(T)), MPI_BYTE, q, tag, c(t), &r.back());
+                r.emplace_back();
+                MPI_Irecv(static_cast<T*>(tmp->raw()) + (k++) * m, icount(m * sizeof(T)), MPI_BYTE, q,
+                          tag, c(t), &r.back());
+              }
+            },
+            [=, this] { sum_in_rank_order<T>(recv, send + rank_ * stride, tmp.get(), m, rank_); }};
+  }
+
+  // In place: reduce-scatter of D near-equal blocks, then all-gather of the reduced blocks.
+  template <class T>
+  Request allreduce(T* buf, int64_t n, Traffic t) {
+    const size_t rec = record(t, 2 * (size_ - 1) * n * static_cast<int64_t>(sizeof(T)) / size_);
+    if (size_ == 1) return staged(rec, {});
+    // Blocks padded to equal size m; the padded copy keeps the arithmetic simple.
+    const int64_t m = (n + size_ - 1) / size_;
+    auto pad = std::make_shared<Tensor>(Tensor::zeros({size_, m}, dtype_of<T>(), Cat::comm));
+    auto red = std::make_shared<Tensor>(Tensor::empty({m}, dtype_of<T>(), Cat::comm));
+    std::memcpy(pad->raw(), buf, n * sizeof(T));
+    const int tag1 = next_tag(t), tag2 = next_tag(t);
+    std::vector<StagedOp::Stage> st;
+    st.push_back(reduce_blocks<T>(static_cast<const T*>(pad->raw()), static_cast<T*>(red->raw()), m, m, t, tag1));
+    st.push_back({[=, this](std::vector<MPI_Request>& r) {
+                    T* p = static_cast<T*>(pad->raw());
+                    std::memcpy(p + rank_ * m, red->raw(), m * sizeof(T));
+                    for (int q = 0; q < size_; ++q) {
+                      if (q == rank_) continue;
+                      r.emplace_back();
+                      MPI_Isend(p + rank_ * m, icount(m * sizeof(T)), MPI_BYTE, q, tag2, c(t), &r.back());
+                      r.emplace_back();
+                      MPI_Irecv(p + q * m, icount(m * sizeof(T)), MPI_BYTE, q, tag2, c(t), &r.back());
+                    }
+                  },
+                  [=] { std::memcpy(buf, pad->raw(), n * sizeof(T)); }});
+    return staged(rec, std::move(st));
+  }
+
+  static constexpr int kCollTag0 = 1000;
+  int rank_ = 0, size_ = 1;
+  std::array<MPI_Comm, kNumTraffic> comms_{};
+  std::array<int, kNumTraffic> tags_{};
+  std::vector<std::weak_ptr<Request::Op>> live_;
+};
+
+std::unique_ptr<Comm> make_mpi_comm() { return std::make_unique<MpiComm>(); }
+
+}  // namespace origami

@@ -1,0 +1,60 @@
+#include "parallel/layout.h"
+
+#include <cstdlib>
+#include <sstream>
+#include <utility>
+
+#include "core/error.h"
+
+namespace origami {
+
+Layout Layout::parse(const std::string& s, int world) {
+  Layout L;
+  if (s.empty()) {
+    if (world > 1)
+      fail("world size ", world, " > 1 needs --layout (e.g. --layout tsp=", world, ")");
+    L.text = "single";
+    return L;
+  }
+  std::stringstream ss(s);
+  std::string item;
+  bool seen[5] = {};
+  while (std::getline(ss, item, ',')) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos) fail("--layout '", s, "': '", item, "' is not axis=size");
+    const std::string axis = item.substr(0, eq), val = item.substr(eq + 1);
+    char* end = nullptr;
+    const long n = std::strtol(val.c_str(), &end, 10);
+    if (val.empty() || *end || n < 1) fail("--layout '", s, "': ", axis, "=", val, " must be a positive integer");
+    static const char* axes[] = {"dp", "tsp", "tp", "sp", "fsdp_sp"};
+    int* slot[] = {&L.dp, &L.tsp, &L.tp, &L.sp, &L.fsdp_sp};
+    int k = 0;
+    while (k < 5 && axis != axes[k]) ++k;
+    if (k == 5) fail("--layout '", s, "': unknown axis '", axis, "' (axes: dp, tsp, tp, sp, fsdp_sp)");
+    if (seen[k]) fail("--layout '", s, "': axis '", axis, "' given twice");
+    seen[k] = true;
+    *slot[k] = static_cast<int>(n);
+  }
+  for (const auto& [axis, v] : {std::pair<const char*, int>{"dp", L.dp}, {"tp", L.tp}, {"sp", L.sp},
+                                 {"fsdp_sp", L.fsdp_sp}})
+    if (v > 1) fail("--layout '", s, "': axis '", axis, "' is not implemented yet (only tsp)");
+  if (L.dp * L.model_degree() != world)
+    fail("--layout '", s, "' needs ", L.dp * L.model_degree(), " ranks but the world size is ", world);
+  L.text = "tsp=" + std::to_string(L.tsp);
+  return L;
+}
+
+void validate_tsp(const ModelConfig& c, int D, int64_t seq, int buckets) {
+  if (c.num_key_value_heads % D)
+    fail("num_key_value_heads=", c.num_key_value_heads, " is not divisible by tsp=", D,
+         " (each rank owns whole KV-head groups)");
+  if (c.intermediate_size % D)
+    fail("intermediate_size=", c.intermediate_size, " is not divisible by tsp=", D);
+  if (seq % (2 * D))
+    fail("sequence length ", seq, " is not divisible by 2*tsp=", 2 * D, " (zigzag chunks)");
+  if (buckets < 1 || (c.num_key_value_heads / D) % buckets)
+    fail("--attn-buckets=", buckets, " does not divide the ", c.num_key_value_heads / D,
+         " KV heads per rank (num_key_value_heads/tsp)");
+}
+
+}  // namespace origami

@@ -1,0 +1,22 @@
+// --layout (tsp-spec §9): `axis=size` pairs, order-insensitive, omitted axes are 1, the product
+// must equal the world size; world size > 1 without --layout is an error. Parsing and validation
+// are pure functions of (string, world size, config), so every rank reaches the same verdict
+// before its first collective.
+#pragma once
+#include <string>
+
+#include "model/config.h"
+
+namespace origami {
+
+struct Layout {
+  int dp = 1, tsp = 1, tp = 1, sp = 1, fsdp_sp = 1;
+  std::string text;  // canonical form, e.g. "tsp=4"
+  static Layout parse(const std::string& s, int world_size);
+  int model_degree() const { return tsp * tp * sp * fsdp_sp; }
+};
+
+// What the TSP schedule needs (tsp-spec §3): n_kv mod D, I mod D, S mod 2D, head buckets.
+void validate_tsp(const ModelConfig& c, int D, int64_t seq, int attn_buckets);
+
+}  // namespace origami
