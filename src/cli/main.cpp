@@ -117,10 +117,22 @@ int cmd_grad(int argc, char** argv) {
          true);
   a.flag("out", "", "output safetensors (written atomically)", true);
   a.flag("recompute", "none", "activation checkpointing: none | full");
+  a.flag("layout", "", "parallel layout, e.g. tsp=4 (the product must equal the mpirun world size)");
+  a.flag("attn-buckets", "1", "TSP: process each head group's KV heads in N buckets (N divides n_kv/D)");
+  a.boolean("keep-attn-weights", "TSP, with --recompute full: keep a layer's attention packets from its recompute to its backward");
+  a.boolean("no-overlap", "wait for every transfer right after posting it (same results, bit for bit)");
   if (!a.parse(argc, argv)) return 0;
-  check_world(a);
-  run_grad(a.str("config"), a.str("weights"), a.str("tokens"), a.str("out"),
-           parse_recompute(a.str("recompute")));
+  GradOptions o;
+  o.config = a.str("config");
+  o.weights = a.str("weights");
+  o.tokens = a.str("tokens");
+  o.out = a.str("out");
+  o.layout = a.str("layout");
+  o.recompute = parse_recompute(a.str("recompute"));
+  o.attn_buckets = static_cast<int>(a.i64("attn-buckets", 1));
+  o.keep_attn_weights = a.on("keep-attn-weights");
+  o.overlap = !a.on("no-overlap");
+  run_grad(o);
   return 0;
 }
 

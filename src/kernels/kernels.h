@@ -31,6 +31,9 @@ void linear_bwd_w(T* dW, const T* dy, const T* x, int64_t M, int64_t N, int64_t 
 // for w = 0, unlike y / w), so it is what a layer saves.
 template <class T>
 void rmsnorm_fwd(T* y, T* n, T* rstd, const T* x, const T* w, int64_t rows, int64_t h, double eps);
+// y = w * n (the norm output recomputed from the saved normalised input)
+template <class T>
+void rmsnorm_apply(T* y, const T* n, const T* w, int64_t rows, int64_t h);
 // dx += d/dx, dw += d/dw
 template <class T>
 void rmsnorm_bwd(T* dx, T* dw, const T* dy, const T* n, const T* w, const T* rstd, int64_t rows,

@@ -30,11 +30,7 @@ const float* F(const Tensor& t) {
 // y = w * n (the norm output, recomputed from the saved normalised input)
 Tensor reweight(const Tensor& n, const Tensor& w, int64_t rows, int64_t h) {
   Tensor y = ws({rows, h});
-  const float *np = F(n), *wp = F(w);
-  float* yp = F(y);
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < h; ++i) yp[r * h + i] = wp[i] * np[r * h + i];
+  rmsnorm_apply<float>(F(y), F(n), F(w), rows, h);
   return y;
 }
 

@@ -1,9 +1,14 @@
 #include "train/grad.h"
 
+#include <mpi.h>
+
+#include <cstdio>
 #include <vector>
 
 #include "core/error.h"
 #include "core/safetensors.h"
+#include "parallel/layout.h"
+#include "parallel/tsp.h"
 
 namespace origami {
 
@@ -52,23 +57,49 @@ Batch load_token_batch(const std::string& path, const ModelConfig& cfg) {
   return b;
 }
 
-void run_grad(const std::string& config, const std::string& weights, const std::string& tokens,
-              const std::string& out, Recompute rc) {
-  const ModelConfig cfg = ModelConfig::load(config);
+void run_grad(const GradOptions& o) {
+  int world = 1, mpi = 0;
+  MPI_Initialized(&mpi);
+  if (mpi) MPI_Comm_size(MPI_COMM_WORLD, &world);
+  // Everything below until the first collective is a pure function of the arguments and the
+  // files, so every rank reaches the same verdict on bad input.
+  const Layout layout = Layout::parse(o.layout, world);
+  const ModelConfig cfg = ModelConfig::load(o.config);
   ModelParams params = ModelParams::zeros(cfg, Cat::weights);
-  load_params(params, SafeTensorsReader(weights));
-  const Batch b = load_token_batch(tokens, cfg);
+  load_params(params, SafeTensorsReader(o.weights));
+  const Batch b = load_token_batch(o.tokens, cfg);
+  if (!o.layout.empty()) validate_tsp(cfg, layout.tsp, b.S, o.attn_buckets);
   ModelParams grads = ModelParams::zeros(cfg, Cat::grads);
-  const int64_t N = b.num_targets();
+  double sum = 0;
+  int64_t N = b.num_targets();
+  if (o.layout.empty()) {
+    if (o.keep_attn_weights) fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
+    Model model(cfg);
+    sum = model.forward_backward(params, grads, b, N ? 1.0 / static_cast<double>(N) : 0.0, o.recompute);
+  } else {
+    auto comm = mpi ? make_mpi_comm() : make_self_comm();
+    TspEngine eng(cfg, *comm, {o.attn_buckets, o.keep_attn_weights, o.overlap, o.recompute});
+    const TspDims& t = eng.dims();
+    TspParams p = TspParams::zeros(cfg, layout.tsp, Cat::weights);
+    full_to_shard(params, p, t, comm->rank());
+    params = ModelParams();
+    TspParams g = TspParams::zeros(cfg, layout.tsp, Cat::grads);
+    const Batch local = eng.shard_batch(b);
+    N = local.num_targets();  // the global N: all-reduced before the first backward
+    comm->set_context(kWhereStep, Phase::fwd);
+    comm->iallreduce(&N, 1, Traffic::other).wait();
+    sum = eng.forward_backward(p, g, local, N ? 1.0 / static_cast<double>(N) : 0.0);
+    eng.finish_grads(g);
+    comm->iallreduce(&sum, 1, Traffic::other).wait();
+    gather_full(*comm, g, grads, t);
+    if (comm->rank() != 0) return;
+  }
   if (N == 0) std::fprintf(stderr, "warning: no non-ignored targets; loss and gradients are 0\n");
-  Model model(cfg);
-  const double sum =
-      model.forward_backward(params, grads, b, N ? 1.0 / static_cast<double>(N) : 0.0, rc);
   const float loss = static_cast<float>(N ? sum / static_cast<double>(N) : 0.0);
   SafeTensorsWriter w;
   w.add("loss", DType::f32, {1}, &loss);
   grads.for_each([&](const std::string& name, Tensor& t) { w.add(name, t); });
-  w.write(out);
+  w.write(o.out);
 }
 
 }  // namespace origami

@@ -1,5 +1,6 @@
 // `origami grad`: the gradient oracle interface. Loss = mean cross-entropy over all non-ignored
-// targets; output = `loss` [1] plus one fp32 gradient per parameter under its HF name.
+// targets; output = `loss` [1] plus one fp32 gradient per parameter under its HF name, gathered
+// to full tensors whatever the layout (rank 0 writes the file).
 #pragma once
 #include <string>
 
@@ -7,10 +8,16 @@
 
 namespace origami {
 
+struct GradOptions {
+  std::string config, weights, tokens, out, layout;
+  Recompute recompute = Recompute::none;
+  int attn_buckets = 1;
+  bool keep_attn_weights = false, overlap = true;
+};
+
 // T holds input_ids [B, S+1] (I32/I64) and optionally labels (same shape, -100 = ignored).
 // Inputs are input_ids[:, :-1]; targets labels[:, 1:] if present, else input_ids[:, 1:].
 Batch load_token_batch(const std::string& path, const ModelConfig& cfg);
-void run_grad(const std::string& config, const std::string& weights, const std::string& tokens,
-              const std::string& out, Recompute rc);
+void run_grad(const GradOptions& o);
 
 }  // namespace origami

@@ -23,6 +23,13 @@ void rmsnorm_fwd(T* y, T* n, T* rstd, const T* x, const T* w, int64_t rows, int6
 }
 
 template <class T>
+void rmsnorm_apply(T* y, const T* n, const T* w, int64_t rows, int64_t h) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < h; ++i) y[r * h + i] = w[i] * n[r * h + i];
+}
+
+template <class T>
 void rmsnorm_bwd(T* dx, T* dw, const T* dy, const T* n, const T* w, const T* rstd, int64_t rows,
                  int64_t h) {
 #pragma omp parallel for schedule(static)
@@ -45,6 +52,7 @@ void rmsnorm_bwd(T* dx, T* dw, const T* dy, const T* n, const T* w, const T* rst
 }
 
 #define INST(T)                                                                           \
+  template void rmsnorm_apply<T>(T*, const T*, const T*, int64_t, int64_t);                \
   template void rmsnorm_fwd<T>(T*, T*, T*, const T*, const T*, int64_t, int64_t, double); \
   template void rmsnorm_bwd<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t);
 INST(float)

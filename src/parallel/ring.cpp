@@ -1,0 +1,86 @@
+#include "parallel/ring.h"
+
+#include <algorithm>
+
+#include "core/tensor.h"
+
+namespace origami {
+
+namespace {
+constexpr int kTagW = 1, kTagAcc = 2;
+}
+
+void ring_forward(Comm& comm, const RingSpec& sp, const std::function<void(int, const float*)>& compute) {
+  ring_backward(comm, sp, nullptr, [&](int s, const float* W, float*) { compute(s, W); });
+}
+
+void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
+                   const std::function<void(int, const float*, float*)>& compute) {
+  const int D = comm.size(), r = comm.rank();
+  const int next = (r + 1) % D, prev = (r + D - 1) % D;
+  const int64_t bytes = sp.n * 4;
+  const bool bwd = own_grad != nullptr;
+  Tensor wbuf[2], abuf[2], home;
+  if (D > 1) {
+    wbuf[0] = Tensor::empty({sp.n}, DType::f32, Cat::comm);
+    if (D > 2) wbuf[1] = Tensor::empty({sp.n}, DType::f32, Cat::comm);
+    if (bwd) {
+      abuf[1] = Tensor::empty({sp.n}, DType::f32, Cat::comm);
+      if (D > 2) abuf[0] = Tensor::empty({sp.n}, DType::f32, Cat::comm);
+      home = Tensor::empty({sp.n}, DType::f32, Cat::comm);
+    }
+  }
+  const float* cur = sp.own;
+  Request acc_send[2], acc_recv, home_recv;
+  for (int t = 0; t < D; ++t) {
+    const int s = (r - t + D) % D;
+    Request ws, wr;
+    float* wnext = nullptr;
+    if (t < D - 1) {
+      wnext = wbuf[t % 2].data<float>();
+      ws = comm.isend(cur, bytes, next, kTagW, sp.weights);
+      wr = comm.irecv(wnext, bytes, prev, kTagW, sp.weights);
+      if (!sp.overlap) {
+        ws.wait();
+        wr.wait();
+      }
+    }
+    float* target = nullptr;
+    if (bwd) {
+      if (t == 0) {
+        target = own_grad;
+      } else if (t == 1) {
+        target = abuf[1].data<float>();
+        std::fill(target, target + sp.n, 0.0f);
+      } else {
+        acc_recv.wait();
+        target = abuf[t % 2].data<float>();
+      }
+    }
+    compute(s, cur, target);
+    if (bwd && t >= 1) {
+      acc_send[t % 2] = comm.isend(target, bytes, next, kTagAcc, sp.accumulate);
+      if (!sp.overlap) acc_send[t % 2].wait();
+      if (t + 1 <= D - 1) {
+        acc_send[(t + 1) % 2].wait();  // the buffer we are about to receive into was sent at t-1
+        acc_recv = comm.irecv(abuf[(t + 1) % 2].data<float>(), bytes, prev, kTagAcc, sp.accumulate);
+        if (!sp.overlap) acc_recv.wait();
+      } else {
+        home_recv = comm.irecv(home.data<float>(), bytes, prev, kTagAcc, sp.accumulate);
+        if (!sp.overlap) home_recv.wait();
+      }
+    }
+    ws.wait();
+    wr.wait();
+    if (wnext) cur = wnext;
+  }
+  if (bwd && D > 1) {
+    acc_send[0].wait();
+    acc_send[1].wait();
+    home_recv.wait();
+    const float* hp = home.data<float>();
+    for (int64_t i = 0; i < sp.n; ++i) own_grad[i] += hp[i];
+  }
+}
+
+}  // namespace origami

@@ -1,0 +1,35 @@
+// The ring that both the gated MLP (tsp-spec §5) and the LM head (§6) run: D steps; at step t
+// rank r holds shard s = (r - t) mod D. While it computes with shard s, shard s is already on its
+// way to rank r+1 and shard s-1 is arriving from rank r-1 (double buffer, non-blocking).
+//
+//   step:     0          1            2         ...   D-1
+//   rank r:   W_r        W_{r-1}      W_{r-2}          W_{r+1}
+//             send W_r → r+1, recv W_{r-1} ← r-1 (not on the last step)
+//
+// Backward: next to each weight shard travels a gradient accumulator. The owner keeps its own
+// partial dW_s (step 0); the accumulator starts at the next rank (step 1), each rank adds its
+// partial and passes it on, and the last holder (rank s-1, step D-1) sends it home — D-1 hops, the
+// volume of a reduce-scatter — where the owner adds it after its own partial (fixed order).
+#pragma once
+#include <functional>
+
+#include "comm/comm.h"
+
+namespace origami {
+
+struct RingSpec {
+  int64_t n;           // elements of one shard
+  const float* own;    // this rank's shard
+  Traffic weights;     // category of the weight transfers
+  Traffic accumulate;  // category of the accumulator transfers (backward)
+  bool overlap = true;
+};
+
+// compute(s, W_s) for every shard, in ring order.
+void ring_forward(Comm& comm, const RingSpec& spec, const std::function<void(int, const float*)>& compute);
+// compute(s, W_s, G) accumulates this rank's partial dW_s into G; own_grad receives the complete
+// gradient of this rank's shard (own partial + the accumulator that comes home), added to it.
+void ring_backward(Comm& comm, const RingSpec& spec, float* own_grad,
+                   const std::function<void(int, const float*, float*)>& compute);
+
+}  // namespace origami

@@ -1,0 +1,133 @@
+// The TSP engine: one block = RMSNorm -> attention schedule -> residual; RMSNorm -> MLP ring ->
+// residual, on this rank's zigzag tokens. The loss normalisation 1/N is global (all-reduced by the
+// caller before the first backward); each rank returns the CE sum of its own targets.
+#include "parallel/tsp.h"
+
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include "parallel/layout.h"
+#include "parallel/tsp_internal.h"
+
+namespace origami {
+
+using namespace cpu;
+using namespace tsp;
+
+TspEngine::TspEngine(const ModelConfig& c, Comm& comm, TspOptions o)
+    : cfg_(c), comm_(comm), o_(o), t_(TspDims::of(c, comm.size())), D_(comm.size()), r_(comm.rank()) {
+  if (o_.keep_attn_weights && o_.recompute != Recompute::full)
+    fail("--keep-attn-weights needs --recompute full (it keeps a layer's packets from its recompute "
+         "to its backward)");
+  const int64_t half = c.head_dim() / 2;
+  cos_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
+  sin_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
+  rope_table<float>(F(cos_), F(sin_), c.max_position_embeddings, static_cast<int>(c.head_dim()),
+                    c.rope_theta);
+}
+
+Batch TspEngine::shard_batch(const Batch& g) const {
+  validate_tsp(cfg_, D_, g.S, o_.attn_buckets);
+  Batch b;
+  b.B = g.B;
+  b.S = g.S;
+  Zigzag z{g.B, g.S, D_, r_};
+  b.inputs.resize(static_cast<size_t>(z.local_tokens()));
+  b.targets.resize(b.inputs.size());
+  z.shard(b.inputs.data(), g.inputs.data(), 1);
+  z.shard(b.targets.data(), g.targets.data(), 1);
+  return b;
+}
+
+void TspEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Tensor>* keep) {
+  const int64_t T = z_.local_tokens(), h = t_.h;
+  Acts tmp;
+  Acts& A = a ? *a : tmp;
+  auto keepT = [&](std::vector<int64_t> s) { return a ? act(std::move(s)) : ws(std::move(s)); };
+  A.n1 = keepT({T, h});
+  A.rstd1 = keepT({T});
+  {
+    Tensor y1 = ws({T, h});
+    rmsnorm_fwd<float>(F(y1), F(A.n1), F(A.rstd1), F(x), F(W.in_norm), T, h, cfg_.rms_norm_eps);
+    attn_fwd(W, y1, x, a, keep);
+  }
+  A.n2 = keepT({T, h});
+  A.rstd2 = keepT({T});
+  Tensor y2 = ws({T, h});
+  rmsnorm_fwd<float>(F(y2), F(A.n2), F(A.rstd2), F(x), F(W.post_norm), T, h, cfg_.rms_norm_eps);
+  mlp_fwd(W, y2, x, a);
+}
+
+void TspEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor& dx,
+                          const std::vector<Tensor>* kept) {
+  const int64_t T = z_.local_tokens(), h = t_.h;
+  {
+    Tensor y2 = ws({T, h}), dy2 = ws0({T, h});
+    rmsnorm_apply<float>(F(y2), F(a.n2), F(W.post_norm), T, h);
+    mlp_bwd(W, G, a, y2, dx, dy2);
+    rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F(a.rstd2), T, h);
+  }
+  Tensor y1 = ws({T, h}), dy1 = ws0({T, h});
+  rmsnorm_apply<float>(F(y1), F(a.n1), F(W.in_norm), T, h);
+  attn_bwd(W, G, a, y1, dx, dy1, kept);
+  rmsnorm_bwd<float>(F(dx), F(G.in_norm), F(dy1), F(a.n1), F(W.in_norm), F(a.rstd1), T, h);
+}
+
+double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch& b, double inv_n) {
+  z_ = Zigzag{b.B, b.S, D_, r_};
+  pos_ = z_.positions();
+  const int64_t T = z_.local_tokens(), h = t_.h;
+  const size_t L = p.layers.size();
+  const bool full = o_.recompute == Recompute::full;
+
+  comm_.set_context(kWhereEmbed, Phase::fwd);
+  Tensor x = act({T, h});
+  std::vector<int64_t> ids_all;
+  embed_fwd(p, b, x, &ids_all);
+  std::vector<Acts> saved(L);
+  for (size_t l = 0; l < L; ++l) {
+    comm_.set_context(static_cast<int>(l), Phase::fwd);
+    if (full) {
+      saved[l].x = x.clone(Cat::activations);  // a block keeps only its input
+      block_fwd(p.layers[l], x, nullptr, nullptr);
+    } else {
+      saved[l].x = x.clone(Cat::activations);
+      block_fwd(p.layers[l], x, &saved[l], nullptr);
+    }
+  }
+  Tensor dx = Tensor::zeros({T, h}, DType::f32, Cat::activations);
+  double loss;
+  {
+    Tensor nf = ws({T, h}), rstd = ws({T}), yf = ws({T, h}), dyf = ws0({T, h});
+    rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
+    loss = head(p, &g, yf, &dyf, b, inv_n);
+    rmsnorm_bwd<float>(F(dx), F(g.final_norm), F(dyf), F(nf), F(p.final_norm), F(rstd), T, h);
+  }
+  x = Tensor();
+  for (size_t l = L; l-- > 0;) {
+    std::vector<Tensor> kept;
+    if (full) {
+      comm_.set_context(static_cast<int>(l), Phase::recompute);
+      Tensor xin = saved[l].x.clone(Cat::workspace);
+      Acts a;
+      block_fwd(p.layers[l], xin, &a, o_.keep_attn_weights ? &kept : nullptr);
+      saved[l] = std::move(a);
+    }
+    comm_.set_context(static_cast<int>(l), Phase::bwd);
+    block_bwd(p.layers[l], g.layers[l], saved[l], dx, o_.keep_attn_weights ? &kept : nullptr);
+    saved[l] = Acts();
+  }
+  comm_.set_context(kWhereEmbed, Phase::bwd);
+  embed_bwd(g, b, ids_all, dx);
+  return loss;
+}
+
+void TspEngine::finish_grads(TspParams& g) {
+  comm_.set_context(kWhereStep, Phase::bwd);
+  std::vector<Request> rs;
+  g.for_each([&](Tensor& t, bool replicated) {
+    if (replicated) rs.push_back(comm_.iallreduce(t.data<float>(), t.numel(), Traffic::other));
+  });
+  for (auto& r : rs) r.wait();
+}
+
+}  // namespace origami

@@ -1,0 +1,73 @@
+// The TSP engine: forward and backward of one micro-batch on the local zigzag tokens of this rank,
+// with every weight matrix sharded 1/D over the same ranks (tsp-spec §3-§6). Schedules:
+//   attention  broadcast of head-group packets + K/V all-gather (tsp_attention.cpp)
+//   MLP        ring of intermediate slices with a gradient accumulator (tsp_mlp.cpp)
+//   embedding  vocabulary-sharded, rows by all-to-all-v; LM head: a ring with online lse
+//              (tsp_vocab.cpp)
+#pragma once
+#include <vector>
+
+#include "comm/comm.h"
+#include "model/model.h"
+#include "parallel/tsp_params.h"
+#include "parallel/zigzag.h"
+
+namespace origami {
+
+struct TspOptions {
+  int attn_buckets = 1;
+  bool keep_attn_weights = false;  // only with --recompute full
+  bool overlap = true;             // false: every transfer is waited right after it is posted
+  Recompute recompute = Recompute::none;
+};
+
+class TspEngine {
+ public:
+  TspEngine(const ModelConfig& c, Comm& comm, TspOptions o);
+  const TspDims& dims() const { return t_; }
+  // A global batch (every rank holds all of it) -> this rank's zigzag shard.
+  Batch shard_batch(const Batch& global) const;
+  // grads += d(inv_n * sum CE)/d(owned params) (norm grads: this rank's partial, to be all-reduced
+  // once per step by finish_grads). Returns this rank's sum of CE over its local targets.
+  double forward_backward(const TspParams& p, TspParams& g, const Batch& local, double inv_n);
+  // Sum of the norm-weight gradients over ranks (once per step, fixed order).
+  void finish_grads(TspParams& g);
+  Comm& comm() { return comm_; }
+
+  struct Acts;  // what one block saves (per head group / bucket and per MLP shard)
+
+ private:
+  // attention (tsp_attention.cpp): y1 is the normed input; x += attention output
+  void attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a, std::vector<Tensor>* keep);
+  void attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Tensor& y1, const Tensor& dy,
+                Tensor& dy1, const std::vector<Tensor>* kept);
+  // MLP ring (tsp_mlp.cpp)
+  void mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a);
+  void mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Tensor& y2, const Tensor& dy,
+               Tensor& dy2);
+  // embedding and head (tsp_vocab.cpp)
+  void embed_fwd(const TspParams& p, const Batch& b, Tensor& x, std::vector<int64_t>* ids_all);
+  void embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_t>& ids_all, const Tensor& dx);
+  double head(const TspParams& p, TspParams* g, const Tensor& yf, Tensor* dyf, const Batch& b,
+              double inv_n);
+  // a block
+  void block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Tensor>* keep);
+  void block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor& dx,
+                 const std::vector<Tensor>* kept);
+  // helpers
+  void wait(Request& r) { r.wait(); }
+  void maybe_wait(Request& r) {
+    if (!o_.overlap) r.wait();
+  }
+
+  ModelConfig cfg_;
+  Comm& comm_;
+  TspOptions o_;
+  TspDims t_;
+  int D_, r_;
+  Zigzag z_{};
+  std::vector<int64_t> pos_;  // global position of each local row
+  Tensor cos_, sin_;
+};
+
+}  // namespace origami

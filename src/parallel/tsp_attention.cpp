@@ -1,0 +1,189 @@
+// TSP attention (tsp-spec §4, §6). Rank r owns head group r: KV heads [r·n_kv/D, (r+1)·n_kv/D) and
+// the query heads that use them, packed as [W_q; W_k; W_v; W_o] (see tsp_params.h).
+//
+// Forward, for owner j = 0..D-1 (the broadcast of j+1 is in flight while j computes):
+//
+//     rank j ──broadcast packet W_j──▶ all          (attn_weights, (2+2/g)h²/D each)
+//     every rank:  q, k, v = y1 · W_{q,k,v,j}ᵀ for its local tokens [T, ·]; RoPE at global positions
+//     all-gather k, v ──▶ K_j, V_j [D·T, ·] rank-major (kv); the kernel takes them as 2D segments
+//     o = flash(q; segments of K_j, V_j)           (causal by global position)
+//     x += o · W_o,jᵀ                              (local accumulation: no all-reduce)
+//
+// With --attn-buckets N a group's KV heads are processed N at a time (smaller gathered K/V).
+//
+// Backward, for each owner j: W_j again (broadcast, or kept from the recompute with
+// --keep-attn-weights); re-gather K_j, V_j from the saved local k, v; dO = dy·W_o,j;
+// flash backward gives dq (local) and dK, dV for all D·T keys; reduce-scatter dK, dV (kv) so each
+// rank gets the sum for its own tokens; undo RoPE; dy1 += [dq dk dv]·[W_q;W_k;W_v]_j; the partial
+// weight gradient of group j (from this rank's tokens) is reduced to owner j (grads).
+#include <cmath>
+
+#include "kernels/kernels.h"
+#include "parallel/tsp_internal.h"
+
+namespace origami {
+
+using namespace cpu;
+using namespace tsp;
+
+namespace {
+struct Segs {
+  std::vector<QSeg> q;
+  std::vector<KvSeg<float>> kv;
+};
+// The query chunks of local batch element bb and the 2D key chunks of everyone's tokens.
+Segs segments(const Zigzag& z, int64_t bb, float* K, float* V, float* dK, float* dV, int64_t kw) {
+  Segs s;
+  const int64_t c = z.chunk(), T = z.local_tokens();
+  for (int k = 0; k < 2; ++k) s.q.push_back({(bb * 2 + k) * c, z.chunk_pos0(k), c});
+  for (int src = 0; src < z.D; ++src)
+    for (int k = 0; k < 2; ++k) {
+      const int64_t row = src * T + (bb * 2 + k) * c;
+      s.kv.push_back({K + row * kw, V + row * kw, kw, z.chunk_pos0_of(src, k), c,
+                      dK ? dK + row * kw : nullptr, dV ? dV + row * kw : nullptr});
+    }
+  return s;
+}
+}  // namespace
+
+void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a,
+                         std::vector<Tensor>* keep) {
+  const int64_t T = z_.local_tokens(), h = t_.h, d = t_.d, N = o_.attn_buckets;
+  const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
+  const int64_t P = t_.attn_size();
+  // Packets: the owner broadcasts from its own parameters; others receive into a double buffer
+  // (or into D kept packets with --keep-attn-weights).
+  Tensor buf[2];
+  auto post = [&](int j, Tensor& dst) -> std::pair<const float*, Request> {
+    if (keep) {
+      dst = Tensor::empty({P}, DType::f32, Cat::comm);
+      if (j == r_) std::copy(F(W.attn), F(W.attn) + P, F(dst));
+    } else if (!dst.defined()) {
+      dst = Tensor::empty({P}, DType::f32, Cat::comm);
+    }
+    float* p = j == r_ && !keep ? const_cast<float*>(F(W.attn)) : F(dst);
+    Request rq = comm_.ibcast(p, P * 4, j, Traffic::attn_weights);
+    maybe_wait(rq);
+    return {p, std::move(rq)};
+  };
+  if (keep) keep->assign(D_, Tensor());
+  auto next = post(0, keep ? (*keep)[0] : buf[0]);
+  if (a) {
+    for (auto* v : {&a->q, &a->k, &a->v, &a->o, &a->lse}) v->assign(D_ * N, Tensor());
+  }
+  for (int j = 0; j < D_; ++j) {
+    auto [pk, req] = std::move(next);
+    if (j + 1 < D_) next = post(j + 1, keep ? (*keep)[j + 1] : buf[(j + 1) % 2]);
+    req.wait();
+    for (int64_t b = 0; b < N; ++b) {
+      const float* Wq = pk + b * qw * h;
+      const float* Wk = pk + t_.off_k() + b * kw * h;
+      const float* Wv = pk + t_.off_v() + b * kw * h;
+      const float* Wo = pk + t_.off_o() + b * qw;  // columns of [h, q_rows]
+      Tensor q = a ? act({T, qw}) : ws({T, qw});
+      Tensor Kg = ws({D_ * T, kw}), Vg = ws({D_ * T, kw});
+      float* kown = F(Kg) + r_ * T * kw;
+      float* vown = F(Vg) + r_ * T * kw;
+      linear_fwd<float>(F(q), F(y1), Wq, T, qw, h);
+      linear_fwd<float>(kown, F(y1), Wk, T, kw, h);
+      linear_fwd<float>(vown, F(y1), Wv, T, kw, h);
+      rope_fwd<float>(F(q), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_), F(sin_));
+      rope_fwd<float>(kown, kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d), F(cos_), F(sin_));
+      Request gk = comm_.iallgather(kown, F(Kg), T * kw * 4, Traffic::kv);
+      Request gv = comm_.iallgather(vown, F(Vg), T * kw * 4, Traffic::kv);
+      if (a) {
+        const int64_t i = j * N + b;
+        a->k[i] = act({T, kw});
+        a->v[i] = act({T, kw});
+        std::copy(kown, kown + T * kw, F(a->k[i]));
+        std::copy(vown, vown + T * kw, F(a->v[i]));
+      }
+      gk.wait();
+      gv.wait();
+      Tensor o = a ? act({T, qw}) : ws({T, qw});
+      Tensor lse = a ? act({qb, T}) : ws({qb, T});
+      for (int64_t bb = 0; bb < z_.B; ++bb) {
+        Segs s = segments(z_, bb, F(Kg), F(Vg), nullptr, nullptr, kw);
+        flash_attn_fwd<float>(F(o), F(lse), T, F(q), qw, s.q.data(), 2, s.kv.data(),
+                              static_cast<int>(s.kv.size()), sh, scale);
+      }
+      comm_.progress();
+      gemm<float>(Trans::N, Trans::T, T, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 1.0f, F(x), h);
+      if (a) {
+        const int64_t i = j * N + b;
+        a->q[i] = std::move(q);
+        a->o[i] = std::move(o);
+        a->lse[i] = std::move(lse);
+      }
+    }
+  }
+}
+
+void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Tensor& y1,
+                         const Tensor& dy, Tensor& dy1, const std::vector<Tensor>* kept) {
+  const int64_t T = z_.local_tokens(), h = t_.h, d = t_.d, N = o_.attn_buckets;
+  const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
+  const int64_t P = t_.attn_size();
+  Tensor buf = kept ? Tensor() : Tensor::empty({P}, DType::f32, Cat::comm);
+  Tensor part = Tensor::empty({P}, DType::f32, Cat::comm);  // this rank's partial dW of group j
+  Tensor sum = Tensor::empty({P}, DType::f32, Cat::comm);   // the owner's reduced gradient
+  for (int j = 0; j < D_; ++j) {
+    const float* pk;
+    if (kept) {
+      pk = F((*kept)[j]);
+    } else {
+      float* p = j == r_ ? const_cast<float*>(F(W.attn)) : F(buf);
+      comm_.ibcast(p, P * 4, j, Traffic::attn_weights).wait();
+      pk = p;
+    }
+    part.zero();
+    float* pg = F(part);
+    for (int64_t b = 0; b < N; ++b) {
+      const int64_t i = j * N + b;
+      const float* Wq = pk + b * qw * h;
+      const float* Wk = pk + t_.off_k() + b * kw * h;
+      const float* Wv = pk + t_.off_v() + b * kw * h;
+      const float* Wo = pk + t_.off_o() + b * qw;
+      Tensor Kg = ws({D_ * T, kw}), Vg = ws({D_ * T, kw});
+      Request gk = comm_.iallgather(F(a.k[i]), F(Kg), T * kw * 4, Traffic::kv);
+      Request gv = comm_.iallgather(F(a.v[i]), F(Vg), T * kw * 4, Traffic::kv);
+      Tensor dO = ws({T, qw});
+      gemm<float>(Trans::N, Trans::N, T, qw, h, 1.0f, F(dy), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
+      gemm<float>(Trans::T, Trans::N, h, qw, T, 1.0f, F(dy), h, F(a.o[i]), qw, 1.0f,
+                  pg + t_.off_o() + b * qw, t_.q_rows);
+      gk.wait();
+      gv.wait();
+      Tensor dKg = ws0({D_ * T, kw}), dVg = ws0({D_ * T, kw}), dq = ws0({T, qw});
+      for (int64_t bb = 0; bb < z_.B; ++bb) {
+        Segs s = segments(z_, bb, F(Kg), F(Vg), F(dKg), F(dVg), kw);
+        flash_attn_bwd<float>(F(dq), F(dO), F(a.q[i]), F(a.o[i]), qw, F(a.lse[i]), T, s.q.data(), 2,
+                              s.kv.data(), static_cast<int>(s.kv.size()), sh, scale);
+      }
+      Tensor dk = ws({T, kw}), dv = ws({T, kw});
+      Request rk = comm_.ireduce_scatter(F(dKg), F(dk), T * kw, Traffic::kv);
+      Request rv = comm_.ireduce_scatter(F(dVg), F(dv), T * kw, Traffic::kv);
+      rope_bwd<float>(F(dq), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_), F(sin_));
+      linear_bwd_w<float>(pg + b * qw * h, F(dq), F(y1), T, qw, h);
+      linear_bwd_x<float>(F(dy1), F(dq), Wq, T, qw, h);
+      rk.wait();
+      rv.wait();
+      rope_bwd<float>(F(dk), kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d), F(cos_), F(sin_));
+      linear_bwd_w<float>(pg + t_.off_k() + b * kw * h, F(dk), F(y1), T, kw, h);
+      linear_bwd_w<float>(pg + t_.off_v() + b * kw * h, F(dv), F(y1), T, kw, h);
+      linear_bwd_x<float>(F(dy1), F(dk), Wk, T, kw, h);
+      linear_bwd_x<float>(F(dy1), F(dv), Wv, T, kw, h);
+    }
+    comm_.ireduce(pg, F(sum), P, j, Traffic::grads).wait();
+    if (j == r_) {
+      float* gp = F(G.attn);
+      const float* sp = F(sum);
+      for (int64_t e = 0; e < P; ++e) gp[e] += sp[e];
+    }
+  }
+}
+
+}  // namespace origami

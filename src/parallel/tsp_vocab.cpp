@@ -1,0 +1,144 @@
+// Vocabulary-sharded embedding and LM head (tsp-spec §6). Rank r owns rows [r·V'/D, (r+1)·V'/D).
+//
+// Embedding: all-gather the local token ids (B·S int32 in all), then owners send, by one
+// all-to-all-v, one row per *distinct* id each rank needs (sorted by id). Backward: each rank sums
+// its dx rows per distinct id in position order and sends them to the owner, which adds them in
+// source-rank order.
+//
+// LM head, a ring over the vocabulary shards (ring.h), never [local tokens × V] logits:
+//   forward   z_s = yf·W_sᵀ per token chunk; running max m, sum l, target logit; lse = m + log l
+//   backward  a second ring recomputes z_s; dz = (exp(z_s − lse) − onehot)·mask/N;
+//             dyf += dz·W_s locally, dW_s += dzᵀ·yf on the accumulator ring.
+// Tied embeddings: the same shard serves both; its owner's gradient sums both contributions.
+#include <algorithm>
+#include <map>
+
+#include "kernels/kernels.h"
+#include "parallel/ring.h"
+#include "parallel/tsp_internal.h"
+
+namespace origami {
+
+using namespace cpu;
+using namespace tsp;
+
+namespace {
+// Sorted distinct ids of `ids` owned by each rank.
+std::vector<std::vector<int64_t>> needs(const int64_t* ids, int64_t n, int D, int64_t Vr) {
+  std::vector<std::vector<int64_t>> need(D);
+  std::vector<int64_t> sorted(ids, ids + n);
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  for (int64_t id : sorted) need[id / Vr].push_back(id);
+  return need;
+}
+struct Plan {
+  std::vector<int64_t> sb, so, rb, ro;  // bytes / offsets per rank
+  std::vector<std::vector<int64_t>> mine;   // ids I need, per owner
+  std::vector<std::vector<int64_t>> theirs; // ids each rank needs from me
+};
+Plan plan(const std::vector<int64_t>& ids_all, int64_t T, int D, int r, int64_t Vr, int64_t h) {
+  Plan p;
+  p.theirs.resize(D);
+  for (int q = 0; q < D; ++q) {
+    auto nq = needs(ids_all.data() + q * T, T, D, Vr);
+    if (q == r) p.mine = nq;
+    p.theirs[q] = nq[r];
+  }
+  int64_t so = 0, ro = 0;
+  for (int q = 0; q < D; ++q) {
+    p.sb.push_back(static_cast<int64_t>(p.theirs[q].size()) * h * 4);
+    p.so.push_back(so);
+    so += p.sb.back();
+    p.rb.push_back(static_cast<int64_t>(p.mine[q].size()) * h * 4);
+    p.ro.push_back(ro);
+    ro += p.rb.back();
+  }
+  return p;
+}
+int64_t total(const std::vector<int64_t>& b) {
+  int64_t s = 0;
+  for (auto x : b) s += x;
+  return s;
+}
+}  // namespace
+
+void TspEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x, std::vector<int64_t>* ids_all) {
+  const int64_t T = z_.local_tokens(), h = t_.h, Vr = t_.Vr;
+  std::vector<int32_t> mine(b.inputs.begin(), b.inputs.end()), all(static_cast<size_t>(D_ * T));
+  comm_.iallgather(mine.data(), all.data(), T * 4, Traffic::embed_head).wait();
+  ids_all->assign(all.begin(), all.end());
+  const Plan pl = plan(*ids_all, T, D_, r_, Vr, h);
+  Tensor send = Tensor::empty({total(pl.sb) / 4 + 1}, DType::f32, Cat::comm);
+  Tensor recv = Tensor::empty({total(pl.rb) / 4 + 1}, DType::f32, Cat::comm);
+  const float* E = F(p.embed);
+  for (int q = 0; q < D_; ++q)
+    for (size_t i = 0; i < pl.theirs[q].size(); ++i)
+      std::copy_n(E + (pl.theirs[q][i] - r_ * Vr) * h, h, F(send) + pl.so[q] / 4 + i * h);
+  comm_.ialltoallv(F(send), pl.sb.data(), pl.so.data(), F(recv), pl.rb.data(), pl.ro.data(),
+                   Traffic::embed_head).wait();
+  std::map<int64_t, const float*> row;
+  for (int o = 0; o < D_; ++o)
+    for (size_t i = 0; i < pl.mine[o].size(); ++i) row[pl.mine[o][i]] = F(recv) + pl.ro[o] / 4 + i * h;
+  for (int64_t t = 0; t < T; ++t) std::copy_n(row.at(b.inputs[t]), h, F(x) + t * h);
+}
+
+void TspEngine::embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_t>& ids_all, const Tensor& dx) {
+  const int64_t T = z_.local_tokens(), h = t_.h, Vr = t_.Vr;
+  const Plan pl = plan(ids_all, T, D_, r_, Vr, h);
+  // sum my dx rows per distinct id, in position order, laid out as the owners expect
+  std::map<int64_t, float*> slot;
+  Tensor send = Tensor::zeros({total(pl.rb) / 4 + 1}, DType::f32, Cat::comm);
+  Tensor recv = Tensor::empty({total(pl.sb) / 4 + 1}, DType::f32, Cat::comm);
+  for (int o = 0; o < D_; ++o)
+    for (size_t i = 0; i < pl.mine[o].size(); ++i) slot[pl.mine[o][i]] = F(send) + pl.ro[o] / 4 + i * h;
+  for (int64_t t = 0; t < T; ++t) {
+    float* s = slot.at(b.inputs[t]);
+    const float* d = F(dx) + t * h;
+    for (int64_t i = 0; i < h; ++i) s[i] += d[i];
+  }
+  comm_.ialltoallv(F(send), pl.rb.data(), pl.ro.data(), F(recv), pl.sb.data(), pl.so.data(),
+                   Traffic::embed_head).wait();
+  float* G = F(g.embed);
+  for (int q = 0; q < D_; ++q)  // source-rank order
+    for (size_t i = 0; i < pl.theirs[q].size(); ++i) {
+      float* dst = G + (pl.theirs[q][i] - r_ * Vr) * h;
+      const float* src = F(recv) + pl.so[q] / 4 + i * h;
+      for (int64_t e = 0; e < h; ++e) dst[e] += src[e];
+    }
+}
+
+double TspEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tensor* dyf, const Batch& b,
+                       double inv_n) {
+  const int64_t T = z_.local_tokens(), h = t_.h, Vr = t_.Vr, V = cfg_.vocab_size;
+  const int64_t C = std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{1} << 21) / Vr));
+  Tensor z = ws({C, Vr}), m = ws({T}), l = ws({T}), zt = ws({T}), lse = ws({T});
+  ce_init<float>(F(m), F(l), F(zt), T);
+  const RingSpec spec{Vr * h, F(p.head_or_embed()), Traffic::embed_head, Traffic::embed_head, o_.overlap};
+  comm_.set_context(kWhereHead, Phase::fwd);
+  ring_forward(comm_, spec, [&](int s, const float* Wp) {
+    for (int64_t r0 = 0; r0 < T; r0 += C) {
+      const int64_t c = std::min(C, T - r0);
+      linear_fwd<float>(F(z), F(yf) + r0 * h, Wp, c, Vr, h);
+      ce_update<float>(F(m) + r0, F(l) + r0, F(zt) + r0, F(z), c, Vr, s * Vr, V, b.targets.data() + r0);
+      comm_.progress();
+    }
+  });
+  const double loss = ce_finish<float>(F(lse), F(m), F(l), F(zt), T, b.targets.data());
+  if (!g) return loss;
+  comm_.set_context(kWhereHead, Phase::bwd);
+  ring_backward(comm_, spec, F(g->head_or_embed()), [&](int s, const float* Wp, float* Gp) {
+    for (int64_t r0 = 0; r0 < T; r0 += C) {
+      const int64_t c = std::min(C, T - r0);
+      const int64_t* tg = b.targets.data() + r0;
+      linear_fwd<float>(F(z), F(yf) + r0 * h, Wp, c, Vr, h);
+      ce_bwd<float>(F(z), F(z), F(lse) + r0, c, Vr, s * Vr, V, tg, static_cast<float>(inv_n));
+      linear_bwd_x<float>(F(*dyf) + r0 * h, F(z), Wp, c, Vr, h);
+      linear_bwd_w<float>(Gp, F(z), F(yf) + r0 * h, c, Vr, h);
+      comm_.progress();
+    }
+  });
+  return loss;
+}
+
+}  // namespace origami
