@@ -60,14 +60,18 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
     compute(s, cur, target);
     if (bwd && t >= 1) {
       acc_send[t % 2] = comm.isend(target, bytes, next, kTagAcc, sp.accumulate);
-      if (!sp.overlap) acc_send[t % 2].wait();
+      Request* rq;
       if (t + 1 <= D - 1) {
         acc_send[(t + 1) % 2].wait();  // the buffer we are about to receive into was sent at t-1
         acc_recv = comm.irecv(abuf[(t + 1) % 2].data<float>(), bytes, prev, kTagAcc, sp.accumulate);
-        if (!sp.overlap) acc_recv.wait();
+        rq = &acc_recv;
       } else {
         home_recv = comm.irecv(home.data<float>(), bytes, prev, kTagAcc, sp.accumulate);
-        if (!sp.overlap) home_recv.wait();
+        rq = &home_recv;
+      }
+      if (!sp.overlap) {  // both posted before either is waited: no send waits on an unposted receive
+        acc_send[t % 2].wait();
+        rq->wait();
       }
     }
     ws.wait();
