@@ -121,8 +121,10 @@ int cmd_grad(int argc, char** argv) {
   a.flag("attn-buckets", "1", "TSP: process each head group's KV heads in N buckets (N divides n_kv/D)");
   a.boolean("keep-attn-weights", "TSP, with --recompute full: keep a layer's attention packets from its recompute to its backward");
   a.boolean("no-overlap", "wait for every transfer right after posting it (same results, bit for bit)");
+  a.flag("report", "", "write per-rank communication bytes (per layer, phase, category) and peak memory as JSON");
   if (!a.parse(argc, argv)) return 0;
   GradOptions o;
+  o.report = a.str("report");
   o.config = a.str("config");
   o.weights = a.str("weights");
   o.tokens = a.str("tokens");

@@ -7,7 +7,9 @@
 
 #include "core/error.h"
 #include "core/safetensors.h"
+#include "comm/accounting.h"
 #include "parallel/layout.h"
+#include "train/report.h"
 #include "parallel/tsp.h"
 
 namespace origami {
@@ -91,8 +93,19 @@ void run_grad(const GradOptions& o) {
     sum = eng.forward_backward(p, g, local, N ? 1.0 / static_cast<double>(N) : 0.0);
     eng.finish_grads(g);
     comm->iallreduce(&sum, 1, Traffic::other).wait();
+    nlohmann::json mine = comm_summary(comm->records(), static_cast<int>(cfg.num_hidden_layers));
+    mine["rank"] = comm->rank();
+    mine["peak_bytes"] = peak_json(MemTracker::get().stats());
     gather_full(*comm, g, grads, t);
+    const auto ranks = gather_to_root(mine.dump());
     if (comm->rank() != 0) return;
+    if (!o.report.empty()) {
+      nlohmann::json rep = {{"schema_version", 1}, {"layout", layout.text}, {"world_size", world},
+                            {"config", cfg.to_json()}, {"seq", b.S}, {"micro_batch", b.B},
+                            {"ranks", nlohmann::json::array()}};
+      for (const auto& r : ranks) rep["ranks"].push_back(nlohmann::json::parse(r));
+      write_file_atomic(o.report, rep.dump(1) + "\n");
+    }
   }
   if (N == 0) std::fprintf(stderr, "warning: no non-ignored targets; loss and gradients are 0\n");
   const float loss = static_cast<float>(N ? sum / static_cast<double>(N) : 0.0);

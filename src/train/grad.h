@@ -9,7 +9,7 @@
 namespace origami {
 
 struct GradOptions {
-  std::string config, weights, tokens, out, layout;
+  std::string config, weights, tokens, out, layout, report;
   Recompute recompute = Recompute::none;
   int attn_buckets = 1;
   bool keep_attn_weights = false, overlap = true;

@@ -3,6 +3,8 @@ every gradient <= 1e-5 norm-wise relative per tensor. One invocation per world s
 the cases: GQA, B = 2, tied and untied, head buckets, --recompute none/full, --keep-attn-weights,
 labels masked differently on different ranks (rank 0's targets all ignored), overlap on/off
 (bit-identical) and reruns (bit-identical).
+It also checks the bytes every rank records per layer, phase and category against the formulas of
+tsp-spec §7 (and, for the embedding, the bytes computed from the ids).
 Usage: test_tsp_grad.py ORIGAMI_BINARY WORKDIR D"""
 import json
 import os
@@ -58,11 +60,56 @@ def make(work, name, D, tied, mask_rank0, seed):
 def grad(cfgp, wp, tp, out, D=None, extra=()):
     cmd = [BIN, "grad", "--config", cfgp, "--weights", wp, "--tokens", tp, "--out", out] + list(extra)
     if D is not None:
-        cmd = ["mpirun", "-np", str(D), "--bind-to", "none"] + cmd + ["--layout", f"tsp={D}"]
+        cmd = ["mpirun", "-np", str(D), "--bind-to", "none"] + cmd + ["--layout", f"tsp={D}",
+                                                                      "--report", out + ".report.json"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}")
     return st.load(out)
+
+
+def expected_bytes(cfg, D, r, ids, recompute_full, keep):
+    """Per-rank bytes received, from tsp-spec §7 (elements x 4)."""
+    h, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    g = cfg["num_attention_heads"] // cfg["num_key_value_heads"]
+    B, S = ids.shape[0], ids.shape[1] - 1
+    f = (D - 1) / D
+    Wa, Wm, K = (2 + 2 / g) * h * h, 3 * I * h, 2 * B * S * h / g
+    Vp = -(-V // D) * D
+    fwd = {"attn_weights": f * Wa, "mlp_weights": f * Wm, "kv": f * K}
+    layer = {c: {"fwd": fwd.get(c, 0), "recompute": fwd.get(c, 0) if recompute_full else 0, "bwd": 0}
+             for c in ("attn_weights", "mlp_weights", "kv", "grads", "embed_head", "other")}
+    layer["attn_weights"]["bwd"] = 0 if keep else f * Wa
+    layer["mlp_weights"]["bwd"] = f * Wm
+    layer["kv"]["bwd"] = 2 * f * K
+    layer["grads"]["bwd"] = f * Wa + f * Wm
+    layer = {c: {p: int(round(4 * v)) for p, v in ph.items()} for c, ph in layer.items()}
+    head = {"fwd": int(round(4 * f * Vp * h)), "bwd": int(round(4 * 2 * f * Vp * h))}
+    # embedding: ids all-gather + one row per distinct id needed from each other owner
+    Vr = Vp // D
+    toks = [ids[:, :-1][:, zigzag_positions(S, D, q)].ravel() for q in range(D)]
+    def rows(q, o):
+        return len({int(t) for t in toks[q] if t // Vr == o})
+    emb_fwd = (D - 1) * B * S // D * 4 + sum(rows(r, o) for o in range(D) if o != r) * h * 4
+    emb_bwd = sum(rows(q, r) for q in range(D) if q != r) * h * 4
+    return layer, head, {"fwd": emb_fwd, "bwd": emb_bwd}
+
+
+def check_bytes(report, cfg, D, ids, recompute_full, keep):
+    bad = []
+    for rk in report["ranks"]:
+        r = rk["rank"]
+        layer, head, emb = expected_bytes(cfg, D, r, ids, recompute_full, keep)
+        for l, got in enumerate(rk["comm_bytes_per_layer"]):
+            if got != layer:
+                bad.append(f"rank {r} layer {l}: got {got} want {layer}")
+        hg = rk["comm_bytes_head"]["embed_head"]
+        if hg["fwd"] != head["fwd"] or hg["bwd"] != head["bwd"]:
+            bad.append(f"rank {r} head: got {hg} want {head}")
+        eg = rk["comm_bytes_embed"]["embed_head"]
+        if eg["fwd"] != emb["fwd"] or eg["bwd"] != emb["bwd"]:
+            bad.append(f"rank {r} embedding: got {eg} want {emb}")
+    return bad
 
 
 def compare(ref, got):
@@ -102,6 +149,16 @@ def main():
         print(f"tsp={D} {name:18s} loss rel {le:.1e}  worst grad rel {ge:.1e} ({where})  {'ok' if ok else 'FAIL'}")
         if not ok:
             failures.append(name)
+        with open(os.path.join(work, name + ".tsp.safetensors.report.json")) as f:
+            rep = json.load(f)
+        with open(cfgp) as f:
+            cfg = json.load(f)
+        ids = st.load(tp)["input_ids"]
+        bad = check_bytes(rep, cfg, D, ids, "full" in flags, "--keep-attn-weights" in flags)
+        print(f"tsp={D} {name:18s} bytes per layer/phase/category/rank == tsp-spec §7: {not bad}")
+        if bad:
+            print("\n".join(bad[:6]))
+            failures.append(name + " bytes")
         if name == "keep_weights":  # overlap off and a rerun: bit-identical
             a = open(os.path.join(work, name + ".tsp.safetensors"), "rb").read()
             grad(cfgp, wp, tp, os.path.join(work, name + ".noov.safetensors"), D, flags + ["--no-overlap"])
