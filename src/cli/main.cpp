@@ -31,15 +31,6 @@ bool launched_by_mpi() {
   return false;
 }
 
-void check_world(const Args&) {
-  int world = 1, init = 0;
-  MPI_Initialized(&init);
-  if (init) MPI_Comm_size(MPI_COMM_WORLD, &world);
-  if (world > 1)
-    fail("world size ", world,
-         " > 1: multi-rank layouts (--layout) are not implemented yet; run one rank");
-}
-
 int cmd_train(int argc, char** argv) {
   Args a("train",
          "Train a Llama-style model. Prints loss, held-out loss, tokens/s and peak memory\n"
@@ -72,9 +63,12 @@ int cmd_train(int argc, char** argv) {
   a.flag("save-every", "0", "checkpoint every N steps (0 = only at the end)");
   a.flag("resume", "", "resume from a checkpoint directory (its latest) or a step_N directory");
   a.flag("report", "", "write the run report (JSON, tsp-spec §10) to this file");
+  a.flag("layout", "", "parallel layout, e.g. tsp=4 (the product must equal the mpirun world size)");
+  a.flag("attn-buckets", "1", "TSP: process each head group's KV heads in N buckets (N divides n_kv/D)");
+  a.boolean("keep-attn-weights", "TSP, with --recompute full: keep a layer's attention packets from its recompute to its backward");
+  a.boolean("no-overlap", "wait for every transfer right after posting it (same results, bit for bit)");
   a.boolean("quiet", "print nothing but errors");
   if (!a.parse(argc, argv)) return 0;
-  check_world(a);
   TrainOptions o;
   o.config = a.str("config");
   o.steps = a.i64("steps", 1);
@@ -102,6 +96,10 @@ int cmd_train(int argc, char** argv) {
   o.resume = a.str("resume");
   o.report = a.str("report");
   o.quiet = a.on("quiet");
+  o.layout = a.str("layout");
+  o.attn_buckets = static_cast<int>(a.i64("attn-buckets", 1));
+  o.keep_attn_weights = a.on("keep-attn-weights");
+  o.overlap = !a.on("no-overlap");
   return run_train(o);
 }
 

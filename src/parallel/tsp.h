@@ -5,6 +5,7 @@
 //   embedding  vocabulary-sharded, rows by all-to-all-v; LM head: a ring with online lse
 //              (tsp_vocab.cpp)
 #pragma once
+#include <memory>
 #include <vector>
 
 #include "comm/comm.h"
@@ -30,6 +31,8 @@ class TspEngine {
   // grads += d(inv_n * sum CE)/d(owned params) (norm grads: this rank's partial, to be all-reduced
   // once per step by finish_grads). Returns this rank's sum of CE over its local targets.
   double forward_backward(const TspParams& p, TspParams& g, const Batch& local, double inv_n);
+  // This rank's CE sum, no gradients, nothing saved.
+  double forward_loss(const TspParams& p, const Batch& local);
   // Sum of the norm-weight gradients over ranks (once per step, fixed order).
   void finish_grads(TspParams& g);
   Comm& comm() { return comm_; }
@@ -69,5 +72,9 @@ class TspEngine {
   std::vector<int64_t> pos_;  // global position of each local row
   Tensor cos_, sin_;
 };
+
+class Engine;
+// The training engine of the TSP layout (tsp_train.cpp); the communicator spans all ranks.
+std::unique_ptr<Engine> make_tsp_engine(const ModelConfig& c, TspOptions o);
 
 }  // namespace origami

@@ -22,20 +22,11 @@ nlohmann::json peak_json(const MemStats& m) {
   return j;
 }
 
-nlohmann::json make_report(const RunSummary& s, const MemStats& m) {
+nlohmann::json make_report(const RunSummary& s) {
   const double tmed = median(s.step_times);
-  nlohmann::json comm = nlohmann::json::object();
-  for (const char* c : {"attn_weights", "mlp_weights", "kv", "grads", "embed_head", "other"})
-    comm[c] = {{"fwd", 0}, {"recompute", 0}, {"bwd", 0}};
-  nlohmann::json rank = {
-      {"rank", 0},
-      {"peak_bytes", peak_json(m)},
-      {"comm_bytes", comm},
-      {"comm_bytes_per_layer", nlohmann::json::array()},
-      {"time_s", {{"step_median", tmed}, {"compute", tmed}, {"comm_exposed", 0.0}, {"skew", 0.0}}}};
   return {{"schema_version", 1},
           {"layout", s.layout},
-          {"world_size", 1},
+          {"world_size", s.world_size},
           {"config", s.config},
           {"seq", s.seq},
           {"micro_batch", s.micro_batch},
@@ -46,11 +37,11 @@ nlohmann::json make_report(const RunSummary& s, const MemStats& m) {
           {"final_loss", s.losses.empty() ? 0.0 : s.losses.back()},
           {"losses", s.losses},
           {"eval", s.eval},
-          {"ranks", {rank}}};
+          {"ranks", s.ranks}};
 }
 
-void write_report(const std::string& path, const RunSummary& s, const MemStats& m) {
-  write_file_atomic(path, make_report(s, m).dump(2) + "\n");
+void write_report(const std::string& path, const RunSummary& s) {
+  write_file_atomic(path, make_report(s).dump(2) + "\n");
 }
 
 void print_memory(const MemStats& m) {

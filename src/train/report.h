@@ -14,12 +14,14 @@ struct RunSummary {
   int64_t seq = 0, micro_batch = 0, grad_accum = 0, steps = 0, tokens_per_step = 0;
   std::vector<double> losses, step_times;
   nlohmann::json eval = nlohmann::json::array();
+  int world_size = 1;
+  std::vector<nlohmann::json> ranks;  // per rank: rank, peak_bytes, comm_bytes..., time_s
 };
 
 double median(std::vector<double> v);
 nlohmann::json peak_json(const MemStats& m);
-nlohmann::json make_report(const RunSummary& s, const MemStats& m);
-void write_report(const std::string& path, const RunSummary& s, const MemStats& m);
+nlohmann::json make_report(const RunSummary& s);
+void write_report(const std::string& path, const RunSummary& s);
 void print_memory(const MemStats& m);
 
 }  // namespace origami

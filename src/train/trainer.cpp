@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <mpi.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -14,7 +15,10 @@
 #include "kernels/kernels.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
-#include "train/optimizer.h"
+#include "comm/accounting.h"
+#include "parallel/layout.h"
+#include "parallel/tsp.h"
+#include "train/engine.h"
 #include "train/report.h"
 
 namespace origami {
@@ -50,6 +54,10 @@ double lr_at(const TrainOptions& o, int64_t step) {
 }
 
 int run_train(const TrainOptions& o) {
+  int world = 1, mpi = 0;
+  MPI_Initialized(&mpi);
+  if (mpi) MPI_Comm_size(MPI_COMM_WORLD, &world);
+  const Layout layout = Layout::parse(o.layout, world);
   const ModelConfig cfg = ModelConfig::load(o.config);
   const int64_t B = o.micro_batch, S = o.seq, k = o.grad_accum, G = B * k;
   if (S > cfg.max_position_embeddings)
@@ -86,35 +94,44 @@ int run_train(const TrainOptions& o) {
     return b;
   };
 
-  Model model(cfg);
-  ModelParams params = ModelParams::zeros(cfg, Cat::weights);
-  ModelParams grads = ModelParams::zeros(cfg, Cat::grads);
-  ModelParams m = ModelParams::zeros(cfg, Cat::optimizer),
-              v = ModelParams::zeros(cfg, Cat::optimizer);
-  int64_t start = 0;
-  if (!o.resume.empty()) {
-    TrainerState st = load_checkpoint(o.resume, params, m, v);
-    start = st.step;
-    if (st.extra.value("seed", o.seed) != o.seed)
-      fail("--seed=", o.seed, " differs from the checkpoint's seed ", st.extra["seed"].dump());
-    struct Same {
-      const char *key, *flag;
-      int64_t value;
-    };
-    for (const Same& c : {Same{"seq", "--seq", S}, Same{"micro_batch", "--micro-batch", B},
-                          Same{"grad_accum", "--grad-accum", k}})
-      if (st.extra.contains(c.key) && st.extra[c.key].get<int64_t>() != c.value)
-        fail(c.flag, "=", c.value, " differs from the checkpoint's ", c.key, "=",
-             st.extra[c.key].get<int64_t>(), ": the resumed run would read different samples");
-    if (start >= o.steps)
-      fail("--steps=", o.steps, " but the checkpoint is already at step ", start);
-    if (!o.quiet)
-      std::printf("resumed from %s at step %lld\n", o.resume.c_str(),
-                  static_cast<long long>(start));
-  } else if (!o.init_weights.empty()) {
-    load_params(params, SafeTensorsReader(o.init_weights));
+  std::unique_ptr<Engine> eng;
+  if (o.layout.empty()) {
+    if (o.keep_attn_weights) fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
+    eng = make_single_engine(cfg, o.recompute);
   } else {
-    init_params(params, o.seed);
+    validate_tsp(cfg, layout.tsp, S, o.attn_buckets);
+    eng = make_tsp_engine(cfg, {o.attn_buckets, o.keep_attn_weights, o.overlap, o.recompute});
+  }
+  const bool talk = !o.quiet && eng->rank() == 0;
+  int64_t start = 0;
+  {
+    FullState init{ModelParams::zeros(cfg, Cat::workspace), ModelParams::zeros(cfg, Cat::workspace),
+                   ModelParams::zeros(cfg, Cat::workspace)};
+    if (!o.resume.empty()) {
+      TrainerState st = load_checkpoint(o.resume, init.params, init.exp_avg, init.exp_avg_sq);
+      start = st.step;
+      if (st.extra.value("seed", o.seed) != o.seed)
+        fail("--seed=", o.seed, " differs from the checkpoint's seed ", st.extra["seed"].dump());
+      struct Same {
+        const char *key, *flag;
+        int64_t value;
+      };
+      for (const Same& c : {Same{"seq", "--seq", S}, Same{"micro_batch", "--micro-batch", B},
+                            Same{"grad_accum", "--grad-accum", k}})
+        if (st.extra.contains(c.key) && st.extra[c.key].get<int64_t>() != c.value)
+          fail(c.flag, "=", c.value, " differs from the checkpoint's ", c.key, "=",
+               st.extra[c.key].get<int64_t>(), ": the resumed run would read different samples");
+      if (start >= o.steps)
+        fail("--steps=", o.steps, " but the checkpoint is already at step ", start);
+      if (talk)
+        std::printf("resumed from %s (written under %s) at step %lld\n", o.resume.c_str(),
+                    st.extra.value("layout", std::string("?")).c_str(), static_cast<long long>(start));
+    } else if (!o.init_weights.empty()) {
+      load_params(init.params, SafeTensorsReader(o.init_weights));
+    } else {
+      init_params(init.params, o.seed);
+    }
+    eng->load_state(init, !o.resume.empty());
   }
 
   cpu::AdamW hp{0.0, o.beta1, o.beta2, 1e-8, o.weight_decay};
@@ -125,7 +142,7 @@ int run_train(const TrainOptions& o) {
     int64_t n = 0;
     for (int64_t j = 0; j < o.eval_batches; ++j) {
       Batch b = make_batch(j * B, true);
-      sum += model.forward_loss(params, b);
+      sum += eng->eval_sum(b);
       n += b.num_targets();
     }
     return n ? sum / static_cast<double>(n) : 0.0;
@@ -136,7 +153,7 @@ int run_train(const TrainOptions& o) {
     st.consumed_samples = steps_done * G;
     st.extra = {{"seed", o.seed},
                 {"config", cfg.to_json()},
-                {"layout", "single"},
+                {"layout", eng->layout()},
                 {"lr_schedule",
                  {{"lr", o.lr},
                   {"min_lr", o.min_lr >= 0 ? o.min_lr : o.lr * 0.1},
@@ -146,45 +163,43 @@ int run_train(const TrainOptions& o) {
                 {"micro_batch", B},
                 {"grad_accum", k},
                 {"seq", S}};
-    save_checkpoint(o.save_dir, st, params, m, v);
-    if (!o.quiet)
+    FullState full = eng->export_state();  // gathered on every rank; rank 0 writes
+    if (eng->rank() == 0) save_checkpoint(o.save_dir, st, full.params, full.exp_avg, full.exp_avg_sq);
+    if (talk)
       std::printf("saved checkpoint %s/step_%lld\n", o.save_dir.c_str(),
                   static_cast<long long>(steps_done));
   };
 
-  if (!o.quiet)
+  if (talk)
     std::printf(
-        "origami train: %s (%.1fM params), S=%lld, batch %lld x %lld accum = %lld seqs/step, %s, "
-        "%d threads\n",
-        o.config.c_str(), cfg.num_params() / 1e6, static_cast<long long>(S),
+        "origami train: %s (%.1fM params), layout %s, S=%lld, batch %lld x %lld accum = %lld "
+        "seqs/step, %s, %d threads/rank\n",
+        o.config.c_str(), cfg.num_params() / 1e6, eng->layout().c_str(), static_cast<long long>(S),
         static_cast<long long>(B), static_cast<long long>(k), static_cast<long long>(G),
         o.synthetic ? "synthetic tokens" : "corpus", omp_get_max_threads());
   const auto t_run = Clock::now();
   for (int64_t step = start; step < o.steps; ++step) {
     const auto t0 = Clock::now();
-    grads.zero();
+    eng->zero_grads();
     std::vector<Batch> micro;
-    int64_t N = 0;
-    for (int64_t j = 0; j < k; ++j) {
-      micro.push_back(make_batch(step * G + j * B, false));
-      N += micro.back().num_targets();
-    }
-    if (N == 0)
+    for (int64_t j = 0; j < k; ++j) micro.push_back(make_batch(step * G + j * B, false));
+    const int64_t N = eng->global_targets(micro);  // before the first backward
+    if (N == 0 && eng->rank() == 0)
       std::fprintf(stderr,
                    "warning: step %lld has no non-ignored targets; loss and gradients are 0\n",
                    static_cast<long long>(step));
     const double inv_n = N ? 1.0 / static_cast<double>(N) : 0.0;
     double loss_sum = 0;
-    for (auto& b : micro) loss_sum += model.forward_backward(params, grads, b, inv_n, o.recompute);
-    const double loss = loss_sum * inv_n;
-    const double gnorm = clip_grad_norm(grads, o.clip);
+    for (auto& b : micro) loss_sum += eng->forward_backward(b, inv_n);
+    const double loss = eng->sum_over_ranks(loss_sum) * inv_n;
+    const double gnorm = eng->clip_grads(o.clip);
     hp.lr = lr_at(o, step);
-    adamw_update(params, grads, m, v, hp, step + 1);
+    eng->adamw(hp, step + 1);
     const double dt = secs(t0, Clock::now());
     losses.push_back(loss);
     step_times.push_back(dt);
     const bool last = step + 1 == o.steps;
-    if (!o.quiet && (o.log_every > 0 && ((step + 1) % o.log_every == 0 || last))) {
+    if (talk && (o.log_every > 0 && ((step + 1) % o.log_every == 0 || last))) {
       const double el = secs(t_run, Clock::now());
       const double eta =
           el / static_cast<double>(step + 1 - start) * static_cast<double>(o.steps - step - 1);
@@ -199,14 +214,15 @@ int run_train(const TrainOptions& o) {
     if (!o.synthetic && o.eval_every > 0 && ((step + 1) % o.eval_every == 0 || last)) {
       const double el = evaluate();
       evals.push_back({{"step", step + 1}, {"loss", el}});
-      if (!o.quiet)
+      if (talk)
         std::printf("eval step %lld | held-out loss %.6f\n", static_cast<long long>(step + 1), el);
     }
     if (!o.save_dir.empty() && ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last))
       checkpoint(step + 1);
   }
   RunSummary sum;
-  sum.layout = "single";
+  sum.layout = eng->layout();
+  sum.world_size = eng->world();
   sum.config = cfg.to_json();
   sum.seq = S;
   sum.micro_batch = B;
@@ -216,8 +232,18 @@ int run_train(const TrainOptions& o) {
   sum.losses = losses;
   sum.step_times = step_times;
   sum.eval = evals;
-  if (!o.quiet) print_memory(MemTracker::get().stats());
-  if (!o.report.empty()) write_report(o.report, sum, MemTracker::get().stats());
+  const MemStats mem = MemTracker::get().stats();
+  nlohmann::json me = eng->rank_report();
+  me["rank"] = eng->rank();
+  me["peak_bytes"] = peak_json(mem);
+  const double tmed = median(step_times);
+  me["time_s"] = {{"step_median", tmed}, {"compute", tmed}, {"comm_exposed", 0.0}, {"skew", 0.0}};
+  const auto ranks = gather_to_root(me.dump());
+  if (talk) print_memory(mem);
+  if (eng->rank() == 0 && !o.report.empty()) {
+    for (const auto& r : ranks) sum.ranks.push_back(nlohmann::json::parse(r));
+    write_report(o.report, sum);
+  }
   return 0;
 }
 

@@ -1,0 +1,106 @@
+// TSP as a training engine: each rank owns 1/D of every weight (and its AdamW state) and 1/D of the
+// tokens. Loss rules (tsp-spec §6): N is all-reduced before the first backward; the clipping norm
+// sums the owned shards over ranks and counts each replicated (norm) parameter once; every rank
+// updates only what it owns, the replicated norms identically everywhere.
+#include <mpi.h>
+
+#include <cmath>
+
+#include "comm/accounting.h"
+#include "parallel/layout.h"
+#include "parallel/tsp.h"
+#include "train/engine.h"
+
+namespace origami {
+
+namespace {
+class TspTrainEngine : public Engine {
+ public:
+  TspTrainEngine(const ModelConfig& c, std::unique_ptr<Comm> comm, TspOptions o)
+      : cfg_(c), comm_(std::move(comm)), eng_(c, *comm_, o), t_(eng_.dims()),
+        p_(TspParams::zeros(c, comm_->size(), Cat::weights)), g_(TspParams::zeros(c, comm_->size(), Cat::grads)),
+        m_(TspParams::zeros(c, comm_->size(), Cat::optimizer)), v_(TspParams::zeros(c, comm_->size(), Cat::optimizer)) {}
+  int rank() const override { return comm_->rank(); }
+  int world() const override { return comm_->size(); }
+  std::string layout() const override { return "tsp=" + std::to_string(comm_->size()); }
+  void load_state(const FullState& s, bool with_moments) override {
+    full_to_shard(s.params, p_, t_, rank());
+    if (with_moments) {
+      full_to_shard(s.exp_avg, m_, t_, rank());
+      full_to_shard(s.exp_avg_sq, v_, t_, rank());
+    }
+  }
+  FullState export_state() override {
+    FullState s{ModelParams::zeros(cfg_, Cat::workspace), ModelParams::zeros(cfg_, Cat::workspace),
+                ModelParams::zeros(cfg_, Cat::workspace)};
+    gather_full(*comm_, p_, s.params, t_);
+    gather_full(*comm_, m_, s.exp_avg, t_);
+    gather_full(*comm_, v_, s.exp_avg_sq, t_);
+    return s;
+  }
+  int64_t global_targets(const std::vector<Batch>& micro) override {
+    int64_t n = 0;
+    for (const auto& b : micro) n += eng_.shard_batch(b).num_targets();
+    comm_->set_context(kWhereStep, Phase::fwd);
+    comm_->iallreduce(&n, 1, Traffic::other).wait();
+    return n;
+  }
+  void zero_grads() override { g_.zero(); }
+  double forward_backward(const Batch& b, double inv_n) override {
+    return eng_.forward_backward(p_, g_, eng_.shard_batch(b), inv_n);
+  }
+  double clip_grads(double clip) override {
+    eng_.finish_grads(g_);
+    double owned = 0, replicated = 0;
+    g_.for_each([&](Tensor& t, bool rep) {
+      (rep ? replicated : owned) += cpu::sum_squares(t.data<float>(), t.numel());
+    });
+    comm_->set_context(kWhereStep, Phase::bwd);
+    comm_->iallreduce(&owned, 1, Traffic::other).wait();
+    const double norm = std::sqrt(owned + replicated);  // replicated counted once
+    if (clip > 0 && norm > clip) {
+      const float s = static_cast<float>(clip / (norm + 1e-6));
+      g_.for_each([&](Tensor& t, bool) { cpu::scale_inplace(t.data<float>(), t.numel(), s); });
+    }
+    return norm;
+  }
+  void adamw(const cpu::AdamW& h, int64_t step) override {
+    std::vector<std::pair<Tensor*, bool>> P;
+    std::vector<Tensor*> G, M, V;
+    p_.for_each([&](Tensor& t, bool rep) { P.push_back({&t, rep}); });
+    g_.for_each([&](Tensor& t, bool) { G.push_back(&t); });
+    m_.for_each([&](Tensor& t, bool) { M.push_back(&t); });
+    v_.for_each([&](Tensor& t, bool) { V.push_back(&t); });
+    for (size_t i = 0; i < P.size(); ++i) {
+      cpu::AdamW hi = h;
+      if (P[i].second) hi.weight_decay = 0;  // norms: 1-D, no decay; every packed shard is 2-D weights
+      cpu::adamw_step(P[i].first->data<float>(), G[i]->data<float>(), M[i]->data<float>(),
+                      V[i]->data<float>(), P[i].first->numel(), hi, step);
+    }
+  }
+  double sum_over_ranks(double x) override {
+    comm_->set_context(kWhereStep, Phase::fwd);
+    comm_->iallreduce(&x, 1, Traffic::other).wait();
+    return x;
+  }
+  double eval_sum(const Batch& b) override { return sum_over_ranks(eng_.forward_loss(p_, eng_.shard_batch(b))); }
+  nlohmann::json rank_report() override {
+    return comm_summary(comm_->records(), static_cast<int>(cfg_.num_hidden_layers));
+  }
+
+ private:
+  ModelConfig cfg_;
+  std::unique_ptr<Comm> comm_;
+  TspEngine eng_;
+  TspDims t_;
+  TspParams p_, g_, m_, v_;
+};
+}  // namespace
+
+std::unique_ptr<Engine> make_tsp_engine(const ModelConfig& c, TspOptions o) {
+  int init = 0;
+  MPI_Initialized(&init);
+  return std::make_unique<TspTrainEngine>(c, init ? make_mpi_comm() : make_self_comm(), o);
+}
+
+}  // namespace origami

@@ -1,0 +1,46 @@
+// What the training loop needs from a layout: the single-device model or a parallel schedule.
+// The loop (trainer.cpp) is the same for every layout; an Engine owns the parameters, gradients
+// and AdamW moments it holds (all of them, or this rank's shards).
+#pragma once
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "model/params.h"
+
+namespace origami {
+
+struct FullState {
+  ModelParams params, exp_avg, exp_avg_sq;  // HF names, full tensors
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual int rank() const = 0;
+  virtual int world() const = 0;
+  virtual std::string layout() const = 0;
+  // Take (this rank's part of) full parameters and, when resuming, AdamW moments.
+  virtual void load_state(const FullState& s, bool with_moments) = 0;
+  // Full parameters and moments on every rank (gathered where sharded).
+  virtual FullState export_state() = 0;
+  // Number of non-ignored targets over all micro-batches of the step, over all ranks.
+  virtual int64_t global_targets(const std::vector<Batch>& micro) = 0;
+  virtual void zero_grads() = 0;
+  // One micro-batch of the global batch: grads += d(inv_n * CE)/dθ; returns this rank's CE sum.
+  virtual double forward_backward(const Batch& global, double inv_n) = 0;
+  // Completes the step's gradients, clips them (clip > 0) and returns the global norm.
+  virtual double clip_grads(double clip) = 0;
+  virtual void adamw(const cpu::AdamW& h, int64_t step) = 0;
+  virtual double sum_over_ranks(double x) = 0;
+  // Sum of the CE over the batch's targets (all ranks), no gradients.
+  virtual double eval_sum(const Batch& global) = 0;
+  // Per-rank extras for the report (communication bytes); gathered to rank 0 by the caller.
+  virtual nlohmann::json rank_report() = 0;
+};
+
+std::unique_ptr<Engine> make_single_engine(const ModelConfig& c, Recompute rc);
+
+}  // namespace origami

@@ -1,0 +1,59 @@
+// The single-device engine: the reference every layout is compared with.
+#include "comm/accounting.h"
+#include "train/engine.h"
+#include "train/optimizer.h"
+
+namespace origami {
+
+namespace {
+class SingleEngine : public Engine {
+ public:
+  SingleEngine(const ModelConfig& c, Recompute rc)
+      : model_(c), rc_(rc), p_(ModelParams::zeros(c, Cat::weights)), g_(ModelParams::zeros(c, Cat::grads)),
+        m_(ModelParams::zeros(c, Cat::optimizer)), v_(ModelParams::zeros(c, Cat::optimizer)) {}
+  int rank() const override { return 0; }
+  int world() const override { return 1; }
+  std::string layout() const override { return "single"; }
+  void load_state(const FullState& s, bool with_moments) override {
+    copy(s.params, p_);
+    if (with_moments) {
+      copy(s.exp_avg, m_);
+      copy(s.exp_avg_sq, v_);
+    }
+  }
+  FullState export_state() override { return {p_, m_, v_}; }  // handles, no copy
+  int64_t global_targets(const std::vector<Batch>& micro) override {
+    int64_t n = 0;
+    for (const auto& b : micro) n += b.num_targets();
+    return n;
+  }
+  void zero_grads() override { g_.zero(); }
+  double forward_backward(const Batch& b, double inv_n) override {
+    return model_.forward_backward(p_, g_, b, inv_n, rc_);
+  }
+  double clip_grads(double clip) override { return clip_grad_norm(g_, clip); }
+  void adamw(const cpu::AdamW& h, int64_t step) override { adamw_update(p_, g_, m_, v_, h, step); }
+  double sum_over_ranks(double x) override { return x; }
+  double eval_sum(const Batch& b) override { return model_.forward_loss(p_, b); }
+  nlohmann::json rank_report() override {  // no communication: every category 0
+    return comm_summary({}, static_cast<int>(model_.config().num_hidden_layers));
+  }
+
+ private:
+  static void copy(const ModelParams& src, ModelParams& dst) {
+    std::vector<const Tensor*> s;
+    const_cast<ModelParams&>(src).for_each([&](const std::string&, Tensor& t) { s.push_back(&t); });
+    size_t i = 0;
+    dst.for_each([&](const std::string&, Tensor& t) { std::memcpy(t.raw(), s[i++]->raw(), t.nbytes()); });
+  }
+  Model model_;
+  Recompute rc_;
+  ModelParams p_, g_, m_, v_;
+};
+}  // namespace
+
+std::unique_ptr<Engine> make_single_engine(const ModelConfig& c, Recompute rc) {
+  return std::make_unique<SingleEngine>(c, rc);
+}
+
+}  // namespace origami
