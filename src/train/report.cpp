@@ -36,6 +36,7 @@ nlohmann::json make_report(const RunSummary& s) {
           {"step_time_median_s", tmed},
           {"final_loss", s.losses.empty() ? 0.0 : s.losses.back()},
           {"losses", s.losses},
+          {"grad_norms", s.grad_norms},
           {"eval", s.eval},
           {"ranks", s.ranks}};
 }

@@ -121,8 +121,11 @@ int run_train(const TrainOptions& o) {
         if (st.extra.contains(c.key) && st.extra[c.key].get<int64_t>() != c.value)
           fail(c.flag, "=", c.value, " differs from the checkpoint's ", c.key, "=",
                st.extra[c.key].get<int64_t>(), ": the resumed run would read different samples");
-      if (start >= o.steps)
+      if (start > o.steps)
         fail("--steps=", o.steps, " but the checkpoint is already at step ", start);
+      if (start == o.steps && o.save_dir.empty())
+        fail("--steps=", o.steps, " equals the checkpoint's step: nothing to do (add --save-dir to "
+             "re-export the checkpoint under this layout)");
       if (talk)
         std::printf("resumed from %s (written under %s) at step %lld\n", o.resume.c_str(),
                     st.extra.value("layout", std::string("?")).c_str(), static_cast<long long>(start));
@@ -135,7 +138,7 @@ int run_train(const TrainOptions& o) {
   }
 
   cpu::AdamW hp{0.0, o.beta1, o.beta2, 1e-8, o.weight_decay};
-  std::vector<double> losses, step_times;
+  std::vector<double> losses, step_times, grad_norms;
   nlohmann::json evals = nlohmann::json::array();
   auto evaluate = [&]() {
     double sum = 0;
@@ -197,6 +200,7 @@ int run_train(const TrainOptions& o) {
     eng->adamw(hp, step + 1);
     const double dt = secs(t0, Clock::now());
     losses.push_back(loss);
+    grad_norms.push_back(gnorm);
     step_times.push_back(dt);
     const bool last = step + 1 == o.steps;
     if (talk && (o.log_every > 0 && ((step + 1) % o.log_every == 0 || last))) {
@@ -220,6 +224,7 @@ int run_train(const TrainOptions& o) {
     if (!o.save_dir.empty() && ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last))
       checkpoint(step + 1);
   }
+  if (start == o.steps) checkpoint(start);  // zero steps: re-export under this layout
   RunSummary sum;
   sum.layout = eng->layout();
   sum.world_size = eng->world();
@@ -230,6 +235,7 @@ int run_train(const TrainOptions& o) {
   sum.steps = o.steps - start;
   sum.tokens_per_step = G * S;
   sum.losses = losses;
+  sum.grad_norms = grad_norms;
   sum.step_times = step_times;
   sum.eval = evals;
   const MemStats mem = MemTracker::get().stats();

@@ -1,5 +1,6 @@
-"""origami under mpirun: one rank trains; two ranks without a layout are refused with the same
-clear error on every rank, a non-zero exit and no hang.
+"""origami under mpirun: one rank trains; bad layouts, non-divisible configs and a world size that
+does not match end with the same clear error on every rank, a non-zero exit and no hang (each run
+under a timeout).
 Usage: test_mpi_launch.py ORIGAMI_BINARY"""
 import os
 import subprocess
@@ -11,22 +12,37 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 
 
 def mpirun(n, args):
-    return subprocess.run(["mpirun", "-np", str(n)] + args, capture_output=True, text=True, env=ENV,
-                          timeout=120, cwd=ROOT)
+    return subprocess.run(["mpirun", "-np", str(n), "--bind-to", "none"] + args, capture_output=True, text=True,
+                          env=ENV, timeout=120, cwd=ROOT)
 
 
 def main():
     binary = sys.argv[1]
     failures = []
-    r = mpirun(1, [binary, "train", "--config", "configs/tiny.json", "--synthetic", "--steps", "2", "--seq", "32"])
-    print(r.stdout)
+    train = [binary, "train", "--config", "configs/tiny.json", "--synthetic", "--steps", "2", "--seq", "32"]
+    r = mpirun(1, train)
     if r.returncode != 0 or "step 2/2" not in r.stdout:
         failures.append(f"mpirun -np 1 train failed: {r.stderr}")
-    r = mpirun(2, [binary, "train", "--config", "configs/tiny.json", "--synthetic", "--steps", "2", "--seq", "32"])
-    n_err = r.stderr.count("world size 2 > 1")
-    print(f"mpirun -np 2: exit {r.returncode}, error printed by {n_err} rank(s)")
-    if r.returncode == 0 or n_err != 2:
-        failures.append(f"two ranks without a layout: exit {r.returncode}, stderr {r.stderr}")
+    # tiny: 8 query heads, 4 KV heads, intermediate 192
+    cases = [
+        (2, [], "world size 2 > 1 needs --layout"),
+        (2, ["--layout", "tsp=4"], "--layout 'tsp=4' needs 4 ranks but the world size is 2"),
+        (2, ["--layout", "tp=2"], "axis 'tp' is not implemented yet"),
+        (2, ["--layout", "tsp=2,tsp=2"], "axis 'tsp' given twice"),
+        (2, ["--layout", "tsq=2"], "unknown axis 'tsq'"),
+        (2, ["--layout", "tsp=x"], "tsp=x must be a positive integer"),
+        (3, ["--layout", "tsp=3"], "num_key_value_heads=4 is not divisible by tsp=3"),
+        (2, ["--layout", "tsp=2", "--seq", "30"], "sequence length 30 is not divisible by 2*tsp=4"),
+        (2, ["--layout", "tsp=2", "--attn-buckets", "3"], "--attn-buckets=3 does not divide the 2 KV heads"),
+        (2, ["--layout", "tsp=2", "--keep-attn-weights"], "--keep-attn-weights needs --recompute full"),
+    ]
+    for n, extra, expect in cases:
+        r = mpirun(n, train + extra)
+        count = r.stderr.count(expect)
+        ok = r.returncode != 0 and count == n
+        print(f"{'ok  ' if ok else 'FAIL'} -np {n} {' '.join(extra):45s} exit {r.returncode}, message on {count}/{n} ranks")
+        if not ok:
+            failures.append(f"{extra}: expected '{expect}' on {n} ranks; stderr: {r.stderr[-800:]}")
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures))
         sys.exit(1)
