@@ -105,9 +105,12 @@ int run_train(const TrainOptions& o) {
   const bool talk = !o.quiet && eng->rank() == 0;
   int64_t start = 0;
   {
-    FullState init{ModelParams::zeros(cfg, Cat::workspace), ModelParams::zeros(cfg, Cat::workspace),
-                   ModelParams::zeros(cfg, Cat::workspace)};
+    // Start-up materialises the full model once on every rank (moments only when resuming), then
+    // each engine keeps what it owns; the reported peaks start after this transient.
+    FullState init{ModelParams::zeros(cfg, Cat::workspace), ModelParams(), ModelParams()};
     if (!o.resume.empty()) {
+      init.exp_avg = ModelParams::zeros(cfg, Cat::workspace);
+      init.exp_avg_sq = ModelParams::zeros(cfg, Cat::workspace);
       TrainerState st = load_checkpoint(o.resume, init.params, init.exp_avg, init.exp_avg_sq);
       start = st.step;
       if (st.extra.value("seed", o.seed) != o.seed)
@@ -136,6 +139,7 @@ int run_train(const TrainOptions& o) {
     }
     eng->load_state(init, !o.resume.empty());
   }
+  MemTracker::get().reset_peaks();
 
   cpu::AdamW hp{0.0, o.beta1, o.beta2, 1e-8, o.weight_decay};
   std::vector<double> losses, step_times, grad_norms;
