@@ -143,24 +143,36 @@ void SafeTensorsWriter::add(const std::string& name, DType dt, std::vector<int64
   items_.push_back({name, dt, std::move(shape), data});
 }
 
-void SafeTensorsWriter::write(const std::string& path) const {
+StLayout safetensors_layout(
+    const std::vector<std::tuple<std::string, DType, std::vector<int64_t>>>& items) {
   nlohmann::ordered_json h = nlohmann::ordered_json::object();
-  size_t off = 0;
-  for (const auto& it : items_) {
-    size_t n = 1;
-    for (auto d : it.shape) n *= static_cast<size_t>(d);
-    size_t bytes = n * dtype_size(it.dt);
-    h[it.name] = {
-        {"dtype", dtype_name(it.dt)}, {"shape", it.shape}, {"data_offsets", {off, off + bytes}}};
+  std::vector<int64_t> rel;
+  int64_t off = 0;
+  for (const auto& [name, dt, shape] : items) {
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    const int64_t bytes = n * static_cast<int64_t>(dtype_size(dt));
+    h[name] = {{"dtype", dtype_name(dt)}, {"shape", shape}, {"data_offsets", {off, off + bytes}}};
+    rel.push_back(off);
     off += bytes;
   }
+  StLayout L;
   std::string hs = h.dump();
   while ((hs.size() + 8) % 8) hs.push_back(' ');
-  std::string out;
-  out.reserve(8 + hs.size() + off);
-  uint64_t n = hs.size();
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xFF));
-  out += hs;
+  const uint64_t n = hs.size();
+  for (int i = 0; i < 8; ++i) L.header.push_back(static_cast<char>((n >> (8 * i)) & 0xFF));
+  L.header += hs;
+  for (int64_t r : rel) L.offsets.push_back(static_cast<int64_t>(L.header.size()) + r);
+  L.total = static_cast<int64_t>(L.header.size()) + off;
+  return L;
+}
+
+void SafeTensorsWriter::write(const std::string& path) const {
+  std::vector<std::tuple<std::string, DType, std::vector<int64_t>>> meta;
+  for (const auto& it : items_) meta.emplace_back(it.name, it.dt, it.shape);
+  const StLayout L = safetensors_layout(meta);
+  std::string out = L.header;
+  out.reserve(static_cast<size_t>(L.total));
   for (const auto& it : items_) {
     size_t cnt = 1;
     for (auto d : it.shape) cnt *= static_cast<size_t>(d);

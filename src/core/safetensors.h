@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/dtype.h"
@@ -42,6 +43,15 @@ class SafeTensorsReader {
   size_t size_ = 0;
   std::map<std::string, StEntry> entries_;
 };
+
+// The header of a safetensors file (8-byte length + JSON, padded to 8) for entries in order, and
+// each entry's byte offset from the start of the file.
+struct StLayout {
+  std::string header;
+  std::vector<int64_t> offsets;
+  int64_t total = 0;  // file size
+};
+StLayout safetensors_layout(const std::vector<std::tuple<std::string, DType, std::vector<int64_t>>>& items);
 
 class SafeTensorsWriter {
  public:

@@ -27,6 +27,17 @@ Tensor Tensor::zeros(std::vector<int64_t> shape, DType dt, Cat c) {
   return t;
 }
 
+Tensor Tensor::view(void* ptr, std::vector<int64_t> shape, DType dt) {
+  Tensor t;
+  t.shape_ = std::move(shape);
+  t.dt_ = dt;
+  t.st_ = std::make_shared<Storage>();
+  t.st_->bytes = t.nbytes();
+  t.st_->ptr = ptr;
+  t.st_->owned = false;
+  return t;
+}
+
 Tensor Tensor::clone(Cat c) const {
   Tensor t = empty(shape_, dt_, c);
   if (nbytes()) std::memcpy(t.raw(), raw(), nbytes());

@@ -17,6 +17,8 @@ class Tensor {
   Tensor() = default;
   static Tensor empty(std::vector<int64_t> shape, DType dt, Cat c);
   static Tensor zeros(std::vector<int64_t> shape, DType dt, Cat c);
+  // A non-owning view of memory someone else manages (a mapped file): not tracked, not freed.
+  static Tensor view(void* ptr, std::vector<int64_t> shape, DType dt);
 
   bool defined() const { return static_cast<bool>(st_); }
   const std::vector<int64_t>& shape() const { return shape_; }
@@ -48,8 +50,9 @@ class Tensor {
     void* ptr = nullptr;
     size_t bytes = 0;
     Cat cat = Cat::workspace;
+    bool owned = true;
     ~Storage() {
-      if (ptr) MemTracker::get().free(ptr, bytes, cat);
+      if (ptr && owned) MemTracker::get().free(ptr, bytes, cat);
     }
   };
   std::shared_ptr<Storage> st_;

@@ -30,13 +30,13 @@ class TspTrainEngine : public Engine {
       full_to_shard(s.exp_avg_sq, v_, t_, rank());
     }
   }
-  FullState export_state() override {
-    FullState s{ModelParams::zeros(cfg_, Cat::workspace), ModelParams::zeros(cfg_, Cat::workspace),
-                ModelParams::zeros(cfg_, Cat::workspace)};
-    gather_full(*comm_, p_, s.params, t_);
-    gather_full(*comm_, m_, s.exp_avg, t_);
-    gather_full(*comm_, v_, s.exp_avg_sq, t_);
-    return s;
+  void save_checkpoint(const std::string& dir, const TrainerState& st) override {
+    save_checkpoint_sharded(dir, st, cfg_, rank(), [this] { comm_->barrier(); },
+                            [this](ModelParams& P, ModelParams& M, ModelParams& V) {
+                              shard_to_full(p_, P, t_, rank());
+                              shard_to_full(m_, M, t_, rank());
+                              shard_to_full(v_, V, t_, rank());
+                            });
   }
   int64_t global_targets(const std::vector<Batch>& micro) override {
     int64_t n = 0;

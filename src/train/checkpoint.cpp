@@ -1,10 +1,14 @@
 #include "train/checkpoint.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/safetensors.h"
@@ -36,10 +40,171 @@ std::string sha256_file(const std::string& path) {
   return s;
 }
 
+namespace {
+std::vector<std::pair<std::string, std::vector<int64_t>>> param_shapes(const ModelConfig& c) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> v;
+  ModelParams::make(c, [&](const std::string& n, std::vector<int64_t> s) {
+    v.emplace_back(n, s);
+    return Tensor();
+  });
+  return v;
+}
+
+nlohmann::json trainer_json(const TrainerState& st, const fs::path& dir) {
+  nlohmann::json j = st.extra;
+  j["schema_version"] = 1;
+  j["step"] = st.step;
+  j["consumed_samples"] = st.consumed_samples;
+  j["sha256"] = {{"model.safetensors", sha256_file((dir / "model.safetensors").string())},
+                 {"optimizer.safetensors", sha256_file((dir / "optimizer.safetensors").string())}};
+  return j;
+}
+
+void publish(const fs::path& root, const fs::path& tmp, const std::string& name) {
+  const fs::path final_dir = root / name;
+  fsync_dir(tmp.string());
+  if (fs::exists(final_dir)) fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  fsync_dir(root.string());
+  write_file_atomic((root / "latest").string(), name + "\n");
+}
+
+// A file mapped read-write (shared), for the ranks to write their slices into.
+struct Mapped {
+  void* p = nullptr;
+  size_t n = 0;
+  Mapped(const std::string& path, size_t size) : n(size) {
+    const int fd = ::open(path.c_str(), O_RDWR);
+    if (fd < 0) fail(path, ": cannot open for writing");
+    p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (p == MAP_FAILED) fail(path, ": cannot map for writing");
+  }
+  ~Mapped() {
+    ::msync(p, n, MS_SYNC);
+    ::munmap(p, n);
+  }
+};
+
+fs::path resolve(const std::string& path) {
+  fs::path p(path);
+  if (fs::exists(p / "latest")) {
+    std::ifstream f(p / "latest");
+    std::string name;
+    f >> name;
+    p /= name;
+  }
+  if (!fs::exists(p / "trainer.json")) fail(path, ": not a checkpoint (no trainer.json, no 'latest')");
+  return p;
+}
+
+nlohmann::json verified(const fs::path& p) {
+  nlohmann::json j;
+  try {
+    std::ifstream f(p / "trainer.json");
+    j = nlohmann::json::parse(f);
+  } catch (const std::exception& e) {
+    fail((p / "trainer.json").string(), ": not valid JSON: ", e.what());
+  }
+  if (j.value("schema_version", 0) != 1) fail((p / "trainer.json").string(), ": schema_version must be 1");
+  for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
+    const std::string want = j["sha256"].value(file, "");
+    const std::string have = sha256_file((p / file).string());
+    if (want != have)
+      fail((p / file).string(), ": sha256 mismatch (trainer.json says ", want, ", file is ", have,
+           "): the checkpoint is corrupt");
+  }
+  return j;
+}
+}  // namespace
+
+void save_checkpoint_sharded(const std::string& dir, const TrainerState& st, const ModelConfig& c,
+                             int rank, const std::function<void()>& barrier,
+                             const std::function<void(ModelParams&, ModelParams&, ModelParams&)>& write) {
+  const std::string name = "step_" + std::to_string(st.step);
+  const fs::path root(dir), tmp = root / (name + ".tmp");
+  const auto shapes = param_shapes(c);
+  std::vector<std::tuple<std::string, DType, std::vector<int64_t>>> mi, oi;
+  for (const auto& [n, s] : shapes) mi.emplace_back(n, DType::f32, s);
+  for (const char* pre : {"exp_avg.", "exp_avg_sq."})
+    for (const auto& [n, s] : shapes) oi.emplace_back(pre + n, DType::f32, s);
+  const StLayout ml = safetensors_layout(mi), ol = safetensors_layout(oi);
+  const std::string mpath = (tmp / "model.safetensors").string(), opath = (tmp / "optimizer.safetensors").string();
+  if (rank == 0) {
+    fs::create_directories(root);
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    for (const auto& [path, L] : {std::pair{mpath, &ml}, std::pair{opath, &ol}}) {
+      std::ofstream f(path, std::ios::binary);
+      f.write(L->header.data(), static_cast<std::streamsize>(L->header.size()));
+      f.close();
+      fs::resize_file(path, static_cast<uintmax_t>(L->total));
+    }
+  }
+  barrier();
+  {
+    Mapped mf(mpath, static_cast<size_t>(ml.total)), of(opath, static_cast<size_t>(ol.total));
+    size_t i = 0, k = 0;
+    auto view = [](Mapped& m, int64_t off, std::vector<int64_t> s) {
+      return Tensor::view(static_cast<char*>(m.p) + off, std::move(s), DType::f32);
+    };
+    ModelParams p = ModelParams::make(c, [&](const std::string&, std::vector<int64_t> s) {
+      return view(mf, ml.offsets[i++], std::move(s));
+    });
+    ModelParams m = ModelParams::make(c, [&](const std::string&, std::vector<int64_t> s) {
+      return view(of, ol.offsets[k++], std::move(s));
+    });
+    ModelParams v = ModelParams::make(c, [&](const std::string&, std::vector<int64_t> s) {
+      return view(of, ol.offsets[k++], std::move(s));
+    });
+    write(p, m, v);
+  }  // msync + unmap
+  barrier();
+  if (rank == 0) {
+    write_file_atomic((tmp / "trainer.json").string(), trainer_json(st, tmp).dump(2) + "\n");
+    publish(root, tmp, name);
+  }
+  barrier();
+}
+
+TrainerState read_checkpoint(const std::string& path, const ModelConfig& c,
+                             const std::function<void(const ModelParams&, const ModelParams&,
+                                                      const ModelParams&)>& read) {
+  const fs::path p = resolve(path);
+  const nlohmann::json j = verified(p);
+  SafeTensorsReader model((p / "model.safetensors").string());
+  SafeTensorsReader opt((p / "optimizer.safetensors").string());
+  std::set<std::string> seen_m, seen_o;
+  auto from = [](const SafeTensorsReader& r, std::set<std::string>& seen, const std::string& prefix) {
+    return [&r, &seen, prefix](const std::string& n, std::vector<int64_t> s) {
+      const std::string name = prefix + n;
+      const StEntry& e = r.get(name);
+      if (e.dtype != DType::f32 || e.shape != s)
+        fail(r.path(), ": tensor '", name, "' has ", dtype_name(e.dtype), " ", shape_str(e.shape),
+             ", expected F32 ", shape_str(s));
+      seen.insert(name);
+      return Tensor::view(const_cast<void*>(e.data), std::move(s), DType::f32);
+    };
+  };
+  const ModelParams P = ModelParams::make(c, from(model, seen_m, ""));
+  const ModelParams M = ModelParams::make(c, from(opt, seen_o, "exp_avg."));
+  const ModelParams V = ModelParams::make(c, from(opt, seen_o, "exp_avg_sq."));
+  for (const auto& [n, e] : model.entries())
+    if (!seen_m.count(n)) fail(model.path(), ": unknown tensor '", n, "'");
+  for (const auto& [n, e] : opt.entries())
+    if (!seen_o.count(n)) fail(opt.path(), ": unknown tensor '", n, "'");
+  read(P, M, V);
+  TrainerState st;
+  st.step = j.at("step").get<int64_t>();
+  st.consumed_samples = j.at("consumed_samples").get<int64_t>();
+  st.extra = j;
+  return st;
+}
+
 void save_checkpoint(const std::string& dir, const TrainerState& st, ModelParams& params,
                      ModelParams& exp_avg, ModelParams& exp_avg_sq) {
   const std::string name = "step_" + std::to_string(st.step);
-  const fs::path root(dir), tmp = root / (name + ".tmp"), final_dir = root / name;
+  const fs::path root(dir), tmp = root / (name + ".tmp");
   fs::create_directories(root);
   fs::remove_all(tmp);
   fs::create_directories(tmp);
@@ -48,47 +213,14 @@ void save_checkpoint(const std::string& dir, const TrainerState& st, ModelParams
   exp_avg.for_each([&](const std::string& n, Tensor& t) { w.add("exp_avg." + n, t); });
   exp_avg_sq.for_each([&](const std::string& n, Tensor& t) { w.add("exp_avg_sq." + n, t); });
   w.write((tmp / "optimizer.safetensors").string());
-  nlohmann::json j = st.extra;
-  j["schema_version"] = 1;
-  j["step"] = st.step;
-  j["consumed_samples"] = st.consumed_samples;
-  j["sha256"] = {{"model.safetensors", sha256_file((tmp / "model.safetensors").string())},
-                 {"optimizer.safetensors", sha256_file((tmp / "optimizer.safetensors").string())}};
-  write_file_atomic((tmp / "trainer.json").string(), j.dump(2) + "\n");
-  fsync_dir(tmp.string());
-  if (fs::exists(final_dir)) fs::remove_all(final_dir);
-  fs::rename(tmp, final_dir);
-  fsync_dir(root.string());
-  write_file_atomic((root / "latest").string(), name + "\n");
+  write_file_atomic((tmp / "trainer.json").string(), trainer_json(st, tmp).dump(2) + "\n");
+  publish(root, tmp, name);
 }
 
 TrainerState load_checkpoint(const std::string& path, ModelParams& params, ModelParams& exp_avg,
                              ModelParams& exp_avg_sq) {
-  fs::path p(path);
-  if (fs::exists(p / "latest")) {
-    std::ifstream f(p / "latest");
-    std::string name;
-    f >> name;
-    p /= name;
-  }
-  if (!fs::exists(p / "trainer.json"))
-    fail(path, ": not a checkpoint (no trainer.json, no 'latest')");
-  nlohmann::json j;
-  try {
-    std::ifstream f(p / "trainer.json");
-    j = nlohmann::json::parse(f);
-  } catch (const std::exception& e) {
-    fail((p / "trainer.json").string(), ": not valid JSON: ", e.what());
-  }
-  if (j.value("schema_version", 0) != 1)
-    fail((p / "trainer.json").string(), ": schema_version must be 1");
-  for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
-    const std::string want = j["sha256"].value(file, "");
-    const std::string have = sha256_file((p / file).string());
-    if (want != have)
-      fail((p / file).string(), ": sha256 mismatch (trainer.json says ", want, ", file is ", have,
-           "): the checkpoint is corrupt");
-  }
+  const fs::path p = resolve(path);
+  const nlohmann::json j = verified(p);
   SafeTensorsReader model((p / "model.safetensors").string());
   load_params(params, model);
   SafeTensorsReader opt((p / "optimizer.safetensors").string());

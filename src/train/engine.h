@@ -9,6 +9,7 @@
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/params.h"
+#include "train/checkpoint.h"
 
 namespace origami {
 
@@ -24,8 +25,8 @@ class Engine {
   virtual std::string layout() const = 0;
   // Take (this rank's part of) full parameters and, when resuming, AdamW moments.
   virtual void load_state(const FullState& s, bool with_moments) = 0;
-  // Full parameters and moments on every rank (gathered where sharded).
-  virtual FullState export_state() = 0;
+  // Writes checkpoint step_N under dir (tsp-spec §10): every rank writes its own slices.
+  virtual void save_checkpoint(const std::string& dir, const TrainerState& st) = 0;
   // Number of non-ignored targets over all micro-batches of the step, over all ranks.
   virtual int64_t global_targets(const std::vector<Batch>& micro) = 0;
   virtual void zero_grads() = 0;

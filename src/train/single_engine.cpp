@@ -21,7 +21,9 @@ class SingleEngine : public Engine {
       copy(s.exp_avg_sq, v_);
     }
   }
-  FullState export_state() override { return {p_, m_, v_}; }  // handles, no copy
+  void save_checkpoint(const std::string& dir, const TrainerState& st) override {
+    origami::save_checkpoint(dir, st, p_, m_, v_);
+  }
   int64_t global_targets(const std::vector<Batch>& micro) override {
     int64_t n = 0;
     for (const auto& b : micro) n += b.num_targets();

@@ -105,13 +105,12 @@ int run_train(const TrainOptions& o) {
   const bool talk = !o.quiet && eng->rank() == 0;
   int64_t start = 0;
   {
-    // Start-up materialises the full model once on every rank (moments only when resuming), then
-    // each engine keeps what it owns; the reported peaks start after this transient.
-    FullState init{ModelParams::zeros(cfg, Cat::workspace), ModelParams(), ModelParams()};
     if (!o.resume.empty()) {
-      init.exp_avg = ModelParams::zeros(cfg, Cat::workspace);
-      init.exp_avg_sq = ModelParams::zeros(cfg, Cat::workspace);
-      TrainerState st = load_checkpoint(o.resume, init.params, init.exp_avg, init.exp_avg_sq);
+      // Each rank copies its slices straight out of the mapped checkpoint files.
+      TrainerState st = read_checkpoint(o.resume, cfg, [&](const ModelParams& P, const ModelParams& M,
+                                                           const ModelParams& V) {
+        eng->load_state(FullState{P, M, V}, true);
+      });
       start = st.step;
       if (st.extra.value("seed", o.seed) != o.seed)
         fail("--seed=", o.seed, " differs from the checkpoint's seed ", st.extra["seed"].dump());
@@ -132,12 +131,13 @@ int run_train(const TrainOptions& o) {
       if (talk)
         std::printf("resumed from %s (written under %s) at step %lld\n", o.resume.c_str(),
                     st.extra.value("layout", std::string("?")).c_str(), static_cast<long long>(start));
-    } else if (!o.init_weights.empty()) {
-      load_params(init.params, SafeTensorsReader(o.init_weights));
     } else {
-      init_params(init.params, o.seed);
+      // A fresh start materialises the full model once on every rank (layout-independent init).
+      FullState init{ModelParams::zeros(cfg, Cat::workspace), ModelParams(), ModelParams()};
+      if (!o.init_weights.empty()) load_params(init.params, SafeTensorsReader(o.init_weights));
+      else init_params(init.params, o.seed);
+      eng->load_state(init, false);
     }
-    eng->load_state(init, !o.resume.empty());
   }
   MemTracker::get().reset_peaks();
 
@@ -170,8 +170,7 @@ int run_train(const TrainOptions& o) {
                 {"micro_batch", B},
                 {"grad_accum", k},
                 {"seq", S}};
-    FullState full = eng->export_state();  // gathered on every rank; rank 0 writes
-    if (eng->rank() == 0) save_checkpoint(o.save_dir, st, full.params, full.exp_avg, full.exp_avg_sq);
+    eng->save_checkpoint(o.save_dir, st);
     if (talk)
       std::printf("saved checkpoint %s/step_%lld\n", o.save_dir.c_str(),
                   static_cast<long long>(steps_done));
