@@ -31,6 +31,27 @@ bool launched_by_mpi() {
   return false;
 }
 
+void parallel_flags(Args& a) {
+  a.flag("layout", "",
+         "parallel layout, e.g. tsp=4 (the product must equal the mpirun world size)");
+  a.flag("attn-buckets", "1",
+         "TSP: process each head group's KV heads in N buckets (N divides n_kv/D)");
+  a.boolean("keep-attn-weights",
+            "TSP, with --recompute full: keep a layer's attention packets from its recompute to "
+            "its backward");
+  a.boolean("no-overlap",
+            "wait for every transfer right after posting it (same results, bit for bit)");
+}
+
+ParallelOptions parallel_options(const Args& a) {
+  ParallelOptions p;
+  p.layout = a.str("layout");
+  p.attn_buckets = static_cast<int>(a.i64("attn-buckets", 1));
+  p.keep_attn_weights = a.on("keep-attn-weights");
+  p.overlap = !a.on("no-overlap");
+  return p;
+}
+
 int cmd_train(int argc, char** argv) {
   Args a("train",
          "Train a Llama-style model. Prints loss, held-out loss, tokens/s and peak memory\n"
@@ -63,10 +84,7 @@ int cmd_train(int argc, char** argv) {
   a.flag("save-every", "0", "checkpoint every N steps (0 = only at the end)");
   a.flag("resume", "", "resume from a checkpoint directory (its latest) or a step_N directory");
   a.flag("report", "", "write the run report (JSON, tsp-spec §10) to this file");
-  a.flag("layout", "", "parallel layout, e.g. tsp=4 (the product must equal the mpirun world size)");
-  a.flag("attn-buckets", "1", "TSP: process each head group's KV heads in N buckets (N divides n_kv/D)");
-  a.boolean("keep-attn-weights", "TSP, with --recompute full: keep a layer's attention packets from its recompute to its backward");
-  a.boolean("no-overlap", "wait for every transfer right after posting it (same results, bit for bit)");
+  parallel_flags(a);
   a.boolean("quiet", "print nothing but errors");
   if (!a.parse(argc, argv)) return 0;
   TrainOptions o;
@@ -96,10 +114,7 @@ int cmd_train(int argc, char** argv) {
   o.resume = a.str("resume");
   o.report = a.str("report");
   o.quiet = a.on("quiet");
-  o.layout = a.str("layout");
-  o.attn_buckets = static_cast<int>(a.i64("attn-buckets", 1));
-  o.keep_attn_weights = a.on("keep-attn-weights");
-  o.overlap = !a.on("no-overlap");
+  o.par = parallel_options(a);
   return run_train(o);
 }
 
@@ -115,11 +130,9 @@ int cmd_grad(int argc, char** argv) {
          true);
   a.flag("out", "", "output safetensors (written atomically)", true);
   a.flag("recompute", "none", "activation checkpointing: none | full");
-  a.flag("layout", "", "parallel layout, e.g. tsp=4 (the product must equal the mpirun world size)");
-  a.flag("attn-buckets", "1", "TSP: process each head group's KV heads in N buckets (N divides n_kv/D)");
-  a.boolean("keep-attn-weights", "TSP, with --recompute full: keep a layer's attention packets from its recompute to its backward");
-  a.boolean("no-overlap", "wait for every transfer right after posting it (same results, bit for bit)");
-  a.flag("report", "", "write per-rank communication bytes (per layer, phase, category) and peak memory as JSON");
+  parallel_flags(a);
+  a.flag("report", "",
+         "write per-rank communication bytes (per layer, phase, category) and peak memory as JSON");
   if (!a.parse(argc, argv)) return 0;
   GradOptions o;
   o.report = a.str("report");
@@ -127,11 +140,8 @@ int cmd_grad(int argc, char** argv) {
   o.weights = a.str("weights");
   o.tokens = a.str("tokens");
   o.out = a.str("out");
-  o.layout = a.str("layout");
   o.recompute = parse_recompute(a.str("recompute"));
-  o.attn_buckets = static_cast<int>(a.i64("attn-buckets", 1));
-  o.keep_attn_weights = a.on("keep-attn-weights");
-  o.overlap = !a.on("no-overlap");
+  o.par = parallel_options(a);
   run_grad(o);
   return 0;
 }

@@ -18,19 +18,24 @@ void add(nlohmann::json& t, const CommRecord& r) {
 }  // namespace
 
 nlohmann::json comm_summary(const std::vector<CommRecord>& recs, int L) {
-  nlohmann::json total = empty_table(), embed = empty_table(), head = empty_table(), step = empty_table();
+  nlohmann::json total = empty_table(), embed = empty_table(), head = empty_table(),
+                 step = empty_table();
   std::vector<nlohmann::json> layers(static_cast<size_t>(L), empty_table());
   double seconds = 0;
   for (const auto& r : recs) {
     add(total, r);
     seconds += r.seconds;
-    if (r.where >= 0 && r.where < L) add(layers[static_cast<size_t>(r.where)], r);
-    else if (r.where == kWhereEmbed) add(embed, r);
-    else if (r.where == kWhereHead) add(head, r);
-    else add(step, r);
+    if (r.where >= 0 && r.where < L)
+      add(layers[static_cast<size_t>(r.where)], r);
+    else if (r.where == kWhereEmbed)
+      add(embed, r);
+    else if (r.where == kWhereHead)
+      add(head, r);
+    else
+      add(step, r);
   }
-  return {{"comm_bytes", total}, {"comm_bytes_per_layer", layers}, {"comm_bytes_embed", embed},
-          {"comm_bytes_head", head}, {"comm_bytes_step", step}, {"comm_calls", recs.size()},
+  return {{"comm_bytes", total},     {"comm_bytes_per_layer", layers}, {"comm_bytes_embed", embed},
+          {"comm_bytes_head", head}, {"comm_bytes_step", step},        {"comm_calls", recs.size()},
           {"comm_wall_s", seconds}};
 }
 
@@ -50,7 +55,8 @@ std::vector<std::string> gather_to_root(const std::string& s) {
     for (int i = 0; i < size; ++i) offs[i] = o, o += lens[i];
     all.resize(static_cast<size_t>(o));
   }
-  MPI_Gatherv(s.data(), n, MPI_CHAR, all.data(), lens.data(), offs.data(), MPI_CHAR, 0, MPI_COMM_WORLD);
+  MPI_Gatherv(s.data(), n, MPI_CHAR, all.data(), lens.data(), offs.data(), MPI_CHAR, 0,
+              MPI_COMM_WORLD);
   std::vector<std::string> out;
   if (rank == 0)
     for (int i = 0; i < size; ++i) out.push_back(all.substr(offs[i], lens[i]));

@@ -107,6 +107,9 @@ class Comm {
   std::vector<CommRecord> records_;
 };
 
+// MPI_COMM_WORLD's size, or 1 when MPI is not initialised (a plain, non-mpirun start).
+int mpi_world_size();
+
 // A communicator over MPI_COMM_WORLD (or a subset later), one duplicated MPI communicator per
 // traffic class. Requires MPI to be initialised.
 std::unique_ptr<Comm> make_mpi_comm();

@@ -47,7 +47,8 @@ class StagedOp : public Request::Op {
   bool test() override {
     while (!done_) {
       int flag = 1;
-      if (!reqs_.empty()) MPI_Testall(static_cast<int>(reqs_.size()), reqs_.data(), &flag, MPI_STATUSES_IGNORE);
+      if (!reqs_.empty())
+        MPI_Testall(static_cast<int>(reqs_.size()), reqs_.data(), &flag, MPI_STATUSES_IGNORE);
       if (!flag) return false;
       finish_current();
     }
@@ -55,7 +56,8 @@ class StagedOp : public Request::Op {
   }
   void wait() override {
     while (!done_) {
-      if (!reqs_.empty()) MPI_Waitall(static_cast<int>(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE);
+      if (!reqs_.empty())
+        MPI_Waitall(static_cast<int>(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE);
       finish_current();
     }
   }
@@ -134,8 +136,8 @@ class MpiComm : public Comm {
     const void* src = send == own ? MPI_IN_PLACE : send;
     return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
                            r.emplace_back();
-                           MPI_Iallgather(src, icount(bytes), MPI_BYTE, recv, icount(bytes), MPI_BYTE,
-                                          c(t), &r.back());
+                           MPI_Iallgather(src, icount(bytes), MPI_BYTE, recv, icount(bytes),
+                                          MPI_BYTE, c(t), &r.back());
                          },
                          nullptr}});
   }
@@ -155,7 +157,8 @@ class MpiComm : public Comm {
     return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
                            r.emplace_back();
                            MPI_Ialltoallv(send, (*v)[0].data(), (*v)[1].data(), MPI_BYTE, recv,
-                                          (*v)[2].data(), (*v)[3].data(), MPI_BYTE, c(t), &r.back());
+                                          (*v)[2].data(), (*v)[3].data(), MPI_BYTE, c(t),
+                                          &r.back());
                          },
                          [v] {}}});
   }
@@ -179,8 +182,8 @@ class MpiComm : public Comm {
                            for (int i = 0, k = 0; i < size_; ++i) {
                              if (i == root) continue;
                              r.emplace_back();
-                             MPI_Irecv(tmp->data<float>() + (k++) * n, icount(n * 4), MPI_BYTE, i, tag,
-                                       c(t), &r.back());
+                             MPI_Irecv(tmp->data<float>() + (k++) * n, icount(n * 4), MPI_BYTE, i,
+                                       tag, c(t), &r.back());
                            }
                          },
                          [=, this] {
@@ -189,15 +192,23 @@ class MpiComm : public Comm {
                          }}});
   }
 
-  Request iallreduce(float* buf, int64_t n, Traffic t) override { return allreduce<float>(buf, n, t); }
-  Request iallreduce(double* buf, int64_t n, Traffic t) override { return allreduce<double>(buf, n, t); }
-  Request iallreduce(int64_t* buf, int64_t n, Traffic t) override { return allreduce<int64_t>(buf, n, t); }
+  Request iallreduce(float* buf, int64_t n, Traffic t) override {
+    return allreduce<float>(buf, n, t);
+  }
+  Request iallreduce(double* buf, int64_t n, Traffic t) override {
+    return allreduce<double>(buf, n, t);
+  }
+  Request iallreduce(int64_t* buf, int64_t n, Traffic t) override {
+    return allreduce<int64_t>(buf, n, t);
+  }
 
   void progress() override {
     for (auto it = live_.begin(); it != live_.end();) {
       auto op = it->lock();
-      if (!op || op->test()) it = live_.erase(it);
-      else ++it;
+      if (!op || op->test())
+        it = live_.erase(it);
+      else
+        ++it;
     }
   }
   void barrier() override { MPI_Barrier(comms_[static_cast<int>(Traffic::other)]); }
@@ -237,17 +248,19 @@ class MpiComm : public Comm {
   // Each rank sends block q of `send` (blocks of m elements, stride `stride`) to rank q and sums
   // the D contributions to its own block, in rank order, into recv (m elements).
   template <class T>
-  StagedOp::Stage reduce_blocks(const T* send, T* recv, int64_t m, int64_t stride, Traffic t, int tag) {
+  StagedOp::Stage reduce_blocks(const T* send, T* recv, int64_t m, int64_t stride, Traffic t,
+                                int tag) {
     auto tmp = std::make_shared<Tensor>();
     if (size_ > 1) *tmp = Tensor::empty({size_ - 1, m}, dtype_of<T>(), Cat::comm);
     return {[=, this](std::vector<MPI_Request>& r) {
               for (int q = 0, k = 0; q < size_; ++q) {
                 if (q == rank_) continue;
                 r.emplace_back();
-                MPI_Isend(send + q * stride, icount(m * sizeof(T)), MPI_BYTE, q, tag, c(t), &r.back());
+                MPI_Isend(send + q * stride, icount(m * sizeof(T)), MPI_BYTE, q, tag, c(t),
+                          &r.back());
                 r.emplace_back();
-                MPI_Irecv(static_cast<T*>(tmp->raw()) + (k++) * m, icount(m * sizeof(T)), MPI_BYTE, q,
-                          tag, c(t), &r.back());
+                MPI_Irecv(static_cast<T*>(tmp->raw()) + (k++) * m, icount(m * sizeof(T)), MPI_BYTE,
+                          q, tag, c(t), &r.back());
               }
             },
             [=, this] { sum_in_rank_order<T>(recv, send + rank_ * stride, tmp.get(), m, rank_); }};
@@ -265,19 +278,21 @@ class MpiComm : public Comm {
     std::memcpy(pad->raw(), buf, n * sizeof(T));
     const int tag1 = next_tag(t), tag2 = next_tag(t);
     std::vector<StagedOp::Stage> st;
-    st.push_back(reduce_blocks<T>(static_cast<const T*>(pad->raw()), static_cast<T*>(red->raw()), m, m, t, tag1));
-    st.push_back({[=, this](std::vector<MPI_Request>& r) {
-                    T* p = static_cast<T*>(pad->raw());
-                    std::memcpy(p + rank_ * m, red->raw(), m * sizeof(T));
-                    for (int q = 0; q < size_; ++q) {
-                      if (q == rank_) continue;
-                      r.emplace_back();
-                      MPI_Isend(p + rank_ * m, icount(m * sizeof(T)), MPI_BYTE, q, tag2, c(t), &r.back());
-                      r.emplace_back();
-                      MPI_Irecv(p + q * m, icount(m * sizeof(T)), MPI_BYTE, q, tag2, c(t), &r.back());
-                    }
-                  },
-                  [=] { std::memcpy(buf, pad->raw(), n * sizeof(T)); }});
+    st.push_back(reduce_blocks<T>(static_cast<const T*>(pad->raw()), static_cast<T*>(red->raw()), m,
+                                  m, t, tag1));
+    st.push_back(
+        {[=, this](std::vector<MPI_Request>& r) {
+           T* p = static_cast<T*>(pad->raw());
+           std::memcpy(p + rank_ * m, red->raw(), m * sizeof(T));
+           for (int q = 0; q < size_; ++q) {
+             if (q == rank_) continue;
+             r.emplace_back();
+             MPI_Isend(p + rank_ * m, icount(m * sizeof(T)), MPI_BYTE, q, tag2, c(t), &r.back());
+             r.emplace_back();
+             MPI_Irecv(p + q * m, icount(m * sizeof(T)), MPI_BYTE, q, tag2, c(t), &r.back());
+           }
+         },
+         [=] { std::memcpy(buf, pad->raw(), n * sizeof(T)); }});
     return staged(rec, std::move(st));
   }
 
@@ -288,6 +303,15 @@ class MpiComm : public Comm {
   std::vector<std::weak_ptr<Request::Op>> live_;
 };
 
-std::unique_ptr<Comm> make_mpi_comm() { return std::make_unique<MpiComm>(); }
+std::unique_ptr<Comm> make_mpi_comm() {
+  return std::make_unique<MpiComm>();
+}
+
+int mpi_world_size() {
+  int init = 0, world = 1;
+  MPI_Initialized(&init);
+  if (init) MPI_Comm_size(MPI_COMM_WORLD, &world);
+  return world;
+}
 
 }  // namespace origami

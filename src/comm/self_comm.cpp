@@ -51,6 +51,8 @@ class SelfComm : public Comm {
 };
 }  // namespace
 
-std::unique_ptr<Comm> make_self_comm() { return std::make_unique<SelfComm>(); }
+std::unique_ptr<Comm> make_self_comm() {
+  return std::make_unique<SelfComm>();
+}
 
 }  // namespace origami

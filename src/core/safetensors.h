@@ -51,7 +51,8 @@ struct StLayout {
   std::vector<int64_t> offsets;
   int64_t total = 0;  // file size
 };
-StLayout safetensors_layout(const std::vector<std::tuple<std::string, DType, std::vector<int64_t>>>& items);
+StLayout safetensors_layout(
+    const std::vector<std::tuple<std::string, DType, std::vector<int64_t>>>& items);
 
 class SafeTensorsWriter {
  public:

@@ -7,18 +7,21 @@
 namespace origami {
 
 ModelParams ModelParams::make(
-    const ModelConfig& c, const std::function<Tensor(const std::string&, std::vector<int64_t>)>& mk) {
+    const ModelConfig& c,
+    const std::function<Tensor(const std::string&, std::vector<int64_t>)>& mk) {
   const int64_t h = c.hidden_size, I = c.intermediate_size;
   ModelParams p;
   p.embed = mk("model.embed_tokens.weight", {c.vocab_size, h});
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string pre = "model.layers." + std::to_string(l) + ".";
-    p.layers.push_back({mk(pre + "input_layernorm.weight", {h}), mk(pre + "self_attn.q_proj.weight", {c.q_dim(), h}),
-                        mk(pre + "self_attn.k_proj.weight", {c.kv_dim(), h}),
-                        mk(pre + "self_attn.v_proj.weight", {c.kv_dim(), h}),
-                        mk(pre + "self_attn.o_proj.weight", {h, c.q_dim()}),
-                        mk(pre + "post_attention_layernorm.weight", {h}), mk(pre + "mlp.gate_proj.weight", {I, h}),
-                        mk(pre + "mlp.up_proj.weight", {I, h}), mk(pre + "mlp.down_proj.weight", {h, I})});
+    p.layers.push_back(
+        {mk(pre + "input_layernorm.weight", {h}),
+         mk(pre + "self_attn.q_proj.weight", {c.q_dim(), h}),
+         mk(pre + "self_attn.k_proj.weight", {c.kv_dim(), h}),
+         mk(pre + "self_attn.v_proj.weight", {c.kv_dim(), h}),
+         mk(pre + "self_attn.o_proj.weight", {h, c.q_dim()}),
+         mk(pre + "post_attention_layernorm.weight", {h}), mk(pre + "mlp.gate_proj.weight", {I, h}),
+         mk(pre + "mlp.up_proj.weight", {I, h}), mk(pre + "mlp.down_proj.weight", {h, I})});
   }
   p.final_norm = mk("model.norm.weight", {h});
   if (!c.tie_word_embeddings) p.lm_head = mk("lm_head.weight", {c.vocab_size, h});

@@ -21,8 +21,9 @@ struct ModelParams {
 
   static ModelParams zeros(const ModelConfig& c, Cat cat);
   // Every tensor from make(HF name, shape), e.g. views into a mapped checkpoint file.
-  static ModelParams make(const ModelConfig& c,
-                          const std::function<Tensor(const std::string&, std::vector<int64_t>)>& make);
+  static ModelParams make(
+      const ModelConfig& c,
+      const std::function<Tensor(const std::string&, std::vector<int64_t>)>& make);
   const Tensor& head() const { return lm_head.defined() ? lm_head : embed; }
   Tensor& head() { return lm_head.defined() ? lm_head : embed; }
   // Every tensor with its HF name, in HF order; a tied head is visited once (as the embedding).

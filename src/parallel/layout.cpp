@@ -25,21 +25,26 @@ Layout Layout::parse(const std::string& s, int world) {
     const std::string axis = item.substr(0, eq), val = item.substr(eq + 1);
     char* end = nullptr;
     const long n = std::strtol(val.c_str(), &end, 10);
-    if (val.empty() || *end || n < 1) fail("--layout '", s, "': ", axis, "=", val, " must be a positive integer");
+    if (val.empty() || *end || n < 1)
+      fail("--layout '", s, "': ", axis, "=", val, " must be a positive integer");
     static const char* axes[] = {"dp", "tsp", "tp", "sp", "fsdp_sp"};
     int* slot[] = {&L.dp, &L.tsp, &L.tp, &L.sp, &L.fsdp_sp};
     int k = 0;
     while (k < 5 && axis != axes[k]) ++k;
-    if (k == 5) fail("--layout '", s, "': unknown axis '", axis, "' (axes: dp, tsp, tp, sp, fsdp_sp)");
+    if (k == 5)
+      fail("--layout '", s, "': unknown axis '", axis, "' (axes: dp, tsp, tp, sp, fsdp_sp)");
     if (seen[k]) fail("--layout '", s, "': axis '", axis, "' given twice");
     seen[k] = true;
     *slot[k] = static_cast<int>(n);
   }
-  for (const auto& [axis, v] : {std::pair<const char*, int>{"dp", L.dp}, {"tp", L.tp}, {"sp", L.sp},
-                                 {"fsdp_sp", L.fsdp_sp}})
+  for (const auto& [axis, v] : {std::pair<const char*, int>{"dp", L.dp},
+                                {"tp", L.tp},
+                                {"sp", L.sp},
+                                {"fsdp_sp", L.fsdp_sp}})
     if (v > 1) fail("--layout '", s, "': axis '", axis, "' is not implemented yet (only tsp)");
   if (L.dp * L.model_degree() != world)
-    fail("--layout '", s, "' needs ", L.dp * L.model_degree(), " ranks but the world size is ", world);
+    fail("--layout '", s, "' needs ", L.dp * L.model_degree(), " ranks but the world size is ",
+         world);
   L.text = "tsp=" + std::to_string(L.tsp);
   return L;
 }

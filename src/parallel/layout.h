@@ -16,6 +16,13 @@ struct Layout {
   int model_degree() const { return tsp * tp * sp * fsdp_sp; }
 };
 
+// The command-line options that choose and tune a parallel layout (train and grad share them).
+struct ParallelOptions {
+  std::string layout;  // empty: one process, the single-device model
+  int attn_buckets = 1;
+  bool keep_attn_weights = false, overlap = true;
+};
+
 // What the TSP schedule needs (tsp-spec §3): n_kv mod D, I mod D, S mod 2D, head buckets.
 void validate_tsp(const ModelConfig& c, int D, int64_t seq, int attn_buckets);
 

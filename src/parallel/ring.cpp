@@ -10,7 +10,8 @@ namespace {
 constexpr int kTagW = 1, kTagAcc = 2;
 }
 
-void ring_forward(Comm& comm, const RingSpec& sp, const std::function<void(int, const float*)>& compute) {
+void ring_forward(Comm& comm, const RingSpec& sp,
+                  const std::function<void(int, const float*)>& compute) {
   ring_backward(comm, sp, nullptr, [&](int s, const float* W, float*) { compute(s, W); });
 }
 
@@ -69,7 +70,8 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
         home_recv = comm.irecv(home.data<float>(), bytes, prev, kTagAcc, sp.accumulate);
         rq = &home_recv;
       }
-      if (!sp.overlap) {  // both posted before either is waited: no send waits on an unposted receive
+      if (!sp.overlap) {  // both posted before either is waited: no send waits on an unposted
+                          // receive
         acc_send[t % 2].wait();
         rq->wait();
       }

@@ -26,7 +26,8 @@ struct RingSpec {
 };
 
 // compute(s, W_s) for every shard, in ring order.
-void ring_forward(Comm& comm, const RingSpec& spec, const std::function<void(int, const float*)>& compute);
+void ring_forward(Comm& comm, const RingSpec& spec,
+                  const std::function<void(int, const float*)>& compute);
 // compute(s, W_s, G) accumulates this rank's partial dW_s into G; own_grad receives the complete
 // gradient of this rank's shard (own partial + the accumulator that comes home), added to it.
 void ring_backward(Comm& comm, const RingSpec& spec, float* own_grad,

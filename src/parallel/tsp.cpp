@@ -14,10 +14,16 @@ using namespace cpu;
 using namespace tsp;
 
 TspEngine::TspEngine(const ModelConfig& c, Comm& comm, TspOptions o)
-    : cfg_(c), comm_(comm), o_(o), t_(TspDims::of(c, comm.size())), D_(comm.size()), r_(comm.rank()) {
+    : cfg_(c),
+      comm_(comm),
+      o_(o),
+      t_(TspDims::of(c, comm.size())),
+      D_(comm.size()),
+      r_(comm.rank()) {
   if (o_.keep_attn_weights && o_.recompute != Recompute::full)
-    fail("--keep-attn-weights needs --recompute full (it keeps a layer's packets from its recompute "
-         "to its backward)");
+    fail(
+        "--keep-attn-weights needs --recompute full (it keeps a layer's packets from its recompute "
+        "to its backward)");
   const int64_t half = c.head_dim() / 2;
   cos_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
   sin_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);

@@ -50,7 +50,8 @@ class TspEngine {
                Tensor& dy2);
   // embedding and head (tsp_vocab.cpp)
   void embed_fwd(const TspParams& p, const Batch& b, Tensor& x, std::vector<int64_t>* ids_all);
-  void embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_t>& ids_all, const Tensor& dx);
+  void embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_t>& ids_all,
+                 const Tensor& dx);
   double head(const TspParams& p, TspParams* g, const Tensor& yf, Tensor* dyf, const Batch& b,
               double inv_n);
   // a block

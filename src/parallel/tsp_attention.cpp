@@ -4,10 +4,10 @@
 // Forward, for owner j = 0..D-1 (the broadcast of j+1 is in flight while j computes):
 //
 //     rank j ──broadcast packet W_j──▶ all          (attn_weights, (2+2/g)h²/D each)
-//     every rank:  q, k, v = y1 · W_{q,k,v,j}ᵀ for its local tokens [T, ·]; RoPE at global positions
-//     all-gather k, v ──▶ K_j, V_j [D·T, ·] rank-major (kv); the kernel takes them as 2D segments
-//     o = flash(q; segments of K_j, V_j)           (causal by global position)
-//     x += o · W_o,jᵀ                              (local accumulation: no all-reduce)
+//     every rank:  q, k, v = y1 · W_{q,k,v,j}ᵀ for its local tokens [T, ·]; RoPE at global
+//     positions all-gather k, v ──▶ K_j, V_j [D·T, ·] rank-major (kv); the kernel takes them as 2D
+//     segments o = flash(q; segments of K_j, V_j)           (causal by global position) x += o ·
+//     W_o,jᵀ                              (local accumulation: no all-reduce)
 //
 // With --attn-buckets N a group's KV heads are processed N at a time (smaller gathered K/V).
 //
@@ -89,8 +89,10 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
       linear_fwd<float>(F(q), F(y1), Wq, T, qw, h);
       linear_fwd<float>(kown, F(y1), Wk, T, kw, h);
       linear_fwd<float>(vown, F(y1), Wv, T, kw, h);
-      rope_fwd<float>(F(q), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_), F(sin_));
-      rope_fwd<float>(kown, kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d), F(cos_), F(sin_));
+      rope_fwd<float>(F(q), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
+                      F(sin_));
+      rope_fwd<float>(kown, kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d), F(cos_),
+                      F(sin_));
       Request gk = comm_.iallgather(kown, F(Kg), T * kw * 4, Traffic::kv);
       Request gv = comm_.iallgather(vown, F(Vg), T * kw * 4, Traffic::kv);
       if (a) {
@@ -166,12 +168,14 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
       Tensor dk = ws({T, kw}), dv = ws({T, kw});
       Request rk = comm_.ireduce_scatter(F(dKg), F(dk), T * kw, Traffic::kv);
       Request rv = comm_.ireduce_scatter(F(dVg), F(dv), T * kw, Traffic::kv);
-      rope_bwd<float>(F(dq), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_), F(sin_));
+      rope_bwd<float>(F(dq), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
+                      F(sin_));
       linear_bwd_w<float>(pg + b * qw * h, F(dq), F(y1), T, qw, h);
       linear_bwd_x<float>(F(dy1), F(dq), Wq, T, qw, h);
       rk.wait();
       rv.wait();
-      rope_bwd<float>(F(dk), kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d), F(cos_), F(sin_));
+      rope_bwd<float>(F(dk), kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d),
+                      F(cos_), F(sin_));
       linear_bwd_w<float>(pg + t_.off_k() + b * kw * h, F(dk), F(y1), T, kw, h);
       linear_bwd_w<float>(pg + t_.off_v() + b * kw * h, F(dv), F(y1), T, kw, h);
       linear_bwd_x<float>(F(dy1), F(dk), Wk, T, kw, h);

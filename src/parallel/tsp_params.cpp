@@ -51,16 +51,20 @@ namespace {
 // Copies a block of `rows` x `cols` between a (row stride fs) and b (row stride ss).
 void block(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows,
            int64_t cols) {
-  for (int64_t i = 0; i < rows; ++i) std::memcpy(dst + i * dst_stride, src + i * src_stride, 4 * cols);
+  for (int64_t i = 0; i < rows; ++i)
+    std::memcpy(dst + i * dst_stride, src + i * src_stride, 4 * cols);
 }
 
 template <bool ToShard>
 void transfer(std::conditional_t<ToShard, const ModelParams&, ModelParams&> full,
-              std::conditional_t<ToShard, TspParams&, const TspParams&> sh, const TspDims& t, int r) {
+              std::conditional_t<ToShard, TspParams&, const TspParams&> sh, const TspDims& t,
+              int r) {
   const int64_t h = t.h, qd = t.q_rows * t.D, I = t.Ir * t.D;
   auto mv = [&](float* shard, int64_t ss, auto* fullp, int64_t fs, int64_t rows, int64_t cols) {
-    if constexpr (ToShard) block(shard, ss, fullp, fs, rows, cols);
-    else block(const_cast<float*>(fullp), fs, shard, ss, rows, cols);
+    if constexpr (ToShard)
+      block(shard, ss, fullp, fs, rows, cols);
+    else
+      block(const_cast<float*>(fullp), fs, shard, ss, rows, cols);
   };
   auto S = [](auto& tensor) { return const_cast<float*>(tensor.template data<float>()); };
   for (size_t l = 0; l < sh.layers.size(); ++l) {
@@ -107,7 +111,8 @@ void gather_full(Comm& comm, TspParams& shard, ModelParams& full, const TspDims&
   comm.set_context(kWhereStep, Phase::bwd);
   for (Tensor* x : mine) {
     all.push_back(Tensor::empty({D, x->numel()}, DType::f32, Cat::comm));
-    comm.iallgather(x->raw(), all.back().raw(), static_cast<int64_t>(x->nbytes()), Traffic::other).wait();
+    comm.iallgather(x->raw(), all.back().raw(), static_cast<int64_t>(x->nbytes()), Traffic::other)
+        .wait();
   }
   for (int q = 0; q < D; ++q) {
     TspParams tmp = shard;  // same shapes; fill with rank q's blocks

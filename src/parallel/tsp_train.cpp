@@ -17,9 +17,14 @@ namespace {
 class TspTrainEngine : public Engine {
  public:
   TspTrainEngine(const ModelConfig& c, std::unique_ptr<Comm> comm, TspOptions o)
-      : cfg_(c), comm_(std::move(comm)), eng_(c, *comm_, o), t_(eng_.dims()),
-        p_(TspParams::zeros(c, comm_->size(), Cat::weights)), g_(TspParams::zeros(c, comm_->size(), Cat::grads)),
-        m_(TspParams::zeros(c, comm_->size(), Cat::optimizer)), v_(TspParams::zeros(c, comm_->size(), Cat::optimizer)) {}
+      : cfg_(c),
+        comm_(std::move(comm)),
+        eng_(c, *comm_, o),
+        t_(eng_.dims()),
+        p_(TspParams::zeros(c, comm_->size(), Cat::weights)),
+        g_(TspParams::zeros(c, comm_->size(), Cat::grads)),
+        m_(TspParams::zeros(c, comm_->size(), Cat::optimizer)),
+        v_(TspParams::zeros(c, comm_->size(), Cat::optimizer)) {}
   int rank() const override { return comm_->rank(); }
   int world() const override { return comm_->size(); }
   std::string layout() const override { return "tsp=" + std::to_string(comm_->size()); }
@@ -31,12 +36,13 @@ class TspTrainEngine : public Engine {
     }
   }
   void save_checkpoint(const std::string& dir, const TrainerState& st) override {
-    save_checkpoint_sharded(dir, st, cfg_, rank(), [this] { comm_->barrier(); },
-                            [this](ModelParams& P, ModelParams& M, ModelParams& V) {
-                              shard_to_full(p_, P, t_, rank());
-                              shard_to_full(m_, M, t_, rank());
-                              shard_to_full(v_, V, t_, rank());
-                            });
+    save_checkpoint_sharded(
+        dir, st, cfg_, rank(), [this] { comm_->barrier(); },
+        [this](ModelParams& P, ModelParams& M, ModelParams& V) {
+          shard_to_full(p_, P, t_, rank());
+          shard_to_full(m_, M, t_, rank());
+          shard_to_full(v_, V, t_, rank());
+        });
   }
   int64_t global_targets(const std::vector<Batch>& micro) override {
     int64_t n = 0;
@@ -73,7 +79,8 @@ class TspTrainEngine : public Engine {
     v_.for_each([&](Tensor& t, bool) { V.push_back(&t); });
     for (size_t i = 0; i < P.size(); ++i) {
       cpu::AdamW hi = h;
-      if (P[i].second) hi.weight_decay = 0;  // norms: 1-D, no decay; every packed shard is 2-D weights
+      if (P[i].second)
+        hi.weight_decay = 0;  // norms: 1-D, no decay; every packed shard is 2-D weights
       cpu::adamw_step(P[i].first->data<float>(), G[i]->data<float>(), M[i]->data<float>(),
                       V[i]->data<float>(), P[i].first->numel(), hi, step);
     }
@@ -83,7 +90,9 @@ class TspTrainEngine : public Engine {
     comm_->iallreduce(&x, 1, Traffic::other).wait();
     return x;
   }
-  double eval_sum(const Batch& b) override { return sum_over_ranks(eng_.forward_loss(p_, eng_.shard_batch(b))); }
+  double eval_sum(const Batch& b) override {
+    return sum_over_ranks(eng_.forward_loss(p_, eng_.shard_batch(b)));
+  }
   nlohmann::json rank_report() override {
     return comm_summary(comm_->records(), static_cast<int>(cfg_.num_hidden_layers));
   }

@@ -33,9 +33,9 @@ std::vector<std::vector<int64_t>> needs(const int64_t* ids, int64_t n, int D, in
   return need;
 }
 struct Plan {
-  std::vector<int64_t> sb, so, rb, ro;  // bytes / offsets per rank
-  std::vector<std::vector<int64_t>> mine;   // ids I need, per owner
-  std::vector<std::vector<int64_t>> theirs; // ids each rank needs from me
+  std::vector<int64_t> sb, so, rb, ro;       // bytes / offsets per rank
+  std::vector<std::vector<int64_t>> mine;    // ids I need, per owner
+  std::vector<std::vector<int64_t>> theirs;  // ids each rank needs from me
 };
 Plan plan(const std::vector<int64_t>& ids_all, int64_t T, int D, int r, int64_t Vr, int64_t h) {
   Plan p;
@@ -63,7 +63,8 @@ int64_t total(const std::vector<int64_t>& b) {
 }
 }  // namespace
 
-void TspEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x, std::vector<int64_t>* ids_all) {
+void TspEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x,
+                          std::vector<int64_t>* ids_all) {
   const int64_t T = z_.local_tokens(), h = t_.h, Vr = t_.Vr;
   std::vector<int32_t> mine(b.inputs.begin(), b.inputs.end()), all(static_cast<size_t>(D_ * T));
   comm_.iallgather(mine.data(), all.data(), T * 4, Traffic::embed_head).wait();
@@ -75,15 +76,19 @@ void TspEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x, std::ve
   for (int q = 0; q < D_; ++q)
     for (size_t i = 0; i < pl.theirs[q].size(); ++i)
       std::copy_n(E + (pl.theirs[q][i] - r_ * Vr) * h, h, F(send) + pl.so[q] / 4 + i * h);
-  comm_.ialltoallv(F(send), pl.sb.data(), pl.so.data(), F(recv), pl.rb.data(), pl.ro.data(),
-                   Traffic::embed_head).wait();
+  comm_
+      .ialltoallv(F(send), pl.sb.data(), pl.so.data(), F(recv), pl.rb.data(), pl.ro.data(),
+                  Traffic::embed_head)
+      .wait();
   std::map<int64_t, const float*> row;
   for (int o = 0; o < D_; ++o)
-    for (size_t i = 0; i < pl.mine[o].size(); ++i) row[pl.mine[o][i]] = F(recv) + pl.ro[o] / 4 + i * h;
+    for (size_t i = 0; i < pl.mine[o].size(); ++i)
+      row[pl.mine[o][i]] = F(recv) + pl.ro[o] / 4 + i * h;
   for (int64_t t = 0; t < T; ++t) std::copy_n(row.at(b.inputs[t]), h, F(x) + t * h);
 }
 
-void TspEngine::embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_t>& ids_all, const Tensor& dx) {
+void TspEngine::embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_t>& ids_all,
+                          const Tensor& dx) {
   const int64_t T = z_.local_tokens(), h = t_.h, Vr = t_.Vr;
   const Plan pl = plan(ids_all, T, D_, r_, Vr, h);
   // sum my dx rows per distinct id, in position order, laid out as the owners expect
@@ -91,14 +96,17 @@ void TspEngine::embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_
   Tensor send = Tensor::zeros({total(pl.rb) / 4 + 1}, DType::f32, Cat::comm);
   Tensor recv = Tensor::empty({total(pl.sb) / 4 + 1}, DType::f32, Cat::comm);
   for (int o = 0; o < D_; ++o)
-    for (size_t i = 0; i < pl.mine[o].size(); ++i) slot[pl.mine[o][i]] = F(send) + pl.ro[o] / 4 + i * h;
+    for (size_t i = 0; i < pl.mine[o].size(); ++i)
+      slot[pl.mine[o][i]] = F(send) + pl.ro[o] / 4 + i * h;
   for (int64_t t = 0; t < T; ++t) {
     float* s = slot.at(b.inputs[t]);
     const float* d = F(dx) + t * h;
     for (int64_t i = 0; i < h; ++i) s[i] += d[i];
   }
-  comm_.ialltoallv(F(send), pl.rb.data(), pl.ro.data(), F(recv), pl.sb.data(), pl.so.data(),
-                   Traffic::embed_head).wait();
+  comm_
+      .ialltoallv(F(send), pl.rb.data(), pl.ro.data(), F(recv), pl.sb.data(), pl.so.data(),
+                  Traffic::embed_head)
+      .wait();
   float* G = F(g.embed);
   for (int q = 0; q < D_; ++q)  // source-rank order
     for (size_t i = 0; i < pl.theirs[q].size(); ++i) {
@@ -108,19 +116,21 @@ void TspEngine::embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_
     }
 }
 
-double TspEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tensor* dyf, const Batch& b,
-                       double inv_n) {
+double TspEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tensor* dyf,
+                       const Batch& b, double inv_n) {
   const int64_t T = z_.local_tokens(), h = t_.h, Vr = t_.Vr, V = cfg_.vocab_size;
   const int64_t C = std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{1} << 21) / Vr));
   Tensor z = ws({C, Vr}), m = ws({T}), l = ws({T}), zt = ws({T}), lse = ws({T});
   ce_init<float>(F(m), F(l), F(zt), T);
-  const RingSpec spec{Vr * h, F(p.head_or_embed()), Traffic::embed_head, Traffic::embed_head, o_.overlap};
+  const RingSpec spec{Vr * h, F(p.head_or_embed()), Traffic::embed_head, Traffic::embed_head,
+                      o_.overlap};
   comm_.set_context(kWhereHead, Phase::fwd);
   ring_forward(comm_, spec, [&](int s, const float* Wp) {
     for (int64_t r0 = 0; r0 < T; r0 += C) {
       const int64_t c = std::min(C, T - r0);
       linear_fwd<float>(F(z), F(yf) + r0 * h, Wp, c, Vr, h);
-      ce_update<float>(F(m) + r0, F(l) + r0, F(zt) + r0, F(z), c, Vr, s * Vr, V, b.targets.data() + r0);
+      ce_update<float>(F(m) + r0, F(l) + r0, F(zt) + r0, F(z), c, Vr, s * Vr, V,
+                       b.targets.data() + r0);
       comm_.progress();
     }
   });

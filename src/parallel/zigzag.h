@@ -19,7 +19,9 @@ struct Zigzag {
   int64_t local_tokens() const { return B * 2 * chunk(); }
   // Global position (within its sequence) of the first token of local chunk k (0 or 1).
   int64_t chunk_pos0(int k) const { return (k == 0 ? r : 2 * D - 1 - r) * chunk(); }
-  int64_t chunk_pos0_of(int rank, int k) const { return (k == 0 ? rank : 2 * D - 1 - rank) * chunk(); }
+  int64_t chunk_pos0_of(int rank, int k) const {
+    return (k == 0 ? rank : 2 * D - 1 - rank) * chunk();
+  }
   // Global position of every local row, [B, 2, c] order.
   std::vector<int64_t> positions() const {
     std::vector<int64_t> p;

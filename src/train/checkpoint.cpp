@@ -94,7 +94,8 @@ fs::path resolve(const std::string& path) {
     f >> name;
     p /= name;
   }
-  if (!fs::exists(p / "trainer.json")) fail(path, ": not a checkpoint (no trainer.json, no 'latest')");
+  if (!fs::exists(p / "trainer.json"))
+    fail(path, ": not a checkpoint (no trainer.json, no 'latest')");
   return p;
 }
 
@@ -106,7 +107,8 @@ nlohmann::json verified(const fs::path& p) {
   } catch (const std::exception& e) {
     fail((p / "trainer.json").string(), ": not valid JSON: ", e.what());
   }
-  if (j.value("schema_version", 0) != 1) fail((p / "trainer.json").string(), ": schema_version must be 1");
+  if (j.value("schema_version", 0) != 1)
+    fail((p / "trainer.json").string(), ": schema_version must be 1");
   for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
     const std::string want = j["sha256"].value(file, "");
     const std::string have = sha256_file((p / file).string());
@@ -118,9 +120,10 @@ nlohmann::json verified(const fs::path& p) {
 }
 }  // namespace
 
-void save_checkpoint_sharded(const std::string& dir, const TrainerState& st, const ModelConfig& c,
-                             int rank, const std::function<void()>& barrier,
-                             const std::function<void(ModelParams&, ModelParams&, ModelParams&)>& write) {
+void save_checkpoint_sharded(
+    const std::string& dir, const TrainerState& st, const ModelConfig& c, int rank,
+    const std::function<void()>& barrier,
+    const std::function<void(ModelParams&, ModelParams&, ModelParams&)>& write) {
   const std::string name = "step_" + std::to_string(st.step);
   const fs::path root(dir), tmp = root / (name + ".tmp");
   const auto shapes = param_shapes(c);
@@ -129,7 +132,8 @@ void save_checkpoint_sharded(const std::string& dir, const TrainerState& st, con
   for (const char* pre : {"exp_avg.", "exp_avg_sq."})
     for (const auto& [n, s] : shapes) oi.emplace_back(pre + n, DType::f32, s);
   const StLayout ml = safetensors_layout(mi), ol = safetensors_layout(oi);
-  const std::string mpath = (tmp / "model.safetensors").string(), opath = (tmp / "optimizer.safetensors").string();
+  const std::string mpath = (tmp / "model.safetensors").string(),
+                    opath = (tmp / "optimizer.safetensors").string();
   if (rank == 0) {
     fs::create_directories(root);
     fs::remove_all(tmp);
@@ -167,15 +171,16 @@ void save_checkpoint_sharded(const std::string& dir, const TrainerState& st, con
   barrier();
 }
 
-TrainerState read_checkpoint(const std::string& path, const ModelConfig& c,
-                             const std::function<void(const ModelParams&, const ModelParams&,
-                                                      const ModelParams&)>& read) {
+TrainerState read_checkpoint(
+    const std::string& path, const ModelConfig& c,
+    const std::function<void(const ModelParams&, const ModelParams&, const ModelParams&)>& read) {
   const fs::path p = resolve(path);
   const nlohmann::json j = verified(p);
   SafeTensorsReader model((p / "model.safetensors").string());
   SafeTensorsReader opt((p / "optimizer.safetensors").string());
   std::set<std::string> seen_m, seen_o;
-  auto from = [](const SafeTensorsReader& r, std::set<std::string>& seen, const std::string& prefix) {
+  auto from = [](const SafeTensorsReader& r, std::set<std::string>& seen,
+                 const std::string& prefix) {
     return [&r, &seen, prefix](const std::string& n, std::vector<int64_t> s) {
       const std::string name = prefix + n;
       const StEntry& e = r.get(name);

@@ -2,8 +2,8 @@
 // written into step_N.tmp/, fsync'd, renamed; <dir>/latest names the newest step and is replaced
 // atomically. A crash at any moment leaves either the previous checkpoint or the new one, whole.
 #pragma once
-#include <nlohmann/json.hpp>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "model/params.h"
@@ -29,13 +29,14 @@ std::string sha256_file(const std::string& path);
 // slices through the views it is given (write(params, exp_avg, exp_avg_sq), each a ModelParams
 // of views into the files); then rank 0 hashes, writes trainer.json and renames. `barrier`
 // synchronises the ranks between the phases.
-void save_checkpoint_sharded(const std::string& dir, const TrainerState& st, const ModelConfig& c,
-                             int rank, const std::function<void()>& barrier,
-                             const std::function<void(ModelParams&, ModelParams&, ModelParams&)>& write);
+void save_checkpoint_sharded(
+    const std::string& dir, const TrainerState& st, const ModelConfig& c, int rank,
+    const std::function<void()>& barrier,
+    const std::function<void(ModelParams&, ModelParams&, ModelParams&)>& write);
 // Verifies a checkpoint and hands views of its tensors (memory-mapped, read-only: a rank touches
 // only the pages of the slices it copies) to `read`. Shapes, dtypes and names are checked.
-TrainerState read_checkpoint(const std::string& path, const ModelConfig& c,
-                             const std::function<void(const ModelParams&, const ModelParams&,
-                                                      const ModelParams&)>& read);
+TrainerState read_checkpoint(
+    const std::string& path, const ModelConfig& c,
+    const std::function<void(const ModelParams&, const ModelParams&, const ModelParams&)>& read);
 
 }  // namespace origami

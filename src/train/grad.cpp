@@ -5,12 +5,12 @@
 #include <cstdio>
 #include <vector>
 
+#include "comm/accounting.h"
 #include "core/error.h"
 #include "core/safetensors.h"
-#include "comm/accounting.h"
 #include "parallel/layout.h"
-#include "train/report.h"
 #include "parallel/tsp.h"
+#include "train/report.h"
 
 namespace origami {
 
@@ -60,27 +60,29 @@ Batch load_token_batch(const std::string& path, const ModelConfig& cfg) {
 }
 
 void run_grad(const GradOptions& o) {
-  int world = 1, mpi = 0;
+  const int world = mpi_world_size();
+  int mpi = 0;
   MPI_Initialized(&mpi);
-  if (mpi) MPI_Comm_size(MPI_COMM_WORLD, &world);
   // Everything below until the first collective is a pure function of the arguments and the
   // files, so every rank reaches the same verdict on bad input.
-  const Layout layout = Layout::parse(o.layout, world);
+  const Layout layout = Layout::parse(o.par.layout, world);
   const ModelConfig cfg = ModelConfig::load(o.config);
   ModelParams params = ModelParams::zeros(cfg, Cat::weights);
   load_params(params, SafeTensorsReader(o.weights));
   const Batch b = load_token_batch(o.tokens, cfg);
-  if (!o.layout.empty()) validate_tsp(cfg, layout.tsp, b.S, o.attn_buckets);
+  if (!o.par.layout.empty()) validate_tsp(cfg, layout.tsp, b.S, o.par.attn_buckets);
   ModelParams grads = ModelParams::zeros(cfg, Cat::grads);
   double sum = 0;
   int64_t N = b.num_targets();
-  if (o.layout.empty()) {
-    if (o.keep_attn_weights) fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
+  if (o.par.layout.empty()) {
+    if (o.par.keep_attn_weights) fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
     Model model(cfg);
-    sum = model.forward_backward(params, grads, b, N ? 1.0 / static_cast<double>(N) : 0.0, o.recompute);
+    sum = model.forward_backward(params, grads, b, N ? 1.0 / static_cast<double>(N) : 0.0,
+                                 o.recompute);
   } else {
     auto comm = mpi ? make_mpi_comm() : make_self_comm();
-    TspEngine eng(cfg, *comm, {o.attn_buckets, o.keep_attn_weights, o.overlap, o.recompute});
+    TspEngine eng(cfg, *comm,
+                  {o.par.attn_buckets, o.par.keep_attn_weights, o.par.overlap, o.recompute});
     const TspDims& t = eng.dims();
     TspParams p = TspParams::zeros(cfg, layout.tsp, Cat::weights);
     full_to_shard(params, p, t, comm->rank());
@@ -100,8 +102,12 @@ void run_grad(const GradOptions& o) {
     const auto ranks = gather_to_root(mine.dump());
     if (comm->rank() != 0) return;
     if (!o.report.empty()) {
-      nlohmann::json rep = {{"schema_version", 1}, {"layout", layout.text}, {"world_size", world},
-                            {"config", cfg.to_json()}, {"seq", b.S}, {"micro_batch", b.B},
+      nlohmann::json rep = {{"schema_version", 1},
+                            {"layout", layout.text},
+                            {"world_size", world},
+                            {"config", cfg.to_json()},
+                            {"seq", b.S},
+                            {"micro_batch", b.B},
                             {"ranks", nlohmann::json::array()}};
       for (const auto& r : ranks) rep["ranks"].push_back(nlohmann::json::parse(r));
       write_file_atomic(o.report, rep.dump(1) + "\n");

@@ -5,14 +5,14 @@
 #include <string>
 
 #include "model/model.h"
+#include "parallel/layout.h"
 
 namespace origami {
 
 struct GradOptions {
-  std::string config, weights, tokens, out, layout, report;
+  std::string config, weights, tokens, out, report;
   Recompute recompute = Recompute::none;
-  int attn_buckets = 1;
-  bool keep_attn_weights = false, overlap = true;
+  ParallelOptions par;
 };
 
 // T holds input_ids [B, S+1] (I32/I64) and optionally labels (same shape, -100 = ignored).

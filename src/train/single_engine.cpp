@@ -9,8 +9,12 @@ namespace {
 class SingleEngine : public Engine {
  public:
   SingleEngine(const ModelConfig& c, Recompute rc)
-      : model_(c), rc_(rc), p_(ModelParams::zeros(c, Cat::weights)), g_(ModelParams::zeros(c, Cat::grads)),
-        m_(ModelParams::zeros(c, Cat::optimizer)), v_(ModelParams::zeros(c, Cat::optimizer)) {}
+      : model_(c),
+        rc_(rc),
+        p_(ModelParams::zeros(c, Cat::weights)),
+        g_(ModelParams::zeros(c, Cat::grads)),
+        m_(ModelParams::zeros(c, Cat::optimizer)),
+        v_(ModelParams::zeros(c, Cat::optimizer)) {}
   int rank() const override { return 0; }
   int world() const override { return 1; }
   std::string layout() const override { return "single"; }
@@ -46,7 +50,8 @@ class SingleEngine : public Engine {
     std::vector<const Tensor*> s;
     const_cast<ModelParams&>(src).for_each([&](const std::string&, Tensor& t) { s.push_back(&t); });
     size_t i = 0;
-    dst.for_each([&](const std::string&, Tensor& t) { std::memcpy(t.raw(), s[i++]->raw(), t.nbytes()); });
+    dst.for_each(
+        [&](const std::string&, Tensor& t) { std::memcpy(t.raw(), s[i++]->raw(), t.nbytes()); });
   }
   Model model_;
   Recompute rc_;

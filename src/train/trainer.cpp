@@ -10,14 +10,14 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "comm/accounting.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "kernels/kernels.h"
-#include "train/checkpoint.h"
-#include "train/data.h"
-#include "comm/accounting.h"
 #include "parallel/layout.h"
 #include "parallel/tsp.h"
+#include "train/checkpoint.h"
+#include "train/data.h"
 #include "train/engine.h"
 #include "train/report.h"
 
@@ -54,10 +54,7 @@ double lr_at(const TrainOptions& o, int64_t step) {
 }
 
 int run_train(const TrainOptions& o) {
-  int world = 1, mpi = 0;
-  MPI_Initialized(&mpi);
-  if (mpi) MPI_Comm_size(MPI_COMM_WORLD, &world);
-  const Layout layout = Layout::parse(o.layout, world);
+  const Layout layout = Layout::parse(o.par.layout, mpi_world_size());
   const ModelConfig cfg = ModelConfig::load(o.config);
   const int64_t B = o.micro_batch, S = o.seq, k = o.grad_accum, G = B * k;
   if (S > cfg.max_position_embeddings)
@@ -95,22 +92,23 @@ int run_train(const TrainOptions& o) {
   };
 
   std::unique_ptr<Engine> eng;
-  if (o.layout.empty()) {
-    if (o.keep_attn_weights) fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
+  if (o.par.layout.empty()) {
+    if (o.par.keep_attn_weights) fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
     eng = make_single_engine(cfg, o.recompute);
   } else {
-    validate_tsp(cfg, layout.tsp, S, o.attn_buckets);
-    eng = make_tsp_engine(cfg, {o.attn_buckets, o.keep_attn_weights, o.overlap, o.recompute});
+    validate_tsp(cfg, layout.tsp, S, o.par.attn_buckets);
+    eng = make_tsp_engine(
+        cfg, {o.par.attn_buckets, o.par.keep_attn_weights, o.par.overlap, o.recompute});
   }
   const bool talk = !o.quiet && eng->rank() == 0;
   int64_t start = 0;
   {
     if (!o.resume.empty()) {
       // Each rank copies its slices straight out of the mapped checkpoint files.
-      TrainerState st = read_checkpoint(o.resume, cfg, [&](const ModelParams& P, const ModelParams& M,
-                                                           const ModelParams& V) {
-        eng->load_state(FullState{P, M, V}, true);
-      });
+      TrainerState st = read_checkpoint(
+          o.resume, cfg, [&](const ModelParams& P, const ModelParams& M, const ModelParams& V) {
+            eng->load_state(FullState{P, M, V}, true);
+          });
       start = st.step;
       if (st.extra.value("seed", o.seed) != o.seed)
         fail("--seed=", o.seed, " differs from the checkpoint's seed ", st.extra["seed"].dump());
@@ -126,16 +124,20 @@ int run_train(const TrainOptions& o) {
       if (start > o.steps)
         fail("--steps=", o.steps, " but the checkpoint is already at step ", start);
       if (start == o.steps && o.save_dir.empty())
-        fail("--steps=", o.steps, " equals the checkpoint's step: nothing to do (add --save-dir to "
+        fail("--steps=", o.steps,
+             " equals the checkpoint's step: nothing to do (add --save-dir to "
              "re-export the checkpoint under this layout)");
       if (talk)
         std::printf("resumed from %s (written under %s) at step %lld\n", o.resume.c_str(),
-                    st.extra.value("layout", std::string("?")).c_str(), static_cast<long long>(start));
+                    st.extra.value("layout", std::string("?")).c_str(),
+                    static_cast<long long>(start));
     } else {
       // A fresh start materialises the full model once on every rank (layout-independent init).
       FullState init{ModelParams::zeros(cfg, Cat::workspace), ModelParams(), ModelParams()};
-      if (!o.init_weights.empty()) load_params(init.params, SafeTensorsReader(o.init_weights));
-      else init_params(init.params, o.seed);
+      if (!o.init_weights.empty())
+        load_params(init.params, SafeTensorsReader(o.init_weights));
+      else
+        init_params(init.params, o.seed);
       eng->load_state(init, false);
     }
   }

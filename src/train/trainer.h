@@ -6,14 +6,14 @@
 #include <string>
 
 #include "model/model.h"
+#include "parallel/layout.h"
 
 namespace origami {
 
 struct TrainOptions {
   std::string config, data = "data/moby_dick.txt", tokenizer = "data/tokenizer.model";
-  std::string init_weights, save_dir, resume, report, layout;
-  int attn_buckets = 1;
-  bool keep_attn_weights = false, overlap = true;
+  std::string init_weights, save_dir, resume, report;
+  ParallelOptions par;
   int64_t steps = 100, seq = 256, micro_batch = 4, grad_accum = 1, warmup = -1;
   int64_t eval_every = 50, eval_batches = 4, log_every = 1, save_every = 0;
   double lr = 3e-4, min_lr = -1, clip = 1.0, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95;

@@ -18,7 +18,9 @@ struct Fixture : ::testing::Test {
   int64_t last_bytes() const { return comm->records().back().bytes; }
 };
 // value held by rank q at element i
-float code(int q, int64_t i) { return static_cast<float>(1000 * q + i); }
+float code(int q, int64_t i) {
+  return static_cast<float>(1000 * q + i);
+}
 }  // namespace
 
 TEST_F(Fixture, BroadcastFromEveryRoot) {
@@ -79,7 +81,8 @@ TEST_F(Fixture, AllReduceAllTypesAndUnevenSizes) {
     std::vector<float> f(n);
     std::vector<double> d(n);
     std::vector<int64_t> k(n);
-    for (int64_t i = 0; i < n; ++i) f[i] = code(r, i), d[i] = 0.5 * code(r, i), k[i] = int64_t{1} << (r + 20);
+    for (int64_t i = 0; i < n; ++i)
+      f[i] = code(r, i), d[i] = 0.5 * code(r, i), k[i] = int64_t{1} << (r + 20);
     comm->iallreduce(f.data(), n, Traffic::other).wait();
     EXPECT_EQ(last_bytes(), 2 * (D - 1) * n * 4 / D);
     comm->iallreduce(d.data(), n, Traffic::other).wait();
@@ -88,7 +91,8 @@ TEST_F(Fixture, AllReduceAllTypesAndUnevenSizes) {
       float wf = 0;
       double wd = 0;
       int64_t wk = 0;
-      for (int q = 0; q < D; ++q) wf += code(q, i), wd += 0.5 * code(q, i), wk += int64_t{1} << (q + 20);
+      for (int q = 0; q < D; ++q)
+        wf += code(q, i), wd += 0.5 * code(q, i), wk += int64_t{1} << (q + 20);
       ASSERT_EQ(f[i], wf);
       ASSERT_EQ(d[i], wd);
       ASSERT_EQ(k[i], wk);
@@ -105,7 +109,9 @@ TEST_F(Fixture, AllToAllVWithUnevenCounts) {
   std::vector<int32_t> send((so[D - 1] + sb[D - 1]) / 4), recv((ro[D - 1] + rb[D - 1]) / 4, -1);
   for (int q = 0; q < D; ++q)
     for (int64_t i = 0; i < sb[q] / 4; ++i) send[so[q] / 4 + i] = 100 * r + q;
-  comm->ialltoallv(send.data(), sb.data(), so.data(), recv.data(), rb.data(), ro.data(), Traffic::embed_head).wait();
+  comm->ialltoallv(send.data(), sb.data(), so.data(), recv.data(), rb.data(), ro.data(),
+                   Traffic::embed_head)
+      .wait();
   int64_t in = 0;
   for (int q = 0; q < D; ++q) {
     for (int64_t i = 0; i < rb[q] / 4; ++i) ASSERT_EQ(recv[ro[q] / 4 + i], 100 * q + r);
@@ -167,7 +173,8 @@ TEST_F(Fixture, ZigzagPartitionCoversEverythingOnceAndRoundTrips) {
   EXPECT_EQ(pos[0], r * (S / (2 * D)));
   EXPECT_EQ(pos[S / (2 * D)], (2 * D - 1 - r) * (S / (2 * D)));
   // shard, gather everyone's shard, unshard: the original back, exactly
-  std::vector<float> global(B * S * w), local(B * S / D * w), gathered(D * B * S / D * w), back(B * S * w);
+  std::vector<float> global(B * S * w), local(B * S / D * w), gathered(D * B * S / D * w),
+      back(B * S * w);
   std::iota(global.begin(), global.end(), 0.0f);
   z.shard(local.data(), global.data(), w);
   comm->iallgather(local.data(), gathered.data(), 4 * local.size(), Traffic::other).wait();

@@ -52,7 +52,7 @@ void rmsnorm_bwd(T* dx, T* dw, const T* dy, const T* n, const T* w, const T* rst
 }
 
 #define INST(T)                                                                           \
-  template void rmsnorm_apply<T>(T*, const T*, const T*, int64_t, int64_t);                \
+  template void rmsnorm_apply<T>(T*, const T*, const T*, int64_t, int64_t);               \
   template void rmsnorm_fwd<T>(T*, T*, T*, const T*, const T*, int64_t, int64_t, double); \
   template void rmsnorm_bwd<T>(T*, T*, const T*, const T*, const T*, const T*, int64_t, int64_t);
 INST(float)
