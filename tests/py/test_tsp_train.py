@@ -1,7 +1,7 @@
 """Training under --layout tsp=4 on the corpus (configs/tiny.json: 8/4 heads, GQA):
   * 30 steps follow the single-rank losses within 1e-4 relative from the same seed, with clipping
     active (max norm below step 1's norm), grad accumulation 2, lr 3e-3 with warmup;
-  * a resume under tsp=4 is bit-identical to the uninterrupted run (losses and checkpoint files);
+  * --no-overlap gives bit-identical losses; a resume under tsp=4 is bit-identical to the uninterrupted run (losses and checkpoint files);
   * the tsp=4 checkpoint loaded under tsp=2 and under one rank re-exports byte-identical weights and
     optimizer state, and the losses that follow match within 1e-4 relative.
 Usage: test_tsp_train.py ORIGAMI_BINARY WORKDIR"""
@@ -61,6 +61,10 @@ def main():
     args = ["--steps", "10", "--lr", "3e-3", "--warmup", "2", "--clip", "1.0"]
     ck = os.path.join(work, "ck")
     whole = train(work, "whole", 4, *args, "--save-dir", ck, "--save-every", "5")
+    noov = train(work, "no_overlap", 4, *args, "--no-overlap")
+    print(f"tsp=4 --no-overlap losses bit-identical to overlap on: {noov['losses'] == whole['losses']}")
+    if noov["losses"] != whole["losses"]:
+        fails.append("--no-overlap changed the losses")
     ck2 = os.path.join(work, "ck_resumed")
     res = train(work, "resumed", 4, *args, "--save-dir", ck2, "--resume", os.path.join(ck, "step_5"))
     ok = res["losses"] == whole["losses"][5:] and same_files(os.path.join(ck, "step_10"), os.path.join(ck2, "step_10"))
