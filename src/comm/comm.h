@@ -110,9 +110,18 @@ class Comm {
 // MPI_COMM_WORLD's size, or 1 when MPI is not initialised (a plain, non-mpirun start).
 int mpi_world_size();
 
-// A communicator over MPI_COMM_WORLD (or a subset later), one duplicated MPI communicator per
-// traffic class. Requires MPI to be initialised.
+// A communicator over MPI_COMM_WORLD, one duplicated MPI communicator per traffic class.
+// Requires MPI to be initialised.
 std::unique_ptr<Comm> make_mpi_comm();
+
+// The two axes of a layout (tsp-spec §9): world rank = dp_i·D + i. `model` spans the D ranks of
+// one replica (consecutive world ranks), `dp` the replicas holding the same shard. Without MPI
+// (or with one rank) both are one-rank communicators.
+struct Mesh {
+  std::unique_ptr<Comm> model, dp;
+  int world_rank = 0;
+};
+Mesh make_mesh(int model_degree);
 // A communicator of one rank (no MPI needed): every operation is a local copy.
 std::unique_ptr<Comm> make_self_comm();
 

@@ -90,13 +90,13 @@ class StagedOp : public Request::Op {
 
 class MpiComm : public Comm {
  public:
-  MpiComm() {
+  explicit MpiComm(MPI_Comm base) {
     int init = 0;
     MPI_Initialized(&init);
     if (!init) fail("internal: MPI communicator created before MPI_Init");
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
-    MPI_Comm_size(MPI_COMM_WORLD, &size_);
-    for (auto& c : comms_) MPI_Comm_dup(MPI_COMM_WORLD, &c);
+    MPI_Comm_rank(base, &rank_);
+    MPI_Comm_size(base, &size_);
+    for (auto& c : comms_) MPI_Comm_dup(base, &c);
   }
   ~MpiComm() override {
     for (auto& c : comms_) MPI_Comm_free(&c);
@@ -303,8 +303,26 @@ class MpiComm : public Comm {
   std::vector<std::weak_ptr<Request::Op>> live_;
 };
 
-std::unique_ptr<Comm> make_mpi_comm() {
-  return std::make_unique<MpiComm>();
+std::unique_ptr<Comm> make_mpi_comm() { return std::make_unique<MpiComm>(MPI_COMM_WORLD); }
+
+Mesh make_mesh(int D) {
+  Mesh m;
+  int init = 0;
+  MPI_Initialized(&init);
+  if (!init) {
+    m.model = make_self_comm();
+    m.dp = make_self_comm();
+    return m;
+  }
+  MPI_Comm_rank(MPI_COMM_WORLD, &m.world_rank);
+  MPI_Comm model, dp;
+  MPI_Comm_split(MPI_COMM_WORLD, m.world_rank / D, m.world_rank % D, &model);
+  MPI_Comm_split(MPI_COMM_WORLD, m.world_rank % D, m.world_rank / D, &dp);
+  m.model = std::make_unique<MpiComm>(model);
+  m.dp = std::make_unique<MpiComm>(dp);
+  MPI_Comm_free(&model);
+  MPI_Comm_free(&dp);
+  return m;
 }
 
 int mpi_world_size() {

@@ -37,15 +37,17 @@ Layout Layout::parse(const std::string& s, int world) {
     seen[k] = true;
     *slot[k] = static_cast<int>(n);
   }
-  for (const auto& [axis, v] : {std::pair<const char*, int>{"dp", L.dp},
-                                {"tp", L.tp},
+  for (const auto& [axis, v] : {std::pair<const char*, int>{"tp", L.tp},
                                 {"sp", L.sp},
                                 {"fsdp_sp", L.fsdp_sp}})
-    if (v > 1) fail("--layout '", s, "': axis '", axis, "' is not implemented yet (only tsp)");
+    if (v > 1) fail("--layout '", s, "': axis '", axis, "' is not implemented yet (implemented: dp, tsp)");
   if (L.dp * L.model_degree() != world)
     fail("--layout '", s, "' needs ", L.dp * L.model_degree(), " ranks but the world size is ",
          world);
-  L.text = "tsp=" + std::to_string(L.tsp);
+  std::ostringstream text;  // canonical: dp first, then the model axis
+  if (L.dp > 1) text << "dp=" << L.dp << (seen[1] ? "," : "");
+  if (seen[1]) text << "tsp=" << L.tsp;
+  L.text = text.str().empty() ? "single" : text.str();
   return L;
 }
 

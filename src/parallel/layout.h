@@ -14,6 +14,7 @@ struct Layout {
   std::string text;  // canonical form, e.g. "tsp=4"
   static Layout parse(const std::string& s, int world_size);
   int model_degree() const { return tsp * tp * sp * fsdp_sp; }
+  bool uses_tsp() const { return text.find("tsp=") != std::string::npos; }
 };
 
 // The command-line options that choose and tune a parallel layout (train and grad share them).

@@ -76,6 +76,7 @@ class TspEngine {
 
 class Engine;
 // The training engine of the TSP layout (tsp_train.cpp); the communicator spans all ranks.
-std::unique_ptr<Engine> make_tsp_engine(const ModelConfig& c, TspOptions o);
+// The mesh is split from MPI_COMM_WORLD: D consecutive ranks per replica, replicas along dp.
+std::unique_ptr<Engine> make_tsp_engine(const ModelConfig& c, int D, TspOptions o);
 
 }  // namespace origami

@@ -16,39 +16,49 @@ namespace origami {
 namespace {
 class TspTrainEngine : public Engine {
  public:
-  TspTrainEngine(const ModelConfig& c, std::unique_ptr<Comm> comm, TspOptions o)
+  TspTrainEngine(const ModelConfig& c, Mesh mesh, TspOptions o)
       : cfg_(c),
-        comm_(std::move(comm)),
+        world_rank_(mesh.world_rank),
+        comm_(std::move(mesh.model)),
+        dp_(std::move(mesh.dp)),
         eng_(c, *comm_, o),
         t_(eng_.dims()),
         p_(TspParams::zeros(c, comm_->size(), Cat::weights)),
         g_(TspParams::zeros(c, comm_->size(), Cat::grads)),
         m_(TspParams::zeros(c, comm_->size(), Cat::optimizer)),
         v_(TspParams::zeros(c, comm_->size(), Cat::optimizer)) {}
-  int rank() const override { return comm_->rank(); }
-  int world() const override { return comm_->size(); }
-  std::string layout() const override { return "tsp=" + std::to_string(comm_->size()); }
+  int rank() const override { return world_rank_; }
+  int world() const override { return comm_->size() * dp_->size(); }
+  int dp_rank() const override { return dp_->rank(); }
+  int dp_size() const override { return dp_->size(); }
+  std::string layout() const override {
+    return (dp_->size() > 1 ? "dp=" + std::to_string(dp_->size()) + "," : std::string()) + "tsp=" +
+           std::to_string(comm_->size());
+  }
   void load_state(const FullState& s, bool with_moments) override {
-    full_to_shard(s.params, p_, t_, rank());
+    full_to_shard(s.params, p_, t_, comm_->rank());
     if (with_moments) {
-      full_to_shard(s.exp_avg, m_, t_, rank());
-      full_to_shard(s.exp_avg_sq, v_, t_, rank());
+      full_to_shard(s.exp_avg, m_, t_, comm_->rank());
+      full_to_shard(s.exp_avg_sq, v_, t_, comm_->rank());
     }
   }
   void save_checkpoint(const std::string& dir, const TrainerState& st) override {
-    save_checkpoint_sharded(
-        dir, st, cfg_, rank(), [this] { comm_->barrier(); },
-        [this](ModelParams& P, ModelParams& M, ModelParams& V) {
-          shard_to_full(p_, P, t_, rank());
-          shard_to_full(m_, M, t_, rank());
-          shard_to_full(v_, V, t_, rank());
-        });
+    if (dp_->rank() == 0)  // replica 0 writes; every replica holds the same shards
+      save_checkpoint_sharded(dir, st, cfg_, comm_->rank(), [this] { comm_->barrier(); },
+                              [this](ModelParams& P, ModelParams& M, ModelParams& V) {
+                                shard_to_full(p_, P, t_, comm_->rank());
+                                shard_to_full(m_, M, t_, comm_->rank());
+                                shard_to_full(v_, V, t_, comm_->rank());
+                              });
+    dp_->barrier();
   }
   int64_t global_targets(const std::vector<Batch>& micro) override {
     int64_t n = 0;
     for (const auto& b : micro) n += eng_.shard_batch(b).num_targets();
     comm_->set_context(kWhereStep, Phase::fwd);
     comm_->iallreduce(&n, 1, Traffic::other).wait();
+    dp_->set_context(kWhereStep, Phase::fwd);
+    dp_->iallreduce(&n, 1, Traffic::other).wait();
     return n;
   }
   void zero_grads() override { g_.zero(); }
@@ -57,6 +67,9 @@ class TspTrainEngine : public Engine {
   }
   double clip_grads(double clip) override {
     eng_.finish_grads(g_);
+    std::vector<Tensor*> gs;
+    g_.for_each([&](Tensor& t, bool) { gs.push_back(&t); });
+    dp_sum_grads(*dp_, gs);  // replicas now hold identical gradients: counted once below
     double owned = 0, replicated = 0;
     g_.for_each([&](Tensor& t, bool rep) {
       (rep ? replicated : owned) += cpu::sum_squares(t.data<float>(), t.numel());
@@ -88,28 +101,33 @@ class TspTrainEngine : public Engine {
   double sum_over_ranks(double x) override {
     comm_->set_context(kWhereStep, Phase::fwd);
     comm_->iallreduce(&x, 1, Traffic::other).wait();
+    dp_->set_context(kWhereStep, Phase::fwd);
+    dp_->iallreduce(&x, 1, Traffic::other).wait();
     return x;
   }
-  double eval_sum(const Batch& b) override {
-    return sum_over_ranks(eng_.forward_loss(p_, eng_.shard_batch(b)));
+  double eval_sum(const Batch& b) override {  // every replica evaluates the same batches
+    double x = eng_.forward_loss(p_, eng_.shard_batch(b));
+    comm_->iallreduce(&x, 1, Traffic::other).wait();
+    return x;
   }
   nlohmann::json rank_report() override {
-    return comm_summary(comm_->records(), static_cast<int>(cfg_.num_hidden_layers));
+    std::vector<CommRecord> all = comm_->records();
+    all.insert(all.end(), dp_->records().begin(), dp_->records().end());
+    return comm_summary(all, static_cast<int>(cfg_.num_hidden_layers));
   }
 
  private:
   ModelConfig cfg_;
-  std::unique_ptr<Comm> comm_;
+  int world_rank_;
+  std::unique_ptr<Comm> comm_, dp_;
   TspEngine eng_;
   TspDims t_;
   TspParams p_, g_, m_, v_;
 };
 }  // namespace
 
-std::unique_ptr<Engine> make_tsp_engine(const ModelConfig& c, TspOptions o) {
-  int init = 0;
-  MPI_Initialized(&init);
-  return std::make_unique<TspTrainEngine>(c, init ? make_mpi_comm() : make_self_comm(), o);
+std::unique_ptr<Engine> make_tsp_engine(const ModelConfig& c, int D, TspOptions o) {
+  return std::make_unique<TspTrainEngine>(c, make_mesh(D), o);
 }
 
 }  // namespace origami

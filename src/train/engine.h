@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "comm/comm.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/params.h"
@@ -20,8 +21,10 @@ struct FullState {
 class Engine {
  public:
   virtual ~Engine() = default;
-  virtual int rank() const = 0;
+  virtual int rank() const = 0;  // world rank
   virtual int world() const = 0;
+  virtual int dp_rank() const = 0;  // replica index (tsp-spec §9: rank = dp_i·D + i)
+  virtual int dp_size() const = 0;
   virtual std::string layout() const = 0;
   // Take (this rank's part of) full parameters and, when resuming, AdamW moments.
   virtual void load_state(const FullState& s, bool with_moments) = 0;
@@ -42,6 +45,11 @@ class Engine {
   virtual nlohmann::json rank_report() = 0;
 };
 
-std::unique_ptr<Engine> make_single_engine(const ModelConfig& c, Recompute rc);
+// dp: the data-parallel axis (a one-rank communicator for no DP).
+std::unique_ptr<Engine> make_single_engine(const ModelConfig& c, Recompute rc, std::unique_ptr<Comm> dp);
+
+// DP helpers shared by the engines: the gradient sum over replicas (fixed order, in place;
+// category grads, once per step) and a sum of scalars.
+void dp_sum_grads(Comm& dp, const std::vector<Tensor*>& grads);
 
 }  // namespace origami

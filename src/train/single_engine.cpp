@@ -8,16 +8,21 @@ namespace origami {
 namespace {
 class SingleEngine : public Engine {
  public:
-  SingleEngine(const ModelConfig& c, Recompute rc)
-      : model_(c),
+  SingleEngine(const ModelConfig& c, Recompute rc, std::unique_ptr<Comm> dp)
+      : dp_(std::move(dp)),
+        model_(c),
         rc_(rc),
         p_(ModelParams::zeros(c, Cat::weights)),
         g_(ModelParams::zeros(c, Cat::grads)),
         m_(ModelParams::zeros(c, Cat::optimizer)),
         v_(ModelParams::zeros(c, Cat::optimizer)) {}
-  int rank() const override { return 0; }
-  int world() const override { return 1; }
-  std::string layout() const override { return "single"; }
+  int rank() const override { return dp_->rank(); }
+  int world() const override { return dp_->size(); }
+  int dp_rank() const override { return dp_->rank(); }
+  int dp_size() const override { return dp_->size(); }
+  std::string layout() const override {
+    return dp_->size() > 1 ? "dp=" + std::to_string(dp_->size()) : "single";
+  }
   void load_state(const FullState& s, bool with_moments) override {
     copy(s.params, p_);
     if (with_moments) {
@@ -26,23 +31,35 @@ class SingleEngine : public Engine {
     }
   }
   void save_checkpoint(const std::string& dir, const TrainerState& st) override {
-    origami::save_checkpoint(dir, st, p_, m_, v_);
+    if (dp_->rank() == 0) origami::save_checkpoint(dir, st, p_, m_, v_);
+    dp_->barrier();
   }
   int64_t global_targets(const std::vector<Batch>& micro) override {
     int64_t n = 0;
     for (const auto& b : micro) n += b.num_targets();
+    dp_->set_context(kWhereStep, Phase::fwd);
+    dp_->iallreduce(&n, 1, Traffic::other).wait();
     return n;
   }
   void zero_grads() override { g_.zero(); }
   double forward_backward(const Batch& b, double inv_n) override {
     return model_.forward_backward(p_, g_, b, inv_n, rc_);
   }
-  double clip_grads(double clip) override { return clip_grad_norm(g_, clip); }
+  double clip_grads(double clip) override {
+    std::vector<Tensor*> gs;
+    g_.for_each([&](const std::string&, Tensor& t) { gs.push_back(&t); });
+    dp_sum_grads(*dp_, gs);
+    return clip_grad_norm(g_, clip);
+  }
   void adamw(const cpu::AdamW& h, int64_t step) override { adamw_update(p_, g_, m_, v_, h, step); }
-  double sum_over_ranks(double x) override { return x; }
+  double sum_over_ranks(double x) override {
+    dp_->set_context(kWhereStep, Phase::fwd);
+    dp_->iallreduce(&x, 1, Traffic::other).wait();
+    return x;
+  }
   double eval_sum(const Batch& b) override { return model_.forward_loss(p_, b); }
   nlohmann::json rank_report() override {  // no communication: every category 0
-    return comm_summary({}, static_cast<int>(model_.config().num_hidden_layers));
+    return comm_summary(dp_->records(), static_cast<int>(model_.config().num_hidden_layers));
   }
 
  private:
@@ -53,14 +70,24 @@ class SingleEngine : public Engine {
     dst.for_each(
         [&](const std::string&, Tensor& t) { std::memcpy(t.raw(), s[i++]->raw(), t.nbytes()); });
   }
+  std::unique_ptr<Comm> dp_;
   Model model_;
   Recompute rc_;
   ModelParams p_, g_, m_, v_;
 };
 }  // namespace
 
-std::unique_ptr<Engine> make_single_engine(const ModelConfig& c, Recompute rc) {
-  return std::make_unique<SingleEngine>(c, rc);
+std::unique_ptr<Engine> make_single_engine(const ModelConfig& c, Recompute rc,
+                                           std::unique_ptr<Comm> dp) {
+  return std::make_unique<SingleEngine>(c, rc, std::move(dp));
+}
+
+void dp_sum_grads(Comm& dp, const std::vector<Tensor*>& grads) {
+  if (dp.size() == 1) return;
+  dp.set_context(kWhereStep, Phase::bwd);
+  std::vector<Request> rs;
+  for (Tensor* g : grads) rs.push_back(dp.iallreduce(g->data<float>(), g->numel(), Traffic::grads));
+  for (auto& r : rs) r.wait();
 }
 
 }  // namespace origami

@@ -56,7 +56,9 @@ double lr_at(const TrainOptions& o, int64_t step) {
 int run_train(const TrainOptions& o) {
   const Layout layout = Layout::parse(o.par.layout, mpi_world_size());
   const ModelConfig cfg = ModelConfig::load(o.config);
-  const int64_t B = o.micro_batch, S = o.seq, k = o.grad_accum, G = B * k;
+  // Global batch G = dp·k·B sequences; replica p takes [p·k·B, (p+1)·k·B) of the step's samples,
+  // micro-step m the next B (tsp-spec §6).
+  const int64_t B = o.micro_batch, S = o.seq, k = o.grad_accum, G = layout.dp * B * k;
   if (S > cfg.max_position_embeddings)
     fail("--seq=", S, " exceeds max_position_embeddings=", cfg.max_position_embeddings, " of ",
          o.config);
@@ -92,13 +94,13 @@ int run_train(const TrainOptions& o) {
   };
 
   std::unique_ptr<Engine> eng;
-  if (o.par.layout.empty()) {
+  if (!layout.uses_tsp()) {
     if (o.par.keep_attn_weights) fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
-    eng = make_single_engine(cfg, o.recompute);
+    eng = make_single_engine(cfg, o.recompute, make_mesh(1).dp);
   } else {
     validate_tsp(cfg, layout.tsp, S, o.par.attn_buckets);
-    eng = make_tsp_engine(
-        cfg, {o.par.attn_buckets, o.par.keep_attn_weights, o.par.overlap, o.recompute});
+    eng = make_tsp_engine(cfg, layout.tsp,
+                          {o.par.attn_buckets, o.par.keep_attn_weights, o.par.overlap, o.recompute});
   }
   const bool talk = !o.quiet && eng->rank() == 0;
   int64_t start = 0;
@@ -190,7 +192,8 @@ int run_train(const TrainOptions& o) {
     const auto t0 = Clock::now();
     eng->zero_grads();
     std::vector<Batch> micro;
-    for (int64_t j = 0; j < k; ++j) micro.push_back(make_batch(step * G + j * B, false));
+    for (int64_t j = 0; j < k; ++j)
+      micro.push_back(make_batch(step * G + eng->dp_rank() * k * B + j * B, false));
     const int64_t N = eng->global_targets(micro);  // before the first backward
     if (N == 0 && eng->rank() == 0)
       std::fprintf(stderr,
