@@ -303,7 +303,9 @@ class MpiComm : public Comm {
   std::vector<std::weak_ptr<Request::Op>> live_;
 };
 
-std::unique_ptr<Comm> make_mpi_comm() { return std::make_unique<MpiComm>(MPI_COMM_WORLD); }
+std::unique_ptr<Comm> make_mpi_comm() {
+  return std::make_unique<MpiComm>(MPI_COMM_WORLD);
+}
 
 Mesh make_mesh(int D) {
   Mesh m;

@@ -37,10 +37,10 @@ Layout Layout::parse(const std::string& s, int world) {
     seen[k] = true;
     *slot[k] = static_cast<int>(n);
   }
-  for (const auto& [axis, v] : {std::pair<const char*, int>{"tp", L.tp},
-                                {"sp", L.sp},
-                                {"fsdp_sp", L.fsdp_sp}})
-    if (v > 1) fail("--layout '", s, "': axis '", axis, "' is not implemented yet (implemented: dp, tsp)");
+  for (const auto& [axis, v] :
+       {std::pair<const char*, int>{"tp", L.tp}, {"sp", L.sp}, {"fsdp_sp", L.fsdp_sp}})
+    if (v > 1)
+      fail("--layout '", s, "': axis '", axis, "' is not implemented yet (implemented: dp, tsp)");
   if (L.dp * L.model_degree() != world)
     fail("--layout '", s, "' needs ", L.dp * L.model_degree(), " ranks but the world size is ",
          world);

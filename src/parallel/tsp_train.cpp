@@ -32,8 +32,8 @@ class TspTrainEngine : public Engine {
   int dp_rank() const override { return dp_->rank(); }
   int dp_size() const override { return dp_->size(); }
   std::string layout() const override {
-    return (dp_->size() > 1 ? "dp=" + std::to_string(dp_->size()) + "," : std::string()) + "tsp=" +
-           std::to_string(comm_->size());
+    return (dp_->size() > 1 ? "dp=" + std::to_string(dp_->size()) + "," : std::string()) +
+           "tsp=" + std::to_string(comm_->size());
   }
   void load_state(const FullState& s, bool with_moments) override {
     full_to_shard(s.params, p_, t_, comm_->rank());
@@ -44,12 +44,13 @@ class TspTrainEngine : public Engine {
   }
   void save_checkpoint(const std::string& dir, const TrainerState& st) override {
     if (dp_->rank() == 0)  // replica 0 writes; every replica holds the same shards
-      save_checkpoint_sharded(dir, st, cfg_, comm_->rank(), [this] { comm_->barrier(); },
-                              [this](ModelParams& P, ModelParams& M, ModelParams& V) {
-                                shard_to_full(p_, P, t_, comm_->rank());
-                                shard_to_full(m_, M, t_, comm_->rank());
-                                shard_to_full(v_, V, t_, comm_->rank());
-                              });
+      save_checkpoint_sharded(
+          dir, st, cfg_, comm_->rank(), [this] { comm_->barrier(); },
+          [this](ModelParams& P, ModelParams& M, ModelParams& V) {
+            shard_to_full(p_, P, t_, comm_->rank());
+            shard_to_full(m_, M, t_, comm_->rank());
+            shard_to_full(v_, V, t_, comm_->rank());
+          });
     dp_->barrier();
   }
   int64_t global_targets(const std::vector<Batch>& micro) override {

@@ -46,7 +46,8 @@ class Engine {
 };
 
 // dp: the data-parallel axis (a one-rank communicator for no DP).
-std::unique_ptr<Engine> make_single_engine(const ModelConfig& c, Recompute rc, std::unique_ptr<Comm> dp);
+std::unique_ptr<Engine> make_single_engine(const ModelConfig& c, Recompute rc,
+                                           std::unique_ptr<Comm> dp);
 
 // DP helpers shared by the engines: the gradient sum over replicas (fixed order, in place;
 // category grads, once per step) and a sum of scalars.

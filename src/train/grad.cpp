@@ -10,6 +10,7 @@
 #include "core/safetensors.h"
 #include "parallel/layout.h"
 #include "parallel/tsp.h"
+#include "train/engine.h"
 #include "train/report.h"
 
 namespace origami {
@@ -60,58 +61,85 @@ Batch load_token_batch(const std::string& path, const ModelConfig& cfg) {
 }
 
 void run_grad(const GradOptions& o) {
-  const int world = mpi_world_size();
-  int mpi = 0;
-  MPI_Initialized(&mpi);
-  // Everything below until the first collective is a pure function of the arguments and the
-  // files, so every rank reaches the same verdict on bad input.
-  const Layout layout = Layout::parse(o.par.layout, world);
+  // Everything before make_mesh is a pure function of the arguments and the files, so every rank
+  // reaches the same verdict on bad input before the first collective.
+  const Layout layout = Layout::parse(o.par.layout, mpi_world_size());
   const ModelConfig cfg = ModelConfig::load(o.config);
   ModelParams params = ModelParams::zeros(cfg, Cat::weights);
   load_params(params, SafeTensorsReader(o.weights));
-  const Batch b = load_token_batch(o.tokens, cfg);
-  if (!o.par.layout.empty()) validate_tsp(cfg, layout.tsp, b.S, o.par.attn_buckets);
+  const Batch global = load_token_batch(o.tokens, cfg);
+  if (global.B % layout.dp)
+    fail(o.tokens, ": the batch has B=", global.B, " sequences, not divisible by dp=", layout.dp);
+  if (layout.uses_tsp())
+    validate_tsp(cfg, layout.tsp, global.S, o.par.attn_buckets);
+  else if (o.par.keep_attn_weights)
+    fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
+  Mesh mesh = make_mesh(layout.model_degree());
+  Comm &model = *mesh.model, &dp = *mesh.dp;
+  // This replica's sequences: [p·B/dp, (p+1)·B/dp).
+  Batch b;
+  b.B = global.B / layout.dp;
+  b.S = global.S;
+  const auto first = global.inputs.begin() + dp.rank() * b.B * b.S;
+  b.inputs.assign(first, first + b.B * b.S);
+  const auto tfirst = global.targets.begin() + dp.rank() * b.B * b.S;
+  b.targets.assign(tfirst, tfirst + b.B * b.S);
+
   ModelParams grads = ModelParams::zeros(cfg, Cat::grads);
   double sum = 0;
-  int64_t N = b.num_targets();
-  if (o.par.layout.empty()) {
-    if (o.par.keep_attn_weights) fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
-    Model model(cfg);
-    sum = model.forward_backward(params, grads, b, N ? 1.0 / static_cast<double>(N) : 0.0,
-                                 o.recompute);
+  int64_t N = 0;
+  auto all_sum = [&](auto* x) {  // over the model group, then over the replicas
+    model.set_context(kWhereStep, Phase::fwd);
+    model.iallreduce(x, 1, Traffic::other).wait();
+    dp.set_context(kWhereStep, Phase::fwd);
+    dp.iallreduce(x, 1, Traffic::other).wait();
+  };
+  if (!layout.uses_tsp()) {
+    N = b.num_targets();
+    all_sum(&N);
+    Model m(cfg);
+    sum = m.forward_backward(params, grads, b, N ? 1.0 / static_cast<double>(N) : 0.0, o.recompute);
+    std::vector<Tensor*> gs;
+    grads.for_each([&](const std::string&, Tensor& t) { gs.push_back(&t); });
+    dp_sum_grads(dp, gs);
   } else {
-    auto comm = mpi ? make_mpi_comm() : make_self_comm();
-    TspEngine eng(cfg, *comm,
+    TspEngine eng(cfg, model,
                   {o.par.attn_buckets, o.par.keep_attn_weights, o.par.overlap, o.recompute});
     const TspDims& t = eng.dims();
     TspParams p = TspParams::zeros(cfg, layout.tsp, Cat::weights);
-    full_to_shard(params, p, t, comm->rank());
+    full_to_shard(params, p, t, model.rank());
     params = ModelParams();
     TspParams g = TspParams::zeros(cfg, layout.tsp, Cat::grads);
     const Batch local = eng.shard_batch(b);
     N = local.num_targets();  // the global N: all-reduced before the first backward
-    comm->set_context(kWhereStep, Phase::fwd);
-    comm->iallreduce(&N, 1, Traffic::other).wait();
+    all_sum(&N);
     sum = eng.forward_backward(p, g, local, N ? 1.0 / static_cast<double>(N) : 0.0);
     eng.finish_grads(g);
-    comm->iallreduce(&sum, 1, Traffic::other).wait();
-    nlohmann::json mine = comm_summary(comm->records(), static_cast<int>(cfg.num_hidden_layers));
-    mine["rank"] = comm->rank();
-    mine["peak_bytes"] = peak_json(MemTracker::get().stats());
-    gather_full(*comm, g, grads, t);
-    const auto ranks = gather_to_root(mine.dump());
-    if (comm->rank() != 0) return;
-    if (!o.report.empty()) {
-      nlohmann::json rep = {{"schema_version", 1},
-                            {"layout", layout.text},
-                            {"world_size", world},
-                            {"config", cfg.to_json()},
-                            {"seq", b.S},
-                            {"micro_batch", b.B},
-                            {"ranks", nlohmann::json::array()}};
-      for (const auto& r : ranks) rep["ranks"].push_back(nlohmann::json::parse(r));
-      write_file_atomic(o.report, rep.dump(1) + "\n");
-    }
+    std::vector<Tensor*> gs;
+    g.for_each([&](Tensor& x, bool) { gs.push_back(&x); });
+    dp_sum_grads(dp, gs);
+    gather_full(model, g, grads, t);
+  }
+  model.set_context(kWhereStep, Phase::fwd);
+  model.iallreduce(&sum, 1, Traffic::other).wait();
+  dp.iallreduce(&sum, 1, Traffic::other).wait();
+  std::vector<CommRecord> recs = model.records();
+  recs.insert(recs.end(), dp.records().begin(), dp.records().end());
+  nlohmann::json mine = comm_summary(recs, static_cast<int>(cfg.num_hidden_layers));
+  mine["rank"] = mesh.world_rank;
+  mine["peak_bytes"] = peak_json(MemTracker::get().stats());
+  const auto ranks = gather_to_root(mine.dump());
+  if (mesh.world_rank != 0) return;
+  if (!o.report.empty()) {
+    nlohmann::json rep = {{"schema_version", 1},
+                          {"layout", layout.text},
+                          {"world_size", mpi_world_size()},
+                          {"config", cfg.to_json()},
+                          {"seq", global.S},
+                          {"micro_batch", global.B},
+                          {"ranks", nlohmann::json::array()}};
+    for (const auto& r : ranks) rep["ranks"].push_back(nlohmann::json::parse(r));
+    write_file_atomic(o.report, rep.dump(1) + "\n");
   }
   if (N == 0) std::fprintf(stderr, "warning: no non-ignored targets; loss and gradients are 0\n");
   const float loss = static_cast<float>(N ? sum / static_cast<double>(N) : 0.0);

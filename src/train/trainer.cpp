@@ -99,8 +99,8 @@ int run_train(const TrainOptions& o) {
     eng = make_single_engine(cfg, o.recompute, make_mesh(1).dp);
   } else {
     validate_tsp(cfg, layout.tsp, S, o.par.attn_buckets);
-    eng = make_tsp_engine(cfg, layout.tsp,
-                          {o.par.attn_buckets, o.par.keep_attn_weights, o.par.overlap, o.recompute});
+    eng = make_tsp_engine(
+        cfg, layout.tsp, {o.par.attn_buckets, o.par.keep_attn_weights, o.par.overlap, o.recompute});
   }
   const bool talk = !o.quiet && eng->rank() == 0;
   int64_t start = 0;
@@ -251,8 +251,10 @@ int run_train(const TrainOptions& o) {
   me["rank"] = eng->rank();
   me["peak_bytes"] = peak_json(mem);
   const double tmed = median(step_times);
-  me["time_s"] = {{"step_median", tmed}, {"compute", nullptr}, {"comm_exposed", nullptr},
-                 {"skew", nullptr}};  // the breakdown arrives with the overlap/timeline work
+  me["time_s"] = {{"step_median", tmed},
+                  {"compute", nullptr},
+                  {"comm_exposed", nullptr},
+                  {"skew", nullptr}};  // the breakdown arrives with the overlap/timeline work
   const auto ranks = gather_to_root(me.dump());
   if (talk) print_memory(mem);
   if (eng->rank() == 0 && !o.report.empty()) {
