@@ -37,16 +37,20 @@ Layout Layout::parse(const std::string& s, int world) {
     seen[k] = true;
     *slot[k] = static_cast<int>(n);
   }
-  for (const auto& [axis, v] :
-       {std::pair<const char*, int>{"tp", L.tp}, {"sp", L.sp}, {"fsdp_sp", L.fsdp_sp}})
+  for (const auto& [axis, v] : {std::pair<const char*, int>{"tp", L.tp}, {"sp", L.sp}})
     if (v > 1)
-      fail("--layout '", s, "': axis '", axis, "' is not implemented yet (implemented: dp, tsp)");
+      fail("--layout '", s, "': axis '", axis,
+           "' is not implemented yet (implemented: dp, tsp, fsdp_sp)");
   if (L.dp * L.model_degree() != world)
     fail("--layout '", s, "' needs ", L.dp * L.model_degree(), " ranks but the world size is ",
          world);
   std::ostringstream text;  // canonical: dp first, then the model axis
-  if (L.dp > 1) text << "dp=" << L.dp << (seen[1] ? "," : "");
-  if (seen[1]) text << "tsp=" << L.tsp;
+  L.tsp_axis = seen[1];
+  L.fsdp_axis = seen[4];
+  if (L.tsp_axis && L.fsdp_axis) fail("--layout '", s, "': tsp and fsdp_sp cannot be combined");
+  if (L.dp > 1) text << "dp=" << L.dp << (L.uses_tsp() ? "," : "");
+  if (L.tsp_axis) text << "tsp=" << L.tsp;
+  if (L.fsdp_axis) text << "fsdp_sp=" << L.fsdp_sp;
   L.text = text.str().empty() ? "single" : text.str();
   return L;
 }

@@ -14,7 +14,11 @@ struct Layout {
   std::string text;  // canonical form, e.g. "tsp=4"
   static Layout parse(const std::string& s, int world_size);
   int model_degree() const { return tsp * tp * sp * fsdp_sp; }
-  bool uses_tsp() const { return text.find("tsp=") != std::string::npos; }
+  // tsp and fsdp_sp share TSP's ownership map and engine; fsdp_sp gathers whole layers instead
+  // of streaming shards.
+  bool uses_tsp() const { return tsp_axis || fsdp_axis; }
+  int folded_degree() const { return tsp * fsdp_sp; }
+  bool tsp_axis = false, fsdp_axis = false;
 };
 
 // The command-line options that choose and tune a parallel layout (train and grad share them).

@@ -89,4 +89,27 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
   }
 }
 
+void gathered_forward(Comm& comm, const RingSpec& sp,
+                      const std::function<void(int, const float*)>& compute) {
+  gathered_backward(comm, sp, nullptr, [&](int s, const float* W, float*) { compute(s, W); });
+}
+
+void gathered_backward(Comm& comm, const RingSpec& sp, float* own_grad,
+                       const std::function<void(int, const float*, float*)>& compute) {
+  const int D = comm.size(), r = comm.rank();
+  Tensor all = Tensor::empty({D, sp.n}, DType::f32, Cat::comm);
+  comm.iallgather(sp.own, all.data<float>(), sp.n * 4, sp.weights).wait();
+  Tensor part;
+  if (own_grad) part = Tensor::zeros({D, sp.n}, DType::f32, Cat::comm);
+  for (int t = 0; t < D; ++t) {
+    const int s = (r - t + D) % D;
+    compute(s, all.data<float>() + s * sp.n, own_grad ? part.data<float>() + s * sp.n : nullptr);
+  }
+  if (!own_grad) return;
+  Tensor sum = Tensor::empty({sp.n}, DType::f32, Cat::comm);
+  comm.ireduce_scatter(part.data<float>(), sum.data<float>(), sp.n, sp.accumulate).wait();
+  const float* p = sum.data<float>();
+  for (int64_t i = 0; i < sp.n; ++i) own_grad[i] += p[i];
+}
+
 }  // namespace origami

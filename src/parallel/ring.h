@@ -33,4 +33,12 @@ void ring_forward(Comm& comm, const RingSpec& spec,
 void ring_backward(Comm& comm, const RingSpec& spec, float* own_grad,
                    const std::function<void(int, const float*, float*)>& compute);
 
+// FSDP+SP's counterpart: all-gather every rank's shard (the whole layer), compute with each in
+// the ring's order, and (backward) reduce-scatter the partial gradients to their owners. Same
+// bytes as the ring (f·n gathered, f·n reduced), but the whole layer is resident at once.
+void gathered_forward(Comm& comm, const RingSpec& spec,
+                      const std::function<void(int, const float*)>& compute);
+void gathered_backward(Comm& comm, const RingSpec& spec, float* own_grad,
+                       const std::function<void(int, const float*, float*)>& compute);
+
 }  // namespace origami

@@ -20,6 +20,8 @@ TspEngine::TspEngine(const ModelConfig& c, Comm& comm, TspOptions o)
       t_(TspDims::of(c, comm.size())),
       D_(comm.size()),
       r_(comm.rank()) {
+  if (o_.keep_attn_weights && o_.fsdp)
+    fail("--keep-attn-weights is a TSP option (fsdp_sp gathers whole layers)");
   if (o_.keep_attn_weights && o_.recompute != Recompute::full)
     fail(
         "--keep-attn-weights needs --recompute full (it keeps a layer's packets from its recompute "

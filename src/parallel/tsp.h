@@ -20,6 +20,7 @@ struct TspOptions {
   bool keep_attn_weights = false;  // only with --recompute full
   bool overlap = true;             // false: every transfer is waited right after it is posted
   Recompute recompute = Recompute::none;
+  bool fsdp = false;  // FSDP+SP: gather each layer's whole weights, reduce-scatter its gradients
 };
 
 class TspEngine {

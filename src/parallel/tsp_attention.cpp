@@ -69,13 +69,23 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     return {p, std::move(rq)};
   };
   if (keep) keep->assign(D_, Tensor());
-  auto next = post(0, keep ? (*keep)[0] : buf[0]);
+  // FSDP+SP: the whole layer's packets by one all-gather (same bytes as the D broadcasts).
+  Tensor layer;
+  if (o_.fsdp) {
+    layer = Tensor::empty({D_, P}, DType::f32, Cat::comm);
+    comm_.iallgather(F(W.attn), F(layer), P * 4, Traffic::attn_weights).wait();
+  }
+  std::pair<const float*, Request> next;
+  if (!o_.fsdp) next = post(0, keep ? (*keep)[0] : buf[0]);
   if (a) {
     for (auto* v : {&a->q, &a->k, &a->v, &a->o, &a->lse}) v->assign(D_ * N, Tensor());
   }
   for (int j = 0; j < D_; ++j) {
     auto [pk, req] = std::move(next);
-    if (j + 1 < D_) next = post(j + 1, keep ? (*keep)[j + 1] : buf[(j + 1) % 2]);
+    if (o_.fsdp)
+      pk = F(layer) + j * P;
+    else if (j + 1 < D_)
+      next = post(j + 1, keep ? (*keep)[j + 1] : buf[(j + 1) % 2]);
     req.wait();
     for (int64_t b = 0; b < N; ++b) {
       const float* Wq = pk + b * qw * h;
@@ -130,20 +140,28 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
   const int64_t P = t_.attn_size();
-  Tensor buf = kept ? Tensor() : Tensor::empty({P}, DType::f32, Cat::comm);
-  Tensor part = Tensor::empty({P}, DType::f32, Cat::comm);  // this rank's partial dW of group j
-  Tensor sum = Tensor::empty({P}, DType::f32, Cat::comm);   // the owner's reduced gradient
+  // TSP: one packet at a time, its partial gradient reduced to its owner. FSDP+SP: the whole
+  // layer gathered, all partials kept and reduce-scattered to the owners at the end.
+  const bool fsdp = o_.fsdp;
+  Tensor buf = kept || fsdp ? Tensor() : Tensor::empty({P}, DType::f32, Cat::comm);
+  Tensor layer = fsdp ? Tensor::empty({D_, P}, DType::f32, Cat::comm) : Tensor();
+  if (fsdp) comm_.iallgather(F(W.attn), F(layer), P * 4, Traffic::attn_weights).wait();
+  Tensor part = fsdp ? Tensor::zeros({D_, P}, DType::f32, Cat::comm)
+                     : Tensor::empty({P}, DType::f32, Cat::comm);  // this rank's partial dW
+  Tensor sum = Tensor::empty({P}, DType::f32, Cat::comm);          // the owner's reduced gradient
   for (int j = 0; j < D_; ++j) {
     const float* pk;
-    if (kept) {
+    if (fsdp) {
+      pk = F(layer) + j * P;
+    } else if (kept) {
       pk = F((*kept)[j]);
     } else {
       float* p = j == r_ ? const_cast<float*>(F(W.attn)) : F(buf);
       comm_.ibcast(p, P * 4, j, Traffic::attn_weights).wait();
       pk = p;
     }
-    part.zero();
-    float* pg = F(part);
+    if (!fsdp) part.zero();
+    float* pg = F(part) + (fsdp ? j * P : 0);
     for (int64_t b = 0; b < N; ++b) {
       const int64_t i = j * N + b;
       const float* Wq = pk + b * qw * h;
@@ -181,12 +199,19 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
       linear_bwd_x<float>(F(dy1), F(dk), Wk, T, kw, h);
       linear_bwd_x<float>(F(dy1), F(dv), Wv, T, kw, h);
     }
+    if (fsdp) continue;
     comm_.ireduce(pg, F(sum), P, j, Traffic::grads).wait();
     if (j == r_) {
       float* gp = F(G.attn);
       const float* sp = F(sum);
       for (int64_t e = 0; e < P; ++e) gp[e] += sp[e];
     }
+  }
+  if (fsdp) {
+    comm_.ireduce_scatter(F(part), F(sum), P, Traffic::grads).wait();
+    float* gp = F(G.attn);
+    const float* sp = F(sum);
+    for (int64_t e = 0; e < P; ++e) gp[e] += sp[e];
   }
 }
 

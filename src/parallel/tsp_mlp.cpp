@@ -24,40 +24,42 @@ void TspEngine::mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a)
     a->u.assign(D_, Tensor());
   }
   Tensor s = ws({T, Ir});
-  ring_forward(comm_, {t_.mlp_size(), F(W.mlp), Traffic::mlp_weights, Traffic::grads, o_.overlap},
-               [&](int sh, const float* Wp) {
-                 Tensor g = a ? act({T, Ir}) : ws({T, Ir}), u = a ? act({T, Ir}) : ws({T, Ir});
-                 linear_fwd<float>(F(g), F(y2), Wp, T, Ir, h);
-                 comm_.progress();
-                 linear_fwd<float>(F(u), F(y2), Wp + Ir * h, T, Ir, h);
-                 comm_.progress();
-                 swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
-                 linear_fwd<float>(F(x), F(s), Wp + 2 * Ir * h, T, h, Ir, 1.0f);
-                 if (a) {
-                   a->g[sh] = std::move(g);
-                   a->u[sh] = std::move(u);
-                 }
-               });
+  (o_.fsdp ? gathered_forward : ring_forward)(
+      comm_, {t_.mlp_size(), F(W.mlp), Traffic::mlp_weights, Traffic::grads, o_.overlap},
+      [&](int sh, const float* Wp) {
+        Tensor g = a ? act({T, Ir}) : ws({T, Ir}), u = a ? act({T, Ir}) : ws({T, Ir});
+        linear_fwd<float>(F(g), F(y2), Wp, T, Ir, h);
+        comm_.progress();
+        linear_fwd<float>(F(u), F(y2), Wp + Ir * h, T, Ir, h);
+        comm_.progress();
+        swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
+        linear_fwd<float>(F(x), F(s), Wp + 2 * Ir * h, T, h, Ir, 1.0f);
+        if (a) {
+          a->g[sh] = std::move(g);
+          a->u[sh] = std::move(u);
+        }
+      });
 }
 
 void TspEngine::mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Tensor& y2,
                         const Tensor& dy, Tensor& dy2) {
   const int64_t T = z_.local_tokens(), h = t_.h, Ir = t_.Ir;
   Tensor s = ws({T, Ir}), da = ws({T, Ir}), dg = ws({T, Ir}), du = ws({T, Ir});
-  ring_backward(comm_, {t_.mlp_size(), F(W.mlp), Traffic::mlp_weights, Traffic::grads, o_.overlap},
-                F(G.mlp), [&](int sh, const float* Wp, float* Gp) {
-                  swiglu_fwd<float>(F(s), F(a.g[sh]), F(a.u[sh]), T * Ir);
-                  linear_bwd_w<float>(Gp + 2 * Ir * h, F(dy), F(s), T, h, Ir);
-                  da.zero();
-                  linear_bwd_x<float>(F(da), F(dy), Wp + 2 * Ir * h, T, h, Ir);
-                  comm_.progress();
-                  swiglu_bwd<float>(F(dg), F(du), F(da), F(a.g[sh]), F(a.u[sh]), T * Ir);
-                  linear_bwd_w<float>(Gp, F(dg), F(y2), T, Ir, h);
-                  linear_bwd_w<float>(Gp + Ir * h, F(du), F(y2), T, Ir, h);
-                  comm_.progress();
-                  linear_bwd_x<float>(F(dy2), F(dg), Wp, T, Ir, h);
-                  linear_bwd_x<float>(F(dy2), F(du), Wp + Ir * h, T, Ir, h);
-                });
+  (o_.fsdp ? gathered_backward : ring_backward)(
+      comm_, {t_.mlp_size(), F(W.mlp), Traffic::mlp_weights, Traffic::grads, o_.overlap}, F(G.mlp),
+      [&](int sh, const float* Wp, float* Gp) {
+        swiglu_fwd<float>(F(s), F(a.g[sh]), F(a.u[sh]), T * Ir);
+        linear_bwd_w<float>(Gp + 2 * Ir * h, F(dy), F(s), T, h, Ir);
+        da.zero();
+        linear_bwd_x<float>(F(da), F(dy), Wp + 2 * Ir * h, T, h, Ir);
+        comm_.progress();
+        swiglu_bwd<float>(F(dg), F(du), F(da), F(a.g[sh]), F(a.u[sh]), T * Ir);
+        linear_bwd_w<float>(Gp, F(dg), F(y2), T, Ir, h);
+        linear_bwd_w<float>(Gp + Ir * h, F(du), F(y2), T, Ir, h);
+        comm_.progress();
+        linear_bwd_x<float>(F(dy2), F(dg), Wp, T, Ir, h);
+        linear_bwd_x<float>(F(dy2), F(du), Wp + Ir * h, T, Ir, h);
+      });
 }
 
 }  // namespace origami

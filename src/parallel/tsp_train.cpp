@@ -22,6 +22,7 @@ class TspTrainEngine : public Engine {
         comm_(std::move(mesh.model)),
         dp_(std::move(mesh.dp)),
         eng_(c, *comm_, o),
+        fsdp_(o.fsdp),
         t_(eng_.dims()),
         p_(TspParams::zeros(c, comm_->size(), Cat::weights)),
         g_(TspParams::zeros(c, comm_->size(), Cat::grads)),
@@ -33,7 +34,7 @@ class TspTrainEngine : public Engine {
   int dp_size() const override { return dp_->size(); }
   std::string layout() const override {
     return (dp_->size() > 1 ? "dp=" + std::to_string(dp_->size()) + "," : std::string()) +
-           "tsp=" + std::to_string(comm_->size());
+           (fsdp_ ? "fsdp_sp=" : "tsp=") + std::to_string(comm_->size());
   }
   void load_state(const FullState& s, bool with_moments) override {
     full_to_shard(s.params, p_, t_, comm_->rank());
@@ -122,6 +123,7 @@ class TspTrainEngine : public Engine {
   int world_rank_;
   std::unique_ptr<Comm> comm_, dp_;
   TspEngine eng_;
+  bool fsdp_;
   TspDims t_;
   TspParams p_, g_, m_, v_;
 };

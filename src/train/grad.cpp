@@ -71,7 +71,7 @@ void run_grad(const GradOptions& o) {
   if (global.B % layout.dp)
     fail(o.tokens, ": the batch has B=", global.B, " sequences, not divisible by dp=", layout.dp);
   if (layout.uses_tsp())
-    validate_tsp(cfg, layout.tsp, global.S, o.par.attn_buckets);
+    validate_tsp(cfg, layout.folded_degree(), global.S, o.par.attn_buckets);
   else if (o.par.keep_attn_weights)
     fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
   Mesh mesh = make_mesh(layout.model_degree());
@@ -104,12 +104,13 @@ void run_grad(const GradOptions& o) {
     dp_sum_grads(dp, gs);
   } else {
     TspEngine eng(cfg, model,
-                  {o.par.attn_buckets, o.par.keep_attn_weights, o.par.overlap, o.recompute});
+                  {o.par.attn_buckets, o.par.keep_attn_weights, o.par.overlap, o.recompute,
+                   layout.fsdp_axis});
     const TspDims& t = eng.dims();
-    TspParams p = TspParams::zeros(cfg, layout.tsp, Cat::weights);
+    TspParams p = TspParams::zeros(cfg, layout.folded_degree(), Cat::weights);
     full_to_shard(params, p, t, model.rank());
     params = ModelParams();
-    TspParams g = TspParams::zeros(cfg, layout.tsp, Cat::grads);
+    TspParams g = TspParams::zeros(cfg, layout.folded_degree(), Cat::grads);
     const Batch local = eng.shard_batch(b);
     N = local.num_targets();  // the global N: all-reduced before the first backward
     all_sum(&N);

@@ -98,9 +98,10 @@ int run_train(const TrainOptions& o) {
     if (o.par.keep_attn_weights) fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
     eng = make_single_engine(cfg, o.recompute, make_mesh(1).dp);
   } else {
-    validate_tsp(cfg, layout.tsp, S, o.par.attn_buckets);
-    eng = make_tsp_engine(
-        cfg, layout.tsp, {o.par.attn_buckets, o.par.keep_attn_weights, o.par.overlap, o.recompute});
+    validate_tsp(cfg, layout.folded_degree(), S, o.par.attn_buckets);
+    eng = make_tsp_engine(cfg, layout.folded_degree(),
+                          {o.par.attn_buckets, o.par.keep_attn_weights, o.par.overlap, o.recompute,
+                           layout.fsdp_axis});
   }
   const bool talk = !o.quiet && eng->rank() == 0;
   int64_t start = 0;

@@ -5,7 +5,9 @@ labels masked differently on different ranks (rank 0's targets all ignored), ove
 (bit-identical) and reruns (bit-identical).
 It also checks the bytes every rank records per layer, phase and category against the formulas of
 tsp-spec §7 (and, for the embedding, the bytes computed from the ids).
-Usage: test_tsp_grad.py ORIGAMI_BINARY WORKDIR D"""
+The same checks run for FSDP+SP on one axis (AXIS = fsdp_sp): TSP's ownership map with whole layers
+gathered, so the same results and the same bytes per phase (no kept packets there).
+Usage: test_tsp_grad.py ORIGAMI_BINARY WORKDIR D [AXIS]"""
 import json
 import os
 import shutil
@@ -17,6 +19,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 import st  # noqa: E402
 
+AXIS = "tsp"
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
 
@@ -60,7 +63,7 @@ def make(work, name, D, tied, mask_rank0, seed):
 def grad(cfgp, wp, tp, out, D=None, extra=()):
     cmd = [BIN, "grad", "--config", cfgp, "--weights", wp, "--tokens", tp, "--out", out] + list(extra)
     if D is not None:
-        cmd = ["mpirun", "-np", str(D), "--bind-to", "none"] + cmd + ["--layout", f"tsp={D}",
+        cmd = ["mpirun", "-np", str(D), "--bind-to", "none"] + cmd + ["--layout", f"{AXIS}={D}",
                                                                       "--report", out + ".report.json"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     if r.returncode != 0:
@@ -129,8 +132,9 @@ def compare(ref, got):
 
 
 def main():
-    global BIN
+    global BIN, AXIS
     BIN, work, D = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    AXIS = sys.argv[4] if len(sys.argv) > 4 else "tsp"
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     cases = [  # name, tied, mask rank 0, flags
@@ -141,12 +145,14 @@ def main():
     ]
     failures = []
     for i, (name, tied, mask0, flags) in enumerate(cases):
+        if AXIS != "tsp":  # kept packets are a TSP option
+            flags = [f for f in flags if f != "--keep-attn-weights"]
         cfgp, wp, tp = make(work, name, D, tied, mask0, seed=10 + i)
         ref = grad(cfgp, wp, tp, os.path.join(work, name + ".ref.safetensors"))
         got = grad(cfgp, wp, tp, os.path.join(work, name + ".tsp.safetensors"), D, flags)
         le, ge, where = compare(ref, got)
         ok = le <= 1e-6 and ge <= 1e-5 and all(np.all(np.isfinite(v)) for v in got.values())
-        print(f"tsp={D} {name:18s} loss rel {le:.1e}  worst grad rel {ge:.1e} ({where})  {'ok' if ok else 'FAIL'}")
+        print(f"{AXIS}={D} {name:18s} loss rel {le:.1e}  worst grad rel {ge:.1e} ({where})  {'ok' if ok else 'FAIL'}")
         if not ok:
             failures.append(name)
         with open(os.path.join(work, name + ".tsp.safetensors.report.json")) as f:
@@ -155,7 +161,7 @@ def main():
             cfg = json.load(f)
         ids = st.load(tp)["input_ids"]
         bad = check_bytes(rep, cfg, D, ids, "full" in flags, "--keep-attn-weights" in flags)
-        print(f"tsp={D} {name:18s} bytes per layer/phase/category/rank == tsp-spec §7: {not bad}")
+        print(f"{AXIS}={D} {name:18s} bytes per layer/phase/category/rank == tsp-spec §7: {not bad}")
         if bad:
             print("\n".join(bad[:6]))
             failures.append(name + " bytes")
@@ -165,7 +171,7 @@ def main():
             grad(cfgp, wp, tp, os.path.join(work, name + ".rerun.safetensors"), D, flags)
             same_noov = a == open(os.path.join(work, name + ".noov.safetensors"), "rb").read()
             same_rerun = a == open(os.path.join(work, name + ".rerun.safetensors"), "rb").read()
-            print(f"tsp={D} overlap on == off bitwise: {same_noov}; rerun bitwise: {same_rerun}")
+            print(f"{AXIS}={D} overlap on == off bitwise: {same_noov}; rerun bitwise: {same_rerun}")
             if not (same_noov and same_rerun):
                 failures.append("determinism")
     if failures:
