@@ -85,9 +85,8 @@ std::unique_ptr<Engine> make_single_engine(const ModelConfig& c, Recompute rc,
 void dp_sum_grads(Comm& dp, const std::vector<Tensor*>& grads) {
   if (dp.size() == 1) return;
   dp.set_context(kWhereStep, Phase::bwd);
-  std::vector<Request> rs;
-  for (Tensor* g : grads) rs.push_back(dp.iallreduce(g->data<float>(), g->numel(), Traffic::grads));
-  for (auto& r : rs) r.wait();
+  // One tensor at a time: the reduction scratch of a single tensor is live, not the whole model's.
+  for (Tensor* g : grads) dp.iallreduce(g->data<float>(), g->numel(), Traffic::grads).wait();
 }
 
 }  // namespace origami
