@@ -222,29 +222,4 @@ void save_checkpoint(const std::string& dir, const TrainerState& st, ModelParams
   publish(root, tmp, name);
 }
 
-TrainerState load_checkpoint(const std::string& path, ModelParams& params, ModelParams& exp_avg,
-                             ModelParams& exp_avg_sq) {
-  const fs::path p = resolve(path);
-  const nlohmann::json j = verified(p);
-  SafeTensorsReader model((p / "model.safetensors").string());
-  load_params(params, model);
-  SafeTensorsReader opt((p / "optimizer.safetensors").string());
-  std::set<std::string> known;
-  auto load = [&](const char* prefix, ModelParams& s) {
-    s.for_each([&](const std::string& n, Tensor& t) {
-      known.insert(prefix + n);
-      opt.read_into(prefix + n, t);
-    });
-  };
-  load("exp_avg.", exp_avg);
-  load("exp_avg_sq.", exp_avg_sq);
-  for (const auto& [n, e] : opt.entries())
-    if (!known.count(n)) fail(opt.path(), ": unknown tensor '", n, "'");
-  TrainerState st;
-  st.step = j.at("step").get<int64_t>();
-  st.consumed_samples = j.at("consumed_samples").get<int64_t>();
-  st.extra = j;
-  return st;
-}
-
 }  // namespace origami

@@ -18,10 +18,6 @@ struct TrainerState {
 
 void save_checkpoint(const std::string& dir, const TrainerState& st, ModelParams& params,
                      ModelParams& exp_avg, ModelParams& exp_avg_sq);
-// `path` is a checkpoint root (uses `latest`) or a step_N directory. Verifies the sha256 of both
-// files, loads everything, returns the trainer state.
-TrainerState load_checkpoint(const std::string& path, ModelParams& params, ModelParams& exp_avg,
-                             ModelParams& exp_avg_sq);
 std::string sha256_file(const std::string& path);
 
 // The same checkpoint, written by several ranks at once: rank 0 creates step_N.tmp/ and both
@@ -33,7 +29,8 @@ void save_checkpoint_sharded(
     const std::string& dir, const TrainerState& st, const ModelConfig& c, int rank,
     const std::function<void()>& barrier,
     const std::function<void(ModelParams&, ModelParams&, ModelParams&)>& write);
-// Verifies a checkpoint and hands views of its tensors (memory-mapped, read-only: a rank touches
+// `path` is a checkpoint root (uses `latest`) or a step_N directory. Verifies the sha256 of both
+// files and hands views of its tensors (memory-mapped, read-only: a rank touches
 // only the pages of the slices it copies) to `read`. Shapes, dtypes and names are checked.
 TrainerState read_checkpoint(
     const std::string& path, const ModelConfig& c,
