@@ -120,5 +120,8 @@ template <class T>
 double sum_squares(const T* x, int64_t n);
 template <class T>
 void scale_inplace(T* x, int64_t n, T s);
+// y += x
+template <class T>
+void add_inplace(T* y, const T* x, int64_t n);
 
 }  // namespace origami::cpu

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/tensor.h"
+#include "kernels/kernels.h"
 
 namespace origami {
 
@@ -84,8 +85,7 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
     acc_send[0].wait();
     acc_send[1].wait();
     home_recv.wait();
-    const float* hp = home.data<float>();
-    for (int64_t i = 0; i < sp.n; ++i) own_grad[i] += hp[i];
+    cpu::add_inplace(own_grad, home.data<float>(), sp.n);
   }
 }
 
@@ -108,8 +108,7 @@ void gathered_backward(Comm& comm, const RingSpec& sp, float* own_grad,
   if (!own_grad) return;
   Tensor sum = Tensor::empty({sp.n}, DType::f32, Cat::comm);
   comm.ireduce_scatter(part.data<float>(), sum.data<float>(), sp.n, sp.accumulate).wait();
-  const float* p = sum.data<float>();
-  for (int64_t i = 0; i < sp.n; ++i) own_grad[i] += p[i];
+  cpu::add_inplace(own_grad, sum.data<float>(), sp.n);
 }
 
 }  // namespace origami

@@ -94,13 +94,8 @@ double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch
   std::vector<Acts> saved(L);
   for (size_t l = 0; l < L; ++l) {
     comm_.set_context(static_cast<int>(l), Phase::fwd);
-    if (full) {
-      saved[l].x = x.clone(Cat::activations);  // a block keeps only its input
-      block_fwd(p.layers[l], x, nullptr, nullptr);
-    } else {
-      saved[l].x = x.clone(Cat::activations);
-      block_fwd(p.layers[l], x, &saved[l], nullptr);
-    }
+    saved[l].x = x.clone(Cat::activations);  // under full recompute, all a block keeps
+    block_fwd(p.layers[l], x, full ? nullptr : &saved[l], nullptr);
   }
   Tensor dx = Tensor::zeros({T, h}, DType::f32, Cat::activations);
   double loss;

@@ -60,7 +60,6 @@ class TspEngine {
   void block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor& dx,
                  const std::vector<Tensor>* kept);
   // helpers
-  void wait(Request& r) { r.wait(); }
   void maybe_wait(Request& r) {
     if (!o_.overlap) r.wait();
   }

@@ -201,17 +201,11 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     }
     if (fsdp) continue;
     comm_.ireduce(pg, F(sum), P, j, Traffic::grads).wait();
-    if (j == r_) {
-      float* gp = F(G.attn);
-      const float* sp = F(sum);
-      for (int64_t e = 0; e < P; ++e) gp[e] += sp[e];
-    }
+    if (j == r_) add_inplace<float>(F(G.attn), F(sum), P);
   }
   if (fsdp) {
     comm_.ireduce_scatter(F(part), F(sum), P, Traffic::grads).wait();
-    float* gp = F(G.attn);
-    const float* sp = F(sum);
-    for (int64_t e = 0; e < P; ++e) gp[e] += sp[e];
+    add_inplace<float>(F(G.attn), F(sum), P);
   }
 }
 

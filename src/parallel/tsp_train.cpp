@@ -10,6 +10,7 @@
 #include "parallel/layout.h"
 #include "parallel/tsp.h"
 #include "train/engine.h"
+#include "train/optimizer.h"
 
 namespace origami {
 
@@ -69,8 +70,7 @@ class TspTrainEngine : public Engine {
   }
   double clip_grads(double clip) override {
     eng_.finish_grads(g_);
-    std::vector<Tensor*> gs;
-    g_.for_each([&](Tensor& t, bool) { gs.push_back(&t); });
+    const auto gs = list(g_);
     dp_sum_grads(*dp_, gs);  // replicas now hold identical gradients: counted once below
     double owned = 0, replicated = 0;
     g_.for_each([&](Tensor& t, bool rep) {
@@ -79,26 +79,13 @@ class TspTrainEngine : public Engine {
     comm_->set_context(kWhereStep, Phase::bwd);
     comm_->iallreduce(&owned, 1, Traffic::other).wait();
     const double norm = std::sqrt(owned + replicated);  // replicated counted once
-    if (clip > 0 && norm > clip) {
-      const float s = static_cast<float>(clip / (norm + 1e-6));
-      g_.for_each([&](Tensor& t, bool) { cpu::scale_inplace(t.data<float>(), t.numel(), s); });
-    }
+    clip_to(gs, norm, clip);
     return norm;
   }
   void adamw(const cpu::AdamW& h, int64_t step) override {
-    std::vector<std::pair<Tensor*, bool>> P;
-    std::vector<Tensor*> G, M, V;
-    p_.for_each([&](Tensor& t, bool rep) { P.push_back({&t, rep}); });
-    g_.for_each([&](Tensor& t, bool) { G.push_back(&t); });
-    m_.for_each([&](Tensor& t, bool) { M.push_back(&t); });
-    v_.for_each([&](Tensor& t, bool) { V.push_back(&t); });
-    for (size_t i = 0; i < P.size(); ++i) {
-      cpu::AdamW hi = h;
-      if (P[i].second)
-        hi.weight_decay = 0;  // norms: 1-D, no decay; every packed shard is 2-D weights
-      cpu::adamw_step(P[i].first->data<float>(), G[i]->data<float>(), M[i]->data<float>(),
-                      V[i]->data<float>(), P[i].first->numel(), hi, step);
-    }
+    std::vector<bool> decay;  // every packed shard is 2-D weights; the replicated norms are not
+    p_.for_each([&](Tensor&, bool rep) { decay.push_back(!rep); });
+    adamw_tensors(list(p_), list(g_), list(m_), list(v_), decay, h, step);
   }
   double sum_over_ranks(double x) override {
     comm_->set_context(kWhereStep, Phase::fwd);
@@ -119,6 +106,11 @@ class TspTrainEngine : public Engine {
   }
 
  private:
+  static std::vector<Tensor*> list(TspParams& p) {
+    std::vector<Tensor*> v;
+    p.for_each([&](Tensor& t, bool) { v.push_back(&t); });
+    return v;
+  }
   ModelConfig cfg_;
   int world_rank_;
   std::unique_ptr<Comm> comm_, dp_;

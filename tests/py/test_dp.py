@@ -8,7 +8,6 @@ Usage: test_dp.py ORIGAMI_BINARY WORKDIR"""
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -16,14 +15,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 import st  # noqa: E402
 import test_tsp_grad as tg  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True, env=tg.ENV, timeout=600, cwd=ROOT)
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}")
+from harness import mpi, run  # noqa: E402
 
 
 def main():
@@ -48,8 +40,8 @@ def main():
     full = cfg["num_hidden_layers"] * full + 2 * V * h + h
     for n, layout, model in ((2, "dp=2", 1), (4, "dp=2,tsp=2", 2), (4, "dp=4", 1)):
         out = os.path.join(work, layout + ".safetensors")
-        run(["mpirun", "-np", str(n), "--bind-to", "none", binary, "grad", "--config", cfgp, "--weights", wp,
-             "--tokens", tp, "--out", out, "--layout", layout, "--report", out + ".json"])
+        run(mpi(n, [binary, "grad", "--config", cfgp, "--weights", wp, "--tokens", tp, "--out", out,
+                    "--layout", layout, "--report", out + ".json"]))
         le, ge, where = tg.compare(ref, st.load(out))
         dp = n // model
         rep = json.load(open(out + ".json"))
@@ -75,8 +67,7 @@ def main():
     L1 = json.load(open(one))["losses"]
     for n, layout in ((2, "dp=2"), (4, "dp=2,tsp=2")):
         rp = os.path.join(work, layout + ".train.json")
-        run(["mpirun", "-np", str(n), "--bind-to", "none"] + base + ["--micro-batch", "2", "--layout", layout,
-                                                                     "--report", rp])
+        run(mpi(n, base + ["--micro-batch", "2", "--layout", layout, "--report", rp]))
         L = json.load(open(rp))["losses"]
         e = max(abs(a - b) / abs(b) for a, b in zip(L, L1))
         print(f"train {layout:12s} (micro-batch 2) vs one rank (micro-batch 4): worst loss rel diff {e:.1e}")

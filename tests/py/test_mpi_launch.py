@@ -3,17 +3,14 @@ does not match end with the same clear error on every rank, a non-zero exit and 
 under a timeout).
 Usage: test_mpi_launch.py ORIGAMI_BINARY"""
 import os
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import mpi, run  # noqa: E402
 
 
 def mpirun(n, args):
-    return subprocess.run(["mpirun", "-np", str(n), "--bind-to", "none"] + args, capture_output=True, text=True,
-                          env=ENV, timeout=120, cwd=ROOT)
+    return run(mpi(n, args), timeout=120, check=False)
 
 
 def main():

@@ -4,27 +4,16 @@
   * --recompute full gives bit-identical losses to --recompute none;
   * a run resumed from a checkpoint continues with bit-identical losses and weights.
 Usage: test_training.py ORIGAMI_BINARY WORKDIR"""
-import json
 import os
 import shutil
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import train as run_train  # noqa: E402
 
 
 def train(binary, work, name, *args):
-    report = os.path.join(work, name + ".json")
-    cmd = [binary, "train", "--config", os.path.join(ROOT, "configs/tiny.json"),
-           "--data", os.path.join(ROOT, "data/moby_dick.txt"),
-           "--tokenizer", os.path.join(ROOT, "data/tokenizer.model"),
-           "--report", report, "--log-every", "0"] + list(args)
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        print(r.stdout, r.stderr)
-        raise SystemExit(f"{name}: origami train failed")
-    with open(report) as f:
-        return json.load(f), r.stdout
+    return run_train(binary, work, name, args)
 
 
 def main():

@@ -11,17 +11,15 @@ Usage: test_tsp_grad.py ORIGAMI_BINARY WORKDIR D [AXIS]"""
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import st  # noqa: E402
+from harness import mpi, run  # noqa: E402
 
 AXIS = "tsp"
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
 
 
 def config(D, tied):
@@ -43,7 +41,7 @@ def make(work, name, D, tied, mask_rank0, seed):
     with open(os.path.join(work, name + ".json"), "w") as f:
         json.dump(cfg, f)
     cfgp, wp, tp = (os.path.join(work, name + x) for x in (".json", ".w.safetensors", ".t.safetensors"))
-    subprocess.run([BIN, "init", "--config", cfgp, "--seed", str(seed), "--out", wp], check=True)
+    run([BIN, "init", "--config", cfgp, "--seed", str(seed), "--out", wp])
     W = st.load(wp)
     # larger-than-init weights so every path carries signal; norms perturbed around 1
     W = {n: (1 + 0.1 * rng.standard_normal(w.shape) if w.ndim == 1 else w / 0.02 / np.sqrt(w.shape[1]))
@@ -63,11 +61,8 @@ def make(work, name, D, tied, mask_rank0, seed):
 def grad(cfgp, wp, tp, out, D=None, extra=()):
     cmd = [BIN, "grad", "--config", cfgp, "--weights", wp, "--tokens", tp, "--out", out] + list(extra)
     if D is not None:
-        cmd = ["mpirun", "-np", str(D), "--bind-to", "none"] + cmd + ["--layout", f"{AXIS}={D}",
-                                                                      "--report", out + ".report.json"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}")
+        cmd = mpi(D, cmd + ["--layout", f"{AXIS}={D}", "--report", out + ".report.json"])
+    run(cmd, timeout=300)
     return st.load(out)
 
 

@@ -1,33 +1,24 @@
 """Training under --layout tsp=4 on the corpus (configs/tiny.json: 8/4 heads, GQA):
   * 30 steps follow the single-rank losses within 1e-4 relative from the same seed, with clipping
-    active (max norm below step 1's norm), grad accumulation 2, lr 3e-3 with warmup;
-  * --no-overlap gives bit-identical losses; a resume under tsp=4 is bit-identical to the uninterrupted run (losses and checkpoint files);
+    active (max norm below step 1's norm), grad accumulation 2, lr 1e-3 with warmup (at 3e-3 the
+    tiny model's gradient spikes make both runs chaotic: docs/results.md);
+  * --no-overlap gives bit-identical losses; a resume under tsp=4 is bit-identical to the
+    uninterrupted run (losses and checkpoint files);
   * the tsp=4 checkpoint loaded under tsp=2 and under one rank re-exports byte-identical weights and
     optimizer state, and the losses that follow match within 1e-4 relative.
 Usage: test_tsp_train.py ORIGAMI_BINARY WORKDIR"""
-import json
 import os
 import shutil
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
 
 
 def train(work, name, D, *args):
-    report = os.path.join(work, name + ".json")
-    cmd = [BIN, "train", "--config", os.path.join(ROOT, "configs/tiny.json"),
-           "--data", os.path.join(ROOT, "data/moby_dick.txt"), "--tokenizer", os.path.join(ROOT, "data/tokenizer.model"),
-           "--report", report, "--log-every", "0", "--eval-every", "0", "--seq", "64", "--micro-batch", "2"] + list(args)
-    if D:
-        cmd = ["mpirun", "-np", str(D), "--bind-to", "none"] + cmd + ["--layout", f"tsp={D}"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
-    if r.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{r.stdout}\n{r.stderr}")
-    with open(report) as f:
-        return json.load(f)
+    common = ["--eval-every", "0", "--seq", "64", "--micro-batch", "2"]
+    return harness.train(BIN, work, name, common + list(args), ranks=D,
+                         layout=f"tsp={D}" if D else None)[0]
 
 
 def rel(a, b):

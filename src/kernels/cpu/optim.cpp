@@ -49,10 +49,17 @@ void scale_inplace(T* x, int64_t n, T s) {
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 
+template <class T>
+void add_inplace(T* y, const T* x, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
 #define INST(T)                                                                      \
   template void adamw_step<T>(T*, const T*, T*, T*, int64_t, const AdamW&, int64_t); \
   template double sum_squares<T>(const T*, int64_t);                                 \
-  template void scale_inplace<T>(T*, int64_t, T);
+  template void scale_inplace<T>(T*, int64_t, T);                                    \
+  template void add_inplace<T>(T*, const T*, int64_t);
 INST(float)
 INST(double)
 

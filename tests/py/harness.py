@@ -1,0 +1,36 @@
+"""Shared by the end-to-end tests: where the repository is, the environment OpenMPI needs here
+(root, oversubscription, one thread per rank), running a command and training with a report."""
+import json
+import os
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+
+
+def mpi(n, cmd):
+    """cmd under mpirun with n ranks, free to use every core."""
+    return ["mpirun", "-np", str(n), "--bind-to", "none"] + list(cmd)
+
+
+def run(cmd, timeout=600, check=True):
+    """Runs cmd in the repository root; with check, a failure ends the test with its output."""
+    r = subprocess.run(cmd, capture_output=True, text=True, env=MPI_ENV, timeout=timeout, cwd=ROOT)
+    if check and r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def train(binary, work, name, args, ranks=0, layout=None):
+    """origami train on the corpus with configs/tiny.json; returns (report, stdout)."""
+    report = os.path.join(work, name + ".json")
+    cmd = [binary, "train", "--config", os.path.join(ROOT, "configs/tiny.json"),
+           "--data", os.path.join(ROOT, "data/moby_dick.txt"),
+           "--tokenizer", os.path.join(ROOT, "data/tokenizer.model"),
+           "--report", report, "--log-every", "0"] + list(args)
+    if layout:
+        cmd += ["--layout", layout]
+    r = run(mpi(ranks, cmd) if ranks else cmd)
+    with open(report) as f:
+        return json.load(f), r.stdout
