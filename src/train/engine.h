@@ -39,7 +39,7 @@ class Engine {
   virtual double clip_grads(double clip) = 0;
   virtual void adamw(const cpu::AdamW& h, int64_t step) = 0;
   virtual double sum_over_ranks(double x) = 0;
-  // Sum of the CE over the batch's targets (all ranks), no gradients.
+  // Sum of the CE over every rank's batch (each replica passes its own share), no gradients.
   virtual double eval_sum(const Batch& global) = 0;
   // Per-rank extras for the report (communication bytes); gathered to rank 0 by the caller.
   virtual nlohmann::json rank_report() = 0;

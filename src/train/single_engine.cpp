@@ -57,8 +57,8 @@ class SingleEngine : public Engine {
     dp_->iallreduce(&x, 1, Traffic::other).wait();
     return x;
   }
-  double eval_sum(const Batch& b) override { return model_.forward_loss(p_, b); }
-  nlohmann::json rank_report() override {  // no communication: every category 0
+  double eval_sum(const Batch& b) override { return sum_over_ranks(model_.forward_loss(p_, b)); }
+  nlohmann::json rank_report() override {  // the DP traffic, if any
     return comm_summary(dp_->records(), static_cast<int>(model_.config().num_hidden_layers));
   }
 

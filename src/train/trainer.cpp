@@ -149,13 +149,15 @@ int run_train(const TrainOptions& o) {
   cpu::AdamW hp{0.0, o.beta1, o.beta2, 1e-8, o.weight_decay};
   std::vector<double> losses, step_times, grad_norms;
   nlohmann::json evals = nlohmann::json::array();
+  // Held-out set: eval_batches batches of dp·B windows, each replica evaluating its B, so every
+  // layout with the same global micro-batch evaluates the same windows.
   auto evaluate = [&]() {
     double sum = 0;
     int64_t n = 0;
     for (int64_t j = 0; j < o.eval_batches; ++j) {
-      Batch b = make_batch(j * B, true);
+      Batch b = make_batch((j * layout.dp + eng->dp_rank()) * B, true);
       sum += eng->eval_sum(b);
-      n += b.num_targets();
+      n += eng->global_targets({b});
     }
     return n ? sum / static_cast<double>(n) : 0.0;
   };

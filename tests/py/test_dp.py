@@ -3,7 +3,7 @@
     loss <= 1e-6, gradients <= 1e-5 relative per tensor; the DP term recorded on each rank equals
     2·f_dp·(this rank's weight elements)·4 bytes (grads, once per step);
   * training under dp=2 and dp=2,tsp=2 with micro-batch B follows one rank with micro-batch 2B
-    (same global batch) within 1e-6 relative.
+    (same global batch) within 1e-6 relative, held-out losses included (same windows evaluated).
 Usage: test_dp.py ORIGAMI_BINARY WORKDIR"""
 import json
 import os
@@ -61,17 +61,20 @@ def main():
             fails.append(layout)
 
     base = [binary, "train", "--config", "configs/tiny.json", "--seq", "64", "--steps", "10", "--grad-accum", "2",
-            "--lr", "1e-3", "--warmup", "3", "--clip", "0.5", "--log-every", "0", "--eval-every", "0"]
+            "--lr", "1e-3", "--warmup", "3", "--clip", "0.5", "--log-every", "0", "--eval-every", "5",
+            "--eval-batches", "2"]
     one = os.path.join(work, "one.json")
     run(base + ["--micro-batch", "4", "--report", one])
-    L1 = json.load(open(one))["losses"]
+    L1, E1 = (json.load(open(one))[k] for k in ("losses", "eval"))
     for n, layout in ((2, "dp=2"), (4, "dp=2,tsp=2")):
         rp = os.path.join(work, layout + ".train.json")
         run(mpi(n, base + ["--micro-batch", "2", "--layout", layout, "--report", rp]))
-        L = json.load(open(rp))["losses"]
+        L, E = (json.load(open(rp))[k] for k in ("losses", "eval"))
         e = max(abs(a - b) / abs(b) for a, b in zip(L, L1))
-        print(f"train {layout:12s} (micro-batch 2) vs one rank (micro-batch 4): worst loss rel diff {e:.1e}")
-        if e > 1e-6:
+        ee = max(abs(a["loss"] - b["loss"]) / b["loss"] for a, b in zip(E, E1))
+        print(f"train {layout:12s} (micro-batch 2) vs one rank (micro-batch 4): worst loss rel diff {e:.1e}, "
+              f"held-out {ee:.1e}")
+        if e > 1e-6 or ee > 1e-6 or len(E) != len(E1):
             fails.append("train " + layout)
     if fails:
         print("FAILED: " + ", ".join(fails))
