@@ -33,9 +33,15 @@ bool launched_by_mpi() {
 
 void parallel_flags(Args& a) {
   a.flag("layout", "",
-         "parallel layout, e.g. tsp=4 (the product must equal the mpirun world size)");
+         "parallel layout: axis=size pairs from dp, tsp, fsdp_sp, tp, sp, e.g. tsp=4, dp=2,tsp=2, "
+         "tp=2,sp=2 (the product must equal the mpirun world size; tsp and fsdp_sp combine only "
+         "with dp)");
   a.flag("attn-buckets", "1",
-         "TSP: process each head group's KV heads in N buckets (N divides n_kv/D)");
+         "process each rank's KV heads in N buckets (N divides n_kv/D for tsp and fsdp_sp, "
+         "n_kv/T for tp and sp): a smaller gathered K/V buffer");
+  a.flag("tp-sequence-parallel", "on",
+         "tp layouts: on = Megatron sequence parallelism (norms and residuals split over the TP "
+         "ranks, all-gather/reduce-scatter), off = plain TP (replicated residuals, all-reduce)");
   a.boolean("keep-attn-weights",
             "TSP, with --recompute full: keep a layer's attention packets from its recompute to "
             "its backward");
@@ -49,6 +55,10 @@ ParallelOptions parallel_options(const Args& a) {
   p.attn_buckets = static_cast<int>(a.i64("attn-buckets", 1));
   p.keep_attn_weights = a.on("keep-attn-weights");
   p.overlap = !a.on("no-overlap");
+  const std::string sp = a.str("tp-sequence-parallel");
+  if (sp != "on" && sp != "off") fail("--tp-sequence-parallel=", sp, " is not one of: on, off");
+  p.tp_seq_parallel = sp == "on";
+  p.tp_seq_parallel_given = a.given("tp-sequence-parallel");
   return p;
 }
 

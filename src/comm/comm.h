@@ -19,8 +19,10 @@
 namespace origami {
 
 enum class Phase { fwd, recompute, bwd };
-enum class Traffic { attn_weights, mlp_weights, kv, grads, embed_head, other };
-constexpr int kNumTraffic = 6;
+// acts (ours, not in the spec's list): the activation traffic of TP (the all-gathers, reduce-
+// scatters or all-reduces of [tokens, h] around the column- and row-parallel GEMMs).
+enum class Traffic { attn_weights, mlp_weights, kv, grads, embed_head, acts, other };
+constexpr int kNumTraffic = 7;
 const char* phase_name(Phase p);
 const char* traffic_name(Traffic t);
 
@@ -114,14 +116,16 @@ int mpi_world_size();
 // Requires MPI to be initialised.
 std::unique_ptr<Comm> make_mpi_comm();
 
-// The two axes of a layout (tsp-spec §9): world rank = dp_i·D + i. `model` spans the D ranks of
-// one replica (consecutive world ranks), `dp` the replicas holding the same shard. Without MPI
-// (or with one rank) both are one-rank communicators.
+// The axes of a layout (tsp-spec §9): world rank = dp_i·M + i with M the model degree, and inside
+// a replica i = sp_i·T + tp_i. `model` spans the M ranks of one replica (consecutive world ranks),
+// `dp` the replicas holding the same shard, `tp` the T consecutive ranks of a TP group and `sp`
+// the Σ = M/T ranks of a replica with the same tp_i. Without MPI every one is a one-rank
+// communicator.
 struct Mesh {
-  std::unique_ptr<Comm> model, dp;
+  std::unique_ptr<Comm> model, dp, tp, sp;
   int world_rank = 0;
 };
-Mesh make_mesh(int model_degree);
+Mesh make_mesh(int model_degree, int tp = 1);
 // A communicator of one rank (no MPI needed): every operation is a local copy.
 std::unique_ptr<Comm> make_self_comm();
 

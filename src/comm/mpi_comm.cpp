@@ -20,7 +20,8 @@ const char* phase_name(Phase p) {
   return n[static_cast<int>(p)];
 }
 const char* traffic_name(Traffic t) {
-  static const char* n[] = {"attn_weights", "mlp_weights", "kv", "grads", "embed_head", "other"};
+  static const char* n[] = {"attn_weights", "mlp_weights", "kv",   "grads",
+                            "embed_head",   "acts",        "other"};
   return n[static_cast<int>(t)];
 }
 
@@ -307,23 +308,30 @@ std::unique_ptr<Comm> make_mpi_comm() {
   return std::make_unique<MpiComm>(MPI_COMM_WORLD);
 }
 
-Mesh make_mesh(int D) {
+Mesh make_mesh(int M, int T) {
   Mesh m;
   int init = 0;
   MPI_Initialized(&init);
   if (!init) {
     m.model = make_self_comm();
     m.dp = make_self_comm();
+    m.tp = make_self_comm();
+    m.sp = make_self_comm();
     return m;
   }
   MPI_Comm_rank(MPI_COMM_WORLD, &m.world_rank);
-  MPI_Comm model, dp;
-  MPI_Comm_split(MPI_COMM_WORLD, m.world_rank / D, m.world_rank % D, &model);
-  MPI_Comm_split(MPI_COMM_WORLD, m.world_rank % D, m.world_rank / D, &dp);
-  m.model = std::make_unique<MpiComm>(model);
-  m.dp = std::make_unique<MpiComm>(dp);
-  MPI_Comm_free(&model);
-  MPI_Comm_free(&dp);
+  const int w = m.world_rank, replica = w / M, i = w % M;
+  auto split = [&](int color, int key) {
+    MPI_Comm c;
+    MPI_Comm_split(MPI_COMM_WORLD, color, key, &c);
+    auto comm = std::make_unique<MpiComm>(c);
+    MPI_Comm_free(&c);
+    return comm;
+  };
+  m.model = split(replica, i);
+  m.dp = split(i, replica);
+  m.tp = split(w / T, i % T);
+  m.sp = split(replica * T + i % T, i / T);
   return m;
 }
 

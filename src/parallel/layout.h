@@ -1,7 +1,8 @@
 // --layout (tsp-spec §9): `axis=size` pairs, order-insensitive, omitted axes are 1, the product
-// must equal the world size; world size > 1 without --layout is an error. Parsing and validation
-// are pure functions of (string, world size, config), so every rank reaches the same verdict
-// before its first collective.
+// must equal the world size; world size > 1 without --layout is an error; tsp and fsdp_sp combine
+// only with dp. World rank = (dp_i·Σ + sp_i)·T + tp_i (tsp, fsdp_sp: dp_i·D + i): model axes
+// innermost. Parsing and validation are pure functions of (string, world size, config), so every
+// rank reaches the same verdict before its first collective.
 #pragma once
 #include <string>
 
@@ -18,7 +19,9 @@ struct Layout {
   // of streaming shards.
   bool uses_tsp() const { return tsp_axis || fsdp_axis; }
   int folded_degree() const { return tsp * fsdp_sp; }
-  bool tsp_axis = false, fsdp_axis = false;
+  // Megatron TP and/or context-parallel SP on a T×Σ mesh (TP innermost).
+  bool uses_tpsp() const { return tp_axis || sp_axis; }
+  bool tsp_axis = false, fsdp_axis = false, tp_axis = false, sp_axis = false;
 };
 
 // The command-line options that choose and tune a parallel layout (train and grad share them).
@@ -26,9 +29,17 @@ struct ParallelOptions {
   std::string layout;  // empty: one process, the single-device model
   int attn_buckets = 1;
   bool keep_attn_weights = false, overlap = true;
+  bool tp_seq_parallel = true;  // --tp-sequence-parallel on|off (Megatron SP inside TP)
+  bool tp_seq_parallel_given = false;
 };
 
 // What the TSP schedule needs (tsp-spec §3): n_kv mod D, I mod D, S mod 2D, head buckets.
 void validate_tsp(const ModelConfig& c, int D, int64_t seq, int attn_buckets);
+// What TP(T)+SP(Σ) needs: n_kv mod T, I mod T, S mod 2Σ (Σ > 1), with Megatron sequence
+// parallelism the B·S/Σ tokens of an SP rank split evenly over T, head buckets.
+void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t micro_batch, int64_t seq,
+                   int attn_buckets, bool seq_parallel);
+// Options that only some layouts take, refused clearly elsewhere.
+void validate_options(const Layout& L, const ParallelOptions& p);
 
 }  // namespace origami

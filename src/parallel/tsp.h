@@ -10,6 +10,7 @@
 
 #include "comm/comm.h"
 #include "model/model.h"
+#include "parallel/sharded.h"
 #include "parallel/tsp_params.h"
 #include "parallel/zigzag.h"
 
@@ -23,20 +24,23 @@ struct TspOptions {
   bool fsdp = false;  // FSDP+SP: gather each layer's whole weights, reduce-scatter its gradients
 };
 
-class TspEngine {
+class TspEngine : public ShardedSchedule {
  public:
   TspEngine(const ModelConfig& c, Comm& comm, TspOptions o);
-  const TspDims& dims() const { return t_; }
+  const TspDims& dims() const override { return t_; }
+  Comm& shard_comm() override { return comm_; }
+  bool writes_shard() const override { return true; }
   // A global batch (every rank holds all of it) -> this rank's zigzag shard.
-  Batch shard_batch(const Batch& global) const;
+  Batch shard_batch(const Batch& global) const override;
+  int64_t owned_targets(const Batch& local) const override { return local.num_targets(); }
   // grads += d(inv_n * sum CE)/d(owned params) (norm grads: this rank's partial, to be all-reduced
   // once per step by finish_grads). Returns this rank's sum of CE over its local targets.
-  double forward_backward(const TspParams& p, TspParams& g, const Batch& local, double inv_n);
+  double forward_backward(const TspParams& p, TspParams& g, const Batch& local,
+                          double inv_n) override;
   // This rank's CE sum, no gradients, nothing saved.
-  double forward_loss(const TspParams& p, const Batch& local);
+  double forward_loss(const TspParams& p, const Batch& local) override;
   // Sum of the norm-weight gradients over ranks (once per step, fixed order).
-  void finish_grads(TspParams& g);
-  Comm& comm() { return comm_; }
+  void finish_grads(TspParams& g) override;
 
   struct Acts;  // what one block saves (per head group / bucket and per MLP shard)
 
@@ -73,10 +77,5 @@ class TspEngine {
   std::vector<int64_t> pos_;  // global position of each local row
   Tensor cos_, sin_;
 };
-
-class Engine;
-// The training engine of the TSP layout (tsp_train.cpp); the communicator spans all ranks.
-// The mesh is split from MPI_COMM_WORLD: D consecutive ranks per replica, replicas along dp.
-std::unique_ptr<Engine> make_tsp_engine(const ModelConfig& c, int D, TspOptions o);
 
 }  // namespace origami

@@ -35,8 +35,13 @@ class Engine {
   virtual void zero_grads() = 0;
   // One micro-batch of the global batch: grads += d(inv_n * CE)/dθ; returns this rank's CE sum.
   virtual double forward_backward(const Batch& global, double inv_n) = 0;
-  // Completes the step's gradients, clips them (clip > 0) and returns the global norm.
+  // Completes the step's gradients: the once-per-step sums (replicated norms over the model
+  // axis, everything over dp). Call once, after the last micro-batch.
+  virtual void reduce_grads() = 0;
+  // Clips the completed gradients (clip > 0) and returns the global norm.
   virtual double clip_grads(double clip) = 0;
+  // The completed gradients as full HF-named tensors on every rank (for `origami grad`).
+  virtual void full_grads(ModelParams& out) = 0;
   virtual void adamw(const cpu::AdamW& h, int64_t step) = 0;
   virtual double sum_over_ranks(double x) = 0;
   // Sum of the CE over every rank's batch (each replica passes its own share), no gradients.
@@ -48,6 +53,13 @@ class Engine {
 // dp: the data-parallel axis (a one-rank communicator for no DP).
 std::unique_ptr<Engine> make_single_engine(const ModelConfig& c, Recompute rc,
                                            std::unique_ptr<Comm> dp);
+
+// The engine of a layout (sharded_train.cpp): single/dp, tsp, fsdp_sp, tp/sp (all with dp).
+// `seq` and `micro_batch` are validated against the layout first, identically on every rank.
+struct Layout;
+struct ParallelOptions;
+std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const ParallelOptions& p,
+                                    Recompute rc, int64_t micro_batch, int64_t seq);
 
 // DP helpers shared by the engines: the gradient sum over replicas (fixed order, in place;
 // category grads, once per step) and a sum of scalars.

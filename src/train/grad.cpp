@@ -61,76 +61,39 @@ Batch load_token_batch(const std::string& path, const ModelConfig& cfg) {
 }
 
 void run_grad(const GradOptions& o) {
-  // Everything before make_mesh is a pure function of the arguments and the files, so every rank
-  // reaches the same verdict on bad input before the first collective.
+  // Everything before make_engine's first collective is a pure function of the arguments and the
+  // files, so every rank reaches the same verdict on bad input.
   const Layout layout = Layout::parse(o.par.layout, mpi_world_size());
   const ModelConfig cfg = ModelConfig::load(o.config);
-  ModelParams params = ModelParams::zeros(cfg, Cat::weights);
-  load_params(params, SafeTensorsReader(o.weights));
   const Batch global = load_token_batch(o.tokens, cfg);
   if (global.B % layout.dp)
     fail(o.tokens, ": the batch has B=", global.B, " sequences, not divisible by dp=", layout.dp);
-  if (layout.uses_tsp())
-    validate_tsp(cfg, layout.folded_degree(), global.S, o.par.attn_buckets);
-  else if (o.par.keep_attn_weights)
-    fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
-  Mesh mesh = make_mesh(layout.model_degree());
-  Comm &model = *mesh.model, &dp = *mesh.dp;
+  FullState st{ModelParams::zeros(cfg, Cat::workspace), ModelParams(), ModelParams()};
+  load_params(st.params, SafeTensorsReader(o.weights));
+  auto eng = make_engine(layout, cfg, o.par, o.recompute, global.B / layout.dp, global.S);
+  eng->load_state(st, false);
+  st = FullState();
   // This replica's sequences: [p·B/dp, (p+1)·B/dp).
   Batch b;
   b.B = global.B / layout.dp;
   b.S = global.S;
-  const auto first = global.inputs.begin() + dp.rank() * b.B * b.S;
+  const auto first = global.inputs.begin() + eng->dp_rank() * b.B * b.S;
   b.inputs.assign(first, first + b.B * b.S);
-  const auto tfirst = global.targets.begin() + dp.rank() * b.B * b.S;
+  const auto tfirst = global.targets.begin() + eng->dp_rank() * b.B * b.S;
   b.targets.assign(tfirst, tfirst + b.B * b.S);
 
+  const int64_t N = eng->global_targets({b});  // before the first backward
+  eng->zero_grads();
+  const double sum =
+      eng->sum_over_ranks(eng->forward_backward(b, N ? 1.0 / static_cast<double>(N) : 0.0));
+  eng->reduce_grads();
   ModelParams grads = ModelParams::zeros(cfg, Cat::grads);
-  double sum = 0;
-  int64_t N = 0;
-  auto all_sum = [&](auto* x) {  // over the model group, then over the replicas
-    model.set_context(kWhereStep, Phase::fwd);
-    model.iallreduce(x, 1, Traffic::other).wait();
-    dp.set_context(kWhereStep, Phase::fwd);
-    dp.iallreduce(x, 1, Traffic::other).wait();
-  };
-  if (!layout.uses_tsp()) {
-    N = b.num_targets();
-    all_sum(&N);
-    Model m(cfg);
-    sum = m.forward_backward(params, grads, b, N ? 1.0 / static_cast<double>(N) : 0.0, o.recompute);
-    std::vector<Tensor*> gs;
-    grads.for_each([&](const std::string&, Tensor& t) { gs.push_back(&t); });
-    dp_sum_grads(dp, gs);
-  } else {
-    TspEngine eng(cfg, model,
-                  {o.par.attn_buckets, o.par.keep_attn_weights, o.par.overlap, o.recompute,
-                   layout.fsdp_axis});
-    const TspDims& t = eng.dims();
-    TspParams p = TspParams::zeros(cfg, layout.folded_degree(), Cat::weights);
-    full_to_shard(params, p, t, model.rank());
-    params = ModelParams();
-    TspParams g = TspParams::zeros(cfg, layout.folded_degree(), Cat::grads);
-    const Batch local = eng.shard_batch(b);
-    N = local.num_targets();  // the global N: all-reduced before the first backward
-    all_sum(&N);
-    sum = eng.forward_backward(p, g, local, N ? 1.0 / static_cast<double>(N) : 0.0);
-    eng.finish_grads(g);
-    std::vector<Tensor*> gs;
-    g.for_each([&](Tensor& x, bool) { gs.push_back(&x); });
-    dp_sum_grads(dp, gs);
-    gather_full(model, g, grads, t);
-  }
-  model.set_context(kWhereStep, Phase::fwd);
-  model.iallreduce(&sum, 1, Traffic::other).wait();
-  dp.iallreduce(&sum, 1, Traffic::other).wait();
-  std::vector<CommRecord> recs = model.records();
-  recs.insert(recs.end(), dp.records().begin(), dp.records().end());
-  nlohmann::json mine = comm_summary(recs, static_cast<int>(cfg.num_hidden_layers));
-  mine["rank"] = mesh.world_rank;
+  eng->full_grads(grads);
+  nlohmann::json mine = eng->rank_report();
+  mine["rank"] = eng->rank();
   mine["peak_bytes"] = peak_json(MemTracker::get().stats());
   const auto ranks = gather_to_root(mine.dump());
-  if (mesh.world_rank != 0) return;
+  if (eng->rank() != 0) return;
   if (!o.report.empty()) {
     nlohmann::json rep = {{"schema_version", 1},
                           {"layout", layout.text},

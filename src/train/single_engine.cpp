@@ -13,9 +13,7 @@ class SingleEngine : public Engine {
         model_(c),
         rc_(rc),
         p_(ModelParams::zeros(c, Cat::weights)),
-        g_(ModelParams::zeros(c, Cat::grads)),
-        m_(ModelParams::zeros(c, Cat::optimizer)),
-        v_(ModelParams::zeros(c, Cat::optimizer)) {}
+        g_(ModelParams::zeros(c, Cat::grads)) {}
   int rank() const override { return dp_->rank(); }
   int world() const override { return dp_->size(); }
   int dp_rank() const override { return dp_->rank(); }
@@ -26,11 +24,13 @@ class SingleEngine : public Engine {
   void load_state(const FullState& s, bool with_moments) override {
     copy(s.params, p_);
     if (with_moments) {
+      moments();
       copy(s.exp_avg, m_);
       copy(s.exp_avg_sq, v_);
     }
   }
   void save_checkpoint(const std::string& dir, const TrainerState& st) override {
+    moments();
     if (dp_->rank() == 0) origami::save_checkpoint(dir, st, p_, m_, v_);
     dp_->barrier();
   }
@@ -45,13 +45,17 @@ class SingleEngine : public Engine {
   double forward_backward(const Batch& b, double inv_n) override {
     return model_.forward_backward(p_, g_, b, inv_n, rc_);
   }
-  double clip_grads(double clip) override {
+  void reduce_grads() override {
     std::vector<Tensor*> gs;
     g_.for_each([&](const std::string&, Tensor& t) { gs.push_back(&t); });
     dp_sum_grads(*dp_, gs);
-    return clip_grad_norm(g_, clip);
   }
-  void adamw(const cpu::AdamW& h, int64_t step) override { adamw_update(p_, g_, m_, v_, h, step); }
+  double clip_grads(double clip) override { return clip_grad_norm(g_, clip); }
+  void full_grads(ModelParams& out) override { copy(g_, out); }
+  void adamw(const cpu::AdamW& h, int64_t step) override {
+    moments();
+    adamw_update(p_, g_, m_, v_, h, step);
+  }
   double sum_over_ranks(double x) override {
     dp_->set_context(kWhereStep, Phase::fwd);
     dp_->iallreduce(&x, 1, Traffic::other).wait();
@@ -63,6 +67,12 @@ class SingleEngine : public Engine {
   }
 
  private:
+  void moments() {  // AdamW state exists once an optimizer needs it (not under `origami grad`)
+    if (!m_.embed.defined()) {
+      m_ = ModelParams::zeros(model_.config(), Cat::optimizer);
+      v_ = ModelParams::zeros(model_.config(), Cat::optimizer);
+    }
+  }
   static void copy(const ModelParams& src, ModelParams& dst) {
     std::vector<const Tensor*> s;
     const_cast<ModelParams&>(src).for_each([&](const std::string&, Tensor& t) { s.push_back(&t); });

@@ -93,16 +93,7 @@ int run_train(const TrainOptions& o) {
     return b;
   };
 
-  std::unique_ptr<Engine> eng;
-  if (!layout.uses_tsp()) {
-    if (o.par.keep_attn_weights) fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
-    eng = make_single_engine(cfg, o.recompute, make_mesh(1).dp);
-  } else {
-    validate_tsp(cfg, layout.folded_degree(), S, o.par.attn_buckets);
-    eng = make_tsp_engine(cfg, layout.folded_degree(),
-                          {o.par.attn_buckets, o.par.keep_attn_weights, o.par.overlap, o.recompute,
-                           layout.fsdp_axis});
-  }
+  std::unique_ptr<Engine> eng = make_engine(layout, cfg, o.par, o.recompute, B, S);
   const bool talk = !o.quiet && eng->rank() == 0;
   int64_t start = 0;
   {
@@ -119,8 +110,10 @@ int run_train(const TrainOptions& o) {
         const char *key, *flag;
         int64_t value;
       };
-      for (const Same& c : {Same{"seq", "--seq", S}, Same{"micro_batch", "--micro-batch", B},
-                            Same{"grad_accum", "--grad-accum", k}})
+      // The samples of a step depend on S and the global batch G = dp·k·B only, so any layout
+      // and any split of G into replicas, micro-steps and micro-batches may resume.
+      for (const Same& c : {Same{"seq", "--seq", S},
+                            Same{"global_batch", "the global batch dp*grad-accum*micro-batch", G}})
         if (st.extra.contains(c.key) && st.extra[c.key].get<int64_t>() != c.value)
           fail(c.flag, "=", c.value, " differs from the checkpoint's ", c.key, "=",
                st.extra[c.key].get<int64_t>(), ": the resumed run would read different samples");
@@ -176,6 +169,7 @@ int run_train(const TrainOptions& o) {
                   {"kind", "cosine"}}},
                 {"micro_batch", B},
                 {"grad_accum", k},
+                {"global_batch", G},
                 {"seq", S}};
     eng->save_checkpoint(o.save_dir, st);
     if (talk)
@@ -206,6 +200,7 @@ int run_train(const TrainOptions& o) {
     double loss_sum = 0;
     for (auto& b : micro) loss_sum += eng->forward_backward(b, inv_n);
     const double loss = eng->sum_over_ranks(loss_sum) * inv_n;
+    eng->reduce_grads();
     const double gnorm = eng->clip_grads(o.clip);
     hp.lr = lr_at(o, step);
     eng->adamw(hp, step + 1);

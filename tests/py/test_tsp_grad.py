@@ -76,7 +76,7 @@ def expected_bytes(cfg, D, r, ids, recompute_full, keep):
     Vp = -(-V // D) * D
     fwd = {"attn_weights": f * Wa, "mlp_weights": f * Wm, "kv": f * K}
     layer = {c: {"fwd": fwd.get(c, 0), "recompute": fwd.get(c, 0) if recompute_full else 0, "bwd": 0}
-             for c in ("attn_weights", "mlp_weights", "kv", "grads", "embed_head", "other")}
+             for c in ("attn_weights", "mlp_weights", "kv", "grads", "embed_head", "acts", "other")}
     layer["attn_weights"]["bwd"] = 0 if keep else f * Wa
     layer["mlp_weights"]["bwd"] = f * Wm
     layer["kv"]["bwd"] = 2 * f * K

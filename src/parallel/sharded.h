@@ -1,0 +1,31 @@
+// What the training loop and `origami grad` need from a schedule whose ranks hold shards of the
+// packed parameters (TspParams): TSP and FSDP+SP (shard degree D) and TP+SP (shard degree T,
+// replicated over Σ). One replica's communicators are owned by the caller.
+#pragma once
+#include "comm/comm.h"
+#include "model/model.h"
+#include "parallel/tsp_params.h"
+
+namespace origami {
+
+class ShardedSchedule {
+ public:
+  virtual ~ShardedSchedule() = default;
+  virtual const TspDims& dims() const = 0;
+  // The ranks whose shards differ (TSP: the model axis; TP+SP: the TP group) and this rank there.
+  virtual Comm& shard_comm() = 0;
+  // Whether this rank writes its shard into checkpoints (one copy of each shard per replica).
+  virtual bool writes_shard() const = 0;
+  // A replica's batch (every rank of the replica holds all of it) -> this rank's tokens.
+  virtual Batch shard_batch(const Batch& replica) const = 0;
+  // The targets whose cross-entropy this rank reports (summed over the replica: the batch's).
+  virtual int64_t owned_targets(const Batch& local) const = 0;
+  // grads += d(inv_n · Σ CE)/d(shards); returns the CE sum over this rank's owned targets.
+  virtual double forward_backward(const TspParams& p, TspParams& g, const Batch& local,
+                                  double inv_n) = 0;
+  virtual double forward_loss(const TspParams& p, const Batch& local) = 0;
+  // Once per step: sum the replicated (norm) gradients over the ranks that hold partials.
+  virtual void finish_grads(TspParams& g) = 0;
+};
+
+}  // namespace origami

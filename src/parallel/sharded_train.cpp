@@ -1,0 +1,155 @@
+// The training engine of every sharded layout (TSP, FSDP+SP, TP+SP; each with DP): a rank owns
+// the packed shards its schedule gives it (and their AdamW state) and its share of the tokens.
+// Loss rules (tsp-spec §6): N is all-reduced before the first backward; the clipping norm sums
+// the distinct shards once (over the shard axis, not over replicas of a shard) and counts each
+// replicated (norm) parameter once; every rank updates what it holds.
+#include <cmath>
+
+#include "comm/accounting.h"
+#include "core/error.h"
+#include "parallel/layout.h"
+#include "parallel/tpsp.h"
+#include "parallel/tsp.h"
+#include "train/engine.h"
+#include "train/optimizer.h"
+
+namespace origami {
+
+namespace {
+class ShardedTrainEngine : public Engine {
+ public:
+  // `make` builds the schedule on the mesh's communicators (they live here, with the engine).
+  template <class Make>
+  ShardedTrainEngine(const ModelConfig& c, Mesh mesh, std::string layout, Make make)
+      : cfg_(c), layout_(std::move(layout)), mesh_(std::move(mesh)) {
+    sched_ = make(mesh_);
+    const int D = sched_->shard_comm().size();
+    t_ = sched_->dims();
+    p_ = TspParams::zeros(c, D, Cat::weights);
+    g_ = TspParams::zeros(c, D, Cat::grads);
+  }
+  int rank() const override { return mesh_.world_rank; }
+  int world() const override { return mesh_.model->size() * mesh_.dp->size(); }
+  int dp_rank() const override { return mesh_.dp->rank(); }
+  int dp_size() const override { return mesh_.dp->size(); }
+  std::string layout() const override { return layout_; }
+  void load_state(const FullState& s, bool with_moments) override {
+    const int r = shard().rank();
+    full_to_shard(s.params, p_, t_, r);
+    if (with_moments) {
+      moments();
+      full_to_shard(s.exp_avg, m_, t_, r);
+      full_to_shard(s.exp_avg_sq, v_, t_, r);
+    }
+  }
+  void save_checkpoint(const std::string& dir, const TrainerState& st) override {
+    // One copy of every shard: replica 0, and the ranks the schedule names inside it.
+    if (mesh_.dp->rank() == 0 && sched_->writes_shard())
+      save_checkpoint_sharded(
+          dir, st, cfg_, shard().rank(), [this] { shard().barrier(); },
+          [this](ModelParams& P, ModelParams& M, ModelParams& V) {
+            moments();
+            const int r = shard().rank();
+            shard_to_full(p_, P, t_, r);
+            shard_to_full(m_, M, t_, r);
+            shard_to_full(v_, V, t_, r);
+          });
+    mesh_.model->barrier();
+    mesh_.dp->barrier();
+  }
+  int64_t global_targets(const std::vector<Batch>& micro) override {
+    int64_t n = 0;
+    for (const auto& b : micro) n += sched_->owned_targets(sched_->shard_batch(b));
+    return sum_all(n);
+  }
+  void zero_grads() override { g_.zero(); }
+  double forward_backward(const Batch& b, double inv_n) override {
+    return sched_->forward_backward(p_, g_, sched_->shard_batch(b), inv_n);
+  }
+  void reduce_grads() override {
+    sched_->finish_grads(g_);
+    dp_sum_grads(*mesh_.dp, list(g_));  // replicas now hold identical gradients
+  }
+  double clip_grads(double clip) override {
+    double owned = 0, replicated = 0;
+    g_.for_each([&](Tensor& t, bool rep) {
+      (rep ? replicated : owned) += cpu::sum_squares(t.data<float>(), t.numel());
+    });
+    shard().set_context(kWhereStep, Phase::bwd);
+    shard().iallreduce(&owned, 1, Traffic::other).wait();  // each distinct shard once
+    const double norm = std::sqrt(owned + replicated);     // replicated counted once
+    clip_to(list(g_), norm, clip);
+    return norm;
+  }
+  void full_grads(ModelParams& out) override { gather_full(shard(), g_, out, t_); }
+  void adamw(const cpu::AdamW& h, int64_t step) override {
+    std::vector<bool> decay;  // every packed shard is 2-D weights; the replicated norms are not
+    p_.for_each([&](Tensor&, bool rep) { decay.push_back(!rep); });
+    moments();
+    adamw_tensors(list(p_), list(g_), list(m_), list(v_), decay, h, step);
+  }
+  double sum_over_ranks(double x) override { return sum_all(x); }
+  double eval_sum(const Batch& b) override {
+    return sum_all(sched_->forward_loss(p_, sched_->shard_batch(b)));
+  }
+  nlohmann::json rank_report() override {
+    std::vector<CommRecord> all;
+    for (Comm* c : {mesh_.model.get(), mesh_.dp.get(), mesh_.tp.get(), mesh_.sp.get()})
+      all.insert(all.end(), c->records().begin(), c->records().end());
+    return comm_summary(all, static_cast<int>(cfg_.num_hidden_layers));
+  }
+
+ private:
+  Comm& shard() { return sched_->shard_comm(); }
+  void moments() {  // AdamW state exists once an optimizer needs it (not under `origami grad`)
+    if (m_.layers.empty()) {
+      m_ = TspParams::zeros(cfg_, shard().size(), Cat::optimizer);
+      v_ = TspParams::zeros(cfg_, shard().size(), Cat::optimizer);
+    }
+  }
+  template <class X>
+  X sum_all(X x) {  // over the replica, then over the replicas
+    mesh_.model->set_context(kWhereStep, Phase::fwd);
+    mesh_.model->iallreduce(&x, 1, Traffic::other).wait();
+    mesh_.dp->set_context(kWhereStep, Phase::fwd);
+    mesh_.dp->iallreduce(&x, 1, Traffic::other).wait();
+    return x;
+  }
+  static std::vector<Tensor*> list(TspParams& p) {
+    std::vector<Tensor*> v;
+    p.for_each([&](Tensor& t, bool) { v.push_back(&t); });
+    return v;
+  }
+  ModelConfig cfg_;
+  std::string layout_;
+  Mesh mesh_;
+  std::unique_ptr<ShardedSchedule> sched_;
+  TspDims t_{};
+  TspParams p_, g_, m_, v_;
+};
+}  // namespace
+
+std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const ParallelOptions& p,
+                                    Recompute rc, int64_t B, int64_t S) {
+  validate_options(L, p);
+  if (L.uses_tsp()) {
+    const int D = L.folded_degree();
+    validate_tsp(c, D, S, p.attn_buckets);
+    const TspOptions o{p.attn_buckets, p.keep_attn_weights, p.overlap, rc, L.fsdp_axis};
+    return std::make_unique<ShardedTrainEngine>(c, make_mesh(D), L.text, [&](Mesh& m) {
+      return std::make_unique<TspEngine>(c, *m.model, o);
+    });
+  }
+  if (L.uses_tpsp()) {
+    validate_tpsp(c, L.tp, L.sp, B, S, p.attn_buckets, p.tp_seq_parallel);
+    const TpSpOptions o{p.tp_seq_parallel, p.attn_buckets, p.overlap, rc};
+    std::string name = L.text;
+    if (L.tp > 1 && !p.tp_seq_parallel) name += " (no sequence parallelism)";
+    return std::make_unique<ShardedTrainEngine>(
+        c, make_mesh(L.model_degree(), L.tp), name,
+        [&](Mesh& m) { return std::make_unique<TpSpEngine>(c, *m.tp, *m.sp, o); });
+  }
+  return make_single_engine(c, rc, make_mesh(1).dp);
+}
+
+}  // namespace origami

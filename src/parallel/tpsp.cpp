@@ -1,0 +1,505 @@
+// TP(T) + SP(Σ): see tpsp.h for the schedule. Everything here is exact (same sums as one device,
+// up to float rounding); reductions run in the communicator's fixed order.
+#include "parallel/tpsp.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+#include "kernels/kernels.h"
+#include "parallel/layout.h"
+#include "parallel/tsp_internal.h"
+
+namespace origami {
+
+using namespace cpu;
+using namespace tsp;
+
+struct TpSpEngine::Acts {
+  Tensor x;                             // block input [Tl, h] (all that full recompute keeps)
+  Tensor n1, rstd1, n2, rstd2;          // this rank's rows of both norms
+  Tensor Y1, Y2;                        // gathered norm outputs [Ts, h] (sequence parallel only)
+  std::vector<Tensor> q, k, v, o, lse;  // per head bucket; k, v this SP rank's tokens
+  Tensor g, u;                          // [Ts, I/T]
+};
+
+TpSpEngine::TpSpEngine(const ModelConfig& c, Comm& tp, Comm& sp, TpSpOptions o)
+    : cfg_(c),
+      tp_(tp),
+      sp_(sp),
+      o_(o),
+      t_(TspDims::of(c, tp.size())),
+      T_(tp.size()),
+      Sg_(sp.size()),
+      tr_(tp.rank()),
+      sr_(sp.rank()) {
+  seqp_ = o_.seq_parallel && T_ > 1;
+  const int64_t half = c.head_dim() / 2;
+  cos_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
+  sin_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
+  rope_table<float>(F(cos_), F(sin_), c.max_position_embeddings, static_cast<int>(c.head_dim()),
+                    c.rope_theta);
+}
+
+Batch TpSpEngine::shard_batch(const Batch& g) const {
+  validate_tpsp(cfg_, T_, Sg_, g.B, g.S, o_.attn_buckets, o_.seq_parallel);
+  if (Sg_ == 1) return g;
+  Batch b;
+  b.B = g.B;
+  b.S = g.S;
+  Zigzag z{g.B, g.S, Sg_, sr_};
+  b.inputs.resize(static_cast<size_t>(z.local_tokens()));
+  b.targets.resize(b.inputs.size());
+  z.shard(b.inputs.data(), g.inputs.data(), 1);
+  z.shard(b.targets.data(), g.targets.data(), 1);
+  return b;
+}
+
+void TpSpEngine::begin(const Batch& b) {
+  B_ = b.B;
+  S_ = b.S;
+  Ts_ = b.B * b.S / Sg_;
+  Tl_ = seqp_ ? Ts_ / T_ : Ts_;
+  row0_ = seqp_ ? tr_ * Tl_ : 0;
+  if (Sg_ > 1) {
+    pos_ = Zigzag{B_, S_, Sg_, sr_}.positions();
+  } else {
+    pos_.resize(static_cast<size_t>(Ts_));
+    for (int64_t t = 0; t < Ts_; ++t) pos_[static_cast<size_t>(t)] = t % S_;
+  }
+}
+
+std::pair<int64_t, int64_t> TpSpEngine::owned_rows() const {
+  if (seqp_) return {row0_, Tl_};
+  return {0, tr_ == 0 ? Ts_ : 0};  // replicated rows: TP rank 0 reports them
+}
+
+int64_t TpSpEngine::owned_targets(const Batch& local) const {
+  const int64_t Ts = local.B * local.S / Sg_, Tl = seqp_ ? Ts / T_ : Ts;
+  const int64_t first = seqp_ ? tr_ * Tl : 0, n = seqp_ ? Tl : (tr_ == 0 ? Ts : 0);
+  int64_t c = 0;
+  for (int64_t i = first; i < first + n; ++i) c += local.targets[static_cast<size_t>(i)] >= 0;
+  return c;
+}
+
+// Queries of local batch element bb, and the keys of every SP rank's tokens (rank-major after the
+// all-gather), as segments of consecutive global positions.
+std::vector<QSeg> TpSpEngine::qsegs(int64_t bb) const {
+  if (Sg_ == 1) return {{bb * S_, 0, S_}};
+  const Zigzag z{B_, S_, Sg_, sr_};
+  const int64_t c = z.chunk();
+  return {{(bb * 2) * c, z.chunk_pos0(0), c}, {(bb * 2 + 1) * c, z.chunk_pos0(1), c}};
+}
+
+std::vector<KvSeg<float>> TpSpEngine::kvsegs(int64_t bb, float* K, float* V, float* dK, float* dV,
+                                             int64_t kw) const {
+  std::vector<KvSeg<float>> s;
+  auto add = [&](int64_t row, int64_t pos0, int64_t len) {
+    s.push_back({K + row * kw, V + row * kw, kw, pos0, len, dK ? dK + row * kw : nullptr,
+                 dV ? dV + row * kw : nullptr});
+  };
+  if (Sg_ == 1) {
+    add(bb * S_, 0, S_);
+    return s;
+  }
+  const Zigzag z{B_, S_, Sg_, sr_};
+  const int64_t c = z.chunk();
+  for (int src = 0; src < Sg_; ++src)
+    for (int k = 0; k < 2; ++k) add(src * Ts_ + (bb * 2 + k) * c, z.chunk_pos0_of(src, k), c);
+  return s;
+}
+
+void TpSpEngine::set_context(int where, Phase ph) {
+  tp_.set_context(where, ph);
+  sp_.set_context(where, ph);
+}
+
+Tensor TpSpEngine::gather(const Tensor& x, Traffic t, Cat c) {
+  if (!seqp_) return x;
+  Tensor y = Tensor::empty({Ts_, t_.h}, DType::f32, c);
+  tp_.iallgather(F(x), F(y), Tl_ * t_.h * 4, t).wait();
+  return y;
+}
+
+void TpSpEngine::reduce_into(Tensor& P, Tensor& x, Traffic t) {
+  const int64_t h = t_.h;
+  if (T_ > 1 && seqp_) {
+    Tensor r = ws({Tl_, h});
+    tp_.ireduce_scatter(F(P), F(r), Tl_ * h, t).wait();
+    add_inplace<float>(F(x), F(r), Tl_ * h);
+    return;
+  }
+  if (T_ > 1) tp_.iallreduce(F(P), Ts_ * h, t).wait();
+  add_inplace<float>(F(x), F(P), Ts_ * h);
+}
+
+void TpSpEngine::sp_sum_into(Tensor& scratch, Tensor& grad) {
+  sp_.iallreduce(F(scratch), scratch.numel(), Traffic::grads).wait();
+  add_inplace<float>(F(grad), F(scratch), grad.numel());
+}
+
+// ---- attention ------------------------------------------------------------------------------
+
+void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a) {
+  const int64_t Ts = Ts_, h = t_.h, d = t_.d, N = o_.attn_buckets;
+  const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
+  const float* pk = F(W.attn);
+  if (a)
+    for (auto* v : {&a->q, &a->k, &a->v, &a->o, &a->lse}) v->assign(N, Tensor());
+  Tensor P = ws0({Ts, h});
+  for (int64_t b = 0; b < N; ++b) {
+    const float* Wq = pk + b * qw * h;
+    const float* Wk = pk + t_.off_k() + b * kw * h;
+    const float* Wv = pk + t_.off_v() + b * kw * h;
+    const float* Wo = pk + t_.off_o() + b * qw;
+    Tensor Kg = ws({Sg_ * Ts, kw}), Vg = ws({Sg_ * Ts, kw});
+    float* kown = F(Kg) + sr_ * Ts * kw;
+    float* vown = F(Vg) + sr_ * Ts * kw;
+    linear_fwd<float>(kown, F(Y1), Wk, Ts, kw, h);
+    linear_fwd<float>(vown, F(Y1), Wv, Ts, kw, h);
+    rope_fwd<float>(kown, kw, pos_.data(), Ts, static_cast<int>(kvb), static_cast<int>(d), F(cos_),
+                    F(sin_));
+    Request gk = sp_.iallgather(kown, F(Kg), Ts * kw * 4, Traffic::kv);
+    Request gv = sp_.iallgather(vown, F(Vg), Ts * kw * 4, Traffic::kv);
+    if (!o_.overlap) {
+      gk.wait();
+      gv.wait();
+    }
+    Tensor q = a ? act({Ts, qw}) : ws({Ts, qw});
+    linear_fwd<float>(F(q), F(Y1), Wq, Ts, qw, h);  // while K/V travel
+    sp_.progress();
+    rope_fwd<float>(F(q), qw, pos_.data(), Ts, static_cast<int>(qb), static_cast<int>(d), F(cos_),
+                    F(sin_));
+    if (a) {
+      a->k[b] = act({Ts, kw});
+      a->v[b] = act({Ts, kw});
+      std::copy(kown, kown + Ts * kw, F(a->k[b]));
+      std::copy(vown, vown + Ts * kw, F(a->v[b]));
+    }
+    gk.wait();
+    gv.wait();
+    Tensor o = a ? act({Ts, qw}) : ws({Ts, qw});
+    Tensor lse = a ? act({qb, Ts}) : ws({qb, Ts});
+    for (int64_t bb = 0; bb < B_; ++bb) {
+      const auto qs = qsegs(bb);
+      const auto ks = kvsegs(bb, F(Kg), F(Vg), nullptr, nullptr, kw);
+      flash_attn_fwd<float>(F(o), F(lse), Ts, F(q), qw, qs.data(), static_cast<int>(qs.size()),
+                            ks.data(), static_cast<int>(ks.size()), sh, scale);
+    }
+    gemm<float>(Trans::N, Trans::T, Ts, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 1.0f, F(P), h);
+    if (a) {
+      a->q[b] = std::move(q);
+      a->o[b] = std::move(o);
+      a->lse[b] = std::move(lse);
+    }
+  }
+  reduce_into(P, x, Traffic::acts);
+}
+
+void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tensor& Y1,
+                          const Tensor& dX, Tensor& dY1) {
+  const int64_t Ts = Ts_, h = t_.h, d = t_.d, N = o_.attn_buckets;
+  const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
+  const float* pk = F(W.attn);
+  for (int64_t b = 0; b < N; ++b) {
+    const float* Wq = pk + b * qw * h;
+    const float* Wk = pk + t_.off_k() + b * kw * h;
+    const float* Wv = pk + t_.off_v() + b * kw * h;
+    const float* Wo = pk + t_.off_o() + b * qw;
+    Tensor Kg = ws({Sg_ * Ts, kw}), Vg = ws({Sg_ * Ts, kw});
+    Request gk = sp_.iallgather(F(a.k[b]), F(Kg), Ts * kw * 4, Traffic::kv);
+    Request gv = sp_.iallgather(F(a.v[b]), F(Vg), Ts * kw * 4, Traffic::kv);
+    if (!o_.overlap) {
+      gk.wait();
+      gv.wait();
+    }
+    Tensor dO = ws({Ts, qw});
+    gemm<float>(Trans::N, Trans::N, Ts, qw, h, 1.0f, F(dX), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
+    sp_.progress();
+    gemm<float>(Trans::T, Trans::N, h, qw, Ts, 1.0f, F(dX), h, F(a.o[b]), qw, 1.0f,
+                G + t_.off_o() + b * qw, t_.q_rows);
+    gk.wait();
+    gv.wait();
+    Tensor dKg = ws0({Sg_ * Ts, kw}), dVg = ws0({Sg_ * Ts, kw}), dq = ws0({Ts, qw});
+    for (int64_t bb = 0; bb < B_; ++bb) {
+      const auto qs = qsegs(bb);
+      const auto ks = kvsegs(bb, F(Kg), F(Vg), F(dKg), F(dVg), kw);
+      flash_attn_bwd<float>(F(dq), F(dO), F(a.q[b]), F(a.o[b]), qw, F(a.lse[b]), Ts, qs.data(),
+                            static_cast<int>(qs.size()), ks.data(), static_cast<int>(ks.size()), sh,
+                            scale);
+    }
+    Tensor dk = ws({Ts, kw}), dv = ws({Ts, kw});
+    Request rk = sp_.ireduce_scatter(F(dKg), F(dk), Ts * kw, Traffic::kv);
+    Request rv = sp_.ireduce_scatter(F(dVg), F(dv), Ts * kw, Traffic::kv);
+    if (!o_.overlap) {
+      rk.wait();
+      rv.wait();
+    }
+    rope_bwd<float>(F(dq), qw, pos_.data(), Ts, static_cast<int>(qb), static_cast<int>(d), F(cos_),
+                    F(sin_));
+    linear_bwd_w<float>(G + b * qw * h, F(dq), F(Y1), Ts, qw, h);
+    sp_.progress();
+    linear_bwd_x<float>(F(dY1), F(dq), Wq, Ts, qw, h);
+    rk.wait();
+    rv.wait();
+    rope_bwd<float>(F(dk), kw, pos_.data(), Ts, static_cast<int>(kvb), static_cast<int>(d), F(cos_),
+                    F(sin_));
+    linear_bwd_w<float>(G + t_.off_k() + b * kw * h, F(dk), F(Y1), Ts, kw, h);
+    linear_bwd_w<float>(G + t_.off_v() + b * kw * h, F(dv), F(Y1), Ts, kw, h);
+    linear_bwd_x<float>(F(dY1), F(dk), Wk, Ts, kw, h);
+    linear_bwd_x<float>(F(dY1), F(dv), Wv, Ts, kw, h);
+  }
+}
+
+// ---- MLP ------------------------------------------------------------------------------------
+
+void TpSpEngine::mlp_fwd(const TspLayer& W, const Tensor& Y2, Tensor& x, Acts* a) {
+  const int64_t Ts = Ts_, h = t_.h, Ir = t_.Ir;
+  const float* Wp = F(W.mlp);
+  Tensor g = a ? act({Ts, Ir}) : ws({Ts, Ir}), u = a ? act({Ts, Ir}) : ws({Ts, Ir});
+  Tensor s = ws({Ts, Ir}), P = ws({Ts, h});
+  linear_fwd<float>(F(g), F(Y2), Wp, Ts, Ir, h);
+  linear_fwd<float>(F(u), F(Y2), Wp + Ir * h, Ts, Ir, h);
+  swiglu_fwd<float>(F(s), F(g), F(u), Ts * Ir);
+  linear_fwd<float>(F(P), F(s), Wp + 2 * Ir * h, Ts, h, Ir);
+  if (a) {
+    a->g = std::move(g);
+    a->u = std::move(u);
+  }
+  reduce_into(P, x, Traffic::acts);
+}
+
+void TpSpEngine::mlp_bwd(const TspLayer& W, float* G, const Acts& a, const Tensor& Y2,
+                         const Tensor& dX, Tensor& dY2) {
+  const int64_t Ts = Ts_, h = t_.h, Ir = t_.Ir;
+  const float* Wp = F(W.mlp);
+  Tensor s = ws({Ts, Ir}), da = ws0({Ts, Ir}), dg = ws({Ts, Ir}), du = ws({Ts, Ir});
+  swiglu_fwd<float>(F(s), F(a.g), F(a.u), Ts * Ir);
+  linear_bwd_w<float>(G + 2 * Ir * h, F(dX), F(s), Ts, h, Ir);
+  linear_bwd_x<float>(F(da), F(dX), Wp + 2 * Ir * h, Ts, h, Ir);
+  swiglu_bwd<float>(F(dg), F(du), F(da), F(a.g), F(a.u), Ts * Ir);
+  linear_bwd_w<float>(G, F(dg), F(Y2), Ts, Ir, h);
+  linear_bwd_w<float>(G + Ir * h, F(du), F(Y2), Ts, Ir, h);
+  linear_bwd_x<float>(F(dY2), F(dg), Wp, Ts, Ir, h);
+  linear_bwd_x<float>(F(dY2), F(du), Wp + Ir * h, Ts, Ir, h);
+}
+
+// ---- a block --------------------------------------------------------------------------------
+
+void TpSpEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a) {
+  const int64_t Tl = Tl_, h = t_.h;
+  Acts tmp;
+  Acts& A = a ? *a : tmp;
+  auto keep = [&](std::vector<int64_t> s) { return a ? act(std::move(s)) : ws(std::move(s)); };
+  const Cat gathered = a ? Cat::activations : Cat::workspace;
+  A.n1 = keep({Tl, h});
+  A.rstd1 = keep({Tl});
+  {
+    Tensor y1 = ws({Tl, h});
+    rmsnorm_fwd<float>(F(y1), F(A.n1), F(A.rstd1), F(x), F(W.in_norm), Tl, h, cfg_.rms_norm_eps);
+    Tensor Y1 = gather(y1, Traffic::acts, gathered);
+    attn_fwd(W, Y1, x, a);
+    if (seqp_) A.Y1 = Y1;  // without sequence parallelism it is recomputed from n1
+  }
+  A.n2 = keep({Tl, h});
+  A.rstd2 = keep({Tl});
+  Tensor y2 = ws({Tl, h});
+  rmsnorm_fwd<float>(F(y2), F(A.n2), F(A.rstd2), F(x), F(W.post_norm), Tl, h, cfg_.rms_norm_eps);
+  Tensor Y2 = gather(y2, Traffic::acts, gathered);
+  mlp_fwd(W, Y2, x, a);
+  if (seqp_) A.Y2 = Y2;
+}
+
+void TpSpEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor& dx) {
+  const int64_t Tl = Tl_, Ts = Ts_, h = t_.h;
+  // Layer gradients of the shards: straight into G, or (Σ > 1) into scratch summed over sp.
+  Tensor ga = Sg_ > 1 ? ws0({t_.attn_size()}) : G.attn;
+  Tensor gm = Sg_ > 1 ? ws0({t_.mlp_size()}) : G.mlp;
+  auto normed = [&](const Tensor& Y, const Tensor& n, const Tensor& w) {
+    if (seqp_) return Y;
+    Tensor y = ws({Ts, h});
+    rmsnorm_apply<float>(F(y), F(n), F(w), Ts, h);
+    return y;
+  };
+  {
+    Tensor dX = gather(dx, Traffic::acts, Cat::workspace);
+    Tensor dY2 = ws0({Ts, h}), dy2 = ws0({Tl, h});
+    mlp_bwd(W, F(gm), a, normed(a.Y2, a.n2, W.post_norm), dX, dY2);
+    reduce_into(dY2, dy2, Traffic::acts);
+    rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F(a.rstd2), Tl, h);
+  }
+  Tensor dX = gather(dx, Traffic::acts, Cat::workspace);
+  Tensor dY1 = ws0({Ts, h}), dy1 = ws0({Tl, h});
+  attn_bwd(W, F(ga), a, normed(a.Y1, a.n1, W.in_norm), dX, dY1);
+  dX = Tensor();
+  reduce_into(dY1, dy1, Traffic::acts);
+  rmsnorm_bwd<float>(F(dx), F(G.in_norm), F(dy1), F(a.n1), F(W.in_norm), F(a.rstd1), Tl, h);
+  if (Sg_ > 1) {
+    sp_sum_into(ga, G.attn);
+    sp_sum_into(gm, G.mlp);
+  }
+}
+
+// ---- embedding and LM head ------------------------------------------------------------------
+
+void TpSpEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x) {
+  const int64_t h = t_.h, Vr = t_.Vr, v0 = tr_ * Vr;
+  Tensor E = T_ > 1 ? ws0({Ts_, h}) : x;
+  for (int64_t t = 0; t < Ts_; ++t) {
+    const int64_t id = b.inputs[static_cast<size_t>(t)];
+    if (id >= v0 && id < v0 + Vr) std::copy_n(F(p.embed) + (id - v0) * h, h, F(E) + t * h);
+  }
+  if (T_ > 1) {
+    x.zero();
+    reduce_into(E, x, Traffic::embed_head);
+  }
+}
+
+void TpSpEngine::embed_bwd(TspParams& g, const Batch& b, const Tensor& dx) {
+  const int64_t h = t_.h, Vr = t_.Vr, v0 = tr_ * Vr;
+  const Tensor dX = gather(dx, Traffic::embed_head, Cat::workspace);
+  Tensor target = g.embed;
+  if (Sg_ > 1) target = vocab_scratch_.defined() ? vocab_scratch_ : ws0({Vr, h});
+  for (int64_t t = 0; t < Ts_; ++t) {  // position order
+    const int64_t id = b.inputs[static_cast<size_t>(t)];
+    if (id >= v0 && id < v0 + Vr) add_inplace<float>(F(target) + (id - v0) * h, F(dX) + t * h, h);
+  }
+  if (Sg_ > 1) sp_sum_into(target, g.embed);
+  vocab_scratch_ = Tensor();
+}
+
+double TpSpEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tensor* dyf,
+                        const Batch& b, double inv_n) {
+  const int64_t Ts = Ts_, h = t_.h, Vr = t_.Vr, v0 = tr_ * Vr, V = cfg_.vocab_size;
+  const int64_t C = std::max<int64_t>(16, std::min<int64_t>(Ts, (int64_t{1} << 21) / Vr));
+  const int64_t* tg = b.targets.data();
+  const Tensor Y = gather(yf, Traffic::embed_head, Cat::workspace);
+  const float* Wv = F(p.head_or_embed());
+  Tensor z = ws({C, Vr}), st = ws({3, Ts}), lse = ws({Ts});
+  float *m = F(st), *l = m + Ts, *zt = l + Ts;
+  ce_init<float>(m, l, zt, Ts);
+  for (int64_t r0 = 0; r0 < Ts; r0 += C) {
+    const int64_t c = std::min(C, Ts - r0);
+    linear_fwd<float>(F(z), F(Y) + r0 * h, Wv, c, Vr, h);
+    ce_update<float>(m + r0, l + r0, zt + r0, F(z), c, Vr, v0, V, tg + r0);
+  }
+  if (T_ > 1) {  // merge the per-shard statistics in rank order (identical on every TP rank)
+    Tensor all = ws({T_, 3 * Ts});
+    tp_.iallgather(F(st), F(all), 3 * Ts * 4, Traffic::embed_head).wait();
+    for (int64_t r = 0; r < Ts; ++r) {
+      if (tg[r] < 0) continue;
+      float M = -std::numeric_limits<float>::infinity(), L = 0, Z = 0;
+      for (int q = 0; q < T_; ++q) M = std::max(M, F(all)[q * 3 * Ts + r]);
+      for (int q = 0; q < T_; ++q) {
+        const float* s = F(all) + q * 3 * Ts;
+        L += s[Ts + r] * std::exp(s[r] - M);
+        Z += s[2 * Ts + r];
+      }
+      m[r] = M;
+      l[r] = L;
+      zt[r] = Z;
+    }
+  }
+  ce_finish<float>(F(lse), m, l, zt, Ts, tg);
+  const auto [own0, own_n] = owned_rows();
+  Tensor tmp = ws({Ts});
+  const double loss = ce_finish<float>(F(tmp), m + own0, l + own0, zt + own0, own_n, tg + own0);
+  if (!g) return loss;
+  set_context(kWhereHead, Phase::bwd);
+  Tensor Gh = g->head_or_embed();
+  if (Sg_ > 1) Gh = ws0({Vr, h});
+  Tensor dY = ws0({Ts, h});
+  for (int64_t r0 = 0; r0 < Ts; r0 += C) {
+    const int64_t c = std::min(C, Ts - r0);
+    linear_fwd<float>(F(z), F(Y) + r0 * h, Wv, c, Vr, h);
+    ce_bwd<float>(F(z), F(z), F(lse) + r0, c, Vr, v0, V, tg + r0, static_cast<float>(inv_n));
+    linear_bwd_x<float>(F(dY) + r0 * h, F(z), Wv, c, Vr, h);
+    linear_bwd_w<float>(F(Gh), F(z), F(Y) + r0 * h, c, Vr, h);
+  }
+  reduce_into(dY, *dyf, Traffic::embed_head);
+  if (Sg_ > 1) {
+    if (g->head.defined())
+      sp_sum_into(Gh, g->head);
+    else
+      vocab_scratch_ = Gh;  // tied: the embedding backward adds to it, then one sum over sp
+  }
+  return loss;
+}
+
+// ---- one micro-batch ------------------------------------------------------------------------
+
+double TpSpEngine::forward_backward(const TspParams& p, TspParams& g, const Batch& b,
+                                    double inv_n) {
+  begin(b);
+  const int64_t Tl = Tl_, h = t_.h;
+  const size_t L = p.layers.size();
+  const bool full = o_.recompute == Recompute::full;
+  set_context(kWhereEmbed, Phase::fwd);
+  Tensor x = act({Tl, h});
+  embed_fwd(p, b, x);
+  std::vector<Acts> saved(L);
+  for (size_t l = 0; l < L; ++l) {
+    set_context(static_cast<int>(l), Phase::fwd);
+    saved[l].x = x.clone(Cat::activations);
+    block_fwd(p.layers[l], x, full ? nullptr : &saved[l]);
+  }
+  Tensor dx = Tensor::zeros({Tl, h}, DType::f32, Cat::activations);
+  double loss;
+  {
+    set_context(kWhereHead, Phase::fwd);
+    Tensor nf = ws({Tl, h}), rstd = ws({Tl}), yf = ws({Tl, h}), dyf = ws0({Tl, h});
+    rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), Tl, h, cfg_.rms_norm_eps);
+    loss = head(p, &g, yf, &dyf, b, inv_n);
+    rmsnorm_bwd<float>(F(dx), F(g.final_norm), F(dyf), F(nf), F(p.final_norm), F(rstd), Tl, h);
+  }
+  x = Tensor();
+  for (size_t l = L; l-- > 0;) {
+    if (full) {
+      set_context(static_cast<int>(l), Phase::recompute);
+      Tensor xin = saved[l].x.clone(Cat::workspace);
+      Acts a;
+      block_fwd(p.layers[l], xin, &a);
+      saved[l] = std::move(a);
+    }
+    set_context(static_cast<int>(l), Phase::bwd);
+    block_bwd(p.layers[l], g.layers[l], saved[l], dx);
+    saved[l] = Acts();
+  }
+  set_context(kWhereEmbed, Phase::bwd);
+  embed_bwd(g, b, dx);
+  return loss;
+}
+
+double TpSpEngine::forward_loss(const TspParams& p, const Batch& b) {
+  begin(b);
+  const int64_t Tl = Tl_, h = t_.h;
+  set_context(kWhereEmbed, Phase::fwd);
+  Tensor x = ws({Tl, h});
+  embed_fwd(p, b, x);
+  for (size_t l = 0; l < p.layers.size(); ++l) {
+    set_context(static_cast<int>(l), Phase::fwd);
+    block_fwd(p.layers[l], x, nullptr);
+  }
+  set_context(kWhereHead, Phase::fwd);
+  Tensor nf = ws({Tl, h}), rstd = ws({Tl}), yf = ws({Tl, h});
+  rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), Tl, h, cfg_.rms_norm_eps);
+  return head(p, nullptr, yf, nullptr, b, 0.0);
+}
+
+void TpSpEngine::finish_grads(TspParams& g) {
+  // Norm gradients are partial over the rows: over sp always, over tp only when the residual
+  // stream is split (without sequence parallelism every TP rank computed the same full sum).
+  set_context(kWhereStep, Phase::bwd);
+  g.for_each([&](Tensor& t, bool replicated) {
+    if (!replicated) return;
+    if (seqp_) tp_.iallreduce(F(t), t.numel(), Traffic::other).wait();
+    sp_.iallreduce(F(t), t.numel(), Traffic::other).wait();
+  });
+}
+
+}  // namespace origami

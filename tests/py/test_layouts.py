@@ -1,0 +1,179 @@
+"""Every layout of tsp-spec §9 under `origami grad` with N ranks (one mpirun job per case, one test
+per world size), against the single-rank file of the same weights and tokens: loss <= 1e-6 and
+every gradient <= 1e-5 norm-wise relative, GQA (g = 2), masked labels, tied and untied, head
+buckets, --recompute none/full, Megatron sequence parallelism on and off.
+The bytes every rank records per layer, phase and category must equal tsp-spec §7 (TP, SP, TP+SP,
+FSDP+SP, TSP; the dp term 2·f_dp·(this rank's weight elements) per step), and those of the
+embedding and LM head the formulas of docs/layouts.md.
+Usage: test_layouts.py ORIGAMI_BINARY WORKDIR N"""
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import st  # noqa: E402
+import test_tsp_grad as tg  # noqa: E402
+from harness import mpi, run  # noqa: E402
+
+OFF = ["--tp-sequence-parallel", "off"]
+FULL = ["--recompute", "full"]
+BUCKETS = ["--attn-buckets", "2"]
+CASES = {  # layout, flags, tied
+    2: [("tp=2", [], False), ("tp=2", OFF + FULL, True), ("sp=2", BUCKETS, False),
+        ("sp=2", FULL, True)],
+    4: [("tp=4", [], False), ("tp=4", OFF, True), ("sp=4", FULL + BUCKETS, False),
+        ("tp=2,sp=2", [], False), ("tp=2,sp=2", OFF + FULL, True), ("dp=2,tp=2", BUCKETS, False),
+        ("dp=2,sp=2", [], True), ("dp=2,fsdp_sp=2", FULL, False)],
+    8: [("tp=8", [], False), ("sp=8", [], True), ("tp=2,sp=4", FULL, False),
+        ("tp=4,sp=2", OFF, False), ("dp=2,tp=2,sp=2", [], True),
+        ("dp=2,tp=2,sp=2", OFF + FULL, False), ("dp=2,tsp=4", FULL + ["--keep-attn-weights"], True),
+        ("dp=4,fsdp_sp=2", [], False), ("dp=8", [], True)],
+}
+CATS = ("attn_weights", "mlp_weights", "kv", "grads", "embed_head", "acts", "other")
+
+
+def axes(layout):
+    a = {"dp": 1, "tsp": 1, "fsdp_sp": 1, "tp": 1, "sp": 1}
+    for item in layout.split(","):
+        k, v = item.split("=")
+        a[k] = int(v)
+    return a
+
+
+def table(**cells):
+    """{category: {phase: bytes}} from cells like kv=(fwd, recompute, bwd) in elements."""
+    t = {c: {"fwd": 0, "recompute": 0, "bwd": 0} for c in CATS}
+    for c, (f, r, b) in cells.items():
+        t[c] = {"fwd": int(round(4 * f)), "recompute": int(round(4 * r)), "bwd": int(round(4 * b))}
+    return t
+
+
+def tpsp_bytes(cfg, T, Sg, seqp, B, S, full, tied):
+    """tsp-spec §7 for TP+SP (per layer), and our embedding/head formulas (docs/layouts.md)."""
+    h, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    kvd = h // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
+    seqp = seqp and T > 1
+    Ts, fT, fS = B * S / Sg, (T - 1) / T, (Sg - 1) / Sg
+    W = (2 * h * h + 2 * h * kvd + 3 * I * h) / T  # one layer's weights on this rank
+    acts, kv = 4 * fT * Ts * h, fS * 2 * B * S * kvd / T
+    layer = table(acts=(acts, acts if full else 0, acts), kv=(kv, kv if full else 0, 2 * kv),
+                  grads=(0, 0, 2 * fS * W))
+    Vr = -(-V // T)
+    gather = fT * Ts * h if seqp else 0
+    embed = table(embed_head=(gather if seqp else 2 * fT * Ts * h, 0, gather),
+                  grads=(0, 0, 2 * fS * Vr * h))
+    head = table(embed_head=(gather + (T - 1) * 3 * Ts, 0, gather if seqp else 2 * fT * Ts * h),
+                 grads=(0, 0, 0 if tied else 2 * fS * Vr * h))
+    return layer, embed, head
+
+
+def weight_elems(cfg, D):
+    """Elements of the parameters a rank holds with shard degree D (vocabulary padded), norms whole."""
+    h, I, V, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"], cfg["num_hidden_layers"]
+    kvd = h // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
+    Vp = -(-V // D) * D
+    n_vocab = 1 if cfg["tie_word_embeddings"] else 2
+    return L * ((2 * h * h + 2 * h * kvd + 3 * I * h) // D + 2 * h) + n_vocab * Vp * h // D + h
+
+
+def expected(cfg, layout, flags, ids, rank):
+    a = axes(layout)
+    full = "full" in flags
+    M = a["tsp"] * a["fsdp_sp"] * a["tp"] * a["sp"]
+    dp, i = a["dp"], rank % M
+    rows = ids.shape[0] // dp
+    rep = ids[(rank // M) * rows:(rank // M + 1) * rows]  # this replica's sequences
+    B, S = rep.shape[0], rep.shape[1] - 1
+    zero = table()
+    if a["tsp"] > 1 or a["fsdp_sp"] > 1:
+        D = M
+        lay, hd, em = tg.expected_bytes(cfg, D, i, rep, full, "--keep-attn-weights" in flags)
+        layer = table()
+        for c in CATS:
+            layer[c] = lay[c]
+        embed, head = table(), table()
+        embed["embed_head"] = {"fwd": em["fwd"], "recompute": 0, "bwd": em["bwd"]}
+        head["embed_head"] = {"fwd": hd["fwd"], "recompute": 0, "bwd": hd["bwd"]}
+        shard = D
+    elif a["tp"] > 1 or a["sp"] > 1:
+        layer, embed, head = tpsp_bytes(cfg, a["tp"], a["sp"], "off" not in flags, B, S, full,
+                                        cfg["tie_word_embeddings"])
+        shard = a["tp"]
+    else:
+        layer, embed, head, shard = zero, zero, zero, 1
+    dp_term = int(round(2 * (dp - 1) * weight_elems(cfg, shard) * 4 / dp))
+    return layer, embed, head, dp_term
+
+
+def check_bytes(rep, cfg, layout, flags, ids):
+    bad = []
+    for rk in rep["ranks"]:
+        r = rk["rank"]
+        layer, embed, head, dp_term = expected(cfg, layout, flags, ids, r)
+        for l, got in enumerate(rk["comm_bytes_per_layer"]):
+            if got != layer:
+                bad.append(f"rank {r} layer {l}: got {got} want {layer}")
+        if rk["comm_bytes_embed"] != embed:
+            bad.append(f"rank {r} embedding: got {rk['comm_bytes_embed']} want {embed}")
+        if rk["comm_bytes_head"] != head:
+            bad.append(f"rank {r} head: got {rk['comm_bytes_head']} want {head}")
+        got = rk["comm_bytes_step"]["grads"]["bwd"]
+        if got != dp_term:
+            bad.append(f"rank {r} dp term: got {got} want {dp_term}")
+    return bad
+
+
+def main():
+    binary, work, N = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    tg.BIN = binary
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    models = {}
+    for tied in (False, True):
+        name = "tied" if tied else "untied"
+        cfgp, wp, tp = tg.make(work, name, N, tied, False, seed=20 + tied)
+        rng = np.random.default_rng(30 + tied)
+        cfg = json.load(open(cfgp))
+        ids = rng.integers(0, cfg["vocab_size"], (N, 6 * N + 1))  # B = N: every dp degree fits
+        labels = ids.copy()
+        labels[rng.random(ids.shape) < 0.15] = -100
+        st.save(tp, {"input_ids": ids, "labels": labels})
+        ref = tg.grad(cfgp, wp, tp, os.path.join(work, name + ".ref.safetensors"))
+        models[tied] = (cfgp, wp, tp, cfg, ids, ref)
+    fails = []
+    for k, (layout, flags, tied) in enumerate(CASES[N]):
+        cfgp, wp, tp, cfg, ids, ref = models[tied]
+        out = os.path.join(work, f"case{k}.safetensors")
+        cmd = [binary, "grad", "--config", cfgp, "--weights", wp, "--tokens", tp, "--out", out,
+               "--layout", layout, "--report", out + ".json"] + flags
+        run(mpi(N, cmd), timeout=300)
+        le, ge, where = tg.compare(ref, st.load(out))
+        bad = check_bytes(json.load(open(out + ".json")), cfg, layout, flags, ids)
+        ok = le <= 1e-6 and ge <= 1e-5 and not bad
+        desc = f"{layout} {' '.join(flags)}{' tied' if tied else ''}"
+        print(f"{desc:58s} loss rel {le:.1e}  worst grad rel {ge:.1e} ({where}); bytes == §7: {not bad}"
+              f"  {'ok' if ok else 'FAIL'}")
+        if bad:
+            print("\n".join(bad[:6]))
+        if not ok:
+            fails.append(desc)
+        if k == 0:  # overlap off and a rerun: bit-identical
+            a = open(out, "rb").read()
+            same = []
+            for extra in (["--no-overlap"], []):
+                o2 = out + ".again"
+                run(mpi(N, cmd[:cmd.index("--out") + 1] + [o2] + cmd[cmd.index("--out") + 2:] + extra))
+                same.append(a == open(o2, "rb").read())
+            print(f"{layout}: --no-overlap bitwise {same[0]}, rerun bitwise {same[1]}")
+            if not all(same):
+                fails.append(layout + " determinism")
+    if fails:
+        print("FAILED: " + "; ".join(fails))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
