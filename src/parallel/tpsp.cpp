@@ -17,9 +17,9 @@ using namespace cpu;
 using namespace tsp;
 
 struct TpSpEngine::Acts {
-  Tensor x;                             // block input [Tl, h] (all that full recompute keeps)
-  Tensor n1, rstd1, n2, rstd2;          // this rank's rows of both norms
-  Tensor Y1, Y2;                        // gathered norm outputs [Ts, h] (sequence parallel only)
+  Tensor x;             // block input [Tl, h] (all that full recompute keeps)
+  Tensor n1, n2;        // normalised inputs of both norms, all Ts rows (gathered under SP)
+  Tensor rstd1, rstd2;  // this rank's rows
   std::vector<Tensor> q, k, v, o, lse;  // per head bucket; k, v this SP rank's tokens
   Tensor g, u;                          // [Ts, I/T]
 };
@@ -291,54 +291,62 @@ void TpSpEngine::mlp_bwd(const TspLayer& W, float* G, const Acts& a, const Tenso
 
 // ---- a block --------------------------------------------------------------------------------
 
+// RMSNorm of this rank's rows of x; the normalised rows n (before the weight) of all Ts tokens
+// go to N (all-gathered over tp under sequence parallelism: the only copy a block keeps of its
+// normed inputs, the weighted output is recomputed from it); returns the weighted output [Ts, h].
+Tensor TpSpEngine::norm_fwd(const Tensor& x, const Tensor& w, Tensor& N, Tensor& rstd, bool keep) {
+  const int64_t Tl = Tl_, Ts = Ts_, h = t_.h;
+  const Cat c = keep ? Cat::activations : Cat::workspace;
+  rstd = Tensor::empty({Tl}, DType::f32, c);
+  Tensor y = ws({Tl, h});
+  if (!seqp_) {
+    N = Tensor::empty({Ts, h}, DType::f32, c);
+    rmsnorm_fwd<float>(F(y), F(N), F(rstd), F(x), F(w), Tl, h, cfg_.rms_norm_eps);
+    return y;
+  }
+  Tensor n = ws({Tl, h});
+  rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(w), Tl, h, cfg_.rms_norm_eps);
+  N = Tensor::empty({Ts, h}, DType::f32, c);
+  tp_.iallgather(F(n), F(N), Tl * h * 4, Traffic::acts).wait();
+  return reweight(N, w);
+}
+
+Tensor TpSpEngine::reweight(const Tensor& N, const Tensor& w) {
+  Tensor y = ws({Ts_, t_.h});
+  rmsnorm_apply<float>(F(y), F(N), F(w), Ts_, t_.h);
+  return y;
+}
+
 void TpSpEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a) {
-  const int64_t Tl = Tl_, h = t_.h;
   Acts tmp;
   Acts& A = a ? *a : tmp;
-  auto keep = [&](std::vector<int64_t> s) { return a ? act(std::move(s)) : ws(std::move(s)); };
-  const Cat gathered = a ? Cat::activations : Cat::workspace;
-  A.n1 = keep({Tl, h});
-  A.rstd1 = keep({Tl});
   {
-    Tensor y1 = ws({Tl, h});
-    rmsnorm_fwd<float>(F(y1), F(A.n1), F(A.rstd1), F(x), F(W.in_norm), Tl, h, cfg_.rms_norm_eps);
-    Tensor Y1 = gather(y1, Traffic::acts, gathered);
+    const Tensor Y1 = norm_fwd(x, W.in_norm, A.n1, A.rstd1, a != nullptr);
     attn_fwd(W, Y1, x, a);
-    if (seqp_) A.Y1 = Y1;  // without sequence parallelism it is recomputed from n1
   }
-  A.n2 = keep({Tl, h});
-  A.rstd2 = keep({Tl});
-  Tensor y2 = ws({Tl, h});
-  rmsnorm_fwd<float>(F(y2), F(A.n2), F(A.rstd2), F(x), F(W.post_norm), Tl, h, cfg_.rms_norm_eps);
-  Tensor Y2 = gather(y2, Traffic::acts, gathered);
+  const Tensor Y2 = norm_fwd(x, W.post_norm, A.n2, A.rstd2, a != nullptr);
   mlp_fwd(W, Y2, x, a);
-  if (seqp_) A.Y2 = Y2;
 }
 
 void TpSpEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor& dx) {
-  const int64_t Tl = Tl_, Ts = Ts_, h = t_.h;
+  const int64_t Tl = Tl_, Ts = Ts_, h = t_.h, own = row0_ * h;  // this rank's rows of n1, n2
   // Layer gradients of the shards: straight into G, or (Σ > 1) into scratch summed over sp.
   Tensor ga = Sg_ > 1 ? ws0({t_.attn_size()}) : G.attn;
   Tensor gm = Sg_ > 1 ? ws0({t_.mlp_size()}) : G.mlp;
-  auto normed = [&](const Tensor& Y, const Tensor& n, const Tensor& w) {
-    if (seqp_) return Y;
-    Tensor y = ws({Ts, h});
-    rmsnorm_apply<float>(F(y), F(n), F(w), Ts, h);
-    return y;
-  };
   {
     Tensor dX = gather(dx, Traffic::acts, Cat::workspace);
     Tensor dY2 = ws0({Ts, h}), dy2 = ws0({Tl, h});
-    mlp_bwd(W, F(gm), a, normed(a.Y2, a.n2, W.post_norm), dX, dY2);
+    mlp_bwd(W, F(gm), a, reweight(a.n2, W.post_norm), dX, dY2);
     reduce_into(dY2, dy2, Traffic::acts);
-    rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F(a.rstd2), Tl, h);
+    rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2) + own, F(W.post_norm), F(a.rstd2), Tl,
+                       h);
   }
   Tensor dX = gather(dx, Traffic::acts, Cat::workspace);
   Tensor dY1 = ws0({Ts, h}), dy1 = ws0({Tl, h});
-  attn_bwd(W, F(ga), a, normed(a.Y1, a.n1, W.in_norm), dX, dY1);
+  attn_bwd(W, F(ga), a, reweight(a.n1, W.in_norm), dX, dY1);
   dX = Tensor();
   reduce_into(dY1, dy1, Traffic::acts);
-  rmsnorm_bwd<float>(F(dx), F(G.in_norm), F(dy1), F(a.n1), F(W.in_norm), F(a.rstd1), Tl, h);
+  rmsnorm_bwd<float>(F(dx), F(G.in_norm), F(dy1), F(a.n1) + own, F(W.in_norm), F(a.rstd1), Tl, h);
   if (Sg_ > 1) {
     sp_sum_into(ga, G.attn);
     sp_sum_into(gm, G.mlp);

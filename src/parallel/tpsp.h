@@ -72,6 +72,8 @@ class TpSpEngine : public ShardedSchedule {
   void mlp_fwd(const TspLayer& W, const Tensor& Y2, Tensor& x, Acts* a);
   void mlp_bwd(const TspLayer& W, float* G, const Acts& a, const Tensor& Y2, const Tensor& dX,
                Tensor& dY2);
+  Tensor norm_fwd(const Tensor& x, const Tensor& w, Tensor& N, Tensor& rstd, bool keep);
+  Tensor reweight(const Tensor& N, const Tensor& w);
   void block_fwd(const TspLayer& W, Tensor& x, Acts* a);
   void block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor& dx);
   void embed_fwd(const TspParams& p, const Batch& b, Tensor& x);
