@@ -72,12 +72,16 @@ Recompute parse_recompute(const std::string& s) {
   fail("--recompute=", s, " is not one of: none, full");
 }
 
-Model::Model(const ModelConfig& c) : cfg_(c) {
+void make_rope_tables(const ModelConfig& c, Tensor& cos, Tensor& sin) {
   const int64_t half = c.head_dim() / 2;
-  cos_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
-  sin_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
-  rope_table<float>(F(cos_), F(sin_), c.max_position_embeddings, static_cast<int>(c.head_dim()),
+  cos = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
+  sin = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
+  rope_table<float>(F(cos), F(sin), c.max_position_embeddings, static_cast<int>(c.head_dim()),
                     c.rope_theta);
+}
+
+Model::Model(const ModelConfig& c) : cfg_(c) {
+  make_rope_tables(c, cos_, sin_);
 }
 
 void Model::embed(Tensor& x, const ModelParams& p, const Batch& b) {

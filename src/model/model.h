@@ -49,7 +49,10 @@ class Model {
                  const Batch& b);
 
   ModelConfig cfg_;
-  Tensor cos_, sin_;  // RoPE tables [max_position_embeddings, d/2]
+  Tensor cos_, sin_;  // RoPE tables [max_position_embeddings, d/2] (make_rope_tables)
 };
+
+// The RoPE cos/sin tables [max_position_embeddings, head_dim/2] of a config (fp32, workspace).
+void make_rope_tables(const ModelConfig& c, Tensor& cos, Tensor& sin);
 
 }  // namespace origami

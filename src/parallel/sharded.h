@@ -5,8 +5,22 @@
 #include "comm/comm.h"
 #include "model/model.h"
 #include "parallel/tsp_params.h"
+#include "parallel/zigzag.h"
 
 namespace origami {
+
+// Rank r's zigzag share of a batch (tsp-spec §3) over D ranks.
+inline Batch zigzag_batch(const Batch& g, int D, int r) {
+  Batch b;
+  b.B = g.B;
+  b.S = g.S;
+  const Zigzag z{g.B, g.S, D, r};
+  b.inputs.resize(static_cast<size_t>(z.local_tokens()));
+  b.targets.resize(b.inputs.size());
+  z.shard(b.inputs.data(), g.inputs.data(), 1);
+  z.shard(b.targets.data(), g.targets.data(), 1);
+  return b;
+}
 
 class ShardedSchedule {
  public:

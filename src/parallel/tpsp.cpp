@@ -35,25 +35,12 @@ TpSpEngine::TpSpEngine(const ModelConfig& c, Comm& tp, Comm& sp, TpSpOptions o)
       tr_(tp.rank()),
       sr_(sp.rank()) {
   seqp_ = o_.seq_parallel && T_ > 1;
-  const int64_t half = c.head_dim() / 2;
-  cos_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
-  sin_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
-  rope_table<float>(F(cos_), F(sin_), c.max_position_embeddings, static_cast<int>(c.head_dim()),
-                    c.rope_theta);
+  make_rope_tables(c, cos_, sin_);
 }
 
 Batch TpSpEngine::shard_batch(const Batch& g) const {
   validate_tpsp(cfg_, T_, Sg_, g.B, g.S, o_.attn_buckets, o_.seq_parallel);
-  if (Sg_ == 1) return g;
-  Batch b;
-  b.B = g.B;
-  b.S = g.S;
-  Zigzag z{g.B, g.S, Sg_, sr_};
-  b.inputs.resize(static_cast<size_t>(z.local_tokens()));
-  b.targets.resize(b.inputs.size());
-  z.shard(b.inputs.data(), g.inputs.data(), 1);
-  z.shard(b.targets.data(), g.targets.data(), 1);
-  return b;
+  return Sg_ == 1 ? g : zigzag_batch(g, Sg_, sr_);
 }
 
 void TpSpEngine::begin(const Batch& b) {
@@ -151,10 +138,7 @@ void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* 
     for (auto* v : {&a->q, &a->k, &a->v, &a->o, &a->lse}) v->assign(N, Tensor());
   Tensor P = ws0({Ts, h});
   for (int64_t b = 0; b < N; ++b) {
-    const float* Wq = pk + b * qw * h;
-    const float* Wk = pk + t_.off_k() + b * kw * h;
-    const float* Wv = pk + t_.off_v() + b * kw * h;
-    const float* Wo = pk + t_.off_o() + b * qw;
+    const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
     Tensor Kg = ws({Sg_ * Ts, kw}), Vg = ws({Sg_ * Ts, kw});
     float* kown = F(Kg) + sr_ * Ts * kw;
     float* vown = F(Vg) + sr_ * Ts * kw;
@@ -207,10 +191,8 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
   const float* pk = F(W.attn);
   for (int64_t b = 0; b < N; ++b) {
-    const float* Wq = pk + b * qw * h;
-    const float* Wk = pk + t_.off_k() + b * kw * h;
-    const float* Wv = pk + t_.off_v() + b * kw * h;
-    const float* Wo = pk + t_.off_o() + b * qw;
+    const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
+    const auto [Gq, Gk, Gv, Go] = t_.bucket(G, b, N);
     Tensor Kg = ws({Sg_ * Ts, kw}), Vg = ws({Sg_ * Ts, kw});
     Request gk = sp_.iallgather(F(a.k[b]), F(Kg), Ts * kw * 4, Traffic::kv);
     Request gv = sp_.iallgather(F(a.v[b]), F(Vg), Ts * kw * 4, Traffic::kv);
@@ -221,8 +203,7 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
     Tensor dO = ws({Ts, qw});
     gemm<float>(Trans::N, Trans::N, Ts, qw, h, 1.0f, F(dX), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
     sp_.progress();
-    gemm<float>(Trans::T, Trans::N, h, qw, Ts, 1.0f, F(dX), h, F(a.o[b]), qw, 1.0f,
-                G + t_.off_o() + b * qw, t_.q_rows);
+    gemm<float>(Trans::T, Trans::N, h, qw, Ts, 1.0f, F(dX), h, F(a.o[b]), qw, 1.0f, Go, t_.q_rows);
     gk.wait();
     gv.wait();
     Tensor dKg = ws0({Sg_ * Ts, kw}), dVg = ws0({Sg_ * Ts, kw}), dq = ws0({Ts, qw});
@@ -242,15 +223,15 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
     }
     rope_bwd<float>(F(dq), qw, pos_.data(), Ts, static_cast<int>(qb), static_cast<int>(d), F(cos_),
                     F(sin_));
-    linear_bwd_w<float>(G + b * qw * h, F(dq), F(Y1), Ts, qw, h);
+    linear_bwd_w<float>(Gq, F(dq), F(Y1), Ts, qw, h);
     sp_.progress();
     linear_bwd_x<float>(F(dY1), F(dq), Wq, Ts, qw, h);
     rk.wait();
     rv.wait();
     rope_bwd<float>(F(dk), kw, pos_.data(), Ts, static_cast<int>(kvb), static_cast<int>(d), F(cos_),
                     F(sin_));
-    linear_bwd_w<float>(G + t_.off_k() + b * kw * h, F(dk), F(Y1), Ts, kw, h);
-    linear_bwd_w<float>(G + t_.off_v() + b * kw * h, F(dv), F(Y1), Ts, kw, h);
+    linear_bwd_w<float>(Gk, F(dk), F(Y1), Ts, kw, h);
+    linear_bwd_w<float>(Gv, F(dv), F(Y1), Ts, kw, h);
     linear_bwd_x<float>(F(dY1), F(dk), Wk, Ts, kw, h);
     linear_bwd_x<float>(F(dY1), F(dv), Wv, Ts, kw, h);
   }

@@ -26,24 +26,12 @@ TspEngine::TspEngine(const ModelConfig& c, Comm& comm, TspOptions o)
     fail(
         "--keep-attn-weights needs --recompute full (it keeps a layer's packets from its recompute "
         "to its backward)");
-  const int64_t half = c.head_dim() / 2;
-  cos_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
-  sin_ = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
-  rope_table<float>(F(cos_), F(sin_), c.max_position_embeddings, static_cast<int>(c.head_dim()),
-                    c.rope_theta);
+  make_rope_tables(c, cos_, sin_);
 }
 
 Batch TspEngine::shard_batch(const Batch& g) const {
   validate_tsp(cfg_, D_, g.S, o_.attn_buckets);
-  Batch b;
-  b.B = g.B;
-  b.S = g.S;
-  Zigzag z{g.B, g.S, D_, r_};
-  b.inputs.resize(static_cast<size_t>(z.local_tokens()));
-  b.targets.resize(b.inputs.size());
-  z.shard(b.inputs.data(), g.inputs.data(), 1);
-  z.shard(b.targets.data(), g.targets.data(), 1);
-  return b;
+  return zigzag_batch(g, D_, r_);
 }
 
 void TspEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Tensor>* keep) {

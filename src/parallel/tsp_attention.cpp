@@ -88,10 +88,7 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
       next = post(j + 1, keep ? (*keep)[j + 1] : buf[(j + 1) % 2]);
     req.wait();
     for (int64_t b = 0; b < N; ++b) {
-      const float* Wq = pk + b * qw * h;
-      const float* Wk = pk + t_.off_k() + b * kw * h;
-      const float* Wv = pk + t_.off_v() + b * kw * h;
-      const float* Wo = pk + t_.off_o() + b * qw;  // columns of [h, q_rows]
+      const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
       Tensor q = a ? act({T, qw}) : ws({T, qw});
       Tensor Kg = ws({D_ * T, kw}), Vg = ws({D_ * T, kw});
       float* kown = F(Kg) + r_ * T * kw;
@@ -164,17 +161,14 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     float* pg = F(part) + (fsdp ? j * P : 0);
     for (int64_t b = 0; b < N; ++b) {
       const int64_t i = j * N + b;
-      const float* Wq = pk + b * qw * h;
-      const float* Wk = pk + t_.off_k() + b * kw * h;
-      const float* Wv = pk + t_.off_v() + b * kw * h;
-      const float* Wo = pk + t_.off_o() + b * qw;
+      const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
+      const auto [Gq, Gk, Gv, Go] = t_.bucket(pg, b, N);
       Tensor Kg = ws({D_ * T, kw}), Vg = ws({D_ * T, kw});
       Request gk = comm_.iallgather(F(a.k[i]), F(Kg), T * kw * 4, Traffic::kv);
       Request gv = comm_.iallgather(F(a.v[i]), F(Vg), T * kw * 4, Traffic::kv);
       Tensor dO = ws({T, qw});
       gemm<float>(Trans::N, Trans::N, T, qw, h, 1.0f, F(dy), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
-      gemm<float>(Trans::T, Trans::N, h, qw, T, 1.0f, F(dy), h, F(a.o[i]), qw, 1.0f,
-                  pg + t_.off_o() + b * qw, t_.q_rows);
+      gemm<float>(Trans::T, Trans::N, h, qw, T, 1.0f, F(dy), h, F(a.o[i]), qw, 1.0f, Go, t_.q_rows);
       gk.wait();
       gv.wait();
       Tensor dKg = ws0({D_ * T, kw}), dVg = ws0({D_ * T, kw}), dq = ws0({T, qw});
@@ -188,14 +182,14 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
       Request rv = comm_.ireduce_scatter(F(dVg), F(dv), T * kw, Traffic::kv);
       rope_bwd<float>(F(dq), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
                       F(sin_));
-      linear_bwd_w<float>(pg + b * qw * h, F(dq), F(y1), T, qw, h);
+      linear_bwd_w<float>(Gq, F(dq), F(y1), T, qw, h);
       linear_bwd_x<float>(F(dy1), F(dq), Wq, T, qw, h);
       rk.wait();
       rv.wait();
       rope_bwd<float>(F(dk), kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d),
                       F(cos_), F(sin_));
-      linear_bwd_w<float>(pg + t_.off_k() + b * kw * h, F(dk), F(y1), T, kw, h);
-      linear_bwd_w<float>(pg + t_.off_v() + b * kw * h, F(dv), F(y1), T, kw, h);
+      linear_bwd_w<float>(Gk, F(dk), F(y1), T, kw, h);
+      linear_bwd_w<float>(Gv, F(dv), F(y1), T, kw, h);
       linear_bwd_x<float>(F(dy1), F(dk), Wk, T, kw, h);
       linear_bwd_x<float>(F(dy1), F(dv), Wv, T, kw, h);
     }

@@ -26,6 +26,18 @@ struct TspDims {
   int64_t off_o() const { return off_v() + kv_rows * h; }
   int64_t attn_size() const { return off_o() + h * q_rows; }
   int64_t mlp_size() const { return 3 * Ir * h; }
+  // Bucket b of N of an attention packet: its W_q, W_k, W_v rows and W_o columns (row stride
+  // q_rows), or the same places in a gradient packet.
+  template <class P>
+  struct Bucket {
+    P *q, *k, *v, *o;
+  };
+  template <class P>
+  Bucket<P> bucket(P* pk, int64_t b, int64_t N) const {
+    const int64_t qw = q_rows / N, kw = kv_rows / N;
+    return {pk + b * qw * h, pk + off_k() + b * kw * h, pk + off_v() + b * kw * h,
+            pk + off_o() + b * qw};
+  }
   static TspDims of(const ModelConfig& c, int D);
 };
 

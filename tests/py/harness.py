@@ -34,3 +34,14 @@ def train(binary, work, name, args, ranks=0, layout=None):
     r = run(mpi(ranks, cmd) if ranks else cmd)
     with open(report) as f:
         return json.load(f), r.stdout
+
+
+def rel(a, b):
+    """Worst relative difference of two loss lists."""
+    return max(abs(x - y) / abs(y) for x, y in zip(a, b))
+
+
+def same_files(a, b):
+    """Whether two checkpoint directories hold byte-identical weights and optimizer state."""
+    return all(open(os.path.join(a, f), "rb").read() == open(os.path.join(b, f), "rb").read()
+               for f in ("model.safetensors", "optimizer.safetensors"))

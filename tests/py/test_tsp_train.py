@@ -13,21 +13,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
+from harness import rel, same_files  # noqa: E402
 
 
 def train(work, name, D, *args):
     common = ["--eval-every", "0", "--seq", "64", "--micro-batch", "2"]
     return harness.train(BIN, work, name, common + list(args), ranks=D,
                          layout=f"tsp={D}" if D else None)[0]
-
-
-def rel(a, b):
-    return max(abs(x - y) / abs(y) for x, y in zip(a, b))
-
-
-def same_files(a, b):
-    return all(open(os.path.join(a, f), "rb").read() == open(os.path.join(b, f), "rb").read()
-               for f in ("model.safetensors", "optimizer.safetensors"))
 
 
 def main():
