@@ -18,6 +18,18 @@ void Args::boolean(const std::string& name, const std::string& help) {
   flags_[name] = {"", help, false, true};
 }
 
+void Args::repeatable(const std::string& name, const std::string& def, const std::string& help) {
+  order_.push_back(name);
+  flags_[name] = {def, help, false, false, true};
+}
+
+std::vector<std::string> Args::list(const std::string& name) const {
+  auto it = all_.find(name);
+  if (it != all_.end()) return it->second;
+  const std::string& d = flags_.at(name).def;
+  return d.empty() ? std::vector<std::string>{} : std::vector<std::string>{d};
+}
+
 std::string Args::help() const {
   std::string s = "usage: origami " + cmd_ + " [flags]\n\n" + summary_ + "\n\nflags:\n";
   for (const auto& n : order_) {
@@ -28,6 +40,7 @@ std::string Args::help() const {
     else
       left += "\n" + std::string(26, ' ');
     s += left + f.help;
+    if (f.repeat) s += " (repeatable)";
     if (f.required)
       s += " (required)";
     else if (!f.is_bool && !f.def.empty())
@@ -61,6 +74,7 @@ bool Args::parse(int argc, char** argv) {
       value = argv[++i];
     }
     values_[name] = value;
+    all_[name].push_back(value);
     given_[name] = true;
   }
   for (const auto& [n, f] : flags_)

@@ -15,6 +15,8 @@ class Args {
   void flag(const std::string& name, const std::string& def, const std::string& help,
             bool required = false);
   void boolean(const std::string& name, const std::string& help);
+  // A flag that may be given several times; list() returns every value in order.
+  void repeatable(const std::string& name, const std::string& def, const std::string& help);
   // Returns false if --help was given (help already printed).
   bool parse(int argc, char** argv);
   std::string help() const;
@@ -24,16 +26,18 @@ class Args {
   double f64(const std::string& name) const;
   bool on(const std::string& name) const;
   bool given(const std::string& name) const { return given_.count(name) > 0; }
+  std::vector<std::string> list(const std::string& name) const;
 
  private:
   struct Flag {
     std::string def, help;
-    bool required = false, is_bool = false;
+    bool required = false, is_bool = false, repeat = false;
   };
   std::string cmd_, summary_;
   std::vector<std::string> order_;
   std::map<std::string, Flag> flags_;
   std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> all_;
   std::map<std::string, bool> given_;
 };
 

@@ -9,6 +9,7 @@
 #include "cli/args.h"
 #include "core/error.h"
 #include "model/params.h"
+#include "plan/plan_cli.h"
 #include "train/grad.h"
 #include "train/trainer.h"
 
@@ -21,7 +22,8 @@ const char* kUsage =
     "commands:\n"
     "  train   train a Llama model on the bundled corpus or on synthetic tokens\n"
     "  grad    loss and full gradients of given weights on given tokens (the oracle interface)\n"
-    "  init    write freshly initialised weights (counter-based RNG, layout independent)\n";
+    "  init    write freshly initialised weights (counter-based RNG, layout independent)\n"
+    "  plan    predict per-rank memory and bytes per layer for layouts and sequence lengths\n";
 
 // Started by mpirun (or another PMI launcher)? Then MPI is initialised; a plain `origami ...`
 // runs as one process without MPI (OpenMPI's singleton start-up costs seconds on some machines).
@@ -156,6 +158,53 @@ int cmd_grad(int argc, char** argv) {
   return 0;
 }
 
+int cmd_plan(int argc, char** argv) {
+  Args a("plan",
+         "Predict per-rank peak memory (by category) and bytes per layer for layouts and\n"
+         "sequence lengths, from the memory model of docs/memory-model.md (a replay of the\n"
+         "engine's buffers) and the formulas of tsp-spec §7; print the TSP-vs-TP crossovers.\n"
+         "Nothing runs: no MPI, no memory beyond the config.");
+  a.flag("config", "", "HF Llama config.json", true);
+  a.repeatable("seq", "", "sequence length S");
+  a.repeatable("layout", "",
+               "a layout as for train (e.g. tsp=8, tp=8, tp=4,sp=2, fsdp_sp=8, dp=8, single)");
+  a.flag("micro-batch", "1", "sequences per replica per micro-step");
+  a.flag("dtype", "fp32",
+         "fp32, or bf16 (weights, grads, activations and buffers 2 B; AdamW moments and master "
+         "weights fp32)");
+  a.flag("recompute", "none", "activation checkpointing: none | full");
+  a.flag("device-memory", "", "per-device budget in GiB: mark the layouts that fit");
+  a.flag("attn-buckets", "1", "as for train");
+  a.boolean("keep-attn-weights", "as for train (TSP, --recompute full)");
+  a.flag("tp-sequence-parallel", "on", "as for train: on | off");
+  a.flag("threads", "1",
+         "OpenMP threads per rank (each keeps its own attention tiles, a few hundred KiB)");
+  a.boolean("json", "print a JSON list, one object per (layout, seq)");
+  a.flag("plot", "", "write a PNG of predicted peak per rank against S per layout (gnuplot)");
+  if (!a.parse(argc, argv)) return 0;
+  plan::PlanOptions o;
+  o.config = a.str("config");
+  for (const auto& s : a.list("seq")) {
+    char* end = nullptr;
+    const long long v = std::strtoll(s.c_str(), &end, 10);
+    if (s.empty() || *end || v < 1) fail("--seq=", s, " is not a positive integer");
+    o.seqs.push_back(v);
+  }
+  o.layouts = a.list("layout");
+  o.micro_batch = a.i64("micro-batch", 1);
+  o.dtype = plan::parse_dtype(a.str("dtype"));
+  o.recompute = parse_recompute(a.str("recompute"));
+  if (a.given("device-memory")) {
+    o.device_gib = a.f64("device-memory");
+    if (!(o.device_gib > 0)) fail("--device-memory=", a.str("device-memory"), " must be positive");
+  }
+  o.par = parallel_options(a);
+  o.json = a.on("json");
+  o.threads = static_cast<int>(a.i64("threads", 1));
+  o.plot = a.str("plot");
+  return plan::run_plan(o);
+}
+
 int cmd_init(int argc, char** argv) {
   Args a("init",
          "Write initialised weights: N(0, 0.02) per element from the counter-based RNG keyed\n"
@@ -188,6 +237,8 @@ int main(int argc, char** argv) {
       rc = cmd_grad(argc - 2, argv + 2);
     else if (cmd == "init")
       rc = cmd_init(argc - 2, argv + 2);
+    else if (cmd == "plan")
+      rc = cmd_plan(argc - 2, argv + 2);
     else if (cmd == "--help" || cmd == "-h" || cmd == "help")
       std::fputs(kUsage, stdout);
     else {

@@ -37,7 +37,7 @@ Layout Layout::parse(const std::string& s, int world) {
     seen[k] = true;
     *slot[k] = static_cast<int>(n);
   }
-  if (L.dp * L.model_degree() != world)
+  if (world >= 0 && L.dp * L.model_degree() != world)
     fail("--layout '", s, "' needs ", L.dp * L.model_degree(), " ranks but the world size is ",
          world);
   std::ostringstream text;  // canonical: dp first, then the model axis

@@ -1,0 +1,134 @@
+#include "plan/plan_cli.h"
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace origami::plan {
+
+namespace {
+std::string gib(int64_t b) {
+  char s[32];
+  std::snprintf(s, sizeof s, "%.2f", static_cast<double>(b) / (1 << 30));
+  return s;
+}
+int64_t sum_phase(const nlohmann::json& per_layer, const char* phase) {
+  int64_t s = 0;
+  for (const auto& [cat, ph] : per_layer.items()) s += ph[phase].get<int64_t>();
+  return s;
+}
+}  // namespace
+
+int run_plan(const PlanOptions& o) {
+  const ModelConfig cfg = ModelConfig::load(o.config);
+  if (o.seqs.empty()) fail("origami plan: give at least one --seq");
+  if (o.layouts.empty()) fail("origami plan: give at least one --layout");
+  struct Row {
+    std::string layout;
+    int64_t seq;
+    Result r;
+  };
+  std::vector<Row> rows;
+  for (const std::string& ls : o.layouts) {
+    const Layout L = Layout::parse(ls == "single" ? "" : ls, -1);
+    for (int64_t S : o.seqs) {
+      Input in{cfg, L, o.par, o.recompute, o.micro_batch, S, o.dtype, o.threads};
+      rows.push_back({L.text, S, predict(in)});
+    }
+  }
+  const char* dt = o.dtype == Dtype::f32 ? "fp32" : "bf16";
+  const char* rc = o.recompute == Recompute::full ? "full" : "none";
+  if (o.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& row : rows) {
+      nlohmann::json j = row.r.to_json();
+      const auto cats = j["comm_bytes_per_layer"];
+      j["comm_bytes_per_layer_by_category"] = cats;
+      j["comm_bytes_per_layer"] = {{"fwd", sum_phase(cats, "fwd")},
+                                   {"recompute", sum_phase(cats, "recompute")},
+                                   {"bwd", sum_phase(cats, "bwd")}};
+      j["layout"] = row.layout;
+      j["seq"] = row.seq;
+      j["micro_batch"] = o.micro_batch;
+      j["dtype"] = dt;
+      j["recompute"] = rc;
+      j["world_size"] = Layout::parse(row.layout == "single" ? "" : row.layout, -1).world();
+      if (o.device_gib > 0)
+        j["fits"] = static_cast<double>(row.r.total) <= o.device_gib * (1 << 30);
+      out.push_back(j);
+    }
+    std::printf("%s\n", out.dump(1).c_str());
+  } else {
+    std::printf(
+        "origami plan: %s (%.2fB parameters), micro-batch %lld per replica, %s%s, "
+        "--recompute %s; per rank, GiB (worst rank); bytes per layer and micro-step\n",
+        o.config.c_str(), static_cast<double>(cfg.num_params()) / 1e9,
+        static_cast<long long>(o.micro_batch), dt,
+        o.dtype == Dtype::bf16 ? " (AdamW moments and master weights fp32)" : "", rc);
+    for (int64_t S : o.seqs) {
+      std::printf("\nS = %lld\n", static_cast<long long>(S));
+      std::printf("%-18s %5s %8s %8s %9s %11s %9s %8s %8s %10s %10s %10s%s\n", "layout", "ranks",
+                  "weights", "grads", "optimizer", "activations", "workspace", "comm", "total",
+                  "fwd GiB/l", "rec GiB/l", "bwd GiB/l", o.device_gib > 0 ? "  fits" : "");
+      for (const auto& row : rows) {
+        if (row.seq != S) continue;
+        const auto& p = row.r.peak;
+        const auto& cl = row.r.comm_per_layer;
+        std::printf("%-18s %5d %8s %8s %9s %11s %9s %8s %8s %10s %10s %10s%s\n", row.layout.c_str(),
+                    Layout::parse(row.layout == "single" ? "" : row.layout, -1).world(),
+                    gib(p[0]).c_str(), gib(p[1]).c_str(), gib(p[2]).c_str(), gib(p[3]).c_str(),
+                    gib(p[4]).c_str(), gib(p[5]).c_str(), gib(row.r.total).c_str(),
+                    gib(sum_phase(cl, "fwd")).c_str(), gib(sum_phase(cl, "recompute")).c_str(),
+                    gib(sum_phase(cl, "bwd")).c_str(),
+                    o.device_gib <= 0                                              ? ""
+                    : static_cast<double>(row.r.total) <= o.device_gib * (1 << 30) ? "  yes"
+                                                                                   : "  no");
+      }
+    }
+    // tsp-spec §7: TSP against TP, every term ×f (W = one layer's weights, K = 2BSh/g).
+    const double h = static_cast<double>(cfg.hidden_size);
+    const double g = static_cast<double>(cfg.num_attention_heads) / cfg.num_key_value_heads;
+    const double F = static_cast<double>(cfg.intermediate_size) / h;
+    const double Wh = (2 + 2 / g + 3 * F) * h;  // W / h
+    const double Wah = (2 + 2 / g) * h;
+    std::printf(
+        "\nTSP moves fewer bytes than TP (tsp-spec §7) above these tokens per micro-batch (B·S):\n"
+        "  forward only                               %.0f  (W + K < 4BSh)\n"
+        "  training step, --recompute none            %.0f  (3W + 3K < 8BSh)\n"
+        "  training step, --recompute full            %.0f  (4W + 4K < 12BSh)\n"
+        "  training step, full + --keep-attn-weights  %.0f  (4W - W_a + 4K < 12BSh)\n",
+        Wh / (4 - 2 / g), 3 * Wh / (8 - 6 / g), 4 * Wh / (12 - 8 / g),
+        (4 * Wh - Wah) / (12 - 8 / g));
+  }
+  if (!o.plot.empty()) {
+    const std::string dat = o.plot + ".dat", gp = o.plot + ".gp";
+    std::ofstream d(dat);
+    for (const std::string& ls : o.layouts) {
+      const std::string name = Layout::parse(ls == "single" ? "" : ls, -1).text;
+      d << "\"" << name << "\"\n";
+      for (const auto& row : rows)
+        if (row.layout == name)
+          d << row.seq << " " << static_cast<double>(row.r.total) / (1 << 30) << "\n";
+      d << "\n\n";
+    }
+    d.close();
+    std::ofstream g(gp);
+    g << "set terminal pngcairo size 900,560\nset output '" << o.plot << "'\n"
+      << "set logscale x 2\nset xlabel 'sequence length S'\nset ylabel 'predicted peak per rank "
+      << "(GiB)'\nset key left top\nset grid\nset title '" << o.config << ", " << dt
+      << ", --recompute " << rc << ", micro-batch " << o.micro_batch << "'\n";
+    if (o.device_gib > 0)
+      g << "set arrow from graph 0, first " << o.device_gib << " to graph 1, first " << o.device_gib
+        << " nohead dt 2\n";
+    g << "plot for [i=0:" << o.layouts.size() - 1 << "] '" << dat
+      << "' index i using 1:2 with linespoints title columnheader(1)\n";
+    g.close();
+    if (std::system(("gnuplot " + gp).c_str()) != 0) fail("gnuplot failed on ", gp);
+    if (!o.json) std::printf("\nplot: %s\n", o.plot.c_str());
+  }
+  return 0;
+}
+
+}  // namespace origami::plan

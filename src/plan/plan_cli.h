@@ -1,0 +1,28 @@
+// `origami plan`: the memory model and the communication formulas for several layouts and
+// sequence lengths, as tables (or JSON, or a gnuplot PNG), with the TSP-vs-TP crossovers.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+#include "parallel/layout.h"
+#include "plan/memory_model.h"
+
+namespace origami::plan {
+
+struct PlanOptions {
+  std::string config, plot;
+  std::vector<int64_t> seqs;
+  std::vector<std::string> layouts;
+  int64_t micro_batch = 1;
+  Dtype dtype = Dtype::f32;
+  Recompute recompute = Recompute::none;
+  ParallelOptions par;
+  double device_gib = 0;  // 0: no budget
+  bool json = false;
+  int threads = 1;
+};
+
+int run_plan(const PlanOptions& o);
+
+}  // namespace origami::plan
