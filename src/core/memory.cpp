@@ -1,5 +1,7 @@
 #include "core/memory.h"
 
+#include <fstream>
+
 #include <cstdio>
 #include <cstdlib>
 #include <new>
@@ -59,6 +61,14 @@ std::string format_bytes(int64_t b) {
   else
     std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(b));
   return buf;
+}
+
+int64_t proc_status_bytes(const char* field) {
+  std::ifstream f("/proc/self/status");
+  std::string line, key = std::string(field) + ":";
+  while (std::getline(f, line))
+    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size())) * 1024;  // kB
+  return -1;
 }
 
 }  // namespace origami

@@ -33,5 +33,7 @@ class MemTracker {
 };
 
 std::string format_bytes(int64_t b);
+// A field of /proc/self/status in bytes (e.g. "VmRSS", "VmHWM"); -1 where unavailable.
+int64_t proc_status_bytes(const char* field);
 
 }  // namespace origami

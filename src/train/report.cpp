@@ -45,12 +45,21 @@ void write_report(const std::string& path, const RunSummary& s) {
   write_file_atomic(path, make_report(s).dump(2) + "\n");
 }
 
-void print_memory(const MemStats& m) {
-  std::printf("peak memory (rank 0):");
-  for (int c = 0; c < kNumCats; ++c)
-    std::printf(" %s %s |", cat_name(static_cast<Cat>(c)),
-                format_bytes(m.peak[static_cast<size_t>(c)]).c_str());
-  std::printf(" total %s\n", format_bytes(m.total_peak).c_str());
+void print_memory(const std::vector<std::string>& ranks) {
+  for (const auto& text : ranks) {
+    const auto r = nlohmann::json::parse(text);
+    std::printf("peak memory rank %d:", r["rank"].get<int>());
+    for (int c = 0; c < kNumCats; ++c) {
+      const char* n = cat_name(static_cast<Cat>(c));
+      std::printf(" %s %s |", n, format_bytes(r["peak_bytes"][n].get<int64_t>()).c_str());
+    }
+    std::printf(" total %s", format_bytes(r["peak_bytes"]["total"].get<int64_t>()).c_str());
+    if (r.contains("rss_bytes") && r["rss_bytes"]["peak"].get<int64_t>() >= 0)
+      std::printf(" (process RSS peak %s, %s before the first tensor)",
+                  format_bytes(r["rss_bytes"]["peak"].get<int64_t>()).c_str(),
+                  format_bytes(r["rss_bytes"]["baseline"].get<int64_t>()).c_str());
+    std::printf("\n");
+  }
 }
 
 }  // namespace origami

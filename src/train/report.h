@@ -22,6 +22,8 @@ double median(std::vector<double> v);
 nlohmann::json peak_json(const MemStats& m);
 nlohmann::json make_report(const RunSummary& s);
 void write_report(const std::string& path, const RunSummary& s);
-void print_memory(const MemStats& m);
+// One line per rank (from the gathered per-rank reports): peak bytes by category and total, and
+// the process's resident-set peak next to them.
+void print_memory(const std::vector<std::string>& ranks);
 
 }  // namespace origami

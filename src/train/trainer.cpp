@@ -54,6 +54,7 @@ double lr_at(const TrainOptions& o, int64_t step) {
 }
 
 int run_train(const TrainOptions& o) {
+  const int64_t rss0 = proc_status_bytes("VmRSS");  // before the first tensor
   const Layout layout = Layout::parse(o.par.layout, mpi_world_size());
   const ModelConfig cfg = ModelConfig::load(o.config);
   // Global batch G = dp·k·B sequences; replica p takes [p·k·B, (p+1)·k·B) of the step's samples,
@@ -248,13 +249,14 @@ int run_train(const TrainOptions& o) {
   nlohmann::json me = eng->rank_report();
   me["rank"] = eng->rank();
   me["peak_bytes"] = peak_json(mem);
+  me["rss_bytes"] = {{"baseline", rss0}, {"peak", proc_status_bytes("VmHWM")}};
   const double tmed = median(step_times);
   me["time_s"] = {{"step_median", tmed},
                   {"compute", nullptr},
                   {"comm_exposed", nullptr},
                   {"skew", nullptr}};  // the breakdown arrives with the overlap/timeline work
   const auto ranks = gather_to_root(me.dump());
-  if (talk) print_memory(mem);
+  if (talk) print_memory(ranks);
   if (eng->rank() == 0 && !o.report.empty()) {
     for (const auto& r : ranks) sum.ranks.push_back(nlohmann::json::parse(r));
     write_report(o.report, sum);

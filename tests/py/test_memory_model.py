@@ -3,8 +3,10 @@ for every layout with 1, 2 and 4 ranks, two sequence lengths and both recompute 
 buckets and kept attention packets), `origami train --synthetic --steps 2` reports each rank's peak
 bytes per category; `origami plan --json` predicts them. Weights, grads, optimizer and comm must be
 exact; activations and workspace within max(3%, 256 KiB); total within 3% (issue 5). Also: the
-per-layer bytes plan prints equal the bytes the run recorded, and plan refuses an impossible layout
-with train's error.
+per-layer bytes plan prints equal the bytes the run recorded; the tracked total explains the
+process's resident-set growth (VmHWM - VmRSS before the first tensor within 0.95-1.3x of the
+tracked peak, at >= 256 MiB tracked); plan prints the crossovers of tsp-spec §7 for the paper's 7B
+(32768 = 8h forward, 24h and 16h per step); plan refuses an impossible layout with train's error.
 Usage: test_memory_model.py ORIGAMI_BINARY WORKDIR"""
 import json
 import os
@@ -92,6 +94,25 @@ def main():
             print("   " + "\n   ".join(bad[:6]))
             fails.append(f"{spec} {extra} S={S} {rc}")
     print(f"worst relative error over all categories and cases: {worst[0]:.2e} ({worst[1]})")
+    # the tracked total against the process: (VmHWM - VmRSS before the first tensor) / tracked peak
+    rep = os.path.join(work, "rss.json")
+    run([binary, "train", "--config", "configs/small.json", "--synthetic", "--seq", "1024", "--micro-batch", "1",
+         "--steps", "2", "--eval-every", "0", "--log-every", "0", "--quiet", "--report", rep])
+    rk = json.load(open(rep))["ranks"][0]
+    tracked, rss = rk["peak_bytes"]["total"], rk["rss_bytes"]["peak"] - rk["rss_bytes"]["baseline"]
+    ratio = rss / tracked
+    print(f"small.json S=1024: tracked peak {tracked / 2**20:.1f} MiB, process RSS growth {rss / 2**20:.1f} MiB, "
+          f"ratio {ratio:.3f} (limits 0.95-1.3)")
+    if tracked < 256 * 2**20 or not 0.95 <= ratio <= 1.3:
+        fails.append("tracked peak does not explain the process RSS")
+    # crossovers of tsp-spec §7 for the paper's 7B (MHA, F = 4): 8h, 24h, 16h tokens
+    out = run([binary, "plan", "--config", "configs/llama7b-paper.json", "--seq", "16384", "--layout", "tsp=8"]).stdout
+    for label, want in (("forward only", 32768), ("step, --recompute none", 98304), ("step, --recompute full ", 65536)):
+        line = next((x for x in out.splitlines() if label in x), "")
+        got = [w for w in line.split() if w.isdigit()]
+        print(f"plan 7B crossover '{label.strip()}': {got[:1]} (want {want})")
+        if got[:1] != [str(want)]:
+            fails.append(f"crossover {label}")
     r = run([binary, "plan", "--config", cfgp, "--seq", "64", "--layout", "tp=3"], check=False)
     want = "num_key_value_heads=4 is not divisible by tp=3"
     print(f"plan --layout tp=3: exit {r.returncode}, '{want}' in stderr: {want in r.stderr}")
