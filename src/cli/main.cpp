@@ -176,7 +176,8 @@ int cmd_plan(int argc, char** argv) {
   a.flag("device-memory", "", "per-device budget in GiB: mark the layouts that fit");
   a.flag("attn-buckets", "1", "as for train");
   a.boolean("keep-attn-weights", "as for train (TSP, --recompute full)");
-  a.flag("tp-sequence-parallel", "on", "as for train: on | off");
+  a.flag("tp-sequence-parallel", "on",
+         "as for train: on | off, or both (every tp layout twice, with and without)");
   a.flag("threads", "1",
          "OpenMP threads per rank (each keeps its own attention tiles, a few hundred KiB)");
   a.boolean("json", "print a JSON list, one object per (layout, seq)");
@@ -198,7 +199,13 @@ int cmd_plan(int argc, char** argv) {
     o.device_gib = a.f64("device-memory");
     if (!(o.device_gib > 0)) fail("--device-memory=", a.str("device-memory"), " must be positive");
   }
-  o.par = parallel_options(a);
+  o.par.attn_buckets = static_cast<int>(a.i64("attn-buckets", 1));
+  o.par.keep_attn_weights = a.on("keep-attn-weights");
+  const std::string sp = a.str("tp-sequence-parallel");
+  if (sp != "on" && sp != "off" && sp != "both")
+    fail("--tp-sequence-parallel=", sp, " is not one of: on, off, both");
+  o.par.tp_seq_parallel = sp != "off";
+  o.tp_sp_both = sp == "both";
   o.json = a.on("json");
   o.threads = static_cast<int>(a.i64("threads", 1));
   o.plot = a.str("plot");

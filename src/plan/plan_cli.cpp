@@ -14,6 +14,10 @@ std::string gib(int64_t b) {
   std::snprintf(s, sizeof s, "%.2f", static_cast<double>(b) / (1 << 30));
   return s;
 }
+int world(const std::string& name) {  // "tp=8 (SP off)" -> 8
+  const std::string l = name.substr(0, name.find(' '));
+  return Layout::parse(l == "single" ? "" : l, -1).world();
+}
 int64_t sum_phase(const nlohmann::json& per_layer, const char* phase) {
   int64_t s = 0;
   for (const auto& [cat, ph] : per_layer.items()) s += ph[phase].get<int64_t>();
@@ -31,11 +35,22 @@ int run_plan(const PlanOptions& o) {
     Result r;
   };
   std::vector<Row> rows;
+  std::vector<std::string> names;  // one per plotted line
   for (const std::string& ls : o.layouts) {
     const Layout L = Layout::parse(ls == "single" ? "" : ls, -1);
-    for (int64_t S : o.seqs) {
-      Input in{cfg, L, o.par, o.recompute, o.micro_batch, S, o.dtype, o.threads};
-      rows.push_back({L.text, S, predict(in)});
+    for (const bool seqp : {true, false}) {
+      ParallelOptions par = o.par;
+      if (L.tp_axis && o.tp_sp_both)
+        par.tp_seq_parallel = seqp;
+      else if (!seqp)
+        continue;
+      const std::string name =
+          L.text + (L.tp_axis && L.tp > 1 && !par.tp_seq_parallel ? " (SP off)" : "");
+      names.push_back(name);
+      for (int64_t S : o.seqs)
+        rows.push_back(
+            {name, S, predict({cfg, L, par, o.recompute, o.micro_batch, S, o.dtype, o.threads})});
+      if (!(L.tp_axis && o.tp_sp_both)) break;
     }
   }
   const char* dt = o.dtype == Dtype::f32 ? "fp32" : "bf16";
@@ -54,7 +69,7 @@ int run_plan(const PlanOptions& o) {
       j["micro_batch"] = o.micro_batch;
       j["dtype"] = dt;
       j["recompute"] = rc;
-      j["world_size"] = Layout::parse(row.layout == "single" ? "" : row.layout, -1).world();
+      j["world_size"] = world(row.layout);
       if (o.device_gib > 0)
         j["fits"] = static_cast<double>(row.r.total) <= o.device_gib * (1 << 30);
       out.push_back(j);
@@ -77,11 +92,10 @@ int run_plan(const PlanOptions& o) {
         const auto& p = row.r.peak;
         const auto& cl = row.r.comm_per_layer;
         std::printf("%-18s %5d %8s %8s %9s %11s %9s %8s %8s %10s %10s %10s%s\n", row.layout.c_str(),
-                    Layout::parse(row.layout == "single" ? "" : row.layout, -1).world(),
-                    gib(p[0]).c_str(), gib(p[1]).c_str(), gib(p[2]).c_str(), gib(p[3]).c_str(),
-                    gib(p[4]).c_str(), gib(p[5]).c_str(), gib(row.r.total).c_str(),
-                    gib(sum_phase(cl, "fwd")).c_str(), gib(sum_phase(cl, "recompute")).c_str(),
-                    gib(sum_phase(cl, "bwd")).c_str(),
+                    world(row.layout), gib(p[0]).c_str(), gib(p[1]).c_str(), gib(p[2]).c_str(),
+                    gib(p[3]).c_str(), gib(p[4]).c_str(), gib(p[5]).c_str(),
+                    gib(row.r.total).c_str(), gib(sum_phase(cl, "fwd")).c_str(),
+                    gib(sum_phase(cl, "recompute")).c_str(), gib(sum_phase(cl, "bwd")).c_str(),
                     o.device_gib <= 0                                              ? ""
                     : static_cast<double>(row.r.total) <= o.device_gib * (1 << 30) ? "  yes"
                                                                                    : "  no");
@@ -105,8 +119,7 @@ int run_plan(const PlanOptions& o) {
   if (!o.plot.empty()) {
     const std::string dat = o.plot + ".dat", gp = o.plot + ".gp";
     std::ofstream d(dat);
-    for (const std::string& ls : o.layouts) {
-      const std::string name = Layout::parse(ls == "single" ? "" : ls, -1).text;
+    for (const std::string& name : names) {
       d << "\"" << name << "\"\n";
       for (const auto& row : rows)
         if (row.layout == name)
@@ -115,14 +128,14 @@ int run_plan(const PlanOptions& o) {
     }
     d.close();
     std::ofstream g(gp);
-    g << "set terminal pngcairo size 900,560\nset output '" << o.plot << "'\n"
+    g << "set terminal pngcairo size 1000,560 noenhanced\nset output '" << o.plot << "'\n"
       << "set logscale x 2\nset xlabel 'sequence length S'\nset ylabel 'predicted peak per rank "
-      << "(GiB)'\nset key left top\nset grid\nset title '" << o.config << ", " << dt
+      << "(GiB)'\nset key outside right\nset grid\nset title '" << o.config << ", " << dt
       << ", --recompute " << rc << ", micro-batch " << o.micro_batch << "'\n";
     if (o.device_gib > 0)
       g << "set arrow from graph 0, first " << o.device_gib << " to graph 1, first " << o.device_gib
         << " nohead dt 2\n";
-    g << "plot for [i=0:" << o.layouts.size() - 1 << "] '" << dat
+    g << "plot for [i=0:" << names.size() - 1 << "] '" << dat
       << "' index i using 1:2 with linespoints title columnheader(1)\n";
     g.close();
     if (std::system(("gnuplot " + gp).c_str()) != 0) fail("gnuplot failed on ", gp);

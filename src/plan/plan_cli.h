@@ -20,6 +20,7 @@ struct PlanOptions {
   ParallelOptions par;
   double device_gib = 0;  // 0: no budget
   bool json = false;
+  bool tp_sp_both = false;  // tp layouts with and without sequence parallelism
   int threads = 1;
 };
 
