@@ -139,6 +139,8 @@ int run_plan(const PlanOptions& o) {
       << "' index i using 1:2 with linespoints title columnheader(1)\n";
     g.close();
     if (std::system(("gnuplot " + gp).c_str()) != 0) fail("gnuplot failed on ", gp);
+    std::remove(dat.c_str());
+    std::remove(gp.c_str());
     if (!o.json) std::printf("\nplot: %s\n", o.plot.c_str());
   }
   return 0;

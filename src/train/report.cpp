@@ -1,6 +1,7 @@
 #include "train/report.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 
 #include "core/safetensors.h"
@@ -59,6 +60,16 @@ void print_memory(const std::vector<std::string>& ranks) {
                   format_bytes(r["rss_bytes"]["peak"].get<int64_t>()).c_str(),
                   format_bytes(r["rss_bytes"]["baseline"].get<int64_t>()).c_str());
     std::printf("\n");
+    if (!r.contains("comm_bytes_per_layer") || r["comm_bytes_per_layer"].empty()) continue;
+    // Bytes received per layer by phase (layer 0; every layer moves the same), over the run.
+    int64_t ph[3] = {0, 0, 0};
+    for (const auto& [cat, v] : r["comm_bytes_per_layer"][0].items())
+      for (int i = 0; i < 3; ++i)
+        ph[i] += v[std::array<const char*, 3>{"fwd", "recompute", "bwd"}[i]].get<int64_t>();
+    if (ph[0] + ph[1] + ph[2] > 0)
+      std::printf("  communication rank %d, layer 0, whole run: fwd %s | recompute %s | bwd %s\n",
+                  r["rank"].get<int>(), format_bytes(ph[0]).c_str(), format_bytes(ph[1]).c_str(),
+                  format_bytes(ph[2]).c_str());
   }
 }
 
