@@ -166,23 +166,24 @@ struct TspSim {
   int D;
   int64_t T, B, S, N;  // local tokens, batch, sequence, head buckets
   bool fsdp, keep_packets;
-  // ring_backward's buffers (ring.cpp): two weight buffers (one for D = 2), in the backward two
+  Depths dep;
+  // ring_backward's buffers (ring.cpp): the weight buffers (one for D = 2), in the backward the
   // accumulators (one for D = 2) and the home buffer.
   Bufs ring(int64_t n, bool bwd) {
     Bufs r;
     if (D == 1) return r;
-    r.push_back(s.C(n));
-    if (D > 2) r.push_back(s.C(n));
+    for (int i = 0; i < (D > 2 ? dep.ring_weight_bufs : 1); ++i) r.push_back(s.C(n));
     if (bwd) {
-      r.push_back(s.C(n));
-      if (D > 2) r.push_back(s.C(n));
+      for (int i = 0; i < (D > 2 ? dep.ring_acc_bufs : 1); ++i) r.push_back(s.C(n));
       r.push_back(s.C(n));
     }
     return r;
   }
   void attn_fwd(bool a, Bufs* acts, Bufs* kept) {
     const int64_t P = t.attn_size(), qb = t.nq_loc / N, qw = t.q_rows / N, kw = t.kv_rows / N;
-    Buf buf[2], layer;
+    const int depth = dep.attn_packets;
+    std::vector<Buf> buf(static_cast<size_t>(depth));
+    Buf layer;
     if (fsdp) layer = s.C(D * P);
     auto post = [&](Buf& dst) {
       if (kept)
@@ -192,7 +193,7 @@ struct TspSim {
     };
     if (!fsdp) post(buf[0]);
     for (int j = 0; j < D; ++j) {
-      if (!fsdp && j + 1 < D) post(buf[(j + 1) % 2]);
+      if (!fsdp && j + 1 < D) post(buf[static_cast<size_t>((j + 1) % depth)]);
       for (int64_t b = 0; b < N; ++b) {
         Buf q = s.keep(a, T * qw), Kg = s.W(D * T * kw), Vg = s.W(D * T * kw);
         Buf k, v;
@@ -575,7 +576,8 @@ Result predict(const Input& in) {
              S,
              in.par.attn_buckets,
              L.fsdp_axis,
-             in.par.keep_attn_weights};
+             in.par.keep_attn_weights,
+             in.depths};
     m.step(in.recompute);
     for (int64_t l = 0; l < 2 * c.num_hidden_layers + 1; ++l) Bufs a = s.allreduce(shard, h, E);
   } else if (L.uses_tpsp()) {

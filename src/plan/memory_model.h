@@ -24,6 +24,14 @@ namespace origami::plan {
 enum class Dtype { f32, bf16 };  // bf16: weights, grads, activations, buffers 2 B; AdamW fp32
 Dtype parse_dtype(const std::string& s);
 
+// The pipeline depths of the engine's schedules today (ring.cpp, tsp_attention.cpp): overlap
+// work that changes a depth changes it here, and test_memory_model.py checks the two agree.
+struct Depths {
+  int attn_packets = 2;      // broadcast packets allocated in the attention forward (double buffer)
+  int ring_weight_bufs = 2;  // weight buffers of the MLP / LM-head ring (D > 2; one at D = 2)
+  int ring_acc_bufs = 2;     // gradient accumulators in the ring's backward (D > 2; one at D = 2)
+};
+
 struct Input {
   ModelConfig cfg;
   Layout layout;
@@ -33,6 +41,7 @@ struct Input {
   int64_t seq = 0;
   Dtype dtype = Dtype::f32;
   int threads = 1;  // OpenMP threads per rank (the attention kernels keep tiles per thread)
+  Depths depths{};
 };
 
 struct Result {
