@@ -113,6 +113,13 @@ def main():
         print(f"plan 7B crossover '{label.strip()}': {got[:1]} (want {want})")
         if got[:1] != [str(want)]:
             fails.append(f"crossover {label}")
+    png = os.path.join(work, "plan.png")
+    run([binary, "plan", "--config", cfgp, "--seq", "64", "--seq", "256", "--layout", "tsp=2", "--layout", "tp=2",
+         "--tp-sequence-parallel", "both", "--plot", png])
+    ok = os.path.exists(png) and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    print(f"plan --plot writes a PNG: {ok}")
+    if not ok:
+        fails.append("plan --plot")
     r = run([binary, "plan", "--config", cfgp, "--seq", "64", "--layout", "tp=3"], check=False)
     want = "num_key_value_heads=4 is not divisible by tp=3"
     print(f"plan --layout tp=3: exit {r.returncode}, '{want}' in stderr: {want in r.stderr}")
