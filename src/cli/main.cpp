@@ -49,6 +49,10 @@ void parallel_flags(Args& a) {
             "its backward");
   a.boolean("no-overlap",
             "wait for every transfer right after posting it (same results, bit for bit)");
+  a.flag("emulate-link", "",
+         "GBPS[,LATENCY_US]: every transfer a rank receives completes no earlier than latency + "
+         "bytes/bandwidth after it is posted, on one inbound link per rank (waits sleep): "
+         "GPU-like compute-to-link ratios on CPU");
 }
 
 ParallelOptions parallel_options(const Args& a) {
@@ -57,6 +61,14 @@ ParallelOptions parallel_options(const Args& a) {
   p.attn_buckets = static_cast<int>(a.i64("attn-buckets", 1));
   p.keep_attn_weights = a.on("keep-attn-weights");
   p.overlap = !a.on("no-overlap");
+  if (a.given("emulate-link")) {
+    const std::string v = a.str("emulate-link");
+    char* end = nullptr;
+    p.link_gbps = std::strtod(v.c_str(), &end);
+    if (end != v.c_str() && *end == ',') p.link_latency_us = std::strtod(end + 1, &end);
+    if (end == v.c_str() || *end || !(p.link_gbps > 0) || p.link_latency_us < 0)
+      fail("--emulate-link=", v, " is not GBPS[,LATENCY_US] with GBPS > 0 and LATENCY_US >= 0");
+  }
   const std::string sp = a.str("tp-sequence-parallel");
   if (sp != "on" && sp != "off") fail("--tp-sequence-parallel=", sp, " is not one of: on, off");
   p.tp_seq_parallel = sp == "on";
@@ -96,6 +108,9 @@ int cmd_train(int argc, char** argv) {
   a.flag("save-every", "0", "checkpoint every N steps (0 = only at the end)");
   a.flag("resume", "", "resume from a checkpoint directory (its latest) or a step_N directory");
   a.flag("report", "", "write the run report (JSON, tsp-spec §10) to this file");
+  a.flag("trace", "",
+         "write a Chrome/Perfetto trace (JSON) of every rank: compute and communication tracks "
+         "(open in https://ui.perfetto.dev or chrome://tracing)");
   parallel_flags(a);
   a.boolean("quiet", "print nothing but errors");
   if (!a.parse(argc, argv)) return 0;
@@ -125,6 +140,7 @@ int cmd_train(int argc, char** argv) {
   o.save_every = a.i64("save-every", 0);
   o.resume = a.str("resume");
   o.report = a.str("report");
+  o.trace = a.str("trace");
   o.quiet = a.on("quiet");
   o.par = parallel_options(a);
   return run_train(o);

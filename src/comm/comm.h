@@ -126,6 +126,13 @@ struct Mesh {
   int world_rank = 0;
 };
 Mesh make_mesh(int model_degree, int tp = 1);
+// --emulate-link GBPS[,LATENCY_US]: every transfer this rank receives completes no earlier than
+// latency + bytes/bandwidth after it is posted, on one inbound link per rank shared by all its
+// communicators (transfers queue on it); waiting sleeps. gbps = 0 turns it off.
+void set_emulated_link(double gbps, double latency_us);
+// Seconds this process has spent blocked in Request::wait() (exposed communication).
+double comm_blocked_seconds();
+
 // A communicator of one rank (no MPI needed): every operation is a local copy.
 std::unique_ptr<Comm> make_self_comm();
 

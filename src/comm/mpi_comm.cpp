@@ -5,13 +5,17 @@
 // reduce-scatter followed by an all-gather of the reduced blocks (2(D-1)M/D received).
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstring>
+#include <sstream>
+#include <thread>
 
 #include "comm/comm.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "core/trace.h"
 
 namespace origami {
 
@@ -34,7 +38,19 @@ int icount(int64_t bytes) {
   return static_cast<int>(bytes);
 }
 
+// The emulated link (--emulate-link): each rank's inbound link, shared by all its communicators.
+// A transfer of b received bytes starts when the link is free (and not before it is posted),
+// occupies it b/bandwidth seconds and completes latency later.
+struct Link {
+  double bytes_per_s = 0, latency_s = 0;
+  Clock::time_point free{};
+};
+Link g_link;
+double g_blocked_s = 0;  // time spent blocked in wait() (exposed communication)
+
 // A sequence of stages; each posts MPI requests and, when they complete, runs its finish step.
+// The operation completes when its last stage has and, with an emulated link, not before its
+// deadline; then its time is recorded (and traced).
 class StagedOp : public Request::Op {
  public:
   struct Stage {
@@ -42,33 +58,66 @@ class StagedOp : public Request::Op {
     std::function<void()> finish;
   };
   StagedOp(Comm* c, size_t rec, std::vector<Stage> st)
-      : comm_(c), rec_(rec), stages_(std::move(st)), t0_(Clock::now()) {
+      : comm_(c), rec_(rec), stages_(std::move(st)), t0_(Clock::now()), deadline_(t0_) {
+    const CommRecord& r = comm_->records()[rec_];
+    if (g_link.bytes_per_s > 0 && r.bytes > 0) {
+      const auto start = std::max(t0_, g_link.free);
+      const auto busy = std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double>(static_cast<double>(r.bytes) / g_link.bytes_per_s));
+      g_link.free = start + busy;
+      deadline_ = g_link.free + std::chrono::duration_cast<Clock::duration>(
+                                    std::chrono::duration<double>(g_link.latency_s));
+    }
     start_next();
   }
   bool test() override {
-    while (!done_) {
+    while (!mpi_done_) {
       int flag = 1;
       if (!reqs_.empty())
         MPI_Testall(static_cast<int>(reqs_.size()), reqs_.data(), &flag, MPI_STATUSES_IGNORE);
       if (!flag) return false;
       finish_current();
     }
+    if (!done_ && Clock::now() < deadline_) return false;
+    complete();
     return true;
   }
   void wait() override {
-    while (!done_) {
+    if (done_) return;
+    const auto tw = Clock::now();
+    while (!mpi_done_) {
       if (!reqs_.empty())
         MPI_Waitall(static_cast<int>(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE);
       finish_current();
     }
+    std::this_thread::sleep_until(deadline_);  // the emulated link: sleep, do not spin
+    complete();
+    const auto t1 = Clock::now();
+    g_blocked_s += std::chrono::duration<double>(t1 - tw).count();
+    if (Trace::get().on() && t1 - tw > std::chrono::microseconds(2)) {
+      Trace& tr = Trace::get();
+      const double now = tr.now_us();
+      tr.span(std::string("wait ").append(name()), 0,
+              now - std::chrono::duration<double, std::micro>(t1 - tw).count(), now);
+    }
   }
 
  private:
+  std::string name() const {
+    const CommRecord& r = comm_->records()[rec_];
+    std::ostringstream o;  // (g++ 12 warns falsely on std::string concatenation here)
+    o << traffic_name(r.cat) << ' ';
+    if (r.where >= 0)
+      o << 'L' << r.where;
+    else
+      o << (r.where == kWhereEmbed ? "embed" : r.where == kWhereHead ? "head" : "step");
+    o << ' ' << phase_name(r.phase);
+    return o.str();
+  }
   void start_next() {
     reqs_.clear();
     if (cur_ == stages_.size()) {
-      done_ = true;
-      comm_->set_seconds(rec_, std::chrono::duration<double>(Clock::now() - t0_).count());
+      mpi_done_ = true;
       return;
     }
     stages_[cur_].post(reqs_);
@@ -78,16 +127,36 @@ class StagedOp : public Request::Op {
     ++cur_;
     start_next();
   }
+  void complete() {
+    if (done_) return;
+    done_ = true;
+    const auto t1 = Clock::now();
+    comm_->set_seconds(rec_, std::chrono::duration<double>(t1 - t0_).count());
+    if (Trace::get().on()) {
+      Trace& tr = Trace::get();
+      const double now = tr.now_us();
+      tr.span(name(), 1, now - std::chrono::duration<double, std::micro>(t1 - t0_).count(), now,
+              comm_->records()[rec_].bytes);
+    }
+  }
   Comm* comm_;
   size_t rec_;
   std::vector<Stage> stages_;
   size_t cur_ = 0;
-  bool done_ = false;
+  bool mpi_done_ = false, done_ = false;
   std::vector<MPI_Request> reqs_;
-  Clock::time_point t0_;
+  Clock::time_point t0_, deadline_;
 };
 
 }  // namespace
+
+void set_emulated_link(double gbps, double latency_us) {
+  g_link.bytes_per_s = gbps * 1e9;
+  g_link.latency_s = latency_us * 1e-6;
+}
+double comm_blocked_seconds() {
+  return g_blocked_s;
+}
 
 class MpiComm : public Comm {
  public:

@@ -1,9 +1,8 @@
 #include "core/memory.h"
 
-#include <fstream>
-
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <new>
 
 namespace origami {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/tensor.h"
+#include "core/trace.h"
 #include "kernels/kernels.h"
 
 namespace origami {
@@ -59,7 +60,11 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
         target = abuf[t % 2].data<float>();
       }
     }
-    compute(s, cur, target);
+    {
+      TraceSpan span(
+          std::string(traffic_name(sp.weights)).append(" ring step ").append(std::to_string(t)));
+      compute(s, cur, target);
+    }
     if (bwd && t >= 1) {
       acc_send[t % 2] = comm.isend(target, bytes, next, kTagAcc, sp.accumulate);
       Request* rq;

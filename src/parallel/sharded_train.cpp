@@ -89,6 +89,10 @@ class ShardedTrainEngine : public Engine {
     adamw_tensors(list(p_), list(g_), list(m_), list(v_), decay, h, step);
   }
   double sum_over_ranks(double x) override { return sum_all(x); }
+  void barrier() override {
+    mesh_.model->barrier();
+    mesh_.dp->barrier();
+  }
   double eval_sum(const Batch& b) override {
     return sum_all(sched_->forward_loss(p_, sched_->shard_batch(b)));
   }
@@ -132,6 +136,7 @@ class ShardedTrainEngine : public Engine {
 std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const ParallelOptions& p,
                                     Recompute rc, int64_t B, int64_t S) {
   validate_options(L, p);
+  set_emulated_link(p.link_gbps, p.link_latency_us);
   if (L.uses_tsp()) {
     const int D = L.folded_degree();
     validate_tsp(c, D, S, p.attn_buckets);

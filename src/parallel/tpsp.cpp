@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/trace.h"
 #include "kernels/kernels.h"
 #include "parallel/layout.h"
 #include "parallel/tsp_internal.h"
@@ -434,6 +435,7 @@ double TpSpEngine::forward_backward(const TspParams& p, TspParams& g, const Batc
   std::vector<Acts> saved(L);
   for (size_t l = 0; l < L; ++l) {
     set_context(static_cast<int>(l), Phase::fwd);
+    TraceSpan span(layer_span(l, "fwd"));
     saved[l].x = x.clone(Cat::activations);
     block_fwd(p.layers[l], x, full ? nullptr : &saved[l]);
   }
@@ -441,6 +443,7 @@ double TpSpEngine::forward_backward(const TspParams& p, TspParams& g, const Batc
   double loss;
   {
     set_context(kWhereHead, Phase::fwd);
+    TraceSpan span("LM head fwd+bwd");
     Tensor nf = ws({Tl, h}), rstd = ws({Tl}), yf = ws({Tl, h}), dyf = ws0({Tl, h});
     rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), Tl, h, cfg_.rms_norm_eps);
     loss = head(p, &g, yf, &dyf, b, inv_n);
@@ -450,12 +453,14 @@ double TpSpEngine::forward_backward(const TspParams& p, TspParams& g, const Batc
   for (size_t l = L; l-- > 0;) {
     if (full) {
       set_context(static_cast<int>(l), Phase::recompute);
+      TraceSpan span(layer_span(l, "recompute"));
       Tensor xin = saved[l].x.clone(Cat::workspace);
       Acts a;
       block_fwd(p.layers[l], xin, &a);
       saved[l] = std::move(a);
     }
     set_context(static_cast<int>(l), Phase::bwd);
+    TraceSpan span(layer_span(l, "bwd"));
     block_bwd(p.layers[l], g.layers[l], saved[l], dx);
     saved[l] = Acts();
   }

@@ -4,6 +4,7 @@
 #include "parallel/tsp.h"
 
 #include "core/error.h"
+#include "core/trace.h"
 #include "kernels/kernels.h"
 #include "parallel/layout.h"
 #include "parallel/tsp_internal.h"
@@ -82,12 +83,14 @@ double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch
   std::vector<Acts> saved(L);
   for (size_t l = 0; l < L; ++l) {
     comm_.set_context(static_cast<int>(l), Phase::fwd);
+    TraceSpan span(layer_span(l, "fwd"));
     saved[l].x = x.clone(Cat::activations);  // under full recompute, all a block keeps
     block_fwd(p.layers[l], x, full ? nullptr : &saved[l], nullptr);
   }
   Tensor dx = Tensor::zeros({T, h}, DType::f32, Cat::activations);
   double loss;
   {
+    TraceSpan span("LM head fwd+bwd");
     Tensor nf = ws({T, h}), rstd = ws({T}), yf = ws({T, h}), dyf = ws0({T, h});
     rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
     loss = head(p, &g, yf, &dyf, b, inv_n);
@@ -98,12 +101,14 @@ double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch
     std::vector<Tensor> kept;
     if (full) {
       comm_.set_context(static_cast<int>(l), Phase::recompute);
+      TraceSpan span(layer_span(l, "recompute"));
       Tensor xin = saved[l].x.clone(Cat::workspace);
       Acts a;
       block_fwd(p.layers[l], xin, &a, o_.keep_attn_weights ? &kept : nullptr);
       saved[l] = std::move(a);
     }
     comm_.set_context(static_cast<int>(l), Phase::bwd);
+    TraceSpan span(layer_span(l, "bwd"));
     block_bwd(p.layers[l], g.layers[l], saved[l], dx, o_.keep_attn_weights ? &kept : nullptr);
     saved[l] = Acts();
   }

@@ -18,6 +18,7 @@
 // weight gradient of group j (from this rank's tokens) is reduced to owner j (grads).
 #include <cmath>
 
+#include "core/trace.h"
 #include "kernels/kernels.h"
 #include "parallel/tsp_internal.h"
 
@@ -81,6 +82,7 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     for (auto* v : {&a->q, &a->k, &a->v, &a->o, &a->lse}) v->assign(D_ * N, Tensor());
   }
   for (int j = 0; j < D_; ++j) {
+    TraceSpan span(std::string("attention head group ").append(std::to_string(j)));
     auto [pk, req] = std::move(next);
     if (o_.fsdp)
       pk = F(layer) + j * P;
@@ -147,6 +149,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
                      : Tensor::empty({P}, DType::f32, Cat::comm);  // this rank's partial dW
   Tensor sum = Tensor::empty({P}, DType::f32, Cat::comm);          // the owner's reduced gradient
   for (int j = 0; j < D_; ++j) {
+    TraceSpan span(std::string("attention bwd head group ").append(std::to_string(j)));
     const float* pk;
     if (fsdp) {
       pk = F(layer) + j * P;

@@ -48,6 +48,8 @@ class Engine {
   virtual double eval_sum(const Batch& global) = 0;
   // Per-rank extras for the report (communication bytes); gathered to rank 0 by the caller.
   virtual nlohmann::json rank_report() = 0;
+  // Every rank of the run (timing: the skew at the end of a step; aligning trace clocks).
+  virtual void barrier() = 0;
 };
 
 // dp: the data-parallel axis (a one-rank communicator for no DP).

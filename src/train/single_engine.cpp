@@ -61,6 +61,7 @@ class SingleEngine : public Engine {
     dp_->iallreduce(&x, 1, Traffic::other).wait();
     return x;
   }
+  void barrier() override { dp_->barrier(); }
   double eval_sum(const Batch& b) override { return sum_over_ranks(model_.forward_loss(p_, b)); }
   nlohmann::json rank_report() override {  // the DP traffic, if any
     return comm_summary(dp_->records(), static_cast<int>(model_.config().num_hidden_layers));

@@ -13,6 +13,7 @@
 #include "comm/accounting.h"
 #include "core/error.h"
 #include "core/safetensors.h"
+#include "core/trace.h"
 #include "kernels/kernels.h"
 #include "parallel/layout.h"
 #include "parallel/tsp.h"
@@ -141,7 +142,12 @@ int run_train(const TrainOptions& o) {
   MemTracker::get().reset_peaks();
 
   cpu::AdamW hp{0.0, o.beta1, o.beta2, 1e-8, o.weight_decay};
-  std::vector<double> losses, step_times, grad_norms;
+  std::vector<double> losses, step_times, grad_norms, t_compute, t_exposed, t_skew;
+  if (!o.trace.empty()) {
+    Trace::get().enable();
+    eng->barrier();  // ranks start their clocks together
+    Trace::get().set_origin();
+  }
   nlohmann::json evals = nlohmann::json::array();
   // Held-out set: eval_batches batches of dp·B windows, each replica evaluating its B, so every
   // layout with the same global micro-batch evaluates the same windows.
@@ -188,6 +194,8 @@ int run_train(const TrainOptions& o) {
   const auto t_run = Clock::now();
   for (int64_t step = start; step < o.steps; ++step) {
     const auto t0 = Clock::now();
+    const double blocked0 = comm_blocked_seconds();
+    TraceSpan step_span(std::string("step ").append(std::to_string(step + 1)));
     eng->zero_grads();
     std::vector<Batch> micro;
     for (int64_t j = 0; j < k; ++j)
@@ -201,11 +209,26 @@ int run_train(const TrainOptions& o) {
     double loss_sum = 0;
     for (auto& b : micro) loss_sum += eng->forward_backward(b, inv_n);
     const double loss = eng->sum_over_ranks(loss_sum) * inv_n;
-    eng->reduce_grads();
-    const double gnorm = eng->clip_grads(o.clip);
-    hp.lr = lr_at(o, step);
-    eng->adamw(hp, step + 1);
-    const double dt = secs(t0, Clock::now());
+    double gnorm;
+    {
+      TraceSpan span("gradient sums, clipping, AdamW");
+      eng->reduce_grads();
+      gnorm = eng->clip_grads(o.clip);
+      hp.lr = lr_at(o, step);
+      eng->adamw(hp, step + 1);
+    }
+    // Time: exposed communication = blocked in waits; skew = waiting for the slowest rank at the
+    // step's end; compute = the rest.
+    const double exposed = comm_blocked_seconds() - blocked0;
+    const auto tb = Clock::now();
+    {
+      TraceSpan span("skew (barrier)");
+      eng->barrier();
+    }
+    const double dt = secs(t0, Clock::now()), skew = secs(tb, Clock::now());
+    t_exposed.push_back(exposed);
+    t_skew.push_back(skew);
+    t_compute.push_back(dt - exposed - skew);
     losses.push_back(loss);
     grad_norms.push_back(gnorm);
     step_times.push_back(dt);
@@ -215,10 +238,10 @@ int run_train(const TrainOptions& o) {
       const double eta =
           el / static_cast<double>(step + 1 - start) * static_cast<double>(o.steps - step - 1);
       std::printf(
-          "step %lld/%lld | loss %.6f | lr %.2e | gnorm %.3f | %.0f tok/s | %.3f s/step | mem %s | "
-          "eta %s\n",
+          "step %lld/%lld | loss %.6f | lr %.2e | gnorm %.3f | %.0f tok/s | %.3f s/step | "
+          "comm exposed %.0f%% | mem %s | eta %s\n",
           static_cast<long long>(step + 1), static_cast<long long>(o.steps), loss, hp.lr, gnorm,
-          static_cast<double>(G * S) / dt, dt,
+          static_cast<double>(G * S) / dt, dt, 100.0 * exposed / dt,
           format_bytes(MemTracker::get().stats().total_peak).c_str(), fmt_eta(eta).c_str());
       std::fflush(stdout);
     }
@@ -252,10 +275,19 @@ int run_train(const TrainOptions& o) {
   me["rss_bytes"] = {{"baseline", rss0}, {"peak", proc_status_bytes("VmHWM")}};
   const double tmed = median(step_times);
   me["time_s"] = {{"step_median", tmed},
-                  {"compute", nullptr},
-                  {"comm_exposed", nullptr},
-                  {"skew", nullptr}};  // the breakdown arrives with the overlap/timeline work
+                  {"compute", median(t_compute)},
+                  {"comm_exposed", median(t_exposed)},
+                  {"skew", median(t_skew)}};
   const auto ranks = gather_to_root(me.dump());
+  if (!o.trace.empty()) {
+    const auto tr = gather_to_root(Trace::get().events_json(eng->rank()));
+    if (eng->rank() == 0) {
+      std::string all = "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
+      for (size_t i = 0; i < tr.size(); ++i) all.append(i ? ",\n" : "").append(tr[i]);
+      write_file_atomic(o.trace, all.append("\n]}\n"));
+      if (talk) std::printf("trace: %s (open in https://ui.perfetto.dev)\n", o.trace.c_str());
+    }
+  }
   if (talk) print_memory(ranks);
   if (eng->rank() == 0 && !o.report.empty()) {
     for (const auto& r : ranks) sum.ranks.push_back(nlohmann::json::parse(r));

@@ -12,7 +12,7 @@ namespace origami {
 
 struct TrainOptions {
   std::string config, data = "data/moby_dick.txt", tokenizer = "data/tokenizer.model";
-  std::string init_weights, save_dir, resume, report;
+  std::string init_weights, save_dir, resume, report, trace;
   ParallelOptions par;
   int64_t steps = 100, seq = 256, micro_batch = 4, grad_accum = 1, warmup = -1;
   int64_t eval_every = 50, eval_batches = 4, log_every = 1, save_every = 0;

@@ -1,0 +1,70 @@
+// A Chrome/Perfetto trace of one rank (--trace FILE.json): complete events ("ph":"X") on two
+// tracks, compute (tid 0: schedule steps, GEMM groups, waits) and communication (tid 1: each
+// transfer from post to completion, with its bytes). Off by default: a span costs one branch.
+// Timestamps are microseconds since the first span on this rank's clock (ranks of one machine
+// share it closely enough to read the timeline; the trainer aligns them with a barrier).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace origami {
+
+class Trace {
+ public:
+  static Trace& get();
+  bool on() const { return on_; }
+  void enable() { on_ = true; }
+  // Resets the time origin (call right after a barrier so ranks line up).
+  void set_origin() { origin_ = std::chrono::steady_clock::now(); }
+  double now_us() const {
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - origin_)
+        .count();
+  }
+  void span(std::string name, int tid, double t0_us, double t1_us, int64_t bytes = -1);
+  // This rank's events as a JSON array body (no brackets), pid = rank.
+  std::string events_json(int rank) const;
+
+ private:
+  struct Ev {
+    std::string name;
+    int tid;
+    double t0, t1;
+    int64_t bytes;
+  };
+  bool on_ = false;
+  std::chrono::steady_clock::time_point origin_ = std::chrono::steady_clock::now();
+  std::vector<Ev> ev_;
+};
+
+// "L3 fwd": the span name of a layer in a phase.
+inline std::string layer_span(size_t l, const char* phase) {
+  std::string s = "L";
+  s.append(std::to_string(l)).append(" ").append(phase);
+  return s;
+}
+
+// A compute-track span for the lifetime of the object (no-op when tracing is off).
+class TraceSpan {
+ public:
+  explicit TraceSpan(const char* name) : name_(name) {
+    if (Trace::get().on()) t0_ = Trace::get().now_us();
+  }
+  TraceSpan(std::string name) : owned_(std::move(name)), name_(nullptr) {
+    if (Trace::get().on()) t0_ = Trace::get().now_us();
+  }
+  ~TraceSpan() {
+    if (Trace::get().on())
+      Trace::get().span(name_ ? std::string(name_) : owned_, 0, t0_, Trace::get().now_us());
+  }
+  TraceSpan(const TraceSpan&) = delete;
+  TraceSpan& operator=(const TraceSpan&) = delete;
+
+ private:
+  std::string owned_;
+  const char* name_;
+  double t0_ = 0;
+};
+
+}  // namespace origami
