@@ -1,0 +1,58 @@
+"""--trace, --emulate-link and the time accounting (issue 6), on 2 ranks under tsp=2 and tp=2:
+  * an emulated link changes no result: losses bit-identical to the run without it;
+  * the trace is valid Chrome-trace JSON with a process per rank and a compute and a
+    communication track; the bytes of its communication spans add up to the bytes the run report
+    records for that rank;
+  * every transfer's span lasts at least latency + bytes/bandwidth (the emulation's promise);
+  * the report splits each rank's step into compute, exposed communication and skew.
+Usage: test_trace.py ORIGAMI_BINARY WORKDIR"""
+import json
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+
+GBPS, LAT_US = 0.5, 20.0
+
+
+def total_bytes(rank_report):
+    return sum(v for ph in rank_report["comm_bytes"].values() for v in ph.values())
+
+
+def main():
+    binary, work = sys.argv[1], sys.argv[2]
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    fails = []
+    args = ["--steps", "3", "--seq", "64", "--micro-batch", "2", "--eval-every", "0", "--lr", "1e-3"]
+    for layout in ("tsp=2", "tp=2"):
+        plain, _ = harness.train(binary, work, layout + "plain", args, ranks=2, layout=layout)
+        trace = os.path.join(work, layout + ".trace.json")
+        link, _ = harness.train(binary, work, layout + "link",
+                                args + ["--emulate-link", f"{GBPS},{LAT_US}", "--trace", trace], ranks=2,
+                                layout=layout)
+        same = plain["losses"] == link["losses"]
+        ev = json.load(open(trace))["traceEvents"]
+        spans = [e for e in ev if e["ph"] == "X"]
+        pids = {e["pid"] for e in spans}
+        tids = {e["tid"] for e in spans}
+        sums = {p: sum(e["args"]["bytes"] for e in spans if e["pid"] == p and e["tid"] == 1) for p in pids}
+        want = {r["rank"]: total_bytes(r) for r in link["ranks"]}
+        short = [e for e in spans if e["tid"] == 1 and e["args"]["bytes"] > 0
+                 and e["dur"] + 1 < LAT_US + e["args"]["bytes"] / (GBPS * 1e3)]
+        times = all(set(r["time_s"]) == {"step_median", "compute", "comm_exposed", "skew"}
+                    and r["time_s"]["comm_exposed"] is not None for r in link["ranks"])
+        print(f"{layout}: losses bit-identical with the emulated link {same}; trace ranks {sorted(pids)} "
+              f"tracks {sorted(tids)}; comm span bytes {sums} = report {want}: {sums == want}; "
+              f"spans shorter than latency + bytes/bandwidth: {len(short)}; time split reported: {times}")
+        if not (same and pids == {0, 1} and tids == {0, 1} and sums == want and not short and times):
+            fails.append(layout)
+    if fails:
+        print("FAILED: " + ", ".join(fails))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
