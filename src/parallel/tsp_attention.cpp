@@ -139,29 +139,45 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
   const int64_t P = t_.attn_size();
-  // TSP: one packet at a time, its partial gradient reduced to its owner. FSDP+SP: the whole
-  // layer gathered, all partials kept and reduce-scattered to the owners at the end.
+  // TSP: the packet of owner j+1 is broadcast while group j computes (two packet buffers), and
+  // the reduce of group j's partial gradient to its owner completes while j+1 computes (two
+  // partial buffers; the owner adds it when it has arrived). FSDP+SP: the whole layer gathered,
+  // all partials kept and reduce-scattered to the owners at the end.
   const bool fsdp = o_.fsdp;
-  Tensor buf = kept || fsdp ? Tensor() : Tensor::empty({P}, DType::f32, Cat::comm);
   Tensor layer = fsdp ? Tensor::empty({D_, P}, DType::f32, Cat::comm) : Tensor();
   if (fsdp) comm_.iallgather(F(W.attn), F(layer), P * 4, Traffic::attn_weights).wait();
-  Tensor part = fsdp ? Tensor::zeros({D_, P}, DType::f32, Cat::comm)
-                     : Tensor::empty({P}, DType::f32, Cat::comm);  // this rank's partial dW
-  Tensor sum = Tensor::empty({P}, DType::f32, Cat::comm);          // the owner's reduced gradient
+  Tensor part[2];  // this rank's partial dW (FSDP+SP: of every group)
+  part[0] = fsdp ? Tensor::zeros({D_, P}, DType::f32, Cat::comm)
+                 : Tensor::empty({P}, DType::f32, Cat::comm);
+  if (!fsdp && D_ > 1) part[1] = Tensor::empty({P}, DType::f32, Cat::comm);
+  Tensor sum = Tensor::empty({P}, DType::f32, Cat::comm);  // the owner's reduced gradient
+  Tensor buf[2];
+  auto post = [&](int j) {
+    if (fsdp || kept) return Request();
+    Tensor& dst = buf[j % 2];
+    if (!dst.defined()) dst = Tensor::empty({P}, DType::f32, Cat::comm);
+    float* p = j == r_ ? const_cast<float*>(F(W.attn)) : F(dst);
+    Request rq = comm_.ibcast(p, P * 4, j, Traffic::attn_weights);
+    maybe_wait(rq);
+    return rq;
+  };
+  Request next = post(0), red;
+  bool owner_pending = false;  // the reduce in flight is rooted here: add `sum` when it is done
+  auto finish_reduce = [&] {
+    red.wait();
+    if (owner_pending) add_inplace<float>(F(G.attn), F(sum), P);
+    owner_pending = false;
+  };
   for (int j = 0; j < D_; ++j) {
     TraceSpan span(std::string("attention bwd head group ").append(std::to_string(j)));
-    const float* pk;
-    if (fsdp) {
-      pk = F(layer) + j * P;
-    } else if (kept) {
-      pk = F((*kept)[j]);
-    } else {
-      float* p = j == r_ ? const_cast<float*>(F(W.attn)) : F(buf);
-      comm_.ibcast(p, P * 4, j, Traffic::attn_weights).wait();
-      pk = p;
-    }
-    if (!fsdp) part.zero();
-    float* pg = F(part) + (fsdp ? j * P : 0);
+    Request cur = std::move(next);
+    if (j + 1 < D_) next = post(j + 1);
+    cur.wait();
+    const float* pk = fsdp   ? F(layer) + j * P
+                      : kept ? F((*kept)[j])
+                             : (j == r_ ? F(W.attn) : F(buf[j % 2]));
+    float* pg = fsdp ? F(part[0]) + j * P : F(part[j % 2]);
+    if (!fsdp) std::fill(pg, pg + P, 0.0f);
     for (int64_t b = 0; b < N; ++b) {
       const int64_t i = j * N + b;
       const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
@@ -171,7 +187,9 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
       Request gv = comm_.iallgather(F(a.v[i]), F(Vg), T * kw * 4, Traffic::kv);
       Tensor dO = ws({T, qw});
       gemm<float>(Trans::N, Trans::N, T, qw, h, 1.0f, F(dy), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
+      comm_.progress();
       gemm<float>(Trans::T, Trans::N, h, qw, T, 1.0f, F(dy), h, F(a.o[i]), qw, 1.0f, Go, t_.q_rows);
+      comm_.progress();
       gk.wait();
       gv.wait();
       Tensor dKg = ws0({D_ * T, kw}), dVg = ws0({D_ * T, kw}), dq = ws0({T, qw});
@@ -185,8 +203,11 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
       Request rv = comm_.ireduce_scatter(F(dVg), F(dv), T * kw, Traffic::kv);
       rope_bwd<float>(F(dq), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
                       F(sin_));
+      comm_.progress();
       linear_bwd_w<float>(Gq, F(dq), F(y1), T, qw, h);
+      comm_.progress();
       linear_bwd_x<float>(F(dy1), F(dq), Wq, T, qw, h);
+      comm_.progress();
       rk.wait();
       rv.wait();
       rope_bwd<float>(F(dk), kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d),
@@ -197,13 +218,17 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
       linear_bwd_x<float>(F(dy1), F(dv), Wv, T, kw, h);
     }
     if (fsdp) continue;
-    comm_.ireduce(pg, F(sum), P, j, Traffic::grads).wait();
-    if (j == r_) add_inplace<float>(F(G.attn), F(sum), P);
+    finish_reduce();  // group j-1's, overlapped with this group's compute
+    red = comm_.ireduce(pg, F(sum), P, j, Traffic::grads);
+    maybe_wait(red);
+    owner_pending = j == r_;
   }
   if (fsdp) {
-    comm_.ireduce_scatter(F(part), F(sum), P, Traffic::grads).wait();
+    comm_.ireduce_scatter(F(part[0]), F(sum), P, Traffic::grads).wait();
     add_inplace<float>(F(G.attn), F(sum), P);
+    return;
   }
+  finish_reduce();
 }
 
 }  // namespace origami

@@ -204,13 +204,19 @@ struct TspSim {
       }
     }
   }
-  void attn_bwd(bool have_kept) {
+  void attn_bwd(bool have_kept) {  // packets and partial gradients double-buffered
     const int64_t P = t.attn_size(), qw = t.q_rows / N, kw = t.kv_rows / N;
-    Buf buf = have_kept || fsdp ? Buf() : s.C(P);
     Buf layer = fsdp ? s.C(D * P) : Buf();
-    Buf part = fsdp ? s.C(D * P) : s.C(P);
+    Buf part0 = fsdp ? s.C(D * P) : s.C(P);
+    Buf part1 = !fsdp && D > 1 ? s.C(P) : Buf();
     Buf sum = s.C(P);
+    Buf buf[2], red;  // red: the received copies at the root of the reduce in flight
+    auto post = [&](int j) {
+      if (!fsdp && !have_kept && !buf[j % 2]) buf[j % 2] = s.C(P);
+    };
+    post(0);
     for (int j = 0; j < D; ++j) {
+      if (j + 1 < D) post(j + 1);
       for (int64_t b = 0; b < N; ++b) {
         Buf Kg = s.W(D * T * kw), Vg = s.W(D * T * kw), dO = s.W(T * qw);
         Buf dKg = s.W(D * T * kw), dVg = s.W(D * T * kw), dq = s.W(T * qw);
@@ -218,7 +224,10 @@ struct TspSim {
         Buf dk = s.W(T * kw), dv = s.W(T * kw);
         Buf rk = s.reduce_scatter(D, T * kw), rv = s.reduce_scatter(D, T * kw);
       }
-      if (!fsdp && j == 0) Buf tmp = D > 1 ? s.C((D - 1) * P) : Buf();  // reduce: at the root
+      if (!fsdp) {
+        Buf next = j == 0 && D > 1 ? s.C((D - 1) * P) : Buf();  // this rank (0) is group 0's root
+        red = next;
+      }
     }
     if (fsdp) Buf tmp = s.reduce_scatter(D, P);
   }
