@@ -54,10 +54,25 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
   const int64_t P = t_.attn_size();
-  // Packets: the owner broadcasts from its own parameters; others receive into a double buffer
-  // (or into D kept packets with --keep-attn-weights).
-  Tensor buf[2];
-  auto post = [&](int j, Tensor& dst) -> std::pair<const float*, Request> {
+  // Pipeline (tsp-spec §4): units u = (head group j, bucket b) in order. While unit u computes,
+  // the K/V all-gather of unit u+1 and the broadcast of packet j+2 are in flight: three packet
+  // buffers (D kept packets with --keep-attn-weights), two units of gathered K/V.
+  constexpr int kPackets = 3;
+  Tensor buf[kPackets], layer;
+  if (keep) keep->assign(D_, Tensor());
+  // FSDP+SP: the whole layer's packets by one all-gather (same bytes as the D broadcasts).
+  if (o_.fsdp) {
+    layer = Tensor::empty({D_, P}, DType::f32, Cat::comm);
+    comm_.iallgather(F(W.attn), F(layer), P * 4, Traffic::attn_weights).wait();
+  }
+  std::vector<const float*> pkt(static_cast<size_t>(D_));
+  std::vector<Request> preq(static_cast<size_t>(D_));
+  auto post = [&](int j) {  // the owner broadcasts from its own parameters
+    if (o_.fsdp) {
+      pkt[j] = F(layer) + j * P;
+      return;
+    }
+    Tensor& dst = keep ? (*keep)[j] : buf[j % kPackets];
     if (keep) {
       dst = Tensor::empty({P}, DType::f32, Cat::comm);
       if (j == r_) std::copy(F(W.attn), F(W.attn) + P, F(dst));
@@ -65,70 +80,77 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
       dst = Tensor::empty({P}, DType::f32, Cat::comm);
     }
     float* p = j == r_ && !keep ? const_cast<float*>(F(W.attn)) : F(dst);
-    Request rq = comm_.ibcast(p, P * 4, j, Traffic::attn_weights);
-    maybe_wait(rq);
-    return {p, std::move(rq)};
+    pkt[j] = p;
+    preq[j] = comm_.ibcast(p, P * 4, j, Traffic::attn_weights);
+    maybe_wait(preq[j]);
   };
-  if (keep) keep->assign(D_, Tensor());
-  // FSDP+SP: the whole layer's packets by one all-gather (same bytes as the D broadcasts).
-  Tensor layer;
-  if (o_.fsdp) {
-    layer = Tensor::empty({D_, P}, DType::f32, Cat::comm);
-    comm_.iallgather(F(W.attn), F(layer), P * 4, Traffic::attn_weights).wait();
-  }
-  std::pair<const float*, Request> next;
-  if (!o_.fsdp) next = post(0, keep ? (*keep)[0] : buf[0]);
   if (a) {
     for (auto* v : {&a->q, &a->k, &a->v, &a->o, &a->lse}) v->assign(D_ * N, Tensor());
   }
-  for (int j = 0; j < D_; ++j) {
-    TraceSpan span(std::string("attention head group ").append(std::to_string(j)));
-    auto [pk, req] = std::move(next);
-    if (o_.fsdp)
-      pk = F(layer) + j * P;
-    else if (j + 1 < D_)
-      next = post(j + 1, keep ? (*keep)[j + 1] : buf[(j + 1) % 2]);
-    req.wait();
-    for (int64_t b = 0; b < N; ++b) {
-      const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
-      Tensor q = a ? act({T, qw}) : ws({T, qw});
-      Tensor Kg = ws({D_ * T, kw}), Vg = ws({D_ * T, kw});
-      float* kown = F(Kg) + r_ * T * kw;
-      float* vown = F(Vg) + r_ * T * kw;
-      linear_fwd<float>(F(q), F(y1), Wq, T, qw, h);
-      linear_fwd<float>(kown, F(y1), Wk, T, kw, h);
-      linear_fwd<float>(vown, F(y1), Wv, T, kw, h);
-      rope_fwd<float>(F(q), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
-                      F(sin_));
-      rope_fwd<float>(kown, kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d), F(cos_),
-                      F(sin_));
-      Request gk = comm_.iallgather(kown, F(Kg), T * kw * 4, Traffic::kv);
-      Request gv = comm_.iallgather(vown, F(Vg), T * kw * 4, Traffic::kv);
-      if (a) {
-        const int64_t i = j * N + b;
-        a->k[i] = act({T, kw});
-        a->v[i] = act({T, kw});
-        std::copy(kown, kown + T * kw, F(a->k[i]));
-        std::copy(vown, vown + T * kw, F(a->v[i]));
-      }
-      gk.wait();
-      gv.wait();
-      Tensor o = a ? act({T, qw}) : ws({T, qw});
-      Tensor lse = a ? act({qb, T}) : ws({qb, T});
-      for (int64_t bb = 0; bb < z_.B; ++bb) {
-        Segs s = segments(z_, bb, F(Kg), F(Vg), nullptr, nullptr, kw);
-        flash_attn_fwd<float>(F(o), F(lse), T, F(q), qw, s.q.data(), 2, s.kv.data(),
-                              static_cast<int>(s.kv.size()), sh, scale);
-      }
-      comm_.progress();
-      gemm<float>(Trans::N, Trans::T, T, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 1.0f, F(x), h);
-      if (a) {
-        const int64_t i = j * N + b;
-        a->q[i] = std::move(q);
-        a->o[i] = std::move(o);
-        a->lse[i] = std::move(lse);
-      }
+  struct Unit {  // one unit's gathered K, V and their transfers
+    Tensor Kg, Vg;
+    Request gk, gv;
+  };
+  // Stage A of unit u: project this rank's k, v, rotate k, post their all-gathers.
+  auto stage_a = [&](int64_t u) {
+    const int j = static_cast<int>(u / N);
+    const int64_t b = u % N;
+    preq[j].wait();
+    const auto [Wq, Wk, Wv, Wo] = t_.bucket(pkt[j], b, N);
+    Unit un{ws({D_ * T, kw}), ws({D_ * T, kw}), {}, {}};
+    float* kown = F(un.Kg) + r_ * T * kw;
+    float* vown = F(un.Vg) + r_ * T * kw;
+    linear_fwd<float>(kown, F(y1), Wk, T, kw, h);
+    linear_fwd<float>(vown, F(y1), Wv, T, kw, h);
+    rope_fwd<float>(kown, kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d), F(cos_),
+                    F(sin_));
+    un.gk = comm_.iallgather(kown, F(un.Kg), T * kw * 4, Traffic::kv);
+    un.gv = comm_.iallgather(vown, F(un.Vg), T * kw * 4, Traffic::kv);
+    maybe_wait(un.gk);
+    maybe_wait(un.gv);
+    if (a) {
+      a->k[u] = act({T, kw});
+      a->v[u] = act({T, kw});
+      std::copy(kown, kown + T * kw, F(a->k[u]));
+      std::copy(vown, vown + T * kw, F(a->v[u]));
     }
+    return un;
+  };
+  post(0);
+  if (D_ > 1) post(1);
+  const int64_t U = D_ * N;
+  Unit cur = stage_a(0);
+  for (int64_t u = 0; u < U; ++u) {
+    const int j = static_cast<int>(u / N);
+    const int64_t b = u % N;
+    if (b == 0 && j + 2 < D_) post(j + 2);
+    Unit nxt;
+    if (u + 1 < U) nxt = stage_a(u + 1);
+    // Stage B of unit u: queries, attention against the gathered keys, output projection.
+    TraceSpan span(std::string("attention head group ").append(std::to_string(j)));
+    const auto [Wq, Wk, Wv, Wo] = t_.bucket(pkt[j], b, N);  // W_o: columns of [h, q_rows]
+    Tensor q = a ? act({T, qw}) : ws({T, qw});
+    linear_fwd<float>(F(q), F(y1), Wq, T, qw, h);
+    rope_fwd<float>(F(q), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
+                    F(sin_));
+    comm_.progress();
+    cur.gk.wait();
+    cur.gv.wait();
+    Tensor o = a ? act({T, qw}) : ws({T, qw});
+    Tensor lse = a ? act({qb, T}) : ws({qb, T});
+    for (int64_t bb = 0; bb < z_.B; ++bb) {
+      Segs s = segments(z_, bb, F(cur.Kg), F(cur.Vg), nullptr, nullptr, kw);
+      flash_attn_fwd<float>(F(o), F(lse), T, F(q), qw, s.q.data(), 2, s.kv.data(),
+                            static_cast<int>(s.kv.size()), sh, scale);
+    }
+    comm_.progress();
+    gemm<float>(Trans::N, Trans::T, T, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 1.0f, F(x), h);
+    if (a) {
+      a->q[u] = std::move(q);
+      a->o[u] = std::move(o);
+      a->lse[u] = std::move(lse);
+    }
+    cur = std::move(nxt);
   }
 }
 

@@ -179,29 +179,38 @@ struct TspSim {
     }
     return r;
   }
+  // Units u = (group, bucket): K/V of u+1 gathered while u computes; packet j+2 in flight.
   void attn_fwd(bool a, Bufs* acts, Bufs* kept) {
     const int64_t P = t.attn_size(), qb = t.nq_loc / N, qw = t.q_rows / N, kw = t.kv_rows / N;
     const int depth = dep.attn_packets;
     std::vector<Buf> buf(static_cast<size_t>(depth));
     Buf layer;
     if (fsdp) layer = s.C(D * P);
-    auto post = [&](Buf& dst) {
+    auto post = [&](int j) {
+      if (fsdp) return;
       if (kept)
         kept->push_back(s.C(P));
-      else if (!dst)
-        dst = s.C(P);
+      else if (!buf[static_cast<size_t>(j % depth)])
+        buf[static_cast<size_t>(j % depth)] = s.C(P);
     };
-    if (!fsdp) post(buf[0]);
-    for (int j = 0; j < D; ++j) {
-      if (!fsdp && j + 1 < D) post(buf[static_cast<size_t>((j + 1) % depth)]);
-      for (int64_t b = 0; b < N; ++b) {
-        Buf q = s.keep(a, T * qw), Kg = s.W(D * T * kw), Vg = s.W(D * T * kw);
-        Buf k, v;
-        if (a) k = s.A(T * kw), v = s.A(T * kw);
-        Buf o = s.keep(a, T * qw), lse = s.keep(a, qb * T);
-        s.attn_kernel(false);
-        if (a) acts->insert(acts->end(), {q, k, v, o, lse});
-      }
+    auto stage_a = [&]() {
+      Bufs un{s.W(D * T * kw), s.W(D * T * kw)};
+      if (a) acts->insert(acts->end(), {s.A(T * kw), s.A(T * kw)});
+      return un;
+    };
+    post(0);
+    if (D > 1) post(1);
+    const int64_t U = D * N;
+    Bufs cur = stage_a();
+    for (int64_t u = 0; u < U; ++u) {
+      const int j = static_cast<int>(u / N);
+      if (u % N == 0 && j + 2 < D) post(j + 2);
+      Bufs nxt;
+      if (u + 1 < U) nxt = stage_a();
+      Buf q = s.keep(a, T * qw), o = s.keep(a, T * qw), lse = s.keep(a, qb * T);
+      s.attn_kernel(false);
+      if (a) acts->insert(acts->end(), {q, o, lse});
+      cur = nxt;
     }
   }
   void attn_bwd(bool have_kept) {  // packets and partial gradients double-buffered

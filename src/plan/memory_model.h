@@ -27,7 +27,7 @@ Dtype parse_dtype(const std::string& s);
 // The pipeline depths of the engine's schedules today (ring.cpp, tsp_attention.cpp): overlap
 // work that changes a depth changes it here, and test_memory_model.py checks the two agree.
 struct Depths {
-  int attn_packets = 2;      // broadcast packets of the attention forward (double buffer)
+  int attn_packets = 3;      // attention forward: packets j, j+1 and j+2 in flight
   int ring_weight_bufs = 2;  // weight buffers of the MLP / LM-head ring (D > 2; one at D = 2)
   int ring_acc_bufs = 2;     // gradient accumulators in the ring's backward (D > 2; one at D = 2)
 };
