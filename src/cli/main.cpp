@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cli/args.h"
+#include "cli/bench.h"
 #include "core/error.h"
 #include "model/params.h"
 #include "plan/plan_cli.h"
@@ -23,7 +24,8 @@ const char* kUsage =
     "  train   train a Llama model on the bundled corpus or on synthetic tokens\n"
     "  grad    loss and full gradients of given weights on given tokens (the oracle interface)\n"
     "  init    write freshly initialised weights (counter-based RNG, layout independent)\n"
-    "  plan    predict per-rank memory and bytes per layer for layouts and sequence lengths\n";
+    "  plan    predict per-rank memory and bytes per layer for layouts and sequence lengths\n"
+    "  bench   run several layouts on the same model and batch (mpirun each) into one table\n";
 
 // Started by mpirun (or another PMI launcher)? Then MPI is initialised; a plain `origami ...`
 // runs as one process without MPI (OpenMPI's singleton start-up costs seconds on some machines).
@@ -262,6 +264,8 @@ int main(int argc, char** argv) {
       rc = cmd_init(argc - 2, argv + 2);
     else if (cmd == "plan")
       rc = cmd_plan(argc - 2, argv + 2);
+    else if (cmd == "bench")
+      rc = cmd_bench(argc - 2, argv + 2);
     else if (cmd == "--help" || cmd == "-h" || cmd == "help")
       std::fputs(kUsage, stdout);
     else {

@@ -4,7 +4,8 @@
     communication track; the bytes of its communication spans add up to the bytes the run report
     records for that rank;
   * every transfer's span lasts at least latency + bytes/bandwidth (the emulation's promise);
-  * the report splits each rank's step into compute, exposed communication and skew.
+  * the report splits each rank's step into compute, exposed communication and skew;
+  * `origami bench` runs two layouts (with the link, overlapped and blocking) into one table.
 Usage: test_trace.py ORIGAMI_BINARY WORKDIR"""
 import json
 import os
@@ -49,6 +50,16 @@ def main():
               f"spans shorter than latency + bytes/bandwidth: {len(short)}; time split reported: {times}")
         if not (same and pids == {0, 1} and tids == {0, 1} and sums == want and not short and times):
             fails.append(layout)
+    # origami bench runs each layout as its own mpirun job and tabulates them (no timing checked)
+    png = os.path.join(work, "bench.png")
+    r = harness.run([binary, "bench", "--config", "configs/tiny.json", "--layout", "tsp=2", "--layout", "tp=2",
+                     "--seq", "64", "--global-batch", "2", "--steps", "2", "--emulate-link", "1",
+                     "--out", os.path.join(work, "bench"), "--plot", png])
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| tsp=2 |") or line.startswith("| tp=2 |")]
+    ok = len(rows) == 2 and all(len(line.split("|")) == 14 for line in rows) and os.path.exists(png)
+    print(f"origami bench: {len(rows)} layout rows with every column, plot written: {ok}")
+    if not ok:
+        fails.append("origami bench")
     if fails:
         print("FAILED: " + ", ".join(fails))
         sys.exit(1)

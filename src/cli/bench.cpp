@@ -1,0 +1,165 @@
+// origami bench: for every (sequence length, layout) it runs `mpirun -np N origami train
+// --synthetic ...` with a report file, and with --emulate-link also the same run over the link and
+// over the link blocking (--no-overlap), then prints one table per sequence length: tokens/s, step
+// time, exposed communication share, overlap efficiency = 1 − (T_link − T_nolink)/(T_blocking −
+// T_nolink), peak memory per rank, bytes received per rank and step, and the step time relative to
+// the fastest layout (1.00). --plot draws tokens/s and peak memory against S (gnuplot).
+#include "cli/bench.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "core/error.h"
+#include "core/safetensors.h"
+#include "parallel/layout.h"
+
+namespace origami {
+
+namespace {
+struct Run {
+  double step = 0, exposed = 0, tokens_per_s = 0;
+  int64_t peak = 0, bytes = 0;
+};
+
+Run run_one(const std::string& cmd, const std::string& report) {
+  if (std::system(cmd.c_str()) != 0) fail("origami bench: this run failed:\n  ", cmd);
+  std::ifstream f(report);
+  const auto j = nlohmann::json::parse(f);
+  Run r;
+  r.tokens_per_s = j["tokens_per_s"].get<double>();
+  for (const auto& k : j["ranks"]) {
+    r.step = std::max(r.step, k["time_s"]["step_median"].get<double>());
+    r.exposed = std::max(r.exposed, k["time_s"]["comm_exposed"].get<double>());
+    r.peak = std::max(r.peak, k["peak_bytes"]["total"].get<int64_t>());
+    int64_t b = 0;
+    for (const auto& [cat, ph] : k["comm_bytes"].items())
+      for (const auto& [p, v] : ph.items()) b += v.get<int64_t>();
+    r.bytes = std::max(r.bytes, b / std::max<int64_t>(1, j["steps"].get<int64_t>()));
+  }
+  return r;
+}
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  Args a("bench",
+         "Run the same model, global batch and sequence length under several layouts (each its\n"
+         "own mpirun job of `origami train --synthetic`) and compare them in one table.");
+  a.flag("config", "", "HF Llama config.json", true);
+  a.repeatable("layout", "", "a layout as for train, e.g. tsp=2, tp=2, sp=2, fsdp_sp=2, dp=2");
+  a.repeatable("seq", "", "sequence length S");
+  a.flag("global-batch", "1", "sequences per step (split over dp replicas)");
+  a.flag("steps", "3", "steps per run (the median step time is reported)");
+  a.flag("recompute", "none", "none | full");
+  a.flag("tp-sequence-parallel", "on", "on | off for the tp layouts");
+  a.flag("emulate-link", "",
+         "GBPS[,LATENCY_US]: also run every layout over this emulated link, with overlap and "
+         "blocking (--no-overlap), for the overlap efficiency");
+  a.flag("threads", "1", "OpenMP threads per rank");
+  a.flag("out", "build/bench/origami_bench", "directory for the reports (JSON per run)");
+  a.flag("plot", "", "write a PNG of tokens/s and peak memory per rank against S");
+  if (!a.parse(argc, argv)) return 0;
+  const auto layouts = a.list("layout");
+  std::vector<int64_t> seqs;
+  for (const auto& s : a.list("seq")) seqs.push_back(std::stoll(s));
+  if (layouts.empty() || seqs.empty()) fail("origami bench: give --layout and --seq");
+  const int64_t G = a.i64("global-batch", 1), steps = a.i64("steps", 1);
+  const std::string out = a.str("out"), link = a.str("emulate-link");
+  std::system(("mkdir -p '" + out + "'").c_str());
+  char self[4096] = {};
+  if (readlink("/proc/self/exe", self, sizeof self - 1) < 0) fail("cannot find the origami binary");
+  std::map<std::pair<int64_t, std::string>, std::vector<Run>> res;
+  for (int64_t S : seqs)
+    for (const auto& ls : layouts) {
+      const Layout L = Layout::parse(ls == "single" ? "" : ls, -1);
+      if (G % L.dp) fail("--global-batch=", G, " is not divisible by dp=", L.dp, " of ", ls);
+      std::vector<std::string> variants{""};
+      if (!link.empty()) {
+        variants.push_back(" --emulate-link " + link);
+        variants.push_back(" --emulate-link " + link + " --no-overlap");
+      }
+      for (size_t v = 0; v < variants.size(); ++v) {
+        std::ostringstream rep, cmd;
+        rep << out << "/S" << S << "_" << L.text << "_" << v << ".json";
+        cmd << "mpirun -np " << L.world() << " --bind-to none --oversubscribe"
+            << (getuid() == 0 ? " --allow-run-as-root" : "")
+            << " -x OMP_NUM_THREADS=" << a.str("threads") << " '" << self << "' train --config '"
+            << a.str("config") << "' --synthetic --quiet --eval-every 0 --log-every 0 --steps "
+            << steps << " --seq " << S << " --micro-batch " << G / L.dp << " --recompute "
+            << a.str("recompute") << " --report '" << rep.str() << "'"
+            << (L.text == "single" ? "" : " --layout " + L.text)
+            << (L.tp_axis ? " --tp-sequence-parallel " + a.str("tp-sequence-parallel") : "")
+            << variants[v];
+        std::fprintf(stderr, "bench: S=%lld %s%s\n", static_cast<long long>(S), L.text.c_str(),
+                     variants[v].c_str());
+        res[{S, L.text}].push_back(run_one(cmd.str(), rep.str()));
+      }
+    }
+  for (int64_t S : seqs) {
+    double best = 1e30;
+    for (const auto& [k, r] : res)
+      if (k.first == S) best = std::min(best, r[0].step);
+    std::printf("\nS = %lld, global batch %lld, --recompute %s%s%s\n", static_cast<long long>(S),
+                static_cast<long long>(G), a.str("recompute").c_str(),
+                link.empty() ? "" : ", link ", link.c_str());
+    std::printf(
+        "| layout | ranks | tokens/s | step (s) | vs fastest | exposed comm |%s peak/rank "
+        "(MiB) | received/rank/step (MiB) |\n",
+        link.empty() ? ""
+                     : " step over link (s) | blocking (s) | exposed over link | "
+                       "overlap efficiency |");
+    std::printf("|---|---|---|---|---|---|%s---|---|\n", link.empty() ? "" : "---|---|---|---|");
+    for (const auto& ls : layouts) {
+      const Layout L = Layout::parse(ls == "single" ? "" : ls, -1);
+      const auto& r = res[{S, L.text}];
+      std::printf("| %s | %d | %.0f | %.3f | %.2f | %.0f%% |", L.text.c_str(), L.world(),
+                  r[0].tokens_per_s, r[0].step, r[0].step / best, 100 * r[0].exposed / r[0].step);
+      if (!link.empty()) {
+        const double denom = r[2].step - r[0].step;
+        std::printf(
+            " %.3f | %.3f | %.0f%% | %s |", r[1].step, r[2].step, 100 * r[1].exposed / r[1].step,
+            denom > 0 ? std::to_string(1 - (r[1].step - r[0].step) / denom).substr(0, 5).c_str()
+                      : "n/a");
+      }
+      std::printf(" %.1f | %.1f |\n", static_cast<double>(r[0].peak) / (1 << 20),
+                  static_cast<double>(r[0].bytes) / (1 << 20));
+    }
+  }
+  const std::string plot = a.str("plot");
+  if (!plot.empty()) {
+    const std::string dat = out + "/bench.dat";
+    std::ofstream d(dat);
+    for (const auto& ls : layouts) {
+      const Layout L = Layout::parse(ls == "single" ? "" : ls, -1);
+      d << "\"" << L.text << "\"\n";
+      for (int64_t S : seqs) {
+        const auto& r = res[{S, L.text}][0];
+        d << S << " " << r.tokens_per_s << " " << static_cast<double>(r.peak) / (1 << 20) << "\n";
+      }
+      d << "\n\n";
+    }
+    d.close();
+    std::ostringstream g;
+    const size_t n = layouts.size() - 1;
+    g << "set terminal pngcairo size 1100,480 noenhanced\nset output '" << plot << "'\n"
+      << "set multiplot layout 1,2\nset logscale x 2\nset grid\nset key left top\n"
+      << "set xlabel 'sequence length S'\nset ylabel 'tokens/s (all ranks)'\n"
+      << "plot for [i=0:" << n << "] '" << dat << "' index i using 1:2 with linespoints title "
+      << "columnheader(1)\nset ylabel 'peak per rank (MiB)'\nplot for [i=0:" << n << "] '" << dat
+      << "' index i using 1:3 with linespoints title columnheader(1)\nunset multiplot\n";
+    const std::string gp = out + "/bench.gp";
+    std::ofstream(gp) << g.str();
+    if (std::system(("gnuplot '" + gp + "'").c_str()) != 0) fail("gnuplot failed on ", gp);
+    std::printf("\nplot: %s\n", plot.c_str());
+  }
+  return 0;
+}
+
+}  // namespace origami
