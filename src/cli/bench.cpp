@@ -106,7 +106,7 @@ int cmd_bench(int argc, char** argv) {
     double best = 1e30;
     for (const auto& [k, r] : res)
       if (k.first == S) best = std::min(best, r[0].step);
-    std::printf("\nS = %lld, global batch %lld, --recompute %s%s%s\n", static_cast<long long>(S),
+    std::printf("\nS = %lld, global batch %lld, --recompute %s%s%s\n\n", static_cast<long long>(S),
                 static_cast<long long>(G), a.str("recompute").c_str(),
                 link.empty() ? "" : ", link ", link.c_str());
     std::printf(
