@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -72,13 +73,13 @@ int cmd_bench(int argc, char** argv) {
   if (layouts.empty() || seqs.empty()) fail("origami bench: give --layout and --seq");
   const int64_t G = a.i64("global-batch", 1), steps = a.i64("steps", 1);
   const std::string out = a.str("out"), link = a.str("emulate-link");
-  std::system(("mkdir -p '" + out + "'").c_str());
+  std::filesystem::create_directories(out);
   char self[4096] = {};
   if (readlink("/proc/self/exe", self, sizeof self - 1) < 0) fail("cannot find the origami binary");
   std::map<std::pair<int64_t, std::string>, std::vector<Run>> res;
   for (int64_t S : seqs)
     for (const auto& ls : layouts) {
-      const Layout L = Layout::parse(ls == "single" ? "" : ls, -1);
+      const Layout L = Layout::parse(ls, -1);
       if (G % L.dp) fail("--global-batch=", G, " is not divisible by dp=", L.dp, " of ", ls);
       std::vector<std::string> variants{""};
       if (!link.empty()) {
@@ -94,7 +95,7 @@ int cmd_bench(int argc, char** argv) {
             << a.str("config") << "' --synthetic --quiet --eval-every 0 --log-every 0 --steps "
             << steps << " --seq " << S << " --micro-batch " << G / L.dp << " --recompute "
             << a.str("recompute") << " --report '" << rep.str() << "'"
-            << (L.text == "single" ? "" : " --layout " + L.text)
+            << " --layout " << L.text
             << (L.tp_axis ? " --tp-sequence-parallel " + a.str("tp-sequence-parallel") : "")
             << variants[v];
         std::fprintf(stderr, "bench: S=%lld %s%s\n", static_cast<long long>(S), L.text.c_str(),
@@ -117,16 +118,18 @@ int cmd_bench(int argc, char** argv) {
                        "overlap efficiency |");
     std::printf("|---|---|---|---|---|---|%s---|---|\n", link.empty() ? "" : "---|---|---|---|");
     for (const auto& ls : layouts) {
-      const Layout L = Layout::parse(ls == "single" ? "" : ls, -1);
+      const Layout L = Layout::parse(ls, -1);
       const auto& r = res[{S, L.text}];
       std::printf("| %s | %d | %.0f | %.3f | %.2f | %.0f%% |", L.text.c_str(), L.world(),
                   r[0].tokens_per_s, r[0].step, r[0].step / best, 100 * r[0].exposed / r[0].step);
       if (!link.empty()) {
-        const double denom = r[2].step - r[0].step;
-        std::printf(
-            " %.3f | %.3f | %.0f%% | %s |", r[1].step, r[2].step, 100 * r[1].exposed / r[1].step,
-            denom > 0 ? std::to_string(1 - (r[1].step - r[0].step) / denom).substr(0, 5).c_str()
-                      : "n/a");
+        const double denom = r[2].step - r[0].step;  // what blocking costs over no link
+        std::printf(" %.3f | %.3f | %.0f%% |", r[1].step, r[2].step,
+                    100 * r[1].exposed / r[1].step);
+        if (denom > 0)
+          std::printf(" %.2f |", 1 - (r[1].step - r[0].step) / denom);
+        else
+          std::printf(" n/a |");
       }
       std::printf(" %.1f | %.1f |\n", static_cast<double>(r[0].peak) / (1 << 20),
                   static_cast<double>(r[0].bytes) / (1 << 20));
@@ -137,7 +140,7 @@ int cmd_bench(int argc, char** argv) {
     const std::string dat = out + "/bench.dat";
     std::ofstream d(dat);
     for (const auto& ls : layouts) {
-      const Layout L = Layout::parse(ls == "single" ? "" : ls, -1);
+      const Layout L = Layout::parse(ls, -1);
       d << "\"" << L.text << "\"\n";
       for (int64_t S : seqs) {
         const auto& r = res[{S, L.text}][0];

@@ -10,7 +10,7 @@ namespace origami {
 
 Layout Layout::parse(const std::string& s, int world) {
   Layout L;
-  if (s.empty()) {
+  if (s.empty() || s == "single") {
     if (world > 1)
       fail("world size ", world, " > 1 needs --layout (e.g. --layout tsp=", world, ")");
     L.text = "single";

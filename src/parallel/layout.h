@@ -13,7 +13,7 @@ namespace origami {
 struct Layout {
   int dp = 1, tsp = 1, tp = 1, sp = 1, fsdp_sp = 1;
   std::string text;  // canonical form, e.g. "tsp=4"
-  // world_size < 0: any (the layout's own product; `origami plan`).
+  // "" or "single": one process. world_size < 0: any (the layout's own product; plan, bench).
   static Layout parse(const std::string& s, int world_size);
   int world() const { return dp * model_degree(); }
   int model_degree() const { return tsp * tp * sp * fsdp_sp; }

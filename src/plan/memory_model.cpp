@@ -343,7 +343,7 @@ struct TpSpSim {
   bool seqp;
   int64_t Ts, Tl, N;
   Buf vocab_scratch;
-  void reduce_into(int64_t) {  // partial [Ts, h] -> this rank's rows
+  void reduce_into() {  // partial [Ts, h] -> this rank's rows
     const int64_t h = t.h;
     if (T > 1 && seqp) {
       Buf r = s.W(Tl * h), tmp = s.reduce_scatter(T, Tl * h);
@@ -375,13 +375,13 @@ struct TpSpSim {
       s.attn_kernel(false);
       if (a) A.insert(A.end(), {q, k, v, o, lse});
     }
-    reduce_into(Ts * h);
+    reduce_into();
   }
   void mlp_fwd(bool a, Bufs& A) {
     const int64_t Ir = t.Ir;
     Buf g = s.keep(a, Ts * Ir), u = s.keep(a, Ts * Ir), sw = s.W(Ts * Ir), P = s.W(Ts * t.h);
     if (a) A.insert(A.end(), {g, u});
-    reduce_into(Ts * t.h);
+    reduce_into();
   }
   Bufs block_fwd(bool a) {
     Bufs A;
@@ -412,7 +412,7 @@ struct TpSpSim {
         Buf Y = s.W(Ts * h);
         Bufs m{s.W(Ts * Ir), s.W(Ts * Ir), s.W(Ts * Ir), s.W(Ts * Ir)};
       }
-      reduce_into(Ts * h);
+      reduce_into();
     }
     Buf dX = gather(), dY1 = s.W(Ts * h), dy1 = s.W(Tl * h);
     {
@@ -420,7 +420,7 @@ struct TpSpSim {
       attn_bwd();
     }
     dX.reset();
-    reduce_into(Ts * h);
+    reduce_into();
     if (Sg > 1) {
       Bufs r1 = s.allreduce(Sg, t.attn_size(), s.E);
       r1.clear();
@@ -430,7 +430,7 @@ struct TpSpSim {
   void embed_fwd() {
     if (T == 1) return;
     Buf E = s.W(Ts * t.h);
-    reduce_into(Ts * t.h);
+    reduce_into();
   }
   void embed_bwd() {
     Buf dX = gather();
@@ -445,7 +445,7 @@ struct TpSpSim {
     if (T > 1) Buf all = s.W(T * 3 * Ts);
     Buf tmp = s.W(Ts);
     Buf Gh = Sg > 1 ? s.W(Vr * h) : Buf(), dY = s.W(Ts * h);
-    reduce_into(Ts * h);
+    reduce_into();
     if (Sg > 1) {
       if (!tied)
         Bufs r = s.allreduce(Sg, Vr * h, s.E);

@@ -16,7 +16,7 @@ std::string gib(int64_t b) {
 }
 int world(const std::string& name) {  // "tp=8 (SP off)" -> 8
   const std::string l = name.substr(0, name.find(' '));
-  return Layout::parse(l == "single" ? "" : l, -1).world();
+  return Layout::parse(l, -1).world();
 }
 int64_t sum_phase(const nlohmann::json& per_layer, const char* phase) {
   int64_t s = 0;
@@ -37,7 +37,7 @@ int run_plan(const PlanOptions& o) {
   std::vector<Row> rows;
   std::vector<std::string> names;  // one per plotted line
   for (const std::string& ls : o.layouts) {
-    const Layout L = Layout::parse(ls == "single" ? "" : ls, -1);
+    const Layout L = Layout::parse(ls, -1);
     for (const bool seqp : {true, false}) {
       ParallelOptions par = o.par;
       if (L.tp_axis && o.tp_sp_both)
