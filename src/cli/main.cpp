@@ -37,7 +37,8 @@ bool launched_by_mpi() {
 
 void parallel_flags(Args& a) {
   a.flag("layout", "",
-         "parallel layout: axis=size pairs from dp, tsp, fsdp_sp, tp, sp, e.g. tsp=4, dp=2,tsp=2, "
+         "parallel layout: single, or axis=size pairs from dp, tsp, fsdp_sp, tp, sp, e.g. tsp=4, "
+         "dp=2,tsp=2, "
          "tp=2,sp=2 (the product must equal the mpirun world size; tsp and fsdp_sp combine only "
          "with dp)");
   a.flag("attn-buckets", "1",
