@@ -59,70 +59,120 @@ int cmd_bench(int argc, char** argv) {
   a.flag("global-batch", "1", "sequences per step (split over dp replicas)");
   a.flag("steps", "3", "steps per run (the median step time is reported)");
   a.flag("recompute", "none", "none | full");
-  a.flag("tp-sequence-parallel", "on", "on | off for the tp layouts");
+  a.flag("tp-sequence-parallel", "on", "on | off | both (a row each) for the tp layouts");
   a.flag("emulate-link", "",
          "GBPS[,LATENCY_US]: also run every layout over this emulated link, with overlap and "
          "blocking (--no-overlap), for the overlap efficiency");
+  a.flag("link-ratio", "",
+         "R: like --emulate-link, with the bandwidth chosen per S so that the first layout's "
+         "bytes per step take R times its compute time (measured without a link first)");
+  a.flag("progress-thread", "100", "poll interval of the MPI progress thread (us), 0 = off");
   a.flag("threads", "1", "OpenMP threads per rank");
   a.flag("out", "build/bench/origami_bench", "directory for the reports (JSON per run)");
   a.flag("plot", "", "write a PNG of tokens/s and peak memory per rank against S");
   if (!a.parse(argc, argv)) return 0;
-  const auto layouts = a.list("layout");
   std::vector<int64_t> seqs;
   for (const auto& s : a.list("seq")) seqs.push_back(std::stoll(s));
-  if (layouts.empty() || seqs.empty()) fail("origami bench: give --layout and --seq");
+  const std::string tpsp = a.str("tp-sequence-parallel");
+  if (tpsp != "on" && tpsp != "off" && tpsp != "both")
+    fail("--tp-sequence-parallel=", tpsp, " is not one of: on, off, both");
+  // One row per (layout, TP sequence-parallel setting).
+  struct Row {
+    Layout L;
+    std::string sp_flag, label;
+  };
+  std::vector<Row> rows;
+  for (const auto& ls : a.list("layout")) {
+    const Layout L = Layout::parse(ls, -1);
+    if (!L.tp_axis) {
+      rows.push_back({L, "", L.text});
+      continue;
+    }
+    for (const char* v : {"on", "off"})
+      if (tpsp == "both" || tpsp == v)
+        rows.push_back({L, std::string(" --tp-sequence-parallel ") + v,
+                        L.text + (std::string(v) == "off" ? " (SP off)" : "")});
+  }
+  if (rows.empty() || seqs.empty()) fail("origami bench: give --layout and --seq");
   const int64_t G = a.i64("global-batch", 1), steps = a.i64("steps", 1);
-  const std::string out = a.str("out"), link = a.str("emulate-link");
+  const std::string out = a.str("out");
+  std::string link = a.str("emulate-link");
+  double ratio = 0;
+  if (a.given("link-ratio")) {
+    ratio = a.f64("link-ratio");
+    if (!(ratio > 0)) fail("--link-ratio=", a.str("link-ratio"), " must be positive");
+    if (!link.empty()) fail("give --emulate-link or --link-ratio, not both");
+  }
+  const bool links = !link.empty() || ratio > 0;
   std::filesystem::create_directories(out);
   char self[4096] = {};
   if (readlink("/proc/self/exe", self, sizeof self - 1) < 0) fail("cannot find the origami binary");
+  for (const Row& w : rows)
+    if (G % w.L.dp) fail("--global-batch=", G, " is not divisible by dp=", w.L.dp, " of ", w.label);
   std::map<std::pair<int64_t, std::string>, std::vector<Run>> res;
-  for (int64_t S : seqs)
-    for (const auto& ls : layouts) {
-      const Layout L = Layout::parse(ls, -1);
-      if (G % L.dp) fail("--global-batch=", G, " is not divisible by dp=", L.dp, " of ", ls);
-      std::vector<std::string> variants{""};
-      if (!link.empty()) {
-        variants.push_back(" --emulate-link " + link);
-        variants.push_back(" --emulate-link " + link + " --no-overlap");
-      }
-      for (size_t v = 0; v < variants.size(); ++v) {
-        std::ostringstream rep, cmd;
-        rep << out << "/S" << S << "_" << L.text << "_" << v << ".json";
-        cmd << "mpirun -np " << L.world() << " --bind-to none --oversubscribe"
-            << (getuid() == 0 ? " --allow-run-as-root" : "")
-            << " -x OMP_NUM_THREADS=" << a.str("threads") << " '" << self << "' train --config '"
-            << a.str("config") << "' --synthetic --quiet --eval-every 0 --log-every 0 --steps "
-            << steps << " --seq " << S << " --micro-batch " << G / L.dp << " --recompute "
-            << a.str("recompute") << " --report '" << rep.str() << "'"
-            << " --layout " << L.text
-            << (L.tp_axis ? " --tp-sequence-parallel " + a.str("tp-sequence-parallel") : "")
-            << variants[v];
-        std::fprintf(stderr, "bench: S=%lld %s%s\n", static_cast<long long>(S), L.text.c_str(),
-                     variants[v].c_str());
-        res[{S, L.text}].push_back(run_one(cmd.str(), rep.str()));
-      }
+  std::map<int64_t, std::string> link_of;  // the link each S ran over
+  auto run = [&](int64_t S, const Row& w, size_t v, const std::string& extra) {
+    std::ostringstream rep, cmd;
+    std::string tag = w.label;
+    for (char& ch : tag)
+      if (ch == ' ' || ch == '(' || ch == ')') ch = '_';
+    rep << out << "/S" << S << "_" << tag << "_" << v << ".json";
+    cmd << "mpirun -np " << w.L.world() << " --bind-to none --oversubscribe"
+        << (getuid() == 0 ? " --allow-run-as-root" : "")
+        << " -x OMP_NUM_THREADS=" << a.str("threads") << " '" << self << "' train --config '"
+        << a.str("config") << "' --synthetic --quiet --eval-every 0 --log-every 0 --steps " << steps
+        << " --seq " << S << " --micro-batch " << G / w.L.dp << " --recompute "
+        << a.str("recompute") << " --progress-thread " << a.str("progress-thread") << " --report '"
+        << rep.str() << "'"
+        << " --layout " << w.L.text << w.sp_flag << extra;
+    std::fprintf(stderr, "bench: S=%lld %s%s\n", static_cast<long long>(S), w.label.c_str(),
+                 extra.c_str());
+    auto& r = res[{S, w.label}];
+    r.resize(std::max(r.size(), v + 1));
+    r[v] = run_one(cmd.str(), rep.str());
+  };
+  for (int64_t S : seqs) {
+    for (const Row& w : rows) run(S, w, 0, "");
+    if (!links) continue;
+    std::string l = link;
+    if (ratio > 0) {  // bytes / bandwidth = ratio · compute of the first layout
+      const Run& f = res[{S, rows[0].label}][0];
+      const double compute = f.step - f.exposed;
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.3g",
+                    static_cast<double>(f.bytes) / (ratio * compute) / 1e9);
+      l = buf;
     }
+    link_of[S] = l;
+    for (const Row& w : rows) {
+      run(S, w, 1, " --emulate-link " + l);
+      run(S, w, 2, " --emulate-link " + l + " --no-overlap");
+    }
+  }
   for (int64_t S : seqs) {
     double best = 1e30;
     for (const auto& [k, r] : res)
       if (k.first == S) best = std::min(best, r[0].step);
-    std::printf("\nS = %lld, global batch %lld, --recompute %s%s%s\n\n", static_cast<long long>(S),
-                static_cast<long long>(G), a.str("recompute").c_str(),
-                link.empty() ? "" : ", link ", link.c_str());
+    std::printf("\nS = %lld, global batch %lld, --recompute %s", static_cast<long long>(S),
+                static_cast<long long>(G), a.str("recompute").c_str());
+    if (links) {
+      std::printf(", link %s GB/s", link_of[S].c_str());
+      if (ratio > 0)
+        std::printf(" (%s's bytes per step take %.2g x its compute time)", rows[0].label.c_str(),
+                    ratio);
+    }
     std::printf(
-        "| layout | ranks | tokens/s | step (s) | vs fastest | exposed comm |%s peak/rank "
+        "\n\n| layout | ranks | tokens/s | step (s) | vs fastest | exposed comm |%s peak/rank "
         "(MiB) | received/rank/step (MiB) |\n",
-        link.empty() ? ""
-                     : " step over link (s) | blocking (s) | exposed over link | "
-                       "overlap efficiency |");
-    std::printf("|---|---|---|---|---|---|%s---|---|\n", link.empty() ? "" : "---|---|---|---|");
-    for (const auto& ls : layouts) {
-      const Layout L = Layout::parse(ls, -1);
-      const auto& r = res[{S, L.text}];
-      std::printf("| %s | %d | %.0f | %.3f | %.2f | %.0f%% |", L.text.c_str(), L.world(),
+        links ? " step over link (s) | blocking (s) | exposed over link | "
+                "overlap efficiency |"
+              : "");
+    std::printf("|---|---|---|---|---|---|%s---|---|\n", links ? "---|---|---|---|" : "");
+    for (const Row& w : rows) {
+      const auto& r = res[{S, w.label}];
+      std::printf("| %s | %d | %.0f | %.3f | %.2f | %.0f%% |", w.label.c_str(), w.L.world(),
                   r[0].tokens_per_s, r[0].step, r[0].step / best, 100 * r[0].exposed / r[0].step);
-      if (!link.empty()) {
+      if (links) {
         const double denom = r[2].step - r[0].step;  // what blocking costs over no link
         std::printf(" %.3f | %.3f | %.0f%% |", r[1].step, r[2].step,
                     100 * r[1].exposed / r[1].step);
@@ -139,18 +189,17 @@ int cmd_bench(int argc, char** argv) {
   if (!plot.empty()) {
     const std::string dat = out + "/bench.dat";
     std::ofstream d(dat);
-    for (const auto& ls : layouts) {
-      const Layout L = Layout::parse(ls, -1);
-      d << "\"" << L.text << "\"\n";
+    for (const Row& w : rows) {
+      d << "\"" << w.label << "\"\n";
       for (int64_t S : seqs) {
-        const auto& r = res[{S, L.text}][0];
+        const auto& r = res[{S, w.label}][0];
         d << S << " " << r.tokens_per_s << " " << static_cast<double>(r.peak) / (1 << 20) << "\n";
       }
       d << "\n\n";
     }
     d.close();
     std::ostringstream g;
-    const size_t n = layouts.size() - 1;
+    const size_t n = rows.size() - 1;
     g << "set terminal pngcairo size 1100,480 noenhanced\nset output '" << plot << "'\n"
       << "set multiplot layout 1,2\nset logscale x 2\nset grid\nset key left top\n"
       << "set xlabel 'sequence length S'\nset ylabel 'tokens/s (all ranks)'\n"

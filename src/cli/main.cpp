@@ -8,6 +8,7 @@
 
 #include "cli/args.h"
 #include "cli/bench.h"
+#include "comm/comm.h"
 #include "core/error.h"
 #include "model/params.h"
 #include "plan/plan_cli.h"
@@ -56,6 +57,10 @@ void parallel_flags(Args& a) {
          "GBPS[,LATENCY_US]: every transfer a rank receives completes no earlier than latency + "
          "bytes/bandwidth after it is posted, on one inbound link per rank (waits sleep): "
          "GPU-like compute-to-link ratios on CPU");
+  a.flag("progress-thread", "100",
+         "US: a thread tests every outstanding transfer every US microseconds so that it advances "
+         "while this rank computes (OpenMPI has no asynchronous progress); 0 = off, transfers "
+         "then advance only between compute steps and in waits");
 }
 
 ParallelOptions parallel_options(const Args& a) {
@@ -72,6 +77,10 @@ ParallelOptions parallel_options(const Args& a) {
     if (end == v.c_str() || *end || !(p.link_gbps > 0) || p.link_latency_us < 0)
       fail("--emulate-link=", v, " is not GBPS[,LATENCY_US] with GBPS > 0 and LATENCY_US >= 0");
   }
+  p.progress_us = a.f64("progress-thread");
+  if (!(p.progress_us >= 0) || p.progress_us > 1e6)
+    fail("--progress-thread=", a.str("progress-thread"),
+         " is not a poll interval in microseconds between 0 and 1000000");
   const std::string sp = a.str("tp-sequence-parallel");
   if (sp != "on" && sp != "off") fail("--tp-sequence-parallel=", sp, " is not one of: on, off");
   p.tp_seq_parallel = sp == "on";
@@ -252,7 +261,7 @@ int main(int argc, char** argv) {
   const bool mpi = launched_by_mpi();
   if (mpi) {
     int provided = 0;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   }
   int rc = 0;
   try {
@@ -282,6 +291,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "origami: error: %s\n", e.what());
     rc = 1;
   }
-  if (mpi) MPI_Finalize();
+  if (mpi) {
+    set_progress_thread(0);
+    MPI_Finalize();
+  }
   return rc;
 }

@@ -130,6 +130,12 @@ Mesh make_mesh(int model_degree, int tp = 1);
 // latency + bytes/bandwidth after it is posted, on one inbound link per rank shared by all its
 // communicators (transfers queue on it); waiting sleeps. gbps = 0 turns it off.
 void set_emulated_link(double gbps, double latency_us);
+// --progress-thread US: a thread that tests every outstanding operation every US microseconds, so
+// transfers advance while the caller computes (OpenMPI has no asynchronous progress of its own).
+// 0 stops it; call with 0 before MPI_Finalize. Needs MPI_THREAD_MULTIPLE (notes and stays off
+// otherwise) and MPI. Returns whether a thread runs. Results do not depend on it: reductions
+// keep their fixed order whichever thread completes them.
+bool set_progress_thread(double interval_us);
 // Seconds this process has spent blocked in Request::wait() (exposed communication).
 double comm_blocked_seconds();
 

@@ -6,9 +6,13 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
+#include <condition_variable>
+#include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -48,6 +52,22 @@ struct Link {
 Link g_link;
 double g_blocked_s = 0;  // time spent blocked in wait() (exposed communication)
 
+// Every operation's state, the registry of live operations, the link and the communicators'
+// records are touched under this lock: by the calling thread and by the progress thread.
+// Recursive, so that nothing that runs under it can deadlock on it.
+std::recursive_mutex g_mu;
+class StagedOp;
+std::vector<StagedOp*> g_live;  // operations not yet destroyed, in posting order
+
+// The progress thread (--progress-thread US): every US microseconds it tests every live
+// operation, so transfers advance while the calling thread computes.
+// It sleeps on g_cv while no operation has MPI work left (g_pending == 0), so an idle rank's
+// compute is not interrupted.
+std::thread g_progress;
+std::atomic<bool> g_progress_stop{false};
+std::condition_variable_any g_cv;
+int g_pending = 0;  // live operations whose MPI stages are not all complete
+
 // A sequence of stages; each posts MPI requests and, when they complete, runs its finish step.
 // The operation completes when its last stage has and, with an emulated link, not before its
 // deadline; then its time is recorded (and traced).
@@ -68,9 +88,23 @@ class StagedOp : public Request::Op {
       deadline_ = g_link.free + std::chrono::duration_cast<Clock::duration>(
                                     std::chrono::duration<double>(g_link.latency_s));
     }
+    g_live.push_back(this);
+    ++g_pending;
     start_next();
+    if (!mpi_done_) g_cv.notify_one();
+  }
+  // Runs where the last Request is dropped (the calling thread), so the temporaries the stages
+  // hold are freed there, at the point the memory model expects.
+  ~StagedOp() override {
+    std::lock_guard lk(g_mu);
+    if (!mpi_done_) --g_pending;  // dropped unfinished (an error path)
+    std::erase(g_live, this);
   }
   bool test() override {
+    std::lock_guard lk(g_mu);
+    return test_locked();
+  }
+  bool test_locked() {
     while (!mpi_done_) {
       int flag = 1;
       if (!reqs_.empty())
@@ -83,15 +117,19 @@ class StagedOp : public Request::Op {
     return true;
   }
   void wait() override {
-    if (done_) return;
     const auto tw = Clock::now();
+    std::unique_lock lk(g_mu);
+    if (done_) return;
     while (!mpi_done_) {
       if (!reqs_.empty())
         MPI_Waitall(static_cast<int>(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE);
       finish_current();
     }
+    lk.unlock();
     std::this_thread::sleep_until(deadline_);  // the emulated link: sleep, do not spin
+    lk.lock();
     complete();
+    lk.unlock();
     const auto t1 = Clock::now();
     g_blocked_s += std::chrono::duration<double>(t1 - tw).count();
     if (Trace::get().on() && t1 - tw > std::chrono::microseconds(2)) {
@@ -118,6 +156,7 @@ class StagedOp : public Request::Op {
     reqs_.clear();
     if (cur_ == stages_.size()) {
       mpi_done_ = true;
+      --g_pending;
       return;
     }
     stages_[cur_].post(reqs_);
@@ -151,8 +190,57 @@ class StagedOp : public Request::Op {
 }  // namespace
 
 void set_emulated_link(double gbps, double latency_us) {
+  std::lock_guard lk(g_mu);
   g_link.bytes_per_s = gbps * 1e9;
   g_link.latency_s = latency_us * 1e-6;
+}
+
+void progress_locked() {
+  // test_locked() never destroys an operation, so the registry is stable during the loop.
+  for (StagedOp* op : g_live) op->test_locked();
+}
+void progress_all() {
+  std::lock_guard lk(g_mu);
+  progress_locked();
+}
+
+bool set_progress_thread(double interval_us) {
+  if (g_progress.joinable()) {
+    {
+      std::lock_guard lk(g_mu);
+      g_progress_stop = true;
+    }
+    g_cv.notify_all();
+    g_progress.join();
+    g_progress_stop = false;
+  }
+  int init = 0;
+  MPI_Initialized(&init);
+  if (!(interval_us > 0) || !init) return false;
+  int level = 0;
+  MPI_Query_thread(&level);
+  if (level < MPI_THREAD_MULTIPLE) {
+    static bool warned = false;
+    if (!warned)
+      std::fprintf(stderr,
+                   "origami: note: MPI provides no MPI_THREAD_MULTIPLE; the progress thread is "
+                   "off\n");
+    warned = true;
+    return false;
+  }
+  const auto dt = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double, std::micro>(interval_us));
+  g_progress = std::thread([dt] {
+    while (!g_progress_stop) {
+      {
+        std::unique_lock lk(g_mu);
+        g_cv.wait(lk, [] { return g_progress_stop || g_pending > 0; });
+        progress_locked();
+      }
+      std::this_thread::sleep_for(dt);
+    }
+  });
+  return true;
 }
 double comm_blocked_seconds() {
   return g_blocked_s;
@@ -175,6 +263,7 @@ class MpiComm : public Comm {
   int size() const override { return size_; }
 
   Request isend(const void* buf, int64_t bytes, int dst, int tag, Traffic t) override {
+    std::lock_guard lk(g_mu);
     check_tag(tag);
     const size_t rec = record(t, 0);
     return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
@@ -184,6 +273,7 @@ class MpiComm : public Comm {
                          nullptr}});
   }
   Request irecv(void* buf, int64_t bytes, int src, int tag, Traffic t) override {
+    std::lock_guard lk(g_mu);
     check_tag(tag);
     const size_t rec = record(t, src == rank_ ? 0 : bytes);
     return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
@@ -193,6 +283,7 @@ class MpiComm : public Comm {
                          nullptr}});
   }
   Request ibcast(void* buf, int64_t bytes, int root, Traffic t) override {
+    std::lock_guard lk(g_mu);
     const size_t rec = record(t, rank_ == root ? 0 : bytes);
     return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
                            r.emplace_back();
@@ -201,6 +292,7 @@ class MpiComm : public Comm {
                          nullptr}});
   }
   Request iallgather(const void* send, void* recv, int64_t bytes, Traffic t) override {
+    std::lock_guard lk(g_mu);
     const size_t rec = record(t, (size_ - 1) * bytes);
     char* own = static_cast<char*>(recv) + rank_ * bytes;
     const void* src = send == own ? MPI_IN_PLACE : send;
@@ -213,6 +305,7 @@ class MpiComm : public Comm {
   }
   Request ialltoallv(const void* send, const int64_t* sb, const int64_t* so, void* recv,
                      const int64_t* rb, const int64_t* ro, Traffic t) override {
+    std::lock_guard lk(g_mu);
     int64_t in = 0;
     for (int i = 0; i < size_; ++i)
       if (i != rank_) in += rb[i];
@@ -234,11 +327,13 @@ class MpiComm : public Comm {
   }
 
   Request ireduce_scatter(const float* send, float* recv, int64_t n, Traffic t) override {
+    std::lock_guard lk(g_mu);
     const size_t rec = record(t, (size_ - 1) * n * 4);
     return staged(rec, {reduce_blocks<float>(send, recv, n, n, t, next_tag(t))});
   }
 
   Request ireduce(const float* send, float* recv, int64_t n, int root, Traffic t) override {
+    std::lock_guard lk(g_mu);
     const size_t rec = record(t, rank_ == root ? (size_ - 1) * n * 4 : 0);
     const int tag = next_tag(t);
     auto tmp = std::make_shared<Tensor>();
@@ -272,15 +367,7 @@ class MpiComm : public Comm {
     return allreduce<int64_t>(buf, n, t);
   }
 
-  void progress() override {
-    for (auto it = live_.begin(); it != live_.end();) {
-      auto op = it->lock();
-      if (!op || op->test())
-        it = live_.erase(it);
-      else
-        ++it;
-    }
-  }
+  void progress() override { progress_all(); }
   void barrier() override { MPI_Barrier(comms_[static_cast<int>(Traffic::other)]); }
 
  private:
@@ -294,10 +381,7 @@ class MpiComm : public Comm {
     return kCollTag0 + k;
   }
   Request staged(size_t rec, std::vector<StagedOp::Stage> st) {
-    auto op = std::make_shared<StagedOp>(this, rec, std::move(st));
-    if (live_.size() > 256) std::erase_if(live_, [](const auto& w) { return w.expired(); });
-    live_.push_back(op);
-    return Request(op);
+    return Request(std::make_shared<StagedOp>(this, rec, std::move(st)));
   }
 
   // dst[i] = sum over ranks q in order 0..D-1 of (q == own ? own_src : tmp row k(q))
@@ -339,6 +423,7 @@ class MpiComm : public Comm {
   // In place: reduce-scatter of D near-equal blocks, then all-gather of the reduced blocks.
   template <class T>
   Request allreduce(T* buf, int64_t n, Traffic t) {
+    std::lock_guard lk(g_mu);
     const size_t rec = record(t, 2 * (size_ - 1) * n * static_cast<int64_t>(sizeof(T)) / size_);
     if (size_ == 1) return staged(rec, {});
     // Blocks padded to equal size m; the padded copy keeps the arithmetic simple.
@@ -370,7 +455,6 @@ class MpiComm : public Comm {
   int rank_ = 0, size_ = 1;
   std::array<MPI_Comm, kNumTraffic> comms_{};
   std::array<int, kNumTraffic> tags_{};
-  std::vector<std::weak_ptr<Request::Op>> live_;
 };
 
 std::unique_ptr<Comm> make_mpi_comm() {

@@ -10,10 +10,12 @@ Trace& Trace::get() {
 }
 
 void Trace::span(std::string name, int tid, double t0, double t1, int64_t bytes) {
+  std::lock_guard lk(mu_);
   ev_.push_back({std::move(name), tid, t0, t1, bytes});
 }
 
 std::string Trace::events_json(int rank) const {
+  std::lock_guard lk(mu_);
   std::string out;
   char buf[512];
   auto add = [&](const char* s) {

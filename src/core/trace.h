@@ -6,6 +6,7 @@
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,7 @@ class Trace {
     int64_t bytes;
   };
   bool on_ = false;
+  mutable std::mutex mu_;  // spans come from the calling thread and the progress thread
   std::chrono::steady_clock::time_point origin_ = std::chrono::steady_clock::now();
   std::vector<Ev> ev_;
 };

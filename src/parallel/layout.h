@@ -34,6 +34,7 @@ struct ParallelOptions {
   bool tp_seq_parallel = true;  // --tp-sequence-parallel on|off (Megatron SP inside TP)
   bool tp_seq_parallel_given = false;
   double link_gbps = 0, link_latency_us = 0;  // --emulate-link (0: off)
+  double progress_us = 100;                   // --progress-thread (0: off)
 };
 
 // What the TSP schedule needs (tsp-spec §3): n_kv mod D, I mod D, S mod 2D, head buckets.

@@ -17,8 +17,17 @@ void ring_forward(Comm& comm, const RingSpec& sp,
   ring_backward(comm, sp, nullptr, [&](int s, const float* W, float*) { compute(s, W); });
 }
 
+void RingTail::finish() {
+  if (!dst) return;
+  sends[0].wait();
+  sends[1].wait();
+  home.wait();
+  cpu::add_inplace(dst, home_buf.data<float>(), n);
+  *this = RingTail();
+}
+
 void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
-                   const std::function<void(int, const float*, float*)>& compute) {
+                   const std::function<void(int, const float*, float*)>& compute, RingTail* tail) {
   const int D = comm.size(), r = comm.rank();
   const int next = (r + 1) % D, prev = (r + D - 1) % D;
   const int64_t bytes = sp.n * 4;
@@ -87,10 +96,19 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
     if (wnext) cur = wnext;
   }
   if (bwd && D > 1) {
-    acc_send[0].wait();
-    acc_send[1].wait();
-    home_recv.wait();
-    cpu::add_inplace(own_grad, home.data<float>(), sp.n);
+    RingTail t;
+    t.sends[0] = std::move(acc_send[0]);
+    t.sends[1] = std::move(acc_send[1]);
+    t.home = std::move(home_recv);
+    t.acc[0] = std::move(abuf[0]);
+    t.acc[1] = std::move(abuf[1]);
+    t.home_buf = std::move(home);
+    t.dst = own_grad;
+    t.n = sp.n;
+    if (tail)
+      *tail = std::move(t);
+    else
+      t.finish();
   }
 }
 

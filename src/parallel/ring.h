@@ -10,10 +10,17 @@
 // partial dW_s (step 0); the accumulator starts at the next rank (step 1), each rank adds its
 // partial and passes it on, and the last holder (rank s-1, step D-1) sends it home — D-1 hops, the
 // volume of a reduce-scatter — where the owner adds it after its own partial (fixed order).
+//
+// The ring's last hop (the accumulator coming home) has no compute of this ring left to hide
+// behind. With a RingTail the ring returns with it still in flight; the engine finishes the tail
+// after the next block's compute (the owner's add keeps its place: own partial, then the home
+// accumulator, before anything else touches that gradient), so the hop overlaps that compute. The
+// accumulators and the home buffer stay allocated until then.
 #pragma once
 #include <functional>
 
 #include "comm/comm.h"
+#include "core/tensor.h"
 
 namespace origami {
 
@@ -25,13 +32,33 @@ struct RingSpec {
   bool overlap = true;
 };
 
+class RingTail {
+ public:
+  RingTail() = default;
+  RingTail(RingTail&&) = default;
+  RingTail& operator=(RingTail&&) = default;
+  // Waits for the home accumulator and the last sends, adds the accumulator to the owner's
+  // gradient and frees the buffers. Idempotent.
+  void finish();
+
+ private:
+  friend void ring_backward(Comm&, const RingSpec&, float*,
+                            const std::function<void(int, const float*, float*)>&, RingTail*);
+  Request sends[2], home;
+  Tensor acc[2], home_buf;
+  float* dst = nullptr;
+  int64_t n = 0;
+};
+
 // compute(s, W_s) for every shard, in ring order.
 void ring_forward(Comm& comm, const RingSpec& spec,
                   const std::function<void(int, const float*)>& compute);
 // compute(s, W_s, G) accumulates this rank's partial dW_s into G; own_grad receives the complete
-// gradient of this rank's shard (own partial + the accumulator that comes home), added to it.
+// gradient of this rank's shard (own partial + the accumulator that comes home), added to it —
+// on return, or, with `tail`, when the caller finishes the tail.
 void ring_backward(Comm& comm, const RingSpec& spec, float* own_grad,
-                   const std::function<void(int, const float*, float*)>& compute);
+                   const std::function<void(int, const float*, float*)>& compute,
+                   RingTail* tail = nullptr);
 
 // FSDP+SP's counterpart: all-gather every rank's shard (the whole layer), compute with each in
 // the ring's order, and (backward) reduce-scatter the partial gradients to their owners. Same

@@ -137,6 +137,7 @@ std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const
                                     Recompute rc, int64_t B, int64_t S) {
   validate_options(L, p);
   set_emulated_link(p.link_gbps, p.link_latency_us);
+  set_progress_thread(L.world() > 1 ? p.progress_us : 0);
   if (L.uses_tsp()) {
     const int D = L.folded_degree();
     validate_tsp(c, D, S, p.attn_buckets);

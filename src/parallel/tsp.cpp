@@ -112,6 +112,7 @@ double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch
     block_bwd(p.layers[l], g.layers[l], saved[l], dx, o_.keep_attn_weights ? &kept : nullptr);
     saved[l] = Acts();
   }
+  tail_.finish();  // the last ring's home hop, before the embedding adds to a tied head
   comm_.set_context(kWhereEmbed, Phase::bwd);
   embed_bwd(g, b, ids_all, dx);
   return loss;

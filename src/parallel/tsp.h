@@ -10,6 +10,7 @@
 
 #include "comm/comm.h"
 #include "model/model.h"
+#include "parallel/ring.h"
 #include "parallel/sharded.h"
 #include "parallel/tsp_params.h"
 #include "parallel/zigzag.h"
@@ -67,6 +68,12 @@ class TspEngine : public ShardedSchedule {
   void maybe_wait(Request& r) {
     if (!o_.overlap) r.wait();
   }
+  // A backward ring's tail (ring.h) is finished after the next ring's compute: the previous
+  // one completes here, the new one becomes pending.
+  void defer(RingTail&& t) {
+    tail_.finish();
+    tail_ = std::move(t);
+  }
 
   ModelConfig cfg_;
   Comm& comm_;
@@ -76,6 +83,7 @@ class TspEngine : public ShardedSchedule {
   Zigzag z_{};
   std::vector<int64_t> pos_;  // global position of each local row
   Tensor cos_, sin_;
+  RingTail tail_;  // the last backward ring's home hop, still in flight
 };
 
 }  // namespace origami

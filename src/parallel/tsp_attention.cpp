@@ -161,10 +161,16 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
   const int64_t P = t_.attn_size();
-  // TSP: the packet of owner j+1 is broadcast while group j computes (two packet buffers), and
-  // the reduce of group j's partial gradient to its owner completes while j+1 computes (two
-  // partial buffers; the owner adds it when it has arrived). FSDP+SP: the whole layer gathered,
-  // all partials kept and reduce-scattered to the owners at the end.
+  // Pipeline over units u = (group j, bucket b), each in three stages:
+  //   B1(u)  post the K/V all-gather of u; dO = dy·W_o; dW_o += dyᵀ·o
+  //   B2(u)  wait K/V; flash backward; post the reduce-scatter of dK, dV; dq: RoPE⁻¹, dW_q, dy1
+  //   C(u)   wait dK, dV; RoPE⁻¹; dW_k, dW_v, dy1
+  // in the order B1(0) B2(0) B1(1) C(0) B2(1) B1(2) C(1) ...: the gather of u hides behind
+  // C(u−1), the reduce-scatter of u behind B1(u+1) and its GEMMs. TSP: packet j+1 is broadcast
+  // while group j computes (two packet buffers; packet j+2 is posted once C of group j's last unit
+  // is done with packet j), and group j's partial gradient is reduced to its owner while group
+  // j+1 computes (two partial buffers; the owner adds it when it has arrived). FSDP+SP: the whole
+  // layer gathered, all partials kept and reduce-scattered to the owners at the end.
   const bool fsdp = o_.fsdp;
   Tensor layer = fsdp ? Tensor::empty({D_, P}, DType::f32, Cat::comm) : Tensor();
   if (fsdp) comm_.iallgather(F(W.attn), F(layer), P * 4, Traffic::attn_weights).wait();
@@ -174,77 +180,115 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   if (!fsdp && D_ > 1) part[1] = Tensor::empty({P}, DType::f32, Cat::comm);
   Tensor sum = Tensor::empty({P}, DType::f32, Cat::comm);  // the owner's reduced gradient
   Tensor buf[2];
+  std::vector<Request> preq(static_cast<size_t>(D_));
   auto post = [&](int j) {
-    if (fsdp || kept) return Request();
+    if (fsdp || kept || j >= D_) return;
     Tensor& dst = buf[j % 2];
     if (!dst.defined()) dst = Tensor::empty({P}, DType::f32, Cat::comm);
     float* p = j == r_ ? const_cast<float*>(F(W.attn)) : F(dst);
-    Request rq = comm_.ibcast(p, P * 4, j, Traffic::attn_weights);
-    maybe_wait(rq);
-    return rq;
+    preq[j] = comm_.ibcast(p, P * 4, j, Traffic::attn_weights);
+    maybe_wait(preq[j]);
   };
-  Request next = post(0), red;
+  auto packet = [&](int j) -> const float* {
+    return fsdp ? F(layer) + j * P : kept ? F((*kept)[j]) : (j == r_ ? F(W.attn) : F(buf[j % 2]));
+  };
+  auto grad = [&](int j) { return fsdp ? F(part[0]) + j * P : F(part[j % 2]); };
+  Request red;
   bool owner_pending = false;  // the reduce in flight is rooted here: add `sum` when it is done
   auto finish_reduce = [&] {
     red.wait();
     if (owner_pending) add_inplace<float>(F(G.attn), F(sum), P);
     owner_pending = false;
   };
-  for (int j = 0; j < D_; ++j) {
-    TraceSpan span(std::string("attention bwd head group ").append(std::to_string(j)));
-    Request cur = std::move(next);
-    if (j + 1 < D_) next = post(j + 1);
-    cur.wait();
-    const float* pk = fsdp   ? F(layer) + j * P
-                      : kept ? F((*kept)[j])
-                             : (j == r_ ? F(W.attn) : F(buf[j % 2]));
-    float* pg = fsdp ? F(part[0]) + j * P : F(part[j % 2]);
-    if (!fsdp) std::fill(pg, pg + P, 0.0f);
-    for (int64_t b = 0; b < N; ++b) {
-      const int64_t i = j * N + b;
-      const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
-      const auto [Gq, Gk, Gv, Go] = t_.bucket(pg, b, N);
-      Tensor Kg = ws({D_ * T, kw}), Vg = ws({D_ * T, kw});
-      Request gk = comm_.iallgather(F(a.k[i]), F(Kg), T * kw * 4, Traffic::kv);
-      Request gv = comm_.iallgather(F(a.v[i]), F(Vg), T * kw * 4, Traffic::kv);
-      Tensor dO = ws({T, qw});
-      gemm<float>(Trans::N, Trans::N, T, qw, h, 1.0f, F(dy), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
-      comm_.progress();
-      gemm<float>(Trans::T, Trans::N, h, qw, T, 1.0f, F(dy), h, F(a.o[i]), qw, 1.0f, Go, t_.q_rows);
-      comm_.progress();
-      gk.wait();
-      gv.wait();
-      Tensor dKg = ws0({D_ * T, kw}), dVg = ws0({D_ * T, kw}), dq = ws0({T, qw});
-      for (int64_t bb = 0; bb < z_.B; ++bb) {
-        Segs s = segments(z_, bb, F(Kg), F(Vg), F(dKg), F(dVg), kw);
-        flash_attn_bwd<float>(F(dq), F(dO), F(a.q[i]), F(a.o[i]), qw, F(a.lse[i]), T, s.q.data(), 2,
-                              s.kv.data(), static_cast<int>(s.kv.size()), sh, scale);
-      }
-      Tensor dk = ws({T, kw}), dv = ws({T, kw});
-      Request rk = comm_.ireduce_scatter(F(dKg), F(dk), T * kw, Traffic::kv);
-      Request rv = comm_.ireduce_scatter(F(dVg), F(dv), T * kw, Traffic::kv);
-      rope_bwd<float>(F(dq), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
-                      F(sin_));
-      comm_.progress();
-      linear_bwd_w<float>(Gq, F(dq), F(y1), T, qw, h);
-      comm_.progress();
-      linear_bwd_x<float>(F(dy1), F(dq), Wq, T, qw, h);
-      comm_.progress();
-      rk.wait();
-      rv.wait();
-      rope_bwd<float>(F(dk), kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d),
+  struct Pending {  // a unit between B2 and C: its dK, dV reduce-scatter in flight
+    int64_t u = -1;
+    Tensor dKg, dVg, dk, dv;
+    Request rk, rv;
+  } pend;
+  auto stage_c = [&] {
+    if (pend.u < 0) return;
+    const int j = static_cast<int>(pend.u / N);
+    const int64_t b = pend.u % N;
+    {
+      TraceSpan span(std::string("attention bwd dK dV group ").append(std::to_string(j)));
+      const auto [Wq, Wk, Wv, Wo] = t_.bucket(packet(j), b, N);
+      const auto [Gq, Gk, Gv, Go] = t_.bucket(grad(j), b, N);
+      pend.rk.wait();
+      pend.rv.wait();
+      rope_bwd<float>(F(pend.dk), kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d),
                       F(cos_), F(sin_));
-      linear_bwd_w<float>(Gk, F(dk), F(y1), T, kw, h);
-      linear_bwd_w<float>(Gv, F(dv), F(y1), T, kw, h);
-      linear_bwd_x<float>(F(dy1), F(dk), Wk, T, kw, h);
-      linear_bwd_x<float>(F(dy1), F(dv), Wv, T, kw, h);
+      linear_bwd_w<float>(Gk, F(pend.dk), F(y1), T, kw, h);
+      linear_bwd_w<float>(Gv, F(pend.dv), F(y1), T, kw, h);
+      linear_bwd_x<float>(F(dy1), F(pend.dk), Wk, T, kw, h);
+      linear_bwd_x<float>(F(dy1), F(pend.dv), Wv, T, kw, h);
     }
-    if (fsdp) continue;
-    finish_reduce();  // group j-1's, overlapped with this group's compute
-    red = comm_.ireduce(pg, F(sum), P, j, Traffic::grads);
+    pend = Pending();
+    if (b + 1 < N || fsdp) return;
+    // group j is complete: reduce its partial to its owner; packet j's buffer is free for j+2
+    finish_reduce();  // group j-1's, overlapped with group j
+    red = comm_.ireduce(grad(j), F(sum), P, j, Traffic::grads);
     maybe_wait(red);
     owner_pending = j == r_;
+    post(j + 2);
+  };
+  post(0);
+  post(1);
+  const int64_t U = D_ * N;
+  for (int64_t u = 0; u < U; ++u) {
+    const int j = static_cast<int>(u / N);
+    const int64_t b = u % N;
+    TraceSpan span(std::string("attention bwd head group ").append(std::to_string(j)));
+    if (b == 0 && !fsdp) {
+      if (j >= 2) finish_reduce();  // group j-2's used part[j % 2]; normally long done
+      std::fill(grad(j), grad(j) + P, 0.0f);
+      if (!kept) preq[j].wait();
+    }
+    const float* pk = packet(j);
+    const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
+    const auto [Gq, Gk, Gv, Go] = t_.bucket(grad(j), b, N);
+    // B1(u)
+    Tensor Kg = ws({D_ * T, kw}), Vg = ws({D_ * T, kw});
+    Request gk = comm_.iallgather(F(a.k[u]), F(Kg), T * kw * 4, Traffic::kv);
+    Request gv = comm_.iallgather(F(a.v[u]), F(Vg), T * kw * 4, Traffic::kv);
+    maybe_wait(gk);
+    maybe_wait(gv);
+    Tensor dO = ws({T, qw});
+    gemm<float>(Trans::N, Trans::N, T, qw, h, 1.0f, F(dy), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
+    comm_.progress();
+    gemm<float>(Trans::T, Trans::N, h, qw, T, 1.0f, F(dy), h, F(a.o[u]), qw, 1.0f, Go, t_.q_rows);
+    comm_.progress();
+    stage_c();  // C(u-1)
+    // B2(u)
+    gk.wait();
+    gv.wait();
+    Tensor dKg = ws0({D_ * T, kw}), dVg = ws0({D_ * T, kw}), dq = ws0({T, qw});
+    for (int64_t bb = 0; bb < z_.B; ++bb) {
+      Segs s = segments(z_, bb, F(Kg), F(Vg), F(dKg), F(dVg), kw);
+      flash_attn_bwd<float>(F(dq), F(dO), F(a.q[u]), F(a.o[u]), qw, F(a.lse[u]), T, s.q.data(), 2,
+                            s.kv.data(), static_cast<int>(s.kv.size()), sh, scale);
+    }
+    Kg = Tensor();
+    Vg = Tensor();
+    Tensor dk = ws({T, kw}), dv = ws({T, kw});
+    Request rk = comm_.ireduce_scatter(F(dKg), F(dk), T * kw, Traffic::kv);
+    Request rv = comm_.ireduce_scatter(F(dVg), F(dv), T * kw, Traffic::kv);
+    maybe_wait(rk);
+    maybe_wait(rv);
+    rope_bwd<float>(F(dq), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
+                    F(sin_));
+    comm_.progress();
+    linear_bwd_w<float>(Gq, F(dq), F(y1), T, qw, h);
+    comm_.progress();
+    linear_bwd_x<float>(F(dy1), F(dq), Wq, T, qw, h);
+    pend = Pending{u,
+                   std::move(dKg),
+                   std::move(dVg),
+                   std::move(dk),
+                   std::move(dv),
+                   std::move(rk),
+                   std::move(rv)};
   }
+  stage_c();  // C(U-1)
   if (fsdp) {
     comm_.ireduce_scatter(F(part[0]), F(sum), P, Traffic::grads).wait();
     add_inplace<float>(F(G.attn), F(sum), P);

@@ -8,6 +8,7 @@
 // Backward: the same ring; per shard da = dy·W_down,s, dg/du from swiglu, dy2 += dg·W_gate,s +
 // du·W_up,s, and the partial dW_s (dyᵀa, dgᵀy2, duᵀy2 from the local tokens) rides the
 // accumulator home to the owner.
+#include "core/trace.h"
 #include "kernels/kernels.h"
 #include "parallel/ring.h"
 #include "parallel/tsp_internal.h"
@@ -28,11 +29,18 @@ void TspEngine::mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a)
       comm_, {t_.mlp_size(), F(W.mlp), Traffic::mlp_weights, Traffic::grads, o_.overlap},
       [&](int sh, const float* Wp) {
         Tensor g = a ? act({T, Ir}) : ws({T, Ir}), u = a ? act({T, Ir}) : ws({T, Ir});
-        linear_fwd<float>(F(g), F(y2), Wp, T, Ir, h);
+        {
+          TraceSpan span("GEMM gate");
+          linear_fwd<float>(F(g), F(y2), Wp, T, Ir, h);
+        }
         comm_.progress();
-        linear_fwd<float>(F(u), F(y2), Wp + Ir * h, T, Ir, h);
+        {
+          TraceSpan span("GEMM up");
+          linear_fwd<float>(F(u), F(y2), Wp + Ir * h, T, Ir, h);
+        }
         comm_.progress();
         swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
+        TraceSpan span("GEMM down");
         linear_fwd<float>(F(x), F(s), Wp + 2 * Ir * h, T, h, Ir, 1.0f);
         if (a) {
           a->g[sh] = std::move(g);
@@ -45,21 +53,27 @@ void TspEngine::mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Ten
                         const Tensor& dy, Tensor& dy2) {
   const int64_t T = z_.local_tokens(), h = t_.h, Ir = t_.Ir;
   Tensor s = ws({T, Ir}), da = ws({T, Ir}), dg = ws({T, Ir}), du = ws({T, Ir});
-  (o_.fsdp ? gathered_backward : ring_backward)(
-      comm_, {t_.mlp_size(), F(W.mlp), Traffic::mlp_weights, Traffic::grads, o_.overlap}, F(G.mlp),
-      [&](int sh, const float* Wp, float* Gp) {
-        swiglu_fwd<float>(F(s), F(a.g[sh]), F(a.u[sh]), T * Ir);
-        linear_bwd_w<float>(Gp + 2 * Ir * h, F(dy), F(s), T, h, Ir);
-        da.zero();
-        linear_bwd_x<float>(F(da), F(dy), Wp + 2 * Ir * h, T, h, Ir);
-        comm_.progress();
-        swiglu_bwd<float>(F(dg), F(du), F(da), F(a.g[sh]), F(a.u[sh]), T * Ir);
-        linear_bwd_w<float>(Gp, F(dg), F(y2), T, Ir, h);
-        linear_bwd_w<float>(Gp + Ir * h, F(du), F(y2), T, Ir, h);
-        comm_.progress();
-        linear_bwd_x<float>(F(dy2), F(dg), Wp, T, Ir, h);
-        linear_bwd_x<float>(F(dy2), F(du), Wp + Ir * h, T, Ir, h);
-      });
+  const RingSpec spec{t_.mlp_size(), F(W.mlp), Traffic::mlp_weights, Traffic::grads, o_.overlap};
+  auto compute = [&](int sh, const float* Wp, float* Gp) {
+    swiglu_fwd<float>(F(s), F(a.g[sh]), F(a.u[sh]), T * Ir);
+    linear_bwd_w<float>(Gp + 2 * Ir * h, F(dy), F(s), T, h, Ir);
+    da.zero();
+    linear_bwd_x<float>(F(da), F(dy), Wp + 2 * Ir * h, T, h, Ir);
+    comm_.progress();
+    swiglu_bwd<float>(F(dg), F(du), F(da), F(a.g[sh]), F(a.u[sh]), T * Ir);
+    linear_bwd_w<float>(Gp, F(dg), F(y2), T, Ir, h);
+    linear_bwd_w<float>(Gp + Ir * h, F(du), F(y2), T, Ir, h);
+    comm_.progress();
+    linear_bwd_x<float>(F(dy2), F(dg), Wp, T, Ir, h);
+    linear_bwd_x<float>(F(dy2), F(du), Wp + Ir * h, T, Ir, h);
+  };
+  if (o_.fsdp) {
+    gathered_backward(comm_, spec, F(G.mlp), compute);
+    return;
+  }
+  RingTail tail;
+  ring_backward(comm_, spec, F(G.mlp), compute, &tail);
+  defer(std::move(tail));
 }
 
 }  // namespace origami

@@ -137,17 +137,22 @@ double TspEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tenso
   const double loss = ce_finish<float>(F(lse), F(m), F(l), F(zt), T, b.targets.data());
   if (!g) return loss;
   comm_.set_context(kWhereHead, Phase::bwd);
-  ring_backward(comm_, spec, F(g->head_or_embed()), [&](int s, const float* Wp, float* Gp) {
-    for (int64_t r0 = 0; r0 < T; r0 += C) {
-      const int64_t c = std::min(C, T - r0);
-      const int64_t* tg = b.targets.data() + r0;
-      linear_fwd<float>(F(z), F(yf) + r0 * h, Wp, c, Vr, h);
-      ce_bwd<float>(F(z), F(z), F(lse) + r0, c, Vr, s * Vr, V, tg, static_cast<float>(inv_n));
-      linear_bwd_x<float>(F(*dyf) + r0 * h, F(z), Wp, c, Vr, h);
-      linear_bwd_w<float>(Gp, F(z), F(yf) + r0 * h, c, Vr, h);
-      comm_.progress();
-    }
-  });
+  RingTail tail;
+  ring_backward(
+      comm_, spec, F(g->head_or_embed()),
+      [&](int s, const float* Wp, float* Gp) {
+        for (int64_t r0 = 0; r0 < T; r0 += C) {
+          const int64_t c = std::min(C, T - r0);
+          const int64_t* tg = b.targets.data() + r0;
+          linear_fwd<float>(F(z), F(yf) + r0 * h, Wp, c, Vr, h);
+          ce_bwd<float>(F(z), F(z), F(lse) + r0, c, Vr, s * Vr, V, tg, static_cast<float>(inv_n));
+          linear_bwd_x<float>(F(*dyf) + r0 * h, F(z), Wp, c, Vr, h);
+          linear_bwd_w<float>(Gp, F(z), F(yf) + r0 * h, c, Vr, h);
+          comm_.progress();
+        }
+      },
+      &tail);
+  defer(std::move(tail));
   return loss;
 }
 

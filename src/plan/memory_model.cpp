@@ -168,16 +168,18 @@ struct TspSim {
   bool fsdp, keep_packets;
   Depths dep;
   // ring_backward's buffers (ring.cpp): the weight buffers (one for D = 2), in the backward the
-  // accumulators (one for D = 2) and the home buffer.
-  Bufs ring(int64_t n, bool bwd) {
-    Bufs r;
-    if (D == 1) return r;
-    for (int i = 0; i < (D > 2 ? dep.ring_weight_bufs : 1); ++i) r.push_back(s.C(n));
-    if (bwd) {
-      for (int i = 0; i < (D > 2 ? dep.ring_acc_bufs : 1); ++i) r.push_back(s.C(n));
-      r.push_back(s.C(n));
-    }
-    return r;
+  // accumulators (one for D = 2) and the home buffer. Those two outlive the ring as its tail
+  // (RingTail), until the next backward ring has run (or the step's last ring has).
+  Bufs tail;
+  void ring(int64_t n, bool bwd) {
+    if (D == 1) return;
+    Bufs w, t;
+    for (int i = 0; i < (D > 2 ? dep.ring_weight_bufs : 1); ++i) w.push_back(s.C(n));
+    if (!bwd) return;
+    for (int i = 0; i < (D > 2 ? dep.ring_acc_bufs : 1); ++i) t.push_back(s.C(n));
+    t.push_back(s.C(n));
+    w.clear();
+    tail = std::move(t);  // the previous tail is finished (freed) here
   }
   // Units u = (group, bucket): K/V of u+1 gathered while u computes; packet j+2 in flight.
   void attn_fwd(bool a, Bufs* acts, Bufs* kept) {
@@ -213,7 +215,9 @@ struct TspSim {
       cur = nxt;
     }
   }
-  void attn_bwd(bool have_kept) {  // packets and partial gradients double-buffered
+  // Packets and partial gradients double-buffered; units in the order B1(u) C(u−1) B2(u)
+  // (tsp_attention.cpp): a unit's dK, dV and their reduce-scatter live until its C stage.
+  void attn_bwd(bool have_kept) {
     const int64_t P = t.attn_size(), qw = t.q_rows / N, kw = t.kv_rows / N;
     Buf layer = fsdp ? s.C(D * P) : Buf();
     Buf part0 = fsdp ? s.C(D * P) : s.C(P);
@@ -221,23 +225,34 @@ struct TspSim {
     Buf sum = s.C(P);
     Buf buf[2], red;  // red: the received copies at the root of the reduce in flight
     auto post = [&](int j) {
-      if (!fsdp && !have_kept && !buf[j % 2]) buf[j % 2] = s.C(P);
+      if (!fsdp && !have_kept && j < D && !buf[j % 2]) buf[j % 2] = s.C(P);
+    };
+    Bufs pend;
+    int64_t pend_u = -1;
+    auto stage_c = [&] {
+      if (pend_u < 0) return;
+      const int64_t j = pend_u / N, b = pend_u % N;
+      pend.clear();
+      pend_u = -1;
+      if (b + 1 < N || fsdp) return;
+      red = j == 0 && D > 1 ? s.C((D - 1) * P) : Buf();  // this rank (0) is group 0's root
+      post(static_cast<int>(j) + 2);
     };
     post(0);
-    for (int j = 0; j < D; ++j) {
-      if (j + 1 < D) post(j + 1);
-      for (int64_t b = 0; b < N; ++b) {
-        Buf Kg = s.W(D * T * kw), Vg = s.W(D * T * kw), dO = s.W(T * qw);
-        Buf dKg = s.W(D * T * kw), dVg = s.W(D * T * kw), dq = s.W(T * qw);
-        s.attn_kernel(true);
-        Buf dk = s.W(T * kw), dv = s.W(T * kw);
-        Buf rk = s.reduce_scatter(D, T * kw), rv = s.reduce_scatter(D, T * kw);
-      }
-      if (!fsdp) {
-        Buf next = j == 0 && D > 1 ? s.C((D - 1) * P) : Buf();  // this rank (0) is group 0's root
-        red = next;
-      }
+    post(1);
+    for (int64_t u = 0; u < D * N; ++u) {
+      Buf Kg = s.W(D * T * kw), Vg = s.W(D * T * kw), dO = s.W(T * qw);
+      stage_c();
+      Buf dKg = s.W(D * T * kw), dVg = s.W(D * T * kw), dq = s.W(T * qw);
+      s.attn_kernel(true);
+      Kg.reset();
+      Vg.reset();
+      Buf dk = s.W(T * kw), dv = s.W(T * kw);
+      Buf rk = s.reduce_scatter(D, T * kw), rv = s.reduce_scatter(D, T * kw);
+      pend = {dKg, dVg, dk, dv, rk, rv};
+      pend_u = u;
     }
+    stage_c();
     if (fsdp) Buf tmp = s.reduce_scatter(D, P);
   }
   void mlp(bool a, Bufs* acts, bool bwd) {
@@ -261,7 +276,7 @@ struct TspSim {
       Buf tmp = s.reduce_scatter(D, M);
       return;
     }
-    Bufs r = ring(M, bwd);
+    ring(M, bwd);
     if (!bwd)
       for (int k = 0; k < D; ++k) {
         Buf g = s.keep(a, T * Ir), u = s.keep(a, T * Ir);
@@ -299,8 +314,8 @@ struct TspSim {
     const int64_t Vr = t.Vr, h = t.h;
     const int64_t C = std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{1} << 21) / Vr));
     Bufs w{s.W(C * Vr), s.W(T), s.W(T), s.W(T), s.W(T)};
-    { Bufs r = ring(Vr * h, false); }
-    if (grads) Bufs r = ring(Vr * h, true);
+    ring(Vr * h, false);
+    if (grads) ring(Vr * h, true);
   }
   void step(Recompute rc) {
     const int64_t h = t.h;
@@ -330,6 +345,7 @@ struct TspSim {
       block_bwd(keep_packets);
       saved[l].clear();
     }
+    tail.clear();
     embed(true);
   }
 };
@@ -595,7 +611,8 @@ Result predict(const Input& in) {
              in.par.attn_buckets,
              L.fsdp_axis,
              in.par.keep_attn_weights,
-             in.depths};
+             in.depths,
+             {}};
     m.step(in.recompute);
     for (int64_t l = 0; l < 2 * c.num_hidden_layers + 1; ++l) Bufs a = s.allreduce(shard, h, E);
   } else if (L.uses_tpsp()) {

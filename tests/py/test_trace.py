@@ -3,7 +3,10 @@
   * the trace is valid Chrome-trace JSON with a process per rank and a compute and a
     communication track; the bytes of its communication spans add up to the bytes the run report
     records for that rank;
+  * the progress thread changes no result: --progress-thread 0 and 1 give the same losses bit for
+    bit as the default;
   * every transfer's span lasts at least latency + bytes/bandwidth (the emulation's promise);
+  * tools/trace_plot.py renders a window of the trace to a PNG (headless, gnuplot);
   * the report splits each rank's step into compute, exposed communication and skew;
   * `origami bench` runs two layouts (with the link, overlapped and blocking) into one table.
 Usage: test_trace.py ORIGAMI_BINARY WORKDIR"""
@@ -35,6 +38,12 @@ def main():
                                 args + ["--emulate-link", f"{GBPS},{LAT_US}", "--trace", trace], ranks=2,
                                 layout=layout)
         same = plain["losses"] == link["losses"]
+        for pt in ("0", "1"):
+            other, _ = harness.train(binary, work, layout + "pt" + pt, args + ["--progress-thread", pt],
+                                     ranks=2, layout=layout)
+            print(f"{layout}: --progress-thread {pt} losses bit-identical: {other['losses'] == plain['losses']}")
+            if other["losses"] != plain["losses"]:
+                fails.append(f"{layout} --progress-thread {pt}")
         ev = json.load(open(trace))["traceEvents"]
         spans = [e for e in ev if e["ph"] == "X"]
         pids = {e["pid"] for e in spans}
@@ -50,6 +59,13 @@ def main():
               f"spans shorter than latency + bytes/bandwidth: {len(short)}; time split reported: {times}")
         if not (same and pids == {0, 1} and tids == {0, 1} and sums == want and not short and times):
             fails.append(layout)
+        png = os.path.join(work, layout + ".trace.png")
+        tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "trace_plot.py")
+        harness.run([sys.executable, tool, trace, "--out", png, "--window", "L0 fwd", "--occurrence", "2"])
+        drawn = os.path.exists(png) and os.path.getsize(png) > 10000
+        print(f"{layout}: trace_plot.py drew {png}: {drawn}")
+        if not drawn:
+            fails.append(layout + " trace_plot")
     # origami bench runs each layout as its own mpirun job and tabulates them (no timing checked)
     png = os.path.join(work, "bench.png")
     r = harness.run([binary, "bench", "--config", "configs/tiny.json", "--layout", "tsp=2", "--layout", "tp=2",
