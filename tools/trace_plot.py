@@ -6,6 +6,7 @@ communication track (each transfer from post to completion; overlapping transfer
 Colours follow the traffic category in the span name; waits are black.
 
   tools/trace_plot.py trace.json --out ring.png --window "L1 fwd" [--occurrence 2] [--rank 0]
+                      [--length MS]
 
 --window picks the N-th span of that name on --rank's compute track and draws every rank over its
 time range (plus --pad of its length on each side). Uses only the standard library and gnuplot.
@@ -68,6 +69,8 @@ def main():
     ap.add_argument("--window", required=True, help='compute span name, e.g. "L1 fwd"')
     ap.add_argument("--occurrence", type=int, default=1, help="which occurrence (1 = first)")
     ap.add_argument("--rank", type=int, default=0, help="rank whose span sets the window")
+    ap.add_argument("--length", type=float, default=0,
+                    help="window length in ms from the span's start (default: the span's own)")
     ap.add_argument("--pad", type=float, default=0.02, help="margin, fraction of the window")
     ap.add_argument("--title", default="")
     a = ap.parse_args()
@@ -82,8 +85,9 @@ def main():
         sys.exit(f"trace_plot: span '{a.window}' occurs {len(hits)} times on rank {a.rank}")
     w = next(e for e in ev if e["pid"] == a.rank and e["tid"] == 0 and e["name"] == a.window
              and e["ts"] == hits[a.occurrence - 1])
-    pad = a.pad * w["dur"]
-    t0, t1 = w["ts"] - pad, w["ts"] + w["dur"] + pad
+    dur = a.length * 1e3 if a.length > 0 else w["dur"]
+    pad = a.pad * dur
+    t0, t1 = w["ts"] - pad, w["ts"] + dur + pad
     ranks = sorted({e["pid"] for e in ev})
 
     rects, yt, y = [], [], 0.0

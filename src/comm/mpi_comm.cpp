@@ -64,7 +64,7 @@ std::vector<StagedOp*> g_live;  // operations not yet destroyed, in posting orde
 // It sleeps on g_cv while no operation has MPI work left (g_pending == 0), so an idle rank's
 // compute is not interrupted.
 std::thread g_progress;
-std::atomic<bool> g_progress_stop{false};
+std::atomic<bool> g_progress_stop{false}, g_progress_on{false};
 std::condition_variable_any g_cv;
 int g_pending = 0;  // live operations whose MPI stages are not all complete
 
@@ -104,7 +104,8 @@ class StagedOp : public Request::Op {
     std::lock_guard lk(g_mu);
     return test_locked();
   }
-  bool test_locked() {
+  // Advances the MPI stages as far as they go without blocking; true when all are complete.
+  bool advance_locked() {
     while (!mpi_done_) {
       int flag = 1;
       if (!reqs_.empty())
@@ -112,6 +113,10 @@ class StagedOp : public Request::Op {
       if (!flag) return false;
       finish_current();
     }
+    return true;
+  }
+  bool test_locked() {
+    if (!advance_locked()) return false;
     if (!done_ && Clock::now() < deadline_) return false;
     complete();
     return true;
@@ -120,6 +125,15 @@ class StagedOp : public Request::Op {
     const auto tw = Clock::now();
     std::unique_lock lk(g_mu);
     if (done_) return;
+    if (g_progress_on) {
+      // The progress thread moves it too: poll and sleep instead of spinning in MPI_Waitall,
+      // which would hold a core that another rank's compute may need (ranks ≥ cores here).
+      while (!advance_locked()) {
+        lk.unlock();
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+        lk.lock();
+      }
+    }
     while (!mpi_done_) {
       if (!reqs_.empty())
         MPI_Waitall(static_cast<int>(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE);
@@ -200,8 +214,10 @@ void progress_locked() {
   for (StagedOp* op : g_live) op->test_locked();
 }
 void progress_all() {
-  std::lock_guard lk(g_mu);
-  progress_locked();
+  // If the progress thread is inside MPI right now, the transfers are being moved: do not queue
+  // behind it.
+  std::unique_lock lk(g_mu, std::try_to_lock);
+  if (lk) progress_locked();
 }
 
 bool set_progress_thread(double interval_us) {
@@ -212,6 +228,7 @@ bool set_progress_thread(double interval_us) {
     }
     g_cv.notify_all();
     g_progress.join();
+    g_progress_on = false;
     g_progress_stop = false;
   }
   int init = 0;
@@ -230,6 +247,7 @@ bool set_progress_thread(double interval_us) {
   }
   const auto dt = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double, std::micro>(interval_us));
+  g_progress_on = true;
   g_progress = std::thread([dt] {
     while (!g_progress_stop) {
       {
