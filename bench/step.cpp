@@ -61,6 +61,54 @@ int main(int argc, char** argv) {
                       {"gemm_peak_gflops", peak},
                       {"mfu", achieved / peak},
                       {"peak_bytes_total", MemTracker::get().stats().total_peak}};
+  // The flash-attention kernels alone at this S (all heads, one sequence, causal): useful FLOPs
+  // (visible query-key pairs only) per second; forward 2 GEMMs, backward 5, 2·d flops per pair
+  // each.
+  {
+    const int nh = cfg.num_attention_heads, nkv = cfg.num_key_value_heads;
+    const int d = static_cast<int>(cfg.hidden_size / nh);
+    auto rnd = [](int64_t n, uint64_t seed) {
+      Tensor t = Tensor::empty({n}, DType::f32, Cat::workspace);
+      uint64_t x = seed;
+      for (int64_t i = 0; i < n; ++i) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        t.data<float>()[i] =
+            static_cast<float>(static_cast<int64_t>(x >> 40) - (1 << 23)) / (1 << 23);
+      }
+      return t;
+    };
+    Tensor q = rnd(S * nh * d, 1), k = rnd(S * nkv * d, 2), v = rnd(S * nkv * d, 3),
+           dout = rnd(S * nh * d, 4);
+    Tensor o = Tensor::zeros({S * nh * d}, DType::f32, Cat::workspace),
+           lse = Tensor::zeros({nh * S}, DType::f32, Cat::workspace),
+           dq = Tensor::zeros({S * nh * d}, DType::f32, Cat::workspace),
+           dk = Tensor::zeros({S * nkv * d}, DType::f32, Cat::workspace),
+           dv = Tensor::zeros({S * nkv * d}, DType::f32, Cat::workspace);
+    const cpu::QSeg qs{0, 0, S};
+    const cpu::KvSeg<float> ks{k.data<float>(),  v.data<float>(), nkv * d, 0, S,
+                               dk.data<float>(), dv.data<float>()};
+    const cpu::AttnShape sh{nh, nkv, d};
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    auto fwd = [&] {
+      cpu::flash_attn_fwd<float>(o.data<float>(), lse.data<float>(), S, q.data<float>(), nh * d,
+                                 &qs, 1, &ks, 1, sh, scale);
+    };
+    auto bwd = [&] {
+      cpu::flash_attn_bwd<float>(dq.data<float>(), dout.data<float>(), q.data<float>(),
+                                 o.data<float>(), nh * d, lse.data<float>(), S, &qs, 1, &ks, 1, sh,
+                                 scale);
+    };
+    fwd();
+    bwd();
+    const double pairs = 0.5 * static_cast<double>(S) * static_cast<double>(S + 1) * nh;
+    const double tf = bench::time_median(reps, fwd), tb = bench::time_median(reps, bwd);
+    j["attn_fwd_s"] = tf;
+    j["attn_bwd_s"] = tb;
+    j["attn_fwd_gflops"] = 4.0 * d * pairs / tf / 1e9;
+    j["attn_bwd_gflops"] = 10.0 * d * pairs / tb / 1e9;
+    j["attn_fwd_of_peak"] = 4.0 * d * pairs / tf / 1e9 / peak;
+    j["attn_bwd_of_peak"] = 10.0 * d * pairs / tb / 1e9 / peak;
+  }
   std::printf("%s\n", j.dump().c_str());
   return 0;
 }

@@ -52,8 +52,9 @@ def main():
     with open(os.path.join(ROOT, a.out), "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
-    print("| S | engine | GEMM | step (s) | tokens/s | model GFLOP/s | GEMM peak GFLOP/s | MFU | vs PyTorch |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| S | engine | GEMM | step (s) | tokens/s | model GFLOP/s | GEMM peak GFLOP/s | MFU | flash fwd / peak "
+          "| flash bwd / peak | vs PyTorch |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for S in a.seq:
         torch_tps = next(r["tokens_per_s"] for r in rows if r["seq"] == S and r["engine"] == "pytorch")
         for r in rows:
@@ -61,10 +62,11 @@ def main():
                 continue
             if r["engine"] == "pytorch":
                 print(f"| {S} | PyTorch {r['torch']} (Debian) | OpenBLAS | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} "
-                      f"| | | | 1.00 |")
+                      f"| | | | | | 1.00 |")
             else:
                 print(f"| {S} | origami | {r['gemm']} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | "
                       f"{r['model_gflops']:.1f} | {r['gemm_peak_gflops']:.1f} | {100 * r['mfu']:.1f}% | "
+                      f"{100 * r['attn_fwd_of_peak']:.0f}% | {100 * r['attn_bwd_of_peak']:.0f}% | "
                       f"{r['tokens_per_s'] / torch_tps:.2f} |")
 
 

@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
 using namespace origami::cpu;
@@ -298,6 +299,60 @@ TEST(FlashAttention, BackwardFiniteDifferences) {
     EXPECT_LT(rel(dk[s], nk), kFd) << "segment " << s;
     EXPECT_LT(rel(dv[s], nv), kFd) << "segment " << s;
   }
+}
+
+// The float backward (vectorised exp and dS tiles) against the double backward.
+TEST(FlashAttention, FloatBackwardMatchesDouble) {
+  AttnCase c;
+  const int64_t qd = c.nh * c.d;
+  Vec q = randn(c.nq * qd, 80), k[3], v[3], dout = randn(c.nq * qd, 81);
+  for (int s = 0; s < 3; ++s) {
+    const int64_t n = c.kseg[s][1] * (c.nkv * c.d + c.kseg[s][2]);
+    k[s] = randn(n, 82 + s);
+    v[s] = randn(n, 85 + s);
+  }
+  auto run = [&](auto zero, auto& out_q, auto* out_k, auto* out_v) {
+    using T = decltype(zero);
+    std::vector<T> qt(q.begin(), q.end()), dt(dout.begin(), dout.end()), kt[3], vt[3], o, lse;
+    for (int s = 0; s < 3; ++s) {
+      kt[s].assign(k[s].begin(), k[s].end());
+      vt[s].assign(v[s].begin(), v[s].end());
+    }
+    run_fwd<T>(c, qt, kt, vt, o, lse);
+    out_q.assign(q.size(), 0);
+    std::vector<KvSeg<T>> ks;
+    for (int s = 0; s < 3; ++s) {
+      out_k[s].assign(k[s].size(), 0);
+      out_v[s].assign(v[s].size(), 0);
+      ks.push_back({kt[s].data(), vt[s].data(), c.nkv * c.d + c.kseg[s][2], c.kseg[s][0],
+                    c.kseg[s][1], out_k[s].data(), out_v[s].data()});
+    }
+    flash_attn_bwd<T>(out_q.data(), dt.data(), qt.data(), o.data(), qd, lse.data(), c.nq,
+                      c.qs.data(), 2, ks.data(), 3, {c.nh, c.nkv, c.d},
+                      static_cast<T>(1.0 / std::sqrt(double(c.d))));
+  };
+  Vec dq, dk[3], dv[3];
+  std::vector<float> fq, fk[3], fv[3];
+  run(0.0, dq, dk, dv);
+  run(0.0f, fq, fk, fv);
+  EXPECT_LT(rel(Vec(fq.begin(), fq.end()), dq), 1e-5);
+  for (int s = 0; s < 3; ++s) {
+    EXPECT_LT(rel(Vec(fk[s].begin(), fk[s].end()), dk[s]), 1e-5) << "segment " << s;
+    EXPECT_LT(rel(Vec(fv[s].begin(), fv[s].end()), dv[s]), 1e-5) << "segment " << s;
+  }
+}
+
+TEST(FastExp, RelativeErrorAndRange) {
+  double worst = 0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.0137f) {
+    const double want = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::abs(fast_exp(x) - want) / want);
+  }
+  EXPECT_LT(worst, 4e-7);
+  EXPECT_EQ(fast_exp(0.0f), 1.0f);
+  EXPECT_LT(fast_exp(-1000.0f), 1e-37f);  // clamped, never NaN or negative
+  EXPECT_GE(fast_exp(-1000.0f), 0.0f);
+  EXPECT_TRUE(std::isfinite(fast_exp(1000.0f)));
 }
 
 TEST(CrossEntropy, BlockwiseOnlineLseMatchesNaiveAndFiniteDifferences) {

@@ -51,6 +51,10 @@ void parallel_flags(Args& a) {
   a.boolean("keep-attn-weights",
             "TSP, with --recompute full: keep a layer's attention packets from its recompute to "
             "its backward");
+  a.boolean("fused-mlp-recompute",
+            "tsp, fsdp_sp with --recompute full: do not rerun the MLP in the recompute; the "
+            "backward ring recomputes g, u per arriving shard (one weight ring less per layer, "
+            "and only one shard's g, u alive)");
   a.boolean("no-overlap",
             "wait for every transfer right after posting it (same results, bit for bit)");
   a.flag("emulate-link", "",
@@ -68,6 +72,7 @@ ParallelOptions parallel_options(const Args& a) {
   p.layout = a.str("layout");
   p.attn_buckets = static_cast<int>(a.i64("attn-buckets", 1));
   p.keep_attn_weights = a.on("keep-attn-weights");
+  p.fused_mlp_recompute = a.on("fused-mlp-recompute");
   p.overlap = !a.on("no-overlap");
   if (a.given("emulate-link")) {
     const std::string v = a.str("emulate-link");
@@ -204,6 +209,7 @@ int cmd_plan(int argc, char** argv) {
   a.flag("device-memory", "", "per-device budget in GiB: mark the layouts that fit");
   a.flag("attn-buckets", "1", "as for train");
   a.boolean("keep-attn-weights", "as for train (TSP, --recompute full)");
+  a.boolean("fused-mlp-recompute", "as for train (tsp, fsdp_sp, --recompute full)");
   a.flag("tp-sequence-parallel", "on",
          "as for train: on | off, or both (every tp layout twice, with and without)");
   a.flag("threads", "1",
@@ -229,6 +235,7 @@ int cmd_plan(int argc, char** argv) {
   }
   o.par.attn_buckets = static_cast<int>(a.i64("attn-buckets", 1));
   o.par.keep_attn_weights = a.on("keep-attn-weights");
+  o.par.fused_mlp_recompute = a.on("fused-mlp-recompute");
   const std::string sp = a.str("tp-sequence-parallel");
   if (sp != "on" && sp != "off" && sp != "both")
     fail("--tp-sequence-parallel=", sp, " is not one of: on, off, both");

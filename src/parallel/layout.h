@@ -31,7 +31,8 @@ struct ParallelOptions {
   std::string layout;  // empty: one process, the single-device model
   int attn_buckets = 1;
   bool keep_attn_weights = false, overlap = true;
-  bool tp_seq_parallel = true;  // --tp-sequence-parallel on|off (Megatron SP inside TP)
+  bool fused_mlp_recompute = false;  // tsp, fsdp_sp with --recompute full
+  bool tp_seq_parallel = true;       // --tp-sequence-parallel on|off (Megatron SP inside TP)
   bool tp_seq_parallel_given = false;
   double link_gbps = 0, link_latency_us = 0;  // --emulate-link (0: off)
   double progress_us = 100;                   // --progress-thread (0: off)

@@ -141,7 +141,8 @@ std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const
   if (L.uses_tsp()) {
     const int D = L.folded_degree();
     validate_tsp(c, D, S, p.attn_buckets);
-    const TspOptions o{p.attn_buckets, p.keep_attn_weights, p.overlap, rc, L.fsdp_axis};
+    const TspOptions o{p.attn_buckets, p.keep_attn_weights,  p.overlap, rc,
+                       L.fsdp_axis,    p.fused_mlp_recompute};
     return std::make_unique<ShardedTrainEngine>(c, make_mesh(D), L.text, [&](Mesh& m) {
       return std::make_unique<TspEngine>(c, *m.model, o);
     });

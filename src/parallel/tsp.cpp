@@ -23,6 +23,10 @@ TspEngine::TspEngine(const ModelConfig& c, Comm& comm, TspOptions o)
       r_(comm.rank()) {
   if (o_.keep_attn_weights && o_.fsdp)
     fail("--keep-attn-weights is a TSP option (fsdp_sp gathers whole layers)");
+  if (o_.fused_mlp && o_.recompute != Recompute::full)
+    fail(
+        "--fused-mlp-recompute needs --recompute full (it fuses the recompute of the MLP into its "
+        "backward ring)");
   if (o_.keep_attn_weights && o_.recompute != Recompute::full)
     fail(
         "--keep-attn-weights needs --recompute full (it keeps a layer's packets from its recompute "
@@ -35,7 +39,8 @@ Batch TspEngine::shard_batch(const Batch& g) const {
   return zigzag_batch(g, D_, r_);
 }
 
-void TspEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Tensor>* keep) {
+void TspEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Tensor>* keep,
+                          bool mlp) {
   const int64_t T = z_.local_tokens(), h = t_.h;
   Acts tmp;
   Acts& A = a ? *a : tmp;
@@ -51,7 +56,7 @@ void TspEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Ten
   A.rstd2 = keepT({T});
   Tensor y2 = ws({T, h});
   rmsnorm_fwd<float>(F(y2), F(A.n2), F(A.rstd2), F(x), F(W.post_norm), T, h, cfg_.rms_norm_eps);
-  mlp_fwd(W, y2, x, a);
+  if (mlp) mlp_fwd(W, y2, x, a);
 }
 
 void TspEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor& dx,
@@ -104,7 +109,7 @@ double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch
       TraceSpan span(layer_span(l, "recompute"));
       Tensor xin = saved[l].x.clone(Cat::workspace);
       Acts a;
-      block_fwd(p.layers[l], xin, &a, o_.keep_attn_weights ? &kept : nullptr);
+      block_fwd(p.layers[l], xin, &a, o_.keep_attn_weights ? &kept : nullptr, !o_.fused_mlp);
       saved[l] = std::move(a);
     }
     comm_.set_context(static_cast<int>(l), Phase::bwd);

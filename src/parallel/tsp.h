@@ -23,6 +23,7 @@ struct TspOptions {
   bool overlap = true;             // false: every transfer is waited right after it is posted
   Recompute recompute = Recompute::none;
   bool fsdp = false;  // FSDP+SP: gather each layer's whole weights, reduce-scatter its gradients
+  bool fused_mlp = false;  // --fused-mlp-recompute (needs recompute full)
 };
 
 class TspEngine : public ShardedSchedule {
@@ -61,7 +62,8 @@ class TspEngine : public ShardedSchedule {
   double head(const TspParams& p, TspParams* g, const Tensor& yf, Tensor* dyf, const Batch& b,
               double inv_n);
   // a block
-  void block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Tensor>* keep);
+  // mlp = false (the fused recompute): stop after the second norm's statistics
+  void block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Tensor>* keep, bool mlp = true);
   void block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor& dx,
                  const std::vector<Tensor>* kept);
   // helpers

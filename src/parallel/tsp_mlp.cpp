@@ -7,7 +7,9 @@
 //                                                              completes the output locally)
 // Backward: the same ring; per shard da = dy·W_down,s, dg/du from swiglu, dy2 += dg·W_gate,s +
 // du·W_up,s, and the partial dW_s (dyᵀa, dgᵀy2, duᵀy2 from the local tokens) rides the
-// accumulator home to the owner.
+// accumulator home to the owner. With --fused-mlp-recompute (under full recompute) the recompute
+// skips the MLP and each backward step first recomputes g = y2·W_gate,sᵀ, u = y2·W_up,sᵀ from
+// the shard that just arrived: one ring per layer less, and one shard's g, u alive instead of D.
 #include "core/trace.h"
 #include "kernels/kernels.h"
 #include "parallel/ring.h"
@@ -54,13 +56,23 @@ void TspEngine::mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Ten
   const int64_t T = z_.local_tokens(), h = t_.h, Ir = t_.Ir;
   Tensor s = ws({T, Ir}), da = ws({T, Ir}), dg = ws({T, Ir}), du = ws({T, Ir});
   const RingSpec spec{t_.mlp_size(), F(W.mlp), Traffic::mlp_weights, Traffic::grads, o_.overlap};
+  const bool fused = a.g.empty();  // --fused-mlp-recompute: g, u from the arriving shard
   auto compute = [&](int sh, const float* Wp, float* Gp) {
-    swiglu_fwd<float>(F(s), F(a.g[sh]), F(a.u[sh]), T * Ir);
+    Tensor gt, ut;
+    if (fused) {
+      gt = ws({T, Ir});
+      ut = ws({T, Ir});
+      linear_fwd<float>(F(gt), F(y2), Wp, T, Ir, h);
+      linear_fwd<float>(F(ut), F(y2), Wp + Ir * h, T, Ir, h);
+    }
+    const Tensor& g = fused ? gt : a.g[sh];
+    const Tensor& u = fused ? ut : a.u[sh];
+    swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
     linear_bwd_w<float>(Gp + 2 * Ir * h, F(dy), F(s), T, h, Ir);
     da.zero();
     linear_bwd_x<float>(F(da), F(dy), Wp + 2 * Ir * h, T, h, Ir);
     comm_.progress();
-    swiglu_bwd<float>(F(dg), F(du), F(da), F(a.g[sh]), F(a.u[sh]), T * Ir);
+    swiglu_bwd<float>(F(dg), F(du), F(da), F(g), F(u), T * Ir);
     linear_bwd_w<float>(Gp, F(dg), F(y2), T, Ir, h);
     linear_bwd_w<float>(Gp + Ir * h, F(du), F(y2), T, Ir, h);
     comm_.progress();

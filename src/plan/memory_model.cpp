@@ -170,14 +170,20 @@ struct TspSim {
   // ring_backward's buffers (ring.cpp): the weight buffers (one for D = 2), in the backward the
   // accumulators (one for D = 2) and the home buffer. Those two outlive the ring as its tail
   // (RingTail), until the next backward ring has run (or the step's last ring has).
+  // `scratch` elements are allocated during each step's compute (the fused recompute's g, u).
   Bufs tail;
-  void ring(int64_t n, bool bwd) {
-    if (D == 1) return;
+  bool fused = false;  // --fused-mlp-recompute
+  void ring(int64_t n, bool bwd, int64_t scratch = 0) {
+    if (D == 1) {
+      if (scratch) Buf x = s.W(scratch);
+      return;
+    }
     Bufs w, t;
     for (int i = 0; i < (D > 2 ? dep.ring_weight_bufs : 1); ++i) w.push_back(s.C(n));
     if (!bwd) return;
     for (int i = 0; i < (D > 2 ? dep.ring_acc_bufs : 1); ++i) t.push_back(s.C(n));
     t.push_back(s.C(n));
+    if (scratch) Buf x = s.W(scratch);
     w.clear();
     tail = std::move(t);  // the previous tail is finished (freed) here
   }
@@ -272,18 +278,20 @@ struct TspSim {
         }
         return;
       }
-      Buf part = s.C(D * M), sum = s.C(M);
+      Buf part = s.C(D * M);
+      if (fused) Buf x = s.W(2 * T * Ir);
+      Buf sum = s.C(M);
       Buf tmp = s.reduce_scatter(D, M);
       return;
     }
-    ring(M, bwd);
+    ring(M, bwd, bwd && fused ? 2 * T * Ir : 0);
     if (!bwd)
       for (int k = 0; k < D; ++k) {
         Buf g = s.keep(a, T * Ir), u = s.keep(a, T * Ir);
         if (a) acts->insert(acts->end(), {g, u});
       }
   }
-  Bufs block_fwd(bool a, Bufs* kept) {
+  Bufs block_fwd(bool a, Bufs* kept, bool with_mlp = true) {
     const int64_t h = t.h;
     Bufs A{s.keep(a, T * h), s.keep(a, T)};
     {
@@ -293,7 +301,7 @@ struct TspSim {
     A.push_back(s.keep(a, T * h));
     A.push_back(s.keep(a, T));
     Buf y2 = s.W(T * h);
-    mlp(a, &A, false);
+    if (with_mlp) mlp(a, &A, false);
     return a ? A : Bufs();
   }
   void block_bwd(bool have_kept) {
@@ -339,7 +347,7 @@ struct TspSim {
       Bufs kept;
       if (full) {
         Buf xin = s.W(T * h);
-        Bufs a = block_fwd(true, keep_packets ? &kept : nullptr);
+        Bufs a = block_fwd(true, keep_packets ? &kept : nullptr, !fused);
         saved[l] = a;
       }
       block_bwd(keep_packets);
@@ -562,6 +570,11 @@ Result predict(const Input& in) {
   int shard = 0, model_comm = 1;
   int64_t tokens = B * S;
   const bool full = in.recompute == Recompute::full;
+  const bool fused = full && in.par.fused_mlp_recompute;
+  if (in.par.fused_mlp_recompute && !full)
+    fail(
+        "--fused-mlp-recompute needs --recompute full (it fuses the recompute of the MLP into its "
+        "backward ring)");
   const int64_t h = c.hidden_size, kvd = c.kv_dim();
   const double g = static_cast<double>(c.num_attention_heads) / c.num_key_value_heads;
   const double Wa = 2.0 * h * h + 2.0 * h * kvd, Wm = 3.0 * c.intermediate_size * h;
@@ -574,7 +587,7 @@ Result predict(const Input& in) {
     const double f = (D - 1.0) / D;
     const double aw = in.par.keep_attn_weights ? 0 : f * Wa;
     r.comm_per_layer = table(E, {{"attn_weights", {f * Wa, full ? f * Wa : 0, aw}},
-                                 {"mlp_weights", {f * Wm, full ? f * Wm : 0, f * Wm}},
+                                 {"mlp_weights", {f * Wm, full && !fused ? f * Wm : 0, f * Wm}},
                                  {"kv", {f * K, full ? f * K : 0, 2 * f * K}},
                                  {"grads", {0, 0, f * Wa + f * Wm}}});
   } else if (L.uses_tpsp()) {
@@ -612,7 +625,8 @@ Result predict(const Input& in) {
              L.fsdp_axis,
              in.par.keep_attn_weights,
              in.depths,
-             {}};
+             {},
+             fused};
     m.step(in.recompute);
     for (int64_t l = 0; l < 2 * c.num_hidden_layers + 1; ++l) Bufs a = s.allreduce(shard, h, E);
   } else if (L.uses_tpsp()) {

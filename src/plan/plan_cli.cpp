@@ -112,9 +112,10 @@ int run_plan(const PlanOptions& o) {
         "  forward only                               %.0f  (W + K < 4BSh)\n"
         "  training step, --recompute none            %.0f  (3W + 3K < 8BSh)\n"
         "  training step, --recompute full            %.0f  (4W + 4K < 12BSh)\n"
-        "  training step, full + --keep-attn-weights  %.0f  (4W - W_a + 4K < 12BSh)\n",
+        "  training step, full + --keep-attn-weights  %.0f  (4W - W_a + 4K < 12BSh)\n"
+        "  ... + --fused-mlp-recompute                %.0f  (3W + 4K < 12BSh)\n",
         Wh / (4 - 2 / g), 3 * Wh / (8 - 6 / g), 4 * Wh / (12 - 8 / g),
-        (4 * Wh - Wah) / (12 - 8 / g));
+        (4 * Wh - Wah) / (12 - 8 / g), 3 * Wh / (12 - 8 / g));
   }
   if (!o.plot.empty()) {
     const std::string dat = o.plot + ".dat", gp = o.plot + ".gp";

@@ -23,7 +23,9 @@ LAYOUTS = {1: ["single"],
            2: ["tsp=2", "fsdp_sp=2", "tp=2", "tp=2 off", "sp=2", "dp=2"],
            4: ["tsp=4", "fsdp_sp=4", "tp=4", "tp=4 off", "sp=4", "tp=2,sp=2", "tp=2,sp=2 off", "dp=2,tsp=2",
                "dp=2,tp=2", "dp=4"]}
-EXTRA = [("tsp=2", ["--attn-buckets", "2", "--keep-attn-weights"], "full"), ("tp=2,sp=2", ["--attn-buckets", "2"], "none")]
+EXTRA = [("tsp=2", ["--attn-buckets", "2", "--keep-attn-weights"], "full"), ("tp=2,sp=2", ["--attn-buckets", "2"], "none"),
+         ("tsp=2", ["--fused-mlp-recompute"], "full"), ("tsp=4", ["--fused-mlp-recompute", "--keep-attn-weights"], "full"),
+         ("fsdp_sp=2", ["--fused-mlp-recompute"], "full")]
 EXACT = ("weights", "grads", "optimizer", "comm")
 
 

@@ -43,6 +43,9 @@ def main():
         (2, ["--layout", "tsp=2", "--seq", "30"], "sequence length 30 is not divisible by 2*tsp=4"),
         (2, ["--layout", "tsp=2", "--attn-buckets", "3"], "--attn-buckets=3 does not divide the 2 KV heads"),
         (2, ["--layout", "tsp=2", "--keep-attn-weights"], "--keep-attn-weights needs --recompute full"),
+        (2, ["--layout", "tsp=2", "--fused-mlp-recompute"], "--fused-mlp-recompute needs --recompute full"),
+        (2, ["--layout", "tp=2", "--recompute", "full", "--fused-mlp-recompute"],
+         "--fused-mlp-recompute needs a tsp or fsdp_sp layout"),
     ]
     for n, extra, expect in cases:
         r = mpirun(n, train + extra)

@@ -1,6 +1,7 @@
 """`origami grad --layout tsp=D` under mpirun equals the single-rank file: loss <= 1e-6 relative,
 every gradient <= 1e-5 norm-wise relative per tensor. One invocation per world size D loops over
 the cases: GQA, B = 2, tied and untied, head buckets, --recompute none/full, --keep-attn-weights,
+--fused-mlp-recompute (also bitwise equal to the unfused recompute),
 labels masked differently on different ranks (rank 0's targets all ignored), overlap on/off
 (bit-identical) and reruns (bit-identical).
 It also checks the bytes every rank records per layer, phase and category against the formulas of
@@ -66,7 +67,7 @@ def grad(cfgp, wp, tp, out, D=None, extra=()):
     return st.load(out)
 
 
-def expected_bytes(cfg, D, r, ids, recompute_full, keep):
+def expected_bytes(cfg, D, r, ids, recompute_full, keep, fused=False):
     """Per-rank bytes received, from tsp-spec §7 (elements x 4)."""
     h, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     g = cfg["num_attention_heads"] // cfg["num_key_value_heads"]
@@ -77,6 +78,8 @@ def expected_bytes(cfg, D, r, ids, recompute_full, keep):
     fwd = {"attn_weights": f * Wa, "mlp_weights": f * Wm, "kv": f * K}
     layer = {c: {"fwd": fwd.get(c, 0), "recompute": fwd.get(c, 0) if recompute_full else 0, "bwd": 0}
              for c in ("attn_weights", "mlp_weights", "kv", "grads", "embed_head", "acts", "other")}
+    if fused:  # the recompute skips the MLP ring
+        layer["mlp_weights"]["recompute"] = 0
     layer["attn_weights"]["bwd"] = 0 if keep else f * Wa
     layer["mlp_weights"]["bwd"] = f * Wm
     layer["kv"]["bwd"] = 2 * f * K
@@ -93,11 +96,11 @@ def expected_bytes(cfg, D, r, ids, recompute_full, keep):
     return layer, head, {"fwd": emb_fwd, "bwd": emb_bwd}
 
 
-def check_bytes(report, cfg, D, ids, recompute_full, keep):
+def check_bytes(report, cfg, D, ids, recompute_full, keep, fused=False):
     bad = []
     for rk in report["ranks"]:
         r = rk["rank"]
-        layer, head, emb = expected_bytes(cfg, D, r, ids, recompute_full, keep)
+        layer, head, emb = expected_bytes(cfg, D, r, ids, recompute_full, keep, fused)
         for l, got in enumerate(rk["comm_bytes_per_layer"]):
             if got != layer:
                 bad.append(f"rank {r} layer {l}: got {got} want {layer}")
@@ -137,6 +140,7 @@ def main():
         ("tied_buckets_full", True, False, ["--recompute", "full", "--attn-buckets", "2"]),
         ("keep_weights", False, False, ["--recompute", "full", "--keep-attn-weights"]),
         ("rank0_all_ignored", True, True, ["--attn-buckets", "2"]),
+        ("fused_mlp", False, False, ["--recompute", "full", "--fused-mlp-recompute", "--keep-attn-weights"]),
     ]
     failures = []
     for i, (name, tied, mask0, flags) in enumerate(cases):
@@ -155,11 +159,20 @@ def main():
         with open(cfgp) as f:
             cfg = json.load(f)
         ids = st.load(tp)["input_ids"]
-        bad = check_bytes(rep, cfg, D, ids, "full" in flags, "--keep-attn-weights" in flags)
+        bad = check_bytes(rep, cfg, D, ids, "full" in flags, "--keep-attn-weights" in flags,
+                          "--fused-mlp-recompute" in flags)
         print(f"{AXIS}={D} {name:18s} bytes per layer/phase/category/rank == tsp-spec §7: {not bad}")
         if bad:
             print("\n".join(bad[:6]))
             failures.append(name + " bytes")
+        if name == "fused_mlp":  # the same gradients as recomputing the MLP in its own ring
+            unfused = [x for x in flags if x != "--fused-mlp-recompute"]
+            out = os.path.join(work, name + ".unfused.safetensors")
+            grad(cfgp, wp, tp, out, D, unfused)
+            same = open(out, "rb").read() == open(os.path.join(work, name + ".tsp.safetensors"), "rb").read()
+            print(f"{AXIS}={D} --fused-mlp-recompute bitwise equal to the separate recompute ring: {same}")
+            if not same:
+                failures.append("fused bitwise")
         if name == "keep_weights":  # overlap off and a rerun: bit-identical
             a = open(os.path.join(work, name + ".tsp.safetensors"), "rb").read()
             grad(cfgp, wp, tp, os.path.join(work, name + ".noov.safetensors"), D, flags + ["--no-overlap"])

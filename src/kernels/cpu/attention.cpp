@@ -19,9 +19,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "core/tensor.h"
+#include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
 namespace origami::cpu {
@@ -37,6 +39,84 @@ struct Item {
 // Number of keys j in [0, nk) of a tile starting at global position kp0 visible to query qp.
 inline int64_t visible(int64_t qp, int64_t kp0, int64_t nk) {
   return std::clamp<int64_t>(qp - kp0 + 1, 0, nk);
+}
+
+// Fixed-order reductions in 16 lanes (vectorisable without -ffast-math; the order, and so the
+// result, does not depend on the instruction set's vector width).
+constexpr int kLanes = 16;
+inline float lane_max(const float* x, int64_t n) {
+  float p[kLanes];
+  for (int k = 0; k < kLanes; ++k) p[k] = -std::numeric_limits<float>::infinity();
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < kLanes; ++k) p[k] = p[k] > x[j + k] ? p[k] : x[j + k];
+  for (int k = 0; j < n; ++j, ++k) p[k] = p[k] > x[j] ? p[k] : x[j];
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int k = 0; k < w; ++k) p[k] = p[k] > p[k + w] ? p[k] : p[k + w];
+  return p[0];
+}
+// x[j] = exp(x[j] - c) for j < n; returns their sum
+inline float lane_exp_sum(float* x, float c, int64_t n) {
+  float p[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < kLanes; ++k) {
+      x[j + k] = fast_exp(x[j + k] - c);
+      p[k] += x[j + k];
+    }
+  for (int k = 0; j < n; ++j, ++k) {
+    x[j] = fast_exp(x[j] - c);
+    p[k] += x[j];
+  }
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int k = 0; k < w; ++k) p[k] += p[k + w];
+  return p[0];
+}
+
+// Forward, one [nq, nk] score tile (row stride ld): P = exp(S − m_new) on the visible keys, 0
+// past them; the running max m, sum l and the accumulator rows acc [nq, d] are updated.
+ORIGAMI_SIMD void softmax_tile(float* S, int64_t ld, int64_t nq, int64_t nk, int64_t qp0,
+                               int64_t kp0, float* m, float* l, float* acc, int d) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < nq; ++i) {
+    float* Si = S + i * ld;
+    const int64_t lim = visible(qp0 + i, kp0, nk);
+    if (lim == 0) {
+      std::fill(Si, Si + nk, 0.0f);
+      continue;
+    }
+    const float mx = lane_max(Si, lim);
+    const float mnew = std::max(m[i], mx);
+    const float alpha = m[i] == neg_inf ? 0.0f : fast_exp(m[i] - mnew);
+    const float sum = lane_exp_sum(Si, mnew, lim);
+    std::fill(Si + lim, Si + nk, 0.0f);
+    l[i] = l[i] * alpha + sum;
+    m[i] = mnew;
+    if (alpha != 1.0f) {
+      float* a = acc + i * d;
+      for (int c = 0; c < d; ++c) a[c] *= alpha;
+    }
+  }
+}
+
+// Backward: P = exp(S − lse) on the visible keys, 0 past them (rows with lse = −∞ see nothing).
+ORIGAMI_SIMD void probs_tile(float* P, int64_t ld, int64_t nq, int64_t nk, int64_t qp0, int64_t kp0,
+                             const float* L) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < nq; ++i) {
+    float* Pi = P + i * ld;
+    const int64_t lim = L[i] == neg_inf ? 0 : visible(qp0 + i, kp0, nk);
+    const float c = L[i];
+    for (int64_t j = 0; j < lim; ++j) Pi[j] = fast_exp(Pi[j] - c);
+    std::fill(Pi + lim, Pi + nk, 0.0f);
+  }
+}
+
+// Backward: dS = P ⊙ (dP − Dr) in place of dP.
+ORIGAMI_SIMD void dscores_tile(float* dP, const float* P, int64_t ld, int64_t nq, int64_t nk,
+                               const float* Dr) {
+  for (int64_t i = 0; i < nq; ++i)
+    for (int64_t j = 0; j < nk; ++j) dP[i * ld + j] = P[i * ld + j] * (dP[i * ld + j] - Dr[i]);
 }
 }  // namespace
 
@@ -79,6 +159,11 @@ void flash_attn_fwd(T* o, T* lse, int64_t lse_stride, const T* q, int64_t q_stri
           const T* K = kv.k + k0 * kv.stride + static_cast<int64_t>(kvh) * d;
           const T* V = kv.v + k0 * kv.stride + static_cast<int64_t>(kvh) * d;
           gemm<T>(Trans::N, Trans::T, nq, nk, d, scale, Q, q_stride, K, kv.stride, T(0), S, BK);
+          if constexpr (std::is_same_v<T, float>) {
+            softmax_tile(S, BK, nq, nk, qp0, kp0, m, l, acc, d);
+            gemm<T>(Trans::N, Trans::N, nq, d, nk, T(1), S, BK, V, kv.stride, T(1), acc, d);
+            continue;
+          }
           for (int64_t i = 0; i < nq; ++i) {
             T* Si = S + i * BK;
             const int64_t lim = visible(qp0 + i, kp0, nk);
@@ -159,19 +244,27 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
                 const T* V = kv.v + koff;
                 gemm<T>(Trans::N, Trans::T, nq, nk, d, scale, Q, q_stride, K, kv.stride, T(0), P,
                         BK);
-                for (int64_t i = 0; i < nq; ++i) {
-                  T* Pi = P + i * BK;
-                  const int64_t lim = L[i] == neg_inf ? 0 : visible(qp0 + i, kp0, nk);
-                  for (int64_t j = 0; j < lim; ++j) Pi[j] = std::exp(Pi[j] - L[i]);
-                  std::fill(Pi + lim, Pi + nk, T(0));
+                if constexpr (std::is_same_v<T, float>) {
+                  probs_tile(P, BK, nq, nk, qp0, kp0, L);
+                } else {
+                  for (int64_t i = 0; i < nq; ++i) {
+                    T* Pi = P + i * BK;
+                    const int64_t lim = L[i] == neg_inf ? 0 : visible(qp0 + i, kp0, nk);
+                    for (int64_t j = 0; j < lim; ++j) Pi[j] = std::exp(Pi[j] - L[i]);
+                    std::fill(Pi + lim, Pi + nk, T(0));
+                  }
                 }
                 gemm<T>(Trans::T, Trans::N, nk, d, nq, T(1), P, BK, dO, q_stride, T(1),
                         kv.dv + koff, kv.stride);
                 gemm<T>(Trans::N, Trans::T, nq, nk, d, T(1), dO, q_stride, V, kv.stride, T(0), dP,
                         BK);
-                for (int64_t i = 0; i < nq; ++i)
-                  for (int64_t j = 0; j < nk; ++j)
-                    dP[i * BK + j] = P[i * BK + j] * (dP[i * BK + j] - Dr[i]);
+                if constexpr (std::is_same_v<T, float>) {
+                  dscores_tile(dP, P, BK, nq, nk, Dr);
+                } else {
+                  for (int64_t i = 0; i < nq; ++i)
+                    for (int64_t j = 0; j < nk; ++j)
+                      dP[i * BK + j] = P[i * BK + j] * (dP[i * BK + j] - Dr[i]);
+                }
                 gemm<T>(Trans::N, Trans::N, nq, d, nk, scale, dP, BK, K, kv.stride, T(1), dQ,
                         q_stride);
                 gemm<T>(Trans::T, Trans::N, nk, d, nq, scale, dP, BK, Q, q_stride, T(1),
