@@ -22,6 +22,7 @@ struct MemStats {
 class MemTracker {
  public:
   static MemTracker& get();
+  MemTracker();
   void* alloc(size_t bytes, Cat c);
   void free(void* p, size_t bytes, Cat c);
   MemStats stats();
