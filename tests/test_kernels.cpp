@@ -235,17 +235,21 @@ void naive(const AttnCase& c, const Vec& q, const Vec* k, const Vec* v, Vec& o, 
       }
   }
 }
+// Random K and V for the case's three key segments (padding columns included).
+void rand_kv(const AttnCase& c, Vec* k, Vec* v, uint32_t seed_k, uint32_t seed_v) {
+  for (int s = 0; s < 3; ++s) {
+    const int64_t n = c.kseg[s][1] * (c.nkv * c.d + c.kseg[s][2]);
+    k[s] = randn(n, seed_k + s);
+    v[s] = randn(n, seed_v + s);
+  }
+}
 }  // namespace
 
 TEST(FlashAttention, ForwardMatchesNaiveAcrossSegmentsTilesAndGQA) {
   AttnCase c;
   const int64_t qd = c.nh * c.d;
   Vec q = randn(c.nq * qd, 12), k[3], v[3];
-  for (int s = 0; s < 3; ++s) {
-    const int64_t n = c.kseg[s][1] * (c.nkv * c.d + c.kseg[s][2]);
-    k[s] = randn(n, 20 + s);
-    v[s] = randn(n, 30 + s);
-  }
+  rand_kv(c, k, v, 20, 30);
   Vec o, lse, ro, rlse;
   run_fwd<double>(c, q, k, v, o, lse);
   naive(c, q, k, v, ro, rlse);
@@ -269,11 +273,7 @@ TEST(FlashAttention, BackwardFiniteDifferences) {
   c.d = 4;
   const int64_t qd = c.nh * c.d;
   Vec q = randn(c.nq * qd, 40), k[3], v[3], dout = randn(c.nq * qd, 41);
-  for (int s = 0; s < 3; ++s) {
-    const int64_t n = c.kseg[s][1] * (c.nkv * c.d + c.kseg[s][2]);
-    k[s] = randn(n, 50 + s);
-    v[s] = randn(n, 60 + s);
-  }
+  rand_kv(c, k, v, 50, 60);
   Vec o, lse;
   run_fwd<double>(c, q, k, v, o, lse);
   auto loss = [&] {
@@ -306,11 +306,7 @@ TEST(FlashAttention, FloatBackwardMatchesDouble) {
   AttnCase c;
   const int64_t qd = c.nh * c.d;
   Vec q = randn(c.nq * qd, 80), k[3], v[3], dout = randn(c.nq * qd, 81);
-  for (int s = 0; s < 3; ++s) {
-    const int64_t n = c.kseg[s][1] * (c.nkv * c.d + c.kseg[s][2]);
-    k[s] = randn(n, 82 + s);
-    v[s] = randn(n, 85 + s);
-  }
+  rand_kv(c, k, v, 82, 85);
   auto run = [&](auto zero, auto& out_q, auto* out_k, auto* out_v) {
     using T = decltype(zero);
     std::vector<T> qt(q.begin(), q.end()), dt(dout.begin(), dout.end()), kt[3], vt[3], o, lse;
