@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -58,6 +59,9 @@ int cmd_bench(int argc, char** argv) {
   a.repeatable("seq", "", "sequence length S");
   a.flag("global-batch", "1", "sequences per step (split over dp replicas)");
   a.flag("steps", "3", "steps per run (the median step time is reported)");
+  a.flag("repeat", "1",
+         "runs per cell; the run with the median step time is reported (single runs on a shared "
+         "machine move by 10-20%)");
   a.flag("recompute", "none", "none | full");
   a.flag("tp-sequence-parallel", "on", "on | off | both (a row each) for the tp layouts");
   a.flag("emulate-link", "",
@@ -111,12 +115,14 @@ int cmd_bench(int argc, char** argv) {
     if (G % w.L.dp) fail("--global-batch=", G, " is not divisible by dp=", w.L.dp, " of ", w.label);
   std::map<std::pair<int64_t, std::string>, std::vector<Run>> res;
   std::map<int64_t, std::string> link_of;  // the link each S ran over
-  auto run = [&](int64_t S, const Row& w, size_t v, const std::string& extra) {
+  const int repeat = static_cast<int>(a.i64("repeat", 1));
+  if (repeat < 1) fail("--repeat=", repeat, " must be at least 1");
+  auto run_once = [&](int64_t S, const Row& w, size_t v, const std::string& extra, int k) {
     std::ostringstream rep, cmd;
     std::string tag = w.label;
     for (char& ch : tag)
       if (ch == ' ' || ch == '(' || ch == ')') ch = '_';
-    rep << out << "/S" << S << "_" << tag << "_" << v << ".json";
+    rep << out << "/S" << S << "_" << tag << "_" << v << "_r" << k << ".json";
     cmd << "mpirun -np " << w.L.world() << " --bind-to none --oversubscribe"
         << (getuid() == 0 ? " --allow-run-as-root" : "")
         << " -x OMP_NUM_THREADS=" << a.str("threads") << " '" << self << "' train --config '"
@@ -125,11 +131,18 @@ int cmd_bench(int argc, char** argv) {
         << a.str("recompute") << " --progress-thread " << a.str("progress-thread") << " --report '"
         << rep.str() << "'"
         << " --layout " << w.L.text << w.sp_flag << extra;
-    std::fprintf(stderr, "bench: S=%lld %s%s\n", static_cast<long long>(S), w.label.c_str(),
-                 extra.c_str());
+    std::fprintf(stderr, "bench: S=%lld %s%s (run %d of %d)\n", static_cast<long long>(S),
+                 w.label.c_str(), extra.c_str(), k + 1, repeat);
+    return run_one(cmd.str(), rep.str());
+  };
+  // One cell: `repeat` runs; the one with the median step time is kept.
+  auto run = [&](int64_t S, const Row& w, size_t v, const std::string& extra) {
+    std::vector<Run> runs;
+    for (int k = 0; k < repeat; ++k) runs.push_back(run_once(S, w, v, extra, k));
+    std::sort(runs.begin(), runs.end(), [](const Run& x, const Run& y) { return x.step < y.step; });
     auto& r = res[{S, w.label}];
     r.resize(std::max(r.size(), v + 1));
-    r[v] = run_one(cmd.str(), rep.str());
+    r[v] = runs[runs.size() / 2];
   };
   for (int64_t S : seqs) {
     for (const Row& w : rows) run(S, w, 0, "");
@@ -153,8 +166,9 @@ int cmd_bench(int argc, char** argv) {
     double best = 1e30;
     for (const auto& [k, r] : res)
       if (k.first == S) best = std::min(best, r[0].step);
-    std::printf("\nS = %lld, global batch %lld, --recompute %s", static_cast<long long>(S),
-                static_cast<long long>(G), a.str("recompute").c_str());
+    std::printf("\nS = %lld, global batch %lld, --recompute %s, median of %d run(s)",
+                static_cast<long long>(S), static_cast<long long>(G), a.str("recompute").c_str(),
+                repeat);
     if (links) {
       std::printf(", link %s GB/s", link_of[S].c_str());
       if (ratio > 0)

@@ -8,7 +8,8 @@
   * every transfer's span lasts at least latency + bytes/bandwidth (the emulation's promise);
   * tools/trace_plot.py renders a window of the trace to a PNG (headless, gnuplot);
   * the report splits each rank's step into compute, exposed communication and skew;
-  * `origami bench` runs two layouts (with the link, overlapped and blocking) into one table.
+  * `origami bench` runs two layouts (with the link, overlapped and blocking, each three times with
+    --repeat 3) into one table.
 Usage: test_trace.py ORIGAMI_BINARY WORKDIR"""
 import json
 import os
@@ -70,10 +71,13 @@ def main():
     png = os.path.join(work, "bench.png")
     r = harness.run([binary, "bench", "--config", "configs/tiny.json", "--layout", "tsp=2", "--layout", "tp=2",
                      "--seq", "64", "--global-batch", "2", "--steps", "2", "--emulate-link", "1",
-                     "--out", os.path.join(work, "bench"), "--plot", png])
+                     "--repeat", "3", "--out", os.path.join(work, "bench"), "--plot", png])
     rows = [line for line in r.stdout.splitlines() if line.startswith("| tsp=2 |") or line.startswith("| tp=2 |")]
-    ok = len(rows) == 2 and all(len(line.split("|")) == 14 for line in rows) and os.path.exists(png)
-    print(f"origami bench: {len(rows)} layout rows with every column, plot written: {ok}")
+    reports = [f for f in os.listdir(os.path.join(work, "bench")) if f.endswith(".json")]
+    ok = (len(rows) == 2 and all(len(line.split("|")) == 14 for line in rows) and os.path.exists(png)
+          and len(reports) == 2 * 3 * 3 and "median of 3 run(s)" in r.stdout)
+    print(f"origami bench: {len(rows)} layout rows with every column, {len(reports)} reports (2 layouts x 3 "
+          f"variants x --repeat 3), plot written: {ok}")
     if not ok:
         fails.append("origami bench")
     if fails:
