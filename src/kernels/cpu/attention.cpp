@@ -19,7 +19,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #include "core/tensor.h"
@@ -41,82 +40,78 @@ inline int64_t visible(int64_t qp, int64_t kp0, int64_t nk) {
   return std::clamp<int64_t>(qp - kp0 + 1, 0, nk);
 }
 
-// Fixed-order reductions in 16 lanes (vectorisable without -ffast-math; the order, and so the
-// result, does not depend on the instruction set's vector width).
-constexpr int kLanes = 16;
-inline float lane_max(const float* x, int64_t n) {
-  float p[kLanes];
-  for (int k = 0; k < kLanes; ++k) p[k] = -std::numeric_limits<float>::infinity();
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) p[k] = p[k] > x[j + k] ? p[k] : x[j + k];
-  for (int k = 0; j < n; ++j, ++k) p[k] = p[k] > x[j] ? p[k] : x[j];
-  for (int w = kLanes / 2; w > 0; w /= 2)
-    for (int k = 0; k < w; ++k) p[k] = p[k] > p[k + w] ? p[k] : p[k + w];
-  return p[0];
-}
-// x[j] = exp(x[j] - c) for j < n; returns their sum
-inline float lane_exp_sum(float* x, float c, int64_t n) {
-  float p[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int k = 0; k < kLanes; ++k) {
-      x[j + k] = fast_exp(x[j + k] - c);
-      p[k] += x[j + k];
-    }
-  for (int k = 0; j < n; ++j, ++k) {
-    x[j] = fast_exp(x[j] - c);
-    p[k] += x[j];
-  }
-  for (int w = kLanes / 2; w > 0; w /= 2)
-    for (int k = 0; k < w; ++k) p[k] += p[k + w];
-  return p[0];
-}
-
 // Forward, one [nq, nk] score tile (row stride ld): P = exp(S − m_new) on the visible keys, 0
 // past them; the running max m, sum l and the accumulator rows acc [nq, d] are updated.
-ORIGAMI_SIMD void softmax_tile(float* S, int64_t ld, int64_t nq, int64_t nk, int64_t qp0,
-                               int64_t kp0, float* m, float* l, float* acc, int d) {
-  const float neg_inf = -std::numeric_limits<float>::infinity();
+template <class T>
+ORIGAMI_SIMD_INLINE void softmax_tile_t(T* S, int64_t ld, int64_t nq, int64_t nk, int64_t qp0,
+                                        int64_t kp0, T* m, T* l, T* acc, int d) {
+  const T neg_inf = -std::numeric_limits<T>::infinity();
   for (int64_t i = 0; i < nq; ++i) {
-    float* Si = S + i * ld;
+    T* Si = S + i * ld;
     const int64_t lim = visible(qp0 + i, kp0, nk);
     if (lim == 0) {
-      std::fill(Si, Si + nk, 0.0f);
+      std::fill(Si, Si + nk, T(0));
       continue;
     }
-    const float mx = lane_max(Si, lim);
-    const float mnew = std::max(m[i], mx);
-    const float alpha = m[i] == neg_inf ? 0.0f : fast_exp(m[i] - mnew);
-    const float sum = lane_exp_sum(Si, mnew, lim);
-    std::fill(Si + lim, Si + nk, 0.0f);
+    const T mnew = std::max(m[i], lane_max(Si, lim));
+    const T alpha = m[i] == neg_inf ? T(0) : exp_of(m[i] - mnew);
+    const T sum = lane_exp_sum<true>(Si, Si, mnew, lim);
+    std::fill(Si + lim, Si + nk, T(0));
     l[i] = l[i] * alpha + sum;
     m[i] = mnew;
-    if (alpha != 1.0f) {
-      float* a = acc + i * d;
+    if (alpha != T(1)) {
+      T* a = acc + i * d;
       for (int c = 0; c < d; ++c) a[c] *= alpha;
     }
   }
 }
 
 // Backward: P = exp(S − lse) on the visible keys, 0 past them (rows with lse = −∞ see nothing).
-ORIGAMI_SIMD void probs_tile(float* P, int64_t ld, int64_t nq, int64_t nk, int64_t qp0, int64_t kp0,
-                             const float* L) {
-  const float neg_inf = -std::numeric_limits<float>::infinity();
+template <class T>
+ORIGAMI_SIMD_INLINE void probs_tile_t(T* P, int64_t ld, int64_t nq, int64_t nk, int64_t qp0,
+                                      int64_t kp0, const T* L) {
+  const T neg_inf = -std::numeric_limits<T>::infinity();
   for (int64_t i = 0; i < nq; ++i) {
-    float* Pi = P + i * ld;
+    T* Pi = P + i * ld;
     const int64_t lim = L[i] == neg_inf ? 0 : visible(qp0 + i, kp0, nk);
-    const float c = L[i];
-    for (int64_t j = 0; j < lim; ++j) Pi[j] = fast_exp(Pi[j] - c);
-    std::fill(Pi + lim, Pi + nk, 0.0f);
+    const T c = L[i];
+    for (int64_t j = 0; j < lim; ++j) Pi[j] = exp_of(Pi[j] - c);
+    std::fill(Pi + lim, Pi + nk, T(0));
   }
 }
 
 // Backward: dS = P ⊙ (dP − Dr) in place of dP.
-ORIGAMI_SIMD void dscores_tile(float* dP, const float* P, int64_t ld, int64_t nq, int64_t nk,
-                               const float* Dr) {
+template <class T>
+ORIGAMI_SIMD_INLINE void dscores_tile_t(T* dP, const T* P, int64_t ld, int64_t nq, int64_t nk,
+                                        const T* Dr) {
   for (int64_t i = 0; i < nq; ++i)
     for (int64_t j = 0; j < nk; ++j) dP[i * ld + j] = P[i * ld + j] * (dP[i * ld + j] - Dr[i]);
+}
+
+// float: cloned per ISA (simd.h); double: plain.
+ORIGAMI_SIMD void softmax_tile(float* S, int64_t ld, int64_t nq, int64_t nk, int64_t qp0,
+                               int64_t kp0, float* m, float* l, float* acc, int d) {
+  softmax_tile_t(S, ld, nq, nk, qp0, kp0, m, l, acc, d);
+}
+void softmax_tile(double* S, int64_t ld, int64_t nq, int64_t nk, int64_t qp0, int64_t kp0,
+                  double* m, double* l, double* acc, int d) {
+  softmax_tile_t(S, ld, nq, nk, qp0, kp0, m, l, acc, d);
+}
+ORIGAMI_SIMD void probs_tile(float* P, int64_t ld, int64_t nq, int64_t nk, int64_t qp0, int64_t kp0,
+                             const float* L) {
+  probs_tile_t(P, ld, nq, nk, qp0, kp0, L);
+}
+void probs_tile(double* P, int64_t ld, int64_t nq, int64_t nk, int64_t qp0, int64_t kp0,
+                const double* L) {
+  probs_tile_t(P, ld, nq, nk, qp0, kp0, L);
+}
+ORIGAMI_SIMD void dscores_tile(float* dP, const float* P, int64_t ld, int64_t nq, int64_t nk,
+                               const float* Dr) {
+  dscores_tile_t(dP, P, ld, nq, nk, Dr);
+}
+void dscores_tile(double* dP, const double* P, int64_t ld, int64_t nq, int64_t nk,
+                  const double* Dr) {
+  dscores_tile_t(dP, P, ld, nq, nk, Dr);
 }
 }  // namespace
 
@@ -159,33 +154,7 @@ void flash_attn_fwd(T* o, T* lse, int64_t lse_stride, const T* q, int64_t q_stri
           const T* K = kv.k + k0 * kv.stride + static_cast<int64_t>(kvh) * d;
           const T* V = kv.v + k0 * kv.stride + static_cast<int64_t>(kvh) * d;
           gemm<T>(Trans::N, Trans::T, nq, nk, d, scale, Q, q_stride, K, kv.stride, T(0), S, BK);
-          if constexpr (std::is_same_v<T, float>) {
-            softmax_tile(S, BK, nq, nk, qp0, kp0, m, l, acc, d);
-            gemm<T>(Trans::N, Trans::N, nq, d, nk, T(1), S, BK, V, kv.stride, T(1), acc, d);
-            continue;
-          }
-          for (int64_t i = 0; i < nq; ++i) {
-            T* Si = S + i * BK;
-            const int64_t lim = visible(qp0 + i, kp0, nk);
-            if (lim == 0) {
-              std::fill(Si, Si + nk, T(0));
-              continue;
-            }
-            T mx = Si[0];
-            for (int64_t j = 1; j < lim; ++j) mx = std::max(mx, Si[j]);
-            const T mnew = std::max(m[i], mx);
-            const T alpha = m[i] == neg_inf ? T(0) : std::exp(m[i] - mnew);
-            T sum = 0;
-            for (int64_t j = 0; j < lim; ++j) {
-              Si[j] = std::exp(Si[j] - mnew);
-              sum += Si[j];
-            }
-            std::fill(Si + lim, Si + nk, T(0));
-            l[i] = l[i] * alpha + sum;
-            m[i] = mnew;
-            if (alpha != T(1))
-              for (int c = 0; c < d; ++c) acc[i * d + c] *= alpha;
-          }
+          softmax_tile(S, BK, nq, nk, qp0, kp0, m, l, acc, d);
           gemm<T>(Trans::N, Trans::N, nq, d, nk, T(1), S, BK, V, kv.stride, T(1), acc, d);
         }
       }
@@ -205,7 +174,6 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
                     int64_t lse_stride, const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks,
                     AttnShape sh, T scale) {
   const int d = sh.d, g = sh.n_h / sh.n_kv;
-  const T neg_inf = -std::numeric_limits<T>::infinity();
   const int nt = omp_get_max_threads();
   const int64_t per = 2 * BQ * BK + BQ;
   Tensor ws = Tensor::empty({nt, per}, dtype_of<T>(), Cat::workspace);
@@ -244,27 +212,12 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
                 const T* V = kv.v + koff;
                 gemm<T>(Trans::N, Trans::T, nq, nk, d, scale, Q, q_stride, K, kv.stride, T(0), P,
                         BK);
-                if constexpr (std::is_same_v<T, float>) {
-                  probs_tile(P, BK, nq, nk, qp0, kp0, L);
-                } else {
-                  for (int64_t i = 0; i < nq; ++i) {
-                    T* Pi = P + i * BK;
-                    const int64_t lim = L[i] == neg_inf ? 0 : visible(qp0 + i, kp0, nk);
-                    for (int64_t j = 0; j < lim; ++j) Pi[j] = std::exp(Pi[j] - L[i]);
-                    std::fill(Pi + lim, Pi + nk, T(0));
-                  }
-                }
+                probs_tile(P, BK, nq, nk, qp0, kp0, L);
                 gemm<T>(Trans::T, Trans::N, nk, d, nq, T(1), P, BK, dO, q_stride, T(1),
                         kv.dv + koff, kv.stride);
                 gemm<T>(Trans::N, Trans::T, nq, nk, d, T(1), dO, q_stride, V, kv.stride, T(0), dP,
                         BK);
-                if constexpr (std::is_same_v<T, float>) {
-                  dscores_tile(dP, P, BK, nq, nk, Dr);
-                } else {
-                  for (int64_t i = 0; i < nq; ++i)
-                    for (int64_t j = 0; j < nk; ++j)
-                      dP[i * BK + j] = P[i * BK + j] * (dP[i * BK + j] - Dr[i]);
-                }
+                dscores_tile(dP, P, BK, nq, nk, Dr);
                 gemm<T>(Trans::N, Trans::N, nq, d, nk, scale, dP, BK, K, kv.stride, T(1), dQ,
                         q_stride);
                 gemm<T>(Trans::T, Trans::N, nk, d, nq, scale, dP, BK, Q, q_stride, T(1),

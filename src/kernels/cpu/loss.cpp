@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <type_traits>
 
 #include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
@@ -12,37 +11,22 @@
 namespace origami::cpu {
 
 namespace {
-// Σ_j exp(z_j − c) in 16 fixed lanes (float: fast_exp, vectorised per ISA)
-ORIGAMI_SIMD float exp_sum_f(const float* z, float c, int64_t n) {
-  float p[16] = {};
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16)
-    for (int k = 0; k < 16; ++k) p[k] += fast_exp(z[j + k] - c);
-  for (int k = 0; j < n; ++j, ++k) p[k] += fast_exp(z[j] - c);
-  for (int w = 8; w > 0; w /= 2)
-    for (int k = 0; k < w; ++k) p[k] += p[k + w];
-  return p[0];
+// Σ_j exp(z_j − c), and d_j = exp(z_j − c)·scale: float cloned per ISA (simd.h), double plain.
+ORIGAMI_SIMD float exp_sum(const float* z, float c, int64_t n) {
+  return lane_exp_sum<false>(static_cast<float*>(nullptr), z, c, n);
 }
-ORIGAMI_SIMD void exp_scale_f(float* d, const float* z, float c, float scale, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) d[j] = fast_exp(z[j] - c) * scale;
+double exp_sum(const double* z, double c, int64_t n) {
+  return lane_exp_sum<false>(static_cast<double*>(nullptr), z, c, n);
 }
 template <class T>
-T exp_sum(const T* z, T c, int64_t n) {
-  if constexpr (std::is_same_v<T, float>) {
-    return exp_sum_f(z, c, n);
-  } else {
-    T sum = 0;
-    for (int64_t j = 0; j < n; ++j) sum += std::exp(z[j] - c);
-    return sum;
-  }
+ORIGAMI_SIMD_INLINE void exp_scale_t(T* d, const T* z, T c, T scale, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) d[j] = exp_of(z[j] - c) * scale;
 }
-template <class T>
-void exp_scale(T* d, const T* z, T c, T scale, int64_t n) {
-  if constexpr (std::is_same_v<T, float>) {
-    exp_scale_f(d, z, c, scale, n);
-  } else {
-    for (int64_t j = 0; j < n; ++j) d[j] = std::exp(z[j] - c) * scale;
-  }
+ORIGAMI_SIMD void exp_scale(float* d, const float* z, float c, float scale, int64_t n) {
+  exp_scale_t(d, z, c, scale, n);
+}
+void exp_scale(double* d, const double* z, double c, double scale, int64_t n) {
+  exp_scale_t(d, z, c, scale, n);
 }
 }  // namespace
 
@@ -64,7 +48,7 @@ void ce_update(T* m, T* l, T* zt, const T* z, int64_t rows, int64_t vblk, int64_
     const T* zr = z + r * vblk;
     T mx = *std::max_element(zr, zr + nv);
     T mnew = std::max(m[r], mx);
-    const T sum = exp_sum<T>(zr, mnew, nv);
+    const T sum = exp_sum(zr, mnew, nv);
     l[r] = l[r] * std::exp(m[r] - mnew) + sum;
     m[r] = mnew;
     if (target[r] >= v0 && target[r] < v0 + nv) zt[r] = zr[target[r] - v0];
@@ -97,7 +81,7 @@ void ce_bwd(T* dz, const T* z, const T* lse, int64_t rows, int64_t vblk, int64_t
       continue;
     }
     const T* zr = z + r * vblk;
-    exp_scale<T>(dr, zr, lse[r], scale, nv);
+    exp_scale(dr, zr, lse[r], scale, nv);
     std::fill(dr + nv, dr + vblk, T(0));
     if (target[r] >= v0 && target[r] < v0 + nv) dr[target[r] - v0] -= scale;
   }

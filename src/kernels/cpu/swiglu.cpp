@@ -11,22 +11,38 @@
 namespace origami::cpu {
 
 namespace {
-// float: the sigmoid through fast_exp (simd.h), vectorised per ISA; each thread takes a static
-// contiguous range, so results do not depend on the thread count.
-ORIGAMI_SIMD void swiglu_fwd_f(float* a, const float* g, const float* u, int64_t n) {
+template <class T>
+ORIGAMI_SIMD_INLINE void swiglu_fwd_t(T* a, const T* g, const T* u, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
-    const float s = 1.0f / (1.0f + fast_exp(-g[i]));
+    const T s = T(1) / (T(1) + exp_of(-g[i]));
     a[i] = g[i] * s * u[i];
   }
 }
-ORIGAMI_SIMD void swiglu_bwd_f(float* dg, float* du, const float* da, const float* g,
-                               const float* u, int64_t n) {
+template <class T>
+ORIGAMI_SIMD_INLINE void swiglu_bwd_t(T* dg, T* du, const T* da, const T* g, const T* u,
+                                      int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
-    const float s = 1.0f / (1.0f + fast_exp(-g[i]));
+    const T s = T(1) / (T(1) + exp_of(-g[i]));
     du[i] = da[i] * g[i] * s;
-    dg[i] = da[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+    dg[i] = da[i] * u[i] * s * (T(1) + g[i] * (T(1) - s));
   }
 }
+// float cloned per ISA (simd.h), double plain
+ORIGAMI_SIMD void fwd_range(float* a, const float* g, const float* u, int64_t n) {
+  swiglu_fwd_t(a, g, u, n);
+}
+void fwd_range(double* a, const double* g, const double* u, int64_t n) {
+  swiglu_fwd_t(a, g, u, n);
+}
+ORIGAMI_SIMD void bwd_range(float* dg, float* du, const float* da, const float* g, const float* u,
+                            int64_t n) {
+  swiglu_bwd_t(dg, du, da, g, u, n);
+}
+void bwd_range(double* dg, double* du, const double* da, const double* g, const double* u,
+               int64_t n) {
+  swiglu_bwd_t(dg, du, da, g, u, n);
+}
+// Each thread takes a static contiguous range: results do not depend on the thread count.
 template <class F>
 void split(int64_t n, F f) {
 #pragma omp parallel
@@ -40,35 +56,17 @@ void split(int64_t n, F f) {
 
 template <class T>
 void swiglu_fwd(T* a, const T* g, const T* u, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    T s = T(1) / (T(1) + std::exp(-g[i]));
-    a[i] = g[i] * s * u[i];
-  }
+  split(n, [&](int64_t lo, int64_t m) { fwd_range(a + lo, g + lo, u + lo, m); });
 }
 
 template <class T>
 void swiglu_bwd(T* dg, T* du, const T* da, const T* g, const T* u, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    T s = T(1) / (T(1) + std::exp(-g[i]));
-    du[i] = da[i] * g[i] * s;
-    dg[i] = da[i] * u[i] * s * (T(1) + g[i] * (T(1) - s));
-  }
+  split(n, [&](int64_t lo, int64_t m) { bwd_range(dg + lo, du + lo, da + lo, g + lo, u + lo, m); });
 }
 
-template <>
-void swiglu_fwd<float>(float* a, const float* g, const float* u, int64_t n) {
-  split(n, [&](int64_t lo, int64_t m) { swiglu_fwd_f(a + lo, g + lo, u + lo, m); });
-}
-template <>
-void swiglu_bwd<float>(float* dg, float* du, const float* da, const float* g, const float* u,
-                       int64_t n) {
-  split(n,
-        [&](int64_t lo, int64_t m) { swiglu_bwd_f(dg + lo, du + lo, da + lo, g + lo, u + lo, m); });
-}
-
+template void swiglu_fwd<float>(float*, const float*, const float*, int64_t);
 template void swiglu_fwd<double>(double*, const double*, const double*, int64_t);
+template void swiglu_bwd<float>(float*, float*, const float*, const float*, const float*, int64_t);
 template void swiglu_bwd<double>(double*, double*, const double*, const double*, const double*,
                                  int64_t);
 
