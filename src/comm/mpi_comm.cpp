@@ -201,14 +201,6 @@ class StagedOp : public Request::Op {
   Clock::time_point t0_, deadline_;
 };
 
-}  // namespace
-
-void set_emulated_link(double gbps, double latency_us) {
-  std::lock_guard lk(g_mu);
-  g_link.bytes_per_s = gbps * 1e9;
-  g_link.latency_s = latency_us * 1e-6;
-}
-
 void progress_locked() {
   // test_locked() never destroys an operation, so the registry is stable during the loop.
   for (StagedOp* op : g_live) op->test_locked();
@@ -218,6 +210,14 @@ void progress_all() {
   // behind it.
   std::unique_lock lk(g_mu, std::try_to_lock);
   if (lk) progress_locked();
+}
+
+}  // namespace
+
+void set_emulated_link(double gbps, double latency_us) {
+  std::lock_guard lk(g_mu);
+  g_link.bytes_per_s = gbps * 1e9;
+  g_link.latency_s = latency_us * 1e-6;
 }
 
 bool set_progress_thread(double interval_us) {
@@ -281,53 +281,48 @@ class MpiComm : public Comm {
   int size() const override { return size_; }
 
   Request isend(const void* buf, int64_t bytes, int dst, int tag, Traffic t) override {
-    std::lock_guard lk(g_mu);
     check_tag(tag);
-    const size_t rec = record(t, 0);
-    return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
-                           r.emplace_back();
-                           MPI_Isend(buf, icount(bytes), MPI_BYTE, dst, tag, c(t), &r.back());
-                         },
-                         nullptr}});
+    return staged(t, 0,
+                  {{[=, this](std::vector<MPI_Request>& r) {
+                      r.emplace_back();
+                      MPI_Isend(buf, icount(bytes), MPI_BYTE, dst, tag, c(t), &r.back());
+                    },
+                    nullptr}});
   }
   Request irecv(void* buf, int64_t bytes, int src, int tag, Traffic t) override {
-    std::lock_guard lk(g_mu);
     check_tag(tag);
-    const size_t rec = record(t, src == rank_ ? 0 : bytes);
-    return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
-                           r.emplace_back();
-                           MPI_Irecv(buf, icount(bytes), MPI_BYTE, src, tag, c(t), &r.back());
-                         },
-                         nullptr}});
+    return staged(t, src == rank_ ? 0 : bytes,
+                  {{[=, this](std::vector<MPI_Request>& r) {
+                      r.emplace_back();
+                      MPI_Irecv(buf, icount(bytes), MPI_BYTE, src, tag, c(t), &r.back());
+                    },
+                    nullptr}});
   }
   Request ibcast(void* buf, int64_t bytes, int root, Traffic t) override {
-    std::lock_guard lk(g_mu);
-    const size_t rec = record(t, rank_ == root ? 0 : bytes);
-    return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
-                           r.emplace_back();
-                           MPI_Ibcast(buf, icount(bytes), MPI_BYTE, root, c(t), &r.back());
-                         },
-                         nullptr}});
+    return staged(t, rank_ == root ? 0 : bytes,
+                  {{[=, this](std::vector<MPI_Request>& r) {
+                      r.emplace_back();
+                      MPI_Ibcast(buf, icount(bytes), MPI_BYTE, root, c(t), &r.back());
+                    },
+                    nullptr}});
   }
   Request iallgather(const void* send, void* recv, int64_t bytes, Traffic t) override {
-    std::lock_guard lk(g_mu);
-    const size_t rec = record(t, (size_ - 1) * bytes);
+    const int64_t received = (size_ - 1) * bytes;
     char* own = static_cast<char*>(recv) + rank_ * bytes;
     const void* src = send == own ? MPI_IN_PLACE : send;
-    return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
-                           r.emplace_back();
-                           MPI_Iallgather(src, icount(bytes), MPI_BYTE, recv, icount(bytes),
-                                          MPI_BYTE, c(t), &r.back());
-                         },
-                         nullptr}});
+    return staged(t, received,
+                  {{[=, this](std::vector<MPI_Request>& r) {
+                      r.emplace_back();
+                      MPI_Iallgather(src, icount(bytes), MPI_BYTE, recv, icount(bytes), MPI_BYTE,
+                                     c(t), &r.back());
+                    },
+                    nullptr}});
   }
   Request ialltoallv(const void* send, const int64_t* sb, const int64_t* so, void* recv,
                      const int64_t* rb, const int64_t* ro, Traffic t) override {
-    std::lock_guard lk(g_mu);
     int64_t in = 0;
     for (int i = 0; i < size_; ++i)
       if (i != rank_) in += rb[i];
-    const size_t rec = record(t, in);
     auto v = std::make_shared<std::array<std::vector<int>, 4>>();
     for (int i = 0; i < size_; ++i) {
       (*v)[0].push_back(icount(sb[i]));
@@ -335,44 +330,42 @@ class MpiComm : public Comm {
       (*v)[2].push_back(icount(rb[i]));
       (*v)[3].push_back(icount(ro[i]));
     }
-    return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
-                           r.emplace_back();
-                           MPI_Ialltoallv(send, (*v)[0].data(), (*v)[1].data(), MPI_BYTE, recv,
-                                          (*v)[2].data(), (*v)[3].data(), MPI_BYTE, c(t),
-                                          &r.back());
-                         },
-                         [v] {}}});
+    return staged(t, in,
+                  {{[=, this](std::vector<MPI_Request>& r) {
+                      r.emplace_back();
+                      MPI_Ialltoallv(send, (*v)[0].data(), (*v)[1].data(), MPI_BYTE, recv,
+                                     (*v)[2].data(), (*v)[3].data(), MPI_BYTE, c(t), &r.back());
+                    },
+                    [v] {}}});
   }
 
   Request ireduce_scatter(const float* send, float* recv, int64_t n, Traffic t) override {
-    std::lock_guard lk(g_mu);
-    const size_t rec = record(t, (size_ - 1) * n * 4);
-    return staged(rec, {reduce_blocks<float>(send, recv, n, n, t, next_tag(t))});
+    return staged(t, (size_ - 1) * n * 4, {reduce_blocks<float>(send, recv, n, n, t, next_tag(t))});
   }
 
   Request ireduce(const float* send, float* recv, int64_t n, int root, Traffic t) override {
-    std::lock_guard lk(g_mu);
-    const size_t rec = record(t, rank_ == root ? (size_ - 1) * n * 4 : 0);
+    const int64_t received = rank_ == root ? (size_ - 1) * n * 4 : 0;
     const int tag = next_tag(t);
     auto tmp = std::make_shared<Tensor>();
     if (rank_ == root && size_ > 1) *tmp = Tensor::empty({size_ - 1, n}, DType::f32, Cat::comm);
-    return staged(rec, {{[=, this](std::vector<MPI_Request>& r) {
-                           if (rank_ != root) {
-                             r.emplace_back();
-                             MPI_Isend(send, icount(n * 4), MPI_BYTE, root, tag, c(t), &r.back());
-                             return;
-                           }
-                           for (int i = 0, k = 0; i < size_; ++i) {
-                             if (i == root) continue;
-                             r.emplace_back();
-                             MPI_Irecv(tmp->data<float>() + (k++) * n, icount(n * 4), MPI_BYTE, i,
-                                       tag, c(t), &r.back());
-                           }
-                         },
-                         [=, this] {
-                           if (rank_ != root) return;
-                           sum_in_rank_order<float>(recv, send, tmp.get(), n, root);
-                         }}});
+    return staged(t, received,
+                  {{[=, this](std::vector<MPI_Request>& r) {
+                      if (rank_ != root) {
+                        r.emplace_back();
+                        MPI_Isend(send, icount(n * 4), MPI_BYTE, root, tag, c(t), &r.back());
+                        return;
+                      }
+                      for (int i = 0, k = 0; i < size_; ++i) {
+                        if (i == root) continue;
+                        r.emplace_back();
+                        MPI_Irecv(tmp->data<float>() + (k++) * n, icount(n * 4), MPI_BYTE, i, tag,
+                                  c(t), &r.back());
+                      }
+                    },
+                    [=, this] {
+                      if (rank_ != root) return;
+                      sum_in_rank_order<float>(recv, send, tmp.get(), n, root);
+                    }}});
   }
 
   Request iallreduce(float* buf, int64_t n, Traffic t) override {
@@ -398,7 +391,11 @@ class MpiComm : public Comm {
     k = (k + 1) % 30000;
     return kCollTag0 + k;
   }
-  Request staged(size_t rec, std::vector<StagedOp::Stage> st) {
+  // Records the operation (`received` bytes at this rank, in the current context) and starts it;
+  // under the lock, since the progress thread reads the records and the live operations.
+  Request staged(Traffic t, int64_t received, std::vector<StagedOp::Stage> st) {
+    std::lock_guard lk(g_mu);
+    const size_t rec = record(t, received);
     return Request(std::make_shared<StagedOp>(this, rec, std::move(st)));
   }
 
@@ -441,9 +438,8 @@ class MpiComm : public Comm {
   // In place: reduce-scatter of D near-equal blocks, then all-gather of the reduced blocks.
   template <class T>
   Request allreduce(T* buf, int64_t n, Traffic t) {
-    std::lock_guard lk(g_mu);
-    const size_t rec = record(t, 2 * (size_ - 1) * n * static_cast<int64_t>(sizeof(T)) / size_);
-    if (size_ == 1) return staged(rec, {});
+    const int64_t received = 2 * (size_ - 1) * n * static_cast<int64_t>(sizeof(T)) / size_;
+    if (size_ == 1) return staged(t, received, {});
     // Blocks padded to equal size m; the padded copy keeps the arithmetic simple.
     const int64_t m = (n + size_ - 1) / size_;
     auto pad = std::make_shared<Tensor>(Tensor::zeros({size_, m}, dtype_of<T>(), Cat::comm));
@@ -466,7 +462,7 @@ class MpiComm : public Comm {
            }
          },
          [=] { std::memcpy(buf, pad->raw(), n * sizeof(T)); }});
-    return staged(rec, std::move(st));
+    return staged(t, received, std::move(st));
   }
 
   static constexpr int kCollTag0 = 1000;
