@@ -105,10 +105,12 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
     t.home_buf = std::move(home);
     t.dst = own_grad;
     t.n = sp.n;
-    if (tail)
+    if (tail) {
+      tail->finish();  // the previous ring's home hop, hidden behind this ring
       *tail = std::move(t);
-    else
+    } else {
       t.finish();
+    }
   }
 }
 

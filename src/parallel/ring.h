@@ -12,10 +12,11 @@
 // volume of a reduce-scatter — where the owner adds it after its own partial (fixed order).
 //
 // The ring's last hop (the accumulator coming home) has no compute of this ring left to hide
-// behind. With a RingTail the ring returns with it still in flight; the engine finishes the tail
-// after the next block's compute (the owner's add keeps its place: own partial, then the home
-// accumulator, before anything else touches that gradient), so the hop overlaps that compute. The
-// accumulators and the home buffer stay allocated until then.
+// behind. With a RingTail the ring returns with it still in flight, and the next backward ring
+// given the same RingTail finishes it after its own compute (the owner's add keeps its place: own
+// partial, then the home accumulator, before anything else touches that gradient), so the hop
+// overlaps that compute; the caller finishes the last one. The accumulators and the home buffer
+// stay allocated until then.
 #pragma once
 #include <functional>
 
@@ -55,7 +56,8 @@ void ring_forward(Comm& comm, const RingSpec& spec,
                   const std::function<void(int, const float*)>& compute);
 // compute(s, W_s, G) accumulates this rank's partial dW_s into G; own_grad receives the complete
 // gradient of this rank's shard (own partial + the accumulator that comes home), added to it —
-// on return, or, with `tail`, when the caller finishes the tail.
+// on return, or, with `tail`, when the tail is finished: `tail` holds the previous ring's tail on
+// entry (finished after this ring's compute) and this ring's on return.
 void ring_backward(Comm& comm, const RingSpec& spec, float* own_grad,
                    const std::function<void(int, const float*, float*)>& compute,
                    RingTail* tail = nullptr);

@@ -70,11 +70,8 @@ class TspEngine : public ShardedSchedule {
   void maybe_wait(Request& r) {
     if (!o_.overlap) r.wait();
   }
-  // A backward ring's tail (ring.h) is finished after the next ring's compute: the previous
-  // one completes here, the new one becomes pending.
-  void defer(RingTail&& t) {
-    tail_.finish();
-    tail_ = std::move(t);
+  RingSpec mlp_spec(const TspLayer& W) const {
+    return {t_.mlp_size(), W.mlp.data<float>(), Traffic::mlp_weights, Traffic::grads, o_.overlap};
   }
 
   ModelConfig cfg_;

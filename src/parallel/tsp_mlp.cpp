@@ -27,35 +27,33 @@ void TspEngine::mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a)
     a->u.assign(D_, Tensor());
   }
   Tensor s = ws({T, Ir});
-  (o_.fsdp ? gathered_forward : ring_forward)(
-      comm_, {t_.mlp_size(), F(W.mlp), Traffic::mlp_weights, Traffic::grads, o_.overlap},
-      [&](int sh, const float* Wp) {
-        Tensor g = a ? act({T, Ir}) : ws({T, Ir}), u = a ? act({T, Ir}) : ws({T, Ir});
-        {
-          TraceSpan span("GEMM gate");
-          linear_fwd<float>(F(g), F(y2), Wp, T, Ir, h);
-        }
-        comm_.progress();
-        {
-          TraceSpan span("GEMM up");
-          linear_fwd<float>(F(u), F(y2), Wp + Ir * h, T, Ir, h);
-        }
-        comm_.progress();
-        swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
-        TraceSpan span("GEMM down");
-        linear_fwd<float>(F(x), F(s), Wp + 2 * Ir * h, T, h, Ir, 1.0f);
-        if (a) {
-          a->g[sh] = std::move(g);
-          a->u[sh] = std::move(u);
-        }
-      });
+  (o_.fsdp ? gathered_forward : ring_forward)(comm_, mlp_spec(W), [&](int sh, const float* Wp) {
+    Tensor g = a ? act({T, Ir}) : ws({T, Ir}), u = a ? act({T, Ir}) : ws({T, Ir});
+    {
+      TraceSpan span("GEMM gate");
+      linear_fwd<float>(F(g), F(y2), Wp, T, Ir, h);
+    }
+    comm_.progress();
+    {
+      TraceSpan span("GEMM up");
+      linear_fwd<float>(F(u), F(y2), Wp + Ir * h, T, Ir, h);
+    }
+    comm_.progress();
+    swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
+    TraceSpan span("GEMM down");
+    linear_fwd<float>(F(x), F(s), Wp + 2 * Ir * h, T, h, Ir, 1.0f);
+    if (a) {
+      a->g[sh] = std::move(g);
+      a->u[sh] = std::move(u);
+    }
+  });
 }
 
 void TspEngine::mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Tensor& y2,
                         const Tensor& dy, Tensor& dy2) {
   const int64_t T = z_.local_tokens(), h = t_.h, Ir = t_.Ir;
   Tensor s = ws({T, Ir}), da = ws({T, Ir}), dg = ws({T, Ir}), du = ws({T, Ir});
-  const RingSpec spec{t_.mlp_size(), F(W.mlp), Traffic::mlp_weights, Traffic::grads, o_.overlap};
+  const RingSpec spec = mlp_spec(W);
   const bool fused = a.g.empty();  // --fused-mlp-recompute: g, u from the arriving shard
   auto compute = [&](int sh, const float* Wp, float* Gp) {
     Tensor gt, ut;
@@ -83,9 +81,7 @@ void TspEngine::mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Ten
     gathered_backward(comm_, spec, F(G.mlp), compute);
     return;
   }
-  RingTail tail;
-  ring_backward(comm_, spec, F(G.mlp), compute, &tail);
-  defer(std::move(tail));
+  ring_backward(comm_, spec, F(G.mlp), compute, &tail_);
 }
 
 }  // namespace origami

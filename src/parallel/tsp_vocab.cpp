@@ -137,7 +137,6 @@ double TspEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tenso
   const double loss = ce_finish<float>(F(lse), F(m), F(l), F(zt), T, b.targets.data());
   if (!g) return loss;
   comm_.set_context(kWhereHead, Phase::bwd);
-  RingTail tail;
   ring_backward(
       comm_, spec, F(g->head_or_embed()),
       [&](int s, const float* Wp, float* Gp) {
@@ -151,8 +150,7 @@ double TspEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tenso
           comm_.progress();
         }
       },
-      &tail);
-  defer(std::move(tail));
+      &tail_);
   return loss;
 }
 
