@@ -87,12 +87,23 @@ std::string Args::str(const std::string& name) const {
   return it != values_.end() ? it->second : flags_.at(name).def;
 }
 
-int64_t Args::i64(const std::string& name, int64_t min) const {
-  const std::string s = str(name);
+namespace {
+int64_t parse_i64(const std::string& name, const std::string& s, int64_t min) {
   char* end = nullptr;
   const long long v = std::strtoll(s.c_str(), &end, 10);
   if (s.empty() || *end) fail("--", name, "=", s, " is not an integer");
   if (v < min) fail("--", name, "=", v, " must be >= ", min);
+  return v;
+}
+}  // namespace
+
+int64_t Args::i64(const std::string& name, int64_t min) const {
+  return parse_i64(name, str(name), min);
+}
+
+std::vector<int64_t> Args::i64_list(const std::string& name, int64_t min) const {
+  std::vector<int64_t> v;
+  for (const auto& s : list(name)) v.push_back(parse_i64(name, s, min));
   return v;
 }
 

@@ -23,6 +23,8 @@ class Args {
 
   std::string str(const std::string& name) const;
   int64_t i64(const std::string& name, int64_t min = INT64_MIN) const;
+  // Every value of a repeatable flag as an integer >= min.
+  std::vector<int64_t> i64_list(const std::string& name, int64_t min = INT64_MIN) const;
   double f64(const std::string& name) const;
   bool on(const std::string& name) const;
   bool given(const std::string& name) const { return given_.count(name) > 0; }

@@ -75,8 +75,7 @@ int cmd_bench(int argc, char** argv) {
   a.flag("out", "build/bench/origami_bench", "directory for the reports (JSON per run)");
   a.flag("plot", "", "write a PNG of tokens/s and peak memory per rank against S");
   if (!a.parse(argc, argv)) return 0;
-  std::vector<int64_t> seqs;
-  for (const auto& s : a.list("seq")) seqs.push_back(std::stoll(s));
+  const std::vector<int64_t> seqs = a.i64_list("seq", 1);
   const std::string tpsp = a.str("tp-sequence-parallel");
   if (tpsp != "on" && tpsp != "off" && tpsp != "both")
     fail("--tp-sequence-parallel=", tpsp, " is not one of: on, off, both");
@@ -116,7 +115,6 @@ int cmd_bench(int argc, char** argv) {
   std::map<std::pair<int64_t, std::string>, std::vector<Run>> res;
   std::map<int64_t, std::string> link_of;  // the link each S ran over
   const int repeat = static_cast<int>(a.i64("repeat", 1));
-  if (repeat < 1) fail("--repeat=", repeat, " must be at least 1");
   auto run_once = [&](int64_t S, const Row& w, size_t v, const std::string& extra, int k) {
     std::ostringstream rep, cmd;
     std::string tag = w.label;

@@ -219,12 +219,7 @@ int cmd_plan(int argc, char** argv) {
   if (!a.parse(argc, argv)) return 0;
   plan::PlanOptions o;
   o.config = a.str("config");
-  for (const auto& s : a.list("seq")) {
-    char* end = nullptr;
-    const long long v = std::strtoll(s.c_str(), &end, 10);
-    if (s.empty() || *end || v < 1) fail("--seq=", s, " is not a positive integer");
-    o.seqs.push_back(v);
-  }
+  o.seqs = a.i64_list("seq", 1);
   o.layouts = a.list("layout");
   o.micro_batch = a.i64("micro-batch", 1);
   o.dtype = plan::parse_dtype(a.str("dtype"));

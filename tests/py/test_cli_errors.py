@@ -99,6 +99,11 @@ def main():
         ("train vocab", ["train", "--config", good_cfg, "--steps", "1", "--seq", "16"],
          "vocab_size=30 is smaller than the corpus's token ids"),
         ("missing required flag", ["grad", "--config", good_cfg], "missing required flag"),
+        ("plan seq", ["plan", "--config", good_cfg, "--layout", "single", "--seq", "0"], "--seq=0 must be >= 1"),
+        ("bench seq", ["bench", "--config", good_cfg, "--layout", "tsp=2", "--seq", "x12"],
+         "--seq=x12 is not an integer"),
+        ("bench repeat", ["bench", "--config", good_cfg, "--layout", "tsp=2", "--seq", "16", "--repeat", "0",
+                          "--out", P("bench")], "--repeat=0 must be >= 1"),
     ]
     failures = []
     for name, args, expect in cases:
