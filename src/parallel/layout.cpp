@@ -93,11 +93,19 @@ void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t B, int64_t se
          " KV heads per rank (num_key_value_heads/tp)");
 }
 
-void validate_options(const Layout& L, const ParallelOptions& p) {
+void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc) {
   if (p.keep_attn_weights && !L.tsp_axis)
     fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
   if (p.fused_mlp_recompute && !L.uses_tsp())
     fail("--fused-mlp-recompute needs a tsp or fsdp_sp layout (it fuses their MLP weight ring)");
+  if (p.fused_mlp_recompute && rc != Recompute::full)
+    fail(
+        "--fused-mlp-recompute needs --recompute full (it fuses the recompute of the MLP into its "
+        "backward ring)");
+  if (p.keep_attn_weights && rc != Recompute::full)
+    fail(
+        "--keep-attn-weights needs --recompute full (it keeps a layer's packets from its recompute "
+        "to its backward)");
   if (p.tp_seq_parallel_given && !L.tp_axis)
     fail("--tp-sequence-parallel needs a tp axis in --layout (e.g. --layout tp=2)");
   if (p.attn_buckets != 1 && !L.uses_tsp() && !L.uses_tpsp())

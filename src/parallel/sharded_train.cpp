@@ -135,7 +135,7 @@ class ShardedTrainEngine : public Engine {
 
 std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const ParallelOptions& p,
                                     Recompute rc, int64_t B, int64_t S) {
-  validate_options(L, p);
+  validate_options(L, p, rc);
   set_emulated_link(p.link_gbps, p.link_latency_us);
   set_progress_thread(L.world() > 1 ? p.progress_us : 0);
   if (L.uses_tsp()) {

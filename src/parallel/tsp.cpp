@@ -3,7 +3,6 @@
 // caller before the first backward); each rank returns the CE sum of its own targets.
 #include "parallel/tsp.h"
 
-#include "core/error.h"
 #include "core/trace.h"
 #include "kernels/kernels.h"
 #include "parallel/layout.h"
@@ -21,16 +20,6 @@ TspEngine::TspEngine(const ModelConfig& c, Comm& comm, TspOptions o)
       t_(TspDims::of(c, comm.size())),
       D_(comm.size()),
       r_(comm.rank()) {
-  if (o_.keep_attn_weights && o_.fsdp)
-    fail("--keep-attn-weights is a TSP option (fsdp_sp gathers whole layers)");
-  if (o_.fused_mlp && o_.recompute != Recompute::full)
-    fail(
-        "--fused-mlp-recompute needs --recompute full (it fuses the recompute of the MLP into its "
-        "backward ring)");
-  if (o_.keep_attn_weights && o_.recompute != Recompute::full)
-    fail(
-        "--keep-attn-weights needs --recompute full (it keeps a layer's packets from its recompute "
-        "to its backward)");
   make_rope_tables(c, cos_, sin_);
 }
 

@@ -24,6 +24,7 @@ struct TspOptions {
   Recompute recompute = Recompute::none;
   bool fsdp = false;  // FSDP+SP: gather each layer's whole weights, reduce-scatter its gradients
   bool fused_mlp = false;  // --fused-mlp-recompute (needs recompute full)
+  // (validate_options, layout.h, refuses the combinations these options cannot take)
 };
 
 class TspEngine : public ShardedSchedule {

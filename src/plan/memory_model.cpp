@@ -557,7 +557,7 @@ nlohmann::json Result::to_json() const {
 Result predict(const Input& in) {
   const ModelConfig& c = in.cfg;
   const Layout& L = in.layout;
-  validate_options(L, in.par);
+  validate_options(L, in.par, in.recompute);
   const int64_t B = in.micro_batch, S = in.seq;
   if (S > c.max_position_embeddings)
     fail("--seq=", S, " exceeds max_position_embeddings=", c.max_position_embeddings);
@@ -571,10 +571,6 @@ Result predict(const Input& in) {
   int64_t tokens = B * S;
   const bool full = in.recompute == Recompute::full;
   const bool fused = full && in.par.fused_mlp_recompute;
-  if (in.par.fused_mlp_recompute && !full)
-    fail(
-        "--fused-mlp-recompute needs --recompute full (it fuses the recompute of the MLP into its "
-        "backward ring)");
   const int64_t h = c.hidden_size, kvd = c.kv_dim();
   const double g = static_cast<double>(c.num_attention_heads) / c.num_key_value_heads;
   const double Wa = 2.0 * h * h + 2.0 * h * kvd, Wm = 3.0 * c.intermediate_size * h;

@@ -100,6 +100,8 @@ def main():
          "vocab_size=30 is smaller than the corpus's token ids"),
         ("missing required flag", ["grad", "--config", good_cfg], "missing required flag"),
         ("plan seq", ["plan", "--config", good_cfg, "--layout", "single", "--seq", "0"], "--seq=0 must be >= 1"),
+        ("plan kept packets", ["plan", "--config", good_cfg, "--layout", "tsp=2", "--seq", "16",
+                               "--keep-attn-weights"], "--keep-attn-weights needs --recompute full"),
         ("bench seq", ["bench", "--config", good_cfg, "--layout", "tsp=2", "--seq", "x12"],
          "--seq=x12 is not an integer"),
         ("bench repeat", ["bench", "--config", good_cfg, "--layout", "tsp=2", "--seq", "16", "--repeat", "0",
