@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common.h"
+#include "core/rng.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "train/data.h"
@@ -69,12 +70,8 @@ int main(int argc, char** argv) {
     const int d = static_cast<int>(cfg.hidden_size / nh);
     auto rnd = [](int64_t n, uint64_t seed) {
       Tensor t = Tensor::empty({n}, DType::f32, Cat::workspace);
-      uint64_t x = seed;
-      for (int64_t i = 0; i < n; ++i) {
-        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-        t.data<float>()[i] =
-            static_cast<float>(static_cast<int64_t>(x >> 40) - (1 << 23)) / (1 << 23);
-      }
+      const uint64_t key = rng_key(seed, 0);
+      for (int64_t i = 0; i < n; ++i) t.data<float>()[i] = static_cast<float>(rng_normal(key, i));
       return t;
     };
     Tensor q = rnd(S * nh * d, 1), k = rnd(S * nkv * d, 2), v = rnd(S * nkv * d, 3),

@@ -99,7 +99,11 @@ int cmd_bench(int argc, char** argv) {
   if (rows.empty() || seqs.empty()) fail("origami bench: give --layout and --seq");
   const int64_t G = a.i64("global-batch", 1), steps = a.i64("steps", 1);
   const std::string out = a.str("out");
-  std::string link = a.str("emulate-link");
+  const std::string link = a.str("emulate-link");
+  if (!link.empty()) {  // refused now, not after the runs without a link
+    ParallelOptions check;
+    parse_emulated_link(link, check);
+  }
   double ratio = 0;
   if (a.given("link-ratio")) {
     ratio = a.f64("link-ratio");

@@ -74,14 +74,7 @@ ParallelOptions parallel_options(const Args& a) {
   p.keep_attn_weights = a.on("keep-attn-weights");
   p.fused_mlp_recompute = a.on("fused-mlp-recompute");
   p.overlap = !a.on("no-overlap");
-  if (a.given("emulate-link")) {
-    const std::string v = a.str("emulate-link");
-    char* end = nullptr;
-    p.link_gbps = std::strtod(v.c_str(), &end);
-    if (end != v.c_str() && *end == ',') p.link_latency_us = std::strtod(end + 1, &end);
-    if (end == v.c_str() || *end || !(p.link_gbps > 0) || p.link_latency_us < 0)
-      fail("--emulate-link=", v, " is not GBPS[,LATENCY_US] with GBPS > 0 and LATENCY_US >= 0");
-  }
+  if (a.given("emulate-link")) parse_emulated_link(a.str("emulate-link"), p);
   p.progress_us = a.f64("progress-thread");
   if (!(p.progress_us >= 0) || p.progress_us > 1e6)
     fail("--progress-thread=", a.str("progress-thread"),

@@ -1,8 +1,8 @@
 // A Chrome/Perfetto trace of one rank (--trace FILE.json): complete events ("ph":"X") on two
 // tracks, compute (tid 0: schedule steps, GEMM groups, waits) and communication (tid 1: each
 // transfer from post to completion, with its bytes). Off by default: a span costs one branch.
-// Timestamps are microseconds since the first span on this rank's clock (ranks of one machine
-// share it closely enough to read the timeline; the trainer aligns them with a barrier).
+// Timestamps are microseconds since this rank's origin, which the trainer sets right after a
+// barrier so that the ranks' timelines line up (ranks of one machine share the clock).
 #pragma once
 #include <chrono>
 #include <cstdint>

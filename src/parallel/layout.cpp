@@ -93,6 +93,15 @@ void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t B, int64_t se
          " KV heads per rank (num_key_value_heads/tp)");
 }
 
+void parse_emulated_link(const std::string& v, ParallelOptions& p) {
+  char* end = nullptr;
+  p.link_gbps = std::strtod(v.c_str(), &end);
+  p.link_latency_us = 0;
+  if (end != v.c_str() && *end == ',') p.link_latency_us = std::strtod(end + 1, &end);
+  if (end == v.c_str() || *end || !(p.link_gbps > 0) || p.link_latency_us < 0)
+    fail("--emulate-link=", v, " is not GBPS[,LATENCY_US] with GBPS > 0 and LATENCY_US >= 0");
+}
+
 void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc) {
   if (p.keep_attn_weights && !L.tsp_axis)
     fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");

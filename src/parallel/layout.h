@@ -45,6 +45,8 @@ void validate_tsp(const ModelConfig& c, int D, int64_t seq, int attn_buckets);
 // parallelism the B·S/Σ tokens of an SP rank split evenly over T, head buckets.
 void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t micro_batch, int64_t seq,
                    int attn_buckets, bool seq_parallel);
+// --emulate-link GBPS[,LATENCY_US] into p.link_gbps, p.link_latency_us (train, grad and bench).
+void parse_emulated_link(const std::string& v, ParallelOptions& p);
 // Options that only some layouts or only --recompute full take, refused before any work (train,
 // grad and plan share this, so all three give the same message).
 void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc);

@@ -104,6 +104,8 @@ def main():
                                "--keep-attn-weights"], "--keep-attn-weights needs --recompute full"),
         ("bench seq", ["bench", "--config", good_cfg, "--layout", "tsp=2", "--seq", "x12"],
          "--seq=x12 is not an integer"),
+        ("bench link", ["bench", "--config", good_cfg, "--layout", "tsp=2", "--seq", "16", "--emulate-link", "abc",
+                        "--out", P("bench")], "--emulate-link=abc is not GBPS[,LATENCY_US]"),
         ("bench repeat", ["bench", "--config", good_cfg, "--layout", "tsp=2", "--seq", "16", "--repeat", "0",
                           "--out", P("bench")], "--repeat=0 must be >= 1"),
     ]
