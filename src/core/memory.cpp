@@ -28,21 +28,34 @@ MemTracker& MemTracker::get() {
   return t;
 }
 
+MemTracker& MemTracker::device() {
+  static MemTracker t;
+  return t;
+}
+
 void* MemTracker::alloc(size_t bytes, Cat c) {
   size_t rounded = (bytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
   if (!p) throw std::bad_alloc();
+  note_alloc(bytes, c);
+  return p;
+}
+
+void MemTracker::note_alloc(size_t bytes, Cat c) {
   std::lock_guard<std::mutex> g(mu_);
   int i = static_cast<int>(c);
   s_.live[i] += static_cast<int64_t>(bytes);
   s_.total_live += static_cast<int64_t>(bytes);
   if (s_.live[i] > s_.peak[i]) s_.peak[i] = s_.live[i];
   if (s_.total_live > s_.total_peak) s_.total_peak = s_.total_live;
-  return p;
 }
 
 void MemTracker::free(void* p, size_t bytes, Cat c) {
   std::free(p);
+  note_free(bytes, c);
+}
+
+void MemTracker::note_free(size_t bytes, Cat c) {
   std::lock_guard<std::mutex> g(mu_);
   s_.live[static_cast<int>(c)] -= static_cast<int64_t>(bytes);
   s_.total_live -= static_cast<int64_t>(bytes);

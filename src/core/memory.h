@@ -22,9 +22,14 @@ struct MemStats {
 class MemTracker {
  public:
   static MemTracker& get();
+  // Accelerator memory (the CUDA backend's allocations), counted apart from host memory.
+  static MemTracker& device();
   MemTracker();
   void* alloc(size_t bytes, Cat c);
   void free(void* p, size_t bytes, Cat c);
+  // Bookkeeping only, for memory another allocator handed out (device memory).
+  void note_alloc(size_t bytes, Cat c);
+  void note_free(size_t bytes, Cat c);
   MemStats stats();
   void reset_peaks();  // peaks restart from the current live bytes
 

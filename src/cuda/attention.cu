@@ -1,0 +1,255 @@
+// Attention, the parity path: per head, per (query tile, key tile) the scores come from one
+// cuBLASLt GEMM into an fp32 tile, a small kernel applies the causal mask at global positions and
+// the online softmax (forward) or the probabilities and dS (backward), and further GEMMs accumulate
+// O, dV, dQ, dK in fp32 buffers that are added into the outputs at the end. Tiles are visited in a
+// fixed order, so results are deterministic; any dtype cuBLASLt takes works, fp32 included (cuDNN
+// has no fp32 attention, so this is what fp32 parity runs on). A query at position p sees keys at
+// positions
+// <= p; key tiles wholly after a query tile are skipped.
+#include <algorithm>
+#include <vector>
+
+#include "cuda/common.cuh"
+#include "cuda/kernels.h"
+
+namespace origami::cuda {
+
+namespace {
+
+int g_bq = 512, g_bk = 512;
+
+template <class T>
+constexpr DType dt() {
+  return std::is_same_v<T, float> ? DType::f32 : DType::bf16;
+}
+
+// One block per query row of the tile.
+template <class T>
+__global__ void softmax_update_k(const float* S, T* P, float* m, float* l, float* oacc, int cols,
+                                 int ld, int d, int64_t qpos0, int64_t kpos0) {
+  const int i = blockIdx.x;
+  const int64_t qp = qpos0 + i;
+  const float* s = S + static_cast<int64_t>(i) * ld;
+  T* p = P + static_cast<int64_t>(i) * ld;
+  const float mold = m[i];
+  float mx = -INFINITY;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x)
+    if (kpos0 + c <= qp) mx = fmaxf(mx, s[c]);
+  mx = block_max(mx);
+  const float mnew = fmaxf(mold, mx);
+  if (mnew == -INFINITY) {  // nothing visible yet: the state stays empty
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) st(p + c, 0.f);
+    return;
+  }
+  float sum = 0;
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float e = kpos0 + c <= qp ? expf(s[c] - mnew) : 0.f;
+    st(p + c, e);
+    sum += e;
+  }
+  sum = block_sum(sum);
+  const float alpha = expf(mold - mnew);  // 0 when mold = -inf
+  for (int c = threadIdx.x; c < d; c += blockDim.x) oacc[static_cast<int64_t>(i) * d + c] *= alpha;
+  if (threadIdx.x == 0) l[i] = l[i] * alpha + sum, m[i] = mnew;
+}
+
+template <class T>
+__global__ void finalize_k(T* o, int64_t q_stride, float* lse, const float* oacc, const float* m,
+                           const float* l, int d) {
+  const int i = blockIdx.x;
+  const float inv = l[i] > 0 ? 1.f / l[i] : 0.f;
+  for (int c = threadIdx.x; c < d; c += blockDim.x)
+    st(o + i * q_stride + c, oacc[static_cast<int64_t>(i) * d + c] * inv);
+  if (threadIdx.x == 0) lse[i] = l[i] > 0 ? m[i] + logf(l[i]) : -INFINITY;
+}
+
+__global__ void init_state_k(float* m, float* l, float* oacc, int rows, int d) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < int64_t(rows) * d;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    oacc[e] = 0;
+    if (e < rows) m[e] = -INFINITY, l[e] = 0;
+  }
+}
+
+// Backward: P = exp(S − lse) where visible (fp32 into S, T into Pt).
+template <class T>
+__global__ void probs_k(float* S, T* Pt, const float* lse, int cols, int ld, int64_t qpos0,
+                        int64_t kpos0) {
+  const int i = blockIdx.x;
+  const int64_t qp = qpos0 + i;
+  const float L = lse[i];
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    const int64_t e = static_cast<int64_t>(i) * ld + c;
+    const float p = (kpos0 + c <= qp && L != -INFINITY) ? expf(S[e] - L) : 0.f;
+    S[e] = p;
+    st(Pt + e, p);
+  }
+}
+
+// dS = P (dP − D) into Pt.
+template <class T>
+__global__ void dscores_k(T* Pt, const float* P, const float* dP, const float* D, int cols,
+                          int ld) {
+  const int i = blockIdx.x;
+  const float Di = D[i];
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    const int64_t e = static_cast<int64_t>(i) * ld + c;
+    st(Pt + e, P[e] * (dP[e] - Di));
+  }
+}
+
+// D[row] = Σ_c dout·o over one head's d columns.
+template <class T>
+__global__ void rowdot_k(float* D, const T* dout, const T* o, int64_t q_stride, int d) {
+  const int64_t i = blockIdx.x;
+  float s = 0;
+  for (int c = threadIdx.x; c < d; c += blockDim.x)
+    s += ld(dout + i * q_stride + c) * ld(o + i * q_stride + c);
+  s = block_sum(s);
+  if (threadIdx.x == 0) D[i] = s;
+}
+
+constexpr int kRowThreads = 128;
+
+void check_shape(AttnShape sh) {
+  ORIGAMI_CHECK(sh.n_kv > 0 && sh.n_h % sh.n_kv == 0, "attention: n_heads=", sh.n_h,
+                " is not divisible by n_kv_heads=", sh.n_kv);
+  ORIGAMI_CHECK(sh.d > 0, "attention: head_dim=", sh.d, " must be positive");
+}
+
+}  // namespace
+
+void set_attention_tiles(int bq, int bk) {
+  ORIGAMI_CHECK(bq > 0 && bk > 0, "attention tiles must be positive (got ", bq, " x ", bk, ")");
+  g_bq = bq, g_bk = bk;
+}
+
+template <class T>
+void flash_attn_fwd(T* o, float* lse, int64_t lse_stride, const T* q, int64_t q_stride,
+                    const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks, AttnShape sh,
+                    float scale) {
+  check_shape(sh);
+  const int d = sh.d, group = sh.n_h / sh.n_kv, BQ = g_bq, BK = g_bk;
+  const cudaStream_t st_ = current_stream();
+  DBuf<float> S(int64_t(BQ) * BK, Cat::workspace), oacc(int64_t(BQ) * d, Cat::workspace),
+      m(BQ, Cat::workspace), l(BQ, Cat::workspace);
+  DBuf<T> P(int64_t(BQ) * BK, Cat::workspace);
+  for (int h = 0; h < sh.n_h; ++h) {
+    const int kvh = h / group;
+    for (int si = 0; si < nqs; ++si)
+      for (int64_t qb = 0; qb < qs[si].len; qb += BQ) {
+        const int rows = static_cast<int>(std::min<int64_t>(BQ, qs[si].len - qb));
+        const int64_t qpos0 = qs[si].pos0 + qb, qrow0 = qs[si].row0 + qb;
+        const T* qp = q + qrow0 * q_stride + int64_t(h) * d;
+        init_state_k<<<grid_for(int64_t(rows) * d), kThreads, 0, st_>>>(m.get(), l.get(),
+                                                                        oacc.get(), rows, d);
+        for (int ki = 0; ki < nks; ++ki) {
+          const KvSeg<T>& k = ks[ki];
+          for (int64_t kb = 0; kb < k.len; kb += BK) {
+            const int64_t kpos0 = k.pos0 + kb;
+            if (kpos0 > qpos0 + rows - 1) break;  // this and later tiles are in the future
+            const int cols = static_cast<int>(std::min<int64_t>(BK, k.len - kb));
+            const T* kp = k.k + kb * k.stride + int64_t(kvh) * d;
+            const T* vp = k.v + kb * k.stride + int64_t(kvh) * d;
+            gemm_ex(Trans::N, Trans::T, rows, cols, d, scale, qp, q_stride, kp, k.stride, dt<T>(),
+                    0.f, S.get(), BK, DType::f32);
+            softmax_update_k<T><<<rows, kRowThreads, 0, st_>>>(
+                S.get(), P.get(), m.get(), l.get(), oacc.get(), cols, BK, d, qpos0, kpos0);
+            check_launch("attention softmax");
+            gemm_ex(Trans::N, Trans::N, rows, d, cols, 1.f, P.get(), BK, vp, k.stride, dt<T>(), 1.f,
+                    oacc.get(), d, DType::f32);
+          }
+        }
+        finalize_k<T><<<rows, kRowThreads, 0, st_>>>(o + qrow0 * q_stride + int64_t(h) * d,
+                                                     q_stride, lse + h * lse_stride + qrow0,
+                                                     oacc.get(), m.get(), l.get(), d);
+        check_launch("attention finalize");
+      }
+  }
+}
+
+template <class T>
+void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stride,
+                    const float* lse, int64_t lse_stride, const QSeg* qs, int nqs,
+                    const KvSeg<T>* ks, int nks, AttnShape sh, float scale) {
+  check_shape(sh);
+  const int d = sh.d, group = sh.n_h / sh.n_kv, BQ = g_bq, BK = g_bk;
+  const cudaStream_t st_ = current_stream();
+  int64_t R = 0;  // rows spanned by the query segments
+  for (int si = 0; si < nqs; ++si) R = std::max(R, qs[si].row0 + qs[si].len);
+  DBuf<float> D(int64_t(sh.n_h) * R, Cat::workspace);
+  for (int h = 0; h < sh.n_h; ++h)
+    for (int si = 0; si < nqs; ++si)
+      if (qs[si].len > 0) {
+        const int64_t r0 = qs[si].row0;
+        rowdot_k<T><<<static_cast<unsigned>(qs[si].len), kRowThreads, 0, st_>>>(
+            D.get() + h * R + r0, dout + r0 * q_stride + int64_t(h) * d,
+            o + r0 * q_stride + int64_t(h) * d, q_stride, d);
+        check_launch("attention rowdot");
+      }
+  DBuf<float> S(int64_t(BQ) * BK, Cat::workspace), dP(int64_t(BQ) * BK, Cat::workspace),
+      dqacc(int64_t(group) * R * d, Cat::workspace), dkacc(int64_t(BK) * d, Cat::workspace),
+      dvacc(int64_t(BK) * d, Cat::workspace);
+  DBuf<T> Pt(int64_t(BQ) * BK, Cat::workspace);
+  for (int kvh = 0; kvh < sh.n_kv; ++kvh) {
+    ORIGAMI_CUDA_CHECK(cudaMemsetAsync(dqacc.get(), 0, dqacc.size() * sizeof(float), st_));
+    for (int ki = 0; ki < nks; ++ki) {
+      const KvSeg<T>& k = ks[ki];
+      for (int64_t kb = 0; kb < k.len; kb += BK) {
+        const int cols = static_cast<int>(std::min<int64_t>(BK, k.len - kb));
+        const int64_t kpos0 = k.pos0 + kb;
+        const T* kp = k.k + kb * k.stride + int64_t(kvh) * d;
+        const T* vp = k.v + kb * k.stride + int64_t(kvh) * d;
+        ORIGAMI_CUDA_CHECK(cudaMemsetAsync(dkacc.get(), 0, dkacc.size() * sizeof(float), st_));
+        ORIGAMI_CUDA_CHECK(cudaMemsetAsync(dvacc.get(), 0, dvacc.size() * sizeof(float), st_));
+        for (int gi = 0; gi < group; ++gi) {
+          const int h = kvh * group + gi;
+          for (int si = 0; si < nqs; ++si)
+            for (int64_t qb = 0; qb < qs[si].len; qb += BQ) {
+              const int rows = static_cast<int>(std::min<int64_t>(BQ, qs[si].len - qb));
+              const int64_t qpos0 = qs[si].pos0 + qb, qrow0 = qs[si].row0 + qb;
+              if (kpos0 > qpos0 + rows - 1) continue;  // keys all in this tile's future
+              const int64_t qoff = qrow0 * q_stride + int64_t(h) * d;
+              gemm_ex(Trans::N, Trans::T, rows, cols, d, scale, q + qoff, q_stride, kp, k.stride,
+                      dt<T>(), 0.f, S.get(), BK, DType::f32);
+              probs_k<T><<<rows, kRowThreads, 0, st_>>>(
+                  S.get(), Pt.get(), lse + h * lse_stride + qrow0, cols, BK, qpos0, kpos0);
+              check_launch("attention probs");
+              gemm_ex(Trans::T, Trans::N, cols, d, rows, 1.f, Pt.get(), BK, dout + qoff, q_stride,
+                      dt<T>(), 1.f, dvacc.get(), d, DType::f32);
+              gemm_ex(Trans::N, Trans::T, rows, cols, d, 1.f, dout + qoff, q_stride, vp, k.stride,
+                      dt<T>(), 0.f, dP.get(), BK, DType::f32);
+              dscores_k<T><<<rows, kRowThreads, 0, st_>>>(Pt.get(), S.get(), dP.get(),
+                                                          D.get() + h * R + qrow0, cols, BK);
+              check_launch("attention dscores");
+              gemm_ex(Trans::N, Trans::N, rows, d, cols, scale, Pt.get(), BK, kp, k.stride, dt<T>(),
+                      1.f, dqacc.get() + (gi * R + qrow0) * d, d, DType::f32);
+              gemm_ex(Trans::T, Trans::N, cols, d, rows, scale, Pt.get(), BK, q + qoff, q_stride,
+                      dt<T>(), 1.f, dkacc.get(), d, DType::f32);
+            }
+        }
+        copy_rows<T, float>(k.dk + kb * k.stride + int64_t(kvh) * d, k.stride, dkacc.get(), d, cols,
+                            d, true);
+        copy_rows<T, float>(k.dv + kb * k.stride + int64_t(kvh) * d, k.stride, dvacc.get(), d, cols,
+                            d, true);
+      }
+    }
+    for (int gi = 0; gi < group; ++gi) {
+      const int h = kvh * group + gi;
+      for (int si = 0; si < nqs; ++si)
+        copy_rows<T, float>(dq + qs[si].row0 * q_stride + int64_t(h) * d, q_stride,
+                            dqacc.get() + (gi * R + qs[si].row0) * d, d, qs[si].len, d, true);
+    }
+  }
+}
+
+#define INST(T)                                                                               \
+  template void flash_attn_fwd<T>(T*, float*, int64_t, const T*, int64_t, const QSeg*, int,   \
+                                  const KvSeg<T>*, int, AttnShape, float);                    \
+  template void flash_attn_bwd<T>(T*, const T*, const T*, const T*, int64_t, const float*,    \
+                                  int64_t, const QSeg*, int, const KvSeg<T>*, int, AttnShape, \
+                                  float);
+INST(float)
+INST(bf16)
+
+}  // namespace origami::cuda

@@ -1,0 +1,80 @@
+#!/bin/bash
+# The one-command GPU session (docs/gpu.md): on a machine with an NVIDIA GPU, runs the CUDA
+# backend's tests, compute-sanitizer, the rates (bench_gpu) and PyTorch baselines, and writes
+# OUTDIR/report.json plus logs (at most 7 files, for the lent machine's return limit).
+# Binaries come from .gpu/ (tools/gpu_pack.sh, built on a machine with the project's packages) when
+# present, else it builds into build-gpu (needs the packages of tools/packages.txt).
+# usage: tools/gpu_check.sh OUTDIR [--quick]
+set -uo pipefail
+OUT=${1:?usage: tools/gpu_check.sh OUTDIR [--quick]}
+QUICK=${2:-}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+cd "$(dirname "$0")/.."
+t0=$(date +%s)
+: > "$OUT/results.txt"
+
+if [ -d .gpu ]; then
+  BIN=.gpu/bin
+  mkdir -p /tmp/origami-gpu && tar -C /tmp/origami-gpu -xJf .gpu/lib.tar.xz
+  export LD_LIBRARY_PATH=/tmp/origami-gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+else
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DORIGAMI_CUDA=ON > "$OUT/build.log" 2>&1 &&
+    ninja -C build-gpu test_cuda_host test_gpu_kernels test_gpu_gemm_attention bench_gpu >> "$OUT/build.log" 2>&1 ||
+    { echo "build failed: see $OUT/build.log"; echo "build 1" >> "$OUT/results.txt"; }
+  mkdir -p build-gpu/all && cp build-gpu/tests/cuda/test_* build-gpu/bench/bench_gpu build-gpu/all/ 2>/dev/null
+  BIN=build-gpu/all
+fi
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  nvcc --version | tail -2
+  uname -srm
+  head -2 /etc/os-release
+  ls /usr/lib/x86_64-linux-gnu/libcudnn.so.* /usr/local/cuda/lib64/libcublasLt.so.* 2>/dev/null
+} > "$OUT/env.txt" 2>&1
+
+# run NAME LOG TIMEOUT COMMAND...: output appended to OUTDIR/LOG, exit code to results.txt
+run() {
+  local name=$1 log=$2 t=$3
+  shift 3
+  echo "===== $name: $*" >> "$OUT/$log"
+  local s=$(date +%s)
+  timeout "$t" "$@" >> "$OUT/$log" 2>&1
+  local rc=$?
+  echo "$name $rc $(( $(date +%s) - s ))" >> "$OUT/results.txt"
+  echo "$name: exit $rc ($(( $(date +%s) - s )) s)"
+}
+
+run cuda_host tests.log 30 $BIN/test_cuda_host
+run gpu_kernels tests.log 90 $BIN/test_gpu_kernels
+run gpu_gemm_attention tests.log 90 $BIN/test_gpu_gemm_attention
+SAN="compute-sanitizer --error-exitcode 1 --print-limit 20"
+run memcheck_kernels sanitizer.log 90 $SAN --tool memcheck $BIN/test_gpu_kernels
+run memcheck_gemm_attention sanitizer.log 120 $SAN --tool memcheck $BIN/test_gpu_gemm_attention \
+  --gtest_filter='*AllTransposes*:*SmallTiles*'
+run racecheck_kernels sanitizer.log 90 $SAN --tool racecheck $BIN/test_gpu_kernels
+run initcheck_kernels sanitizer.log 60 $SAN --tool initcheck $BIN/test_gpu_kernels \
+  --gtest_filter='*RmsNorm*:*CrossEntropy*'
+run bench_gpu bench.log 180 $BIN/bench_gpu --json "$OUT/bench.json" $QUICK
+run torch_ref bench.log 90 python3 tools/gpu_torch_ref.py --json "$OUT/torch.json" $QUICK
+
+python3 - "$OUT" "$t0" <<'PY'
+import json, os, sys, time
+out, t0 = sys.argv[1], int(sys.argv[2])
+def load(n):
+    p = os.path.join(out, n)
+    return json.load(open(p)) if os.path.exists(p) else None
+steps = []
+for line in open(os.path.join(out, "results.txt")):
+    f = line.split()
+    steps.append(dict(step=f[0], exit=int(f[1]), seconds=int(f[2]) if len(f) > 2 else None))
+rep = dict(env=open(os.path.join(out, "env.txt")).read(), steps=steps,
+           passed=all(s["exit"] == 0 for s in steps), bench=load("bench.json"),
+           torch=load("torch.json"), seconds=int(time.time()) - t0)
+json.dump(rep, open(os.path.join(out, "report.json"), "w"), indent=1)
+print("report:", os.path.join(out, "report.json"), "passed" if rep["passed"] else "FAILED",
+      f"({rep['seconds']} s)")
+PY

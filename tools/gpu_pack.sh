@@ -1,0 +1,20 @@
+#!/bin/bash
+# Builds the CUDA backend here (Release, sm_90a) and packs what a lent GPU machine needs into .gpu/
+# (git-ignored): the GPU test and bench binaries, and the shared libraries they load that such a
+# machine lacks (oneDNN, OpenBLAS and their runtime; not glibc, libstdc++ or CUDA's own, which it
+# has), as one xz archive. tools/gpu_check.sh uses .gpu/ when present, else builds there.
+# usage: tools/gpu_pack.sh            (then carry .gpu to the GPU machine)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${BUILD:-build-cuda}
+cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DORIGAMI_CUDA=ON >/dev/null
+ninja -C "$B" test_cuda_host test_gpu_kernels test_gpu_gemm_attention bench_gpu
+rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib
+cp "$B"/tests/cuda/test_cuda_host "$B"/tests/cuda/test_gpu_* "$B"/bench/bench_gpu .gpu/bin/
+for b in .gpu/bin/*; do ldd "$b"; done | awk '/=>/ {print $3}' | sort -u |
+  grep -vE '/(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so|/usr/local/cuda' |
+  while read -r lib; do cp -L "$lib" .gpu/lib/; done
+tar -C .gpu -cf - lib | xz -T0 -6 > .gpu/lib.tar.xz
+rm -rf .gpu/lib
+grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+du -sh .gpu/bin .gpu/lib.tar.xz
