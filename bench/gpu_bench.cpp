@@ -169,9 +169,15 @@ int main(int argc, char** argv) {
   // ---- attention, parity path ----
   {
     const int d = 128;
-    std::vector<std::pair<int64_t, int>> cases = {
-        {quick ? 1024 : 4096, 32}, {quick ? 2048 : 8192, 32}, {quick ? 2048 : 8192, 4}};
-    for (auto [S, nh] : cases) {
+    struct A {
+      int64_t S;
+      int nh, tile;
+    };
+    const int64_t s1 = quick ? 1024 : 4096, s2 = quick ? 2048 : 8192;
+    std::vector<A> cases = {{s1, 32, 512},  {s2, 32, 256}, {s2, 32, 512},
+                            {s2, 32, 1024}, {s2, 4, 512},  {s2, 4, 1024}};
+    for (auto [S, nh, tile] : cases) {
+      set_attention_tiles(tile, tile);
       const int64_t stride = int64_t(nh) * d;
       auto q = filled<bf16>(S * stride, 1.f), k = filled<bf16>(S * stride, 1.f),
            v = filled<bf16>(S * stride, 1.f), o = filled<bf16>(S * stride, 0),
@@ -188,8 +194,8 @@ int main(int argc, char** argv) {
             flash_attn_fwd<bf16>(o.get(), lse.get(), S, q.get(), stride, &qs, 1, &ks, 1, sh, scale);
           },
           1);
-      const std::string name =
-          "tiled bf16 S=" + std::to_string(S) + " heads=" + std::to_string(nh) + " d=128";
+      const std::string name = "tiled bf16 S=" + std::to_string(S) +
+                               " heads=" + std::to_string(nh) + " tile=" + std::to_string(tile);
       add("attention", name + " fwd", "TFLOP/s", flops / (ms * 1e-3) / 1e12, -1, ms);
       ms = median_ms(
           [&] {
@@ -199,6 +205,7 @@ int main(int argc, char** argv) {
           1);
       add("attention", name + " bwd", "TFLOP/s", 2.5 * flops / (ms * 1e-3) / 1e12, -1, ms);
     }
+    set_attention_tiles(512, 512);
   }
 
   // ---- one Llama-7B block forward at D = 1 (MHA, h = 4096, ffn = 11008) ----

@@ -23,15 +23,20 @@ constexpr DType dt() {
   return std::is_same_v<T, float> ? DType::f32 : DType::bf16;
 }
 
-// One block per query row of the tile.
+// Kernels over a tile batch: blockIdx.x = query row of the tile, blockIdx.y = batch member b
+// (kv head b; its query head is b·group + gi). Buffers of the batch are `bs` elements apart.
+
 template <class T>
 __global__ void softmax_update_k(const float* S, T* P, float* m, float* l, float* oacc, int cols,
-                                 int ld, int d, int64_t qpos0, int64_t kpos0) {
-  const int i = blockIdx.x;
+                                 int ld, int d, int64_t qpos0, int64_t kpos0, int64_t bs_s,
+                                 int64_t bs_o, int bq) {
+  const int i = blockIdx.x, b = blockIdx.y;
   const int64_t qp = qpos0 + i;
-  const float* s = S + static_cast<int64_t>(i) * ld;
-  T* p = P + static_cast<int64_t>(i) * ld;
-  const float mold = m[i];
+  const float* s = S + b * bs_s + static_cast<int64_t>(i) * ld;
+  T* p = P + b * bs_s + static_cast<int64_t>(i) * ld;
+  float* mi = m + static_cast<int64_t>(b) * bq + i;
+  float* li = l + static_cast<int64_t>(b) * bq + i;
+  const float mold = *mi;
   float mx = -INFINITY;
   for (int c = threadIdx.x; c < cols; c += blockDim.x)
     if (kpos0 + c <= qp) mx = fmaxf(mx, s[c]);
@@ -49,51 +54,58 @@ __global__ void softmax_update_k(const float* S, T* P, float* m, float* l, float
   }
   sum = block_sum(sum);
   const float alpha = expf(mold - mnew);  // 0 when mold = -inf
-  for (int c = threadIdx.x; c < d; c += blockDim.x) oacc[static_cast<int64_t>(i) * d + c] *= alpha;
-  if (threadIdx.x == 0) l[i] = l[i] * alpha + sum, m[i] = mnew;
+  float* o = oacc + b * bs_o + static_cast<int64_t>(i) * d;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) o[c] *= alpha;
+  if (threadIdx.x == 0) *li = *li * alpha + sum, *mi = mnew;
 }
 
+// o row of head b·group + gi (the caller offsets o and lse by gi); heads are group·d apart in o
+// and group·lse_stride apart in lse.
 template <class T>
-__global__ void finalize_k(T* o, int64_t q_stride, float* lse, const float* oacc, const float* m,
-                           const float* l, int d) {
-  const int i = blockIdx.x;
-  const float inv = l[i] > 0 ? 1.f / l[i] : 0.f;
-  for (int c = threadIdx.x; c < d; c += blockDim.x)
-    st(o + i * q_stride + c, oacc[static_cast<int64_t>(i) * d + c] * inv);
-  if (threadIdx.x == 0) lse[i] = l[i] > 0 ? m[i] + logf(l[i]) : -INFINITY;
+__global__ void finalize_k(T* o, int64_t q_stride, int64_t o_head, float* lse, int64_t lse_head,
+                           const float* oacc, const float* m, const float* l, int d, int64_t bs_o,
+                           int bq) {
+  const int i = blockIdx.x, b = blockIdx.y;
+  const float mi = m[static_cast<int64_t>(b) * bq + i], li = l[static_cast<int64_t>(b) * bq + i];
+  const float inv = li > 0 ? 1.f / li : 0.f;
+  const float* a = oacc + b * bs_o + static_cast<int64_t>(i) * d;
+  T* oi = o + i * q_stride + b * o_head;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) st(oi + c, a[c] * inv);
+  if (threadIdx.x == 0) lse[b * lse_head + i] = li > 0 ? mi + logf(li) : -INFINITY;
 }
 
-__global__ void init_state_k(float* m, float* l, float* oacc, int rows, int d) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < int64_t(rows) * d;
+__global__ void init_state_k(float* m, float* l, float* oacc, int64_t n_state, int64_t n_acc) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n_acc;
        e += int64_t(gridDim.x) * blockDim.x) {
     oacc[e] = 0;
-    if (e < rows) m[e] = -INFINITY, l[e] = 0;
+    if (e < n_state) m[e] = -INFINITY, l[e] = 0;
   }
 }
 
-// Backward: P = exp(S − lse) where visible (fp32 into S, T into Pt).
+// Backward: P = exp(S − lse) where visible (fp32 into S, T into Pt); lse of member b at
+// lse + b·lse_head.
 template <class T>
-__global__ void probs_k(float* S, T* Pt, const float* lse, int cols, int ld, int64_t qpos0,
-                        int64_t kpos0) {
-  const int i = blockIdx.x;
+__global__ void probs_k(float* S, T* Pt, const float* lse, int64_t lse_head, int cols, int ld,
+                        int64_t qpos0, int64_t kpos0, int64_t bs_s) {
+  const int i = blockIdx.x, b = blockIdx.y;
   const int64_t qp = qpos0 + i;
-  const float L = lse[i];
+  const float L = lse[b * lse_head + i];
   for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-    const int64_t e = static_cast<int64_t>(i) * ld + c;
+    const int64_t e = b * bs_s + static_cast<int64_t>(i) * ld + c;
     const float p = (kpos0 + c <= qp && L != -INFINITY) ? expf(S[e] - L) : 0.f;
     S[e] = p;
     st(Pt + e, p);
   }
 }
 
-// dS = P (dP − D) into Pt.
+// dS = P (dP − D) into Pt; D of member b at D + b·d_head.
 template <class T>
-__global__ void dscores_k(T* Pt, const float* P, const float* dP, const float* D, int cols,
-                          int ld) {
-  const int i = blockIdx.x;
-  const float Di = D[i];
+__global__ void dscores_k(T* Pt, const float* P, const float* dP, const float* D, int64_t d_head,
+                          int cols, int ld, int64_t bs_s) {
+  const int i = blockIdx.x, b = blockIdx.y;
+  const float Di = D[b * d_head + i];
   for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-    const int64_t e = static_cast<int64_t>(i) * ld + c;
+    const int64_t e = b * bs_s + static_cast<int64_t>(i) * ld + c;
     st(Pt + e, P[e] * (dP[e] - Di));
   }
 }
@@ -124,48 +136,52 @@ void set_attention_tiles(int bq, int bk) {
   g_bq = bq, g_bk = bk;
 }
 
+// Heads are visited as `group` passes of n_kv-member batches: pass gi takes query heads
+// b·group + gi (b = 0..n_kv−1), which use kv head b, so every operand of a batch is a fixed
+// stride apart (queries group·d, keys d) and one cuBLASLt call covers all kv heads.
 template <class T>
 void flash_attn_fwd(T* o, float* lse, int64_t lse_stride, const T* q, int64_t q_stride,
                     const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks, AttnShape sh,
                     float scale) {
   check_shape(sh);
-  const int d = sh.d, group = sh.n_h / sh.n_kv, BQ = g_bq, BK = g_bk;
+  const int d = sh.d, group = sh.n_h / sh.n_kv, nb = sh.n_kv, BQ = g_bq, BK = g_bk;
   const cudaStream_t st_ = current_stream();
-  DBuf<float> S(int64_t(BQ) * BK, Cat::workspace), oacc(int64_t(BQ) * d, Cat::workspace),
-      m(BQ, Cat::workspace), l(BQ, Cat::workspace);
-  DBuf<T> P(int64_t(BQ) * BK, Cat::workspace);
-  for (int h = 0; h < sh.n_h; ++h) {
-    const int kvh = h / group;
+  const int64_t bs_s = int64_t(BQ) * BK, bs_o = int64_t(BQ) * d;
+  DBuf<float> S(nb * bs_s, Cat::workspace), oacc(nb * bs_o, Cat::workspace),
+      m(int64_t(nb) * BQ, Cat::workspace), l(int64_t(nb) * BQ, Cat::workspace);
+  DBuf<T> P(nb * bs_s, Cat::workspace);
+  const Batch bS{nb, int64_t(group) * d, d, bs_s}, bO{nb, bs_s, d, bs_o};
+  for (int gi = 0; gi < group; ++gi)
     for (int si = 0; si < nqs; ++si)
       for (int64_t qb = 0; qb < qs[si].len; qb += BQ) {
         const int rows = static_cast<int>(std::min<int64_t>(BQ, qs[si].len - qb));
         const int64_t qpos0 = qs[si].pos0 + qb, qrow0 = qs[si].row0 + qb;
-        const T* qp = q + qrow0 * q_stride + int64_t(h) * d;
-        init_state_k<<<grid_for(int64_t(rows) * d), kThreads, 0, st_>>>(m.get(), l.get(),
-                                                                        oacc.get(), rows, d);
+        const T* qp = q + qrow0 * q_stride + int64_t(gi) * d;
+        init_state_k<<<grid_for(nb * bs_o), kThreads, 0, st_>>>(m.get(), l.get(), oacc.get(),
+                                                                int64_t(nb) * BQ, nb * bs_o);
+        const dim3 grid(rows, nb);
         for (int ki = 0; ki < nks; ++ki) {
           const KvSeg<T>& k = ks[ki];
           for (int64_t kb = 0; kb < k.len; kb += BK) {
             const int64_t kpos0 = k.pos0 + kb;
             if (kpos0 > qpos0 + rows - 1) break;  // this and later tiles are in the future
             const int cols = static_cast<int>(std::min<int64_t>(BK, k.len - kb));
-            const T* kp = k.k + kb * k.stride + int64_t(kvh) * d;
-            const T* vp = k.v + kb * k.stride + int64_t(kvh) * d;
-            gemm_ex(Trans::N, Trans::T, rows, cols, d, scale, qp, q_stride, kp, k.stride, dt<T>(),
-                    0.f, S.get(), BK, DType::f32);
-            softmax_update_k<T><<<rows, kRowThreads, 0, st_>>>(
-                S.get(), P.get(), m.get(), l.get(), oacc.get(), cols, BK, d, qpos0, kpos0);
+            gemm_ex(Trans::N, Trans::T, rows, cols, d, scale, qp, q_stride, k.k + kb * k.stride,
+                    k.stride, dt<T>(), 0.f, S.get(), BK, DType::f32, bS);
+            softmax_update_k<T><<<grid, kRowThreads, 0, st_>>>(S.get(), P.get(), m.get(), l.get(),
+                                                               oacc.get(), cols, BK, d, qpos0,
+                                                               kpos0, bs_s, bs_o, BQ);
             check_launch("attention softmax");
-            gemm_ex(Trans::N, Trans::N, rows, d, cols, 1.f, P.get(), BK, vp, k.stride, dt<T>(), 1.f,
-                    oacc.get(), d, DType::f32);
+            gemm_ex(Trans::N, Trans::N, rows, d, cols, 1.f, P.get(), BK, k.v + kb * k.stride,
+                    k.stride, dt<T>(), 1.f, oacc.get(), d, DType::f32, bO);
           }
         }
-        finalize_k<T><<<rows, kRowThreads, 0, st_>>>(o + qrow0 * q_stride + int64_t(h) * d,
-                                                     q_stride, lse + h * lse_stride + qrow0,
-                                                     oacc.get(), m.get(), l.get(), d);
+        finalize_k<T><<<grid, kRowThreads, 0, st_>>>(
+            o + qrow0 * q_stride + int64_t(gi) * d, q_stride, int64_t(group) * d,
+            lse + gi * lse_stride + qrow0, group * lse_stride, oacc.get(), m.get(), l.get(), d,
+            bs_o, BQ);
         check_launch("attention finalize");
       }
-  }
 }
 
 template <class T>
@@ -173,7 +189,7 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
                     const float* lse, int64_t lse_stride, const QSeg* qs, int nqs,
                     const KvSeg<T>* ks, int nks, AttnShape sh, float scale) {
   check_shape(sh);
-  const int d = sh.d, group = sh.n_h / sh.n_kv, BQ = g_bq, BK = g_bk;
+  const int d = sh.d, group = sh.n_h / sh.n_kv, nb = sh.n_kv, BQ = g_bq, BK = g_bk;
   const cudaStream_t st_ = current_stream();
   int64_t R = 0;  // rows spanned by the query segments
   for (int si = 0; si < nqs; ++si) R = std::max(R, qs[si].row0 + qs[si].len);
@@ -187,60 +203,63 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
             o + r0 * q_stride + int64_t(h) * d, q_stride, d);
         check_launch("attention rowdot");
       }
-  DBuf<float> S(int64_t(BQ) * BK, Cat::workspace), dP(int64_t(BQ) * BK, Cat::workspace),
-      dqacc(int64_t(group) * R * d, Cat::workspace), dkacc(int64_t(BK) * d, Cat::workspace),
-      dvacc(int64_t(BK) * d, Cat::workspace);
-  DBuf<T> Pt(int64_t(BQ) * BK, Cat::workspace);
-  for (int kvh = 0; kvh < sh.n_kv; ++kvh) {
-    ORIGAMI_CUDA_CHECK(cudaMemsetAsync(dqacc.get(), 0, dqacc.size() * sizeof(float), st_));
-    for (int ki = 0; ki < nks; ++ki) {
-      const KvSeg<T>& k = ks[ki];
-      for (int64_t kb = 0; kb < k.len; kb += BK) {
-        const int cols = static_cast<int>(std::min<int64_t>(BK, k.len - kb));
-        const int64_t kpos0 = k.pos0 + kb;
-        const T* kp = k.k + kb * k.stride + int64_t(kvh) * d;
-        const T* vp = k.v + kb * k.stride + int64_t(kvh) * d;
-        ORIGAMI_CUDA_CHECK(cudaMemsetAsync(dkacc.get(), 0, dkacc.size() * sizeof(float), st_));
-        ORIGAMI_CUDA_CHECK(cudaMemsetAsync(dvacc.get(), 0, dvacc.size() * sizeof(float), st_));
-        for (int gi = 0; gi < group; ++gi) {
-          const int h = kvh * group + gi;
-          for (int si = 0; si < nqs; ++si)
-            for (int64_t qb = 0; qb < qs[si].len; qb += BQ) {
-              const int rows = static_cast<int>(std::min<int64_t>(BQ, qs[si].len - qb));
-              const int64_t qpos0 = qs[si].pos0 + qb, qrow0 = qs[si].row0 + qb;
-              if (kpos0 > qpos0 + rows - 1) continue;  // keys all in this tile's future
-              const int64_t qoff = qrow0 * q_stride + int64_t(h) * d;
-              gemm_ex(Trans::N, Trans::T, rows, cols, d, scale, q + qoff, q_stride, kp, k.stride,
-                      dt<T>(), 0.f, S.get(), BK, DType::f32);
-              probs_k<T><<<rows, kRowThreads, 0, st_>>>(
-                  S.get(), Pt.get(), lse + h * lse_stride + qrow0, cols, BK, qpos0, kpos0);
-              check_launch("attention probs");
-              gemm_ex(Trans::T, Trans::N, cols, d, rows, 1.f, Pt.get(), BK, dout + qoff, q_stride,
-                      dt<T>(), 1.f, dvacc.get(), d, DType::f32);
-              gemm_ex(Trans::N, Trans::T, rows, cols, d, 1.f, dout + qoff, q_stride, vp, k.stride,
-                      dt<T>(), 0.f, dP.get(), BK, DType::f32);
-              dscores_k<T><<<rows, kRowThreads, 0, st_>>>(Pt.get(), S.get(), dP.get(),
-                                                          D.get() + h * R + qrow0, cols, BK);
-              check_launch("attention dscores");
-              gemm_ex(Trans::N, Trans::N, rows, d, cols, scale, Pt.get(), BK, kp, k.stride, dt<T>(),
-                      1.f, dqacc.get() + (gi * R + qrow0) * d, d, DType::f32);
-              gemm_ex(Trans::T, Trans::N, cols, d, rows, scale, Pt.get(), BK, q + qoff, q_stride,
-                      dt<T>(), 1.f, dkacc.get(), d, DType::f32);
-            }
-        }
-        copy_rows<T, float>(k.dk + kb * k.stride + int64_t(kvh) * d, k.stride, dkacc.get(), d, cols,
-                            d, true);
-        copy_rows<T, float>(k.dv + kb * k.stride + int64_t(kvh) * d, k.stride, dvacc.get(), d, cols,
-                            d, true);
+  const int64_t bs_s = int64_t(BQ) * BK, bs_kv = int64_t(BK) * d;
+  // dQ of every head in fp32 ([n_h, R, d]): added into dq once, after all key tiles.
+  DBuf<float> S(nb * bs_s, Cat::workspace), dP(nb * bs_s, Cat::workspace),
+      dqacc(int64_t(sh.n_h) * R * d, Cat::workspace), dkacc(nb * bs_kv, Cat::workspace),
+      dvacc(nb * bs_kv, Cat::workspace);
+  DBuf<T> Pt(nb * bs_s, Cat::workspace);
+  ORIGAMI_CUDA_CHECK(cudaMemsetAsync(dqacc.get(), 0, dqacc.size() * sizeof(float), st_));
+  const int64_t qh = int64_t(group) * d;  // query-head stride of a batch (columns)
+  for (int ki = 0; ki < nks; ++ki) {
+    const KvSeg<T>& k = ks[ki];
+    for (int64_t kb = 0; kb < k.len; kb += BK) {
+      const int cols = static_cast<int>(std::min<int64_t>(BK, k.len - kb));
+      const int64_t kpos0 = k.pos0 + kb;
+      const T* kp = k.k + kb * k.stride;
+      const T* vp = k.v + kb * k.stride;
+      ORIGAMI_CUDA_CHECK(cudaMemsetAsync(dkacc.get(), 0, dkacc.size() * sizeof(float), st_));
+      ORIGAMI_CUDA_CHECK(cudaMemsetAsync(dvacc.get(), 0, dvacc.size() * sizeof(float), st_));
+      for (int gi = 0; gi < group; ++gi)
+        for (int si = 0; si < nqs; ++si)
+          for (int64_t qb = 0; qb < qs[si].len; qb += BQ) {
+            const int rows = static_cast<int>(std::min<int64_t>(BQ, qs[si].len - qb));
+            const int64_t qpos0 = qs[si].pos0 + qb, qrow0 = qs[si].row0 + qb;
+            if (kpos0 > qpos0 + rows - 1) continue;  // keys all in this tile's future
+            const int64_t qoff = qrow0 * q_stride + int64_t(gi) * d;
+            const dim3 grid(rows, nb);
+            gemm_ex(Trans::N, Trans::T, rows, cols, d, scale, q + qoff, q_stride, kp, k.stride,
+                    dt<T>(), 0.f, S.get(), BK, DType::f32, {nb, qh, d, bs_s});
+            probs_k<T>
+                <<<grid, kRowThreads, 0, st_>>>(S.get(), Pt.get(), lse + gi * lse_stride + qrow0,
+                                                group * lse_stride, cols, BK, qpos0, kpos0, bs_s);
+            check_launch("attention probs");
+            gemm_ex(Trans::T, Trans::N, cols, d, rows, 1.f, Pt.get(), BK, dout + qoff, q_stride,
+                    dt<T>(), 1.f, dvacc.get(), d, DType::f32, {nb, bs_s, qh, bs_kv});
+            gemm_ex(Trans::N, Trans::T, rows, cols, d, 1.f, dout + qoff, q_stride, vp, k.stride,
+                    dt<T>(), 0.f, dP.get(), BK, DType::f32, {nb, qh, d, bs_s});
+            dscores_k<T><<<grid, kRowThreads, 0, st_>>>(
+                Pt.get(), S.get(), dP.get(), D.get() + gi * R + qrow0, group * R, cols, BK, bs_s);
+            check_launch("attention dscores");
+            gemm_ex(Trans::N, Trans::N, rows, d, cols, scale, Pt.get(), BK, kp, k.stride, dt<T>(),
+                    1.f, dqacc.get() + (gi * R + qrow0) * d, d, DType::f32,
+                    {nb, bs_s, d, int64_t(group) * R * d});
+            gemm_ex(Trans::T, Trans::N, cols, d, rows, scale, Pt.get(), BK, q + qoff, q_stride,
+                    dt<T>(), 1.f, dkacc.get(), d, DType::f32, {nb, bs_s, qh, bs_kv});
+          }
+      for (int b = 0; b < nb; ++b) {
+        copy_rows<T, float>(k.dk + kb * k.stride + int64_t(b) * d, k.stride,
+                            dkacc.get() + b * bs_kv, d, cols, d, true);
+        copy_rows<T, float>(k.dv + kb * k.stride + int64_t(b) * d, k.stride,
+                            dvacc.get() + b * bs_kv, d, cols, d, true);
       }
     }
-    for (int gi = 0; gi < group; ++gi) {
-      const int h = kvh * group + gi;
-      for (int si = 0; si < nqs; ++si)
-        copy_rows<T, float>(dq + qs[si].row0 * q_stride + int64_t(h) * d, q_stride,
-                            dqacc.get() + (gi * R + qs[si].row0) * d, d, qs[si].len, d, true);
-    }
   }
+  // dqacc holds head h = b·group + gi at (gi + b·group)·R·d = h·R·d.
+  for (int h = 0; h < sh.n_h; ++h)
+    for (int si = 0; si < nqs; ++si)
+      copy_rows<T, float>(dq + qs[si].row0 * q_stride + int64_t(h) * d, q_stride,
+                          dqacc.get() + (h * R + qs[si].row0) * d, d, qs[si].len, d, true);
 }
 
 #define INST(T)                                                                               \

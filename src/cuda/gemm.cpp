@@ -8,6 +8,7 @@
 #include <mutex>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
@@ -54,7 +55,7 @@ int alignment(const void* p) {
 }
 
 using Key = std::tuple<int, int, int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int, int, int>;
+                       int64_t, int, int, int, int, int64_t, int64_t, int64_t>;
 struct Plan {
   cublasLtMatmulDesc_t op{};
   cublasLtMatrixLayout_t a{}, b{}, c{};
@@ -100,22 +101,32 @@ int gemm_plans_cached() {
 
 void gemm_ex(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
              int64_t lda, const void* B, int64_t ldb, DType ab, float beta, void* C, int64_t ldc,
-             DType c) {
+             DType c, Batch batch) {
   if (M == 0 || N == 0) return;
   ORIGAMI_CHECK(c == ab || c == DType::f32, "GEMM: output ", dtype_name(c), " with inputs ",
                 dtype_name(ab), " (the output is f32 or the input type)");
   if (K == 0) {
     ORIGAMI_CHECK(beta == 1.f || beta == 0.f, "GEMM with K = 0 needs beta 0 or 1");
-    if (beta == 0.f) {
-      for (int64_t r = 0; r < M; ++r)
-        ORIGAMI_CUDA_CHECK(cudaMemsetAsync(static_cast<char*>(C) + r * ldc * dtype_size(c), 0,
-                                           N * dtype_size(c), current_stream()));
-    }
+    if (beta == 0.f)
+      for (int b = 0; b < batch.count; ++b)
+        for (int64_t r = 0; r < M; ++r)
+          ORIGAMI_CUDA_CHECK(
+              cudaMemsetAsync(static_cast<char*>(C) + (b * batch.sC + r * ldc) * dtype_size(c), 0,
+                              N * dtype_size(c), current_stream()));
     return;
   }
   const ColMajorGemm g = map_row_major(ta, tb, M, N, K, lda, ldb, ldc);
   const void* Ap = B;  // A' = B
   const void* Bp = A;  // B' = A
+  const int64_t sAp = batch.sB, sBp = batch.sA;
+  // The alignment every batch member has: of the base pointer and of the batch stride in bytes.
+  auto align_b = [&](const void* p, int64_t stride, DType t) {
+    const int a = alignment(p);
+    if (batch.count == 1) return a;
+    const int s = alignment(reinterpret_cast<const void*>(stride * dtype_size(t)));
+    return a < s ? a : s;
+  };
+  const int alA = align_b(Ap, sAp, ab), alB = align_b(Bp, sBp, ab), alC = align_b(C, batch.sC, c);
   Lt& L = lt();
   const Key key{static_cast<int>(ab),
                 static_cast<int>(c),
@@ -128,9 +139,13 @@ void gemm_ex(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, c
                 g.lda,
                 g.ldb,
                 g.ldc,
-                alignment(Ap),
-                alignment(Bp),
-                alignment(C)};
+                alA,
+                alB,
+                alC,
+                batch.count,
+                sAp,
+                sBp,
+                batch.sC};
   auto it = L.plans.find(key);
   if (it == L.plans.end()) {
     Plan p;
@@ -145,14 +160,27 @@ void gemm_ex(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, c
     check_lt(cublasLtMatrixLayoutCreate(&p.a, tab, g.a_rows, g.a_cols, g.lda), "layout A");
     check_lt(cublasLtMatrixLayoutCreate(&p.b, tab, g.b_rows, g.b_cols, g.ldb), "layout B");
     check_lt(cublasLtMatrixLayoutCreate(&p.c, tc, g.m, g.n, g.ldc), "layout C");
+    if (batch.count > 1) {
+      const int32_t n = batch.count;
+      const std::pair<cublasLtMatrixLayout_t, int64_t> lay[3] = {
+          {p.a, sAp}, {p.b, sBp}, {p.c, batch.sC}};
+      for (const auto& [l, stride] : lay) {
+        check_lt(
+            cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &n, sizeof n),
+            "batch count");
+        check_lt(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                  &stride, sizeof stride),
+                 "batch stride");
+      }
+    }
     cublasLtMatmulPreference_t pref;
     check_lt(cublasLtMatmulPreferenceCreate(&pref), "preference");
     size_t ws = kWorkspace;
     check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                   &ws, sizeof ws),
              "workspace");
-    uint32_t al[3] = {static_cast<uint32_t>(alignment(Ap)), static_cast<uint32_t>(alignment(Bp)),
-                      static_cast<uint32_t>(alignment(C))};
+    uint32_t al[3] = {static_cast<uint32_t>(alA), static_cast<uint32_t>(alB),
+                      static_cast<uint32_t>(alC)};
     check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
                                                   &al[0], sizeof al[0]),
              "align A");

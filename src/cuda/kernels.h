@@ -33,9 +33,14 @@ struct ColMajorGemm {
 ColMajorGemm map_row_major(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, int64_t lda,
                            int64_t ldb, int64_t ldc);
 // C[M,N] = alpha op(A) op(B) + beta C; A and B share a type (f32 or bf16), C is f32 or that type.
+// batch > 1: `batch` independent products, operand i at A + i·sA, B + i·sB, C + i·sC (elements).
+struct Batch {
+  int count = 1;
+  int64_t sA = 0, sB = 0, sC = 0;
+};
 void gemm_ex(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
              int64_t lda, const void* B, int64_t ldb, DType ab, float beta, void* C, int64_t ldc,
-             DType c);
+             DType c, Batch batch = {});
 template <class T>
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, float beta, T* C, int64_t ldc);

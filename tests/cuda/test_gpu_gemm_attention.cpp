@@ -31,6 +31,24 @@ TYPED_TEST(GpuGemm, AllTransposesOddSizesPaddedRows) {
       }
 }
 
+TYPED_TEST(GpuGemm, StridedBatch) {
+  using T = TypeParam;
+  const int64_t M = 24, N = 40, K = 32, lda = 3 * K, ldb = 3 * K, ldc = N;
+  const int count = 3;
+  // Members interleaved by columns (A, B: member i at column offset i·K), C members apart.
+  auto a = rounded<T>(randn(M * lda, 71)), b = rounded<T>(randn(N * ldb, 72));
+  auto c0 = rounded<T>(randn(count * M * ldc, 73));
+  std::vector<float> c = c0;
+  for (int i = 0; i < count; ++i)
+    cpu::gemm<float>(Trans::N, Trans::T, M, N, K, 1.f, a.data() + i * K, lda, b.data() + i * K, ldb,
+                     1.f, c.data() + i * M * ldc, ldc);
+  auto A = upload<T>(a), B = upload<T>(b), C = upload<T>(c0);
+  constexpr DType t = std::is_same_v<T, float> ? DType::f32 : DType::bf16;
+  gemm_ex(Trans::N, Trans::T, M, N, K, 1.f, A.get(), lda, B.get(), ldb, t, 1.f, C.get(), ldc, t,
+          {count, K, K, M * ldc});
+  EXPECT_CLOSE(T, download(C), c);
+}
+
 TYPED_TEST(GpuGemm, LinearLayerHelpersAndRerun) {
   using T = TypeParam;
   const int64_t M = 96, N = 160, K = 128;

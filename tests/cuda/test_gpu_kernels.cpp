@@ -74,18 +74,21 @@ TYPED_TEST(GpuKernels, RopeAtGlobalPositions) {
 
 TYPED_TEST(GpuKernels, SwiGlu) {
   using T = TypeParam;
-  const int64_t n = 10007;
-  auto g = rounded<T>(randn(n, 8, 3.f)), u = rounded<T>(randn(n, 9)), da = rounded<T>(randn(n, 10));
-  std::vector<float> a(n), dg(n), du(n);
-  cpu::swiglu_fwd<float>(a.data(), g.data(), u.data(), n);
-  cpu::swiglu_bwd<float>(dg.data(), du.data(), da.data(), g.data(), u.data(), n);
-  auto G = upload<T>(g), U = upload<T>(u), DA = upload<T>(da);
-  auto A = poisoned<T>(n), DG = poisoned<T>(n), DU = poisoned<T>(n);
-  swiglu_fwd<T>(A.get(), G.get(), U.get(), n);
-  swiglu_bwd<T>(DG.get(), DU.get(), DA.get(), G.get(), U.get(), n);
-  EXPECT_CLOSE(T, download(A), a);
-  EXPECT_CLOSE(T, download(DG), dg);
-  EXPECT_CLOSE(T, download(DU), du);
+  // 10007: the scalar kernels; 8192 (aligned buffers): the 16-byte pack kernels.
+  for (int64_t n : {10007, 8192}) {
+    auto g = rounded<T>(randn(n, 8, 3.f)), u = rounded<T>(randn(n, 9)),
+         da = rounded<T>(randn(n, 10));
+    std::vector<float> a(n), dg(n), du(n);
+    cpu::swiglu_fwd<float>(a.data(), g.data(), u.data(), n);
+    cpu::swiglu_bwd<float>(dg.data(), du.data(), da.data(), g.data(), u.data(), n);
+    auto G = upload<T>(g), U = upload<T>(u), DA = upload<T>(da);
+    auto A = poisoned<T>(n), DG = poisoned<T>(n), DU = poisoned<T>(n);
+    swiglu_fwd<T>(A.get(), G.get(), U.get(), n);
+    swiglu_bwd<T>(DG.get(), DU.get(), DA.get(), G.get(), U.get(), n);
+    EXPECT_CLOSE(T, download(A), a) << " n=" << n;
+    EXPECT_CLOSE(T, download(DG), dg) << " n=" << n;
+    EXPECT_CLOSE(T, download(DU), du) << " n=" << n;
+  }
 }
 
 TYPED_TEST(GpuKernels, CrossEntropyOverVocabularyBlocks) {
