@@ -8,12 +8,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${BUILD:-build-cuda}
 cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DORIGAMI_CUDA=ON >/dev/null
-ninja -C "$B" test_cuda_host test_gpu_kernels test_gpu_gemm_attention bench_gpu
-rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib
-cp "$B"/tests/cuda/test_cuda_host "$B"/tests/cuda/test_gpu_* "$B"/bench/bench_gpu .gpu/bin/
+ninja -C "$B" test_cuda_host test_gpu_kernels test_gpu_gemm_attention test_nccl_bootstrap bench_gpu
+rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib .gpu/lib/mpi
+cp "$B"/tests/cuda/test_cuda_host "$B"/tests/cuda/test_gpu_* "$B"/tests/cuda/test_nccl_bootstrap \
+  "$B"/bench/bench_gpu .gpu/bin/
+# OpenMPI's libraries go apart (lib/mpi): gpu_check.sh uses them only where the machine has no
+# libmpi.so.40 of its own, since they must match that machine's mpirun.
+MPI_RE='/(libmpi|libmpi_cxx|libopen-pal|libopen-rte|libhwloc|libevent[^/]*|libudev|libz)\.so'
 for b in .gpu/bin/*; do ldd "$b"; done | awk '/=>/ {print $3}' | sort -u |
   grep -vE '/(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|ld-linux[^/]*)\.so|/usr/local/cuda' |
-  while read -r lib; do cp -L "$lib" .gpu/lib/; done
+  while read -r lib; do
+    if [[ $lib =~ $MPI_RE ]]; then cp -L "$lib" .gpu/lib/mpi/; else cp -L "$lib" .gpu/lib/; fi
+  done
 tar -C .gpu -cf - lib | xz -T0 -6 > .gpu/lib.tar.xz
 rm -rf .gpu/lib
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude

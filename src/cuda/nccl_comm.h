@@ -1,0 +1,43 @@
+// NCCL communicators bootstrapped over MPI: rank 0 of an MPI communicator makes the NCCL unique
+// id, MPI_Bcast hands it to every rank, each rank initialises its NCCL communicator on its device
+// (local rank modulo the node's devices). Ranks first agree whether every one of them has a device
+// of its own, so they either all initialise or all skip (never some waiting in NCCL for others).
+#pragma once
+#include <mpi.h>
+#include <nccl.h>
+
+#include <string>
+
+namespace origami::cuda {
+
+struct DeviceCensus {
+  bool all_have_device = false;  // every rank sees at least one device
+  bool one_per_rank = false;     // no two ranks of a node would share a device
+  int min_devices = 0;           // fewest devices any rank sees
+};
+// Collective over `comm`.
+DeviceCensus device_census(MPI_Comm comm);
+
+// The NCCL id made by rank 0 of `comm`, broadcast to all (collective). Needs no device.
+ncclUniqueId bootstrap_id(MPI_Comm comm);
+
+class NcclComm {
+ public:
+  // Collective over `comm`; selects device (local rank % devices) and initialises NCCL (blocking).
+  explicit NcclComm(MPI_Comm comm);
+  ~NcclComm();
+  NcclComm(const NcclComm&) = delete;
+  NcclComm& operator=(const NcclComm&) = delete;
+  ncclComm_t get() const { return c_; }
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+
+ private:
+  ncclComm_t c_ = nullptr;
+  int rank_ = 0, size_ = 1;
+};
+
+void check_nccl(ncclResult_t r, const char* what);
+std::string nccl_version();
+
+}  // namespace origami::cuda
