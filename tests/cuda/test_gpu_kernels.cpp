@@ -17,38 +17,43 @@ TYPED_TEST_SUITE(GpuKernels, Types);
 
 TYPED_TEST(GpuKernels, RmsNormForwardBackward) {
   using T = TypeParam;
-  const int64_t rows = 37, h = 300;  // h not a multiple of the block; rows not of the chunk
-  auto x = rounded<T>(randn(rows * h, 1)), w = rounded<T>(randn(h, 2));
-  auto dy = rounded<T>(randn(rows * h, 3)), dx0 = rounded<T>(randn(rows * h, 4, 0.1f));
-  auto dw0 = rounded<T>(randn(h, 5, 0.1f));
-  std::vector<float> y(rows * h), n(rows * h), rs(rows), dx = dx0, dw = dw0, ya(rows * h);
-  cpu::rmsnorm_fwd<float>(y.data(), n.data(), rs.data(), x.data(), w.data(), rows, h, 1e-5);
-  auto nr = rounded<T>(n);  // backward sees the stored (rounded) normalised input
-  cpu::rmsnorm_bwd<float>(dx.data(), dw.data(), dy.data(), nr.data(), w.data(), rs.data(), rows, h);
-  cpu::rmsnorm_apply<float>(ya.data(), nr.data(), w.data(), rows, h);
+  // h = 300: not a multiple of the block (bf16: nor of the 16-byte pack, so the scalar kernel);
+  // h = 256: the pack kernel for both types. rows: not a multiple of the dw chunk.
+  for (const int64_t h : {300, 256}) {
+    const int64_t rows = 37;
+    auto x = rounded<T>(randn(rows * h, 1)), w = rounded<T>(randn(h, 2));
+    auto dy = rounded<T>(randn(rows * h, 3)), dx0 = rounded<T>(randn(rows * h, 4, 0.1f));
+    auto dw0 = rounded<T>(randn(h, 5, 0.1f));
+    std::vector<float> y(rows * h), n(rows * h), rs(rows), dx = dx0, dw = dw0, ya(rows * h);
+    cpu::rmsnorm_fwd<float>(y.data(), n.data(), rs.data(), x.data(), w.data(), rows, h, 1e-5);
+    auto nr = rounded<T>(n);  // backward sees the stored (rounded) normalised input
+    cpu::rmsnorm_bwd<float>(dx.data(), dw.data(), dy.data(), nr.data(), w.data(), rs.data(), rows,
+                            h);
+    cpu::rmsnorm_apply<float>(ya.data(), nr.data(), w.data(), rows, h);
 
-  auto X = upload<T>(x), W = upload<T>(w), DY = upload<T>(dy);
-  auto Y = poisoned<T>(rows * h), N = poisoned<T>(rows * h), YA = poisoned<T>(rows * h);
-  auto RS = poisoned<float>(rows);
-  rmsnorm_fwd<T>(Y.get(), N.get(), RS.get(), X.get(), W.get(), rows, h, 1e-5);
-  EXPECT_CLOSE(T, download(Y), y);
-  EXPECT_CLOSE(T, download(N), n);
-  EXPECT_LE(rel_err(download(RS), rs), 1e-6);
-  rmsnorm_apply<T>(YA.get(), N.get(), W.get(), rows, h);
-  EXPECT_CLOSE(T, download(YA), ya);
-  auto NR = upload<T>(nr);
-  auto RSd = upload<float>(rs);
-  std::vector<unsigned char> first;
-  for (int rep = 0; rep < 2; ++rep) {
-    auto DX = upload<T>(dx0), DW = upload<T>(dw0);
-    rmsnorm_bwd<T>(DX.get(), DW.get(), DY.get(), NR.get(), W.get(), RSd.get(), rows, h);
-    EXPECT_CLOSE(T, download(DX), dx);
-    EXPECT_CLOSE(T, download(DW), dw);
-    auto b = bytes(DW);
-    if (rep == 0)
-      first = b;
-    else
-      EXPECT_EQ(first, b) << "rmsnorm dw is not bitwise reproducible";
+    auto X = upload<T>(x), W = upload<T>(w), DY = upload<T>(dy);
+    auto Y = poisoned<T>(rows * h), N = poisoned<T>(rows * h), YA = poisoned<T>(rows * h);
+    auto RS = poisoned<float>(rows);
+    rmsnorm_fwd<T>(Y.get(), N.get(), RS.get(), X.get(), W.get(), rows, h, 1e-5);
+    EXPECT_CLOSE(T, download(Y), y);
+    EXPECT_CLOSE(T, download(N), n);
+    EXPECT_LE(rel_err(download(RS), rs), 1e-6);
+    rmsnorm_apply<T>(YA.get(), N.get(), W.get(), rows, h);
+    EXPECT_CLOSE(T, download(YA), ya);
+    auto NR = upload<T>(nr);
+    auto RSd = upload<float>(rs);
+    std::vector<unsigned char> first;
+    for (int rep = 0; rep < 2; ++rep) {
+      auto DX = upload<T>(dx0), DW = upload<T>(dw0);
+      rmsnorm_bwd<T>(DX.get(), DW.get(), DY.get(), NR.get(), W.get(), RSd.get(), rows, h);
+      EXPECT_CLOSE(T, download(DX), dx);
+      EXPECT_CLOSE(T, download(DW), dw);
+      auto b = bytes(DW);
+      if (rep == 0)
+        first = b;
+      else
+        EXPECT_EQ(first, b) << "rmsnorm dw is not bitwise reproducible";
+    }
   }
 }
 
