@@ -60,8 +60,10 @@ std::vector<Row> g_rows;
 void add(const std::string& g, const std::string& n, const std::string& u, double v, double r,
          double ms) {
   g_rows.push_back({g, n, u, v, r, ms});
-  std::printf("%-12s %-44s %10.1f %-8s %8s %10.3f ms\n", g.c_str(), n.c_str(), v, u.c_str(),
-              r >= 0 ? (std::to_string(r).substr(0, 5)).c_str() : "", ms);
+  char ratio[16] = "";
+  if (r >= 0) std::snprintf(ratio, sizeof ratio, "%.3f", r);
+  std::printf("%-12s %-44s %10.1f %-8s %8s %10.3f ms\n", g.c_str(), n.c_str(), v, u.c_str(), ratio,
+              ms);
   std::fflush(stdout);
 }
 

@@ -8,10 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${BUILD:-build-cuda}
 cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DORIGAMI_CUDA=ON >/dev/null
-ninja -C "$B" test_cuda_host test_gpu_kernels test_gpu_gemm_attention test_nccl_bootstrap bench_gpu
+ninja -C "$B" gpu_check_binaries
 rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib .gpu/lib/mpi
-cp "$B"/tests/cuda/test_cuda_host "$B"/tests/cuda/test_gpu_* "$B"/tests/cuda/test_nccl_bootstrap \
-  "$B"/bench/bench_gpu .gpu/bin/
+cp "$B"/tests/cuda/test_* "$B"/bench/bench_gpu .gpu/bin/
 # OpenMPI's libraries go apart (lib/mpi): gpu_check.sh uses them only where the machine has no
 # libmpi.so.40 of its own, since they must match that machine's mpirun.
 MPI_RE='/(libmpi|libmpi_cxx|libopen-pal|libopen-rte|libhwloc|libevent[^/]*|libudev|libz)\.so'

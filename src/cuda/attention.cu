@@ -18,11 +18,6 @@ namespace {
 
 int g_bq = 512, g_bk = 512;
 
-template <class T>
-constexpr DType dt() {
-  return std::is_same_v<T, float> ? DType::f32 : DType::bf16;
-}
-
 // Kernels over a tile batch: blockIdx.x = query row of the tile, blockIdx.y = batch member b
 // (kv head b; its query head is b·group + gi). Buffers of the batch are `bs` elements apart.
 
@@ -110,15 +105,15 @@ __global__ void dscores_k(T* Pt, const float* P, const float* dP, const float* D
   }
 }
 
-// D[row] = Σ_c dout·o over one head's d columns.
+// D[head, row] = Σ_c dout·o over the head's d columns; blockIdx.y = head, D's heads R apart.
 template <class T>
-__global__ void rowdot_k(float* D, const T* dout, const T* o, int64_t q_stride, int d) {
-  const int64_t i = blockIdx.x;
+__global__ void rowdot_k(float* D, int64_t R, const T* dout, const T* o, int64_t q_stride, int d) {
+  const int64_t i = blockIdx.x, h = blockIdx.y;
+  const int64_t off = i * q_stride + h * d;
   float s = 0;
-  for (int c = threadIdx.x; c < d; c += blockDim.x)
-    s += ld(dout + i * q_stride + c) * ld(o + i * q_stride + c);
+  for (int c = threadIdx.x; c < d; c += blockDim.x) s += ld(dout + off + c) * ld(o + off + c);
   s = block_sum(s);
-  if (threadIdx.x == 0) D[i] = s;
+  if (threadIdx.x == 0) D[h * R + i] = s;
 }
 
 constexpr int kRowThreads = 128;
@@ -167,13 +162,13 @@ void flash_attn_fwd(T* o, float* lse, int64_t lse_stride, const T* q, int64_t q_
             if (kpos0 > qpos0 + rows - 1) break;  // this and later tiles are in the future
             const int cols = static_cast<int>(std::min<int64_t>(BK, k.len - kb));
             gemm_ex(Trans::N, Trans::T, rows, cols, d, scale, qp, q_stride, k.k + kb * k.stride,
-                    k.stride, dt<T>(), 0.f, S.get(), BK, DType::f32, bS);
+                    k.stride, dtype_of<T>(), 0.f, S.get(), BK, DType::f32, bS);
             softmax_update_k<T><<<grid, kRowThreads, 0, st_>>>(S.get(), P.get(), m.get(), l.get(),
                                                                oacc.get(), cols, BK, d, qpos0,
                                                                kpos0, bs_s, bs_o, BQ);
             check_launch("attention softmax");
             gemm_ex(Trans::N, Trans::N, rows, d, cols, 1.f, P.get(), BK, k.v + kb * k.stride,
-                    k.stride, dt<T>(), 1.f, oacc.get(), d, DType::f32, bO);
+                    k.stride, dtype_of<T>(), 1.f, oacc.get(), d, DType::f32, bO);
           }
         }
         finalize_k<T><<<grid, kRowThreads, 0, st_>>>(
@@ -194,15 +189,13 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
   int64_t R = 0;  // rows spanned by the query segments
   for (int si = 0; si < nqs; ++si) R = std::max(R, qs[si].row0 + qs[si].len);
   DBuf<float> D(int64_t(sh.n_h) * R, Cat::workspace);
-  for (int h = 0; h < sh.n_h; ++h)
-    for (int si = 0; si < nqs; ++si)
-      if (qs[si].len > 0) {
-        const int64_t r0 = qs[si].row0;
-        rowdot_k<T><<<static_cast<unsigned>(qs[si].len), kRowThreads, 0, st_>>>(
-            D.get() + h * R + r0, dout + r0 * q_stride + int64_t(h) * d,
-            o + r0 * q_stride + int64_t(h) * d, q_stride, d);
-        check_launch("attention rowdot");
-      }
+  for (int si = 0; si < nqs; ++si)
+    if (qs[si].len > 0) {
+      const int64_t r0 = qs[si].row0;
+      rowdot_k<T><<<dim3(static_cast<unsigned>(qs[si].len), sh.n_h), kRowThreads, 0, st_>>>(
+          D.get() + r0, R, dout + r0 * q_stride, o + r0 * q_stride, q_stride, d);
+      check_launch("attention rowdot");
+    }
   const int64_t bs_s = int64_t(BQ) * BK, bs_kv = int64_t(BK) * d;
   // dQ of every head in fp32 ([n_h, R, d]): added into dq once, after all key tiles.
   DBuf<float> S(nb * bs_s, Cat::workspace), dP(nb * bs_s, Cat::workspace),
@@ -229,23 +222,23 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
             const int64_t qoff = qrow0 * q_stride + int64_t(gi) * d;
             const dim3 grid(rows, nb);
             gemm_ex(Trans::N, Trans::T, rows, cols, d, scale, q + qoff, q_stride, kp, k.stride,
-                    dt<T>(), 0.f, S.get(), BK, DType::f32, {nb, qh, d, bs_s});
+                    dtype_of<T>(), 0.f, S.get(), BK, DType::f32, {nb, qh, d, bs_s});
             probs_k<T>
                 <<<grid, kRowThreads, 0, st_>>>(S.get(), Pt.get(), lse + gi * lse_stride + qrow0,
                                                 group * lse_stride, cols, BK, qpos0, kpos0, bs_s);
             check_launch("attention probs");
             gemm_ex(Trans::T, Trans::N, cols, d, rows, 1.f, Pt.get(), BK, dout + qoff, q_stride,
-                    dt<T>(), 1.f, dvacc.get(), d, DType::f32, {nb, bs_s, qh, bs_kv});
+                    dtype_of<T>(), 1.f, dvacc.get(), d, DType::f32, {nb, bs_s, qh, bs_kv});
             gemm_ex(Trans::N, Trans::T, rows, cols, d, 1.f, dout + qoff, q_stride, vp, k.stride,
-                    dt<T>(), 0.f, dP.get(), BK, DType::f32, {nb, qh, d, bs_s});
+                    dtype_of<T>(), 0.f, dP.get(), BK, DType::f32, {nb, qh, d, bs_s});
             dscores_k<T><<<grid, kRowThreads, 0, st_>>>(
                 Pt.get(), S.get(), dP.get(), D.get() + gi * R + qrow0, group * R, cols, BK, bs_s);
             check_launch("attention dscores");
-            gemm_ex(Trans::N, Trans::N, rows, d, cols, scale, Pt.get(), BK, kp, k.stride, dt<T>(),
-                    1.f, dqacc.get() + (gi * R + qrow0) * d, d, DType::f32,
+            gemm_ex(Trans::N, Trans::N, rows, d, cols, scale, Pt.get(), BK, kp, k.stride,
+                    dtype_of<T>(), 1.f, dqacc.get() + (gi * R + qrow0) * d, d, DType::f32,
                     {nb, bs_s, d, int64_t(group) * R * d});
             gemm_ex(Trans::T, Trans::N, cols, d, rows, scale, Pt.get(), BK, q + qoff, q_stride,
-                    dt<T>(), 1.f, dkacc.get(), d, DType::f32, {nb, bs_s, qh, bs_kv});
+                    dtype_of<T>(), 1.f, dkacc.get(), d, DType::f32, {nb, bs_s, qh, bs_kv});
           }
       for (int b = 0; b < nb; ++b) {
         copy_rows<T, float>(k.dk + kb * k.stride + int64_t(b) * d, k.stride,

@@ -3,6 +3,7 @@
 // (RMSNorm's dw, sum of squares) go through fixed per-chunk partials, never atomics.
 #include <cmath>
 #include <initializer_list>
+#include <type_traits>
 
 #include "cuda/common.cuh"
 #include "cuda/kernels.h"
@@ -11,53 +12,37 @@ namespace origami::cuda {
 
 namespace {
 
-// 16-byte packs (8 bf16 or 4 floats): one load instruction per operand per thread; used when every
-// pointer is 16-byte aligned and n a multiple of the pack (else the scalar kernels below).
-template <class T>
-struct alignas(16) Pack {
-  static constexpr int N = 16 / sizeof(T);
+// Each elementwise kernel is written once over Vec<T, N>: N = 1 (any size, any alignment) or a
+// 16-byte pack (8 bf16 or 4 floats: one load instruction per operand per thread), chosen by
+// with_width when every pointer is 16-byte aligned and the length a multiple of the pack.
+template <class T, int N>
+struct alignas(sizeof(T) * N) Vec {
   T v[N];
 };
 template <class T>
-bool packable(int64_t n, std::initializer_list<const void*> ptrs) {
-  if (n % Pack<T>::N) return false;
-  for (const void* p : ptrs)
-    if (reinterpret_cast<uintptr_t>(p) % 16) return false;
-  return true;
+constexpr int kPack = 16 / sizeof(T);
+
+template <class T, class F>
+void with_width(int64_t n, std::initializer_list<const void*> ptrs, F&& f) {
+  bool pack = n % kPack<T> == 0;
+  for (const void* p : ptrs) pack = pack && reinterpret_cast<uintptr_t>(p) % 16 == 0;
+  if (pack)
+    f(std::integral_constant<int, kPack<T>>{});
+  else
+    f(std::integral_constant<int, 1>{});
 }
 
 // ---- RMSNorm ----
-template <class T>
+// One block per row; the row is read twice (the second time from cache).
+template <class T, int N>
 __global__ void rmsnorm_fwd_k(T* y, T* n, float* rstd, const T* x, const T* w, int64_t h,
                               float eps) {
-  const int64_t r = blockIdx.x;
-  const T* xr = x + r * h;
+  using V = Vec<T, N>;
+  const int64_t r = blockIdx.x, nv = h / N;
+  const V* xr = reinterpret_cast<const V*>(x + r * h);
   float ss = 0;
-  for (int64_t i = threadIdx.x; i < h; i += blockDim.x) {
-    float v = ld(xr + i);
-    ss += v * v;
-  }
-  ss = block_sum(ss);
-  const float rs = rsqrtf(ss / static_cast<float>(h) + eps);
-  if (threadIdx.x == 0) rstd[r] = rs;
-  for (int64_t i = threadIdx.x; i < h; i += blockDim.x) {
-    float nv = ld(xr + i) * rs;
-    st(y + r * h + i, ld(w + i) * nv);
-    if (n) st(n + r * h + i, nv);
-  }
-}
-
-// The same with 16-byte packs (h a multiple of the pack, rows 16-byte aligned): the row is read
-// twice (the second time from cache) and y, n written a pack at a time.
-template <class T>
-__global__ void rmsnorm_fwd_pack_k(T* y, T* n, float* rstd, const T* x, const T* w, int64_t h,
-                                   float eps) {
-  constexpr int N = Pack<T>::N;
-  const int64_t r = blockIdx.x, np = h / N;
-  const Pack<T>* xr = reinterpret_cast<const Pack<T>*>(x + r * h);
-  float ss = 0;
-  for (int64_t i = threadIdx.x; i < np; i += blockDim.x) {
-    const Pack<T> v = xr[i];
+  for (int64_t i = threadIdx.x; i < nv; i += blockDim.x) {
+    const V v = xr[i];
 #pragma unroll
     for (int j = 0; j < N; ++j) {
       const float f = ld(&v.v[j]);
@@ -67,17 +52,17 @@ __global__ void rmsnorm_fwd_pack_k(T* y, T* n, float* rstd, const T* x, const T*
   ss = block_sum(ss);
   const float rs = rsqrtf(ss / static_cast<float>(h) + eps);
   if (threadIdx.x == 0) rstd[r] = rs;
-  const Pack<T>* wp = reinterpret_cast<const Pack<T>*>(w);
-  Pack<T>* yr = reinterpret_cast<Pack<T>*>(y + r * h);
-  Pack<T>* nr = n ? reinterpret_cast<Pack<T>*>(n + r * h) : nullptr;
-  for (int64_t i = threadIdx.x; i < np; i += blockDim.x) {
-    const Pack<T> v = xr[i], wv = wp[i];
-    Pack<T> yo, no;
+  const V* wv = reinterpret_cast<const V*>(w);
+  V* yr = reinterpret_cast<V*>(y + r * h);
+  V* nr = n ? reinterpret_cast<V*>(n + r * h) : nullptr;
+  for (int64_t i = threadIdx.x; i < nv; i += blockDim.x) {
+    const V v = xr[i], wi = wv[i];
+    V yo, no;
 #pragma unroll
     for (int j = 0; j < N; ++j) {
-      const float nv = ld(&v.v[j]) * rs;
-      st(&yo.v[j], ld(&wv.v[j]) * nv);
-      st(&no.v[j], nv);
+      const float nj = ld(&v.v[j]) * rs;
+      st(&yo.v[j], ld(&wi.v[j]) * nj);
+      st(&no.v[j], nj);
     }
     yr[i] = yo;
     if (nr) nr[i] = no;
@@ -148,57 +133,36 @@ __global__ void rope_k(T* x, int64_t stride, const int64_t* pos, int64_t rows, i
 }
 
 // ---- SwiGLU ----
-__device__ __forceinline__ float silu(float g) {
-  return g / (1.f + expf(-g));
-}
-
-template <class T>
-__global__ void swiglu_fwd_pack_k(Pack<T>* a, const Pack<T>* g, const Pack<T>* u, int64_t np) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < np;
+template <class T, int N>
+__global__ void swiglu_fwd_k(Vec<T, N>* a, const Vec<T, N>* g, const Vec<T, N>* u, int64_t nv) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < nv;
        e += int64_t(gridDim.x) * blockDim.x) {
-    const Pack<T> gv = g[e], uv = u[e];
-    Pack<T> av;
+    const Vec<T, N> gv = g[e], uv = u[e];
+    Vec<T, N> av;
 #pragma unroll
-    for (int j = 0; j < Pack<T>::N; ++j) st(&av.v[j], silu(ld(&gv.v[j])) * ld(&uv.v[j]));
+    for (int j = 0; j < N; ++j) {
+      const float gj = ld(&gv.v[j]);
+      st(&av.v[j], gj / (1.f + expf(-gj)) * ld(&uv.v[j]));
+    }
     a[e] = av;
   }
 }
 
-template <class T>
-__global__ void swiglu_bwd_pack_k(Pack<T>* dg, Pack<T>* du, const Pack<T>* da, const Pack<T>* g,
-                                  const Pack<T>* u, int64_t np) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < np;
+template <class T, int N>
+__global__ void swiglu_bwd_k(Vec<T, N>* dg, Vec<T, N>* du, const Vec<T, N>* da, const Vec<T, N>* g,
+                             const Vec<T, N>* u, int64_t nv) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < nv;
        e += int64_t(gridDim.x) * blockDim.x) {
-    const Pack<T> gv = g[e], uv = u[e], dv = da[e];
-    Pack<T> dgv, duv;
+    const Vec<T, N> gv = g[e], uv = u[e], dv = da[e];
+    Vec<T, N> dgv, duv;
 #pragma unroll
-    for (int j = 0; j < Pack<T>::N; ++j) {
-      const float gg = ld(&gv.v[j]), uu = ld(&uv.v[j]), d = ld(&dv.v[j]);
-      const float s = 1.f / (1.f + expf(-gg));
-      st(&dgv.v[j], d * uu * s * (1.f + gg * (1.f - s)));
-      st(&duv.v[j], d * gg * s);
+    for (int j = 0; j < N; ++j) {
+      const float gj = ld(&gv.v[j]), uj = ld(&uv.v[j]), d = ld(&dv.v[j]);
+      const float s = 1.f / (1.f + expf(-gj));
+      st(&dgv.v[j], d * uj * s * (1.f + gj * (1.f - s)));
+      st(&duv.v[j], d * gj * s);
     }
     dg[e] = dgv, du[e] = duv;
-  }
-}
-
-template <class T>
-__global__ void swiglu_fwd_k(T* a, const T* g, const T* u, int64_t n) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
-       e += int64_t(gridDim.x) * blockDim.x) {
-    const float gv = ld(g + e);
-    st(a + e, gv / (1.f + expf(-gv)) * ld(u + e));
-  }
-}
-
-template <class T>
-__global__ void swiglu_bwd_k(T* dg, T* du, const T* da, const T* g, const T* u, int64_t n) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
-       e += int64_t(gridDim.x) * blockDim.x) {
-    const float gv = ld(g + e), uv = ld(u + e), d = ld(da + e);
-    const float s = 1.f / (1.f + expf(-gv));
-    st(dg + e, d * uv * s * (1.f + gv * (1.f - s)));
-    st(du + e, d * gv * s);
   }
 }
 
@@ -338,14 +302,10 @@ template <class T>
 void rmsnorm_fwd(T* y, T* n, float* rstd, const T* x, const T* w, int64_t rows, int64_t h,
                  double eps) {
   if (rows == 0) return;
-  if (packable<T>(h, {y, n, x, w})) {
-    rmsnorm_fwd_pack_k<T><<<static_cast<unsigned>(rows), kThreads, 0, current_stream()>>>(
+  with_width<T>(h, {y, n, x, w}, [&](auto width) {
+    rmsnorm_fwd_k<T, width.value><<<static_cast<unsigned>(rows), kThreads, 0, current_stream()>>>(
         y, n, rstd, x, w, h, static_cast<float>(eps));
-    check_launch("rmsnorm_fwd");
-    return;
-  }
-  rmsnorm_fwd_k<<<static_cast<unsigned>(rows), kThreads, 0, current_stream()>>>(
-      y, n, rstd, x, w, h, static_cast<float>(eps));
+  });
   check_launch("rmsnorm_fwd");
 }
 
@@ -388,29 +348,23 @@ void rope_bwd(T* dx, int64_t stride, const int64_t* pos, int64_t rows, int n_hea
 
 template <class T>
 void swiglu_fwd(T* a, const T* g, const T* u, int64_t n) {
-  if (packable<T>(n, {a, g, u})) {
-    const int64_t np = n / Pack<T>::N;
-    swiglu_fwd_pack_k<T><<<grid_for(np), kThreads, 0, current_stream()>>>(
-        reinterpret_cast<Pack<T>*>(a), reinterpret_cast<const Pack<T>*>(g),
-        reinterpret_cast<const Pack<T>*>(u), np);
-    check_launch("swiglu_fwd");
-    return;
-  }
-  swiglu_fwd_k<<<grid_for(n), kThreads, 0, current_stream()>>>(a, g, u, n);
+  with_width<T>(n, {a, g, u}, [&](auto width) {
+    using V = Vec<T, width.value>;
+    const int64_t nv = n / width.value;
+    swiglu_fwd_k<T, width.value><<<grid_for(nv), kThreads, 0, current_stream()>>>(
+        reinterpret_cast<V*>(a), reinterpret_cast<const V*>(g), reinterpret_cast<const V*>(u), nv);
+  });
   check_launch("swiglu_fwd");
 }
 template <class T>
 void swiglu_bwd(T* dg, T* du, const T* da, const T* g, const T* u, int64_t n) {
-  if (packable<T>(n, {dg, du, da, g, u})) {
-    const int64_t np = n / Pack<T>::N;
-    swiglu_bwd_pack_k<T><<<grid_for(np), kThreads, 0, current_stream()>>>(
-        reinterpret_cast<Pack<T>*>(dg), reinterpret_cast<Pack<T>*>(du),
-        reinterpret_cast<const Pack<T>*>(da), reinterpret_cast<const Pack<T>*>(g),
-        reinterpret_cast<const Pack<T>*>(u), np);
-    check_launch("swiglu_bwd");
-    return;
-  }
-  swiglu_bwd_k<<<grid_for(n), kThreads, 0, current_stream()>>>(dg, du, da, g, u, n);
+  with_width<T>(n, {dg, du, da, g, u}, [&](auto width) {
+    using V = Vec<T, width.value>;
+    const int64_t nv = n / width.value;
+    swiglu_bwd_k<T, width.value><<<grid_for(nv), kThreads, 0, current_stream()>>>(
+        reinterpret_cast<V*>(dg), reinterpret_cast<V*>(du), reinterpret_cast<const V*>(da),
+        reinterpret_cast<const V*>(g), reinterpret_cast<const V*>(u), nv);
+  });
   check_launch("swiglu_bwd");
 }
 
@@ -515,7 +469,5 @@ INST(bf16)
 template void copy_rows<float, float>(float*, int64_t, const float*, int64_t, int64_t, int64_t,
                                       bool);
 template void copy_rows<bf16, float>(bf16*, int64_t, const float*, int64_t, int64_t, int64_t, bool);
-template void copy_rows<float, bf16>(float*, int64_t, const bf16*, int64_t, int64_t, int64_t, bool);
-template void copy_rows<bf16, bf16>(bf16*, int64_t, const bf16*, int64_t, int64_t, int64_t, bool);
 
 }  // namespace origami::cuda

@@ -5,7 +5,6 @@
 #include <cublasLt.h>
 
 #include <map>
-#include <mutex>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -89,15 +88,7 @@ Lt& lt() {
   return t;
 }
 
-std::mutex g_count_mu;
-int g_plans = 0;
-
 }  // namespace
-
-int gemm_plans_cached() {
-  std::lock_guard<std::mutex> g(g_count_mu);
-  return g_plans;
-}
 
 void gemm_ex(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
              int64_t lda, const void* B, int64_t ldb, DType ab, float beta, void* C, int64_t ldc,
@@ -107,12 +98,11 @@ void gemm_ex(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, c
                 dtype_name(ab), " (the output is f32 or the input type)");
   if (K == 0) {
     ORIGAMI_CHECK(beta == 1.f || beta == 0.f, "GEMM with K = 0 needs beta 0 or 1");
+    const size_t e = dtype_size(c);
     if (beta == 0.f)
       for (int b = 0; b < batch.count; ++b)
-        for (int64_t r = 0; r < M; ++r)
-          ORIGAMI_CUDA_CHECK(
-              cudaMemsetAsync(static_cast<char*>(C) + (b * batch.sC + r * ldc) * dtype_size(c), 0,
-                              N * dtype_size(c), current_stream()));
+        ORIGAMI_CUDA_CHECK(cudaMemset2DAsync(static_cast<char*>(C) + b * batch.sC * e, ldc * e, 0,
+                                             N * e, M, current_stream()));
     return;
   }
   const ColMajorGemm g = map_row_major(ta, tb, M, N, K, lda, ldb, ldc);
@@ -179,20 +169,14 @@ void gemm_ex(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, c
     check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                   &ws, sizeof ws),
              "workspace");
-    uint32_t al[3] = {static_cast<uint32_t>(alA), static_cast<uint32_t>(alB),
-                      static_cast<uint32_t>(alC)};
-    check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                                                  &al[0], sizeof al[0]),
-             "align A");
-    check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                  &al[1], sizeof al[1]),
-             "align B");
-    check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                  &al[2], sizeof al[2]),
-             "align C");
-    check_lt(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                  &al[2], sizeof al[2]),
-             "align D");
+    // Every operand's alignment (D is C), so the heuristic offers only kernels valid for them.
+    const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> align[4] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, uint32_t(alA)},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, uint32_t(alB)},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, uint32_t(alC)},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, uint32_t(alC)}};
+    for (const auto& [attr, bytes] : align)
+      check_lt(cublasLtMatmulPreferenceSetAttribute(pref, attr, &bytes, sizeof bytes), "alignment");
     cublasLtMatmulHeuristicResult_t res{};
     int found = 0;
     check_lt(cublasLtMatmulAlgoGetHeuristic(L.h, p.op, p.a, p.b, p.c, p.c, pref, 1, &res, &found),
@@ -202,8 +186,6 @@ void gemm_ex(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, c
                   " (", dtype_name(ab), " -> ", dtype_name(c), ")");
     p.algo = res.algo;
     it = L.plans.emplace(key, p).first;
-    std::lock_guard<std::mutex> lk(g_count_mu);
-    ++g_plans;
   }
   const Plan& p = it->second;
   check_lt(cublasLtMatmul(L.h, p.op, &alpha, Ap, p.a, Bp, p.b, &beta, C, p.c, C, p.c, &p.algo, L.ws,
@@ -214,7 +196,7 @@ void gemm_ex(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, c
 template <class T>
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, float beta, T* C, int64_t ldc) {
-  constexpr DType t = std::is_same_v<T, float> ? DType::f32 : DType::bf16;
+  constexpr DType t = dtype_of<T>();
   gemm_ex(ta, tb, M, N, K, alpha, A, lda, B, ldb, t, beta, C, ldc, t);
 }
 

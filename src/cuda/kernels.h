@@ -50,8 +50,6 @@ template <class T>
 void linear_bwd_x(T* dx, const T* dy, const T* W, int64_t M, int64_t N, int64_t K);
 template <class T>
 void linear_bwd_w(T* dW, const T* dy, const T* x, int64_t M, int64_t N, int64_t K);
-// Shapes cuBLASLt has been asked about so far (heuristics run once per shape).
-int gemm_plans_cached();
 
 // ---- RMSNorm
 // ---------------------------------------------------------------------------------------
@@ -115,9 +113,17 @@ template <class T>
 void scale_inplace(T* x, int64_t n, float s);
 template <class T>
 void add_inplace(T* y, const T* x, int64_t n);
-// y[r, :cols] (+)= x[r, :cols] with row strides, converting types (accumulate = add).
+// y[r, :cols] (+)= x[r, :cols] with row strides (accumulate = add): fp32 accumulators into T.
 template <class Y, class X>
 void copy_rows(Y* y, int64_t ldy, const X* x, int64_t ldx, int64_t rows, int64_t cols,
                bool accumulate);
 
 }  // namespace origami::cuda
+
+namespace origami {
+// bf16 joins core/dtype.h's map from element types to DType.
+template <>
+constexpr DType dtype_of<cuda::bf16>() {
+  return DType::bf16;
+}
+}  // namespace origami

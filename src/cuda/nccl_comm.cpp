@@ -18,29 +18,22 @@ std::string nccl_version() {
 }
 
 namespace {
-int local_rank(MPI_Comm comm, MPI_Comm* node_out = nullptr) {
+// The ranks of `comm` on this node, in `comm`'s order; the caller frees it.
+MPI_Comm node_comm(MPI_Comm comm) {
   MPI_Comm node;
   MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-  int r = 0;
-  MPI_Comm_rank(node, &r);
-  if (node_out)
-    *node_out = node;
-  else
-    MPI_Comm_free(&node);
-  return r;
+  return node;
 }
 }  // namespace
 
 DeviceCensus device_census(MPI_Comm comm) {
-  MPI_Comm node;
-  const int lr = local_rank(comm, &node);
+  MPI_Comm node = node_comm(comm);
   int node_size = 1;
   MPI_Comm_size(node, &node_size);
   MPI_Comm_free(&node);
   const int n = device_count();
   int mine[2] = {n, n >= node_size ? 1 : 0}, all[2] = {0, 0};
   MPI_Allreduce(mine, all, 2, MPI_INT, MPI_MIN, comm);
-  (void)lr;
   DeviceCensus c;
   c.min_devices = all[0];
   c.all_have_device = all[0] > 0;
@@ -66,7 +59,11 @@ NcclComm::NcclComm(MPI_Comm comm) {
   MPI_Comm_size(comm, &size_);
   const int n = device_count();
   ORIGAMI_CHECK(n > 0, "NCCL communicator on rank ", rank_, ": no CUDA device");
-  ORIGAMI_CUDA_CHECK(cudaSetDevice(local_rank(comm) % n));
+  MPI_Comm node = node_comm(comm);
+  int local = 0;
+  MPI_Comm_rank(node, &local);
+  MPI_Comm_free(&node);
+  ORIGAMI_CUDA_CHECK(cudaSetDevice(local % n));
   const ncclUniqueId id = bootstrap_id(comm);
   ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
   check_nccl(ncclCommInitRankConfig(&c_, size_, id, rank_, &cfg), "ncclCommInitRankConfig");

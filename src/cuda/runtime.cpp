@@ -33,15 +33,10 @@ std::string device_summary() {
              rt % 1000 / 10);
 }
 
-namespace {
-thread_local cudaStream_t t_stream = nullptr;
-thread_local bool t_stream_made = false;
-}  // namespace
-
 cudaStream_t current_stream() {
-  if (!t_stream_made) {
+  thread_local cudaStream_t t_stream = nullptr;
+  if (!t_stream) {
     ORIGAMI_CUDA_CHECK(cudaStreamCreateWithFlags(&t_stream, cudaStreamNonBlocking));
-    t_stream_made = true;
     // Keep freed pool memory instead of returning it at every synchronisation.
     int dev = 0;
     ORIGAMI_CUDA_CHECK(cudaGetDevice(&dev));
@@ -51,11 +46,6 @@ cudaStream_t current_stream() {
     ORIGAMI_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
   }
   return t_stream;
-}
-
-void set_current_stream(cudaStream_t s) {
-  t_stream = s;
-  t_stream_made = true;
 }
 
 void* dalloc(size_t bytes, Cat c) {

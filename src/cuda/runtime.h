@@ -27,10 +27,9 @@ std::string device_summary();
 // Exit code of a GPU test that found no device (CTest SKIP_RETURN_CODE).
 constexpr int kSkipNoDevice = 77;
 
-// The stream every kernel and GEMM of this thread is issued on (default: a per-thread stream made
-// on first use, non-blocking with respect to the legacy default stream).
+// The stream every kernel and GEMM of this thread is issued on: a per-thread stream made on first
+// use, non-blocking with respect to the legacy default stream.
 cudaStream_t current_stream();
-void set_current_stream(cudaStream_t s);
 
 // Device memory, counted in MemTracker::device() under a category. Stream-ordered (cudaMallocAsync
 // on the current stream, a pool that keeps freed memory), so scratch buffers cost no device sync.

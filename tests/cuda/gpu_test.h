@@ -13,6 +13,9 @@
 
 namespace origami::cuda::test {
 
+// The storage types every kernel is instantiated for (the typed test suites' parameter).
+using StorageTypes = ::testing::Types<float, bf16>;
+
 template <class T>
 T to_t(float v) {
   if constexpr (std::is_same_v<T, float>)

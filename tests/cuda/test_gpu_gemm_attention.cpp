@@ -8,8 +8,7 @@ namespace {
 
 template <class T>
 class GpuGemm : public ::testing::Test {};
-using Types = ::testing::Types<float, bf16>;
-TYPED_TEST_SUITE(GpuGemm, Types);
+TYPED_TEST_SUITE(GpuGemm, StorageTypes);
 
 TYPED_TEST(GpuGemm, AllTransposesOddSizesPaddedRows) {
   using T = TypeParam;
@@ -43,7 +42,7 @@ TYPED_TEST(GpuGemm, StridedBatch) {
     cpu::gemm<float>(Trans::N, Trans::T, M, N, K, 1.f, a.data() + i * K, lda, b.data() + i * K, ldb,
                      1.f, c.data() + i * M * ldc, ldc);
   auto A = upload<T>(a), B = upload<T>(b), C = upload<T>(c0);
-  constexpr DType t = std::is_same_v<T, float> ? DType::f32 : DType::bf16;
+  constexpr DType t = dtype_of<T>();
   gemm_ex(Trans::N, Trans::T, M, N, K, 1.f, A.get(), lda, B.get(), ldb, t, 1.f, C.get(), ldc, t,
           {count, K, K, M * ldc});
   EXPECT_CLOSE(T, download(C), c);

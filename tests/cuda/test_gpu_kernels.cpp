@@ -12,8 +12,7 @@ namespace {
 
 template <class T>
 class GpuKernels : public ::testing::Test {};
-using Types = ::testing::Types<float, bf16>;
-TYPED_TEST_SUITE(GpuKernels, Types);
+TYPED_TEST_SUITE(GpuKernels, StorageTypes);
 
 TYPED_TEST(GpuKernels, RmsNormForwardBackward) {
   using T = TypeParam;
