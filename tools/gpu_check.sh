@@ -1,7 +1,7 @@
 #!/bin/bash
 # The one-command GPU session (docs/gpu.md): on a machine with an NVIDIA GPU, runs the CUDA
-# backend's tests, compute-sanitizer, the rates (bench_gpu) and PyTorch baselines, and writes
-# OUTDIR/report.json plus logs (at most 7 files, for the lent machine's return limit).
+# backend's tests, NCCL over MPI, compute-sanitizer, the rates (bench_gpu) and PyTorch baselines,
+# and writes OUTDIR/report.json plus 7 logs (8 files: the lent machine returns at most 8).
 # Binaries come from .gpu/ (tools/gpu_pack.sh, built on a machine with the project's packages) when
 # present, else it builds into build-gpu (needs the packages of tools/packages.txt).
 # usage: tools/gpu_check.sh OUTDIR [--quick]
