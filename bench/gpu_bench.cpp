@@ -2,7 +2,9 @@
 //   copy GB/s (device to device, bytes read + written), the bf16 GEMM ceiling (8192³), GEMMs at
 //   Llama-7B TSP shapes (D = 1 and 8) as a fraction of that ceiling, elementwise kernels' GB/s as a
 //   fraction of copy, the parity-path attention (tiled cuBLASLt) forward/backward TFLOP/s, and one
-//   transformer block forward at D = 1 with its MFU against the measured ceiling.
+//   transformer block forward at D = 1 with its MFU against the measured ceiling; with cuDNN, its
+//   SDPA forward/backward as a fraction of the ceiling (whole sequences and the calls of a 7B rank
+//   at D = 8) and the block again with cuDNN attention, at S = 8192 and 128K.
 // Every number is the median of --reps timed runs after warm-ups, timed with CUDA events.
 #include <algorithm>
 #include <cmath>
@@ -15,6 +17,9 @@
 
 #include "cuda/kernels.h"
 #include "cuda/runtime.h"
+#ifdef ORIGAMI_WITH_CUDNN
+#include "cuda/cudnn_sdpa.h"
+#endif
 
 using namespace origami;
 using namespace origami::cuda;
@@ -210,9 +215,78 @@ int main(int argc, char** argv) {
     set_attention_tiles(512, 512);
   }
 
-  // ---- one Llama-7B block forward at D = 1 (MHA, h = 4096, ffn = 11008) ----
+#ifdef ORIGAMI_WITH_CUDNN
+  // ---- attention, cuDNN SDPA (bf16): one call of sq rows against skv keys, shifted ----
   {
-    const int64_t S = quick ? 2048 : 8192, h = 4096, ffn = 11008;
+    const int d = 128;
+    struct A {
+      std::string what;
+      int64_t sq, skv, shift;
+      int nh;
+    };
+    const int64_t s2 = quick ? 2048 : 8192;
+    std::vector<A> cases = {{"whole sequence", s2, s2, 0, 32}, {"whole sequence", s2, s2, 0, 4}};
+    // Llama-7B at D = 8: 4 heads per call; zigzag chunk c = S/16, first chunk [0, c) and last
+    // chunk against keys [0, S) (shift S - c).
+    for (int64_t S : quick ? std::vector<int64_t>{32768} : std::vector<int64_t>{32768, 131072}) {
+      cases.push_back(
+          {"7B D=8 S=" + std::to_string(S / 1024) + "K first chunk", S / 16, S / 16, 0, 4});
+      cases.push_back(
+          {"7B D=8 S=" + std::to_string(S / 1024) + "K last chunk", S / 16, S, S - S / 16, 4});
+    }
+    for (const A& a : cases) {
+      const int64_t stride = int64_t(a.nh) * d;
+      auto q = filled<bf16>(a.sq * stride, 1.f), o = filled<bf16>(a.sq * stride, 0),
+           dq = filled<bf16>(a.sq * stride, 0), dout = filled<bf16>(a.sq * stride, 1.f);
+      auto k = filled<bf16>(a.skv * stride, 1.f), v = filled<bf16>(a.skv * stride, 1.f),
+           dk = filled<bf16>(a.skv * stride, 0), dv = filled<bf16>(a.skv * stride, 0);
+      DBuf<float> lse(int64_t(a.nh) * a.sq, Cat::activations);
+      cudnn::SdpaDims sd;
+      sd.hq = sd.hk = a.nh, sd.d = d, sd.sq = a.sq, sd.skv = a.skv;
+      sd.q_stride = sd.kv_stride = stride, sd.lse_stride = a.sq;
+      double pairs = 0;  // (query, key) pairs the causal mask keeps
+      for (int64_t r = 0; r < a.sq; ++r) pairs += double(std::min(a.skv, a.shift + r + 1));
+      const double flops = 4.0 * pairs * d * a.nh;
+      const float scale = 1.f / std::sqrt(float(d));
+      const std::string name = "cudnn " + a.what + " sq=" + std::to_string(a.sq) +
+                               " skv=" + std::to_string(a.skv) + " heads=" + std::to_string(a.nh);
+      ms = median_ms([&] {
+        cudnn::sdpa_fwd(o.get(), lse.get(), q.get(), k.get(), v.get(), sd, scale, a.shift);
+      });
+      double tf = flops / (ms * 1e-3) / 1e12;
+      add("sdpa", name + " fwd e" + std::to_string(cudnn::engine_of(cudnn::Dir::fwd, sd, a.shift)),
+          "TFLOP/s", tf, tf / ceil, ms);
+      // Backward deterministic (dQ written directly; the default), then with cuDNN's fp32 dQ
+      // accumulator (faster engines, no fixed order) for comparison.
+      for (bool det : {true, false}) {
+        cudnn::set_deterministic(det);
+        ms = median_ms([&] {
+          cudnn::sdpa_bwd(dq.get(), dk.get(), dv.get(), dout.get(), q.get(), k.get(), v.get(),
+                          o.get(), lse.get(), sd, scale, a.shift);
+        });
+        tf = 2.5 * flops / (ms * 1e-3) / 1e12;
+        add("sdpa",
+            name + " bwd " + (det ? "det" : "nondet") + " e" +
+                std::to_string(cudnn::engine_of(cudnn::Dir::bwd, sd, a.shift)),
+            "TFLOP/s", tf, tf / ceil, ms);
+      }
+      cudnn::set_deterministic(true);
+    }
+  }
+#endif
+
+  // ---- one Llama-7B block forward at D = 1 (MHA, h = 4096, ffn = 11008) ----
+  struct BlockCase {
+    int64_t S;
+    bool cudnn;
+  };
+  std::vector<BlockCase> blocks = {{quick ? 2048 : 8192, false}};
+#ifdef ORIGAMI_WITH_CUDNN
+  blocks.push_back({quick ? 2048 : 8192, true});
+  if (!quick) blocks.push_back({131072, true});
+#endif
+  for (auto [S, use_cudnn] : blocks) {
+    const int64_t h = 4096, ffn = 11008;
     const int nh = 32, d = 128;
     auto x = filled<bf16>(S * h, 1.f), xn = filled<bf16>(S * h, 0), nbuf = filled<bf16>(S * h, 0);
     auto wqkv = filled<bf16>(3 * h * h, 0.02f), wo = filled<bf16>(h * h, 0.02f),
@@ -237,8 +311,14 @@ int main(int argc, char** argv) {
       rope_fwd<bf16>(qkv.get(), 3 * h, P.get(), S, 2 * nh, d, C.get(), SN.get());  // q and k
       QSeg qs{0, 0, S};
       KvSeg<bf16> ks{qkv.get() + h, qkv.get() + 2 * h, 3 * h, 0, S};
-      flash_attn_fwd<bf16>(att.get(), lse.get(), S, qkv.get(), 3 * h, &qs, 1, &ks, 1, {nh, nh, d},
-                           scale);
+#ifdef ORIGAMI_WITH_CUDNN
+      if (use_cudnn)
+        cudnn::attn_fwd(att.get(), lse.get(), S, qkv.get(), 3 * h, &qs, 1, &ks, 1, {nh, nh, d},
+                        scale);
+      else
+#endif
+        flash_attn_fwd<bf16>(att.get(), lse.get(), S, qkv.get(), 3 * h, &qs, 1, &ks, 1, {nh, nh, d},
+                             scale);
       linear_fwd<bf16>(x.get(), att.get(), wo.get(), S, h, h, 1.f);  // residual: x += att Woᵀ
       rmsnorm_fwd<bf16>(xn.get(), nbuf.get(), rs.get(), x.get(), wn.get(), S, h, 1e-5);
       linear_fwd<bf16>(gu.get(), xn.get(), wgu.get(), S, ffn, h);                      // gate
@@ -250,8 +330,10 @@ int main(int argc, char** argv) {
     const double gemm_fl = 2.0 * S * h * (3 * h + h + 3 * ffn);
     const double attn_fl = 2.0 * S * S * d * nh;
     const double tf = (gemm_fl + attn_fl) / (ms * 1e-3) / 1e12;
-    add("block", "7B block fwd D=1 S=" + std::to_string(S) + " (MFU vs ceiling)", "TFLOP/s", tf,
-        tf / ceil, ms);
+    add("block",
+        "7B block fwd D=1 S=" + std::to_string(S) + (use_cudnn ? " cuDNN attn" : " tiled attn") +
+            " (MFU)",
+        "TFLOP/s", tf, tf / ceil, ms);
   }
 
   if (!json.empty()) {

@@ -40,6 +40,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
   uname -srm
   head -2 /etc/os-release
   ls /usr/lib/x86_64-linux-gnu/libcudnn.so.* /usr/local/cuda/lib64/libcublasLt.so.* 2>/dev/null
+  ldconfig -p | grep -E 'libcudnn(_graph)?\.so\.9 '
 } > "$OUT/env.txt" 2>&1
 
 # run NAME LOG TIMEOUT COMMAND...: output appended to OUTDIR/LOG, exit code to results.txt
@@ -57,6 +58,11 @@ run() {
 run cuda_host tests.log 30 $BIN/test_cuda_host
 run gpu_kernels tests.log 90 $BIN/test_gpu_kernels
 run gpu_gemm_attention tests.log 90 $BIN/test_gpu_gemm_attention
+if [ -x $BIN/test_gpu_sdpa ]; then  # built with cuDNN: the SDPA path, and planning from JSON
+  run gpu_sdpa tests.log 120 $BIN/test_gpu_sdpa
+  run cudnn_plan tests.log 60 env ORIGAMI_DEVICEPROP_JSON=tests/cuda/data/h100_deviceprop.json:tests/cuda/data/h200_deviceprop.json \
+    $BIN/test_cudnn_plan
+fi
 run nccl_np1 tests.log 60 mpirun -np 1 --bind-to none -x LD_LIBRARY_PATH $BIN/test_nccl_bootstrap
 # Two ranks on the one GPU: NCCL refuses duplicate GPUs unless each rank claims another host
 # (NCCL_HOSTID); an experiment, recorded whatever its outcome.
@@ -66,10 +72,12 @@ SAN="compute-sanitizer --error-exitcode 1 --print-limit 20"
 run memcheck_kernels sanitizer.log 90 $SAN --tool memcheck $BIN/test_gpu_kernels
 run memcheck_gemm_attention sanitizer.log 120 $SAN --tool memcheck $BIN/test_gpu_gemm_attention \
   --gtest_filter='*AllTransposes*:*SmallTiles*'
+[ -x $BIN/test_gpu_sdpa ] && run memcheck_sdpa sanitizer.log 120 $SAN --tool memcheck \
+  $BIN/test_gpu_sdpa --gtest_filter='*KeySegmentStartsInsideAChunk*'
 run racecheck_kernels sanitizer.log 90 $SAN --tool racecheck $BIN/test_gpu_kernels
 run initcheck_kernels sanitizer.log 60 $SAN --tool initcheck $BIN/test_gpu_kernels \
   --gtest_filter='*RmsNorm*:*CrossEntropy*'
-run bench_gpu bench.log 180 $BIN/bench_gpu --json "$OUT/bench.json" $QUICK
+run bench_gpu bench.log 240 $BIN/bench_gpu --json "$OUT/bench.json" $QUICK
 run torch_ref bench.log 90 python3 tools/gpu_torch_ref.py --json "$OUT/torch.json" $QUICK
 
 python3 - "$OUT" "$t0" <<'PY'
@@ -82,7 +90,14 @@ steps = []
 for line in open(os.path.join(out, "results.txt")):
     f = line.split()
     steps.append(dict(step=f[0], exit=int(f[1]), seconds=int(f[2]) if len(f) > 2 else None))
-rep = dict(env=open(os.path.join(out, "env.txt")).read(), steps=steps,
+# The device description cuDNN reads on this card (printed by test_gpu_sdpa): the CI fixture.
+deviceprop = None
+tl = os.path.join(out, "tests.log")
+if os.path.exists(tl):
+    for line in open(tl, errors="replace"):
+        if line.startswith("deviceprop: "):
+            deviceprop = line[len("deviceprop: "):].strip()
+rep = dict(env=open(os.path.join(out, "env.txt")).read(), steps=steps, deviceprop=deviceprop,
            passed=all(s["exit"] == 0 for s in steps if not s["step"].endswith("_experiment")), bench=load("bench.json"),
            torch=load("torch.json"), seconds=int(time.time()) - t0)
 json.dump(rep, open(os.path.join(out, "report.json"), "w"), indent=1)

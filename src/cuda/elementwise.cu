@@ -469,5 +469,6 @@ INST(bf16)
 template void copy_rows<float, float>(float*, int64_t, const float*, int64_t, int64_t, int64_t,
                                       bool);
 template void copy_rows<bf16, float>(bf16*, int64_t, const float*, int64_t, int64_t, int64_t, bool);
+template void copy_rows<bf16, bf16>(bf16*, int64_t, const bf16*, int64_t, int64_t, int64_t, bool);
 
 }  // namespace origami::cuda
