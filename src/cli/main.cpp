@@ -10,6 +10,7 @@
 #include "cli/bench.h"
 #include "comm/comm.h"
 #include "core/error.h"
+#include "infer/generate.h"
 #include "model/params.h"
 #include "plan/plan_cli.h"
 #include "train/grad.h"
@@ -26,7 +27,9 @@ const char* kUsage =
     "  grad    loss and full gradients of given weights on given tokens (the oracle interface)\n"
     "  init    write freshly initialised weights (counter-based RNG, layout independent)\n"
     "  plan    predict per-rank memory and bytes per layer for layouts and sequence lengths\n"
-    "  bench   run several layouts on the same model and batch (mpirun each) into one table\n";
+    "  bench   run several layouts on the same model and batch (mpirun each) into one table\n"
+    "  generate  text or token ids from a model: TSP prefill with a 1/D KV cache, decode that\n"
+    "          never moves a weight\n";
 
 // Started by mpirun (or another PMI launcher)? Then MPI is initialised; a plain `origami ...`
 // runs as one process without MPI (OpenMPI's singleton start-up costs seconds on some machines).
@@ -250,6 +253,62 @@ int cmd_init(int argc, char** argv) {
   return 0;
 }
 
+int cmd_generate(int argc, char** argv) {
+  Args a("generate",
+         "Generate tokens from a model. The prompt is prefilled by the TSP forward (each rank\n"
+         "keeps K and V of its own tokens: 1/D of the cache) and every new token is decoded\n"
+         "without moving a weight (docs/inference.md). Prints the text as it is generated (or\n"
+         "the ids), then time to first token, prefill and decode tokens/s, and per rank the\n"
+         "KV-cache bytes and the bytes received per decode step.");
+  a.flag("config", "", "HF Llama config.json", true);
+  a.flag("weights", "", "weights (safetensors, HF names, fp32)");
+  a.flag("checkpoint", "", "or a checkpoint directory of train (its latest) or a step_N directory");
+  a.flag("prompt", "", "the prompt as text (tokenised with --tokenizer; B = 1)");
+  a.flag("tokens", "", "or the prompt as ids: safetensors with input_ids [B, S] (I32/I64)");
+  a.flag("tokenizer", "data/tokenizer.model", "sentencepiece model (text prompts)");
+  a.flag("max-new-tokens", "32", "tokens to generate per sequence (fewer if all stop at EOS)");
+  a.flag("temperature", "0", "0 = greedy (the default); > 0 samples softmax(logits / T)");
+  a.flag("top-k", "0", "sample among the k most likely tokens only (0 = all)");
+  a.flag("top-p", "1", "sample among the most likely tokens of total probability p (1 = all)");
+  a.flag("seed", "1", "sampling seed (same tokens under every layout)");
+  a.flag("eos-id", "",
+         "stop a sequence at this id [default: the tokenizer's for text prompts, none for ids; "
+         "-1 = never]");
+  a.flag("layout", "", "single, or tsp=D (under mpirun -np D)");
+  a.flag("max-memory", "",
+         "per-rank budget in GiB: refuse (before any work) when the weight shards and the KV "
+         "cache would not fit");
+  a.flag("out", "", "write output_ids [B, S + new] (I64 safetensors)");
+  a.flag("report", "", "write the run's numbers (throughput, per-rank cache and bytes) as JSON");
+  a.flag("dump-logits", "",
+         "write the logits behind every generated token, logits [new, B, V] (F32 safetensors)");
+  a.boolean("quiet", "print nothing but errors");
+  if (!a.parse(argc, argv)) return 0;
+  infer::GenerateOptions o;
+  o.dump_logits = a.str("dump-logits");
+  o.config = a.str("config");
+  o.weights = a.str("weights");
+  o.checkpoint = a.str("checkpoint");
+  o.prompt = a.str("prompt");
+  o.tokens = a.str("tokens");
+  o.tokenizer = a.str("tokenizer");
+  o.max_new_tokens = a.i64("max-new-tokens", 1);
+  o.sampling.temperature = a.f64("temperature");
+  o.sampling.top_k = a.i64("top-k", 0);
+  o.sampling.top_p = a.f64("top-p");
+  o.sampling.seed = static_cast<uint64_t>(a.i64("seed", 0));
+  if (a.given("eos-id")) o.eos_id = a.i64("eos-id", -1);
+  o.layout = a.str("layout");
+  if (a.given("max-memory")) {
+    o.max_memory_gib = a.f64("max-memory");
+    if (!(o.max_memory_gib > 0)) fail("--max-memory=", a.str("max-memory"), " must be positive");
+  }
+  o.out = a.str("out");
+  o.report = a.str("report");
+  o.quiet = a.on("quiet");
+  return infer::run_generate(o);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -271,6 +330,8 @@ int main(int argc, char** argv) {
       rc = cmd_plan(argc - 2, argv + 2);
     else if (cmd == "bench")
       rc = cmd_bench(argc - 2, argv + 2);
+    else if (cmd == "generate")
+      rc = cmd_generate(argc - 2, argv + 2);
     else if (cmd == "--help" || cmd == "-h" || cmd == "help")
       std::fputs(kUsage, stdout);
     else {

@@ -129,6 +129,26 @@ double TspEngine::forward_loss(const TspParams& p, const Batch& b) {
   return head(p, nullptr, yf, nullptr, b, 0.0);
 }
 
+Tensor TspEngine::forward_final(const TspParams& p, const Batch& b, KvSink* sink) {
+  z_ = Zigzag{b.B, b.S, D_, r_};
+  pos_ = z_.positions();
+  const int64_t T = z_.local_tokens(), h = t_.h;
+  comm_.set_context(kWhereEmbed, Phase::fwd);
+  Tensor x = ws({T, h});
+  std::vector<int64_t> ids_all;
+  embed_fwd(p, b, x, &ids_all);
+  sink_ = sink;
+  for (size_t l = 0; l < p.layers.size(); ++l) {
+    comm_.set_context(static_cast<int>(l), Phase::fwd);
+    sink_layer_ = static_cast<int>(l);
+    block_fwd(p.layers[l], x, nullptr, nullptr);
+  }
+  sink_ = nullptr;
+  Tensor nf = ws({T, h}), rstd = ws({T}), yf = Tensor::empty({T, h}, DType::f32, Cat::activations);
+  rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
+  return yf;
+}
+
 void TspEngine::finish_grads(TspParams& g) {
   comm_.set_context(kWhereStep, Phase::bwd);
   std::vector<Request> rs;

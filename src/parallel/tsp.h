@@ -27,6 +27,13 @@ struct TspOptions {
   // (validate_options, layout.h, refuses the combinations these options cannot take)
 };
 
+// Inference (src/infer): receives, per layer, the rotated k and v of this rank's local tokens for
+// kv heads [head0, head0 + heads) as rows [T, heads·d] in local order (the prefill's KV cache).
+struct KvSink {
+  virtual ~KvSink() = default;
+  virtual void store(int layer, int64_t head0, int64_t heads, const float* k, const float* v) = 0;
+};
+
 class TspEngine : public ShardedSchedule {
  public:
   TspEngine(const ModelConfig& c, Comm& comm, TspOptions o);
@@ -44,6 +51,10 @@ class TspEngine : public ShardedSchedule {
   double forward_loss(const TspParams& p, const Batch& local) override;
   // Sum of the norm-weight gradients over ranks (once per step, fixed order).
   void finish_grads(TspParams& g) override;
+  // The forward over the local tokens without a loss (the prefill of inference): returns the final
+  // RMSNorm's output [T, h] of the local rows; `sink` receives every layer's k and v.
+  Tensor forward_final(const TspParams& p, const Batch& local, KvSink* sink);
+  const Zigzag& zigzag() const { return z_; }
 
   struct Acts;  // what one block saves (per head group / bucket and per MLP shard)
 
@@ -83,7 +94,9 @@ class TspEngine : public ShardedSchedule {
   Zigzag z_{};
   std::vector<int64_t> pos_;  // global position of each local row
   Tensor cos_, sin_;
-  RingTail tail_;  // the last backward ring's home hop, still in flight
+  RingTail tail_;           // the last backward ring's home hop, still in flight
+  KvSink* sink_ = nullptr;  // forward_final only
+  int sink_layer_ = 0;
 };
 
 }  // namespace origami

@@ -108,6 +108,7 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     un.gv = comm_.iallgather(vown, F(un.Vg), T * kw * 4, Traffic::kv);
     maybe_wait(un.gk);
     maybe_wait(un.gv);
+    if (sink_) sink_->store(sink_layer_, j * t_.nkv_loc + b * kvb, kvb, kown, vown);
     if (a) {
       a->k[u] = act({T, kw});
       a->v[u] = act({T, kw});

@@ -45,10 +45,17 @@ def rope(x, pos, theta):
 
 def forward_loss(cfg, P, input_ids, labels):
     """P: dict of float64 tensors with HF names (requires_grad); input_ids/labels: [B, S+1]."""
+    logits = forward_logits(cfg, P, input_ids[:, :-1])
+    tgt = labels[:, 1:]
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100, reduction="mean")
+
+
+def forward_logits(cfg, P, ids):
+    """Logits [B, S, V] of every position of ids [B, S] (a full recompute, no cache)."""
     h, nh, nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     d, L = h // nh, cfg["num_hidden_layers"]
     eps, theta = cfg.get("rms_norm_eps", 1e-6), cfg.get("rope_theta", 10000.0)
-    ids = input_ids[:, :-1]
     B, S = ids.shape
     x = P["model.embed_tokens.weight"][ids]
     pos = torch.arange(S)
@@ -72,7 +79,4 @@ def forward_loss(cfg, P, input_ids, labels):
         x = x + (torch.nn.functional.silu(g) * u) @ P[p + "mlp.down_proj.weight"].T
     x = rmsnorm(x, P["model.norm.weight"], eps)
     head = P["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else P["lm_head.weight"]
-    logits = x @ head.T
-    tgt = labels[:, 1:]
-    return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100, reduction="mean")
+    return x @ head.T

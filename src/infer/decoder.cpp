@@ -1,0 +1,405 @@
+#include "infer/decoder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/error.h"
+#include "core/trace.h"
+#include "kernels/kernels.h"
+
+namespace origami::infer {
+
+using namespace cpu;
+
+namespace {
+Tensor ws(std::vector<int64_t> s) {
+  return Tensor::empty(std::move(s), DType::f32, Cat::workspace);
+}
+float* F(Tensor& t) {
+  return t.data<float>();
+}
+const float* F(const Tensor& t) {
+  return t.data<float>();
+}
+int64_t padded(int64_t S, int D) {
+  return (S + 2 * D - 1) / (2 * D) * (2 * D);
+}
+}  // namespace
+
+void KvCache::init(int64_t layers, int64_t b, int64_t cap, int64_t kv) {
+  B = b, capacity = cap, kvd = kv;
+  k.clear(), v.clear(), positions.clear();
+  for (int64_t l = 0; l < layers; ++l) {
+    k.push_back(Tensor::zeros({B, capacity, kvd}, DType::f32, Cat::activations));
+    v.push_back(Tensor::zeros({B, capacity, kvd}, DType::f32, Cat::activations));
+  }
+}
+
+int64_t KvCache::append(int64_t pos) {
+  if (size() >= capacity)
+    fail("KV cache full: ", capacity, " slots on this rank, position ", pos,
+         " does not fit (internal: the capacity comes from cache_capacity)");
+  positions.push_back(pos);
+  return size() - 1;
+}
+
+float* KvCache::k_row(size_t layer, int64_t b, int64_t slot) {
+  return k[layer].data<float>() + (b * capacity + slot) * kvd;
+}
+float* KvCache::v_row(size_t layer, int64_t b, int64_t slot) {
+  return v[layer].data<float>() + (b * capacity + slot) * kvd;
+}
+
+std::vector<int64_t> prefill_counts(int64_t S, int D) {
+  const int64_t c = padded(S, D) / (2 * D);
+  std::vector<int64_t> n(static_cast<size_t>(D));
+  for (int r = 0; r < D; ++r)
+    for (int64_t q : {static_cast<int64_t>(r), static_cast<int64_t>(2 * D - 1 - r)})
+      n[static_cast<size_t>(r)] += std::clamp<int64_t>(S - q * c, 0, c);
+  return n;
+}
+
+int owner_of(const std::vector<int64_t>& counts, int64_t p) {
+  const int D = static_cast<int>(counts.size());
+  int best = -1;
+  for (int i = 0; i < D; ++i) {  // from p mod D round the ranks: the first with the fewest wins
+    const int r = static_cast<int>((p + i) % D);
+    if (best < 0 || counts[static_cast<size_t>(r)] < counts[static_cast<size_t>(best)]) best = r;
+  }
+  return best;
+}
+
+int64_t cache_capacity(int64_t S, int64_t new_tokens, int D) {
+  auto n = prefill_counts(S, D);
+  // The prefill's own rows need their slots before the rebalance moves some away.
+  const int64_t first = *std::max_element(n.begin(), n.end());
+  n = balanced_counts(n);
+  for (int64_t p = S; p < S + new_tokens; ++p) ++n[static_cast<size_t>(owner_of(n, p))];
+  return std::max(first, *std::max_element(n.begin(), n.end()));
+}
+
+TspDecoder::TspDecoder(const ModelConfig& c, Comm& comm, TspParams params, int64_t B,
+                       int64_t max_new)
+    : cfg_(c),
+      comm_(comm),
+      p_(std::move(params)),
+      t_(TspDims::of(c, comm.size())),
+      D_(comm.size()),
+      r_(comm.rank()),
+      B_(B),
+      max_new_(max_new),
+      engine_(c, comm, TspOptions{}) {
+  make_rope_tables(c, cos_, sin_);
+}
+
+namespace {
+// The prefill's KV sink: rows of local positions below S go to their slots.
+struct PrefillSink : KvSink {
+  KvCache* cache;
+  std::vector<int64_t> slot_of_row;  // per local row: its slot, or -1 (padding)
+  int64_t rows_per_seq = 0, d = 0;
+  void store(int layer, int64_t head0, int64_t heads, const float* k, const float* v) override {
+    const int64_t w = heads * d, T = static_cast<int64_t>(slot_of_row.size());
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t slot = slot_of_row[static_cast<size_t>(t)];
+      if (slot < 0) continue;
+      const int64_t b = t / rows_per_seq;
+      std::memcpy(cache->k_row(static_cast<size_t>(layer), b, slot) + head0 * d, k + t * w,
+                  sizeof(float) * w);
+      std::memcpy(cache->v_row(static_cast<size_t>(layer), b, slot) + head0 * d, v + t * w,
+                  sizeof(float) * w);
+    }
+  }
+};
+}  // namespace
+
+std::vector<float> TspDecoder::prefill(const std::vector<int64_t>& ids, int64_t S) {
+  const int64_t Sp = padded(S, D_), h = t_.h;
+  if (S < 1) fail("prefill: the prompt is empty");
+  if (Sp > cfg_.max_position_embeddings)
+    fail("the prompt of ", S, " tokens, padded to ", Sp, " (a multiple of 2·tsp=", 2 * D_,
+         "), exceeds max_position_embeddings=", cfg_.max_position_embeddings);
+  Batch g;
+  g.B = B_, g.S = Sp;
+  for (int64_t b = 0; b < B_; ++b)
+    for (int64_t s = 0; s < Sp; ++s) {
+      g.inputs.push_back(s < S ? ids[static_cast<size_t>(b * S + s)] : 0);
+      g.targets.push_back(-1);
+    }
+  const Batch local = engine_.shard_batch(g);
+  const Zigzag z{B_, Sp, D_, r_};
+  // Slots: this rank's positions below S in ascending order (chunk r, then chunk 2D-1-r).
+  const std::vector<int64_t> pos = z.positions();  // [B, 2, c]
+  const int64_t per_seq = 2 * z.chunk();
+  cache_.init(static_cast<int64_t>(p_.layers.size()), B_, cache_capacity(S, max_new_, D_),
+              cfg_.kv_dim());
+  PrefillSink sink;
+  sink.cache = &cache_;
+  sink.rows_per_seq = per_seq, sink.d = t_.d;
+  std::vector<int64_t> slot(static_cast<size_t>(per_seq), -1);
+  for (int64_t i = 0; i < per_seq; ++i)
+    if (pos[static_cast<size_t>(i)] < S)
+      slot[static_cast<size_t>(i)] = cache_.append(pos[static_cast<size_t>(i)]);
+  for (int64_t t = 0; t < B_ * per_seq; ++t)
+    sink.slot_of_row.push_back(slot[static_cast<size_t>(t % per_seq)]);
+  counts_ = prefill_counts(S, D_);
+  Tensor yf = engine_.forward_final(p_, local, &sink);
+  rebalance();
+  // The last prompt position's final hidden state, from the rank that holds it, to all.
+  comm_.set_context(kWhereHead, Phase::fwd);
+  const int64_t c = z.chunk(), q = (S - 1) / c;
+  const int holder = static_cast<int>(q < D_ ? q : 2 * D_ - 1 - q);
+  Tensor last = ws({B_, h});
+  if (holder == r_) {
+    const int k = q < D_ ? 0 : 1;
+    for (int64_t b = 0; b < B_; ++b)
+      std::memcpy(F(last) + b * h, F(yf) + ((b * 2 + k) * c + (S - 1 - q * c)) * h,
+                  sizeof(float) * h);
+  }
+  comm_.ibcast(F(last), B_ * h * 4, holder, Traffic::acts).wait();
+  pos_ = S;
+  return logits(last);
+}
+
+std::vector<int64_t> balanced_counts(const std::vector<int64_t>& counts) {
+  const int D = static_cast<int>(counts.size());
+  int64_t n = 0;
+  for (auto c : counts) n += c;
+  // floor(n/D) each; the n mod D extra positions stay with the ranks holding the most (the
+  // first such ranks on ties): fewest moves.
+  std::vector<int> order(static_cast<size_t>(D));
+  for (int i = 0; i < D; ++i) order[static_cast<size_t>(i)] = i;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return counts[static_cast<size_t>(a)] > counts[static_cast<size_t>(b)];
+  });
+  std::vector<int64_t> t(static_cast<size_t>(D), n / D);
+  for (int64_t i = 0; i < n % D; ++i) ++t[static_cast<size_t>(order[static_cast<size_t>(i)])];
+  return t;
+}
+
+void TspDecoder::rebalance() {
+  const auto target = balanced_counts(counts_);
+  if (target == counts_) return;
+  comm_.set_context(kWhereStep, Phase::fwd);
+  // Moves (src, dst, n): surplus ranks in rank order hand their highest positions to deficit
+  // ranks in rank order.
+  struct Move {
+    int src, dst;
+    int64_t n;
+  };
+  std::vector<Move> moves;
+  std::vector<int64_t> have = counts_;
+  for (int s = 0, d = 0; s < D_; ++s)
+    while (have[static_cast<size_t>(s)] > target[static_cast<size_t>(s)]) {
+      while (have[static_cast<size_t>(d)] >= target[static_cast<size_t>(d)]) ++d;
+      const int64_t n = std::min(have[static_cast<size_t>(s)] - target[static_cast<size_t>(s)],
+                                 target[static_cast<size_t>(d)] - have[static_cast<size_t>(d)]);
+      moves.push_back({s, d, n});
+      have[static_cast<size_t>(s)] -= n, have[static_cast<size_t>(d)] += n;
+    }
+  const int64_t L = static_cast<int64_t>(p_.layers.size()), kvd = cache_.kvd;
+  for (const Move& m : moves) {
+    if (m.src != r_ && m.dst != r_) continue;
+    // Per slot: its position, then per layer and sequence its k and v rows.
+    const int64_t per = 1 + L * B_ * 2 * kvd;
+    Tensor buf = ws({m.n, per});
+    if (m.src == r_) {
+      const int64_t first = cache_.size() - m.n;
+      for (int64_t i = 0; i < m.n; ++i) {
+        float* row = F(buf) + i * per;
+        const int64_t slot = first + i;
+        row[0] = static_cast<float>(cache_.positions[static_cast<size_t>(slot)]);
+        for (int64_t l = 0; l < L; ++l)
+          for (int64_t b = 0; b < B_; ++b) {
+            float* dst = row + 1 + (l * B_ + b) * 2 * kvd;
+            std::memcpy(dst, cache_.k_row(static_cast<size_t>(l), b, slot), sizeof(float) * kvd);
+            std::memcpy(dst + kvd, cache_.v_row(static_cast<size_t>(l), b, slot),
+                        sizeof(float) * kvd);
+          }
+      }
+      comm_.isend(F(buf), m.n * per * 4, m.dst, 8, Traffic::kv).wait();
+      cache_.positions.resize(static_cast<size_t>(first));
+    } else {
+      comm_.irecv(F(buf), m.n * per * 4, m.src, 8, Traffic::kv).wait();
+      for (int64_t i = 0; i < m.n; ++i) {
+        const float* row = F(buf) + i * per;
+        const int64_t slot = cache_.append(static_cast<int64_t>(row[0]));
+        for (int64_t l = 0; l < L; ++l)
+          for (int64_t b = 0; b < B_; ++b) {
+            const float* src = row + 1 + (l * B_ + b) * 2 * kvd;
+            std::memcpy(cache_.k_row(static_cast<size_t>(l), b, slot), src, sizeof(float) * kvd);
+            std::memcpy(cache_.v_row(static_cast<size_t>(l), b, slot), src + kvd,
+                        sizeof(float) * kvd);
+          }
+      }
+    }
+  }
+  counts_ = target;
+}
+
+std::vector<float> TspDecoder::logits(const Tensor& yf) {
+  comm_.set_context(kWhereHead, Phase::fwd);
+  const int64_t Vr = t_.Vr, V = cfg_.vocab_size, h = t_.h;
+  Tensor mine = ws({B_, Vr}), all = ws({D_, B_, Vr});
+  linear_fwd<float>(F(mine), F(yf), F(p_.head_or_embed()), B_, Vr, h);
+  comm_.iallgather(F(mine), F(all), B_ * Vr * 4, Traffic::embed_head).wait();
+  std::vector<float> out(static_cast<size_t>(B_ * V));
+  for (int r = 0; r < D_; ++r)
+    for (int64_t b = 0; b < B_; ++b)
+      for (int64_t i = 0; i < Vr && r * Vr + i < V; ++i)
+        out[static_cast<size_t>(b * V + r * Vr + i)] = F(all)[(r * B_ + b) * Vr + i];
+  return out;
+}
+
+std::vector<float> TspDecoder::step(const std::vector<int64_t>& ids) {
+  if (static_cast<int64_t>(ids.size()) != B_) fail("decode step: ", ids.size(), " ids for B=", B_);
+  if (pos_ >= cfg_.max_position_embeddings)
+    fail("decode: position ", pos_,
+         " reaches max_position_embeddings=", cfg_.max_position_embeddings);
+  const int64_t h = t_.h, Vr = t_.Vr;
+  // Embedding: the owners' rows, summed (one non-zero term per row: exact).
+  comm_.set_context(kWhereEmbed, Phase::fwd);
+  Tensor x = Tensor::zeros({B_, h}, DType::f32, Cat::workspace);
+  for (int64_t b = 0; b < B_; ++b) {
+    const int64_t id = ids[static_cast<size_t>(b)];
+    if (id < 0 || id >= cfg_.vocab_size)
+      fail("decode: token id ", id, " is outside the vocabulary [0, ", cfg_.vocab_size, ")");
+    if (id / Vr == r_)
+      std::memcpy(F(x) + b * h, F(p_.embed) + (id - r_ * Vr) * h, sizeof(float) * h);
+  }
+  comm_.iallreduce(F(x), B_ * h, Traffic::embed_head).wait();
+  const int owner = owner_of(counts_, pos_);
+  ++counts_[static_cast<size_t>(owner)];
+  const int64_t slot = owner == r_ ? cache_.append(pos_) : -1;
+  for (size_t l = 0; l < p_.layers.size(); ++l) {
+    comm_.set_context(static_cast<int>(l), Phase::fwd);
+    TraceSpan span("decode layer " + std::to_string(l));
+    layer_step(l, x, owner, slot);
+  }
+  Tensor yf = ws({B_, h}), n = ws({B_, h}), rstd = ws({B_});
+  rmsnorm_fwd<float>(F(yf), F(n), F(rstd), F(x), F(p_.final_norm), B_, h, cfg_.rms_norm_eps);
+  ++pos_;
+  return logits(yf);
+}
+
+void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
+  const TspLayer& W = p_.layers[l];
+  const int64_t h = t_.h, d = t_.d, qw = t_.q_rows, kw = t_.kv_rows, nq = t_.nq_loc;
+  const int64_t qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), B = B_;
+  const float eps = static_cast<float>(cfg_.rms_norm_eps);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const std::vector<int64_t> pos(static_cast<size_t>(B), pos_);
+  Tensor y = ws({B, h}), n = ws({B, h}), rstd = ws({B});
+  rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.in_norm), B, h, eps);
+  // Own head group: q, and [k | v] per row (what the owner of the position stores).
+  const float* pk = F(W.attn);
+  Tensor q = ws({B, qw}), kv = ws({B, 2 * kw});
+  linear_fwd<float>(F(q), F(y), pk, B, qw, h);
+  {
+    Tensor k = ws({B, kw}), v = ws({B, kw});
+    linear_fwd<float>(F(k), F(y), pk + t_.off_k(), B, kw, h);
+    linear_fwd<float>(F(v), F(y), pk + t_.off_v(), B, kw, h);
+    rope_fwd<float>(F(q), qw, pos.data(), B, static_cast<int>(nq), static_cast<int>(d), F(cos_),
+                    F(sin_));
+    rope_fwd<float>(F(k), kw, pos.data(), B, static_cast<int>(t_.nkv_loc), static_cast<int>(d),
+                    F(cos_), F(sin_));
+    for (int64_t b = 0; b < B; ++b) {
+      std::memcpy(F(kv) + b * 2 * kw, F(k) + b * kw, sizeof(float) * kw);
+      std::memcpy(F(kv) + b * 2 * kw + kw, F(v) + b * kw, sizeof(float) * kw);
+    }
+  }
+  Tensor qall = ws({D_, B, qw});
+  Request gq = comm_.iallgather(F(q), F(qall), B * qw * 4, Traffic::acts);
+  // The new k, v of every head group to the owner of the position.
+  if (owner == r_) {
+    Tensor kvall = ws({D_, B, 2 * kw});
+    std::vector<Request> rq;
+    for (int j = 0; j < D_; ++j)
+      if (j != r_)
+        rq.push_back(comm_.irecv(F(kvall) + j * B * 2 * kw, B * 2 * kw * 4, j, 7, Traffic::kv));
+    std::memcpy(F(kvall) + r_ * B * 2 * kw, F(kv), sizeof(float) * B * 2 * kw);
+    for (auto& r : rq) r.wait();
+    for (int j = 0; j < D_; ++j)
+      for (int64_t b = 0; b < B; ++b) {
+        const float* src = F(kvall) + (j * B + b) * 2 * kw;
+        std::memcpy(cache_.k_row(l, b, slot) + j * kw, src, sizeof(float) * kw);
+        std::memcpy(cache_.v_row(l, b, slot) + j * kw, src + kw, sizeof(float) * kw);
+      }
+  } else {
+    comm_.isend(F(kv), B * 2 * kw * 4, owner, 7, Traffic::kv).wait();
+  }
+  gq.wait();
+  // All heads over this rank's cached positions (all at or before pos_: no mask needed beyond
+  // "every cached key"), as a query at position n-1 over keys 0..n-1.
+  Tensor qf = ws({B, qd}), o = Tensor::zeros({B, qd}, DType::f32, Cat::workspace);
+  Tensor lse = ws({cfg_.num_attention_heads, B});
+  for (int j = 0; j < D_; ++j)
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy(F(qf) + b * qd + j * qw, F(qall) + (j * B + b) * qw, sizeof(float) * qw);
+  const int64_t ncache = cache_.size();
+  if (ncache == 0) {
+    std::fill(F(lse), F(lse) + lse.numel(), -std::numeric_limits<float>::infinity());
+  } else {
+    const AttnShape sh{static_cast<int>(cfg_.num_attention_heads),
+                       static_cast<int>(cfg_.num_key_value_heads), static_cast<int>(d)};
+    for (int64_t b = 0; b < B; ++b) {
+      QSeg qs{b, ncache - 1, 1};
+      KvSeg<float> ks{cache_.k_row(l, b, 0), cache_.v_row(l, b, 0), kvd, 0, ncache};
+      flash_attn_fwd<float>(F(o), F(lse), B, F(qf), qd, &qs, 1, &ks, 1, sh, scale);
+    }
+  }
+  // Partials of head group j to rank j: [B, qw] of o, then [nq, B] of lse.
+  const int64_t blk = B * qw + nq * B;
+  Tensor sendb = ws({D_, blk}), recvb = ws({D_, blk});
+  for (int j = 0; j < D_; ++j) {
+    float* dst = F(sendb) + j * blk;
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy(dst + b * qw, F(o) + b * qd + j * qw, sizeof(float) * qw);
+    std::memcpy(dst + B * qw, F(lse) + j * nq * B, sizeof(float) * nq * B);
+  }
+  std::vector<int64_t> bytes(static_cast<size_t>(D_), blk * 4), off(static_cast<size_t>(D_));
+  for (int j = 0; j < D_; ++j) off[static_cast<size_t>(j)] = j * blk * 4;
+  comm_
+      .ialltoallv(F(sendb), bytes.data(), off.data(), F(recvb), bytes.data(), off.data(),
+                  Traffic::acts)
+      .wait();
+  // Merge the D partials of this rank's heads by log-sum-exp, in rank order.
+  Tensor om = ws({B, qw});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < nq; ++c) {
+      float m = -std::numeric_limits<float>::infinity();
+      for (int i = 0; i < D_; ++i) m = std::max(m, F(recvb)[i * blk + B * qw + c * B + b]);
+      float* out = F(om) + b * qw + c * d;
+      std::fill(out, out + d, 0.f);
+      float wsum = 0.f;
+      for (int i = 0; i < D_; ++i) {
+        const float li = F(recvb)[i * blk + B * qw + c * B + b];
+        if (li == -std::numeric_limits<float>::infinity()) continue;
+        const float w = std::exp(li - m);
+        wsum += w;
+        const float* oi = F(recvb) + i * blk + b * qw + c * d;
+        for (int64_t e = 0; e < d; ++e) out[e] += w * oi[e];
+      }
+      for (int64_t e = 0; e < d; ++e) out[e] /= wsum;
+    }
+  // x += all-reduce(o_r · W_o,rᵀ); W_o,r is [h, q_rows] columns at off_o.
+  Tensor part = ws({B, h});
+  gemm<float>(Trans::N, Trans::T, B, h, qw, 1.0f, F(om), qw, pk + t_.off_o(), qw, 0.0f, F(part), h);
+  comm_.iallreduce(F(part), B * h, Traffic::acts).wait();
+  add_inplace<float>(F(x), F(part), B * h);
+  // MLP on the own slice: x += all-reduce(swiglu(y2 W_gᵀ, y2 W_uᵀ) W_dᵀ).
+  rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.post_norm), B, h, eps);
+  const int64_t Ir = t_.Ir;
+  const float* pm = F(W.mlp);
+  Tensor g = ws({B, Ir}), u = ws({B, Ir}), a = ws({B, Ir});
+  linear_fwd<float>(F(g), F(y), pm, B, Ir, h);
+  linear_fwd<float>(F(u), F(y), pm + Ir * h, B, Ir, h);
+  swiglu_fwd<float>(F(a), F(g), F(u), B * Ir);
+  linear_fwd<float>(F(part), F(a), pm + 2 * Ir * h, B, h, Ir);
+  comm_.iallreduce(F(part), B * h, Traffic::acts).wait();
+  add_inplace<float>(F(x), F(part), B * h);
+}
+
+}  // namespace origami::infer

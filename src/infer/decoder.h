@@ -1,0 +1,92 @@
+// Inference with TSP (tsp-spec §11). Prefill is the TSP forward over the prompt (TspEngine::
+// forward_final) with each rank keeping K and V of *its own tokens for all heads*: 1/D of the
+// cache. Decode never moves a weight. Per step and layer, with the new tokens' hidden states x
+// [B, h] replicated on every rank and rank r owning head group r and MLP slice r (its TSP shards):
+//
+//     q_r, k_r, v_r = norm(x) · W_{q,k,v},rᵀ        (own head group; RoPE at the new position p)
+//     all-gather q_r            ──▶ q of all heads on every rank                      (acts, B·h)
+//     send k_r, v_r to owner(p) ──▶ the rank that caches position p stores them     (kv, 2B·h/g)
+//     every rank: o_r, lse_r = attention of all heads over its cached positions
+//     all-to-all: rank j gets every rank's (o, lse) of head group j, merged by log-sum-exp
+//     x += all-reduce(o_j · W_o,jᵀ)                                                   (acts, B·h)
+//     x += all-reduce(swiglu(norm(x) · W_{gate,up},rᵀ) · W_down,rᵀ)                   (acts, B·h)
+//
+// then logits = all-gather of norm(x) · W_head,rᵀ (vocabulary shards) and the embedding of the
+// next tokens by an all-reduce of the owners' rows.
+//
+// The cache stays balanced. The prefill pads S up to a multiple of 2D and never caches the
+// padding, so a padded prompt leaves the ranks up to 2D−1 positions apart; the prefill then moves
+// surplus positions (their K and V rows of every layer) to the ranks short of n/D. owner(p) is
+// the rank caching the fewest positions, ties broken round-robin from p mod D (round-robin while
+// balanced). Every rank holds 1/D of the positions ±1 after the prefill and after every step.
+// docs/inference.md has the byte formula of a step; D = 1 is the single-device decoder (the same
+// code with every transfer a local copy).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "comm/comm.h"
+#include "core/tensor.h"
+#include "model/config.h"
+#include "parallel/tsp.h"
+#include "parallel/tsp_params.h"
+
+namespace origami::infer {
+
+// One rank's KV cache: per layer, K and V [B, capacity, n_kv·d] of the positions it caches, all
+// kv heads; slot i holds global position positions[i] in every sequence.
+struct KvCache {
+  int64_t B = 0, capacity = 0, kvd = 0;
+  std::vector<Tensor> k, v;
+  std::vector<int64_t> positions;
+  void init(int64_t layers, int64_t B, int64_t capacity, int64_t kvd);
+  int64_t size() const { return static_cast<int64_t>(positions.size()); }
+  int64_t bytes() const { return 2 * static_cast<int64_t>(k.size()) * B * capacity * kvd * 4; }
+  int64_t append(int64_t pos);  // the new slot
+  float* k_row(size_t layer, int64_t b, int64_t slot);
+  float* v_row(size_t layer, int64_t b, int64_t slot);
+};
+
+// Positions the prefill of an S-token prompt leaves on each of D ranks (zigzag over S padded to
+// a multiple of 2D, padding not cached).
+std::vector<int64_t> prefill_counts(int64_t S, int D);
+// Every rank's count after the prefill's rebalance: floor(n/D) each, the n mod D extra ones
+// left with the ranks holding the most.
+std::vector<int64_t> balanced_counts(const std::vector<int64_t>& counts);
+// The rank that caches position p given every rank's count (see above).
+int owner_of(const std::vector<int64_t>& counts, int64_t p);
+// Slots a rank needs for a prompt of S tokens and `new_tokens` generated ones.
+int64_t cache_capacity(int64_t S, int64_t new_tokens, int D);
+
+class TspDecoder {
+ public:
+  // params: this rank's TSP shards; B sequences, at most max_new tokens after the prompt.
+  TspDecoder(const ModelConfig& c, Comm& comm, TspParams params, int64_t B, int64_t max_new);
+  // The prompt [B, S] (row-major ids, every sequence S long) → logits [B, V] of its last
+  // position, the same on every rank.
+  std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S);
+  // The tokens [B] at the next position → logits [B, V] of that position.
+  std::vector<float> step(const std::vector<int64_t>& ids);
+  int64_t position() const { return pos_; }  // of the next token
+  const KvCache& cache() const { return cache_; }
+  const std::vector<int64_t>& counts() const { return counts_; }  // positions cached per rank
+
+ private:
+  std::vector<float> logits(const Tensor& yf);  // yf [B, h] replicated
+  void rebalance();  // after the prefill: surplus positions to the ranks short of n/D
+  void layer_step(size_t l, Tensor& x, int owner, int64_t slot);
+
+  ModelConfig cfg_;
+  Comm& comm_;
+  TspParams p_;
+  TspDims t_;
+  int D_, r_;
+  int64_t B_, max_new_, pos_ = 0;
+  TspEngine engine_;
+  KvCache cache_;
+  std::vector<int64_t> counts_;
+  Tensor cos_, sin_;
+};
+
+}  // namespace origami::infer
