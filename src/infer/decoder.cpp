@@ -7,26 +7,13 @@
 
 #include "core/error.h"
 #include "core/trace.h"
+#include "infer/internal.h"
 #include "kernels/kernels.h"
 
 namespace origami::infer {
 
 using namespace cpu;
-
-namespace {
-Tensor ws(std::vector<int64_t> s) {
-  return Tensor::empty(std::move(s), DType::f32, Cat::workspace);
-}
-float* F(Tensor& t) {
-  return t.data<float>();
-}
-const float* F(const Tensor& t) {
-  return t.data<float>();
-}
-int64_t padded(int64_t S, int D) {
-  return (S + 2 * D - 1) / (2 * D) * (2 * D);
-}
-}  // namespace
+using namespace detail;
 
 void KvCache::init(int64_t layers, int64_t b, int64_t cap, int64_t kv) {
   B = b, capacity = cap, kvd = kv;
@@ -146,7 +133,7 @@ std::vector<float> TspDecoder::prefill(const std::vector<int64_t>& ids, int64_t 
     sink.slot_of_row.push_back(slot[static_cast<size_t>(t % per_seq)]);
   counts_ = prefill_counts(S, D_);
   Tensor yf = engine_.forward_final(p_, local, &sink);
-  rebalance();
+  rebalance(cache_, counts_, comm_);
   // The last prompt position's final hidden state, from the rank that holds it, to all.
   comm_.set_context(kWhereHead, Phase::fwd);
   const int64_t c = z.chunk(), q = (S - 1) / c;
@@ -160,7 +147,7 @@ std::vector<float> TspDecoder::prefill(const std::vector<int64_t>& ids, int64_t 
   }
   comm_.ibcast(F(last), B_ * h * 4, holder, Traffic::acts).wait();
   pos_ = S;
-  return logits(last);
+  return logits_sharded(comm_, last, p_.head_or_embed(), B_, t_.Vr, cfg_.vocab_size);
 }
 
 std::vector<int64_t> balanced_counts(const std::vector<int64_t>& counts) {
@@ -179,97 +166,10 @@ std::vector<int64_t> balanced_counts(const std::vector<int64_t>& counts) {
   return t;
 }
 
-void TspDecoder::rebalance() {
-  const auto target = balanced_counts(counts_);
-  if (target == counts_) return;
-  comm_.set_context(kWhereStep, Phase::fwd);
-  // Moves (src, dst, n): surplus ranks in rank order hand their highest positions to deficit
-  // ranks in rank order.
-  struct Move {
-    int src, dst;
-    int64_t n;
-  };
-  std::vector<Move> moves;
-  std::vector<int64_t> have = counts_;
-  for (int s = 0, d = 0; s < D_; ++s)
-    while (have[static_cast<size_t>(s)] > target[static_cast<size_t>(s)]) {
-      while (have[static_cast<size_t>(d)] >= target[static_cast<size_t>(d)]) ++d;
-      const int64_t n = std::min(have[static_cast<size_t>(s)] - target[static_cast<size_t>(s)],
-                                 target[static_cast<size_t>(d)] - have[static_cast<size_t>(d)]);
-      moves.push_back({s, d, n});
-      have[static_cast<size_t>(s)] -= n, have[static_cast<size_t>(d)] += n;
-    }
-  const int64_t L = static_cast<int64_t>(p_.layers.size()), kvd = cache_.kvd;
-  for (const Move& m : moves) {
-    if (m.src != r_ && m.dst != r_) continue;
-    // Per slot: its position, then per layer and sequence its k and v rows.
-    const int64_t per = 1 + L * B_ * 2 * kvd;
-    Tensor buf = ws({m.n, per});
-    if (m.src == r_) {
-      const int64_t first = cache_.size() - m.n;
-      for (int64_t i = 0; i < m.n; ++i) {
-        float* row = F(buf) + i * per;
-        const int64_t slot = first + i;
-        row[0] = static_cast<float>(cache_.positions[static_cast<size_t>(slot)]);
-        for (int64_t l = 0; l < L; ++l)
-          for (int64_t b = 0; b < B_; ++b) {
-            float* dst = row + 1 + (l * B_ + b) * 2 * kvd;
-            std::memcpy(dst, cache_.k_row(static_cast<size_t>(l), b, slot), sizeof(float) * kvd);
-            std::memcpy(dst + kvd, cache_.v_row(static_cast<size_t>(l), b, slot),
-                        sizeof(float) * kvd);
-          }
-      }
-      comm_.isend(F(buf), m.n * per * 4, m.dst, 8, Traffic::kv).wait();
-      cache_.positions.resize(static_cast<size_t>(first));
-    } else {
-      comm_.irecv(F(buf), m.n * per * 4, m.src, 8, Traffic::kv).wait();
-      for (int64_t i = 0; i < m.n; ++i) {
-        const float* row = F(buf) + i * per;
-        const int64_t slot = cache_.append(static_cast<int64_t>(row[0]));
-        for (int64_t l = 0; l < L; ++l)
-          for (int64_t b = 0; b < B_; ++b) {
-            const float* src = row + 1 + (l * B_ + b) * 2 * kvd;
-            std::memcpy(cache_.k_row(static_cast<size_t>(l), b, slot), src, sizeof(float) * kvd);
-            std::memcpy(cache_.v_row(static_cast<size_t>(l), b, slot), src + kvd,
-                        sizeof(float) * kvd);
-          }
-      }
-    }
-  }
-  counts_ = target;
-}
-
-std::vector<float> TspDecoder::logits(const Tensor& yf) {
-  comm_.set_context(kWhereHead, Phase::fwd);
-  const int64_t Vr = t_.Vr, V = cfg_.vocab_size, h = t_.h;
-  Tensor mine = ws({B_, Vr}), all = ws({D_, B_, Vr});
-  linear_fwd<float>(F(mine), F(yf), F(p_.head_or_embed()), B_, Vr, h);
-  comm_.iallgather(F(mine), F(all), B_ * Vr * 4, Traffic::embed_head).wait();
-  std::vector<float> out(static_cast<size_t>(B_ * V));
-  for (int r = 0; r < D_; ++r)
-    for (int64_t b = 0; b < B_; ++b)
-      for (int64_t i = 0; i < Vr && r * Vr + i < V; ++i)
-        out[static_cast<size_t>(b * V + r * Vr + i)] = F(all)[(r * B_ + b) * Vr + i];
-  return out;
-}
-
 std::vector<float> TspDecoder::step(const std::vector<int64_t>& ids) {
-  if (static_cast<int64_t>(ids.size()) != B_) fail("decode step: ", ids.size(), " ids for B=", B_);
-  if (pos_ >= cfg_.max_position_embeddings)
-    fail("decode: position ", pos_,
-         " reaches max_position_embeddings=", cfg_.max_position_embeddings);
-  const int64_t h = t_.h, Vr = t_.Vr;
-  // Embedding: the owners' rows, summed (one non-zero term per row: exact).
-  comm_.set_context(kWhereEmbed, Phase::fwd);
-  Tensor x = Tensor::zeros({B_, h}, DType::f32, Cat::workspace);
-  for (int64_t b = 0; b < B_; ++b) {
-    const int64_t id = ids[static_cast<size_t>(b)];
-    if (id < 0 || id >= cfg_.vocab_size)
-      fail("decode: token id ", id, " is outside the vocabulary [0, ", cfg_.vocab_size, ")");
-    if (id / Vr == r_)
-      std::memcpy(F(x) + b * h, F(p_.embed) + (id - r_ * Vr) * h, sizeof(float) * h);
-  }
-  comm_.iallreduce(F(x), B_ * h, Traffic::embed_head).wait();
+  check_step(cfg_, ids, B_, pos_);
+  const int64_t h = t_.h;
+  Tensor x = embed_sharded(comm_, ids, p_.embed, t_.Vr, h);
   const int owner = owner_of(counts_, pos_);
   ++counts_[static_cast<size_t>(owner)];
   const int64_t slot = owner == r_ ? cache_.append(pos_) : -1;
@@ -281,15 +181,14 @@ std::vector<float> TspDecoder::step(const std::vector<int64_t>& ids) {
   Tensor yf = ws({B_, h}), n = ws({B_, h}), rstd = ws({B_});
   rmsnorm_fwd<float>(F(yf), F(n), F(rstd), F(x), F(p_.final_norm), B_, h, cfg_.rms_norm_eps);
   ++pos_;
-  return logits(yf);
+  return logits_sharded(comm_, yf, p_.head_or_embed(), B_, t_.Vr, cfg_.vocab_size);
 }
 
 void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
   const TspLayer& W = p_.layers[l];
   const int64_t h = t_.h, d = t_.d, qw = t_.q_rows, kw = t_.kv_rows, nq = t_.nq_loc;
-  const int64_t qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), B = B_;
+  const int64_t qd = cfg_.q_dim(), B = B_;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const std::vector<int64_t> pos(static_cast<size_t>(B), pos_);
   Tensor y = ws({B, h}), n = ws({B, h}), rstd = ws({B});
   rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.in_norm), B, h, eps);
@@ -333,23 +232,12 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
   gq.wait();
   // All heads over this rank's cached positions (all at or before pos_: no mask needed beyond
   // "every cached key"), as a query at position n-1 over keys 0..n-1.
-  Tensor qf = ws({B, qd}), o = Tensor::zeros({B, qd}, DType::f32, Cat::workspace);
+  Tensor qf = ws({B, qd}), o = ws({B, qd});
   Tensor lse = ws({cfg_.num_attention_heads, B});
   for (int j = 0; j < D_; ++j)
     for (int64_t b = 0; b < B; ++b)
       std::memcpy(F(qf) + b * qd + j * qw, F(qall) + (j * B + b) * qw, sizeof(float) * qw);
-  const int64_t ncache = cache_.size();
-  if (ncache == 0) {
-    std::fill(F(lse), F(lse) + lse.numel(), -std::numeric_limits<float>::infinity());
-  } else {
-    const AttnShape sh{static_cast<int>(cfg_.num_attention_heads),
-                       static_cast<int>(cfg_.num_key_value_heads), static_cast<int>(d)};
-    for (int64_t b = 0; b < B; ++b) {
-      QSeg qs{b, ncache - 1, 1};
-      KvSeg<float> ks{cache_.k_row(l, b, 0), cache_.v_row(l, b, 0), kvd, 0, ncache};
-      flash_attn_fwd<float>(F(o), F(lse), B, F(qf), qd, &qs, 1, &ks, 1, sh, scale);
-    }
-  }
+  attend_cache(cache_, l, cfg_, F(qf), F(o), F(lse));
   // Partials of head group j to rank j: [B, qw] of o, then [nq, B] of lse.
   const int64_t blk = B * qw + nq * B;
   Tensor sendb = ws({D_, blk}), recvb = ws({D_, blk});
@@ -367,23 +255,7 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
       .wait();
   // Merge the D partials of this rank's heads by log-sum-exp, in rank order.
   Tensor om = ws({B, qw});
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < nq; ++c) {
-      float m = -std::numeric_limits<float>::infinity();
-      for (int i = 0; i < D_; ++i) m = std::max(m, F(recvb)[i * blk + B * qw + c * B + b]);
-      float* out = F(om) + b * qw + c * d;
-      std::fill(out, out + d, 0.f);
-      float wsum = 0.f;
-      for (int i = 0; i < D_; ++i) {
-        const float li = F(recvb)[i * blk + B * qw + c * B + b];
-        if (li == -std::numeric_limits<float>::infinity()) continue;
-        const float w = std::exp(li - m);
-        wsum += w;
-        const float* oi = F(recvb) + i * blk + b * qw + c * d;
-        for (int64_t e = 0; e < d; ++e) out[e] += w * oi[e];
-      }
-      for (int64_t e = 0; e < d; ++e) out[e] /= wsum;
-    }
+  merge_partials(F(recvb), D_, B, nq, d, F(om));
   // x += all-reduce(o_r · W_o,rᵀ); W_o,r is [h, q_rows] columns at off_o.
   Tensor part = ws({B, h});
   gemm<float>(Trans::N, Trans::T, B, h, qw, 1.0f, F(om), qw, pk + t_.off_o(), qw, 0.0f, F(part), h);
@@ -400,6 +272,149 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
   linear_fwd<float>(F(part), F(a), pm + 2 * Ir * h, B, h, Ir);
   comm_.iallreduce(F(part), B * h, Traffic::acts).wait();
   add_inplace<float>(F(x), F(part), B * h);
+}
+
+void detail::rebalance(KvCache& cache_, std::vector<int64_t>& counts_, Comm& comm_) {
+  const int D_ = comm_.size(), r_ = comm_.rank();
+  const int64_t B_ = cache_.B;
+  const auto target = balanced_counts(counts_);
+  if (target == counts_) return;
+  comm_.set_context(kWhereStep, Phase::fwd);
+  // Moves (src, dst, n): surplus ranks in rank order hand their highest positions to deficit
+  // ranks in rank order.
+  struct Move {
+    int src, dst;
+    int64_t n;
+  };
+  std::vector<Move> moves;
+  std::vector<int64_t> have = counts_;
+  for (int s = 0, d = 0; s < D_; ++s)
+    while (have[static_cast<size_t>(s)] > target[static_cast<size_t>(s)]) {
+      while (have[static_cast<size_t>(d)] >= target[static_cast<size_t>(d)]) ++d;
+      const int64_t n = std::min(have[static_cast<size_t>(s)] - target[static_cast<size_t>(s)],
+                                 target[static_cast<size_t>(d)] - have[static_cast<size_t>(d)]);
+      moves.push_back({s, d, n});
+      have[static_cast<size_t>(s)] -= n, have[static_cast<size_t>(d)] += n;
+    }
+  const int64_t L = static_cast<int64_t>(cache_.k.size()), kvd = cache_.kvd;
+  for (const Move& m : moves) {
+    if (m.src != r_ && m.dst != r_) continue;
+    // Per slot: its position, then per layer and sequence its k and v rows.
+    const int64_t per = 1 + L * B_ * 2 * kvd;
+    Tensor buf = ws({m.n, per});
+    if (m.src == r_) {
+      const int64_t first = cache_.size() - m.n;
+      for (int64_t i = 0; i < m.n; ++i) {
+        float* row = F(buf) + i * per;
+        const int64_t slot = first + i;
+        row[0] = static_cast<float>(cache_.positions[static_cast<size_t>(slot)]);
+        for (int64_t l = 0; l < L; ++l)
+          for (int64_t b = 0; b < B_; ++b) {
+            float* dst = row + 1 + (l * B_ + b) * 2 * kvd;
+            std::memcpy(dst, cache_.k_row(static_cast<size_t>(l), b, slot), sizeof(float) * kvd);
+            std::memcpy(dst + kvd, cache_.v_row(static_cast<size_t>(l), b, slot),
+                        sizeof(float) * kvd);
+          }
+      }
+      comm_.isend(F(buf), m.n * per * 4, m.dst, 8, Traffic::kv).wait();
+      cache_.positions.resize(static_cast<size_t>(first));
+    } else {
+      comm_.irecv(F(buf), m.n * per * 4, m.src, 8, Traffic::kv).wait();
+      for (int64_t i = 0; i < m.n; ++i) {
+        const float* row = F(buf) + i * per;
+        const int64_t slot = cache_.append(static_cast<int64_t>(row[0]));
+        for (int64_t l = 0; l < L; ++l)
+          for (int64_t b = 0; b < B_; ++b) {
+            const float* src = row + 1 + (l * B_ + b) * 2 * kvd;
+            std::memcpy(cache_.k_row(static_cast<size_t>(l), b, slot), src, sizeof(float) * kvd);
+            std::memcpy(cache_.v_row(static_cast<size_t>(l), b, slot), src + kvd,
+                        sizeof(float) * kvd);
+          }
+      }
+    }
+  }
+  counts_ = target;
+}
+
+std::vector<float> detail::logits_sharded(Comm& comm, const Tensor& yf, const Tensor& shard,
+                                          int64_t B, int64_t Vr, int64_t V) {
+  comm.set_context(kWhereHead, Phase::fwd);
+  const int D = comm.size();
+  const int64_t h = yf.shape()[1];
+  Tensor mine = ws({B, Vr}), all = ws({D, B, Vr});
+  linear_fwd<float>(F(mine), F(yf), F(shard), B, Vr, h);
+  comm.iallgather(F(mine), F(all), B * Vr * 4, Traffic::embed_head).wait();
+  std::vector<float> out(static_cast<size_t>(B * V));
+  for (int r = 0; r < D; ++r)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < Vr && r * Vr + i < V; ++i)
+        out[static_cast<size_t>(b * V + r * Vr + i)] = F(all)[(r * B + b) * Vr + i];
+  return out;
+}
+
+void detail::check_step(const ModelConfig& c, const std::vector<int64_t>& ids, int64_t B,
+                        int64_t pos) {
+  if (static_cast<int64_t>(ids.size()) != B) fail("decode step: ", ids.size(), " ids for B=", B);
+  if (pos >= c.max_position_embeddings)
+    fail("decode: position ", pos, " reaches max_position_embeddings=", c.max_position_embeddings);
+  for (int64_t id : ids)
+    if (id < 0 || id >= c.vocab_size)
+      fail("decode: token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")");
+}
+
+Tensor detail::embed_sharded(Comm& comm, const std::vector<int64_t>& ids, const Tensor& shard,
+                             int64_t Vr, int64_t h) {
+  comm.set_context(kWhereEmbed, Phase::fwd);
+  const int r = comm.rank();
+  const int64_t B = static_cast<int64_t>(ids.size());
+  Tensor x = Tensor::zeros({B, h}, DType::f32, Cat::workspace);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t id = ids[static_cast<size_t>(b)];
+    if (id / Vr == r) std::memcpy(F(x) + b * h, F(shard) + (id - r * Vr) * h, sizeof(float) * h);
+  }
+  comm.iallreduce(F(x), B * h, Traffic::embed_head).wait();
+  return x;
+}
+
+void detail::attend_cache(KvCache& cache, size_t l, const ModelConfig& c, const float* q, float* o,
+                          float* lse) {
+  const int64_t B = cache.B, n = cache.size(), qd = c.q_dim(), nh = c.num_attention_heads;
+  if (n == 0) {
+    std::fill(o, o + B * qd, 0.f);
+    std::fill(lse, lse + nh * B, -std::numeric_limits<float>::infinity());
+    return;
+  }
+  const int d = static_cast<int>(c.head_dim());
+  const AttnShape sh{static_cast<int>(nh), static_cast<int>(c.num_key_value_heads), d};
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  std::fill(o, o + B * qd, 0.f);
+  for (int64_t b = 0; b < B; ++b) {
+    QSeg qs{b, n - 1, 1};  // a query after every cached key
+    KvSeg<float> ks{cache.k_row(l, b, 0), cache.v_row(l, b, 0), cache.kvd, 0, n};
+    flash_attn_fwd<float>(o, lse, B, q, qd, &qs, 1, &ks, 1, sh, scale);
+  }
+}
+
+void detail::merge_partials(const float* blocks, int D, int64_t B, int64_t nh, int64_t d,
+                            float* out) {
+  const int64_t w = nh * d, blk = B * w + nh * B;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < nh; ++c) {
+      float m = -std::numeric_limits<float>::infinity();
+      for (int i = 0; i < D; ++i) m = std::max(m, blocks[i * blk + B * w + c * B + b]);
+      float* o = out + b * w + c * d;
+      std::fill(o, o + d, 0.f);
+      float wsum = 0.f;
+      for (int i = 0; i < D; ++i) {
+        const float li = blocks[i * blk + B * w + c * B + b];
+        if (li == -std::numeric_limits<float>::infinity()) continue;
+        const float e = std::exp(li - m);
+        wsum += e;
+        const float* oi = blocks + i * blk + b * w + c * d;
+        for (int64_t k = 0; k < d; ++k) o[k] += e * oi[k];
+      }
+      for (int64_t k = 0; k < d; ++k) o[k] /= wsum;
+    }
 }
 
 }  // namespace origami::infer

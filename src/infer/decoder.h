@@ -20,7 +20,8 @@
 // the rank caching the fewest positions, ties broken round-robin from p mod D (round-robin while
 // balanced). Every rank holds 1/D of the positions ±1 after the prefill and after every step.
 // docs/inference.md has the byte formula of a step; D = 1 is the single-device decoder (the same
-// code with every transfer a local copy).
+// code with every transfer a local copy). The baselines (tp, sp) implement the same interface
+// (infer/baselines.cpp).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -59,22 +60,39 @@ int owner_of(const std::vector<int64_t>& counts, int64_t p);
 // Slots a rank needs for a prompt of S tokens and `new_tokens` generated ones.
 int64_t cache_capacity(int64_t S, int64_t new_tokens, int D);
 
-class TspDecoder {
+// What generate needs from a layout's inference.
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  // The prompt [B, S] (row-major ids, every sequence S long) → logits [B, V] of its last
+  // position, the same on every rank.
+  virtual std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S) = 0;
+  // The tokens [B] at the next position → logits [B, V] of that position.
+  virtual std::vector<float> step(const std::vector<int64_t>& ids) = 0;
+  virtual const KvCache& cache() const = 0;
+  virtual int64_t position() const = 0;  // of the next token
+};
+
+enum class InferLayout { tsp, tp, sp };  // tsp with D = 1: the single device
+// This rank's decoder; `full` are the full HF-named weights (each layout keeps what it owns).
+std::unique_ptr<Decoder> make_decoder(InferLayout l, const ModelConfig& c, Comm& comm,
+                                      const ModelParams& full, int64_t B, int64_t max_new);
+// Per-rank bytes of the weights a layout keeps and of its KV cache (generate's --max-memory).
+int64_t weight_bytes(InferLayout l, const ModelConfig& c, int D);
+int64_t kv_cache_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B, int64_t S,
+                       int64_t max_new);
+
+class TspDecoder : public Decoder {
  public:
   // params: this rank's TSP shards; B sequences, at most max_new tokens after the prompt.
   TspDecoder(const ModelConfig& c, Comm& comm, TspParams params, int64_t B, int64_t max_new);
-  // The prompt [B, S] (row-major ids, every sequence S long) → logits [B, V] of its last
-  // position, the same on every rank.
-  std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S);
-  // The tokens [B] at the next position → logits [B, V] of that position.
-  std::vector<float> step(const std::vector<int64_t>& ids);
-  int64_t position() const { return pos_; }  // of the next token
-  const KvCache& cache() const { return cache_; }
+  std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S) override;
+  std::vector<float> step(const std::vector<int64_t>& ids) override;
+  int64_t position() const override { return pos_; }
+  const KvCache& cache() const override { return cache_; }
   const std::vector<int64_t>& counts() const { return counts_; }  // positions cached per rank
 
  private:
-  std::vector<float> logits(const Tensor& yf);  // yf [B, h] replicated
-  void rebalance();  // after the prefill: surplus positions to the ranks short of n/D
   void layer_step(size_t l, Tensor& x, int owner, int64_t slot);
 
   ModelConfig cfg_;

@@ -69,10 +69,11 @@ int run_generate(const GenerateOptions& o) {
   // Everything up to the first collective depends only on the arguments and the files, so every
   // rank reaches the same verdict on bad input.
   const Layout L = Layout::parse(o.layout, mpi_world_size());
-  if (L.dp > 1 || L.fsdp_axis || L.uses_tpsp())
+  if (L.dp > 1 || L.fsdp_axis || (L.tp > 1 && L.sp > 1))
     fail("--layout=", o.layout,
-         ": generate runs single or tsp=D (tp, sp, dp and fsdp_sp "
-         "inference are not built yet)");
+         ": generate runs single, tsp=D, tp=D or sp=D (dp, fsdp_sp and tp+sp inference are not "
+         "built)");
+  const InferLayout IL = L.tp > 1 ? InferLayout::tp : L.sp > 1 ? InferLayout::sp : InferLayout::tsp;
   const ModelConfig cfg = ModelConfig::load(o.config);
   if (o.weights.empty() == o.checkpoint.empty())
     fail("give exactly one of --weights and --checkpoint");
@@ -80,7 +81,7 @@ int run_generate(const GenerateOptions& o) {
     fail("give exactly one of --prompt (text) and --tokens (input_ids [B, S])");
   if (o.max_new_tokens < 1) fail("--max-new-tokens=", o.max_new_tokens, " must be >= 1");
   validate(o.sampling);
-  const int D = L.tsp;
+  const int D = L.model_degree();
   int64_t B = 1, S = 0;
   std::vector<int64_t> ids;
   sentencepiece::SentencePieceProcessor sp;
@@ -104,33 +105,27 @@ int run_generate(const GenerateOptions& o) {
   if (S + o.max_new_tokens > cfg.max_position_embeddings)
     fail("prompt of ", S, " tokens + --max-new-tokens=", o.max_new_tokens, " = ",
          S + o.max_new_tokens, " exceeds max_position_embeddings=", cfg.max_position_embeddings);
-  const TspDims td = TspDims::of(cfg, D);
-  validate_tsp(cfg, D, (S + 2 * D - 1) / (2 * D) * (2 * D), 1);
-  // Memory budget per rank: the weight shards and the KV cache (both exact), before any work.
-  int64_t shard_bytes = 0;
-  {
-    TspParams probe = TspParams::zeros(cfg, D, Cat::workspace);
-    probe.for_each([&](Tensor& t, bool) { shard_bytes += t.numel() * 4; });
-  }
-  const int64_t cap = cache_capacity(S, o.max_new_tokens, D);
-  const int64_t cache_bytes = 2 * cfg.num_hidden_layers * B * cap * cfg.kv_dim() * 4;
+  // TSP and TP own TSP's shards (n_kv, I divisible by D); SP pads the prompt as TSP does.
+  if (IL != InferLayout::sp) validate_tsp(cfg, D, (S + 2 * D - 1) / (2 * D) * (2 * D), 1);
+  // Memory budget per rank: the weights kept and the KV cache (both exact), before any work.
+  const int64_t shard_bytes = weight_bytes(IL, cfg, D);
+  const int64_t cache_bytes = kv_cache_bytes(IL, cfg, D, B, S, o.max_new_tokens);
   if (o.max_memory_gib > 0 &&
       static_cast<double>(shard_bytes + cache_bytes) > o.max_memory_gib * 1073741824.0)
-    fail("--max-memory=", o.max_memory_gib, " GiB: the weight shards (",
+    fail("--max-memory=", o.max_memory_gib, " GiB: the weights kept (",
          static_cast<double>(shard_bytes) / 1048576.0, " MiB) and the KV cache (",
-         static_cast<double>(cache_bytes) / 1048576.0, " MiB: ", cap, " positions x B=", B,
-         " x L=", cfg.num_hidden_layers, ") need more per rank");
+         static_cast<double>(cache_bytes) / 1048576.0, " MiB) need more per rank");
 
   Mesh mesh = make_mesh(D);
   Comm& comm = *mesh.model;
   const int rank = comm.rank();
   const bool talk = rank == 0 && !o.quiet;
-  TspParams shard = TspParams::zeros(cfg, D, Cat::weights);
+  std::unique_ptr<Decoder> decp;
   {
     ModelParams full = load_weights(o, cfg);
-    full_to_shard(full, shard, td, rank);
+    decp = make_decoder(IL, cfg, comm, full, B, o.max_new_tokens);
   }
-  TspDecoder dec(cfg, comm, std::move(shard), B, o.max_new_tokens);
+  Decoder& dec = *decp;
 
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) out[b].assign(ids.begin() + b * S, ids.begin() + (b + 1) * S);

@@ -1,6 +1,8 @@
-"""`origami generate` (inference with TSP, tsp-spec §11) on a random-weight GQA model:
+"""`origami generate` (inference with TSP, tsp-spec §11, and the TP and SP baselines) on a
+random-weight GQA model:
 - greedy generation (B = 2, 32 new tokens, a prompt that is not a multiple of 2D, so the prefill
-  pads) under tsp=2 and tsp=4 gives exactly the single-rank tokens, and logits within 1e-5;
+  pads) under tsp=2, tsp=4, tp=2, tp=4, sp=2 and sp=4 gives exactly the single-rank tokens, and
+  logits within 1e-5;
 - the single-rank logits behind every generated token equal a full recompute of the whole
   sequence by the independent PyTorch model (float64) within 1e-5 norm-wise relative;
 - every rank's KV cache holds 1/D of the positions ±1 after the prefill and after decoding;
@@ -55,13 +57,13 @@ prompt = rng.integers(0, CFG["vocab_size"], (B, S))
 st.save(P("prompt.safetensors"), {"input_ids": prompt.astype(np.int64)})
 
 
-def generate(name, ranks=0, extra=(), check_rc=True, tokens=None):
+def generate(name, ranks=0, extra=(), check_rc=True, tokens=None, axis="tsp"):
     cmd = [BIN, "generate", "--config", P("cfg.json"), "--weights", P("w.safetensors"),
            "--tokens", tokens or P("prompt.safetensors"), "--max-new-tokens", str(NEW),
            "--out", P(name + ".out"), "--report", P(name + ".json"), "--dump-logits",
            P(name + ".logits")] + list(extra)
     if ranks:
-        cmd += ["--layout", f"tsp={ranks}"]
+        cmd += ["--layout", f"{axis}={ranks}"]
     r = run(mpi(ranks, cmd) if ranks else cmd, check=check_rc)
     if not check_rc:
         return r
@@ -84,23 +86,32 @@ worst = max(relnorm(z1[t], ref[:, S - 1 + t]) for t in range(NEW))
 check(worst <= 1e-5, f"single-rank logits at all {NEW} steps vs a full PyTorch recompute: {worst:.2e} <= 1e-5")
 check((out1[:, S:] == ref[:, S - 1:].argmax(-1)).all(), "single-rank tokens are the reference argmax")
 
-D_BYTES = {}
-for D in (2, 4):
-    outD, zD, repD = generate(f"tsp{D}", D)
-    check((outD == out1).all(), f"tsp={D}: the single-rank tokens exactly")
-    check(relnorm(zD, z1) <= 1e-5, f"tsp={D}: logits within 1e-5 of single ({relnorm(zD, z1):.1e})")
-    D_BYTES[D] = repD
+D_BYTES, BASE = {}, {}
+for axis in ("tsp", "tp", "sp"):
+    for D in (2, 4):
+        outD, zD, repD = generate(f"{axis}{D}", D, axis=axis)
+        check((outD == out1).all(), f"{axis}={D}: the single-rank tokens exactly")
+        check(relnorm(zD, z1) <= 1e-5, f"{axis}={D}: logits within 1e-5 of single ({relnorm(zD, z1):.1e})")
+        (D_BYTES if axis == "tsp" else BASE)[(axis, D) if axis != "tsp" else D] = repD
 
 # ---- KV cache balance after the prefill (no decode step) and after decoding -----------------
-for D in (2, 4):
-    r = generate(f"prefill{D}", D, ["--max-new-tokens", "1"])[2]
-    n = [x["kv_positions"] for x in r["ranks"]]
-    check(sum(n) == S and max(n) - min(n) <= 1, f"tsp={D} after prefill: positions per rank {n} (1/D ±1)")
-    n = [x["kv_positions"] for x in D_BYTES[D]["ranks"]]
-    check(sum(n) == S + NEW - 1 and max(n) - min(n) <= 1, f"tsp={D} after decode: positions per rank {n}")
-    b = [x["kv_cache_bytes"] for x in D_BYTES[D]["ranks"]]
-    check(max(b) <= -(-(S + NEW) // D) * 2 * CFG["num_hidden_layers"] * B * 32 * 4,
-          f"tsp={D}: cache bytes per rank {b} hold about 1/D of the positions")
+for axis in ("tsp", "sp"):
+    for D in (2, 4):
+        r = generate(f"prefill_{axis}{D}", D, ["--max-new-tokens", "1"], axis=axis)[2]
+        n = [x["kv_positions"] for x in r["ranks"]]
+        check(sum(n) == S and max(n) - min(n) <= 1,
+              f"{axis}={D} after prefill: positions per rank {n} (1/D ±1)")
+        rep_ = D_BYTES[D] if axis == "tsp" else BASE[(axis, D)]
+        n = [x["kv_positions"] for x in rep_["ranks"]]
+        check(sum(n) == S + NEW - 1 and max(n) - min(n) <= 1,
+              f"{axis}={D} after decode: positions per rank {n}")
+        b = [x["kv_cache_bytes"] for x in rep_["ranks"]]
+        check(max(b) <= -(-(S + NEW) // D) * 2 * CFG["num_hidden_layers"] * B * 32 * 4,
+              f"{axis}={D}: cache bytes per rank {b} hold about 1/D of the positions")
+for D in (2, 4):  # tp: every position, the own kv heads
+    b = [x["kv_cache_bytes"] for x in BASE[("tp", D)]["ranks"]]
+    check(max(b) == (S + NEW) * 2 * CFG["num_hidden_layers"] * B * (32 // D) * 4,
+          f"tp={D}: cache bytes per rank {b} = all positions x 1/D of the kv heads")
 
 
 # ---- decode bytes per step against the formula -------------------------------------------------
@@ -152,6 +163,17 @@ for D in (2, 4):
     check(ok, f"tsp={D}: every rank's bytes in all {NEW - 1} decode steps equal the formula")
     check(all(rr["decode_weight_bytes"] == 0 for rr in D_BYTES[D]["ranks"]),
           f"tsp={D}: no weight bytes move during decode")
+
+for D in (2, 4):  # the baselines: tp two all-reduces per layer; sp an all-gather of partials
+    h, L, nh = CFG["hidden_size"], CFG["num_hidden_layers"], CFG["num_attention_heads"]
+    ar = 2 * (D - 1) * B * h * 4 // D
+    want = {"tp": ar + L * 2 * ar + (D - 1) * B * (-(-CFG["vocab_size"] // D)) * 4,
+            "sp": L * (D - 1) * (B * h + nh * B) * 4}
+    for axis in ("tp", "sp"):
+        got = {b for rr in BASE[(axis, D)]["ranks"] for b in rr["decode_step_bytes"]}
+        check(got == {want[axis]}, f"{axis}={D}: every decode step {sorted(got)} B = formula {want[axis]}")
+        check(all(rr["decode_weight_bytes"] == 0 for rr in BASE[(axis, D)]["ranks"]),
+              f"{axis}={D}: no weight bytes move during decode")
 
 # ---- sampling ---------------------------------------------------------------------------------
 samp = ["--temperature", "0.9", "--top-k", "10", "--top-p", "0.95", "--seed", "5"]

@@ -1,0 +1,350 @@
+// The baselines' inference, for comparison with TSP (docs/inference.md):
+//
+//   tp  Megatron TP: rank r owns head group r and MLP slice r (TSP's shards), every rank runs
+//       every token. Prefill and decode run the same layer: q, k, v of the own heads for all
+//       tokens; the cache holds the own kv heads of *every* position (1/D of it, by heads);
+//       attention of the own heads; x += all-reduce(o_r W_o,rᵀ); x += all-reduce(MLP slice).
+//       Decode moves 2 all-reduces of B·h per layer.
+//   sp  Sequence parallel: full weights everywhere. Prefill is zigzag over the prompt with K, V
+//       all-gathered per layer; each rank caches its own positions, all heads (1/D, by
+//       sequence; balanced as for TSP). Decode: every rank runs the whole layer for the new
+//       tokens, the caching rank stores k, v (no transfer), each rank attends its cache, and the
+//       partial (o, lse) of all heads are all-gathered and merged. Decode moves D−1 partials of
+//       B·(h + n_h) per layer.
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/error.h"
+#include "infer/internal.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "model/params.h"
+#include "parallel/zigzag.h"
+
+namespace origami::infer {
+
+using namespace cpu;
+using namespace detail;
+
+namespace {
+
+class TpDecoder : public Decoder {
+ public:
+  TpDecoder(const ModelConfig& c, Comm& comm, const ModelParams& full, int64_t B, int64_t max_new)
+      : cfg_(c),
+        comm_(comm),
+        t_(TspDims::of(c, comm.size())),
+        D_(comm.size()),
+        r_(comm.rank()),
+        B_(B),
+        max_new_(max_new) {
+    p_ = TspParams::zeros(c, D_, Cat::weights);
+    full_to_shard(full, p_, t_, r_);
+    make_rope_tables(c, cos_, sin_);
+  }
+
+  std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S) override {
+    if (S < 1) fail("prefill: the prompt is empty");
+    cache_.init(static_cast<int64_t>(p_.layers.size()), B_, S + max_new_, t_.kv_rows);
+    for (int64_t s = 0; s < S; ++s) cache_.append(s);
+    Tensor x = embed_sharded(comm_, ids, p_.embed, t_.Vr, t_.h);
+    std::vector<int64_t> pos;
+    for (int64_t b = 0; b < B_; ++b)
+      for (int64_t s = 0; s < S; ++s) pos.push_back(s);
+    run_layers(x, pos, S);
+    Tensor last = ws({B_, t_.h});
+    for (int64_t b = 0; b < B_; ++b)
+      std::memcpy(F(last) + b * t_.h, F(x) + (b * S + S - 1) * t_.h, sizeof(float) * t_.h);
+    pos_ = S;
+    return head(last);
+  }
+
+  std::vector<float> step(const std::vector<int64_t>& ids) override {
+    check_step(cfg_, ids, B_, pos_);
+    Tensor x = embed_sharded(comm_, ids, p_.embed, t_.Vr, t_.h);
+    cache_.append(pos_);
+    run_layers(x, std::vector<int64_t>(static_cast<size_t>(B_), pos_), 1);
+    ++pos_;
+    return head(x);
+  }
+  const KvCache& cache() const override { return cache_; }
+  int64_t position() const override { return pos_; }
+
+ private:
+  std::vector<float> head(const Tensor& x) {
+    Tensor yf = ws({B_, t_.h}), n = ws({B_, t_.h}), rstd = ws({B_});
+    rmsnorm_fwd<float>(F(yf), F(n), F(rstd), F(x), F(p_.final_norm), B_, t_.h, cfg_.rms_norm_eps);
+    return logits_sharded(comm_, yf, p_.head_or_embed(), B_, t_.Vr, cfg_.vocab_size);
+  }
+
+  // x [B·rows, h] (replicated) at positions pos (rows per sequence consecutive).
+  void run_layers(Tensor& x, const std::vector<int64_t>& pos, int64_t rows) {
+    const int64_t T = B_ * rows, h = t_.h, d = t_.d, qw = t_.q_rows, kw = t_.kv_rows;
+    const int64_t nq = t_.nq_loc, nkv = t_.nkv_loc, Ir = t_.Ir;
+    const float eps = static_cast<float>(cfg_.rms_norm_eps);
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+    const AttnShape sh{static_cast<int>(nq), static_cast<int>(nkv), static_cast<int>(d)};
+    for (size_t l = 0; l < p_.layers.size(); ++l) {
+      comm_.set_context(static_cast<int>(l), Phase::fwd);
+      const TspLayer& W = p_.layers[l];
+      const float* pk = F(W.attn);
+      Tensor y = ws({T, h}), n = ws({T, h}), rstd = ws({T});
+      rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.in_norm), T, h, eps);
+      Tensor q = ws({T, qw}), k = ws({T, kw}), v = ws({T, kw});
+      linear_fwd<float>(F(q), F(y), pk, T, qw, h);
+      linear_fwd<float>(F(k), F(y), pk + t_.off_k(), T, kw, h);
+      linear_fwd<float>(F(v), F(y), pk + t_.off_v(), T, kw, h);
+      rope_fwd<float>(F(q), qw, pos.data(), T, static_cast<int>(nq), static_cast<int>(d), F(cos_),
+                      F(sin_));
+      rope_fwd<float>(F(k), kw, pos.data(), T, static_cast<int>(nkv), static_cast<int>(d), F(cos_),
+                      F(sin_));
+      for (int64_t t = 0; t < T; ++t) {  // slot = position
+        const int64_t b = t / rows, slot = pos[static_cast<size_t>(t)];
+        std::memcpy(cache_.k_row(l, b, slot), F(k) + t * kw, sizeof(float) * kw);
+        std::memcpy(cache_.v_row(l, b, slot), F(v) + t * kw, sizeof(float) * kw);
+      }
+      Tensor o = ws({T, qw}), lse = ws({nq, T});
+      for (int64_t b = 0; b < B_; ++b) {
+        const int64_t p0 = pos[static_cast<size_t>(b * rows)];
+        QSeg qs{b * rows, p0, rows};
+        KvSeg<float> ks{cache_.k_row(l, b, 0), cache_.v_row(l, b, 0), kw, 0, p0 + rows};
+        flash_attn_fwd<float>(F(o), F(lse), T, F(q), qw, &qs, 1, &ks, 1, sh, scale);
+      }
+      Tensor part = ws({T, h});
+      gemm<float>(Trans::N, Trans::T, T, h, qw, 1.0f, F(o), qw, pk + t_.off_o(), qw, 0.0f, F(part),
+                  h);
+      comm_.iallreduce(F(part), T * h, Traffic::acts).wait();
+      add_inplace<float>(F(x), F(part), T * h);
+      rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.post_norm), T, h, eps);
+      const float* pm = F(W.mlp);
+      Tensor g = ws({T, Ir}), u = ws({T, Ir}), a = ws({T, Ir});
+      linear_fwd<float>(F(g), F(y), pm, T, Ir, h);
+      linear_fwd<float>(F(u), F(y), pm + Ir * h, T, Ir, h);
+      swiglu_fwd<float>(F(a), F(g), F(u), T * Ir);
+      linear_fwd<float>(F(part), F(a), pm + 2 * Ir * h, T, h, Ir);
+      comm_.iallreduce(F(part), T * h, Traffic::acts).wait();
+      add_inplace<float>(F(x), F(part), T * h);
+    }
+  }
+
+  ModelConfig cfg_;
+  Comm& comm_;
+  TspDims t_;
+  int D_, r_;
+  int64_t B_, max_new_, pos_ = 0;
+  TspParams p_;
+  KvCache cache_;
+  Tensor cos_, sin_;
+};
+
+class SpDecoder : public Decoder {
+ public:
+  SpDecoder(const ModelConfig& c, Comm& comm, const ModelParams& full, int64_t B, int64_t max_new)
+      : cfg_(c),
+        comm_(comm),
+        D_(comm.size()),
+        r_(comm.rank()),
+        B_(B),
+        max_new_(max_new),
+        P_(ModelParams::zeros(c, Cat::weights)) {
+    auto& src = const_cast<ModelParams&>(full);
+    std::vector<const Tensor*> from;
+    src.for_each([&](const std::string&, Tensor& t) { from.push_back(&t); });
+    size_t i = 0;
+    P_.for_each([&](const std::string&, Tensor& t) {
+      std::memcpy(t.raw(), from[i++]->raw(), static_cast<size_t>(t.numel()) * 4);
+    });
+    make_rope_tables(c, cos_, sin_);
+  }
+
+  std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S) override {
+    if (S < 1) fail("prefill: the prompt is empty");
+    const int64_t Sp = padded(S, D_), h = cfg_.hidden_size, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
+    if (Sp > cfg_.max_position_embeddings)
+      fail("the prompt of ", S, " tokens, padded to ", Sp, " (a multiple of 2·sp=", 2 * D_,
+           "), exceeds max_position_embeddings=", cfg_.max_position_embeddings);
+    const Zigzag z{B_, Sp, D_, r_};
+    const int64_t c = z.chunk(), T = z.local_tokens(), per = 2 * c;
+    const std::vector<int64_t> pos = z.positions();
+    cache_.init(static_cast<int64_t>(P_.layers.size()), B_, cache_capacity(S, max_new_, D_), kvd);
+    std::vector<int64_t> slot(static_cast<size_t>(per), -1);
+    for (int64_t i = 0; i < per; ++i)
+      if (pos[static_cast<size_t>(i)] < S)
+        slot[static_cast<size_t>(i)] = cache_.append(pos[static_cast<size_t>(i)]);
+    counts_ = prefill_counts(S, D_);
+    // Local rows [B, 2, c]: embedding (full table on every rank).
+    Tensor x = ws({T, h});
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t b = t / per, p = pos[static_cast<size_t>(t % per)];
+      const int64_t id = p < S ? ids[static_cast<size_t>(b * S + p)] : 0;
+      std::memcpy(F(x) + t * h, F(P_.embed) + id * h, sizeof(float) * h);
+    }
+    const int d = static_cast<int>(cfg_.head_dim());
+    const AttnShape sh{static_cast<int>(cfg_.num_attention_heads),
+                       static_cast<int>(cfg_.num_key_value_heads), d};
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+    for (size_t l = 0; l < P_.layers.size(); ++l) {
+      comm_.set_context(static_cast<int>(l), Phase::fwd);
+      const LayerParams& W = P_.layers[l];
+      Tensor y = ws({T, h}), q = ws({T, qd}), Kg = ws({D_, T, kvd}), Vg = ws({D_, T, kvd});
+      norm(y, x, W.input_norm, T);
+      float* k = F(Kg) + r_ * T * kvd;
+      float* v = F(Vg) + r_ * T * kvd;
+      linear_fwd<float>(F(q), F(y), F(W.wq), T, qd, h);
+      linear_fwd<float>(k, F(y), F(W.wk), T, kvd, h);
+      linear_fwd<float>(v, F(y), F(W.wv), T, kvd, h);
+      rope_fwd<float>(F(q), qd, pos.data(), T, static_cast<int>(cfg_.num_attention_heads), d,
+                      F(cos_), F(sin_));
+      rope_fwd<float>(k, kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d, F(cos_),
+                      F(sin_));
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t s = slot[static_cast<size_t>(t % per)];
+        if (s < 0) continue;
+        std::memcpy(cache_.k_row(l, t / per, s), k + t * kvd, sizeof(float) * kvd);
+        std::memcpy(cache_.v_row(l, t / per, s), v + t * kvd, sizeof(float) * kvd);
+      }
+      Request gk = comm_.iallgather(k, F(Kg), T * kvd * 4, Traffic::kv);
+      Request gv = comm_.iallgather(v, F(Vg), T * kvd * 4, Traffic::kv);
+      gk.wait(), gv.wait();
+      Tensor o = ws({T, qd}), lse = ws({cfg_.num_attention_heads, T});
+      for (int64_t bb = 0; bb < B_; ++bb) {
+        std::vector<QSeg> qs;
+        std::vector<KvSeg<float>> ks;
+        for (int kk = 0; kk < 2; ++kk) qs.push_back({(bb * 2 + kk) * c, z.chunk_pos0(kk), c});
+        for (int src = 0; src < D_; ++src)
+          for (int kk = 0; kk < 2; ++kk) {
+            const int64_t row = src * T + (bb * 2 + kk) * c;
+            ks.push_back({F(Kg) + row * kvd, F(Vg) + row * kvd, kvd, z.chunk_pos0_of(src, kk), c});
+          }
+        flash_attn_fwd<float>(F(o), F(lse), T, F(q), qd, qs.data(), 2, ks.data(),
+                              static_cast<int>(ks.size()), sh, scale);
+      }
+      linear_fwd<float>(F(x), F(o), F(W.wo), T, h, qd, 1.0f);
+      mlp(x, W, T);
+    }
+    rebalance(cache_, counts_, comm_);
+    // The last prompt position's hidden state from its holder.
+    comm_.set_context(kWhereHead, Phase::fwd);
+    const int64_t qc = (S - 1) / c;
+    const int holder = static_cast<int>(qc < D_ ? qc : 2 * D_ - 1 - qc);
+    Tensor last = ws({B_, h});
+    if (holder == r_)
+      for (int64_t b = 0; b < B_; ++b)
+        std::memcpy(F(last) + b * h,
+                    F(x) + ((b * 2 + (qc < D_ ? 0 : 1)) * c + (S - 1 - qc * c)) * h,
+                    sizeof(float) * h);
+    comm_.ibcast(F(last), B_ * h * 4, holder, Traffic::acts).wait();
+    pos_ = S;
+    return head(last);
+  }
+
+  std::vector<float> step(const std::vector<int64_t>& ids) override {
+    check_step(cfg_, ids, B_, pos_);
+    const int64_t h = cfg_.hidden_size, qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), B = B_;
+    const int64_t nh = cfg_.num_attention_heads;
+    const int d = static_cast<int>(cfg_.head_dim());
+    Tensor x = ws({B, h});
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy(F(x) + b * h, F(P_.embed) + ids[static_cast<size_t>(b)] * h, sizeof(float) * h);
+    const int owner = owner_of(counts_, pos_);
+    ++counts_[static_cast<size_t>(owner)];
+    const int64_t slot = owner == r_ ? cache_.append(pos_) : -1;
+    const std::vector<int64_t> pos(static_cast<size_t>(B), pos_);
+    const int64_t blk = B * qd + nh * B;
+    for (size_t l = 0; l < P_.layers.size(); ++l) {
+      comm_.set_context(static_cast<int>(l), Phase::fwd);
+      const LayerParams& W = P_.layers[l];
+      Tensor y = ws({B, h}), q = ws({B, qd}), k = ws({B, kvd}), v = ws({B, kvd});
+      norm(y, x, W.input_norm, B);
+      linear_fwd<float>(F(q), F(y), F(W.wq), B, qd, h);
+      linear_fwd<float>(F(k), F(y), F(W.wk), B, kvd, h);
+      linear_fwd<float>(F(v), F(y), F(W.wv), B, kvd, h);
+      rope_fwd<float>(F(q), qd, pos.data(), B, static_cast<int>(nh), d, F(cos_), F(sin_));
+      rope_fwd<float>(F(k), kvd, pos.data(), B, static_cast<int>(cfg_.num_key_value_heads), d,
+                      F(cos_), F(sin_));
+      if (owner == r_)
+        for (int64_t b = 0; b < B; ++b) {
+          std::memcpy(cache_.k_row(l, b, slot), F(k) + b * kvd, sizeof(float) * kvd);
+          std::memcpy(cache_.v_row(l, b, slot), F(v) + b * kvd, sizeof(float) * kvd);
+        }
+      Tensor mine = ws({blk}), all = ws({D_, blk}), o = ws({B, qd});
+      attend_cache(cache_, l, cfg_, F(q), F(mine), F(mine) + B * qd);
+      comm_.iallgather(F(mine), F(all), blk * 4, Traffic::acts).wait();
+      merge_partials(F(all), D_, B, nh, d, F(o));
+      linear_fwd<float>(F(x), F(o), F(W.wo), B, h, qd, 1.0f);
+      mlp(x, W, B);
+    }
+    ++pos_;
+    return head(x);
+  }
+  const KvCache& cache() const override { return cache_; }
+  int64_t position() const override { return pos_; }
+
+ private:
+  void norm(Tensor& y, const Tensor& x, const Tensor& w, int64_t T) {
+    Tensor n = ws({T, cfg_.hidden_size}), rstd = ws({T});
+    rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(w), T, cfg_.hidden_size, cfg_.rms_norm_eps);
+  }
+  void mlp(Tensor& x, const LayerParams& W, int64_t T) {
+    const int64_t h = cfg_.hidden_size, I = cfg_.intermediate_size;
+    Tensor y = ws({T, h}), g = ws({T, I}), u = ws({T, I}), a = ws({T, I});
+    norm(y, x, W.post_norm, T);
+    linear_fwd<float>(F(g), F(y), F(W.w_gate), T, I, h);
+    linear_fwd<float>(F(u), F(y), F(W.w_up), T, I, h);
+    swiglu_fwd<float>(F(a), F(g), F(u), T * I);
+    linear_fwd<float>(F(x), F(a), F(W.w_down), T, h, I, 1.0f);
+  }
+  std::vector<float> head(const Tensor& x) {
+    const int64_t h = cfg_.hidden_size, V = cfg_.vocab_size;
+    Tensor yf = ws({B_, h});
+    norm(yf, x, P_.final_norm, B_);
+    std::vector<float> z(static_cast<size_t>(B_ * V));
+    linear_fwd<float>(z.data(), F(yf), F(P_.head()), B_, V, h);
+    return z;
+  }
+
+  ModelConfig cfg_;
+  Comm& comm_;
+  int D_, r_;
+  int64_t B_, max_new_, pos_ = 0;
+  ModelParams P_;
+  KvCache cache_;
+  std::vector<int64_t> counts_;
+  Tensor cos_, sin_;
+};
+
+}  // namespace
+
+std::unique_ptr<Decoder> make_decoder(InferLayout l, const ModelConfig& c, Comm& comm,
+                                      const ModelParams& full, int64_t B, int64_t max_new) {
+  switch (l) {
+    case InferLayout::tp:
+      return std::make_unique<TpDecoder>(c, comm, full, B, max_new);
+    case InferLayout::sp:
+      return std::make_unique<SpDecoder>(c, comm, full, B, max_new);
+    default: {
+      TspParams shard = TspParams::zeros(c, comm.size(), Cat::weights);
+      full_to_shard(full, shard, TspDims::of(c, comm.size()), comm.rank());
+      return std::make_unique<TspDecoder>(c, comm, std::move(shard), B, max_new);
+    }
+  }
+}
+
+int64_t weight_bytes(InferLayout l, const ModelConfig& c, int D) {
+  const int64_t h = c.hidden_size, L = c.num_hidden_layers, heads = c.tie_word_embeddings ? 1 : 2;
+  if (l == InferLayout::sp)  // the full model
+    return 4 * (heads * c.vocab_size * h + h +
+                L * (2 * h + 2 * h * c.q_dim() + 2 * h * c.kv_dim() + 3 * h * c.intermediate_size));
+  const TspDims t = TspDims::of(c, D);  // TSP's shards (tp keeps the same ones)
+  return 4 * (heads * t.Vr * h + h + L * (t.attn_size() + t.mlp_size() + 2 * h));
+}
+
+int64_t kv_cache_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B, int64_t S,
+                       int64_t max_new) {
+  const int64_t per_pos = 2 * c.num_hidden_layers * B * 4;
+  if (l == InferLayout::tp) return per_pos * (S + max_new) * (c.kv_dim() / D);
+  return per_pos * cache_capacity(S, max_new, D) * c.kv_dim();
+}
+
+}  // namespace origami::infer

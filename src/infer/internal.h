@@ -1,0 +1,44 @@
+// Pieces the layouts' decoders share (infer/decoder.cpp, infer/baselines.cpp).
+#pragma once
+#include <vector>
+
+#include "comm/comm.h"
+#include "core/tensor.h"
+#include "infer/decoder.h"
+#include "model/config.h"
+
+namespace origami::infer::detail {
+
+inline Tensor ws(std::vector<int64_t> s) {
+  return Tensor::empty(std::move(s), DType::f32, Cat::workspace);
+}
+inline float* F(Tensor& t) {
+  return t.data<float>();
+}
+inline const float* F(const Tensor& t) {
+  return t.data<float>();
+}
+inline int64_t padded(int64_t S, int D) {
+  return (S + 2 * D - 1) / (2 * D) * (2 * D);
+}
+// Checks the decode step's ids and position (names the offending value).
+void check_step(const ModelConfig& c, const std::vector<int64_t>& ids, int64_t B, int64_t pos);
+// x [B, h]: the embedding rows of `ids`, each from the rank owning its vocabulary shard (rows
+// [r·Vr, (r+1)·Vr) of `shard`), summed over the ranks (one non-zero term per row: exact).
+Tensor embed_sharded(Comm& comm, const std::vector<int64_t>& ids, const Tensor& shard, int64_t Vr,
+                     int64_t h);
+// Logits [B, V] from yf [B, h] and this rank's vocabulary shard of the head (an all-gather).
+std::vector<float> logits_sharded(Comm& comm, const Tensor& yf, const Tensor& shard, int64_t B,
+                                  int64_t Vr, int64_t V);
+// Every query head of q [B, n_h·d] against all positions this rank caches (all at or before
+// the query's): o [B, n_h·d], lse [n_h, B] (−inf where nothing is cached).
+void attend_cache(KvCache& cache, size_t layer, const ModelConfig& c, const float* q, float* o,
+                  float* lse);
+// D partial results, block i = [B, nh·d] of o then [nh, B] of lse, merged by log-sum-exp in rank
+// order into out [B, nh·d].
+void merge_partials(const float* blocks, int D, int64_t B, int64_t nh, int64_t d, float* out);
+// After a prefill that left `counts` (every rank's positions): moves surplus positions (their K
+// and V rows of every layer) to the ranks short of n/D; counts becomes balanced_counts(counts).
+void rebalance(KvCache& cache, std::vector<int64_t>& counts, Comm& comm);
+
+}  // namespace origami::infer::detail
