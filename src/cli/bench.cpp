@@ -4,6 +4,9 @@
 // time, exposed communication share, overlap efficiency = 1 − (T_link − T_nolink)/(T_blocking −
 // T_nolink), peak memory per rank, bytes received per rank and step, and the step time relative to
 // the fastest layout (1.00). --plot draws tokens/s and peak memory against S (gnuplot).
+// With --generate N it benchmarks inference instead: `origami generate` of N tokens after a
+// prompt of S random ids (batch --global-batch) per layout (single, tsp, tp, sp): prefill
+// tokens/s, time to first token, decode tokens/s, KV cache and bytes per decode step per rank.
 #include "cli/bench.h"
 
 #include <unistd.h>
@@ -20,7 +23,9 @@
 
 #include "cli/args.h"
 #include "core/error.h"
+#include "core/rng.h"
 #include "core/safetensors.h"
+#include "model/config.h"
 #include "parallel/layout.h"
 
 namespace origami {
@@ -48,6 +53,73 @@ Run run_one(const std::string& cmd, const std::string& report) {
   }
   return r;
 }
+// --generate: one table per S of the layouts' inference (each its own mpirun job).
+int bench_generate(const Args& a, const std::vector<std::string>& layouts,
+                   const std::vector<int64_t>& seqs, const std::string& self) {
+  const int64_t N = a.i64("generate", 1), B = a.i64("global-batch", 1);
+  const std::string out = a.str("out"), cfgp = a.str("config");
+  const ModelConfig cfg = ModelConfig::load(cfgp);
+  std::filesystem::create_directories(out);
+  const std::string root = getuid() == 0 ? " --allow-run-as-root" : "";
+  const std::string weights = out + "/weights.safetensors";
+  if (std::system(("'" + self + "' init --config '" + cfgp + "' --out '" + weights + "'").c_str()))
+    fail("origami bench: init failed");
+  struct Res {
+    double ttft, prefill, decode;
+    int64_t cache, step, peak;
+  };
+  for (int64_t S : seqs) {
+    // Random prompt ids from the counter-based RNG (the same file for every layout).
+    std::vector<int64_t> ids(static_cast<size_t>(B * S));
+    for (int64_t i = 0; i < B * S; ++i)
+      ids[static_cast<size_t>(i)] = static_cast<int64_t>(
+          rng_bits(rng_key(7, static_cast<uint64_t>(S)), static_cast<uint64_t>(i)) %
+          static_cast<uint64_t>(cfg.vocab_size));
+    const std::string prompt = out + "/prompt_S" + std::to_string(S) + ".safetensors";
+    SafeTensorsWriter w;
+    w.add("input_ids", DType::i64, {B, S}, ids.data());
+    w.write(prompt);
+    std::vector<std::pair<std::string, Res>> rows;
+    for (const auto& ls : layouts) {
+      const Layout L = Layout::parse(ls, -1);
+      const std::string rep = out + "/gen_S" + std::to_string(S) + "_" + L.text + ".json";
+      std::ostringstream cmd;
+      cmd << "mpirun -np " << L.world() << " --bind-to none --oversubscribe" << root
+          << " -x OMP_NUM_THREADS=" << a.str("threads") << " '" << self << "' generate --config '"
+          << cfgp << "' --weights '" << weights << "' --tokens '" << prompt << "' --max-new-tokens "
+          << N << " --eos-id -1 --quiet --report '" << rep << "' --layout " << L.text;
+      std::fprintf(stderr, "bench: generate S=%lld %s\n", static_cast<long long>(S),
+                   L.text.c_str());
+      if (std::system(cmd.str().c_str()) != 0)
+        fail("origami bench: this run failed:\n  ", cmd.str());
+      std::ifstream f(rep);
+      const auto j = nlohmann::json::parse(f);
+      Res r{j["time_to_first_token_s"].get<double>(),
+            j["prefill_tokens_per_s"].get<double>(),
+            j["decode_tokens_per_s"].get<double>(),
+            0,
+            0,
+            0};
+      for (const auto& k : j["ranks"]) {
+        r.cache = std::max(r.cache, k["kv_cache_bytes"].get<int64_t>());
+        r.peak = std::max(r.peak, k["peak_bytes"]["total"].get<int64_t>());
+        for (const auto& b : k["decode_step_bytes"]) r.step = std::max(r.step, b.get<int64_t>());
+      }
+      rows.push_back({L.text, r});
+    }
+    std::printf(
+        "\nS = %lld, batch %lld, %lld new tokens (greedy)\n\n| layout | prefill tok/s | "
+        "time to first token (s) | decode tok/s | KV cache/rank (MiB) | received/rank/step "
+        "(KiB) | peak/rank (MiB) |\n|---|---|---|---|---|---|---|\n",
+        static_cast<long long>(S), static_cast<long long>(B), static_cast<long long>(N));
+    for (const auto& [name, r] : rows)
+      std::printf("| %s | %.0f | %.3f | %.1f | %.2f | %.1f | %.1f |\n", name.c_str(), r.prefill,
+                  r.ttft, r.decode, static_cast<double>(r.cache) / (1 << 20),
+                  static_cast<double>(r.step) / 1024, static_cast<double>(r.peak) / (1 << 20));
+  }
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
@@ -74,8 +146,18 @@ int cmd_bench(int argc, char** argv) {
   a.flag("threads", "1", "OpenMP threads per rank");
   a.flag("out", "build/bench/origami_bench", "directory for the reports (JSON per run)");
   a.flag("plot", "", "write a PNG of tokens/s and peak memory per rank against S");
+  a.flag("generate", "",
+         "N: benchmark inference instead (origami generate of N new tokens after a prompt of S "
+         "random ids per layout: single, tsp, tp, sp): prefill and decode tokens/s, time to "
+         "first token, KV cache and bytes per decode step per rank");
   if (!a.parse(argc, argv)) return 0;
   const std::vector<int64_t> seqs = a.i64_list("seq", 1);
+  if (a.given("generate")) {
+    char exe[4096] = {};
+    if (readlink("/proc/self/exe", exe, sizeof exe - 1) < 0) fail("cannot find the origami binary");
+    if (a.list("layout").empty() || seqs.empty()) fail("origami bench: give --layout and --seq");
+    return bench_generate(a, a.list("layout"), seqs, exe);
+  }
   const std::string tpsp = a.str("tp-sequence-parallel");
   if (tpsp != "on" && tpsp != "off" && tpsp != "both")
     fail("--tp-sequence-parallel=", tpsp, " is not one of: on, off, both");

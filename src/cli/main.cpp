@@ -210,6 +210,10 @@ int cmd_plan(int argc, char** argv) {
          "as for train: on | off, or both (every tp layout twice, with and without)");
   a.flag("threads", "1",
          "OpenMP threads per rank (each keeps its own attention tiles, a few hundred KiB)");
+  a.flag("new-tokens", "0",
+         "N > 0: also predict inference (origami generate with N new tokens after a prompt of "
+         "--seq tokens, batch --micro-batch): weights and KV cache per rank, bytes per decode "
+         "step");
   a.boolean("json", "print a JSON list, one object per (layout, seq)");
   a.flag("plot", "", "write a PNG of predicted peak per rank against S per layout (gnuplot)");
   if (!a.parse(argc, argv)) return 0;
@@ -233,6 +237,7 @@ int cmd_plan(int argc, char** argv) {
   o.par.tp_seq_parallel = sp != "off";
   o.tp_sp_both = sp == "both";
   o.json = a.on("json");
+  o.new_tokens = a.i64("new-tokens", 0);
   o.threads = static_cast<int>(a.i64("threads", 1));
   o.plot = a.str("plot");
   return plan::run_plan(o);

@@ -107,15 +107,21 @@ const StEntry& SafeTensorsReader::get(const std::string& name) const {
   return it->second;
 }
 
-void SafeTensorsReader::read_into(const std::string& name, Tensor& t) const {
+Tensor SafeTensorsReader::view(const std::string& name, DType dt,
+                               const std::vector<int64_t>& shape) const {
   const StEntry& e = get(name);
-  if (e.dtype != t.dtype())
+  if (e.dtype != dt)
     fail(path_, ": tensor '", name, "' has dtype ", dtype_name(e.dtype), ", expected ",
-         dtype_name(t.dtype()));
-  if (e.shape != t.shape())
+         dtype_name(dt));
+  if (e.shape != shape)
     fail(path_, ": tensor '", name, "' has shape ", shape_str(e.shape), ", expected ",
-         shape_str(t.shape()));
-  std::memcpy(t.raw(), e.data, e.bytes);
+         shape_str(shape));
+  return Tensor::view(const_cast<void*>(e.data), shape, dt);
+}
+
+void SafeTensorsReader::read_into(const std::string& name, Tensor& t) const {
+  const Tensor v = view(name, t.dtype(), t.shape());
+  std::memcpy(t.raw(), v.raw(), static_cast<size_t>(v.numel()) * dtype_size(t.dtype()));
 }
 
 std::vector<int64_t> SafeTensorsReader::load_ints(const std::string& name,

@@ -34,6 +34,9 @@ class SafeTensorsReader {
   const std::string& path() const { return path_; }
   // Copies `name` into t after checking that dtype and shape match t's.
   void read_into(const std::string& name, Tensor& t) const;
+  // A read-only view of `name` in the mapped file (alive as long as the reader), after the same
+  // checks against dtype and shape: no copy, no tracked memory.
+  Tensor view(const std::string& name, DType dt, const std::vector<int64_t>& shape) const;
   // Reads an integer tensor (I32 or I64) as int64 values.
   std::vector<int64_t> load_ints(const std::string& name, std::vector<int64_t>* shape) const;
 

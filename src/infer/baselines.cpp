@@ -340,6 +340,32 @@ int64_t weight_bytes(InferLayout l, const ModelConfig& c, int D) {
   return 4 * (heads * t.Vr * h + h + L * (t.attn_size() + t.mlp_size() + 2 * h));
 }
 
+int64_t decode_step_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B) {
+  if (D == 1) return 0;
+  const int64_t h = c.hidden_size, L = c.num_hidden_layers, nh = c.num_attention_heads;
+  const int64_t ar = 2 * (D - 1) * B * h * 4 / D;  // an all-reduce of B·h floats
+  if (l == InferLayout::sp) return L * (D - 1) * (B * c.q_dim() + nh * B) * 4;
+  const TspDims t = TspDims::of(c, D);
+  const int64_t head = (D - 1) * B * t.Vr * 4, embed = ar;
+  if (l == InferLayout::tp) return embed + L * 2 * ar + head;
+  const int64_t layer = (D - 1) * B * t.q_rows * 4         // q all-gather
+                        + (D - 1) * B * 2 * t.kv_rows * 4  // new k, v (the caching rank)
+                        + (D - 1) * (B * t.q_rows + t.nq_loc * B) * 4  // partial (o, lse)
+                        + 2 * ar;                                      // W_o and MLP all-reduces
+  return embed + L * layer + head;
+}
+
+InferLayout infer_layout(const Layout& L) {
+  if (L.dp > 1 || L.fsdp_axis || (L.tp > 1 && L.sp > 1))
+    fail("--layout=", L.text,
+         ": inference runs single, tsp=D, tp=D or sp=D (dp, fsdp_sp and tp+sp inference are not "
+         "built)");
+  return L.tp > 1 ? InferLayout::tp : L.sp > 1 ? InferLayout::sp : InferLayout::tsp;
+}
+int infer_degree(const Layout& L) {
+  return L.model_degree();
+}
+
 int64_t kv_cache_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B, int64_t S,
                        int64_t max_new) {
   const int64_t per_pos = 2 * c.num_hidden_layers * B * 4;

@@ -30,6 +30,7 @@
 #include "comm/comm.h"
 #include "core/tensor.h"
 #include "model/config.h"
+#include "parallel/layout.h"
 #include "parallel/tsp.h"
 #include "parallel/tsp_params.h"
 
@@ -81,6 +82,11 @@ std::unique_ptr<Decoder> make_decoder(InferLayout l, const ModelConfig& c, Comm&
 int64_t weight_bytes(InferLayout l, const ModelConfig& c, int D);
 int64_t kv_cache_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B, int64_t S,
                        int64_t max_new);
+// Bytes one rank receives in a decode step of B tokens (docs/inference.md; tsp: the rank that
+// caches the new position, which receives the others' k, v on top of what every rank does).
+int64_t decode_step_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B);
+InferLayout infer_layout(const Layout& L);  // refuses the layouts generate does not run
+int infer_degree(const Layout& L);
 
 class TspDecoder : public Decoder {
  public:

@@ -44,36 +44,13 @@ std::vector<int64_t> load_prompt_ids(const std::string& path, const ModelConfig&
   return ids;
 }
 
-ModelParams load_weights(const GenerateOptions& o, const ModelConfig& c) {
-  ModelParams full = ModelParams::zeros(c, Cat::workspace);
-  if (!o.weights.empty()) {
-    load_params(full, SafeTensorsReader(o.weights));
-  } else {
-    read_checkpoint(o.checkpoint, c,
-                    [&](const ModelParams& P, const ModelParams&, const ModelParams&) {
-                      auto& src = const_cast<ModelParams&>(P);
-                      std::vector<const Tensor*> from;
-                      src.for_each([&](const std::string&, Tensor& t) { from.push_back(&t); });
-                      size_t i = 0;
-                      full.for_each([&](const std::string&, Tensor& t) {
-                        std::memcpy(t.raw(), from[i++]->raw(), static_cast<size_t>(t.numel()) * 4);
-                      });
-                    });
-  }
-  return full;
-}
-
 }  // namespace
 
 int run_generate(const GenerateOptions& o) {
   // Everything up to the first collective depends only on the arguments and the files, so every
   // rank reaches the same verdict on bad input.
   const Layout L = Layout::parse(o.layout, mpi_world_size());
-  if (L.dp > 1 || L.fsdp_axis || (L.tp > 1 && L.sp > 1))
-    fail("--layout=", o.layout,
-         ": generate runs single, tsp=D, tp=D or sp=D (dp, fsdp_sp and tp+sp inference are not "
-         "built)");
-  const InferLayout IL = L.tp > 1 ? InferLayout::tp : L.sp > 1 ? InferLayout::sp : InferLayout::tsp;
+  const InferLayout IL = infer_layout(L);
   const ModelConfig cfg = ModelConfig::load(o.config);
   if (o.weights.empty() == o.checkpoint.empty())
     fail("give exactly one of --weights and --checkpoint");
@@ -120,10 +97,16 @@ int run_generate(const GenerateOptions& o) {
   Comm& comm = *mesh.model;
   const int rank = comm.rank();
   const bool talk = rank == 0 && !o.quiet;
+  // The weights as views of the mapped file: each rank copies only what its layout keeps.
   std::unique_ptr<Decoder> decp;
-  {
-    ModelParams full = load_weights(o, cfg);
-    decp = make_decoder(IL, cfg, comm, full, B, o.max_new_tokens);
+  if (!o.weights.empty()) {
+    SafeTensorsReader r(o.weights);
+    decp = make_decoder(IL, cfg, comm, map_params(cfg, r), B, o.max_new_tokens);
+  } else {
+    read_checkpoint(o.checkpoint, cfg,
+                    [&](const ModelParams& P, const ModelParams&, const ModelParams&) {
+                      decp = make_decoder(IL, cfg, comm, P, B, o.max_new_tokens);
+                    });
   }
   Decoder& dec = *decp;
 

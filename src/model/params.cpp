@@ -71,12 +71,8 @@ void init_params(ModelParams& p, uint64_t seed) {
   });
 }
 
-void load_params(ModelParams& p, const SafeTensorsReader& r) {
-  std::set<std::string> known;
-  p.for_each([&](const std::string& name, Tensor& t) {
-    known.insert(name);
-    r.read_into(name, t);
-  });
+namespace {
+void no_unknown(const SafeTensorsReader& r, const std::set<std::string>& known) {
   for (const auto& [name, e] : r.entries())
     if (!known.count(name)) {
       if (name == "lm_head.weight")
@@ -84,6 +80,26 @@ void load_params(ModelParams& p, const SafeTensorsReader& r) {
              ": tensor 'lm_head.weight' present but the config has tie_word_embeddings=true");
       fail(r.path(), ": unknown tensor '", name, "' (not a parameter of this config)");
     }
+}
+}  // namespace
+
+void load_params(ModelParams& p, const SafeTensorsReader& r) {
+  std::set<std::string> known;
+  p.for_each([&](const std::string& name, Tensor& t) {
+    known.insert(name);
+    r.read_into(name, t);
+  });
+  no_unknown(r, known);
+}
+
+ModelParams map_params(const ModelConfig& c, const SafeTensorsReader& r) {
+  std::set<std::string> known;
+  ModelParams p = ModelParams::make(c, [&](const std::string& name, std::vector<int64_t> shape) {
+    known.insert(name);
+    return r.view(name, DType::f32, shape);
+  });
+  no_unknown(r, known);
+  return p;
 }
 
 void save_params(ModelParams& p, const std::string& path) {

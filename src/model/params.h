@@ -35,6 +35,9 @@ struct ModelParams {
 void init_params(ModelParams& p, uint64_t seed);
 // Loads every parameter by HF name; a missing, unknown, mistyped or misshapen tensor is an error.
 void load_params(ModelParams& p, const SafeTensorsReader& r);
+// The same checks, but every parameter a read-only view into r's mapped file (no copy): for
+// callers that keep only slices (inference shards). r must outlive the result.
+ModelParams map_params(const ModelConfig& c, const SafeTensorsReader& r);
 void save_params(ModelParams& p, const std::string& path);
 
 }  // namespace origami

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "infer/decoder.h"
 
 namespace origami::plan {
 
@@ -17,6 +18,27 @@ std::string gib(int64_t b) {
 int world(const std::string& name) {  // "tp=8 (SP off)" -> 8
   const std::string l = name.substr(0, name.find(' '));
   return Layout::parse(l, -1).world();
+}
+// Inference per rank (infer/decoder.h): weights kept, KV cache for S + new positions, bytes
+// received per decode step; fp32 as the engine runs, halved for --dtype bf16. Empty for layouts
+// inference does not run.
+struct InferRow {
+  bool ok = false;
+  int64_t weights = 0, cache = 0, step = 0;
+};
+InferRow infer_row(const ModelConfig& c, const std::string& name, int64_t B, int64_t S, int64_t n,
+                   Dtype dt) {
+  InferRow r;
+  const Layout L = Layout::parse(name.substr(0, name.find(' ')), -1);
+  if (L.dp > 1 || L.fsdp_axis || (L.tp > 1 && L.sp > 1)) return r;
+  const auto il = infer::infer_layout(L);
+  const int D = infer::infer_degree(L);
+  const int64_t div = dt == Dtype::bf16 ? 2 : 1;
+  r.ok = true;
+  r.weights = infer::weight_bytes(il, c, D) / div;
+  r.cache = infer::kv_cache_bytes(il, c, D, B, S, n) / div;
+  r.step = infer::decode_step_bytes(il, c, D, B) / div;
+  return r;
 }
 int64_t sum_phase(const nlohmann::json& per_layer, const char* phase) {
   int64_t s = 0;
@@ -72,6 +94,15 @@ int run_plan(const PlanOptions& o) {
       j["world_size"] = world(row.layout);
       if (o.device_gib > 0)
         j["fits"] = static_cast<double>(row.r.total) <= o.device_gib * (1 << 30);
+      if (o.new_tokens > 0) {
+        const InferRow ir =
+            infer_row(cfg, row.layout, o.micro_batch, row.seq, o.new_tokens, o.dtype);
+        if (ir.ok)
+          j["inference"] = {{"new_tokens", o.new_tokens},
+                            {"weights_bytes", ir.weights},
+                            {"kv_cache_bytes", ir.cache},
+                            {"decode_step_bytes", ir.step}};
+      }
       out.push_back(j);
     }
     std::printf("%s\n", out.dump(1).c_str());
@@ -99,6 +130,29 @@ int run_plan(const PlanOptions& o) {
                     o.device_gib <= 0                                              ? ""
                     : static_cast<double>(row.r.total) <= o.device_gib * (1 << 30) ? "  yes"
                                                                                    : "  no");
+      }
+    }
+    if (o.new_tokens > 0) {
+      std::printf(
+          "\nInference (origami generate): a prompt of S tokens, %lld new, batch %lld; per rank: "
+          "weights kept, KV cache, bytes received per decode step (tsp: the rank caching the new "
+          "position)\n",
+          static_cast<long long>(o.new_tokens), static_cast<long long>(o.micro_batch));
+      for (int64_t S : o.seqs) {
+        std::printf("\nS = %lld\n%-18s %5s %12s %12s %12s %18s\n", static_cast<long long>(S),
+                    "layout", "ranks", "weights GiB", "KV GiB", "total GiB", "decode KiB/step");
+        for (const auto& row : rows) {
+          if (row.seq != S || row.layout.find(' ') != std::string::npos) continue;
+          const InferRow ir = infer_row(cfg, row.layout, o.micro_batch, S, o.new_tokens, o.dtype);
+          if (!ir.ok) {
+            std::printf("%-18s %5d %12s\n", row.layout.c_str(), world(row.layout),
+                        "(no inference for this layout)");
+            continue;
+          }
+          std::printf("%-18s %5d %12s %12s %12s %18.1f\n", row.layout.c_str(), world(row.layout),
+                      gib(ir.weights).c_str(), gib(ir.cache).c_str(),
+                      gib(ir.weights + ir.cache).c_str(), static_cast<double>(ir.step) / 1024);
+        }
       }
     }
     // tsp-spec §7: TSP against TP, every term ×f (W = one layer's weights, K = 2BSh/g).

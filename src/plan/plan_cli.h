@@ -22,6 +22,7 @@ struct PlanOptions {
   bool json = false;
   bool tp_sp_both = false;  // tp layouts with and without sequence parallelism
   int threads = 1;
+  int64_t new_tokens = 0;  // > 0: also the inference table (generate with this many new tokens)
 };
 
 int run_plan(const PlanOptions& o);
