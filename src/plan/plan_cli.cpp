@@ -55,6 +55,7 @@ int run_plan(const PlanOptions& o) {
     std::string layout;
     int64_t seq;
     Result r;
+    std::string error;  // with --new-tokens: why training cannot run this (layout, S)
   };
   std::vector<Row> rows;
   std::vector<std::string> names;  // one per plotted line
@@ -69,9 +70,16 @@ int run_plan(const PlanOptions& o) {
       const std::string name =
           L.text + (L.tp_axis && L.tp > 1 && !par.tp_seq_parallel ? " (SP off)" : "");
       names.push_back(name);
-      for (int64_t S : o.seqs)
-        rows.push_back(
-            {name, S, predict({cfg, L, par, o.recompute, o.micro_batch, S, o.dtype, o.threads})});
+      for (int64_t S : o.seqs) {
+        Row row{name, S, {}, ""};
+        try {
+          row.r = predict({cfg, L, par, o.recompute, o.micro_batch, S, o.dtype, o.threads});
+        } catch (const Error& e) {
+          if (o.new_tokens <= 0) throw;
+          row.error = e.what();  // e.g. S not divisible by 2D: inference pads, training cannot
+        }
+        rows.push_back(std::move(row));
+      }
       if (!(L.tp_axis && o.tp_sp_both)) break;
     }
   }
@@ -80,20 +88,25 @@ int run_plan(const PlanOptions& o) {
   if (o.json) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& row : rows) {
-      nlohmann::json j = row.r.to_json();
-      const auto cats = j["comm_bytes_per_layer"];
-      j["comm_bytes_per_layer_by_category"] = cats;
-      j["comm_bytes_per_layer"] = {{"fwd", sum_phase(cats, "fwd")},
-                                   {"recompute", sum_phase(cats, "recompute")},
-                                   {"bwd", sum_phase(cats, "bwd")}};
+      nlohmann::json j;
+      if (row.error.empty()) {
+        j = row.r.to_json();
+        const auto cats = j["comm_bytes_per_layer"];
+        j["comm_bytes_per_layer_by_category"] = cats;
+        j["comm_bytes_per_layer"] = {{"fwd", sum_phase(cats, "fwd")},
+                                     {"recompute", sum_phase(cats, "recompute")},
+                                     {"bwd", sum_phase(cats, "bwd")}};
+        if (o.device_gib > 0)
+          j["fits"] = static_cast<double>(row.r.total) <= o.device_gib * (1 << 30);
+      } else {
+        j["training_error"] = row.error;
+      }
       j["layout"] = row.layout;
       j["seq"] = row.seq;
       j["micro_batch"] = o.micro_batch;
       j["dtype"] = dt;
       j["recompute"] = rc;
       j["world_size"] = world(row.layout);
-      if (o.device_gib > 0)
-        j["fits"] = static_cast<double>(row.r.total) <= o.device_gib * (1 << 30);
       if (o.new_tokens > 0) {
         const InferRow ir =
             infer_row(cfg, row.layout, o.micro_batch, row.seq, o.new_tokens, o.dtype);
@@ -120,6 +133,11 @@ int run_plan(const PlanOptions& o) {
                   "fwd GiB/l", "rec GiB/l", "bwd GiB/l", o.device_gib > 0 ? "  fits" : "");
       for (const auto& row : rows) {
         if (row.seq != S) continue;
+        if (!row.error.empty()) {
+          std::printf("%-18s %5d (training: %s)\n", row.layout.c_str(), world(row.layout),
+                      row.error.c_str());
+          continue;
+        }
         const auto& p = row.r.peak;
         const auto& cl = row.r.comm_per_layer;
         std::printf("%-18s %5d %8s %8s %9s %11s %9s %8s %8s %10s %10s %10s%s\n", row.layout.c_str(),
@@ -177,7 +195,7 @@ int run_plan(const PlanOptions& o) {
     for (const std::string& name : names) {
       d << "\"" << name << "\"\n";
       for (const auto& row : rows)
-        if (row.layout == name)
+        if (row.layout == name && row.error.empty())
           d << row.seq << " " << static_cast<double>(row.r.total) / (1 << 30) << "\n";
       d << "\n\n";
     }

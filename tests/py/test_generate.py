@@ -175,6 +175,22 @@ for D in (2, 4):  # the baselines: tp two all-reduces per layer; sp an all-gathe
         check(all(rr["decode_weight_bytes"] == 0 for rr in BASE[(axis, D)]["ranks"]),
               f"{axis}={D}: no weight bytes move during decode")
 
+# ---- origami plan --new-tokens predicts what the runs measured -------------------------------
+plan = json.loads(run([BIN, "plan", "--config", P("cfg.json"), "--seq", str(S), "--micro-batch",
+                       str(B), "--new-tokens", str(NEW), "--json", "--layout", "single"]
+                      + [x for a in ("tsp", "tp", "sp") for D in (2, 4)
+                         for x in ("--layout", f"{a}={D}")]).stdout)
+for row in plan:
+    axis, D = (row["layout"].split("=") + ["1"])[:2] if "=" in row["layout"] else ("single", 1)
+    D = int(D)
+    rep_ = rep1 if axis == "single" else D_BYTES[D] if axis == "tsp" else BASE[(axis, D)]
+    cache = max(x["kv_cache_bytes"] for x in rep_["ranks"])
+    step = max((b for x in rep_["ranks"] for b in x["decode_step_bytes"]), default=0)
+    inf = row["inference"]
+    check(inf["kv_cache_bytes"] == cache and inf["decode_step_bytes"] == step,
+          f"plan {row['layout']}: KV cache {inf['kv_cache_bytes']} B and decode step "
+          f"{inf['decode_step_bytes']} B = measured {cache}, {step}")
+
 # ---- sampling ---------------------------------------------------------------------------------
 samp = ["--temperature", "0.9", "--top-k", "10", "--top-p", "0.95", "--seed", "5"]
 a = generate("s1", 0, samp)[0]
