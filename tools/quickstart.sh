@@ -3,7 +3,8 @@
 # (2 ranks, --layout tsp=2: each rank holds half of every weight and half of the tokens) under
 # mpirun on the bundled corpus (Moby Dick, sentencepiece BPE 8000) with the small config (~21M
 # parameters). Prints loss, held-out loss, tokens/s and peak memory per category; writes
-# checkpoints and the run report (per-rank memory and communication bytes) under runs/main/.
+# checkpoints and the run report (per-rank memory and communication bytes) under runs/main/;
+# then generates text from the trained model with TSP inference on the same ranks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -16,3 +17,6 @@ mpirun -np "$ranks" --bind-to none -x OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
   build/origami train --layout "tsp=$ranks" --config configs/small.json \
   --steps "${ORIGAMI_STEPS:-150}" --seq 256 --micro-batch 8 --lr 1e-3 --warmup 15 \
   --eval-every 50 --log-every 10 --save-dir runs/main --save-every 50 --report runs/main/report.json
+mpirun -np "$ranks" --bind-to none -x OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
+  build/origami generate --layout "tsp=$ranks" --config configs/small.json --checkpoint runs/main \
+  --prompt "Call me Ishmael. Some years ago" --max-new-tokens 48 --temperature 0.8 --top-k 40
