@@ -93,6 +93,11 @@ class Comm {
   // Advance every outstanding operation (OpenMPI has no asynchronous progress): call between
   // compute tiles.
   virtual void progress() = 0;
+  // The point-to-point operations posted between begin_group() and end_group() start together
+  // (a ring step's send and receive; NCCL needs them fused, or both ranks would block in their
+  // sends). No-op for MPI, whose non-blocking operations start as they are posted.
+  virtual void begin_group() {}
+  virtual void end_group() {}
   virtual void barrier() = 0;
 
   // Called when an operation is posted (the context then is the one that counts); the time is

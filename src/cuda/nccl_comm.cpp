@@ -1,6 +1,9 @@
 #include "cuda/nccl_comm.h"
 
 #include <cstring>
+#include <memory>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "cuda/runtime.h"
@@ -71,6 +74,192 @@ NcclComm::NcclComm(MPI_Comm comm) {
 
 NcclComm::~NcclComm() {
   if (c_) ncclCommDestroy(c_);
+}
+
+}  // namespace origami::cuda
+
+// ---- origami::Comm over NCCL
+// ---------------------------------------------------------------------
+
+namespace origami::cuda {
+namespace {
+
+class EventOp : public Request::Op {
+ public:
+  explicit EventOp(cudaEvent_t e) : e_(e) {}
+  ~EventOp() override { cudaEventDestroy(e_); }
+  bool test() override {
+    const cudaError_t r = cudaEventQuery(e_);
+    if (r == cudaErrorNotReady) return false;
+    ORIGAMI_CUDA_CHECK(r);
+    return true;
+  }
+  void wait() override { ORIGAMI_CUDA_CHECK(cudaStreamWaitEvent(current_stream(), e_, 0)); }
+
+ private:
+  cudaEvent_t e_;
+};
+
+class NcclDeviceComm : public Comm {
+ public:
+  explicit NcclDeviceComm(MPI_Comm comm) : mpi_(comm), base_(comm) {
+    rank_ = base_.rank(), size_ = base_.size();
+    for (int t = 0; t < kNumTraffic; ++t) {
+      ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+      check_nccl(ncclCommSplit(base_.get(), 0, rank_, &comms_[t], &cfg), "ncclCommSplit");
+      ORIGAMI_CUDA_CHECK(cudaStreamCreateWithFlags(&streams_[t], cudaStreamNonBlocking));
+    }
+  }
+  ~NcclDeviceComm() override {
+    for (int t = 0; t < kNumTraffic; ++t) {
+      cudaStreamSynchronize(streams_[t]);
+      ncclCommDestroy(comms_[t]);
+      cudaStreamDestroy(streams_[t]);
+    }
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  Request isend(const void* buf, int64_t bytes, int dst, int, Traffic t) override {
+    return op(t, 0, [&](ncclComm_t c, cudaStream_t s) {
+      check_nccl(ncclSend(buf, static_cast<size_t>(bytes), ncclChar, dst, c, s), "ncclSend");
+    });
+  }
+  Request irecv(void* buf, int64_t bytes, int src, int, Traffic t) override {
+    return op(t, bytes, [&](ncclComm_t c, cudaStream_t s) {
+      check_nccl(ncclRecv(buf, static_cast<size_t>(bytes), ncclChar, src, c, s), "ncclRecv");
+    });
+  }
+  Request ibcast(void* buf, int64_t bytes, int root, Traffic t) override {
+    return op(t, rank_ == root ? 0 : bytes, [&](ncclComm_t c, cudaStream_t s) {
+      check_nccl(ncclBroadcast(buf, buf, static_cast<size_t>(bytes), ncclChar, root, c, s),
+                 "ncclBroadcast");
+    });
+  }
+  Request iallgather(const void* send, void* recv, int64_t bytes, Traffic t) override {
+    return op(t, (size_ - 1) * bytes, [&](ncclComm_t c, cudaStream_t s) {
+      check_nccl(ncclAllGather(send, recv, static_cast<size_t>(bytes), ncclChar, c, s),
+                 "ncclAllGather");
+    });
+  }
+  Request ireduce_scatter(const float* send, float* recv, int64_t n, Traffic t) override {
+    return op(t, (size_ - 1) * n * 4, [&](ncclComm_t c, cudaStream_t s) {
+      check_nccl(ncclReduceScatter(send, recv, static_cast<size_t>(n), ncclFloat32, ncclSum, c, s),
+                 "ncclReduceScatter");
+    });
+  }
+  Request ireduce(const float* send, float* recv, int64_t n, int root, Traffic t) override {
+    return op(t, rank_ == root ? (size_ - 1) * n * 4 : 0, [&](ncclComm_t c, cudaStream_t s) {
+      check_nccl(ncclReduce(send, recv, static_cast<size_t>(n), ncclFloat32, ncclSum, root, c, s),
+                 "ncclReduce");
+    });
+  }
+  Request iallreduce(float* buf, int64_t n, Traffic t) override {
+    return allreduce(buf, n, ncclFloat32, 4, t);
+  }
+  Request iallreduce(double* buf, int64_t n, Traffic t) override {
+    return allreduce(buf, n, ncclFloat64, 8, t);
+  }
+  Request iallreduce(int64_t* buf, int64_t n, Traffic t) override {
+    return allreduce(buf, n, ncclInt64, 8, t);
+  }
+  Request ialltoallv(const void* send, const int64_t* sb, const int64_t* so, void* recv,
+                     const int64_t* rb, const int64_t* ro, Traffic t) override {
+    int64_t received = 0;
+    for (int q = 0; q < size_; ++q)
+      if (q != rank_) received += rb[q];
+    return op(t, received, [&](ncclComm_t c, cudaStream_t s) {
+      const char* in = static_cast<const char*>(send);
+      char* out = static_cast<char*>(recv);
+      ORIGAMI_CUDA_CHECK(cudaMemcpyAsync(out + ro[rank_], in + so[rank_],
+                                         static_cast<size_t>(rb[rank_]), cudaMemcpyDeviceToDevice,
+                                         s));
+      check_nccl(ncclGroupStart(), "ncclGroupStart");
+      for (int q = 0; q < size_; ++q) {
+        if (q == rank_) continue;
+        if (sb[q])
+          check_nccl(ncclSend(in + so[q], static_cast<size_t>(sb[q]), ncclChar, q, c, s),
+                     "ncclSend");
+        if (rb[q])
+          check_nccl(ncclRecv(out + ro[q], static_cast<size_t>(rb[q]), ncclChar, q, c, s),
+                     "ncclRecv");
+      }
+      check_nccl(ncclGroupEnd(), "ncclGroupEnd");
+    });
+  }
+  void progress() override {}
+  void barrier() override {
+    for (auto s : streams_) ORIGAMI_CUDA_CHECK(cudaStreamSynchronize(s));
+    ORIGAMI_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+    MPI_Barrier(mpi_);
+  }
+  void begin_group() override {
+    check_nccl(ncclGroupStart(), "ncclGroupStart");
+    ++group_;
+  }
+  void end_group() override {
+    check_nccl(ncclGroupEnd(), "ncclGroupEnd");
+    --group_;
+    // Every stream that took an operation in the group gets its completion event now.
+    for (auto& [slot, stream] : pending_) *slot = event_after(stream);
+    pending_.clear();
+  }
+
+ private:
+  template <class T>
+  Request allreduce(T* buf, int64_t n, ncclDataType_t dt, int64_t es, Traffic t) {
+    return op(t, 2 * (size_ - 1) * n * es / size_, [&](ncclComm_t c, cudaStream_t s) {
+      check_nccl(ncclAllReduce(buf, buf, static_cast<size_t>(n), dt, ncclSum, c, s),
+                 "ncclAllReduce");
+    });
+  }
+  std::shared_ptr<EventOp> event_after(cudaStream_t s) {
+    cudaEvent_t e;
+    ORIGAMI_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    ORIGAMI_CUDA_CHECK(cudaEventRecord(e, s));
+    return std::make_shared<EventOp>(e);
+  }
+  // Records the bytes, orders the class stream after the caller's stream, runs f there.
+  template <class F>
+  Request op(Traffic t, int64_t received, F&& f) {
+    record(t, received);
+    const int k = static_cast<int>(t);
+    cudaEvent_t ready;
+    ORIGAMI_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+    ORIGAMI_CUDA_CHECK(cudaEventRecord(ready, current_stream()));
+    ORIGAMI_CUDA_CHECK(cudaStreamWaitEvent(streams_[k], ready, 0));
+    ORIGAMI_CUDA_CHECK(cudaEventDestroy(ready));
+    f(comms_[k], streams_[k]);
+    if (group_ > 0) {  // completes at end_group(): the Request's op is filled in then
+      auto slot = std::make_shared<std::shared_ptr<EventOp>>();
+      pending_.push_back({slot, streams_[k]});
+      return Request(std::make_shared<Deferred>(std::move(slot)));
+    }
+    return Request(event_after(streams_[k]));
+  }
+  // A grouped operation's request: its event exists once the group has ended.
+  struct Deferred : Request::Op {
+    explicit Deferred(std::shared_ptr<std::shared_ptr<EventOp>> s) : slot(std::move(s)) {}
+    bool test() override { return *slot && (*slot)->test(); }
+    void wait() override {
+      ORIGAMI_CHECK(*slot != nullptr, "NCCL: a grouped operation waited before end_group()");
+      (*slot)->wait();
+    }
+    std::shared_ptr<std::shared_ptr<EventOp>> slot;
+  };
+
+  MPI_Comm mpi_;
+  NcclComm base_;
+  int rank_ = 0, size_ = 1, group_ = 0;
+  ncclComm_t comms_[kNumTraffic]{};
+  cudaStream_t streams_[kNumTraffic]{};
+  std::vector<std::pair<std::shared_ptr<std::shared_ptr<EventOp>>, cudaStream_t>> pending_;
+};
+
+}  // namespace
+
+std::unique_ptr<Comm> make_nccl_comm(MPI_Comm comm) {
+  return std::make_unique<NcclDeviceComm>(comm);
 }
 
 }  // namespace origami::cuda

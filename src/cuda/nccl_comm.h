@@ -6,7 +6,10 @@
 #include <mpi.h>
 #include <nccl.h>
 
+#include <memory>
 #include <string>
+
+#include "comm/comm.h"
 
 namespace origami::cuda {
 
@@ -39,5 +42,15 @@ class NcclComm {
 
 void check_nccl(ncclResult_t r, const char* what);
 std::string nccl_version();
+
+// origami's communicator (comm/comm.h) over NCCL, for device buffers: one NCCL communicator and
+// one stream per traffic class (ncclCommSplit of one bootstrapped over `comm`), so classes never
+// queue behind each other. An operation first makes its class stream wait for the work already
+// on current_stream() (its inputs), then runs there; Request::wait() makes current_stream() wait
+// for it (no host block), test() asks whether it has finished. Point-to-point operations posted
+// between begin_group() and end_group() are fused (ncclGroupStart/End), as a ring step's send and
+// receive must be. Bytes are recorded with the MPI communicator's formulas (comm.h); the seconds
+// of a record are left 0 (they would need a host wait). barrier() waits for every class stream.
+std::unique_ptr<Comm> make_nccl_comm(MPI_Comm comm);
 
 }  // namespace origami::cuda

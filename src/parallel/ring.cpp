@@ -50,8 +50,10 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
     float* wnext = nullptr;
     if (t < D - 1) {
       wnext = wbuf[t % 2].data<float>();
+      comm.begin_group();
       ws = comm.isend(cur, bytes, next, kTagW, sp.weights);
       wr = comm.irecv(wnext, bytes, prev, kTagW, sp.weights);
+      comm.end_group();
       if (!sp.overlap) {
         ws.wait();
         wr.wait();
