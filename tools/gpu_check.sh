@@ -69,10 +69,14 @@ run nccl_np1 tests.log 60 mpirun -np 1 --bind-to none -x LD_LIBRARY_PATH $BIN/te
 run nccl_np2_hostid_experiment tests.log 60 mpirun -np 2 --bind-to none -x LD_LIBRARY_PATH \
   -x ORIGAMI_NCCL_SHARE_GPU=1 bash -c 'NCCL_HOSTID=origami$OMPI_COMM_WORLD_RANK exec '$BIN'/test_nccl_bootstrap'
 SAN="compute-sanitizer --error-exitcode 1 --print-limit 20"
-# origami's Comm over NCCL on device buffers: one rank, and two sharing the GPU as above.
-run nccl_comm_np1 tests.log 60 mpirun -np 1 --bind-to none -x LD_LIBRARY_PATH $BIN/test_nccl_comm
+# origami's communicators on device buffers: NCCL (one rank, and two sharing the GPU as above)
+# and the host-staged one over MPI (two ranks on the one GPU, no NCCL involved).
+run nccl_comm_np1 tests.log 60 mpirun -np 1 --bind-to none -x LD_LIBRARY_PATH \
+  $BIN/test_device_comm nccl
 run nccl_comm_np2 tests.log 90 mpirun -np 2 --bind-to none -x LD_LIBRARY_PATH \
-  -x ORIGAMI_NCCL_SHARE_GPU=1 bash -c 'NCCL_HOSTID=origami$OMPI_COMM_WORLD_RANK exec '$BIN'/test_nccl_comm'
+  -x ORIGAMI_NCCL_SHARE_GPU=1 bash -c 'NCCL_HOSTID=origami$OMPI_COMM_WORLD_RANK exec '$BIN'/test_device_comm nccl'
+run staged_comm_np2 tests.log 90 mpirun -np 2 --bind-to none -x LD_LIBRARY_PATH \
+  $BIN/test_device_comm staged
 run memcheck_kernels sanitizer.log 90 $SAN --tool memcheck $BIN/test_gpu_kernels
 run memcheck_gemm_attention sanitizer.log 120 $SAN --tool memcheck $BIN/test_gpu_gemm_attention \
   --gtest_filter='*AllTransposes*:*SmallTiles*'

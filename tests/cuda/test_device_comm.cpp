@@ -1,9 +1,11 @@
-// origami's Comm over NCCL (cuda/nccl_comm.h: make_nccl_comm) on device buffers, under mpirun:
+// origami's communicators for device buffers, under mpirun: `nccl` (cuda/nccl_comm.h:
+// make_nccl_comm) or `staged` (cuda/staged_comm.h: pinned host staging + the MPI communicator):
 // every operation of the interface against values computed on the host (integers, so sums are
 // exact), a ring step's send and receive fused by begin_group/end_group, all-to-all-v with
 // uneven counts, a bitwise rerun of an all-reduce of random floats, and the bytes each operation
-// records against comm.h's formulas. The ranks agree first: without a device each (or with two
-// ranks on one GPU unless ORIGAMI_NCCL_SHARE_GPU is set) they all exit 77 (CTest: Skipped).
+// records against comm.h's formulas. The ranks agree first: without a device each (or, for nccl,
+// with two ranks on one GPU unless ORIGAMI_NCCL_SHARE_GPU is set) they all exit 77 (Skipped).
+// usage: test_device_comm nccl|staged
 #include <mpi.h>
 
 #include <cstdio>
@@ -13,8 +15,11 @@
 #include <string>
 #include <vector>
 
-#include "cuda/nccl_comm.h"
 #include "cuda/runtime.h"
+#include "cuda/staged_comm.h"
+#ifdef ORIGAMI_WITH_NCCL
+#include "cuda/nccl_comm.h"
+#endif
 
 using namespace origami;
 using namespace origami::cuda;
@@ -55,17 +60,35 @@ int main(int argc, char** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   const int r = g_rank, D = size;
+  const std::string kind = argc > 1 ? argv[1] : "";
+  if (kind != "nccl" && kind != "staged") {
+    if (r == 0) std::printf("usage: test_device_comm nccl|staged\n");
+    return finish(2);
+  }
   try {
-    const DeviceCensus census = device_census(MPI_COMM_WORLD);
-    const bool share = std::getenv("ORIGAMI_NCCL_SHARE_GPU") != nullptr;
-    if (!census.all_have_device || (!census.one_per_rank && !share)) {
-      if (r == 0)
-        std::printf("SKIPPED (all %d ranks): %s\n", D,
-                    !census.all_have_device ? "a rank has no CUDA device"
-                                            : "ranks would share a GPU (NCCL refuses duplicates)");
+    // Every rank sees a device? Agreed before anything else touches one.
+    int mine = device_count() > 0 ? 1 : 0, all_have = 0;
+    MPI_Allreduce(&mine, &all_have, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    bool skip = !all_have;
+    const char* why = "a rank has no CUDA device";
+#ifdef ORIGAMI_WITH_NCCL
+    if (!skip && kind == "nccl") {
+      const DeviceCensus census = device_census(MPI_COMM_WORLD);
+      skip = !census.one_per_rank && std::getenv("ORIGAMI_NCCL_SHARE_GPU") == nullptr;
+      why = "ranks would share a GPU (NCCL refuses duplicates)";
+    }
+#else
+    if (kind == "nccl") skip = true, why = "built without NCCL";
+#endif
+    if (skip) {
+      if (r == 0) std::printf("SKIPPED (all %d ranks): %s\n", D, why);
       return finish(kSkipNoDevice);
     }
-    auto comm = make_nccl_comm(MPI_COMM_WORLD);
+    std::unique_ptr<Comm> comm;
+#ifdef ORIGAMI_WITH_NCCL
+    if (kind == "nccl") comm = make_nccl_comm(MPI_COMM_WORLD);
+#endif
+    if (kind == "staged") comm = make_staged_comm(make_mpi_comm());
     Comm& c = *comm;
     auto last_bytes = [&] { return c.records().back().bytes; };
 
@@ -205,6 +228,7 @@ int main(int argc, char** argv) {
   int all = 0;
   MPI_Allreduce(&g_fail, &all, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
   if (r == 0)
-    std::printf("%s: %d failed check(s) over %d ranks\n", all ? "FAILED" : "PASSED", all, D);
+    std::printf("%s %s: %d failed check(s) over %d ranks\n", kind.c_str(),
+                all ? "FAILED" : "PASSED", all, D);
   return finish(all ? 1 : 0);
 }

@@ -1,0 +1,158 @@
+#include "cuda/staged_comm.h"
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+#include "cuda/runtime.h"
+
+namespace origami::cuda {
+namespace {
+
+// Pinned host memory, freed with the last operation that uses it.
+struct Pinned {
+  explicit Pinned(int64_t bytes) : n(bytes) {
+    ORIGAMI_CUDA_CHECK(cudaMallocHost(&p, static_cast<size_t>(bytes > 0 ? bytes : 1)));
+  }
+  ~Pinned() { cudaFreeHost(p); }
+  Pinned(const Pinned&) = delete;
+  Pinned& operator=(const Pinned&) = delete;
+  char* data() { return static_cast<char*>(p); }
+  void* p = nullptr;
+  int64_t n;
+};
+
+void d2h(void* dst, const void* src, int64_t bytes) {
+  if (bytes > 0) to_host(dst, src, static_cast<size_t>(bytes));
+}
+
+// The host request, then the copy of the result back to the device (once).
+class StagedOp : public Request::Op {
+ public:
+  StagedOp(Request host, std::vector<std::shared_ptr<Pinned>> keep, std::function<void()> back)
+      : host_(std::move(host)), keep_(std::move(keep)), back_(std::move(back)) {}
+  bool test() override {
+    if (done_) return true;
+    if (!host_.test()) return false;
+    finish();
+    return true;
+  }
+  void wait() override {
+    if (done_) return;
+    host_.wait();
+    finish();
+  }
+
+ private:
+  void finish() {
+    if (back_) back_();
+    done_ = true;
+    keep_.clear();
+  }
+  Request host_;
+  std::vector<std::shared_ptr<Pinned>> keep_;
+  std::function<void()> back_;
+  bool done_ = false;
+};
+
+class StagedComm : public Comm {
+ public:
+  explicit StagedComm(std::unique_ptr<Comm> host) : h_(std::move(host)) {}
+  int rank() const override { return h_->rank(); }
+  int size() const override { return h_->size(); }
+
+  Request isend(const void* buf, int64_t bytes, int dst, int tag, Traffic t) override {
+    auto p = stage(buf, bytes);
+    return wrap(h_->isend(p->data(), bytes, dst, tag, t), {p}, nullptr);
+  }
+  Request irecv(void* buf, int64_t bytes, int src, int tag, Traffic t) override {
+    auto p = std::make_shared<Pinned>(bytes);
+    return wrap(h_->irecv(p->data(), bytes, src, tag, t), {p}, back(buf, p, 0, bytes));
+  }
+  Request ibcast(void* buf, int64_t bytes, int root, Traffic t) override {
+    auto p = stage(buf, rank() == root ? bytes : 0, bytes);
+    return wrap(h_->ibcast(p->data(), bytes, root, t), {p},
+                rank() == root ? nullptr : back(buf, p, 0, bytes));
+  }
+  Request iallgather(const void* send, void* recv, int64_t bytes, Traffic t) override {
+    auto all = std::make_shared<Pinned>(bytes * size());
+    d2h(all->data() + rank() * bytes, send, bytes);  // send may alias recv's own block
+    return wrap(h_->iallgather(all->data() + rank() * bytes, all->data(), bytes, t), {all},
+                back(recv, all, 0, bytes * size()));
+  }
+  Request ireduce_scatter(const float* send, float* recv, int64_t n, Traffic t) override {
+    auto s = stage(send, n * size() * 4);
+    auto r = std::make_shared<Pinned>(n * 4);
+    return wrap(h_->ireduce_scatter(reinterpret_cast<float*>(s->data()),
+                                    reinterpret_cast<float*>(r->data()), n, t),
+                {s, r}, back(recv, r, 0, n * 4));
+  }
+  Request ireduce(const float* send, float* recv, int64_t n, int root, Traffic t) override {
+    auto s = stage(send, n * 4);
+    auto r = std::make_shared<Pinned>(n * 4);
+    return wrap(h_->ireduce(reinterpret_cast<float*>(s->data()),
+                            reinterpret_cast<float*>(r->data()), n, root, t),
+                {s, r}, rank() == root ? back(recv, r, 0, n * 4) : nullptr);
+  }
+  Request iallreduce(float* buf, int64_t n, Traffic t) override { return allreduce(buf, n, t); }
+  Request iallreduce(double* buf, int64_t n, Traffic t) override { return allreduce(buf, n, t); }
+  Request iallreduce(int64_t* buf, int64_t n, Traffic t) override { return allreduce(buf, n, t); }
+  Request ialltoallv(const void* send, const int64_t* sb, const int64_t* so, void* recv,
+                     const int64_t* rb, const int64_t* ro, Traffic t) override {
+    int64_t sext = 0, rext = 0;  // extents of the send and receive layouts
+    for (int q = 0; q < size(); ++q) {
+      sext = std::max(sext, so[q] + sb[q]);
+      rext = std::max(rext, ro[q] + rb[q]);
+    }
+    auto s = stage(send, sext);
+    auto r = std::make_shared<Pinned>(rext);
+    return wrap(h_->ialltoallv(s->data(), sb, so, r->data(), rb, ro, t), {s, r},
+                back(recv, r, 0, rext));
+  }
+  void progress() override { h_->progress(); }
+  void barrier() override {
+    sync();
+    h_->barrier();
+  }
+
+ private:
+  template <class T>
+  Request allreduce(T* buf, int64_t n, Traffic t) {
+    const int64_t bytes = n * static_cast<int64_t>(sizeof(T));
+    auto p = stage(buf, bytes);
+    return wrap(h_->iallreduce(reinterpret_cast<T*>(p->data()), n, t), {p}, back(buf, p, 0, bytes));
+  }
+  // Pinned memory of `size` bytes (default: bytes) holding the first `bytes` of device src.
+  std::shared_ptr<Pinned> stage(const void* src, int64_t bytes, int64_t size = -1) {
+    auto p = std::make_shared<Pinned>(size < 0 ? bytes : size);
+    d2h(p->data(), src, bytes);
+    return p;
+  }
+  static std::function<void()> back(void* dst, const std::shared_ptr<Pinned>& p, int64_t off,
+                                    int64_t bytes) {
+    return [dst, p, off, bytes] {
+      if (bytes > 0) to_device(dst, p->data() + off, static_cast<size_t>(bytes));
+    };
+  }
+  // The host communicator's record of the operation becomes ours.
+  Request wrap(Request host, std::vector<std::shared_ptr<Pinned>> keep,
+               std::function<void()> back) {
+    CommRecord rec = h_->records().back();
+    rec.where = where(), rec.phase = phase();  // the context our caller set
+    records_.push_back(rec);
+    return Request(std::make_shared<StagedOp>(std::move(host), std::move(keep), std::move(back)));
+  }
+
+  std::unique_ptr<Comm> h_;
+};
+
+}  // namespace
+
+std::unique_ptr<Comm> make_staged_comm(std::unique_ptr<Comm> host) {
+  return std::make_unique<StagedComm>(std::move(host));
+}
+
+}  // namespace origami::cuda
