@@ -81,7 +81,7 @@ class TpDecoder : public Decoder {
   // x [B·rows, h] (replicated) at positions pos (rows per sequence consecutive).
   void run_layers(Tensor& x, const std::vector<int64_t>& pos, int64_t rows) {
     const int64_t T = B_ * rows, h = t_.h, d = t_.d, qw = t_.q_rows, kw = t_.kv_rows;
-    const int64_t nq = t_.nq_loc, nkv = t_.nkv_loc, Ir = t_.Ir;
+    const int64_t nq = t_.nq_loc, nkv = t_.nkv_loc;
     const float eps = static_cast<float>(cfg_.rms_norm_eps);
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
     const AttnShape sh{static_cast<int>(nq), static_cast<int>(nkv), static_cast<int>(d)};
@@ -111,20 +111,7 @@ class TpDecoder : public Decoder {
         KvSeg<float> ks{cache_.k_row(l, b, 0), cache_.v_row(l, b, 0), kw, 0, p0 + rows};
         flash_attn_fwd<float>(F(o), F(lse), T, F(q), qw, &qs, 1, &ks, 1, sh, scale);
       }
-      Tensor part = ws({T, h});
-      gemm<float>(Trans::N, Trans::T, T, h, qw, 1.0f, F(o), qw, pk + t_.off_o(), qw, 0.0f, F(part),
-                  h);
-      comm_.iallreduce(F(part), T * h, Traffic::acts).wait();
-      add_inplace<float>(F(x), F(part), T * h);
-      rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.post_norm), T, h, eps);
-      const float* pm = F(W.mlp);
-      Tensor g = ws({T, Ir}), u = ws({T, Ir}), a = ws({T, Ir});
-      linear_fwd<float>(F(g), F(y), pm, T, Ir, h);
-      linear_fwd<float>(F(u), F(y), pm + Ir * h, T, Ir, h);
-      swiglu_fwd<float>(F(a), F(g), F(u), T * Ir);
-      linear_fwd<float>(F(part), F(a), pm + 2 * Ir * h, T, h, Ir);
-      comm_.iallreduce(F(part), T * h, Traffic::acts).wait();
-      add_inplace<float>(F(x), F(part), T * h);
+      tp_tail(comm_, t_, W, F(o), x, T, eps);
     }
   }
 

@@ -256,22 +256,28 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
   // Merge the D partials of this rank's heads by log-sum-exp, in rank order.
   Tensor om = ws({B, qw});
   merge_partials(F(recvb), D_, B, nq, d, F(om));
-  // x += all-reduce(o_r · W_o,rᵀ); W_o,r is [h, q_rows] columns at off_o.
-  Tensor part = ws({B, h});
-  gemm<float>(Trans::N, Trans::T, B, h, qw, 1.0f, F(om), qw, pk + t_.off_o(), qw, 0.0f, F(part), h);
-  comm_.iallreduce(F(part), B * h, Traffic::acts).wait();
-  add_inplace<float>(F(x), F(part), B * h);
-  // MLP on the own slice: x += all-reduce(swiglu(y2 W_gᵀ, y2 W_uᵀ) W_dᵀ).
-  rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.post_norm), B, h, eps);
-  const int64_t Ir = t_.Ir;
+  tp_tail(comm_, t_, W, F(om), x, B, eps);
+}
+
+void detail::tp_tail(Comm& comm, const TspDims& t, const TspLayer& W, const float* o, Tensor& x,
+                     int64_t T, float eps) {
+  const int64_t h = t.h, qw = t.q_rows, Ir = t.Ir;
+  // W_o,r is [h, q_rows] columns at off_o of the packet.
+  Tensor part = ws({T, h});
+  gemm<float>(Trans::N, Trans::T, T, h, qw, 1.0f, o, qw, F(W.attn) + t.off_o(), qw, 0.0f, F(part),
+              h);
+  comm.iallreduce(F(part), T * h, Traffic::acts).wait();
+  add_inplace<float>(F(x), F(part), T * h);
+  Tensor y = ws({T, h}), n = ws({T, h}), rstd = ws({T});
+  rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.post_norm), T, h, eps);
   const float* pm = F(W.mlp);
-  Tensor g = ws({B, Ir}), u = ws({B, Ir}), a = ws({B, Ir});
-  linear_fwd<float>(F(g), F(y), pm, B, Ir, h);
-  linear_fwd<float>(F(u), F(y), pm + Ir * h, B, Ir, h);
-  swiglu_fwd<float>(F(a), F(g), F(u), B * Ir);
-  linear_fwd<float>(F(part), F(a), pm + 2 * Ir * h, B, h, Ir);
-  comm_.iallreduce(F(part), B * h, Traffic::acts).wait();
-  add_inplace<float>(F(x), F(part), B * h);
+  Tensor g = ws({T, Ir}), u = ws({T, Ir}), a = ws({T, Ir});
+  linear_fwd<float>(F(g), F(y), pm, T, Ir, h);
+  linear_fwd<float>(F(u), F(y), pm + Ir * h, T, Ir, h);
+  swiglu_fwd<float>(F(a), F(g), F(u), T * Ir);
+  linear_fwd<float>(F(part), F(a), pm + 2 * Ir * h, T, h, Ir);
+  comm.iallreduce(F(part), T * h, Traffic::acts).wait();
+  add_inplace<float>(F(x), F(part), T * h);
 }
 
 void detail::rebalance(KvCache& cache_, std::vector<int64_t>& counts_, Comm& comm_) {

@@ -6,6 +6,7 @@
 #include "core/tensor.h"
 #include "infer/decoder.h"
 #include "model/config.h"
+#include "parallel/tsp_params.h"
 
 namespace origami::infer::detail {
 
@@ -37,6 +38,11 @@ void attend_cache(KvCache& cache, size_t layer, const ModelConfig& c, const floa
 // D partial results, block i = [B, nh·d] of o then [nh, B] of lse, merged by log-sum-exp in rank
 // order into out [B, nh·d].
 void merge_partials(const float* blocks, int D, int64_t B, int64_t nh, int64_t d, float* out);
+// The TP-style tail of a layer on rank r's shards for T replicated rows: x += all-reduce(o ·
+// W_o,rᵀ), then x += all-reduce(swiglu(norm(x)·W_{g,u},rᵀ)·W_d,rᵀ) (o: [T, q_rows] of the own
+// heads). TSP's decode step and TP's layer share it.
+void tp_tail(Comm& comm, const TspDims& t, const TspLayer& W, const float* o, Tensor& x, int64_t T,
+             float eps);
 // After a prefill that left `counts` (every rank's positions): moves surplus positions (their K
 // and V rows of every layer) to the ranks short of n/D; counts becomes balanced_counts(counts).
 void rebalance(KvCache& cache, std::vector<int64_t>& counts, Comm& comm);

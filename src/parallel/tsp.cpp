@@ -113,19 +113,7 @@ double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch
 }
 
 double TspEngine::forward_loss(const TspParams& p, const Batch& b) {
-  z_ = Zigzag{b.B, b.S, D_, r_};
-  pos_ = z_.positions();
-  const int64_t T = z_.local_tokens(), h = t_.h;
-  comm_.set_context(kWhereEmbed, Phase::fwd);
-  Tensor x = ws({T, h});
-  std::vector<int64_t> ids_all;
-  embed_fwd(p, b, x, &ids_all);
-  for (size_t l = 0; l < p.layers.size(); ++l) {
-    comm_.set_context(static_cast<int>(l), Phase::fwd);
-    block_fwd(p.layers[l], x, nullptr, nullptr);
-  }
-  Tensor nf = ws({T, h}), rstd = ws({T}), yf = ws({T, h});
-  rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
+  const Tensor yf = forward_final(p, b, nullptr);
   return head(p, nullptr, yf, nullptr, b, 0.0);
 }
 
@@ -144,7 +132,7 @@ Tensor TspEngine::forward_final(const TspParams& p, const Batch& b, KvSink* sink
     block_fwd(p.layers[l], x, nullptr, nullptr);
   }
   sink_ = nullptr;
-  Tensor nf = ws({T, h}), rstd = ws({T}), yf = Tensor::empty({T, h}, DType::f32, Cat::activations);
+  Tensor nf = ws({T, h}), rstd = ws({T}), yf = ws({T, h});
   rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
   return yf;
 }
