@@ -23,7 +23,8 @@ else
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DORIGAMI_CUDA=ON > "$OUT/build.log" 2>&1 &&
     ninja -C build-gpu gpu_check_binaries >> "$OUT/build.log" 2>&1 ||
     { echo "build failed: see $OUT/build.log"; echo "build 1" >> "$OUT/results.txt"; }
-  mkdir -p build-gpu/all && cp build-gpu/tests/cuda/test_* build-gpu/bench/bench_gpu build-gpu/all/ 2>/dev/null
+  mkdir -p build-gpu/all && cp build-gpu/tests/cuda/test_* build-gpu/bench/bench_gpu \
+    build-gpu/origami-cuda build-gpu/all/ 2>/dev/null
   BIN=build-gpu/all
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
@@ -63,6 +64,8 @@ if [ -x $BIN/test_gpu_sdpa ]; then  # built with cuDNN: the SDPA path, and plann
   run cudnn_plan tests.log 60 env ORIGAMI_DEVICEPROP_JSON=tests/cuda/data/h100_deviceprop.json:tests/cuda/data/h200_deviceprop.json \
     $BIN/test_cudnn_plan
 fi
+# The single-device model on the GPU (origami-cuda grad --device cuda) against --device cpu.
+run device_grad tests.log 180 python3 tests/py/test_device_grad.py $BIN/origami-cuda /tmp/origami-device-grad
 run nccl_np1 tests.log 60 mpirun -np 1 --bind-to none -x LD_LIBRARY_PATH $BIN/test_nccl_bootstrap
 # Two ranks on the one GPU: NCCL refuses duplicate GPUs unless each rank claims another host
 # (NCCL_HOSTID); an experiment, recorded whatever its outcome.

@@ -10,7 +10,7 @@ B=${BUILD:-build-cuda}
 cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DORIGAMI_CUDA=ON >/dev/null
 ninja -C "$B" gpu_check_binaries
 rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib .gpu/lib/mpi
-cp "$B"/tests/cuda/test_* "$B"/bench/bench_gpu .gpu/bin/
+cp "$B"/tests/cuda/test_* "$B"/bench/bench_gpu "$B"/origami-cuda .gpu/bin/
 # OpenMPI's libraries go apart (lib/mpi): gpu_check.sh uses them only where the machine has no
 # libmpi.so.40 of its own, since they must match that machine's mpirun.
 MPI_RE='/(libmpi|libmpi_cxx|libopen-pal|libopen-rte|libhwloc|libevent[^/]*|libudev|libz)\.so'

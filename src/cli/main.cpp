@@ -11,6 +11,9 @@
 #include "comm/comm.h"
 #include "core/error.h"
 #include "infer/generate.h"
+#ifdef ORIGAMI_WITH_CUDA
+#include "cuda/backend.h"
+#endif
 #include "model/params.h"
 #include "plan/plan_cli.h"
 #include "train/grad.h"
@@ -64,6 +67,9 @@ void parallel_flags(Args& a) {
          "GBPS[,LATENCY_US]: every transfer a rank receives completes no earlier than latency + "
          "bytes/bandwidth after it is posted, on one inbound link per rank (waits sleep): "
          "GPU-like compute-to-link ratios on CPU");
+  a.flag("device", "cpu",
+         "cpu | cuda: where tensors live and the kernels run (cuda: grad with --layout single so "
+         "far; needs the CUDA build and a device)");
   a.flag("progress-thread", "100",
          "US: a thread tests every outstanding transfer every US microseconds so that it advances "
          "while this rank computes (OpenMPI has no asynchronous progress); 0 = off, transfers "
@@ -79,6 +85,10 @@ ParallelOptions parallel_options(const Args& a) {
   p.overlap = !a.on("no-overlap");
   if (a.given("emulate-link")) parse_emulated_link(a.str("emulate-link"), p);
   p.progress_us = a.f64("progress-thread");
+  p.device = a.str("device");
+#ifdef ORIGAMI_WITH_CUDA
+  p.use_cuda = &cuda::use_cuda;
+#endif
   if (!(p.progress_us >= 0) || p.progress_us > 1e6)
     fail("--progress-thread=", a.str("progress-thread"),
          " is not a poll interval in microseconds between 0 and 1000000");

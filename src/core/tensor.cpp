@@ -17,7 +17,9 @@ Tensor Tensor::empty(std::vector<int64_t> shape, DType dt, Cat c) {
   t.st_ = std::make_shared<Storage>();
   t.st_->bytes = t.nbytes();
   t.st_->cat = c;
-  t.st_->ptr = MemTracker::get().alloc(t.st_->bytes, c);
+  t.st_->dev = device_ops();
+  t.st_->ptr =
+      t.st_->dev ? t.st_->dev->alloc(t.st_->bytes, c) : MemTracker::get().alloc(t.st_->bytes, c);
   return t;
 }
 
@@ -40,7 +42,7 @@ Tensor Tensor::view(void* ptr, std::vector<int64_t> shape, DType dt) {
 
 Tensor Tensor::clone(Cat c) const {
   Tensor t = empty(shape_, dt_, c);
-  if (nbytes()) std::memcpy(t.raw(), raw(), nbytes());
+  copy_bytes(t.raw(), raw(), nbytes());
   return t;
 }
 

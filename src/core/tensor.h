@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/device.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/memory.h"
@@ -41,8 +42,13 @@ class Tensor {
   void* raw() { return st_ ? st_->ptr : nullptr; }
   const void* raw() const { return st_ ? st_->ptr : nullptr; }
   void zero() {
-    if (st_) std::memset(st_->ptr, 0, nbytes());
+    if (!st_ || !nbytes()) return;
+    if (st_->dev)
+      st_->dev->zero(st_->ptr, nbytes());
+    else
+      std::memset(st_->ptr, 0, nbytes());
   }
+  bool on_device() const { return st_ && st_->dev; }
   Tensor clone(Cat c) const;
 
  private:
@@ -51,8 +57,13 @@ class Tensor {
     size_t bytes = 0;
     Cat cat = Cat::workspace;
     bool owned = true;
+    const DeviceOps* dev = nullptr;  // device memory of this backend (core/device.h)
     ~Storage() {
-      if (ptr && owned) MemTracker::get().free(ptr, bytes, cat);
+      if (!ptr || !owned) return;
+      if (dev)
+        dev->free(ptr, bytes, cat);
+      else
+        MemTracker::get().free(ptr, bytes, cat);
     }
   };
   std::shared_ptr<Storage> st_;

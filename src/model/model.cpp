@@ -4,11 +4,14 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "kernels/kernels.h"
+#include "kernels/dispatch.h"
 
 namespace origami {
 
-using namespace cpu;
+using k::AttnShape;
+using k::KvSeg;
+using k::QSeg;
+using k::Trans;
 
 namespace {
 Tensor act(std::vector<int64_t> s) {
@@ -30,7 +33,7 @@ const float* F(const Tensor& t) {
 // y = w * n (the norm output, recomputed from the saved normalised input)
 Tensor reweight(const Tensor& n, const Tensor& w, int64_t rows, int64_t h) {
   Tensor y = ws({rows, h});
-  rmsnorm_apply<float>(F(y), F(n), F(w), rows, h);
+  k::rmsnorm_apply<float>(F(y), F(n), F(w), rows, h);
   return y;
 }
 
@@ -76,8 +79,12 @@ void make_rope_tables(const ModelConfig& c, Tensor& cos, Tensor& sin) {
   const int64_t half = c.head_dim() / 2;
   cos = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
   sin = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
-  rope_table<float>(F(cos), F(sin), c.max_position_embeddings, static_cast<int>(c.head_dim()),
-                    c.rope_theta);
+  // Built on the host, then placed wherever tensors live (core/device.h).
+  std::vector<float> hc(static_cast<size_t>(cos.numel())), hs(hc.size());
+  cpu::rope_table<float>(hc.data(), hs.data(), c.max_position_embeddings,
+                         static_cast<int>(c.head_dim()), c.rope_theta);
+  copy_bytes(cos.raw(), hc.data(), hc.size() * sizeof(float));
+  copy_bytes(sin.raw(), hs.data(), hs.size() * sizeof(float));
 }
 
 Model::Model(const ModelConfig& c) : cfg_(c) {
@@ -89,7 +96,7 @@ void Model::embed(Tensor& x, const ModelParams& p, const Batch& b) {
   const float* E = F(p.embed);
   float* xp = F(x);
   for (int64_t t = 0; t < b.B * b.S; ++t)
-    std::memcpy(xp + t * h, E + b.inputs[static_cast<size_t>(t)] * h, sizeof(float) * h);
+    copy_bytes(xp + t * h, E + b.inputs[static_cast<size_t>(t)] * h, sizeof(float) * h);
 }
 
 void Model::attention(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -101,8 +108,8 @@ void Model::attention(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, 
   for (int64_t s = 0; s < b.B; ++s) {
     QSeg qs{0, 0, b.S};
     KvSeg<float> ks{F(k) + s * b.S * kvd, F(v) + s * b.S * kvd, kvd, 0, b.S};
-    flash_attn_fwd<float>(F(o) + s * b.S * qd, F(lse) + s * b.S, T, F(q) + s * b.S * qd, qd, &qs, 1,
-                          &ks, 1, sh, scale);
+    k::flash_attn_fwd<float>(F(o) + s * b.S * qd, F(lse) + s * b.S, T, F(q) + s * b.S * qd, qd, &qs,
+                             1, &ks, 1, sh, scale);
   }
 }
 
@@ -120,21 +127,22 @@ void Model::block_forward(const LayerParams& W, Tensor& x, Acts* save, const Bat
   a.rstd1 = keep({T});
   {
     Tensor y1 = ws({T, h});
-    rmsnorm_fwd<float>(F(y1), F(a.n1), F(a.rstd1), F(x), F(W.input_norm), T, h, cfg_.rms_norm_eps);
+    k::rmsnorm_fwd<float>(F(y1), F(a.n1), F(a.rstd1), F(x), F(W.input_norm), T, h,
+                          cfg_.rms_norm_eps);
     a.q = keep({T, qd});
     a.k = keep({T, kvd});
     a.v = keep({T, kvd});
-    linear_fwd<float>(F(a.q), F(y1), F(W.wq), T, qd, h);
-    linear_fwd<float>(F(a.k), F(y1), F(W.wk), T, kvd, h);
-    linear_fwd<float>(F(a.v), F(y1), F(W.wv), T, kvd, h);
+    k::linear_fwd<float>(F(a.q), F(y1), F(W.wq), T, qd, h);
+    k::linear_fwd<float>(F(a.k), F(y1), F(W.wk), T, kvd, h);
+    k::linear_fwd<float>(F(a.v), F(y1), F(W.wv), T, kvd, h);
   }
-  rope_fwd<float>(F(a.q), qd, pos.data(), T, static_cast<int>(nh), d, F(cos_), F(sin_));
-  rope_fwd<float>(F(a.k), kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d,
-                  F(cos_), F(sin_));
+  k::rope_fwd<float>(F(a.q), qd, pos.data(), T, static_cast<int>(nh), d, F(cos_), F(sin_));
+  k::rope_fwd<float>(F(a.k), kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d,
+                     F(cos_), F(sin_));
   a.o = keep({T, qd});
   a.lse = keep({nh, T});
   attention(a.o, a.lse, a.q, a.k, a.v, b);
-  linear_fwd<float>(F(x), F(a.o), F(W.wo), T, h, qd, 1.0f);  // x = x + o Wo^T  (h1)
+  k::linear_fwd<float>(F(x), F(a.o), F(W.wo), T, h, qd, 1.0f);  // x = x + o Wo^T  (h1)
 
   a.n2 = keep({T, h});
   a.rstd2 = keep({T});
@@ -142,14 +150,15 @@ void Model::block_forward(const LayerParams& W, Tensor& x, Acts* save, const Bat
   a.u = keep({T, I});
   {
     Tensor y2 = ws({T, h});
-    rmsnorm_fwd<float>(F(y2), F(a.n2), F(a.rstd2), F(x), F(W.post_norm), T, h, cfg_.rms_norm_eps);
-    linear_fwd<float>(F(a.g), F(y2), F(W.w_gate), T, I, h);
-    linear_fwd<float>(F(a.u), F(y2), F(W.w_up), T, I, h);
+    k::rmsnorm_fwd<float>(F(y2), F(a.n2), F(a.rstd2), F(x), F(W.post_norm), T, h,
+                          cfg_.rms_norm_eps);
+    k::linear_fwd<float>(F(a.g), F(y2), F(W.w_gate), T, I, h);
+    k::linear_fwd<float>(F(a.u), F(y2), F(W.w_up), T, I, h);
   }
   {
     Tensor s = ws({T, I});
-    swiglu_fwd<float>(F(s), F(a.g), F(a.u), T * I);
-    linear_fwd<float>(F(x), F(s), F(W.w_down), T, h, I, 1.0f);  // x = h1 + a Wd^T
+    k::swiglu_fwd<float>(F(s), F(a.g), F(a.u), T * I);
+    k::linear_fwd<float>(F(x), F(s), F(W.w_down), T, h, I, 1.0f);  // x = h1 + a Wd^T
   }
   if (save) *save = std::move(a);
 }
@@ -167,26 +176,26 @@ void Model::block_backward(const LayerParams& W, LayerParams& G, const Acts& a, 
     Tensor dg = ws({T, I}), du = ws({T, I});
     {
       Tensor s = ws({T, I});
-      swiglu_fwd<float>(F(s), F(a.g), F(a.u), T * I);
-      linear_bwd_w<float>(F(G.w_down), F(dx), F(s), T, h, I);
+      k::swiglu_fwd<float>(F(s), F(a.g), F(a.u), T * I);
+      k::linear_bwd_w<float>(F(G.w_down), F(dx), F(s), T, h, I);
       Tensor da = ws0({T, I});
-      linear_bwd_x<float>(F(da), F(dx), F(W.w_down), T, h, I);
-      swiglu_bwd<float>(F(dg), F(du), F(da), F(a.g), F(a.u), T * I);
+      k::linear_bwd_x<float>(F(da), F(dx), F(W.w_down), T, h, I);
+      k::swiglu_bwd<float>(F(dg), F(du), F(da), F(a.g), F(a.u), T * I);
     }
     Tensor y2 = reweight(a.n2, W.post_norm, T, h);
-    linear_bwd_w<float>(F(G.w_gate), F(dg), F(y2), T, I, h);
-    linear_bwd_w<float>(F(G.w_up), F(du), F(y2), T, I, h);
+    k::linear_bwd_w<float>(F(G.w_gate), F(dg), F(y2), T, I, h);
+    k::linear_bwd_w<float>(F(G.w_up), F(du), F(y2), T, I, h);
     Tensor dy2 = ws0({T, h});
-    linear_bwd_x<float>(F(dy2), F(dg), F(W.w_gate), T, I, h);
-    linear_bwd_x<float>(F(dy2), F(du), F(W.w_up), T, I, h);
-    rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F(a.rstd2), T, h);
+    k::linear_bwd_x<float>(F(dy2), F(dg), F(W.w_gate), T, I, h);
+    k::linear_bwd_x<float>(F(dy2), F(du), F(W.w_up), T, I, h);
+    k::rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F(a.rstd2), T, h);
   }
   // dx now holds d(h1). ---- attention: h1 = x + attn(y1) Wo^T, y1 = norm1(x)
-  linear_bwd_w<float>(F(G.wo), F(dx), F(a.o), T, h, qd);
+  k::linear_bwd_w<float>(F(G.wo), F(dx), F(a.o), T, h, qd);
   Tensor dq = ws0({T, qd}), dk = ws0({T, kvd}), dv = ws0({T, kvd});
   {
     Tensor dout = ws0({T, qd});
-    linear_bwd_x<float>(F(dout), F(dx), F(W.wo), T, h, qd);
+    k::linear_bwd_x<float>(F(dout), F(dx), F(W.wo), T, h, qd);
     const AttnShape sh{static_cast<int>(nh), static_cast<int>(cfg_.num_key_value_heads), d};
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
     for (int64_t s = 0; s < b.B; ++s) {
@@ -194,22 +203,22 @@ void Model::block_backward(const LayerParams& W, LayerParams& G, const Acts& a, 
       const int64_t ko = s * b.S * kvd;
       KvSeg<float> ks{F(a.k) + ko, F(a.v) + ko, kvd, 0, b.S, F(dk) + ko, F(dv) + ko};
       const int64_t qo = s * b.S * qd;
-      flash_attn_bwd<float>(F(dq) + qo, F(dout) + qo, F(a.q) + qo, F(a.o) + qo, qd,
-                            F(a.lse) + s * b.S, T, &qs, 1, &ks, 1, sh, scale);
+      k::flash_attn_bwd<float>(F(dq) + qo, F(dout) + qo, F(a.q) + qo, F(a.o) + qo, qd,
+                               F(a.lse) + s * b.S, T, &qs, 1, &ks, 1, sh, scale);
     }
   }
-  rope_bwd<float>(F(dq), qd, pos.data(), T, static_cast<int>(nh), d, F(cos_), F(sin_));
-  rope_bwd<float>(F(dk), kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d, F(cos_),
-                  F(sin_));
+  k::rope_bwd<float>(F(dq), qd, pos.data(), T, static_cast<int>(nh), d, F(cos_), F(sin_));
+  k::rope_bwd<float>(F(dk), kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d,
+                     F(cos_), F(sin_));
   Tensor y1 = reweight(a.n1, W.input_norm, T, h);
-  linear_bwd_w<float>(F(G.wq), F(dq), F(y1), T, qd, h);
-  linear_bwd_w<float>(F(G.wk), F(dk), F(y1), T, kvd, h);
-  linear_bwd_w<float>(F(G.wv), F(dv), F(y1), T, kvd, h);
+  k::linear_bwd_w<float>(F(G.wq), F(dq), F(y1), T, qd, h);
+  k::linear_bwd_w<float>(F(G.wk), F(dk), F(y1), T, kvd, h);
+  k::linear_bwd_w<float>(F(G.wv), F(dv), F(y1), T, kvd, h);
   Tensor dy1 = ws0({T, h});
-  linear_bwd_x<float>(F(dy1), F(dq), F(W.wq), T, qd, h);
-  linear_bwd_x<float>(F(dy1), F(dk), F(W.wk), T, kvd, h);
-  linear_bwd_x<float>(F(dy1), F(dv), F(W.wv), T, kvd, h);
-  rmsnorm_bwd<float>(F(dx), F(G.input_norm), F(dy1), F(a.n1), F(W.input_norm), F(a.rstd1), T, h);
+  k::linear_bwd_x<float>(F(dy1), F(dq), F(W.wq), T, qd, h);
+  k::linear_bwd_x<float>(F(dy1), F(dk), F(W.wk), T, kvd, h);
+  k::linear_bwd_x<float>(F(dy1), F(dv), F(W.wv), T, kvd, h);
+  k::rmsnorm_bwd<float>(F(dx), F(G.input_norm), F(dy1), F(a.n1), F(W.input_norm), F(a.rstd1), T, h);
 }
 
 // Final norm + LM head + cross-entropy, streamed over chunks of tokens so that no more than
@@ -220,7 +229,7 @@ double Model::head(const ModelParams& p, ModelParams* grads, const Tensor& x, Te
   const int64_t T = b.B * b.S, h = cfg_.hidden_size, V = cfg_.vocab_size;
   const int64_t C = std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{1} << 21) / V));
   Tensor n = ws({T, h}), rstd = ws({T}), y = ws({T, h});
-  rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
+  k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
   Tensor z = ws({C, V}), m = ws({C}), l = ws({C}), zt = ws({C}), lse = ws({C});
   Tensor dy = grads ? ws0({T, h}) : Tensor();
   const float* Wh = F(p.head());
@@ -228,17 +237,18 @@ double Model::head(const ModelParams& p, ModelParams* grads, const Tensor& x, Te
   for (int64_t r0 = 0; r0 < T; r0 += C) {
     const int64_t c = std::min(C, T - r0);
     const int64_t* tg = b.targets.data() + r0;
-    linear_fwd<float>(F(z), F(y) + r0 * h, Wh, c, V, h);
-    ce_init<float>(F(m), F(l), F(zt), c);
-    ce_update<float>(F(m), F(l), F(zt), F(z), c, V, 0, V, tg);
-    total += ce_finish<float>(F(lse), F(m), F(l), F(zt), c, tg);
+    k::linear_fwd<float>(F(z), F(y) + r0 * h, Wh, c, V, h);
+    k::ce_init<float>(F(m), F(l), F(zt), c);
+    k::ce_update<float>(F(m), F(l), F(zt), F(z), c, V, 0, V, tg);
+    total += k::ce_finish<float>(F(lse), F(m), F(l), F(zt), c, tg);
     if (!grads) continue;
-    ce_bwd<float>(F(z), F(z), F(lse), c, V, 0, V, tg, static_cast<float>(inv_n));  // z := dz
-    linear_bwd_x<float>(F(dy) + r0 * h, F(z), Wh, c, V, h);
-    linear_bwd_w<float>(F(grads->head()), F(z), F(y) + r0 * h, c, V, h);
+    k::ce_bwd<float>(F(z), F(z), F(lse), c, V, 0, V, tg, static_cast<float>(inv_n));  // z := dz
+    k::linear_bwd_x<float>(F(dy) + r0 * h, F(z), Wh, c, V, h);
+    k::linear_bwd_w<float>(F(grads->head()), F(z), F(y) + r0 * h, c, V, h);
   }
   if (grads)
-    rmsnorm_bwd<float>(F(*dx), F(grads->final_norm), F(dy), F(n), F(p.final_norm), F(rstd), T, h);
+    k::rmsnorm_bwd<float>(F(*dx), F(grads->final_norm), F(dy), F(n), F(p.final_norm), F(rstd), T,
+                          h);
   return total;
 }
 
@@ -255,7 +265,7 @@ Tensor Model::final_hidden(const ModelParams& p, const Batch& b) {
   embed(x, p, b);
   for (const auto& W : p.layers) block_forward(W, x, nullptr, b);
   Tensor y = act({T, h}), n = ws({T, h}), rstd = ws({T});
-  rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
+  k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
   return y;
 }
 
@@ -293,7 +303,10 @@ double Model::forward_backward(const ModelParams& p, ModelParams& grads, const B
   const float* dxp = F(dx);
   for (int64_t t = 0; t < T; ++t) {
     float* row = GE + b.inputs[static_cast<size_t>(t)] * h;
-    for (int64_t i = 0; i < h; ++i) row[i] += dxp[t * h + i];
+    if (grads.embed.on_device())
+      k::add_inplace<float>(row, dxp + t * h, h);
+    else
+      for (int64_t i = 0; i < h; ++i) row[i] += dxp[t * h + i];
   }
   return loss;
 }

@@ -37,6 +37,8 @@ struct ParallelOptions {
   bool tp_seq_parallel_given = false;
   double link_gbps = 0, link_latency_us = 0;  // --emulate-link (0: off)
   double progress_us = 100;                   // --progress-thread (0: off)
+  std::string device = "cpu";                 // --device cpu|cuda
+  void (*use_cuda)() = nullptr;  // set by the entry point when the CUDA backend is built in
 };
 
 // What the TSP schedule needs (tsp-spec §3): n_kv mod D, I mod D, S mod 2D, head buckets.

@@ -70,6 +70,21 @@ void run_grad(const GradOptions& o) {
     fail(o.tokens, ": the batch has B=", global.B, " sequences, not divisible by dp=", layout.dp);
   FullState st{ModelParams::zeros(cfg, Cat::workspace), ModelParams(), ModelParams()};
   load_params(st.params, SafeTensorsReader(o.weights));
+  ModelParams grads = ModelParams::zeros(cfg, Cat::grads);  // host: allocated before a device
+  if (o.par.device == "cuda") {
+    if (!o.par.use_cuda)
+      fail(
+          "--device cuda: this binary has no CUDA backend; run origami-cuda (built next to it "
+          "when the CUDA toolkit is found, -DORIGAMI_CUDA=ON)");
+    if (layout.world() != 1)
+      fail(
+          "--device cuda runs --layout single only so far (the parallel schedules' host copies "
+          "are not routed to the device yet); got --layout ",
+          layout.text);
+    o.par.use_cuda();  // from here on tensors are device memory, kernels the CUDA ones
+  } else if (o.par.device != "cpu") {
+    fail("--device=", o.par.device, " is not one of: cpu, cuda");
+  }
   auto eng = make_engine(layout, cfg, o.par, o.recompute, global.B / layout.dp, global.S);
   eng->load_state(st, false);
   st = FullState();
@@ -87,7 +102,6 @@ void run_grad(const GradOptions& o) {
   const double sum =
       eng->sum_over_ranks(eng->forward_backward(b, N ? 1.0 / static_cast<double>(N) : 0.0));
   eng->reduce_grads();
-  ModelParams grads = ModelParams::zeros(cfg, Cat::grads);
   eng->full_grads(grads);
   nlohmann::json mine = eng->rank_report();
   mine["rank"] = eng->rank();

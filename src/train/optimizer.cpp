@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/dispatch.h"
+
 namespace origami {
 
 namespace {
@@ -15,7 +17,7 @@ std::vector<Tensor*> tensors(ModelParams& p) {
 void clip_to(const std::vector<Tensor*>& grads, double norm, double clip) {
   if (!(clip > 0 && norm > clip)) return;
   const float s = static_cast<float>(clip / (norm + 1e-6));
-  for (Tensor* g : grads) cpu::scale_inplace(g->data<float>(), g->numel(), s);
+  for (Tensor* g : grads) k::scale_inplace<float>(g->data<float>(), g->numel(), s);
 }
 
 void adamw_tensors(const std::vector<Tensor*>& P, const std::vector<Tensor*>& G,
@@ -24,15 +26,15 @@ void adamw_tensors(const std::vector<Tensor*>& P, const std::vector<Tensor*>& G,
   for (size_t i = 0; i < P.size(); ++i) {
     cpu::AdamW hi = h;
     if (!decay[i]) hi.weight_decay = 0;
-    cpu::adamw_step(P[i]->data<float>(), G[i]->data<float>(), M[i]->data<float>(),
-                    V[i]->data<float>(), P[i]->numel(), hi, step);
+    k::adamw_step<float>(P[i]->data<float>(), G[i]->data<float>(), M[i]->data<float>(),
+                         V[i]->data<float>(), P[i]->numel(), hi, step);
   }
 }
 
 double clip_grad_norm(ModelParams& grads, double clip) {
   const auto G = tensors(grads);
   double sq = 0;
-  for (Tensor* g : G) sq += cpu::sum_squares(g->data<float>(), g->numel());
+  for (Tensor* g : G) sq += k::sum_squares<float>(g->data<float>(), g->numel());
   const double norm = std::sqrt(sq);
   clip_to(G, norm, clip);
   return norm;

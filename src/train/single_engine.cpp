@@ -79,7 +79,7 @@ class SingleEngine : public Engine {
     const_cast<ModelParams&>(src).for_each([&](const std::string&, Tensor& t) { s.push_back(&t); });
     size_t i = 0;
     dst.for_each(
-        [&](const std::string&, Tensor& t) { std::memcpy(t.raw(), s[i++]->raw(), t.nbytes()); });
+        [&](const std::string&, Tensor& t) { copy_bytes(t.raw(), s[i++]->raw(), t.nbytes()); });
   }
   std::unique_ptr<Comm> dp_;
   Model model_;

@@ -58,6 +58,10 @@ int run_train(const TrainOptions& o) {
   const int64_t rss0 = proc_status_bytes("VmRSS");  // before the first tensor
   const Layout layout = Layout::parse(o.par.layout, mpi_world_size());
   const ModelConfig cfg = ModelConfig::load(o.config);
+  if (o.par.device != "cpu")
+    fail("--device=", o.par.device,
+         ": train runs on the CPU so far (`origami grad --device cuda` runs the single-device "
+         "model on a GPU)");
   // Global batch G = dp·k·B sequences; replica p takes [p·k·B, (p+1)·k·B) of the step's samples,
   // micro-step m the next B (tsp-spec §6).
   const int64_t B = o.micro_batch, S = o.seq, k = o.grad_accum, G = layout.dp * B * k;

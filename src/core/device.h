@@ -1,0 +1,24 @@
+// Where new tensors live. Host memory unless a device backend has been selected for the process
+// (`--device cuda`: the CUDA backend installs its memory operations, cuda/backend.h); then every
+// Tensor::empty/zeros/clone is device memory, counted in MemTracker::device(). Views (mapped
+// files) stay on the host. copy_bytes moves bytes between any two places.
+#pragma once
+#include <cstddef>
+
+#include "core/memory.h"
+
+namespace origami {
+
+struct DeviceOps {
+  const char* name;
+  void* (*alloc)(size_t bytes, Cat c);
+  void (*free)(void* p, size_t bytes, Cat c);
+  void (*zero)(void* p, size_t bytes);
+  void (*copy)(void* dst, const void* src, size_t bytes);  // host or device, either side
+};
+// nullptr: host memory again.
+void use_device(const DeviceOps* ops);
+const DeviceOps* device_ops();
+void copy_bytes(void* dst, const void* src, size_t bytes);
+
+}  // namespace origami

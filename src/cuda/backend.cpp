@@ -1,0 +1,91 @@
+#include "cuda/backend.h"
+
+#include "core/device.h"
+#include "core/error.h"
+#include "cuda/kernels.h"
+#include "cuda/runtime.h"
+#include "kernels/dispatch.h"
+
+namespace origami::cuda {
+namespace {
+
+void* alloc(size_t bytes, Cat c) {
+  return dalloc(bytes, c);
+}
+void release(void* p, size_t bytes, Cat c) {
+  dfree(p, bytes, c);
+}
+void zero(void* p, size_t bytes) {
+  ORIGAMI_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, current_stream()));
+}
+// Either side may be host memory: wait, so the caller may reuse or read it at once.
+void copy(void* dst, const void* src, size_t bytes) {
+  ORIGAMI_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, current_stream()));
+  ORIGAMI_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+}
+const DeviceOps kOps{"cuda", alloc, release, zero, copy};
+
+// Host arrays of the engines' calls (positions, targets) copied to the device.
+DBuf<int64_t> up(const int64_t* h, int64_t n) {
+  DBuf<int64_t> d(n > 0 ? n : 1, Cat::workspace);
+  if (n > 0) to_device(d.get(), h, static_cast<size_t>(n) * sizeof(int64_t));
+  return d;
+}
+void rope_fwd_h(float* x, int64_t stride, const int64_t* pos, int64_t rows, int nh, int d,
+                const float* cos, const float* sin) {
+  auto p = up(pos, rows);
+  rope_fwd<float>(x, stride, p.get(), rows, nh, d, cos, sin);
+}
+void rope_bwd_h(float* x, int64_t stride, const int64_t* pos, int64_t rows, int nh, int d,
+                const float* cos, const float* sin) {
+  auto p = up(pos, rows);
+  rope_bwd<float>(x, stride, p.get(), rows, nh, d, cos, sin);
+}
+void ce_update_h(float* m, float* l, float* zt, const float* z, int64_t rows, int64_t vblk,
+                 int64_t v0, int64_t v_real, const int64_t* target) {
+  auto t = up(target, rows);
+  ce_update<float>(m, l, zt, z, rows, vblk, v0, v_real, t.get());
+}
+double ce_finish_h(float* lse, const float* m, const float* l, const float* zt, int64_t rows,
+                   const int64_t* target) {
+  auto t = up(target, rows);
+  return ce_finish(lse, m, l, zt, rows, t.get());
+}
+void ce_bwd_h(float* dz, const float* z, const float* lse, int64_t rows, int64_t vblk, int64_t v0,
+              int64_t v_real, const int64_t* target, float scale) {
+  auto t = up(target, rows);
+  ce_bwd<float>(dz, z, lse, rows, vblk, v0, v_real, t.get(), scale);
+}
+
+const k::Table kTable{&gemm<float>,
+                      &linear_fwd<float>,
+                      &linear_bwd_x<float>,
+                      &linear_bwd_w<float>,
+                      &rmsnorm_fwd<float>,
+                      &rmsnorm_apply<float>,
+                      &rmsnorm_bwd<float>,
+                      &rope_fwd_h,
+                      &rope_bwd_h,
+                      &swiglu_fwd<float>,
+                      &swiglu_bwd<float>,
+                      &flash_attn_fwd<float>,
+                      &flash_attn_bwd<float>,
+                      &ce_init,
+                      &ce_update_h,
+                      &ce_finish_h,
+                      &ce_bwd_h,
+                      &adamw_step<float>,
+                      &sum_squares<float>,
+                      &scale_inplace<float>,
+                      &add_inplace<float>};
+
+}  // namespace
+
+void use_cuda() {
+  if (device_count() == 0)
+    fail("--device cuda: no CUDA device is visible here (no GPU, or no driver)");
+  use_device(&kOps);
+  k::install(&kTable);
+}
+
+}  // namespace origami::cuda
