@@ -13,6 +13,7 @@
 #include "infer/generate.h"
 #ifdef ORIGAMI_WITH_CUDA
 #include "cuda/backend.h"
+#include "cuda/staged_comm.h"
 #endif
 #include "model/params.h"
 #include "plan/plan_cli.h"
@@ -88,6 +89,7 @@ ParallelOptions parallel_options(const Args& a) {
   p.device = a.str("device");
 #ifdef ORIGAMI_WITH_CUDA
   p.use_cuda = &cuda::use_cuda;
+  p.device_comm = &cuda::make_staged_comm;
 #endif
   if (!(p.progress_us >= 0) || p.progress_us > 1e6)
     fail("--progress-thread=", a.str("progress-thread"),

@@ -347,7 +347,8 @@ class MpiComm : public Comm {
     const int64_t received = rank_ == root ? (size_ - 1) * n * 4 : 0;
     const int tag = next_tag(t);
     auto tmp = std::make_shared<Tensor>();
-    if (rank_ == root && size_ > 1) *tmp = Tensor::empty({size_ - 1, n}, DType::f32, Cat::comm);
+    if (rank_ == root && size_ > 1)
+      *tmp = Tensor::empty_host({size_ - 1, n}, DType::f32, Cat::comm);
     return staged(t, received,
                   {{[=, this](std::vector<MPI_Request>& r) {
                       if (rank_ != root) {
@@ -420,7 +421,7 @@ class MpiComm : public Comm {
   StagedOp::Stage reduce_blocks(const T* send, T* recv, int64_t m, int64_t stride, Traffic t,
                                 int tag) {
     auto tmp = std::make_shared<Tensor>();
-    if (size_ > 1) *tmp = Tensor::empty({size_ - 1, m}, dtype_of<T>(), Cat::comm);
+    if (size_ > 1) *tmp = Tensor::empty_host({size_ - 1, m}, dtype_of<T>(), Cat::comm);
     return {[=, this](std::vector<MPI_Request>& r) {
               for (int q = 0, k = 0; q < size_; ++q) {
                 if (q == rank_) continue;
@@ -442,8 +443,8 @@ class MpiComm : public Comm {
     if (size_ == 1) return staged(t, received, {});
     // Blocks padded to equal size m; the padded copy keeps the arithmetic simple.
     const int64_t m = (n + size_ - 1) / size_;
-    auto pad = std::make_shared<Tensor>(Tensor::zeros({size_, m}, dtype_of<T>(), Cat::comm));
-    auto red = std::make_shared<Tensor>(Tensor::empty({m}, dtype_of<T>(), Cat::comm));
+    auto pad = std::make_shared<Tensor>(Tensor::zeros_host({size_, m}, dtype_of<T>(), Cat::comm));
+    auto red = std::make_shared<Tensor>(Tensor::empty_host({m}, dtype_of<T>(), Cat::comm));
     std::memcpy(pad->raw(), buf, n * sizeof(T));
     const int tag1 = next_tag(t), tag2 = next_tag(t);
     std::vector<StagedOp::Stage> st;

@@ -23,4 +23,12 @@ void copy_bytes(void* dst, const void* src, size_t bytes) {
     std::memcpy(dst, src, bytes);
 }
 
+void zero_bytes(void* p, size_t bytes) {
+  if (!bytes) return;
+  if (g_ops)
+    g_ops->zero(p, bytes);
+  else
+    std::memset(p, 0, bytes);
+}
+
 }  // namespace origami

@@ -20,5 +20,6 @@ struct DeviceOps {
 void use_device(const DeviceOps* ops);
 const DeviceOps* device_ops();
 void copy_bytes(void* dst, const void* src, size_t bytes);
+void zero_bytes(void* p, size_t bytes);  // host or device memory of the selected device
 
 }  // namespace origami

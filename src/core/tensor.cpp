@@ -9,6 +9,18 @@ int64_t Tensor::numel() const {
 }
 
 Tensor Tensor::empty(std::vector<int64_t> shape, DType dt, Cat c) {
+  return make(std::move(shape), dt, c, device_ops());
+}
+Tensor Tensor::empty_host(std::vector<int64_t> shape, DType dt, Cat c) {
+  return make(std::move(shape), dt, c, nullptr);
+}
+Tensor Tensor::zeros_host(std::vector<int64_t> shape, DType dt, Cat c) {
+  Tensor t = empty_host(std::move(shape), dt, c);
+  t.zero();
+  return t;
+}
+
+Tensor Tensor::make(std::vector<int64_t> shape, DType dt, Cat c, const DeviceOps* dev) {
   Tensor t;
   t.shape_ = std::move(shape);
   t.dt_ = dt;
@@ -17,7 +29,7 @@ Tensor Tensor::empty(std::vector<int64_t> shape, DType dt, Cat c) {
   t.st_ = std::make_shared<Storage>();
   t.st_->bytes = t.nbytes();
   t.st_->cat = c;
-  t.st_->dev = device_ops();
+  t.st_->dev = dev;
   t.st_->ptr =
       t.st_->dev ? t.st_->dev->alloc(t.st_->bytes, c) : MemTracker::get().alloc(t.st_->bytes, c);
   return t;

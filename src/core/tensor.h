@@ -18,6 +18,9 @@ class Tensor {
   Tensor() = default;
   static Tensor empty(std::vector<int64_t> shape, DType dt, Cat c);
   static Tensor zeros(std::vector<int64_t> shape, DType dt, Cat c);
+  // Host memory whatever device is selected (buffers host code works on: MPI's staging).
+  static Tensor empty_host(std::vector<int64_t> shape, DType dt, Cat c);
+  static Tensor zeros_host(std::vector<int64_t> shape, DType dt, Cat c);
   // A non-owning view of memory someone else manages (a mapped file): not tracked, not freed.
   static Tensor view(void* ptr, std::vector<int64_t> shape, DType dt);
 
@@ -52,6 +55,7 @@ class Tensor {
   Tensor clone(Cat c) const;
 
  private:
+  static Tensor make(std::vector<int64_t> shape, DType dt, Cat c, const DeviceOps* dev);
   struct Storage {
     void* ptr = nullptr;
     size_t bytes = 0;

@@ -25,8 +25,15 @@ struct Pinned {
   int64_t n;
 };
 
+// Either side may be host memory (the engines pass a few host arrays too: token ids, counts).
+void move(void* dst, const void* src, int64_t bytes) {
+  if (bytes <= 0) return;
+  ORIGAMI_CUDA_CHECK(
+      cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDefault, current_stream()));
+  sync();
+}
 void d2h(void* dst, const void* src, int64_t bytes) {
-  if (bytes > 0) to_host(dst, src, static_cast<size_t>(bytes));
+  move(dst, src, bytes);
 }
 
 // The host request, then the copy of the result back to the device (once).
@@ -133,9 +140,7 @@ class StagedComm : public Comm {
   }
   static std::function<void()> back(void* dst, const std::shared_ptr<Pinned>& p, int64_t off,
                                     int64_t bytes) {
-    return [dst, p, off, bytes] {
-      if (bytes > 0) to_device(dst, p->data() + off, static_cast<size_t>(bytes));
-    };
+    return [dst, p, off, bytes] { move(dst, p->data() + off, bytes); };
   }
   // The host communicator's record of the operation becomes ours.
   Request wrap(Request host, std::vector<std::shared_ptr<Pinned>> keep,

@@ -6,6 +6,7 @@
 #pragma once
 #include <string>
 
+#include "comm/comm.h"
 #include "model/config.h"
 #include "model/model.h"
 
@@ -39,6 +40,8 @@ struct ParallelOptions {
   double progress_us = 100;                   // --progress-thread (0: off)
   std::string device = "cpu";                 // --device cpu|cuda
   void (*use_cuda)() = nullptr;  // set by the entry point when the CUDA backend is built in
+  // With --device cuda: wraps each host communicator into one for device buffers (the staged one).
+  std::unique_ptr<Comm> (*device_comm)(std::unique_ptr<Comm>) = nullptr;
 };
 
 // What the TSP schedule needs (tsp-spec §3): n_kv mod D, I mod D, S mod 2D, head buckets.

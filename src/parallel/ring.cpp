@@ -4,7 +4,7 @@
 
 #include "core/tensor.h"
 #include "core/trace.h"
-#include "kernels/kernels.h"
+#include "kernels/dispatch.h"
 
 namespace origami {
 
@@ -22,7 +22,7 @@ void RingTail::finish() {
   sends[0].wait();
   sends[1].wait();
   home.wait();
-  cpu::add_inplace(dst, home_buf.data<float>(), n);
+  k::add_inplace<float>(dst, home_buf.data<float>(), n);
   *this = RingTail();
 }
 
@@ -65,7 +65,7 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
         target = own_grad;
       } else if (t == 1) {
         target = abuf[1].data<float>();
-        std::fill(target, target + sp.n, 0.0f);
+        zero_bytes(target, sp.n * sizeof(float));
       } else {
         acc_recv.wait();
         target = abuf[t % 2].data<float>();
@@ -135,7 +135,7 @@ void gathered_backward(Comm& comm, const RingSpec& sp, float* own_grad,
   if (!own_grad) return;
   Tensor sum = Tensor::empty({sp.n}, DType::f32, Cat::comm);
   comm.ireduce_scatter(part.data<float>(), sum.data<float>(), sp.n, sp.accumulate).wait();
-  cpu::add_inplace(own_grad, sum.data<float>(), sp.n);
+  k::add_inplace<float>(own_grad, sum.data<float>(), sp.n);
 }
 
 }  // namespace origami

@@ -7,6 +7,7 @@
 
 #include "comm/accounting.h"
 #include "core/error.h"
+#include "kernels/dispatch.h"
 #include "parallel/layout.h"
 #include "parallel/tpsp.h"
 #include "parallel/tsp.h"
@@ -73,7 +74,7 @@ class ShardedTrainEngine : public Engine {
   double clip_grads(double clip) override {
     double owned = 0, replicated = 0;
     g_.for_each([&](Tensor& t, bool rep) {
-      (rep ? replicated : owned) += cpu::sum_squares(t.data<float>(), t.numel());
+      (rep ? replicated : owned) += k::sum_squares<float>(t.data<float>(), t.numel());
     });
     shard().set_context(kWhereStep, Phase::bwd);
     shard().iallreduce(&owned, 1, Traffic::other).wait();  // each distinct shard once
@@ -82,7 +83,7 @@ class ShardedTrainEngine : public Engine {
     return norm;
   }
   void full_grads(ModelParams& out) override { gather_full(shard(), g_, out, t_); }
-  void adamw(const cpu::AdamW& h, int64_t step) override {
+  void adamw(const k::AdamW& h, int64_t step) override {
     std::vector<bool> decay;  // every packed shard is 2-D weights; the replicated norms are not
     p_.for_each([&](Tensor&, bool rep) { decay.push_back(!rep); });
     moments();
@@ -131,6 +132,15 @@ class ShardedTrainEngine : public Engine {
   TspDims t_{};
   TspParams p_, g_, m_, v_;
 };
+// With a device selected, the mesh's communicators take device buffers (p.device_comm wraps each).
+Mesh on_device(Mesh m, const ParallelOptions& p) {
+  if (!device_ops()) return m;
+  ORIGAMI_CHECK(p.device_comm, "--device ", p.device, ": no communicator for device buffers");
+  for (auto* c : {&m.model, &m.dp, &m.tp, &m.sp})
+    if (*c) *c = p.device_comm(std::move(*c));
+  return m;
+}
+
 }  // namespace
 
 std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const ParallelOptions& p,
@@ -143,9 +153,9 @@ std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const
     validate_tsp(c, D, S, p.attn_buckets);
     const TspOptions o{p.attn_buckets, p.keep_attn_weights,  p.overlap, rc,
                        L.fsdp_axis,    p.fused_mlp_recompute};
-    return std::make_unique<ShardedTrainEngine>(c, make_mesh(D), L.text, [&](Mesh& m) {
-      return std::make_unique<TspEngine>(c, *m.model, o);
-    });
+    return std::make_unique<ShardedTrainEngine>(
+        c, on_device(make_mesh(D), p), L.text,
+        [&](Mesh& m) { return std::make_unique<TspEngine>(c, *m.model, o); });
   }
   if (L.uses_tpsp()) {
     validate_tpsp(c, L.tp, L.sp, B, S, p.attn_buckets, p.tp_seq_parallel);
@@ -153,10 +163,10 @@ std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const
     std::string name = L.text;
     if (L.tp > 1 && !p.tp_seq_parallel) name += " (no sequence parallelism)";
     return std::make_unique<ShardedTrainEngine>(
-        c, make_mesh(L.model_degree(), L.tp), name,
+        c, on_device(make_mesh(L.model_degree(), L.tp), p), name,
         [&](Mesh& m) { return std::make_unique<TpSpEngine>(c, *m.tp, *m.sp, o); });
   }
-  return make_single_engine(c, rc, make_mesh(1).dp);
+  return make_single_engine(c, rc, on_device(make_mesh(1), p).dp);
 }
 
 }  // namespace origami

@@ -4,13 +4,16 @@
 #include "parallel/tsp.h"
 
 #include "core/trace.h"
-#include "kernels/kernels.h"
+#include "kernels/dispatch.h"
 #include "parallel/layout.h"
 #include "parallel/tsp_internal.h"
 
 namespace origami {
 
-using namespace cpu;
+using k::AttnShape;
+using k::KvSeg;
+using k::QSeg;
+using k::Trans;
 using namespace tsp;
 
 TspEngine::TspEngine(const ModelConfig& c, Comm& comm, TspOptions o)
@@ -38,13 +41,13 @@ void TspEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Ten
   A.rstd1 = keepT({T});
   {
     Tensor y1 = ws({T, h});
-    rmsnorm_fwd<float>(F(y1), F(A.n1), F(A.rstd1), F(x), F(W.in_norm), T, h, cfg_.rms_norm_eps);
+    k::rmsnorm_fwd<float>(F(y1), F(A.n1), F(A.rstd1), F(x), F(W.in_norm), T, h, cfg_.rms_norm_eps);
     attn_fwd(W, y1, x, a, keep);
   }
   A.n2 = keepT({T, h});
   A.rstd2 = keepT({T});
   Tensor y2 = ws({T, h});
-  rmsnorm_fwd<float>(F(y2), F(A.n2), F(A.rstd2), F(x), F(W.post_norm), T, h, cfg_.rms_norm_eps);
+  k::rmsnorm_fwd<float>(F(y2), F(A.n2), F(A.rstd2), F(x), F(W.post_norm), T, h, cfg_.rms_norm_eps);
   if (mlp) mlp_fwd(W, y2, x, a);
 }
 
@@ -53,14 +56,14 @@ void TspEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor&
   const int64_t T = z_.local_tokens(), h = t_.h;
   {
     Tensor y2 = ws({T, h}), dy2 = ws0({T, h});
-    rmsnorm_apply<float>(F(y2), F(a.n2), F(W.post_norm), T, h);
+    k::rmsnorm_apply<float>(F(y2), F(a.n2), F(W.post_norm), T, h);
     mlp_bwd(W, G, a, y2, dx, dy2);
-    rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F(a.rstd2), T, h);
+    k::rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F(a.rstd2), T, h);
   }
   Tensor y1 = ws({T, h}), dy1 = ws0({T, h});
-  rmsnorm_apply<float>(F(y1), F(a.n1), F(W.in_norm), T, h);
+  k::rmsnorm_apply<float>(F(y1), F(a.n1), F(W.in_norm), T, h);
   attn_bwd(W, G, a, y1, dx, dy1, kept);
-  rmsnorm_bwd<float>(F(dx), F(G.in_norm), F(dy1), F(a.n1), F(W.in_norm), F(a.rstd1), T, h);
+  k::rmsnorm_bwd<float>(F(dx), F(G.in_norm), F(dy1), F(a.n1), F(W.in_norm), F(a.rstd1), T, h);
 }
 
 double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch& b, double inv_n) {
@@ -86,9 +89,9 @@ double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch
   {
     TraceSpan span("LM head fwd+bwd");
     Tensor nf = ws({T, h}), rstd = ws({T}), yf = ws({T, h}), dyf = ws0({T, h});
-    rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
+    k::rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
     loss = head(p, &g, yf, &dyf, b, inv_n);
-    rmsnorm_bwd<float>(F(dx), F(g.final_norm), F(dyf), F(nf), F(p.final_norm), F(rstd), T, h);
+    k::rmsnorm_bwd<float>(F(dx), F(g.final_norm), F(dyf), F(nf), F(p.final_norm), F(rstd), T, h);
   }
   x = Tensor();
   for (size_t l = L; l-- > 0;) {
@@ -133,7 +136,7 @@ Tensor TspEngine::forward_final(const TspParams& p, const Batch& b, KvSink* sink
   }
   sink_ = nullptr;
   Tensor nf = ws({T, h}), rstd = ws({T}), yf = ws({T, h});
-  rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
+  k::rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
   return yf;
 }
 

@@ -19,12 +19,15 @@
 #include <cmath>
 
 #include "core/trace.h"
-#include "kernels/kernels.h"
+#include "kernels/dispatch.h"
 #include "parallel/tsp_internal.h"
 
 namespace origami {
 
-using namespace cpu;
+using k::AttnShape;
+using k::KvSeg;
+using k::QSeg;
+using k::Trans;
 using namespace tsp;
 
 namespace {
@@ -75,7 +78,7 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     Tensor& dst = keep ? (*keep)[j] : buf[j % kPackets];
     if (keep) {
       dst = Tensor::empty({P}, DType::f32, Cat::comm);
-      if (j == r_) std::copy(F(W.attn), F(W.attn) + P, F(dst));
+      if (j == r_) copy_bytes(F(dst), F(W.attn), P * sizeof(float));
     } else if (!dst.defined()) {
       dst = Tensor::empty({P}, DType::f32, Cat::comm);
     }
@@ -100,10 +103,10 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     Unit un{ws({D_ * T, kw}), ws({D_ * T, kw}), {}, {}};
     float* kown = F(un.Kg) + r_ * T * kw;
     float* vown = F(un.Vg) + r_ * T * kw;
-    linear_fwd<float>(kown, F(y1), Wk, T, kw, h);
-    linear_fwd<float>(vown, F(y1), Wv, T, kw, h);
-    rope_fwd<float>(kown, kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d), F(cos_),
-                    F(sin_));
+    k::linear_fwd<float>(kown, F(y1), Wk, T, kw, h);
+    k::linear_fwd<float>(vown, F(y1), Wv, T, kw, h);
+    k::rope_fwd<float>(kown, kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d),
+                       F(cos_), F(sin_));
     un.gk = comm_.iallgather(kown, F(un.Kg), T * kw * 4, Traffic::kv);
     un.gv = comm_.iallgather(vown, F(un.Vg), T * kw * 4, Traffic::kv);
     maybe_wait(un.gk);
@@ -112,8 +115,8 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     if (a) {
       a->k[u] = act({T, kw});
       a->v[u] = act({T, kw});
-      std::copy(kown, kown + T * kw, F(a->k[u]));
-      std::copy(vown, vown + T * kw, F(a->v[u]));
+      copy_bytes(F(a->k[u]), kown, T * kw * sizeof(float));
+      copy_bytes(F(a->v[u]), vown, T * kw * sizeof(float));
     }
     return un;
   };
@@ -131,9 +134,9 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     TraceSpan span(std::string("attention head group ").append(std::to_string(j)));
     const auto [Wq, Wk, Wv, Wo] = t_.bucket(pkt[j], b, N);  // W_o: columns of [h, q_rows]
     Tensor q = a ? act({T, qw}) : ws({T, qw});
-    linear_fwd<float>(F(q), F(y1), Wq, T, qw, h);
-    rope_fwd<float>(F(q), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
-                    F(sin_));
+    k::linear_fwd<float>(F(q), F(y1), Wq, T, qw, h);
+    k::rope_fwd<float>(F(q), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
+                       F(sin_));
     comm_.progress();
     cur.gk.wait();
     cur.gv.wait();
@@ -141,11 +144,11 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     Tensor lse = a ? act({qb, T}) : ws({qb, T});
     for (int64_t bb = 0; bb < z_.B; ++bb) {
       Segs s = segments(z_, bb, F(cur.Kg), F(cur.Vg), nullptr, nullptr, kw);
-      flash_attn_fwd<float>(F(o), F(lse), T, F(q), qw, s.q.data(), 2, s.kv.data(),
-                            static_cast<int>(s.kv.size()), sh, scale);
+      k::flash_attn_fwd<float>(F(o), F(lse), T, F(q), qw, s.q.data(), 2, s.kv.data(),
+                               static_cast<int>(s.kv.size()), sh, scale);
     }
     comm_.progress();
-    gemm<float>(Trans::N, Trans::T, T, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 1.0f, F(x), h);
+    k::gemm<float>(Trans::N, Trans::T, T, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 1.0f, F(x), h);
     if (a) {
       a->q[u] = std::move(q);
       a->o[u] = std::move(o);
@@ -198,7 +201,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   bool owner_pending = false;  // the reduce in flight is rooted here: add `sum` when it is done
   auto finish_reduce = [&] {
     red.wait();
-    if (owner_pending) add_inplace<float>(F(G.attn), F(sum), P);
+    if (owner_pending) k::add_inplace<float>(F(G.attn), F(sum), P);
     owner_pending = false;
   };
   struct Pending {  // a unit between B2 and C: its dK, dV reduce-scatter in flight
@@ -216,12 +219,12 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
       const auto [Gq, Gk, Gv, Go] = t_.bucket(grad(j), b, N);
       pend.rk.wait();
       pend.rv.wait();
-      rope_bwd<float>(F(pend.dk), kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d),
-                      F(cos_), F(sin_));
-      linear_bwd_w<float>(Gk, F(pend.dk), F(y1), T, kw, h);
-      linear_bwd_w<float>(Gv, F(pend.dv), F(y1), T, kw, h);
-      linear_bwd_x<float>(F(dy1), F(pend.dk), Wk, T, kw, h);
-      linear_bwd_x<float>(F(dy1), F(pend.dv), Wv, T, kw, h);
+      k::rope_bwd<float>(F(pend.dk), kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d),
+                         F(cos_), F(sin_));
+      k::linear_bwd_w<float>(Gk, F(pend.dk), F(y1), T, kw, h);
+      k::linear_bwd_w<float>(Gv, F(pend.dv), F(y1), T, kw, h);
+      k::linear_bwd_x<float>(F(dy1), F(pend.dk), Wk, T, kw, h);
+      k::linear_bwd_x<float>(F(dy1), F(pend.dv), Wv, T, kw, h);
     }
     pend = Pending();
     if (b + 1 < N || fsdp) return;
@@ -241,7 +244,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     TraceSpan span(std::string("attention bwd head group ").append(std::to_string(j)));
     if (b == 0 && !fsdp) {
       if (j >= 2) finish_reduce();  // group j-2's used part[j % 2]; normally long done
-      std::fill(grad(j), grad(j) + P, 0.0f);
+      zero_bytes(grad(j), P * sizeof(float));
       if (!kept) preq[j].wait();
     }
     const float* pk = packet(j);
@@ -254,9 +257,10 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     maybe_wait(gk);
     maybe_wait(gv);
     Tensor dO = ws({T, qw});
-    gemm<float>(Trans::N, Trans::N, T, qw, h, 1.0f, F(dy), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
+    k::gemm<float>(Trans::N, Trans::N, T, qw, h, 1.0f, F(dy), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
     comm_.progress();
-    gemm<float>(Trans::T, Trans::N, h, qw, T, 1.0f, F(dy), h, F(a.o[u]), qw, 1.0f, Go, t_.q_rows);
+    k::gemm<float>(Trans::T, Trans::N, h, qw, T, 1.0f, F(dy), h, F(a.o[u]), qw, 1.0f, Go,
+                   t_.q_rows);
     comm_.progress();
     stage_c();  // C(u-1)
     // B2(u)
@@ -265,8 +269,8 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     Tensor dKg = ws0({D_ * T, kw}), dVg = ws0({D_ * T, kw}), dq = ws0({T, qw});
     for (int64_t bb = 0; bb < z_.B; ++bb) {
       Segs s = segments(z_, bb, F(Kg), F(Vg), F(dKg), F(dVg), kw);
-      flash_attn_bwd<float>(F(dq), F(dO), F(a.q[u]), F(a.o[u]), qw, F(a.lse[u]), T, s.q.data(), 2,
-                            s.kv.data(), static_cast<int>(s.kv.size()), sh, scale);
+      k::flash_attn_bwd<float>(F(dq), F(dO), F(a.q[u]), F(a.o[u]), qw, F(a.lse[u]), T, s.q.data(),
+                               2, s.kv.data(), static_cast<int>(s.kv.size()), sh, scale);
     }
     Kg = Tensor();
     Vg = Tensor();
@@ -275,12 +279,12 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     Request rv = comm_.ireduce_scatter(F(dVg), F(dv), T * kw, Traffic::kv);
     maybe_wait(rk);
     maybe_wait(rv);
-    rope_bwd<float>(F(dq), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
-                    F(sin_));
+    k::rope_bwd<float>(F(dq), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d),
+                       F(cos_), F(sin_));
     comm_.progress();
-    linear_bwd_w<float>(Gq, F(dq), F(y1), T, qw, h);
+    k::linear_bwd_w<float>(Gq, F(dq), F(y1), T, qw, h);
     comm_.progress();
-    linear_bwd_x<float>(F(dy1), F(dq), Wq, T, qw, h);
+    k::linear_bwd_x<float>(F(dy1), F(dq), Wq, T, qw, h);
     pend = Pending{u,
                    std::move(dKg),
                    std::move(dVg),
@@ -292,7 +296,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   stage_c();  // C(U-1)
   if (fsdp) {
     comm_.ireduce_scatter(F(part[0]), F(sum), P, Traffic::grads).wait();
-    add_inplace<float>(F(G.attn), F(sum), P);
+    k::add_inplace<float>(F(G.attn), F(sum), P);
     return;
   }
   finish_reduce();

@@ -11,13 +11,16 @@
 // skips the MLP and each backward step first recomputes g = y2·W_gate,sᵀ, u = y2·W_up,sᵀ from
 // the shard that just arrived: one ring per layer less, and one shard's g, u alive instead of D.
 #include "core/trace.h"
-#include "kernels/kernels.h"
+#include "kernels/dispatch.h"
 #include "parallel/ring.h"
 #include "parallel/tsp_internal.h"
 
 namespace origami {
 
-using namespace cpu;
+using k::AttnShape;
+using k::KvSeg;
+using k::QSeg;
+using k::Trans;
 using namespace tsp;
 
 void TspEngine::mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a) {
@@ -31,17 +34,17 @@ void TspEngine::mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a)
     Tensor g = a ? act({T, Ir}) : ws({T, Ir}), u = a ? act({T, Ir}) : ws({T, Ir});
     {
       TraceSpan span("GEMM gate");
-      linear_fwd<float>(F(g), F(y2), Wp, T, Ir, h);
+      k::linear_fwd<float>(F(g), F(y2), Wp, T, Ir, h);
     }
     comm_.progress();
     {
       TraceSpan span("GEMM up");
-      linear_fwd<float>(F(u), F(y2), Wp + Ir * h, T, Ir, h);
+      k::linear_fwd<float>(F(u), F(y2), Wp + Ir * h, T, Ir, h);
     }
     comm_.progress();
-    swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
+    k::swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
     TraceSpan span("GEMM down");
-    linear_fwd<float>(F(x), F(s), Wp + 2 * Ir * h, T, h, Ir, 1.0f);
+    k::linear_fwd<float>(F(x), F(s), Wp + 2 * Ir * h, T, h, Ir, 1.0f);
     if (a) {
       a->g[sh] = std::move(g);
       a->u[sh] = std::move(u);
@@ -60,22 +63,22 @@ void TspEngine::mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Ten
     if (fused) {
       gt = ws({T, Ir});
       ut = ws({T, Ir});
-      linear_fwd<float>(F(gt), F(y2), Wp, T, Ir, h);
-      linear_fwd<float>(F(ut), F(y2), Wp + Ir * h, T, Ir, h);
+      k::linear_fwd<float>(F(gt), F(y2), Wp, T, Ir, h);
+      k::linear_fwd<float>(F(ut), F(y2), Wp + Ir * h, T, Ir, h);
     }
     const Tensor& g = fused ? gt : a.g[sh];
     const Tensor& u = fused ? ut : a.u[sh];
-    swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
-    linear_bwd_w<float>(Gp + 2 * Ir * h, F(dy), F(s), T, h, Ir);
+    k::swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
+    k::linear_bwd_w<float>(Gp + 2 * Ir * h, F(dy), F(s), T, h, Ir);
     da.zero();
-    linear_bwd_x<float>(F(da), F(dy), Wp + 2 * Ir * h, T, h, Ir);
+    k::linear_bwd_x<float>(F(da), F(dy), Wp + 2 * Ir * h, T, h, Ir);
     comm_.progress();
-    swiglu_bwd<float>(F(dg), F(du), F(da), F(g), F(u), T * Ir);
-    linear_bwd_w<float>(Gp, F(dg), F(y2), T, Ir, h);
-    linear_bwd_w<float>(Gp + Ir * h, F(du), F(y2), T, Ir, h);
+    k::swiglu_bwd<float>(F(dg), F(du), F(da), F(g), F(u), T * Ir);
+    k::linear_bwd_w<float>(Gp, F(dg), F(y2), T, Ir, h);
+    k::linear_bwd_w<float>(Gp + Ir * h, F(du), F(y2), T, Ir, h);
     comm_.progress();
-    linear_bwd_x<float>(F(dy2), F(dg), Wp, T, Ir, h);
-    linear_bwd_x<float>(F(dy2), F(du), Wp + Ir * h, T, Ir, h);
+    k::linear_bwd_x<float>(F(dy2), F(dg), Wp, T, Ir, h);
+    k::linear_bwd_x<float>(F(dy2), F(du), Wp + Ir * h, T, Ir, h);
   };
   if (o_.fsdp) {
     gathered_backward(comm_, spec, F(G.mlp), compute);

@@ -52,7 +52,7 @@ namespace {
 void block(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows,
            int64_t cols) {
   for (int64_t i = 0; i < rows; ++i)
-    std::memcpy(dst + i * dst_stride, src + i * src_stride, 4 * cols);
+    copy_bytes(dst + i * dst_stride, src + i * src_stride, 4 * cols);
 }
 
 template <bool ToShard>
@@ -122,7 +122,7 @@ void gather_full(Comm& comm, TspParams& shard, ModelParams& full, const TspDims&
       dst.push_back(&x);
     });
     for (size_t i = 0; i < dst.size(); ++i)
-      std::memcpy(dst[i]->raw(), all[i].data<float>() + q * dst[i]->numel(), dst[i]->nbytes());
+      copy_bytes(dst[i]->raw(), all[i].data<float>() + q * dst[i]->numel(), dst[i]->nbytes());
     shard_to_full(tmp, full, t, q);
   }
 }

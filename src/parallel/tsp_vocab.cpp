@@ -13,13 +13,16 @@
 #include <algorithm>
 #include <map>
 
-#include "kernels/kernels.h"
+#include "kernels/dispatch.h"
 #include "parallel/ring.h"
 #include "parallel/tsp_internal.h"
 
 namespace origami {
 
-using namespace cpu;
+using k::AttnShape;
+using k::KvSeg;
+using k::QSeg;
+using k::Trans;
 using namespace tsp;
 
 namespace {
@@ -75,7 +78,7 @@ void TspEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x,
   const float* E = F(p.embed);
   for (int q = 0; q < D_; ++q)
     for (size_t i = 0; i < pl.theirs[q].size(); ++i)
-      std::copy_n(E + (pl.theirs[q][i] - r_ * Vr) * h, h, F(send) + pl.so[q] / 4 + i * h);
+      copy_bytes(F(send) + pl.so[q] / 4 + i * h, E + (pl.theirs[q][i] - r_ * Vr) * h, h * 4);
   comm_
       .ialltoallv(F(send), pl.sb.data(), pl.so.data(), F(recv), pl.rb.data(), pl.ro.data(),
                   Traffic::embed_head)
@@ -84,7 +87,7 @@ void TspEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x,
   for (int o = 0; o < D_; ++o)
     for (size_t i = 0; i < pl.mine[o].size(); ++i)
       row[pl.mine[o][i]] = F(recv) + pl.ro[o] / 4 + i * h;
-  for (int64_t t = 0; t < T; ++t) std::copy_n(row.at(b.inputs[t]), h, F(x) + t * h);
+  for (int64_t t = 0; t < T; ++t) copy_bytes(F(x) + t * h, row.at(b.inputs[t]), h * 4);
 }
 
 void TspEngine::embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_t>& ids_all,
@@ -98,10 +101,14 @@ void TspEngine::embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_
   for (int o = 0; o < D_; ++o)
     for (size_t i = 0; i < pl.mine[o].size(); ++i)
       slot[pl.mine[o][i]] = F(send) + pl.ro[o] / 4 + i * h;
+  const bool dev = send.on_device();
   for (int64_t t = 0; t < T; ++t) {
     float* s = slot.at(b.inputs[t]);
     const float* d = F(dx) + t * h;
-    for (int64_t i = 0; i < h; ++i) s[i] += d[i];
+    if (dev)
+      k::add_inplace<float>(s, d, h);
+    else
+      for (int64_t i = 0; i < h; ++i) s[i] += d[i];
   }
   comm_
       .ialltoallv(F(send), pl.rb.data(), pl.ro.data(), F(recv), pl.sb.data(), pl.so.data(),
@@ -112,7 +119,10 @@ void TspEngine::embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_
     for (size_t i = 0; i < pl.theirs[q].size(); ++i) {
       float* dst = G + (pl.theirs[q][i] - r_ * Vr) * h;
       const float* src = F(recv) + pl.so[q] / 4 + i * h;
-      for (int64_t e = 0; e < h; ++e) dst[e] += src[e];
+      if (dev)
+        k::add_inplace<float>(dst, src, h);
+      else
+        for (int64_t e = 0; e < h; ++e) dst[e] += src[e];
     }
 }
 
@@ -121,20 +131,20 @@ double TspEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tenso
   const int64_t T = z_.local_tokens(), h = t_.h, Vr = t_.Vr, V = cfg_.vocab_size;
   const int64_t C = std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{1} << 21) / Vr));
   Tensor z = ws({C, Vr}), m = ws({T}), l = ws({T}), zt = ws({T}), lse = ws({T});
-  ce_init<float>(F(m), F(l), F(zt), T);
+  k::ce_init<float>(F(m), F(l), F(zt), T);
   const RingSpec spec{Vr * h, F(p.head_or_embed()), Traffic::embed_head, Traffic::embed_head,
                       o_.overlap};
   comm_.set_context(kWhereHead, Phase::fwd);
   ring_forward(comm_, spec, [&](int s, const float* Wp) {
     for (int64_t r0 = 0; r0 < T; r0 += C) {
       const int64_t c = std::min(C, T - r0);
-      linear_fwd<float>(F(z), F(yf) + r0 * h, Wp, c, Vr, h);
-      ce_update<float>(F(m) + r0, F(l) + r0, F(zt) + r0, F(z), c, Vr, s * Vr, V,
-                       b.targets.data() + r0);
+      k::linear_fwd<float>(F(z), F(yf) + r0 * h, Wp, c, Vr, h);
+      k::ce_update<float>(F(m) + r0, F(l) + r0, F(zt) + r0, F(z), c, Vr, s * Vr, V,
+                          b.targets.data() + r0);
       comm_.progress();
     }
   });
-  const double loss = ce_finish<float>(F(lse), F(m), F(l), F(zt), T, b.targets.data());
+  const double loss = k::ce_finish<float>(F(lse), F(m), F(l), F(zt), T, b.targets.data());
   if (!g) return loss;
   comm_.set_context(kWhereHead, Phase::bwd);
   ring_backward(
@@ -143,10 +153,11 @@ double TspEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tenso
         for (int64_t r0 = 0; r0 < T; r0 += C) {
           const int64_t c = std::min(C, T - r0);
           const int64_t* tg = b.targets.data() + r0;
-          linear_fwd<float>(F(z), F(yf) + r0 * h, Wp, c, Vr, h);
-          ce_bwd<float>(F(z), F(z), F(lse) + r0, c, Vr, s * Vr, V, tg, static_cast<float>(inv_n));
-          linear_bwd_x<float>(F(*dyf) + r0 * h, F(z), Wp, c, Vr, h);
-          linear_bwd_w<float>(Gp, F(z), F(yf) + r0 * h, c, Vr, h);
+          k::linear_fwd<float>(F(z), F(yf) + r0 * h, Wp, c, Vr, h);
+          k::ce_bwd<float>(F(z), F(z), F(lse) + r0, c, Vr, s * Vr, V, tg,
+                           static_cast<float>(inv_n));
+          k::linear_bwd_x<float>(F(*dyf) + r0 * h, F(z), Wp, c, Vr, h);
+          k::linear_bwd_w<float>(Gp, F(z), F(yf) + r0 * h, c, Vr, h);
           comm_.progress();
         }
       },

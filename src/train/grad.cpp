@@ -76,12 +76,14 @@ void run_grad(const GradOptions& o) {
       fail(
           "--device cuda: this binary has no CUDA backend; run origami-cuda (built next to it "
           "when the CUDA toolkit is found, -DORIGAMI_CUDA=ON)");
-    if (layout.world() != 1)
+    if (layout.world() != 1 && !(layout.tsp_axis && !layout.fsdp_axis && layout.dp == 1))
       fail(
-          "--device cuda runs --layout single only so far (the parallel schedules' host copies "
-          "are not routed to the device yet); got --layout ",
+          "--device cuda runs --layout single and tsp=D so far (the other schedules' host "
+          "copies are not routed to the device yet); got --layout ",
           layout.text);
-    o.par.use_cuda();  // from here on tensors are device memory, kernels the CUDA ones
+    // From here on tensors are device memory, kernels the CUDA ones, and the communicators the
+    // staged one over MPI (several ranks may share a GPU).
+    o.par.use_cuda();
   } else if (o.par.device != "cpu") {
     fail("--device=", o.par.device, " is not one of: cpu, cuda");
   }
