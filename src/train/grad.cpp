@@ -108,6 +108,7 @@ void run_grad(const GradOptions& o) {
   nlohmann::json mine = eng->rank_report();
   mine["rank"] = eng->rank();
   mine["peak_bytes"] = peak_json(MemTracker::get().stats());
+  if (device_ops()) mine["device_peak_bytes"] = peak_json(MemTracker::device().stats());
   const auto ranks = gather_to_root(mine.dump());
   if (eng->rank() != 0) return;
   if (!o.report.empty()) {
