@@ -1,7 +1,11 @@
 #!/bin/bash
 # The one-command GPU session (docs/gpu.md): on a machine with an NVIDIA GPU, runs the CUDA
-# backend's tests, NCCL over MPI, compute-sanitizer, the rates (bench_gpu) and PyTorch baselines,
-# and writes OUTDIR/report.json plus 7 logs (8 files: the lent machine returns at most 8).
+# backend's tests (kernels, GEMM, parity and cuDNN attention, cuDNN planning), the engine on the
+# device (origami-cuda grad --device cuda, single and tsp=2 on the one GPU, against --device cpu),
+# NCCL over MPI and the device communicators (nccl, staged; two ranks sharing the GPU),
+# compute-sanitizer, the rates (bench_gpu) and PyTorch baselines, and writes OUTDIR/report.json
+# (with the card's cuDNN device description, the CI fixture's form) plus 7 logs (8 files: the
+# lent machine returns at most 8).
 # Binaries come from .gpu/ (tools/gpu_pack.sh, built on a machine with the project's packages) when
 # present, else it builds into build-gpu (needs the packages of tools/packages.txt).
 # usage: tools/gpu_check.sh OUTDIR [--quick]
