@@ -8,13 +8,16 @@
 
 #include "core/error.h"
 #include "core/trace.h"
-#include "kernels/kernels.h"
+#include "kernels/dispatch.h"
 #include "parallel/layout.h"
 #include "parallel/tsp_internal.h"
 
 namespace origami {
 
-using namespace cpu;
+using k::AttnShape;
+using k::KvSeg;
+using k::QSeg;
+using k::Trans;
 using namespace tsp;
 
 struct TpSpEngine::Acts {
@@ -115,16 +118,16 @@ void TpSpEngine::reduce_into(Tensor& P, Tensor& x, Traffic t) {
   if (T_ > 1 && seqp_) {
     Tensor r = ws({Tl_, h});
     tp_.ireduce_scatter(F(P), F(r), Tl_ * h, t).wait();
-    add_inplace<float>(F(x), F(r), Tl_ * h);
+    k::add_inplace<float>(F(x), F(r), Tl_ * h);
     return;
   }
   if (T_ > 1) tp_.iallreduce(F(P), Ts_ * h, t).wait();
-  add_inplace<float>(F(x), F(P), Ts_ * h);
+  k::add_inplace<float>(F(x), F(P), Ts_ * h);
 }
 
 void TpSpEngine::sp_sum_into(Tensor& scratch, Tensor& grad) {
   sp_.iallreduce(F(scratch), scratch.numel(), Traffic::grads).wait();
-  add_inplace<float>(F(grad), F(scratch), grad.numel());
+  k::add_inplace<float>(F(grad), F(scratch), grad.numel());
 }
 
 // ---- attention ------------------------------------------------------------------------------
@@ -143,10 +146,10 @@ void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* 
     Tensor Kg = ws({Sg_ * Ts, kw}), Vg = ws({Sg_ * Ts, kw});
     float* kown = F(Kg) + sr_ * Ts * kw;
     float* vown = F(Vg) + sr_ * Ts * kw;
-    linear_fwd<float>(kown, F(Y1), Wk, Ts, kw, h);
-    linear_fwd<float>(vown, F(Y1), Wv, Ts, kw, h);
-    rope_fwd<float>(kown, kw, pos_.data(), Ts, static_cast<int>(kvb), static_cast<int>(d), F(cos_),
-                    F(sin_));
+    k::linear_fwd<float>(kown, F(Y1), Wk, Ts, kw, h);
+    k::linear_fwd<float>(vown, F(Y1), Wv, Ts, kw, h);
+    k::rope_fwd<float>(kown, kw, pos_.data(), Ts, static_cast<int>(kvb), static_cast<int>(d),
+                       F(cos_), F(sin_));
     Request gk = sp_.iallgather(kown, F(Kg), Ts * kw * 4, Traffic::kv);
     Request gv = sp_.iallgather(vown, F(Vg), Ts * kw * 4, Traffic::kv);
     if (!o_.overlap) {
@@ -154,15 +157,15 @@ void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* 
       gv.wait();
     }
     Tensor q = a ? act({Ts, qw}) : ws({Ts, qw});
-    linear_fwd<float>(F(q), F(Y1), Wq, Ts, qw, h);  // while K/V travel
+    k::linear_fwd<float>(F(q), F(Y1), Wq, Ts, qw, h);  // while K/V travel
     sp_.progress();
-    rope_fwd<float>(F(q), qw, pos_.data(), Ts, static_cast<int>(qb), static_cast<int>(d), F(cos_),
-                    F(sin_));
+    k::rope_fwd<float>(F(q), qw, pos_.data(), Ts, static_cast<int>(qb), static_cast<int>(d),
+                       F(cos_), F(sin_));
     if (a) {
       a->k[b] = act({Ts, kw});
       a->v[b] = act({Ts, kw});
-      std::copy(kown, kown + Ts * kw, F(a->k[b]));
-      std::copy(vown, vown + Ts * kw, F(a->v[b]));
+      copy_bytes(F(a->k[b]), kown, Ts * kw * sizeof(float));
+      copy_bytes(F(a->v[b]), vown, Ts * kw * sizeof(float));
     }
     gk.wait();
     gv.wait();
@@ -171,10 +174,10 @@ void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* 
     for (int64_t bb = 0; bb < B_; ++bb) {
       const auto qs = qsegs(bb);
       const auto ks = kvsegs(bb, F(Kg), F(Vg), nullptr, nullptr, kw);
-      flash_attn_fwd<float>(F(o), F(lse), Ts, F(q), qw, qs.data(), static_cast<int>(qs.size()),
-                            ks.data(), static_cast<int>(ks.size()), sh, scale);
+      k::flash_attn_fwd<float>(F(o), F(lse), Ts, F(q), qw, qs.data(), static_cast<int>(qs.size()),
+                               ks.data(), static_cast<int>(ks.size()), sh, scale);
     }
-    gemm<float>(Trans::N, Trans::T, Ts, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 1.0f, F(P), h);
+    k::gemm<float>(Trans::N, Trans::T, Ts, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 1.0f, F(P), h);
     if (a) {
       a->q[b] = std::move(q);
       a->o[b] = std::move(o);
@@ -202,18 +205,19 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
       gv.wait();
     }
     Tensor dO = ws({Ts, qw});
-    gemm<float>(Trans::N, Trans::N, Ts, qw, h, 1.0f, F(dX), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
+    k::gemm<float>(Trans::N, Trans::N, Ts, qw, h, 1.0f, F(dX), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
     sp_.progress();
-    gemm<float>(Trans::T, Trans::N, h, qw, Ts, 1.0f, F(dX), h, F(a.o[b]), qw, 1.0f, Go, t_.q_rows);
+    k::gemm<float>(Trans::T, Trans::N, h, qw, Ts, 1.0f, F(dX), h, F(a.o[b]), qw, 1.0f, Go,
+                   t_.q_rows);
     gk.wait();
     gv.wait();
     Tensor dKg = ws0({Sg_ * Ts, kw}), dVg = ws0({Sg_ * Ts, kw}), dq = ws0({Ts, qw});
     for (int64_t bb = 0; bb < B_; ++bb) {
       const auto qs = qsegs(bb);
       const auto ks = kvsegs(bb, F(Kg), F(Vg), F(dKg), F(dVg), kw);
-      flash_attn_bwd<float>(F(dq), F(dO), F(a.q[b]), F(a.o[b]), qw, F(a.lse[b]), Ts, qs.data(),
-                            static_cast<int>(qs.size()), ks.data(), static_cast<int>(ks.size()), sh,
-                            scale);
+      k::flash_attn_bwd<float>(F(dq), F(dO), F(a.q[b]), F(a.o[b]), qw, F(a.lse[b]), Ts, qs.data(),
+                               static_cast<int>(qs.size()), ks.data(), static_cast<int>(ks.size()),
+                               sh, scale);
     }
     Tensor dk = ws({Ts, kw}), dv = ws({Ts, kw});
     Request rk = sp_.ireduce_scatter(F(dKg), F(dk), Ts * kw, Traffic::kv);
@@ -222,19 +226,19 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
       rk.wait();
       rv.wait();
     }
-    rope_bwd<float>(F(dq), qw, pos_.data(), Ts, static_cast<int>(qb), static_cast<int>(d), F(cos_),
-                    F(sin_));
-    linear_bwd_w<float>(Gq, F(dq), F(Y1), Ts, qw, h);
+    k::rope_bwd<float>(F(dq), qw, pos_.data(), Ts, static_cast<int>(qb), static_cast<int>(d),
+                       F(cos_), F(sin_));
+    k::linear_bwd_w<float>(Gq, F(dq), F(Y1), Ts, qw, h);
     sp_.progress();
-    linear_bwd_x<float>(F(dY1), F(dq), Wq, Ts, qw, h);
+    k::linear_bwd_x<float>(F(dY1), F(dq), Wq, Ts, qw, h);
     rk.wait();
     rv.wait();
-    rope_bwd<float>(F(dk), kw, pos_.data(), Ts, static_cast<int>(kvb), static_cast<int>(d), F(cos_),
-                    F(sin_));
-    linear_bwd_w<float>(Gk, F(dk), F(Y1), Ts, kw, h);
-    linear_bwd_w<float>(Gv, F(dv), F(Y1), Ts, kw, h);
-    linear_bwd_x<float>(F(dY1), F(dk), Wk, Ts, kw, h);
-    linear_bwd_x<float>(F(dY1), F(dv), Wv, Ts, kw, h);
+    k::rope_bwd<float>(F(dk), kw, pos_.data(), Ts, static_cast<int>(kvb), static_cast<int>(d),
+                       F(cos_), F(sin_));
+    k::linear_bwd_w<float>(Gk, F(dk), F(Y1), Ts, kw, h);
+    k::linear_bwd_w<float>(Gv, F(dv), F(Y1), Ts, kw, h);
+    k::linear_bwd_x<float>(F(dY1), F(dk), Wk, Ts, kw, h);
+    k::linear_bwd_x<float>(F(dY1), F(dv), Wv, Ts, kw, h);
   }
 }
 
@@ -245,10 +249,10 @@ void TpSpEngine::mlp_fwd(const TspLayer& W, const Tensor& Y2, Tensor& x, Acts* a
   const float* Wp = F(W.mlp);
   Tensor g = a ? act({Ts, Ir}) : ws({Ts, Ir}), u = a ? act({Ts, Ir}) : ws({Ts, Ir});
   Tensor s = ws({Ts, Ir}), P = ws({Ts, h});
-  linear_fwd<float>(F(g), F(Y2), Wp, Ts, Ir, h);
-  linear_fwd<float>(F(u), F(Y2), Wp + Ir * h, Ts, Ir, h);
-  swiglu_fwd<float>(F(s), F(g), F(u), Ts * Ir);
-  linear_fwd<float>(F(P), F(s), Wp + 2 * Ir * h, Ts, h, Ir);
+  k::linear_fwd<float>(F(g), F(Y2), Wp, Ts, Ir, h);
+  k::linear_fwd<float>(F(u), F(Y2), Wp + Ir * h, Ts, Ir, h);
+  k::swiglu_fwd<float>(F(s), F(g), F(u), Ts * Ir);
+  k::linear_fwd<float>(F(P), F(s), Wp + 2 * Ir * h, Ts, h, Ir);
   if (a) {
     a->g = std::move(g);
     a->u = std::move(u);
@@ -261,14 +265,14 @@ void TpSpEngine::mlp_bwd(const TspLayer& W, float* G, const Acts& a, const Tenso
   const int64_t Ts = Ts_, h = t_.h, Ir = t_.Ir;
   const float* Wp = F(W.mlp);
   Tensor s = ws({Ts, Ir}), da = ws0({Ts, Ir}), dg = ws({Ts, Ir}), du = ws({Ts, Ir});
-  swiglu_fwd<float>(F(s), F(a.g), F(a.u), Ts * Ir);
-  linear_bwd_w<float>(G + 2 * Ir * h, F(dX), F(s), Ts, h, Ir);
-  linear_bwd_x<float>(F(da), F(dX), Wp + 2 * Ir * h, Ts, h, Ir);
-  swiglu_bwd<float>(F(dg), F(du), F(da), F(a.g), F(a.u), Ts * Ir);
-  linear_bwd_w<float>(G, F(dg), F(Y2), Ts, Ir, h);
-  linear_bwd_w<float>(G + Ir * h, F(du), F(Y2), Ts, Ir, h);
-  linear_bwd_x<float>(F(dY2), F(dg), Wp, Ts, Ir, h);
-  linear_bwd_x<float>(F(dY2), F(du), Wp + Ir * h, Ts, Ir, h);
+  k::swiglu_fwd<float>(F(s), F(a.g), F(a.u), Ts * Ir);
+  k::linear_bwd_w<float>(G + 2 * Ir * h, F(dX), F(s), Ts, h, Ir);
+  k::linear_bwd_x<float>(F(da), F(dX), Wp + 2 * Ir * h, Ts, h, Ir);
+  k::swiglu_bwd<float>(F(dg), F(du), F(da), F(a.g), F(a.u), Ts * Ir);
+  k::linear_bwd_w<float>(G, F(dg), F(Y2), Ts, Ir, h);
+  k::linear_bwd_w<float>(G + Ir * h, F(du), F(Y2), Ts, Ir, h);
+  k::linear_bwd_x<float>(F(dY2), F(dg), Wp, Ts, Ir, h);
+  k::linear_bwd_x<float>(F(dY2), F(du), Wp + Ir * h, Ts, Ir, h);
 }
 
 // ---- a block --------------------------------------------------------------------------------
@@ -283,11 +287,11 @@ Tensor TpSpEngine::norm_fwd(const Tensor& x, const Tensor& w, Tensor& N, Tensor&
   Tensor y = ws({Tl, h});
   if (!seqp_) {
     N = Tensor::empty({Ts, h}, DType::f32, c);
-    rmsnorm_fwd<float>(F(y), F(N), F(rstd), F(x), F(w), Tl, h, cfg_.rms_norm_eps);
+    k::rmsnorm_fwd<float>(F(y), F(N), F(rstd), F(x), F(w), Tl, h, cfg_.rms_norm_eps);
     return y;
   }
   Tensor n = ws({Tl, h});
-  rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(w), Tl, h, cfg_.rms_norm_eps);
+  k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(w), Tl, h, cfg_.rms_norm_eps);
   N = Tensor::empty({Ts, h}, DType::f32, c);
   tp_.iallgather(F(n), F(N), Tl * h * 4, Traffic::acts).wait();
   return reweight(N, w);
@@ -295,7 +299,7 @@ Tensor TpSpEngine::norm_fwd(const Tensor& x, const Tensor& w, Tensor& N, Tensor&
 
 Tensor TpSpEngine::reweight(const Tensor& N, const Tensor& w) {
   Tensor y = ws({Ts_, t_.h});
-  rmsnorm_apply<float>(F(y), F(N), F(w), Ts_, t_.h);
+  k::rmsnorm_apply<float>(F(y), F(N), F(w), Ts_, t_.h);
   return y;
 }
 
@@ -320,15 +324,16 @@ void TpSpEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor
     Tensor dY2 = ws0({Ts, h}), dy2 = ws0({Tl, h});
     mlp_bwd(W, F(gm), a, reweight(a.n2, W.post_norm), dX, dY2);
     reduce_into(dY2, dy2, Traffic::acts);
-    rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2) + own, F(W.post_norm), F(a.rstd2), Tl,
-                       h);
+    k::rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2) + own, F(W.post_norm), F(a.rstd2),
+                          Tl, h);
   }
   Tensor dX = gather(dx, Traffic::acts, Cat::workspace);
   Tensor dY1 = ws0({Ts, h}), dy1 = ws0({Tl, h});
   attn_bwd(W, F(ga), a, reweight(a.n1, W.in_norm), dX, dY1);
   dX = Tensor();
   reduce_into(dY1, dy1, Traffic::acts);
-  rmsnorm_bwd<float>(F(dx), F(G.in_norm), F(dy1), F(a.n1) + own, F(W.in_norm), F(a.rstd1), Tl, h);
+  k::rmsnorm_bwd<float>(F(dx), F(G.in_norm), F(dy1), F(a.n1) + own, F(W.in_norm), F(a.rstd1), Tl,
+                        h);
   if (Sg_ > 1) {
     sp_sum_into(ga, G.attn);
     sp_sum_into(gm, G.mlp);
@@ -342,7 +347,7 @@ void TpSpEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x) {
   Tensor E = T_ > 1 ? ws0({Ts_, h}) : x;
   for (int64_t t = 0; t < Ts_; ++t) {
     const int64_t id = b.inputs[static_cast<size_t>(t)];
-    if (id >= v0 && id < v0 + Vr) std::copy_n(F(p.embed) + (id - v0) * h, h, F(E) + t * h);
+    if (id >= v0 && id < v0 + Vr) copy_bytes(F(E) + t * h, F(p.embed) + (id - v0) * h, h * 4);
   }
   if (T_ > 1) {
     x.zero();
@@ -357,7 +362,8 @@ void TpSpEngine::embed_bwd(TspParams& g, const Batch& b, const Tensor& dx) {
   if (Sg_ > 1) target = vocab_scratch_.defined() ? vocab_scratch_ : ws0({Vr, h});
   for (int64_t t = 0; t < Ts_; ++t) {  // position order
     const int64_t id = b.inputs[static_cast<size_t>(t)];
-    if (id >= v0 && id < v0 + Vr) add_inplace<float>(F(target) + (id - v0) * h, F(dX) + t * h, h);
+    if (id >= v0 && id < v0 + Vr)
+      k::add_inplace<float>(F(target) + (id - v0) * h, F(dX) + t * h, h);
   }
   if (Sg_ > 1) sp_sum_into(target, g.embed);
   vocab_scratch_ = Tensor();
@@ -372,11 +378,11 @@ double TpSpEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tens
   const float* Wv = F(p.head_or_embed());
   Tensor z = ws({C, Vr}), st = ws({3, Ts}), lse = ws({Ts});
   float *m = F(st), *l = m + Ts, *zt = l + Ts;
-  ce_init<float>(m, l, zt, Ts);
+  k::ce_init<float>(m, l, zt, Ts);
   for (int64_t r0 = 0; r0 < Ts; r0 += C) {
     const int64_t c = std::min(C, Ts - r0);
-    linear_fwd<float>(F(z), F(Y) + r0 * h, Wv, c, Vr, h);
-    ce_update<float>(m + r0, l + r0, zt + r0, F(z), c, Vr, v0, V, tg + r0);
+    k::linear_fwd<float>(F(z), F(Y) + r0 * h, Wv, c, Vr, h);
+    k::ce_update<float>(m + r0, l + r0, zt + r0, F(z), c, Vr, v0, V, tg + r0);
   }
   if (T_ > 1) {  // merge the per-shard statistics in rank order (identical on every TP rank)
     Tensor all = ws({T_, 3 * Ts});
@@ -395,10 +401,10 @@ double TpSpEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tens
       zt[r] = Z;
     }
   }
-  ce_finish<float>(F(lse), m, l, zt, Ts, tg);
+  k::ce_finish<float>(F(lse), m, l, zt, Ts, tg);
   const auto [own0, own_n] = owned_rows();
   Tensor tmp = ws({Ts});
-  const double loss = ce_finish<float>(F(tmp), m + own0, l + own0, zt + own0, own_n, tg + own0);
+  const double loss = k::ce_finish<float>(F(tmp), m + own0, l + own0, zt + own0, own_n, tg + own0);
   if (!g) return loss;
   set_context(kWhereHead, Phase::bwd);
   Tensor Gh = g->head_or_embed();
@@ -406,10 +412,10 @@ double TpSpEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tens
   Tensor dY = ws0({Ts, h});
   for (int64_t r0 = 0; r0 < Ts; r0 += C) {
     const int64_t c = std::min(C, Ts - r0);
-    linear_fwd<float>(F(z), F(Y) + r0 * h, Wv, c, Vr, h);
-    ce_bwd<float>(F(z), F(z), F(lse) + r0, c, Vr, v0, V, tg + r0, static_cast<float>(inv_n));
-    linear_bwd_x<float>(F(dY) + r0 * h, F(z), Wv, c, Vr, h);
-    linear_bwd_w<float>(F(Gh), F(z), F(Y) + r0 * h, c, Vr, h);
+    k::linear_fwd<float>(F(z), F(Y) + r0 * h, Wv, c, Vr, h);
+    k::ce_bwd<float>(F(z), F(z), F(lse) + r0, c, Vr, v0, V, tg + r0, static_cast<float>(inv_n));
+    k::linear_bwd_x<float>(F(dY) + r0 * h, F(z), Wv, c, Vr, h);
+    k::linear_bwd_w<float>(F(Gh), F(z), F(Y) + r0 * h, c, Vr, h);
   }
   reduce_into(dY, *dyf, Traffic::embed_head);
   if (Sg_ > 1) {
@@ -445,9 +451,9 @@ double TpSpEngine::forward_backward(const TspParams& p, TspParams& g, const Batc
     set_context(kWhereHead, Phase::fwd);
     TraceSpan span("LM head fwd+bwd");
     Tensor nf = ws({Tl, h}), rstd = ws({Tl}), yf = ws({Tl, h}), dyf = ws0({Tl, h});
-    rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), Tl, h, cfg_.rms_norm_eps);
+    k::rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), Tl, h, cfg_.rms_norm_eps);
     loss = head(p, &g, yf, &dyf, b, inv_n);
-    rmsnorm_bwd<float>(F(dx), F(g.final_norm), F(dyf), F(nf), F(p.final_norm), F(rstd), Tl, h);
+    k::rmsnorm_bwd<float>(F(dx), F(g.final_norm), F(dyf), F(nf), F(p.final_norm), F(rstd), Tl, h);
   }
   x = Tensor();
   for (size_t l = L; l-- > 0;) {
@@ -481,7 +487,7 @@ double TpSpEngine::forward_loss(const TspParams& p, const Batch& b) {
   }
   set_context(kWhereHead, Phase::fwd);
   Tensor nf = ws({Tl, h}), rstd = ws({Tl}), yf = ws({Tl, h});
-  rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), Tl, h, cfg_.rms_norm_eps);
+  k::rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), Tl, h, cfg_.rms_norm_eps);
   return head(p, nullptr, yf, nullptr, b, 0.0);
 }
 
