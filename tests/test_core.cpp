@@ -2,6 +2,7 @@
 // config validation, the counter-based RNG, the LR schedule and checkpoints.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +10,8 @@
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "infer/decoder.h"
+#include "infer/sample.h"
 #include "model/config.h"
 #include "model/params.h"
 #include "train/checkpoint.h"
@@ -207,4 +210,57 @@ TEST(Checkpoint, RoundTripAndCorruptionDetected) {
   EXPECT_NE(error_of([&] { read_checkpoint(dir, c, read); }).find("sha256 mismatch"),
             std::string::npos);
   fs::remove_all(fs::path(dir).parent_path());
+}
+
+// Inference bookkeeping (infer/decoder.h): where the prefill leaves the positions, the rebalance,
+// the caching rank of each decode position, and the slots a rank needs.
+TEST(InferCache, PrefillCountsRebalanceOwnersCapacity) {
+  using namespace origami::infer;
+  // S = 14, D = 4: padded to 16, chunks of 2; rank 0 holds [0, 2) and the padding [14, 16).
+  EXPECT_EQ(prefill_counts(14, 4), (std::vector<int64_t>{2, 4, 4, 4}));
+  EXPECT_EQ(balanced_counts({2, 4, 4, 4}), (std::vector<int64_t>{3, 4, 4, 3}));
+  EXPECT_EQ(prefill_counts(16, 4), (std::vector<int64_t>{4, 4, 4, 4}));
+  EXPECT_EQ(prefill_counts(1, 2), (std::vector<int64_t>{1, 0}));
+  // Balanced: round-robin from p mod D; otherwise the least loaded.
+  EXPECT_EQ(owner_of({4, 4, 4, 4}, 16), 0);
+  EXPECT_EQ(owner_of({4, 4, 4, 4}, 17), 1);
+  EXPECT_EQ(owner_of({5, 4, 4, 4}, 16), 1);
+  EXPECT_EQ(owner_of({5, 5, 4, 5}, 16), 2);
+  // Every rank stays within one position of n/D while decoding, and the capacity covers both
+  // the prefill's own rows and the final count.
+  for (int D : {1, 2, 3, 4, 8})
+    for (int64_t S : {1, 5, 14, 16, 33})
+      for (int64_t n : {1, 7, 40}) {
+        auto c = balanced_counts(prefill_counts(S, D));
+        int64_t most = 0;
+        for (int64_t p = S; p < S + n; ++p) {
+          ++c[static_cast<size_t>(owner_of(c, p))];
+          const auto [lo, hi] = std::minmax_element(c.begin(), c.end());
+          EXPECT_LE(*hi - *lo, 1) << "D=" << D << " S=" << S << " p=" << p;
+          most = std::max(most, *hi);
+        }
+        const auto pre = prefill_counts(S, D);
+        EXPECT_GE(cache_capacity(S, n, D),
+                  std::max(most, *std::max_element(pre.begin(), pre.end())));
+      }
+}
+
+// Sampling: greedy takes the first maximum; a seeded draw is a pure function of the logits and
+// (seed, sequence, step); top-k 1 is greedy; bad values name their flag.
+TEST(InferSample, GreedySeededTopK) {
+  using namespace origami::infer;
+  const std::vector<float> z = {0.5f, 2.0f, 2.0f, -1.0f, 1.5f};
+  Sampling g;
+  EXPECT_EQ(sample(z.data(), 5, g, 0, 0), 1);
+  Sampling s;
+  s.temperature = 1.0, s.seed = 9;
+  std::vector<int64_t> a, b;
+  for (int t = 0; t < 50; ++t) a.push_back(sample(z.data(), 5, s, 1, t));
+  for (int t = 0; t < 50; ++t) b.push_back(sample(z.data(), 5, s, 1, t));
+  EXPECT_EQ(a, b);
+  EXPECT_NE(std::count(a.begin(), a.end(), a[0]), 50);  // it does sample
+  s.top_k = 1;
+  for (int t = 0; t < 20; ++t) EXPECT_EQ(sample(z.data(), 5, s, 0, t), 1);
+  s.top_k = 0, s.top_p = 0.0;
+  EXPECT_NE(error_of([&] { validate(s); }).find("--top-p=0"), std::string::npos);
 }
