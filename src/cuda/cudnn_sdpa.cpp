@@ -24,10 +24,6 @@ int64_t version() {
   return static_cast<int64_t>(cudnnGetVersion());
 }
 
-bool SdpaDims::operator==(const SdpaDims& o) const {
-  return std::tie(hq, hk, d, sq, skv, q_stride, kv_stride, lse_stride) ==
-         std::tie(o.hq, o.hk, o.d, o.sq, o.skv, o.q_stride, o.kv_stride, o.lse_stride);
-}
 bool SdpaDims::operator<(const SdpaDims& o) const {
   return std::tie(hq, hk, d, sq, skv, q_stride, kv_stride, lse_stride) <
          std::tie(o.hq, o.hk, o.d, o.sq, o.skv, o.q_stride, o.kv_stride, o.lse_stride);

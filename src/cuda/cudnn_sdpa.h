@@ -30,10 +30,9 @@ enum class Dir { fwd, bwd };
 struct SdpaDims {
   int64_t hq = 0, hk = 0, d = 0;
   int64_t sq = 0, skv = 0;
-  int64_t q_stride = 0;                      // row stride of q, o, dout, dq (elements)
-  int64_t kv_stride = 0;                     // row stride of k, v, dk, dv
-  int64_t lse_stride = 0;                    // Stats: [hq, lse_stride]
-  bool operator==(const SdpaDims& o) const;  // (C++17: the .cu files include this header)
+  int64_t q_stride = 0;    // row stride of q, o, dout, dq (elements)
+  int64_t kv_stride = 0;   // row stride of k, v, dk, dv
+  int64_t lse_stride = 0;  // Stats: [hq, lse_stride]
   bool operator<(const SdpaDims& o) const;
 };
 // Throws with the field and the constraint when cuDNN's flash engines cannot take the shape

@@ -69,7 +69,6 @@ class TpDecoder : public Decoder {
     return head(x);
   }
   const KvCache& cache() const override { return cache_; }
-  int64_t position() const override { return pos_; }
 
  private:
   std::vector<float> head(const Tensor& x) {
@@ -135,13 +134,7 @@ class SpDecoder : public Decoder {
         B_(B),
         max_new_(max_new),
         P_(ModelParams::zeros(c, Cat::weights)) {
-    auto& src = const_cast<ModelParams&>(full);
-    std::vector<const Tensor*> from;
-    src.for_each([&](const std::string&, Tensor& t) { from.push_back(&t); });
-    size_t i = 0;
-    P_.for_each([&](const std::string&, Tensor& t) {
-      std::memcpy(t.raw(), from[i++]->raw(), static_cast<size_t>(t.numel()) * 4);
-    });
+    copy_params(full, P_);
     make_rope_tables(c, cos_, sin_);
   }
 
@@ -266,7 +259,6 @@ class SpDecoder : public Decoder {
     return head(x);
   }
   const KvCache& cache() const override { return cache_; }
-  int64_t position() const override { return pos_; }
 
  private:
   void norm(Tensor& y, const Tensor& x, const Tensor& w, int64_t T) {
@@ -320,10 +312,8 @@ std::unique_ptr<Decoder> make_decoder(InferLayout l, const ModelConfig& c, Comm&
 
 int64_t weight_bytes(InferLayout l, const ModelConfig& c, int D) {
   const int64_t h = c.hidden_size, L = c.num_hidden_layers, heads = c.tie_word_embeddings ? 1 : 2;
-  if (l == InferLayout::sp)  // the full model
-    return 4 * (heads * c.vocab_size * h + h +
-                L * (2 * h + 2 * h * c.q_dim() + 2 * h * c.kv_dim() + 3 * h * c.intermediate_size));
-  const TspDims t = TspDims::of(c, D);  // TSP's shards (tp keeps the same ones)
+  if (l == InferLayout::sp) return 4 * c.num_params();  // the full model
+  const TspDims t = TspDims::of(c, D);                  // TSP's shards (tp keeps the same ones)
   return 4 * (heads * t.Vr * h + h + L * (t.attn_size() + t.mlp_size() + 2 * h));
 }
 
@@ -348,9 +338,6 @@ InferLayout infer_layout(const Layout& L) {
          ": inference runs single, tsp=D, tp=D or sp=D (dp, fsdp_sp and tp+sp inference are not "
          "built)");
   return L.tp > 1 ? InferLayout::tp : L.sp > 1 ? InferLayout::sp : InferLayout::tsp;
-}
-int infer_degree(const Layout& L) {
-  return L.model_degree();
 }
 
 int64_t kv_cache_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B, int64_t S,

@@ -71,7 +71,6 @@ class Decoder {
   // The tokens [B] at the next position → logits [B, V] of that position.
   virtual std::vector<float> step(const std::vector<int64_t>& ids) = 0;
   virtual const KvCache& cache() const = 0;
-  virtual int64_t position() const = 0;  // of the next token
 };
 
 enum class InferLayout { tsp, tp, sp };  // tsp with D = 1: the single device
@@ -86,7 +85,6 @@ int64_t kv_cache_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B, in
 // caches the new position, which receives the others' k, v on top of what every rank does).
 int64_t decode_step_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B);
 InferLayout infer_layout(const Layout& L);  // refuses the layouts generate does not run
-int infer_degree(const Layout& L);
 
 class TspDecoder : public Decoder {
  public:
@@ -94,9 +92,7 @@ class TspDecoder : public Decoder {
   TspDecoder(const ModelConfig& c, Comm& comm, TspParams params, int64_t B, int64_t max_new);
   std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S) override;
   std::vector<float> step(const std::vector<int64_t>& ids) override;
-  int64_t position() const override { return pos_; }
   const KvCache& cache() const override { return cache_; }
-  const std::vector<int64_t>& counts() const { return counts_; }  // positions cached per rank
 
  private:
   void layer_step(size_t l, Tensor& x, int owner, int64_t slot);

@@ -259,16 +259,6 @@ double Model::forward_loss(const ModelParams& p, const Batch& b) {
   return head(p, nullptr, x, nullptr, b, 0.0);
 }
 
-Tensor Model::final_hidden(const ModelParams& p, const Batch& b) {
-  const int64_t T = b.B * b.S, h = cfg_.hidden_size;
-  Tensor x = ws({T, h});
-  embed(x, p, b);
-  for (const auto& W : p.layers) block_forward(W, x, nullptr, b);
-  Tensor y = act({T, h}), n = ws({T, h}), rstd = ws({T});
-  k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
-  return y;
-}
-
 double Model::forward_backward(const ModelParams& p, ModelParams& grads, const Batch& b,
                                double inv_n, Recompute rc) {
   const int64_t T = b.B * b.S, h = cfg_.hidden_size;

@@ -36,8 +36,6 @@ class Model {
                           Recompute rc);
   // Sum of the cross-entropy, no gradients, nothing saved.
   double forward_loss(const ModelParams& p, const Batch& b);
-  // The final RMSNorm's output [B·S, h], no loss (inference's full-recompute reference).
-  Tensor final_hidden(const ModelParams& p, const Batch& b);
 
  private:
   struct Acts;  // what one block saves for its backward

@@ -102,6 +102,14 @@ ModelParams map_params(const ModelConfig& c, const SafeTensorsReader& r) {
   return p;
 }
 
+void copy_params(const ModelParams& src, ModelParams& dst) {
+  std::vector<const Tensor*> s;
+  const_cast<ModelParams&>(src).for_each([&](const std::string&, Tensor& t) { s.push_back(&t); });
+  size_t i = 0;
+  dst.for_each(
+      [&](const std::string&, Tensor& t) { copy_bytes(t.raw(), s[i++]->raw(), t.nbytes()); });
+}
+
 void save_params(ModelParams& p, const std::string& path) {
   SafeTensorsWriter w;
   p.for_each([&](const std::string& name, Tensor& t) { w.add(name, t); });

@@ -39,5 +39,7 @@ void load_params(ModelParams& p, const SafeTensorsReader& r);
 // callers that keep only slices (inference shards). r must outlive the result.
 ModelParams map_params(const ModelConfig& c, const SafeTensorsReader& r);
 void save_params(ModelParams& p, const std::string& path);
+// dst := src, tensor by tensor (same config; host or device memory on either side).
+void copy_params(const ModelParams& src, ModelParams& dst);
 
 }  // namespace origami

@@ -32,7 +32,7 @@ InferRow infer_row(const ModelConfig& c, const std::string& name, int64_t B, int
   const Layout L = Layout::parse(name.substr(0, name.find(' ')), -1);
   if (L.dp > 1 || L.fsdp_axis || (L.tp > 1 && L.sp > 1)) return r;
   const auto il = infer::infer_layout(L);
-  const int D = infer::infer_degree(L);
+  const int D = L.model_degree();
   const int64_t div = dt == Dtype::bf16 ? 2 : 1;
   r.ok = true;
   r.weights = infer::weight_bytes(il, c, D) / div;

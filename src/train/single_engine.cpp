@@ -22,11 +22,11 @@ class SingleEngine : public Engine {
     return dp_->size() > 1 ? "dp=" + std::to_string(dp_->size()) : "single";
   }
   void load_state(const FullState& s, bool with_moments) override {
-    copy(s.params, p_);
+    copy_params(s.params, p_);
     if (with_moments) {
       moments();
-      copy(s.exp_avg, m_);
-      copy(s.exp_avg_sq, v_);
+      copy_params(s.exp_avg, m_);
+      copy_params(s.exp_avg_sq, v_);
     }
   }
   void save_checkpoint(const std::string& dir, const TrainerState& st) override {
@@ -51,7 +51,7 @@ class SingleEngine : public Engine {
     dp_sum_grads(*dp_, gs);
   }
   double clip_grads(double clip) override { return clip_grad_norm(g_, clip); }
-  void full_grads(ModelParams& out) override { copy(g_, out); }
+  void full_grads(ModelParams& out) override { copy_params(g_, out); }
   void adamw(const cpu::AdamW& h, int64_t step) override {
     moments();
     adamw_update(p_, g_, m_, v_, h, step);
@@ -73,13 +73,6 @@ class SingleEngine : public Engine {
       m_ = ModelParams::zeros(model_.config(), Cat::optimizer);
       v_ = ModelParams::zeros(model_.config(), Cat::optimizer);
     }
-  }
-  static void copy(const ModelParams& src, ModelParams& dst) {
-    std::vector<const Tensor*> s;
-    const_cast<ModelParams&>(src).for_each([&](const std::string&, Tensor& t) { s.push_back(&t); });
-    size_t i = 0;
-    dst.for_each(
-        [&](const std::string&, Tensor& t) { copy_bytes(t.raw(), s[i++]->raw(), t.nbytes()); });
   }
   std::unique_ptr<Comm> dp_;
   Model model_;
