@@ -10,11 +10,46 @@ namespace origami {
 
 namespace {
 constexpr int kTagW = 1, kTagAcc = 2;
+
+// One ring step's weight transfer: send the shard held to the next rank, receive the next one.
+void post_shard(Comm& comm, const RingSpec& sp, const float* cur, float* wnext, Request& ws,
+                Request& wr) {
+  const int D = comm.size(), r = comm.rank();
+  comm.begin_group();
+  ws = comm.isend(cur, sp.n * 4, (r + 1) % D, kTagW, sp.weights);
+  wr = comm.irecv(wnext, sp.n * 4, (r + D - 1) % D, kTagW, sp.weights);
+  comm.end_group();
+  if (!sp.overlap) {
+    ws.wait();
+    wr.wait();
+  }
+}
+}  // namespace
+
+RingStart ring_prefetch(Comm& comm, const RingSpec& sp) {
+  const int D = comm.size();
+  RingStart st;
+  st.posted = true;
+  if (D == 1) return st;
+  st.wbuf[0] = Tensor::empty({sp.n}, DType::f32, Cat::comm);
+  if (D > 2) st.wbuf[1] = Tensor::empty({sp.n}, DType::f32, Cat::comm);
+  post_shard(comm, sp, sp.own, st.wbuf[0].data<float>(), st.ws, st.wr);
+  return st;
+}
+
+RingStart gathered_prefetch(Comm& comm, const RingSpec& sp) {
+  RingStart st;
+  st.posted = true;
+  st.all = Tensor::empty({comm.size(), sp.n}, DType::f32, Cat::comm);
+  st.gather = comm.iallgather(sp.own, st.all.data<float>(), sp.n * 4, sp.weights);
+  if (!sp.overlap) st.gather.wait();
+  return st;
 }
 
 void ring_forward(Comm& comm, const RingSpec& sp,
-                  const std::function<void(int, const float*)>& compute) {
-  ring_backward(comm, sp, nullptr, [&](int s, const float* W, float*) { compute(s, W); });
+                  const std::function<void(int, const float*)>& compute, RingStart* start) {
+  ring_backward(
+      comm, sp, nullptr, [&](int s, const float* W, float*) { compute(s, W); }, nullptr, start);
 }
 
 void RingTail::finish() {
@@ -27,15 +62,15 @@ void RingTail::finish() {
 }
 
 void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
-                   const std::function<void(int, const float*, float*)>& compute, RingTail* tail) {
+                   const std::function<void(int, const float*, float*)>& compute, RingTail* tail,
+                   RingStart* start) {
   const int D = comm.size(), r = comm.rank();
   const int next = (r + 1) % D, prev = (r + D - 1) % D;
   const int64_t bytes = sp.n * 4;
   const bool bwd = own_grad != nullptr;
-  Tensor wbuf[2], abuf[2], home;
+  RingStart first = start && start->posted ? std::move(*start) : ring_prefetch(comm, sp);
+  Tensor wbuf[2] = {std::move(first.wbuf[0]), std::move(first.wbuf[1])}, abuf[2], home;
   if (D > 1) {
-    wbuf[0] = Tensor::empty({sp.n}, DType::f32, Cat::comm);
-    if (D > 2) wbuf[1] = Tensor::empty({sp.n}, DType::f32, Cat::comm);
     if (bwd) {
       abuf[1] = Tensor::empty({sp.n}, DType::f32, Cat::comm);
       if (D > 2) abuf[0] = Tensor::empty({sp.n}, DType::f32, Cat::comm);
@@ -50,13 +85,11 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
     float* wnext = nullptr;
     if (t < D - 1) {
       wnext = wbuf[t % 2].data<float>();
-      comm.begin_group();
-      ws = comm.isend(cur, bytes, next, kTagW, sp.weights);
-      wr = comm.irecv(wnext, bytes, prev, kTagW, sp.weights);
-      comm.end_group();
-      if (!sp.overlap) {
-        ws.wait();
-        wr.wait();
+      if (t == 0) {
+        ws = std::move(first.ws);
+        wr = std::move(first.wr);
+      } else {
+        post_shard(comm, sp, cur, wnext, ws, wr);
       }
     }
     float* target = nullptr;
@@ -117,15 +150,18 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
 }
 
 void gathered_forward(Comm& comm, const RingSpec& sp,
-                      const std::function<void(int, const float*)>& compute) {
-  gathered_backward(comm, sp, nullptr, [&](int s, const float* W, float*) { compute(s, W); });
+                      const std::function<void(int, const float*)>& compute, RingStart* start) {
+  gathered_backward(
+      comm, sp, nullptr, [&](int s, const float* W, float*) { compute(s, W); }, start);
 }
 
 void gathered_backward(Comm& comm, const RingSpec& sp, float* own_grad,
-                       const std::function<void(int, const float*, float*)>& compute) {
+                       const std::function<void(int, const float*, float*)>& compute,
+                       RingStart* start) {
   const int D = comm.size(), r = comm.rank();
-  Tensor all = Tensor::empty({D, sp.n}, DType::f32, Cat::comm);
-  comm.iallgather(sp.own, all.data<float>(), sp.n * 4, sp.weights).wait();
+  RingStart first = start && start->posted ? std::move(*start) : gathered_prefetch(comm, sp);
+  first.gather.wait();
+  Tensor all = std::move(first.all);
   Tensor part;
   if (own_grad) part = Tensor::zeros({D, sp.n}, DType::f32, Cat::comm);
   for (int t = 0; t < D; ++t) {

@@ -33,6 +33,8 @@ struct RingSpec {
   bool overlap = true;
 };
 
+struct RingStart;
+
 class RingTail {
  public:
   RingTail() = default;
@@ -44,30 +46,45 @@ class RingTail {
 
  private:
   friend void ring_backward(Comm&, const RingSpec&, float*,
-                            const std::function<void(int, const float*, float*)>&, RingTail*);
+                            const std::function<void(int, const float*, float*)>&, RingTail*,
+                            RingStart*);
   Request sends[2], home;
   Tensor acc[2], home_buf;
   float* dst = nullptr;
   int64_t n = 0;
 };
 
+// A ring's first transfer (step 0's send and receive; FSDP+SP: the whole gather), posted ahead of
+// the ring by ring_prefetch / gathered_prefetch so that it travels while the caller still computes
+// something else (TSP: the attention's last head group); the ring then starts with it.
+struct RingStart {
+  Tensor wbuf[2], all;
+  Request ws, wr, gather;
+  bool posted = false;
+};
+RingStart ring_prefetch(Comm& comm, const RingSpec& spec);
+RingStart gathered_prefetch(Comm& comm, const RingSpec& spec);
+
 // compute(s, W_s) for every shard, in ring order.
 void ring_forward(Comm& comm, const RingSpec& spec,
-                  const std::function<void(int, const float*)>& compute);
+                  const std::function<void(int, const float*)>& compute,
+                  RingStart* start = nullptr);
 // compute(s, W_s, G) accumulates this rank's partial dW_s into G; own_grad receives the complete
 // gradient of this rank's shard (own partial + the accumulator that comes home), added to it —
 // on return, or, with `tail`, when the tail is finished: `tail` holds the previous ring's tail on
 // entry (finished after this ring's compute) and this ring's on return.
 void ring_backward(Comm& comm, const RingSpec& spec, float* own_grad,
                    const std::function<void(int, const float*, float*)>& compute,
-                   RingTail* tail = nullptr);
+                   RingTail* tail = nullptr, RingStart* start = nullptr);
 
 // FSDP+SP's counterpart: all-gather every rank's shard (the whole layer), compute with each in
 // the ring's order, and (backward) reduce-scatter the partial gradients to their owners. Same
 // bytes as the ring (f·n gathered, f·n reduced), but the whole layer is resident at once.
 void gathered_forward(Comm& comm, const RingSpec& spec,
-                      const std::function<void(int, const float*)>& compute);
+                      const std::function<void(int, const float*)>& compute,
+                      RingStart* start = nullptr);
 void gathered_backward(Comm& comm, const RingSpec& spec, float* own_grad,
-                       const std::function<void(int, const float*, float*)>& compute);
+                       const std::function<void(int, const float*, float*)>& compute,
+                       RingStart* start = nullptr);
 
 }  // namespace origami

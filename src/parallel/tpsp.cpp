@@ -126,8 +126,34 @@ void TpSpEngine::reduce_into(Tensor& P, Tensor& x, Traffic t) {
 }
 
 void TpSpEngine::sp_sum_into(Tensor& scratch, Tensor& grad) {
-  sp_.iallreduce(F(scratch), scratch.numel(), Traffic::grads).wait();
-  k::add_inplace<float>(F(grad), F(scratch), grad.numel());
+  SpSum sum = sp_sum_post(scratch, grad);
+  sum.finish();
+}
+
+TpSpEngine::SpSum TpSpEngine::sp_sum_post(const Tensor& scratch, Tensor& grad) {
+  SpSum sum{scratch, &grad, {}};
+  sum.req = sp_.iallreduce(F(sum.scratch), scratch.numel(), Traffic::grads);
+  if (!o_.overlap) sum.req.wait();
+  return sum;
+}
+
+void TpSpEngine::SpSum::finish() {
+  if (!grad) return;
+  req.wait();
+  k::add_inplace<float>(F(*grad), F(scratch), grad->numel());
+  *this = SpSum();
+}
+
+TpSpEngine::KvGather TpSpEngine::kv_gather(const Acts& a, int64_t b) {
+  const int64_t kw = t_.kv_rows / o_.attn_buckets;
+  KvGather g{ws({Sg_ * Ts_, kw}), ws({Sg_ * Ts_, kw}), {}, {}, true};
+  g.k = sp_.iallgather(F(a.k[b]), F(g.K), Ts_ * kw * 4, Traffic::kv);
+  g.v = sp_.iallgather(F(a.v[b]), F(g.V), Ts_ * kw * 4, Traffic::kv);
+  if (!o_.overlap) {
+    g.k.wait();
+    g.v.wait();
+  }
+  return g;
 }
 
 // ---- attention ------------------------------------------------------------------------------
@@ -187,38 +213,57 @@ void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* 
   reduce_into(P, x, Traffic::acts);
 }
 
+// Backward per bucket b, in the order B(b) C(b−1) dq(b) (as TSP's units, tsp_attention.cpp): the
+// gather of b+1 travels during the flash backward of b, the dK/dV reduce-scatter of b during that
+// of b+1; dY1 accumulates dq(0), dk(0), dv(0), dq(1), ... as without the pipeline.
 void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tensor& Y1,
-                          const Tensor& dX, Tensor& dY1) {
+                          const Tensor& dX, Tensor& dY1, KvGather first) {
   const int64_t Ts = Ts_, h = t_.h, d = t_.d, N = o_.attn_buckets;
   const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
   const float* pk = F(W.attn);
+  struct Pending {  // a bucket between its flash backward and C: dK, dV reduce-scatter in flight
+    int64_t b = -1;
+    Tensor dKg, dVg, dk, dv;
+    Request rk, rv;
+  } pend;
+  auto stage_c = [&] {
+    if (pend.b < 0) return;
+    const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, pend.b, N);
+    const auto [Gq, Gk, Gv, Go] = t_.bucket(G, pend.b, N);
+    pend.rk.wait();
+    pend.rv.wait();
+    k::rope_bwd<float>(F(pend.dk), kw, pos_.data(), Ts, static_cast<int>(kvb), static_cast<int>(d),
+                       F(cos_), F(sin_));
+    k::linear_bwd_w<float>(Gk, F(pend.dk), F(Y1), Ts, kw, h);
+    k::linear_bwd_w<float>(Gv, F(pend.dv), F(Y1), Ts, kw, h);
+    k::linear_bwd_x<float>(F(dY1), F(pend.dk), Wk, Ts, kw, h);
+    k::linear_bwd_x<float>(F(dY1), F(pend.dv), Wv, Ts, kw, h);
+    pend = Pending();
+  };
+  KvGather cur = first.posted ? std::move(first) : kv_gather(a, 0);
   for (int64_t b = 0; b < N; ++b) {
     const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
     const auto [Gq, Gk, Gv, Go] = t_.bucket(G, b, N);
-    Tensor Kg = ws({Sg_ * Ts, kw}), Vg = ws({Sg_ * Ts, kw});
-    Request gk = sp_.iallgather(F(a.k[b]), F(Kg), Ts * kw * 4, Traffic::kv);
-    Request gv = sp_.iallgather(F(a.v[b]), F(Vg), Ts * kw * 4, Traffic::kv);
-    if (!o_.overlap) {
-      gk.wait();
-      gv.wait();
-    }
     Tensor dO = ws({Ts, qw});
     k::gemm<float>(Trans::N, Trans::N, Ts, qw, h, 1.0f, F(dX), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
     sp_.progress();
     k::gemm<float>(Trans::T, Trans::N, h, qw, Ts, 1.0f, F(dX), h, F(a.o[b]), qw, 1.0f, Go,
                    t_.q_rows);
-    gk.wait();
-    gv.wait();
+    cur.k.wait();
+    cur.v.wait();
+    KvGather nxt;
+    if (b + 1 < N) nxt = kv_gather(a, b + 1);
     Tensor dKg = ws0({Sg_ * Ts, kw}), dVg = ws0({Sg_ * Ts, kw}), dq = ws0({Ts, qw});
     for (int64_t bb = 0; bb < B_; ++bb) {
       const auto qs = qsegs(bb);
-      const auto ks = kvsegs(bb, F(Kg), F(Vg), F(dKg), F(dVg), kw);
+      const auto ks = kvsegs(bb, F(cur.K), F(cur.V), F(dKg), F(dVg), kw);
       k::flash_attn_bwd<float>(F(dq), F(dO), F(a.q[b]), F(a.o[b]), qw, F(a.lse[b]), Ts, qs.data(),
                                static_cast<int>(qs.size()), ks.data(), static_cast<int>(ks.size()),
                                sh, scale);
     }
+    cur = std::move(nxt);
     Tensor dk = ws({Ts, kw}), dv = ws({Ts, kw});
     Request rk = sp_.ireduce_scatter(F(dKg), F(dk), Ts * kw, Traffic::kv);
     Request rv = sp_.ireduce_scatter(F(dVg), F(dv), Ts * kw, Traffic::kv);
@@ -226,20 +271,21 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
       rk.wait();
       rv.wait();
     }
+    stage_c();  // C(b-1)
     k::rope_bwd<float>(F(dq), qw, pos_.data(), Ts, static_cast<int>(qb), static_cast<int>(d),
                        F(cos_), F(sin_));
     k::linear_bwd_w<float>(Gq, F(dq), F(Y1), Ts, qw, h);
     sp_.progress();
     k::linear_bwd_x<float>(F(dY1), F(dq), Wq, Ts, qw, h);
-    rk.wait();
-    rv.wait();
-    k::rope_bwd<float>(F(dk), kw, pos_.data(), Ts, static_cast<int>(kvb), static_cast<int>(d),
-                       F(cos_), F(sin_));
-    k::linear_bwd_w<float>(Gk, F(dk), F(Y1), Ts, kw, h);
-    k::linear_bwd_w<float>(Gv, F(dv), F(Y1), Ts, kw, h);
-    k::linear_bwd_x<float>(F(dY1), F(dk), Wk, Ts, kw, h);
-    k::linear_bwd_x<float>(F(dY1), F(dv), Wv, Ts, kw, h);
+    pend = Pending{b,
+                   std::move(dKg),
+                   std::move(dVg),
+                   std::move(dk),
+                   std::move(dv),
+                   std::move(rk),
+                   std::move(rv)};
   }
+  stage_c();  // C(N-1)
 }
 
 // ---- MLP ------------------------------------------------------------------------------------
@@ -319,25 +365,28 @@ void TpSpEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor
   // Layer gradients of the shards: straight into G, or (Σ > 1) into scratch summed over sp.
   Tensor ga = Sg_ > 1 ? ws0({t_.attn_size()}) : G.attn;
   Tensor gm = Sg_ > 1 ? ws0({t_.mlp_size()}) : G.mlp;
+  KvGather first;  // Σ > 1: bucket 0's K/V re-gather travels during the MLP backward
+  SpSum mlp_sum;   // and the MLP gradient's all-reduce during the attention backward
   {
     Tensor dX = gather(dx, Traffic::acts, Cat::workspace);
+    if (Sg_ > 1) first = kv_gather(a, 0);
     Tensor dY2 = ws0({Ts, h}), dy2 = ws0({Tl, h});
     mlp_bwd(W, F(gm), a, reweight(a.n2, W.post_norm), dX, dY2);
     reduce_into(dY2, dy2, Traffic::acts);
+    if (Sg_ > 1) mlp_sum = sp_sum_post(gm, G.mlp);
     k::rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2) + own, F(W.post_norm), F(a.rstd2),
                           Tl, h);
   }
+  attn_sum_.finish();  // the layer above's attention gradient, hidden behind this MLP backward
   Tensor dX = gather(dx, Traffic::acts, Cat::workspace);
   Tensor dY1 = ws0({Ts, h}), dy1 = ws0({Tl, h});
-  attn_bwd(W, F(ga), a, reweight(a.n1, W.in_norm), dX, dY1);
+  attn_bwd(W, F(ga), a, reweight(a.n1, W.in_norm), dX, dY1, std::move(first));
   dX = Tensor();
   reduce_into(dY1, dy1, Traffic::acts);
   k::rmsnorm_bwd<float>(F(dx), F(G.in_norm), F(dy1), F(a.n1) + own, F(W.in_norm), F(a.rstd1), Tl,
                         h);
-  if (Sg_ > 1) {
-    sp_sum_into(ga, G.attn);
-    sp_sum_into(gm, G.mlp);
-  }
+  mlp_sum.finish();
+  if (Sg_ > 1) attn_sum_ = sp_sum_post(ga, G.attn);  // finished by the layer below (or the end)
 }
 
 // ---- embedding and LM head ------------------------------------------------------------------
@@ -470,6 +519,7 @@ double TpSpEngine::forward_backward(const TspParams& p, TspParams& g, const Batc
     block_bwd(p.layers[l], g.layers[l], saved[l], dx);
     saved[l] = Acts();
   }
+  attn_sum_.finish();
   set_context(kWhereEmbed, Phase::bwd);
   embed_bwd(g, b, dx);
   return loss;

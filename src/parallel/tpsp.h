@@ -67,8 +67,16 @@ class TpSpEngine : public ShardedSchedule {
   void set_context(int where, Phase ph);
 
   void attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a);
+  // A bucket's K/V re-gather over sp (backward).
+  struct KvGather {
+    Tensor K, V;
+    Request k, v;
+    bool posted = false;
+  };
+  KvGather kv_gather(const Acts& a, int64_t b);
+  // `first`: bucket 0's gather, posted during the MLP backward (Σ > 1), or not yet posted.
   void attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tensor& Y1, const Tensor& dX,
-                Tensor& dY1);
+                Tensor& dY1, KvGather first);
   void mlp_fwd(const TspLayer& W, const Tensor& Y2, Tensor& x, Acts* a);
   void mlp_bwd(const TspLayer& W, float* G, const Acts& a, const Tensor& Y2, const Tensor& dX,
                Tensor& dY2);
@@ -83,6 +91,16 @@ class TpSpEngine : public ShardedSchedule {
   // Σ > 1: gradients of a replicated-over-sp shard are computed into scratch, all-reduced over sp
   // and then added (each micro-batch: bytes per layer as in tsp-spec §7).
   void sp_sum_into(Tensor& scratch, Tensor& grad);
+  // The same, left in flight: a layer's MLP gradient travels during its attention backward, its
+  // attention gradient during the next layer's MLP backward (nothing reads a layer's gradient
+  // before the optimizer; the add happens in finish()).
+  struct SpSum {
+    Tensor scratch;
+    Tensor* grad = nullptr;
+    Request req;
+    void finish();
+  };
+  SpSum sp_sum_post(const Tensor& scratch, Tensor& grad);
 
   ModelConfig cfg_;
   Comm &tp_, &sp_;
@@ -94,6 +112,7 @@ class TpSpEngine : public ShardedSchedule {
   std::vector<int64_t> pos_;
   Tensor cos_, sin_;
   Tensor vocab_scratch_;  // tied embeddings under Σ > 1: head and embedding gradients together
+  SpSum attn_sum_;        // the last layer's attention-gradient all-reduce, still in flight
 };
 
 }  // namespace origami

@@ -32,37 +32,52 @@ Batch TspEngine::shard_batch(const Batch& g) const {
 }
 
 void TspEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Tensor>* keep,
-                          bool mlp) {
+                          bool mlp, AttnStart* start, const TspLayer* next_w, AttnStart* next) {
   const int64_t T = z_.local_tokens(), h = t_.h;
   Acts tmp;
   Acts& A = a ? *a : tmp;
   auto keepT = [&](std::vector<int64_t> s) { return a ? act(std::move(s)) : ws(std::move(s)); };
   A.n1 = keepT({T, h});
   A.rstd1 = keepT({T});
+  RingStart mlp_start;  // the MLP ring's first shard, in flight during the last head group
   {
     Tensor y1 = ws({T, h});
     k::rmsnorm_fwd<float>(F(y1), F(A.n1), F(A.rstd1), F(x), F(W.in_norm), T, h, cfg_.rms_norm_eps);
-    attn_fwd(W, y1, x, a, keep);
+    attn_fwd(
+        W, y1, x, a, keep,
+        [&] {
+          if (mlp) mlp_start = (o_.fsdp ? gathered_prefetch : ring_prefetch)(comm_, mlp_spec(W));
+        },
+        start);
   }
   A.n2 = keepT({T, h});
   A.rstd2 = keepT({T});
   Tensor y2 = ws({T, h});
   k::rmsnorm_fwd<float>(F(y2), F(A.n2), F(A.rstd2), F(x), F(W.post_norm), T, h, cfg_.rms_norm_eps);
-  if (mlp) mlp_fwd(W, y2, x, a);
+  // layer l+1's packets, accounted to layer l+1
+  auto post_next = [&] {
+    const int where = comm_.where();
+    const Phase phase = comm_.phase();
+    comm_.set_context(where + 1, phase);
+    *next = attn_start(*next_w, nullptr, false);
+    comm_.set_context(where, phase);
+  };
+  if (mlp) mlp_fwd(W, y2, x, a, &mlp_start, next ? std::function<void()>(post_next) : nullptr);
 }
 
 void TspEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor& dx,
                           const std::vector<Tensor>* kept) {
   const int64_t T = z_.local_tokens(), h = t_.h;
+  AttnStart start;
   {
     Tensor y2 = ws({T, h}), dy2 = ws0({T, h});
     k::rmsnorm_apply<float>(F(y2), F(a.n2), F(W.post_norm), T, h);
-    mlp_bwd(W, G, a, y2, dx, dy2);
+    mlp_bwd(W, G, a, y2, dx, dy2, [&] { start = attn_bwd_prefetch(W, a, kept != nullptr); });
     k::rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F(a.rstd2), T, h);
   }
   Tensor y1 = ws({T, h}), dy1 = ws0({T, h});
   k::rmsnorm_apply<float>(F(y1), F(a.n1), F(W.in_norm), T, h);
-  attn_bwd(W, G, a, y1, dx, dy1, kept);
+  attn_bwd(W, G, a, y1, dx, dy1, kept, std::move(start));
   k::rmsnorm_bwd<float>(F(dx), F(G.in_norm), F(dy1), F(a.n1), F(W.in_norm), F(a.rstd1), T, h);
 }
 
@@ -78,11 +93,16 @@ double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch
   std::vector<int64_t> ids_all;
   embed_fwd(p, b, x, &ids_all);
   std::vector<Acts> saved(L);
+  AttnStart start;  // this layer's packets, posted during the previous layer's MLP
   for (size_t l = 0; l < L; ++l) {
     comm_.set_context(static_cast<int>(l), Phase::fwd);
     TraceSpan span(layer_span(l, "fwd"));
     saved[l].x = x.clone(Cat::activations);  // under full recompute, all a block keeps
-    block_fwd(p.layers[l], x, full ? nullptr : &saved[l], nullptr);
+    AttnStart next;
+    const bool more = l + 1 < L;
+    block_fwd(p.layers[l], x, full ? nullptr : &saved[l], nullptr, true, &start,
+              more ? &p.layers[l + 1] : nullptr, more ? &next : nullptr);
+    start = std::move(next);
   }
   Tensor dx = Tensor::zeros({T, h}, DType::f32, Cat::activations);
   double loss;
@@ -110,6 +130,7 @@ double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch
     saved[l] = Acts();
   }
   tail_.finish();  // the last ring's home hop, before the embedding adds to a tied head
+  attn_tail_.finish();
   comm_.set_context(kWhereEmbed, Phase::bwd);
   embed_bwd(g, b, ids_all, dx);
   return loss;

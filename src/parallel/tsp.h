@@ -59,14 +59,54 @@ class TspEngine : public ShardedSchedule {
   struct Acts;  // what one block saves (per head group / bucket and per MLP shard)
 
  private:
-  // attention (tsp_attention.cpp): y1 is the normed input; x += attention output
-  void attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a, std::vector<Tensor>* keep);
+  // attention (tsp_attention.cpp): y1 is the normed input; x += attention output.
+  // The attention's weight packets in flight: FSDP+SP's layer gather, or TSP's broadcasts in
+  // three buffers (j % 3); in the backward also unit 0's K/V gather. attn_start posts packets 0
+  // and 1 ahead of the schedule: the forward of layer l+1's while layer l's MLP ring computes its
+  // last step, the backward's (with unit 0's K/V, attn_bwd_prefetch) while the same layer's MLP
+  // ring computes its last step — the inbound link is idle there (the ring's home hop is posted
+  // after it), so they are not queued behind other transfers.
+  struct KvGather {
+    Tensor K, V;
+    Request k, v;
+  };
+  struct AttnStart {
+    Tensor layer;  // FSDP+SP: the layer's packets [D, P]
+    Request layer_req;
+    Tensor buf[3];
+    std::vector<Request> preq;
+    KvGather first;  // backward: unit 0's K, V
+    bool posted = false;
+  };
+  // `into` (--keep-attn-weights' recompute): the packets go to (*into)[j], which the backward
+  // reads; `have` (that backward): they are there already, nothing to post.
+  AttnStart attn_start(const TspLayer& W, std::vector<Tensor>* into, bool have);
+  void attn_post_packet(AttnStart& st, const TspLayer& W, int j, std::vector<Tensor>* into);
+  AttnStart attn_bwd_prefetch(const TspLayer& W, const Acts& a, bool have);
+  // The last gradient reduce of an attention backward (TSP: group D−1's partial to its owner;
+  // FSDP+SP: the reduce-scatter of all partials): nothing reads the layer's gradient before the
+  // optimizer, so it stays in flight through the next layer's MLP backward; the next
+  // attn_bwd (or the end of the backward) finishes it — the owner's add keeps its place.
+  struct AttnTail {
+    Request red;
+    Tensor part[2], sum;
+    float* dst = nullptr;  // the owner's gradient, or null
+    int64_t n = 0;
+    void finish();
+  };
+  KvGather attn_bwd_gather(const Acts& a, int64_t u);
+  // before_last(): called when the last unit's compute starts, after the attention's own
+  // transfers are posted (block_fwd posts the MLP ring's first shard there)
+  void attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a, std::vector<Tensor>* keep,
+                const std::function<void()>& before_last, AttnStart* start);
   void attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Tensor& y1, const Tensor& dy,
-                Tensor& dy1, const std::vector<Tensor>* kept);
+                Tensor& dy1, const std::vector<Tensor>* kept, AttnStart st);
   // MLP ring (tsp_mlp.cpp)
-  void mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a);
+  void mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a, RingStart* start,
+               const std::function<void()>& before_last);
+  // before_last(): called when the ring's last step starts computing (attn_bwd_prefetch)
   void mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Tensor& y2, const Tensor& dy,
-               Tensor& dy2);
+               Tensor& dy2, const std::function<void()>& before_last);
   // embedding and head (tsp_vocab.cpp)
   void embed_fwd(const TspParams& p, const Batch& b, Tensor& x, std::vector<int64_t>* ids_all);
   void embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_t>& ids_all,
@@ -74,8 +114,12 @@ class TspEngine : public ShardedSchedule {
   double head(const TspParams& p, TspParams* g, const Tensor& yf, Tensor* dyf, const Batch& b,
               double inv_n);
   // a block
-  // mlp = false (the fused recompute): stop after the second norm's statistics
-  void block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Tensor>* keep, bool mlp = true);
+  // mlp = false (the fused recompute): stop after the second norm's statistics; `start`: this
+  // layer's packets if already posted; `next` (the plain forward): layer l+1's packets, posted
+  // during this layer's last MLP step
+  void block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Tensor>* keep, bool mlp = true,
+                 AttnStart* start = nullptr, const TspLayer* next_w = nullptr,
+                 AttnStart* next = nullptr);
   void block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor& dx,
                  const std::vector<Tensor>* kept);
   // helpers
@@ -95,6 +139,7 @@ class TspEngine : public ShardedSchedule {
   std::vector<int64_t> pos_;  // global position of each local row
   Tensor cos_, sin_;
   RingTail tail_;           // the last backward ring's home hop, still in flight
+  AttnTail attn_tail_;      // the last attention backward's gradient reduce, still in flight
   KvSink* sink_ = nullptr;  // forward_final only
   int sink_layer_ = 0;
 };

@@ -51,7 +51,8 @@ Segs segments(const Zigzag& z, int64_t bb, float* K, float* V, float* dK, float*
 }  // namespace
 
 void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a,
-                         std::vector<Tensor>* keep) {
+                         std::vector<Tensor>* keep, const std::function<void()>& before_last,
+                         AttnStart* start) {
   const int64_t T = z_.local_tokens(), h = t_.h, d = t_.d, N = o_.attn_buckets;
   const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
@@ -60,32 +61,13 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
   // Pipeline (tsp-spec §4): units u = (head group j, bucket b) in order. While unit u computes,
   // the K/V all-gather of unit u+1 and the broadcast of packet j+2 are in flight: three packet
   // buffers (D kept packets with --keep-attn-weights), two units of gathered K/V.
-  constexpr int kPackets = 3;
-  Tensor buf[kPackets], layer;
   if (keep) keep->assign(D_, Tensor());
-  // FSDP+SP: the whole layer's packets by one all-gather (same bytes as the D broadcasts).
-  if (o_.fsdp) {
-    layer = Tensor::empty({D_, P}, DType::f32, Cat::comm);
-    comm_.iallgather(F(W.attn), F(layer), P * 4, Traffic::attn_weights).wait();
-  }
-  std::vector<const float*> pkt(static_cast<size_t>(D_));
-  std::vector<Request> preq(static_cast<size_t>(D_));
-  auto post = [&](int j) {  // the owner broadcasts from its own parameters
-    if (o_.fsdp) {
-      pkt[j] = F(layer) + j * P;
-      return;
-    }
-    Tensor& dst = keep ? (*keep)[j] : buf[j % kPackets];
-    if (keep) {
-      dst = Tensor::empty({P}, DType::f32, Cat::comm);
-      if (j == r_) copy_bytes(F(dst), F(W.attn), P * sizeof(float));
-    } else if (!dst.defined()) {
-      dst = Tensor::empty({P}, DType::f32, Cat::comm);
-    }
-    float* p = j == r_ && !keep ? const_cast<float*>(F(W.attn)) : F(dst);
-    pkt[j] = p;
-    preq[j] = comm_.ibcast(p, P * 4, j, Traffic::attn_weights);
-    maybe_wait(preq[j]);
+  AttnStart st = start && start->posted ? std::move(*start) : attn_start(W, keep, false);
+  st.layer_req.wait();
+  auto packet = [&](int j) -> const float* {
+    return o_.fsdp ? F(st.layer) + j * P
+           : keep  ? F((*keep)[j])
+                   : (j == r_ ? F(W.attn) : F(st.buf[j % 3]));
   };
   if (a) {
     for (auto* v : {&a->q, &a->k, &a->v, &a->o, &a->lse}) v->assign(D_ * N, Tensor());
@@ -98,8 +80,8 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
   auto stage_a = [&](int64_t u) {
     const int j = static_cast<int>(u / N);
     const int64_t b = u % N;
-    preq[j].wait();
-    const auto [Wq, Wk, Wv, Wo] = t_.bucket(pkt[j], b, N);
+    if (j != r_) st.preq[j].wait();  // the root reads its own packet: waited last
+    const auto [Wq, Wk, Wv, Wo] = t_.bucket(packet(j), b, N);
     Unit un{ws({D_ * T, kw}), ws({D_ * T, kw}), {}, {}};
     float* kown = F(un.Kg) + r_ * T * kw;
     float* vown = F(un.Vg) + r_ * T * kw;
@@ -120,19 +102,18 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     }
     return un;
   };
-  post(0);
-  if (D_ > 1) post(1);
   const int64_t U = D_ * N;
   Unit cur = stage_a(0);
   for (int64_t u = 0; u < U; ++u) {
     const int j = static_cast<int>(u / N);
     const int64_t b = u % N;
-    if (b == 0 && j + 2 < D_) post(j + 2);
+    if (b == 0) attn_post_packet(st, W, j + 2, keep);
     Unit nxt;
     if (u + 1 < U) nxt = stage_a(u + 1);
+    if (u + 1 == U && before_last) before_last();
     // Stage B of unit u: queries, attention against the gathered keys, output projection.
     TraceSpan span(std::string("attention head group ").append(std::to_string(j)));
-    const auto [Wq, Wk, Wv, Wo] = t_.bucket(pkt[j], b, N);  // W_o: columns of [h, q_rows]
+    const auto [Wq, Wk, Wv, Wo] = t_.bucket(packet(j), b, N);  // W_o: columns of [h, q_rows]
     Tensor q = a ? act({T, qw}) : ws({T, qw});
     k::linear_fwd<float>(F(q), F(y1), Wq, T, qw, h);
     k::rope_fwd<float>(F(q), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
@@ -158,43 +139,95 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
   }
 }
 
+void TspEngine::AttnTail::finish() {
+  red.wait();
+  if (dst) k::add_inplace<float>(dst, F(sum), n);
+  *this = AttnTail();
+}
+
+TspEngine::KvGather TspEngine::attn_bwd_gather(const Acts& a, int64_t u) {
+  const int64_t T = z_.local_tokens(), kw = t_.kv_rows / o_.attn_buckets;
+  KvGather g{ws({D_ * T, kw}), ws({D_ * T, kw}), {}, {}};
+  g.k = comm_.iallgather(F(a.k[u]), F(g.K), T * kw * 4, Traffic::kv);
+  g.v = comm_.iallgather(F(a.v[u]), F(g.V), T * kw * 4, Traffic::kv);
+  maybe_wait(g.k);
+  maybe_wait(g.v);
+  return g;
+}
+
+void TspEngine::attn_post_packet(AttnStart& st, const TspLayer& W, int j,
+                                 std::vector<Tensor>* into) {
+  if (o_.fsdp || j >= D_) return;
+  const int64_t P = t_.attn_size();
+  Tensor& dst = into ? (*into)[j] : st.buf[j % 3];
+  if (into) {
+    dst = Tensor::empty({P}, DType::f32, Cat::comm);
+    if (j == r_) copy_bytes(F(dst), F(W.attn), P * sizeof(float));
+  } else if (!dst.defined()) {
+    dst = Tensor::empty({P}, DType::f32, Cat::comm);
+  }
+  float* p = j == r_ && !into ? const_cast<float*>(F(W.attn)) : F(dst);  // the owner sends its own
+  st.preq[j] = comm_.ibcast(p, P * 4, j, Traffic::attn_weights);
+  maybe_wait(st.preq[j]);
+}
+
+TspEngine::AttnStart TspEngine::attn_start(const TspLayer& W, std::vector<Tensor>* into,
+                                           bool have) {
+  AttnStart st;
+  st.posted = true;
+  st.preq.resize(static_cast<size_t>(D_));
+  if (o_.fsdp) {  // the whole layer's packets by one all-gather (same bytes as the D broadcasts)
+    st.layer = Tensor::empty({D_, t_.attn_size()}, DType::f32, Cat::comm);
+    st.layer_req =
+        comm_.iallgather(F(W.attn), F(st.layer), t_.attn_size() * 4, Traffic::attn_weights);
+    maybe_wait(st.layer_req);
+  } else if (!have) {
+    attn_post_packet(st, W, 0, into);
+    attn_post_packet(st, W, 1, into);
+  }
+  return st;
+}
+
+TspEngine::AttnStart TspEngine::attn_bwd_prefetch(const TspLayer& W, const Acts& a, bool have) {
+  AttnStart st = attn_start(W, nullptr, have);
+  st.first = attn_bwd_gather(a, 0);
+  return st;
+}
+
 void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Tensor& y1,
-                         const Tensor& dy, Tensor& dy1, const std::vector<Tensor>* kept) {
+                         const Tensor& dy, Tensor& dy1, const std::vector<Tensor>* kept,
+                         AttnStart st) {
   const int64_t T = z_.local_tokens(), h = t_.h, d = t_.d, N = o_.attn_buckets;
   const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
   const int64_t P = t_.attn_size();
   // Pipeline over units u = (group j, bucket b), each in three stages:
-  //   B1(u)  post the K/V all-gather of u; dO = dy·W_o; dW_o += dyᵀ·o
-  //   B2(u)  wait K/V; flash backward; post the reduce-scatter of dK, dV; dq: RoPE⁻¹, dW_q, dy1
-  //   C(u)   wait dK, dV; RoPE⁻¹; dW_k, dW_v, dy1
-  // in the order B1(0) B2(0) B1(1) C(0) B2(1) B1(2) C(1) ...: the gather of u hides behind
-  // C(u−1), the reduce-scatter of u behind B1(u+1) and its GEMMs. TSP: packet j+1 is broadcast
-  // while group j computes (two packet buffers; packet j+2 is posted once C of group j's last unit
-  // is done with packet j), and group j's partial gradient is reduced to its owner while group
-  // j+1 computes (two partial buffers; the owner adds it when it has arrived). FSDP+SP: the whole
-  // layer gathered, all partials kept and reduce-scattered to the owners at the end.
+  //   B1(u)  dO = dy·W_o; dW_o += dyᵀ·o
+  //   B2(u)  wait K/V of u, post the K/V all-gather of u+1; flash backward; post the
+  //          reduce-scatter of dK, dV
+  //   C(u−1) wait dK, dV of u−1; RoPE⁻¹; dW_k, dW_v, dy1; then dq of u: RoPE⁻¹, dW_q, dy1
+  // in the order B1(u) B2(u) C(u−1) dq(u): the gather of u+1 and the reduce-scatter of u−1 are
+  // in flight during the flash backward of u, the layer's largest compute (dy1 accumulates in
+  // the same order as without the pipeline, so results do not change). Unit 0's gather, packets
+  // 0 and 1 (FSDP+SP: the layer's gather) were posted during the MLP ring's last step
+  // (attn_bwd_prefetch). TSP: packet j+1 is broadcast when group j starts (three packet buffers:
+  // group j−1's stays until its C stage), and group j's partial gradient is reduced to its owner
+  // while group j+1 computes (two partial buffers; the owner adds it when it has arrived).
+  // FSDP+SP: all partials kept and reduce-scattered to the owners at the end.
   const bool fsdp = o_.fsdp;
-  Tensor layer = fsdp ? Tensor::empty({D_, P}, DType::f32, Cat::comm) : Tensor();
-  if (fsdp) comm_.iallgather(F(W.attn), F(layer), P * 4, Traffic::attn_weights).wait();
+  if (!st.posted) st = attn_bwd_prefetch(W, a, kept != nullptr);
+  attn_tail_.finish();  // the previous layer's last reduce, hidden behind this layer's MLP
+  st.layer_req.wait();
   Tensor part[2];  // this rank's partial dW (FSDP+SP: of every group)
   part[0] = fsdp ? Tensor::zeros({D_, P}, DType::f32, Cat::comm)
                  : Tensor::empty({P}, DType::f32, Cat::comm);
   if (!fsdp && D_ > 1) part[1] = Tensor::empty({P}, DType::f32, Cat::comm);
   Tensor sum = Tensor::empty({P}, DType::f32, Cat::comm);  // the owner's reduced gradient
-  Tensor buf[2];
-  std::vector<Request> preq(static_cast<size_t>(D_));
-  auto post = [&](int j) {
-    if (fsdp || kept || j >= D_) return;
-    Tensor& dst = buf[j % 2];
-    if (!dst.defined()) dst = Tensor::empty({P}, DType::f32, Cat::comm);
-    float* p = j == r_ ? const_cast<float*>(F(W.attn)) : F(dst);
-    preq[j] = comm_.ibcast(p, P * 4, j, Traffic::attn_weights);
-    maybe_wait(preq[j]);
-  };
   auto packet = [&](int j) -> const float* {
-    return fsdp ? F(layer) + j * P : kept ? F((*kept)[j]) : (j == r_ ? F(W.attn) : F(buf[j % 2]));
+    return fsdp   ? F(st.layer) + j * P
+           : kept ? F((*kept)[j])
+                  : (j == r_ ? F(W.attn) : F(st.buf[j % 3]));
   };
   auto grad = [&](int j) { return fsdp ? F(part[0]) + j * P : F(part[j % 2]); };
   Request red;
@@ -228,16 +261,14 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     }
     pend = Pending();
     if (b + 1 < N || fsdp) return;
-    // group j is complete: reduce its partial to its owner; packet j's buffer is free for j+2
+    // group j is complete: reduce its partial to its owner
     finish_reduce();  // group j-1's, overlapped with group j
     red = comm_.ireduce(grad(j), F(sum), P, j, Traffic::grads);
     maybe_wait(red);
     owner_pending = j == r_;
-    post(j + 2);
   };
-  post(0);
-  post(1);
   const int64_t U = D_ * N;
+  KvGather cur = std::move(st.first);
   for (int64_t u = 0; u < U; ++u) {
     const int j = static_cast<int>(u / N);
     const int64_t b = u % N;
@@ -245,40 +276,37 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     if (b == 0 && !fsdp) {
       if (j >= 2) finish_reduce();  // group j-2's used part[j % 2]; normally long done
       zero_bytes(grad(j), P * sizeof(float));
-      if (!kept) preq[j].wait();
+      if (j >= 1 && !kept) attn_post_packet(st, W, j + 1, nullptr);  // buffer of j-2: free
+      if (!kept && j != r_) st.preq[j].wait();  // the root's own broadcast is waited last
     }
     const float* pk = packet(j);
     const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
     const auto [Gq, Gk, Gv, Go] = t_.bucket(grad(j), b, N);
     // B1(u)
-    Tensor Kg = ws({D_ * T, kw}), Vg = ws({D_ * T, kw});
-    Request gk = comm_.iallgather(F(a.k[u]), F(Kg), T * kw * 4, Traffic::kv);
-    Request gv = comm_.iallgather(F(a.v[u]), F(Vg), T * kw * 4, Traffic::kv);
-    maybe_wait(gk);
-    maybe_wait(gv);
     Tensor dO = ws({T, qw});
     k::gemm<float>(Trans::N, Trans::N, T, qw, h, 1.0f, F(dy), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
     comm_.progress();
     k::gemm<float>(Trans::T, Trans::N, h, qw, T, 1.0f, F(dy), h, F(a.o[u]), qw, 1.0f, Go,
                    t_.q_rows);
     comm_.progress();
-    stage_c();  // C(u-1)
     // B2(u)
-    gk.wait();
-    gv.wait();
+    cur.k.wait();
+    cur.v.wait();
+    KvGather nxt;
+    if (u + 1 < U) nxt = attn_bwd_gather(a, u + 1);
     Tensor dKg = ws0({D_ * T, kw}), dVg = ws0({D_ * T, kw}), dq = ws0({T, qw});
     for (int64_t bb = 0; bb < z_.B; ++bb) {
-      Segs s = segments(z_, bb, F(Kg), F(Vg), F(dKg), F(dVg), kw);
+      Segs s = segments(z_, bb, F(cur.K), F(cur.V), F(dKg), F(dVg), kw);
       k::flash_attn_bwd<float>(F(dq), F(dO), F(a.q[u]), F(a.o[u]), qw, F(a.lse[u]), T, s.q.data(),
                                2, s.kv.data(), static_cast<int>(s.kv.size()), sh, scale);
     }
-    Kg = Tensor();
-    Vg = Tensor();
+    cur = std::move(nxt);
     Tensor dk = ws({T, kw}), dv = ws({T, kw});
     Request rk = comm_.ireduce_scatter(F(dKg), F(dk), T * kw, Traffic::kv);
     Request rv = comm_.ireduce_scatter(F(dVg), F(dv), T * kw, Traffic::kv);
     maybe_wait(rk);
     maybe_wait(rv);
+    stage_c();  // C(u-1)
     k::rope_bwd<float>(F(dq), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d),
                        F(cos_), F(sin_));
     comm_.progress();
@@ -294,12 +322,19 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
                    std::move(rv)};
   }
   stage_c();  // C(U-1)
+  for (auto& q : st.preq) q.wait();
   if (fsdp) {
-    comm_.ireduce_scatter(F(part[0]), F(sum), P, Traffic::grads).wait();
-    k::add_inplace<float>(F(G.attn), F(sum), P);
-    return;
+    red = comm_.ireduce_scatter(F(part[0]), F(sum), P, Traffic::grads);
+    maybe_wait(red);
+    owner_pending = true;
   }
-  finish_reduce();
+  // the last reduce stays in flight (AttnTail): finished by the next attn_bwd or the caller
+  attn_tail_.red = std::move(red);
+  attn_tail_.part[0] = std::move(part[0]);
+  attn_tail_.part[1] = std::move(part[1]);
+  attn_tail_.sum = std::move(sum);
+  attn_tail_.dst = owner_pending ? F(G.attn) : nullptr;
+  attn_tail_.n = P;
 }
 
 }  // namespace origami

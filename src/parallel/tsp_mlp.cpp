@@ -23,42 +23,48 @@ using k::QSeg;
 using k::Trans;
 using namespace tsp;
 
-void TspEngine::mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a) {
+void TspEngine::mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a, RingStart* start,
+                        const std::function<void()>& before_last) {
   const int64_t T = z_.local_tokens(), h = t_.h, Ir = t_.Ir;
   if (a) {
     a->g.assign(D_, Tensor());
     a->u.assign(D_, Tensor());
   }
   Tensor s = ws({T, Ir});
-  (o_.fsdp ? gathered_forward : ring_forward)(comm_, mlp_spec(W), [&](int sh, const float* Wp) {
-    Tensor g = a ? act({T, Ir}) : ws({T, Ir}), u = a ? act({T, Ir}) : ws({T, Ir});
-    {
-      TraceSpan span("GEMM gate");
-      k::linear_fwd<float>(F(g), F(y2), Wp, T, Ir, h);
-    }
-    comm_.progress();
-    {
-      TraceSpan span("GEMM up");
-      k::linear_fwd<float>(F(u), F(y2), Wp + Ir * h, T, Ir, h);
-    }
-    comm_.progress();
-    k::swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
-    TraceSpan span("GEMM down");
-    k::linear_fwd<float>(F(x), F(s), Wp + 2 * Ir * h, T, h, Ir, 1.0f);
-    if (a) {
-      a->g[sh] = std::move(g);
-      a->u[sh] = std::move(u);
-    }
-  });
+  (o_.fsdp ? gathered_forward : ring_forward)(
+      comm_, mlp_spec(W),
+      [&](int sh, const float* Wp) {
+        if ((r_ - sh + D_) % D_ == D_ - 1 && before_last) before_last();  // the ring's last step
+        Tensor g = a ? act({T, Ir}) : ws({T, Ir}), u = a ? act({T, Ir}) : ws({T, Ir});
+        {
+          TraceSpan span("GEMM gate");
+          k::linear_fwd<float>(F(g), F(y2), Wp, T, Ir, h);
+        }
+        comm_.progress();
+        {
+          TraceSpan span("GEMM up");
+          k::linear_fwd<float>(F(u), F(y2), Wp + Ir * h, T, Ir, h);
+        }
+        comm_.progress();
+        k::swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
+        TraceSpan span("GEMM down");
+        k::linear_fwd<float>(F(x), F(s), Wp + 2 * Ir * h, T, h, Ir, 1.0f);
+        if (a) {
+          a->g[sh] = std::move(g);
+          a->u[sh] = std::move(u);
+        }
+      },
+      start);
 }
 
 void TspEngine::mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Tensor& y2,
-                        const Tensor& dy, Tensor& dy2) {
+                        const Tensor& dy, Tensor& dy2, const std::function<void()>& before_last) {
   const int64_t T = z_.local_tokens(), h = t_.h, Ir = t_.Ir;
   Tensor s = ws({T, Ir}), da = ws({T, Ir}), dg = ws({T, Ir}), du = ws({T, Ir});
   const RingSpec spec = mlp_spec(W);
   const bool fused = a.g.empty();  // --fused-mlp-recompute: g, u from the arriving shard
   auto compute = [&](int sh, const float* Wp, float* Gp) {
+    if ((r_ - sh + D_) % D_ == D_ - 1 && before_last) before_last();  // the ring's last step
     Tensor gt, ut;
     if (fused) {
       gt = ws({T, Ir});

@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <memory>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -173,8 +176,11 @@ struct TspSim {
   // `scratch` elements are allocated during each step's compute (the fused recompute's g, u).
   Bufs tail;
   bool fused = false;  // --fused-mlp-recompute
-  void ring(int64_t n, bool bwd, int64_t scratch = 0) {
+  // The backward ring; before_last runs where the engine's last step starts computing.
+  void ring(int64_t n, bool bwd, int64_t scratch = 0,
+            const std::function<void()>& before_last = {}) {
     if (D == 1) {
+      if (before_last) before_last();
       if (scratch) Buf x = s.W(scratch);
       return;
     }
@@ -183,56 +189,88 @@ struct TspSim {
     if (!bwd) return;
     for (int i = 0; i < (D > 2 ? dep.ring_acc_bufs : 1); ++i) t.push_back(s.C(n));
     t.push_back(s.C(n));
+    if (before_last) before_last();
     if (scratch) Buf x = s.W(scratch);
     w.clear();
     tail = std::move(t);  // the previous tail is finished (freed) here
   }
-  // Units u = (group, bucket): K/V of u+1 gathered while u computes; packet j+2 in flight.
-  void attn_fwd(bool a, Bufs* acts, Bufs* kept) {
-    const int64_t P = t.attn_size(), qb = t.nq_loc / N, qw = t.q_rows / N, kw = t.kv_rows / N;
-    const int depth = dep.attn_packets;
-    std::vector<Buf> buf(static_cast<size_t>(depth));
+  // ring_prefetch / gathered_prefetch: the MLP ring's first weight buffers.
+  Bufs ring_start(int64_t n) {
+    Bufs w;
+    if (fsdp) return {s.C(D * n)};
+    if (D == 1) return w;
+    for (int i = 0; i < (D > 2 ? dep.ring_weight_bufs : 1); ++i) w.push_back(s.C(n));
+    return w;
+  }
+  // attn_start: packets 0 and 1 (FSDP+SP: the layer), or into the kept packets.
+  struct Packets {
     Buf layer;
-    if (fsdp) layer = s.C(D * P);
-    auto post = [&](int j) {
-      if (fsdp) return;
-      if (kept)
-        kept->push_back(s.C(P));
-      else if (!buf[static_cast<size_t>(j % depth)])
-        buf[static_cast<size_t>(j % depth)] = s.C(P);
-    };
+    std::vector<Buf> buf;
+  };
+  void post(Packets& st, int j, Bufs* into) {
+    if (fsdp || j >= D) return;
+    Buf& b = st.buf[static_cast<size_t>(j % dep.attn_packets)];
+    if (into)
+      into->push_back(s.C(t.attn_size()));
+    else if (!b)
+      b = s.C(t.attn_size());
+  }
+  Packets attn_start(Bufs* into, bool have) {
+    Packets st{Buf(), std::vector<Buf>(static_cast<size_t>(dep.attn_packets))};
+    if (fsdp) {
+      st.layer = s.C(D * t.attn_size());
+    } else if (!have) {
+      post(st, 0, into);
+      post(st, 1, into);
+    }
+    return st;
+  }
+  // Units u = (group, bucket): K/V of u+1 gathered while u computes; packet j+2 in flight; the
+  // MLP ring's first shard posted when the last unit starts (into `mlp_start`).
+  void attn_fwd(bool a, Bufs* acts, Bufs* kept, Packets* start, Bufs& mlp_start, bool mlp) {
+    const int64_t qb = t.nq_loc / N, qw = t.q_rows / N, kw = t.kv_rows / N;
+    Packets st = start ? std::move(*start) : attn_start(kept, false);
     auto stage_a = [&]() {
       Bufs un{s.W(D * T * kw), s.W(D * T * kw)};
       if (a) acts->insert(acts->end(), {s.A(T * kw), s.A(T * kw)});
       return un;
     };
-    post(0);
-    if (D > 1) post(1);
     const int64_t U = D * N;
     Bufs cur = stage_a();
     for (int64_t u = 0; u < U; ++u) {
       const int j = static_cast<int>(u / N);
-      if (u % N == 0 && j + 2 < D) post(j + 2);
+      if (u % N == 0) post(st, j + 2, kept);
       Bufs nxt;
       if (u + 1 < U) nxt = stage_a();
+      if (u + 1 == U && mlp) mlp_start = ring_start(t.mlp_size());
       Buf q = s.keep(a, T * qw), o = s.keep(a, T * qw), lse = s.keep(a, qb * T);
       s.attn_kernel(false);
       if (a) acts->insert(acts->end(), {q, o, lse});
       cur = nxt;
     }
   }
-  // Packets and partial gradients double-buffered; units in the order B1(u) C(u−1) B2(u)
-  // (tsp_attention.cpp): a unit's dK, dV and their reduce-scatter live until its C stage.
-  void attn_bwd(bool have_kept) {
+  // The gather of unit u+1 and the reduce-scatter of u−1 in flight during the flash backward of
+  // u (tsp_attention.cpp); unit 0's K/V and packets 0, 1 posted during the MLP's last step
+  // (`st`); the last reduce left in flight (attn_tail) until the next attn_bwd or the step's end.
+  Bufs attn_tail;
+  int root = 0;  // the rank replayed
+  struct BwdStart {
+    Packets p;
+    Bufs first;
+  };
+  BwdStart attn_bwd_prefetch(bool have_kept) {
+    const int64_t kw = t.kv_rows / N;
+    BwdStart st{attn_start(nullptr, have_kept), {}};
+    st.first = {s.W(D * T * kw), s.W(D * T * kw)};
+    return st;
+  }
+  void attn_bwd(bool have_kept, BwdStart st) {
     const int64_t P = t.attn_size(), qw = t.q_rows / N, kw = t.kv_rows / N;
-    Buf layer = fsdp ? s.C(D * P) : Buf();
+    attn_tail.clear();
     Buf part0 = fsdp ? s.C(D * P) : s.C(P);
     Buf part1 = !fsdp && D > 1 ? s.C(P) : Buf();
     Buf sum = s.C(P);
-    Buf buf[2], red;  // red: the received copies at the root of the reduce in flight
-    auto post = [&](int j) {
-      if (!fsdp && !have_kept && j < D && !buf[j % 2]) buf[j % 2] = s.C(P);
-    };
+    Buf red;  // the received copies at the root of the reduce in flight
     Bufs pend;
     int64_t pend_u = -1;
     auto stage_c = [&] {
@@ -241,77 +279,81 @@ struct TspSim {
       pend.clear();
       pend_u = -1;
       if (b + 1 < N || fsdp) return;
-      red = j == 0 && D > 1 ? s.C((D - 1) * P) : Buf();  // this rank (0) is group 0's root
-      post(static_cast<int>(j) + 2);
+      red = j == root && D > 1 ? s.C((D - 1) * P) : Buf();  // this rank is group root's root
     };
-    post(0);
-    post(1);
+    Bufs cur = std::move(st.first);
     for (int64_t u = 0; u < D * N; ++u) {
-      Buf Kg = s.W(D * T * kw), Vg = s.W(D * T * kw), dO = s.W(T * qw);
-      stage_c();
+      const int j = static_cast<int>(u / N);
+      if (u % N == 0 && !fsdp && j >= 1 && !have_kept) post(st.p, j + 1, nullptr);
+      Buf dO = s.W(T * qw);
+      Bufs nxt;
+      if (u + 1 < D * N) nxt = {s.W(D * T * kw), s.W(D * T * kw)};
       Buf dKg = s.W(D * T * kw), dVg = s.W(D * T * kw), dq = s.W(T * qw);
       s.attn_kernel(true);
-      Kg.reset();
-      Vg.reset();
+      cur = std::move(nxt);
       Buf dk = s.W(T * kw), dv = s.W(T * kw);
       Buf rk = s.reduce_scatter(D, T * kw), rv = s.reduce_scatter(D, T * kw);
+      stage_c();
       pend = {dKg, dVg, dk, dv, rk, rv};
       pend_u = u;
     }
     stage_c();
-    if (fsdp) Buf tmp = s.reduce_scatter(D, P);
+    if (fsdp) red = s.reduce_scatter(D, P);
+    attn_tail = {red, part0, part1, sum};
   }
-  void mlp(bool a, Bufs* acts, bool bwd) {
+  void mlp(bool a, Bufs* acts, bool bwd, Bufs* start = nullptr,
+           const std::function<void()>& before_last = {}) {
     const int64_t Ir = t.Ir, M = t.mlp_size();
     Bufs w;
     if (!bwd) {
       w.push_back(s.W(T * Ir));
-    } else {
-      for (int i = 0; i < 4; ++i) w.push_back(s.W(T * Ir));
+      for (int k = 0; k < D; ++k) {
+        if (k == D - 1 && before_last) before_last();
+        Buf g = s.keep(a, T * Ir), u = s.keep(a, T * Ir);
+        if (a) acts->insert(acts->end(), {g, u});
+      }
+      if (start) start->clear();  // the ring's weight buffers (FSDP+SP: the gathered layer)
+      return;
     }
+    for (int i = 0; i < 4; ++i) w.push_back(s.W(T * Ir));
     if (fsdp) {
       Buf all = s.C(D * M);
-      if (!bwd) {
-        for (int k = 0; k < D; ++k) {
-          Buf g = s.keep(a, T * Ir), u = s.keep(a, T * Ir);
-          if (a) acts->insert(acts->end(), {g, u});
-        }
-        return;
-      }
       Buf part = s.C(D * M);
+      if (before_last) before_last();
       if (fused) Buf x = s.W(2 * T * Ir);
       Buf sum = s.C(M);
       Buf tmp = s.reduce_scatter(D, M);
       return;
     }
-    ring(M, bwd, bwd && fused ? 2 * T * Ir : 0);
-    if (!bwd)
-      for (int k = 0; k < D; ++k) {
-        Buf g = s.keep(a, T * Ir), u = s.keep(a, T * Ir);
-        if (a) acts->insert(acts->end(), {g, u});
-      }
+    ring(M, bwd, fused ? 2 * T * Ir : 0, before_last);
   }
-  Bufs block_fwd(bool a, Bufs* kept, bool with_mlp = true) {
+  Bufs block_fwd(bool a, Bufs* kept, bool with_mlp = true, Packets* start = nullptr,
+                 Packets* next = nullptr) {
     const int64_t h = t.h;
     Bufs A{s.keep(a, T * h), s.keep(a, T)};
+    Bufs mlp_start;
     {
       Buf y1 = s.W(T * h);
-      attn_fwd(a, &A, kept);
+      attn_fwd(a, &A, kept, start, mlp_start, with_mlp);
     }
     A.push_back(s.keep(a, T * h));
     A.push_back(s.keep(a, T));
     Buf y2 = s.W(T * h);
-    if (with_mlp) mlp(a, &A, false);
+    if (with_mlp)
+      mlp(a, &A, false, &mlp_start, [&] {
+        if (next) *next = attn_start(nullptr, false);
+      });
     return a ? A : Bufs();
   }
   void block_bwd(bool have_kept) {
     const int64_t h = t.h;
+    BwdStart st;
     {
       Buf y2 = s.W(T * h), dy2 = s.W(T * h);
-      mlp(false, nullptr, true);
+      mlp(false, nullptr, true, nullptr, [&] { st = attn_bwd_prefetch(have_kept); });
     }
     Buf y1 = s.W(T * h), dy1 = s.W(T * h);
-    attn_bwd(have_kept);
+    attn_bwd(have_kept, std::move(st));
   }
   void embed(bool bwd) {  // all-to-all-v buffers (expected sizes, see distinct())
     const int64_t h = t.h, V = c.vocab_size;
@@ -332,10 +374,14 @@ struct TspSim {
     Buf x = s.A(T * h);
     embed(false);
     std::vector<Bufs> saved(L);
+    Packets start;  // this layer's packets, posted during the previous layer's MLP
     for (size_t l = 0; l < L; ++l) {
       Buf xs = s.A(T * h);
-      saved[l] = block_fwd(!full, nullptr);
+      Packets next;
+      saved[l] =
+          block_fwd(!full, nullptr, true, l > 0 ? &start : nullptr, l + 1 < L ? &next : nullptr);
       saved[l].push_back(xs);
+      start = std::move(next);
     }
     Buf dx = s.A(T * h);
     {
@@ -354,6 +400,7 @@ struct TspSim {
       saved[l].clear();
     }
     tail.clear();
+    attn_tail.clear();
     embed(true);
   }
 };
@@ -417,38 +464,59 @@ struct TpSpSim {
     mlp_fwd(a, A);
     return a ? A : Bufs();
   }
-  void attn_bwd() {
+  // Buckets in the order B(b) C(b−1) dq(b): the gather of b+1 and the reduce-scatter of b−1 in
+  // flight during the flash backward of b (tpsp.cpp); bucket 0's gather posted during the MLP
+  // backward when Σ > 1.
+  Bufs kv_gather() {
+    const int64_t kw = t.kv_rows / N;
+    return {s.W(Sg * Ts * kw), s.W(Sg * Ts * kw)};
+  }
+  void attn_bwd(Bufs first) {
     const int64_t qw = t.q_rows / N, kw = t.kv_rows / N;
+    Bufs pend, cur = first.empty() ? kv_gather() : std::move(first);
     for (int64_t b = 0; b < N; ++b) {
-      Buf Kg = s.W(Sg * Ts * kw), Vg = s.W(Sg * Ts * kw), dO = s.W(Ts * qw);
+      Buf dO = s.W(Ts * qw);
+      Bufs nxt;
+      if (b + 1 < N) nxt = kv_gather();
       Buf dKg = s.W(Sg * Ts * kw), dVg = s.W(Sg * Ts * kw), dq = s.W(Ts * qw);
       s.attn_kernel(true);
+      cur = std::move(nxt);
       Buf dk = s.W(Ts * kw), dv = s.W(Ts * kw);
       Buf rk = s.reduce_scatter(Sg, Ts * kw), rv = s.reduce_scatter(Sg, Ts * kw);
+      pend.clear();
+      pend = {dKg, dVg, dk, dv, rk, rv};
     }
   }
+  // The MLP gradient's all-reduce in flight during the attention backward, the attention
+  // gradient's into the next layer's MLP backward (attn_sum, finished by the next block_bwd).
+  Bufs attn_sum;
   void block_bwd() {
     const int64_t h = t.h, Ir = t.Ir;
     Buf ga = Sg > 1 ? s.W(t.attn_size()) : Buf(), gm = Sg > 1 ? s.W(t.mlp_size()) : Buf();
+    Bufs first, mlp_sum;
     {
-      Buf dX = gather(), dY2 = s.W(Ts * h), dy2 = s.W(Tl * h);
+      Buf dX = gather();
+      if (Sg > 1) first = kv_gather();
+      Buf dY2 = s.W(Ts * h), dy2 = s.W(Tl * h);
       {
         Buf Y = s.W(Ts * h);
         Bufs m{s.W(Ts * Ir), s.W(Ts * Ir), s.W(Ts * Ir), s.W(Ts * Ir)};
       }
       reduce_into();
+      if (Sg > 1) mlp_sum = s.allreduce(Sg, t.mlp_size(), s.E);
     }
+    attn_sum.clear();
     Buf dX = gather(), dY1 = s.W(Ts * h), dy1 = s.W(Tl * h);
     {
       Buf Y = s.W(Ts * h);
-      attn_bwd();
+      attn_bwd(std::move(first));
     }
     dX.reset();
     reduce_into();
+    mlp_sum.clear();
     if (Sg > 1) {
-      Bufs r1 = s.allreduce(Sg, t.attn_size(), s.E);
-      r1.clear();
-      Bufs r2 = s.allreduce(Sg, t.mlp_size(), s.E);
+      attn_sum = s.allreduce(Sg, t.attn_size(), s.E);
+      attn_sum.push_back(ga);
     }
   }
   void embed_fwd() {
@@ -504,6 +572,7 @@ struct TpSpSim {
       block_bwd();
       saved[l].clear();
     }
+    attn_sum.clear();
     embed_bwd();
   }
 };
@@ -564,9 +633,6 @@ Result predict(const Input& in) {
   const int64_t E = in.dtype == Dtype::f32 ? 4 : 2;
   // AdamW moments (and, under bf16, an fp32 master copy) per parameter.
   const int64_t opt_bytes = in.dtype == Dtype::f32 ? 8 : 12;
-  Sim s(E);
-  s.threads = in.threads;
-  s.d = c.head_dim();
   int shard = 0, model_comm = 1;
   int64_t tokens = B * S;
   const bool full = in.recompute == Recompute::full;
@@ -598,51 +664,67 @@ Result predict(const Input& in) {
   } else {
     r.comm_per_layer = table(E, {});
   }
-  // persistent: parameters, gradients, AdamW state, RoPE tables (fp32)
-  int64_t held = 0;
-  const auto tensors = held_tensors(c, shard);
-  for (int64_t n : tensors) held += n;
-  Buf w = s.alloc(Cat::weights, held * E), gr = s.alloc(Cat::grads, held * E);
-  Buf opt = s.alloc(Cat::optimizer, held * opt_bytes);
-  Buf rope = s.alloc(Cat::workspace, 2 * c.max_position_embeddings * (c.head_dim() / 2) * 4);
-  // the step: N over the replica and the replicas (int64), the micro-batch, the gradient sums
-  { Bufs a = s.allreduce(model_comm, 1, 8); }
-  { Bufs a = s.allreduce(L.dp, 1, 8); }
-  if (L.uses_tsp()) {
-    const TspDims t = TspDims::of(c, shard);
-    TspSim m{s,
-             c,
-             t,
-             shard,
-             tokens / shard,
-             B,
-             S,
-             in.par.attn_buckets,
-             L.fsdp_axis,
-             in.par.keep_attn_weights,
-             in.depths,
-             {},
-             fused};
-    m.step(in.recompute);
-    for (int64_t l = 0; l < 2 * c.num_hidden_layers + 1; ++l) Bufs a = s.allreduce(shard, h, E);
-  } else if (L.uses_tpsp()) {
-    const TspDims t = TspDims::of(c, shard);
-    const bool seqp = in.par.tp_seq_parallel && L.tp > 1;
-    const int64_t Ts = tokens / L.sp;
-    TpSpSim m{s, c, t, L.tp, L.sp, seqp, Ts, seqp ? Ts / L.tp : Ts, in.par.attn_buckets, Buf()};
-    m.step(in.recompute);
-    for (int64_t l = 0; l < 2 * c.num_hidden_layers + 1; ++l) {
-      if (seqp) Bufs a = s.allreduce(L.tp, h, E);
-      Bufs b = s.allreduce(L.sp, h, E);
+  // One rank's replay. TSP ranks differ in one buffer: rank j receives group j's partial
+  // gradients as the root of its reduce, and group D−1's stays in flight into the next layer
+  // (AttnTail): the peak is the larger of rank 0's and rank D−1's replay.
+  auto replay = [&](int root) {
+    Sim s(E);
+    s.threads = in.threads;
+    s.d = c.head_dim();
+    // persistent: parameters, gradients, AdamW state, RoPE tables (fp32)
+    int64_t held = 0;
+    const auto tensors = held_tensors(c, shard);
+    for (int64_t n : tensors) held += n;
+    Buf w = s.alloc(Cat::weights, held * E), gr = s.alloc(Cat::grads, held * E);
+    Buf opt = s.alloc(Cat::optimizer, held * opt_bytes);
+    Buf rope = s.alloc(Cat::workspace, 2 * c.max_position_embeddings * (c.head_dim() / 2) * 4);
+    // the step: N over the replica and the replicas (int64), the micro-batch, the gradient sums
+    { Bufs a = s.allreduce(model_comm, 1, 8); }
+    { Bufs a = s.allreduce(L.dp, 1, 8); }
+    if (L.uses_tsp()) {
+      const TspDims t = TspDims::of(c, shard);
+      TspSim m{s,
+               c,
+               t,
+               shard,
+               tokens / shard,
+               B,
+               S,
+               in.par.attn_buckets,
+               L.fsdp_axis,
+               in.par.keep_attn_weights,
+               in.depths,
+               {},
+               fused,
+               {},
+               root};
+      m.step(in.recompute);
+      for (int64_t l = 0; l < 2 * c.num_hidden_layers + 1; ++l) Bufs a = s.allreduce(shard, h, E);
+    } else if (L.uses_tpsp()) {
+      const TspDims t = TspDims::of(c, shard);
+      const bool seqp = in.par.tp_seq_parallel && L.tp > 1;
+      const int64_t Ts = tokens / L.sp;
+      TpSpSim m{s,     c, t, L.tp, L.sp, seqp, Ts, seqp ? Ts / L.tp : Ts, in.par.attn_buckets,
+                Buf(), {}};
+      m.step(in.recompute);
+      for (int64_t l = 0; l < 2 * c.num_hidden_layers + 1; ++l) {
+        if (seqp) Bufs a = s.allreduce(L.tp, h, E);
+        Bufs b = s.allreduce(L.sp, h, E);
+      }
+    } else {
+      SingleSim m{s, c, tokens, B, S};
+      m.step(in.recompute);
     }
-  } else {
-    SingleSim m{s, c, tokens, B, S};
-    m.step(in.recompute);
+    for (int64_t n : tensors) Bufs a = s.allreduce(L.dp, n, E);               // the DP gradient sum
+    if (shard > 1) Bufs a = s.allreduce(L.uses_tpsp() ? L.tp : shard, 1, 8);  // clipping norm
+    return std::make_pair(s.peak_, s.total_peak_);
+  };
+  std::tie(r.peak, r.total) = replay(0);
+  if (L.uses_tsp() && shard > 1) {
+    const auto [peak, total] = replay(shard - 1);
+    for (size_t i = 0; i < peak.size(); ++i) r.peak[i] = std::max(r.peak[i], peak[i]);
+    r.total = std::max(r.total, total);
   }
-  for (int64_t n : tensors) Bufs a = s.allreduce(L.dp, n, E);               // the DP gradient sum
-  if (shard > 1) Bufs a = s.allreduce(L.uses_tpsp() ? L.tp : shard, 1, 8);  // clipping norm
-  r.peak = s.peak_;
-  r.total = s.total_peak_;
   return r;
 }
 
