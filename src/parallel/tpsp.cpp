@@ -223,6 +223,7 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
   const float* pk = F(W.attn);
+  const ProjBwd proj{sp_, pos_.data(), cos_, sin_, Y1, dY1, Ts, h, static_cast<int>(d)};
   struct Pending {  // a bucket between its flash backward and C: dK, dV reduce-scatter in flight
     int64_t b = -1;
     Tensor dKg, dVg, dk, dv;
@@ -234,12 +235,8 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
     const auto [Gq, Gk, Gv, Go] = t_.bucket(G, pend.b, N);
     pend.rk.wait();
     pend.rv.wait();
-    k::rope_bwd<float>(F(pend.dk), kw, pos_.data(), Ts, static_cast<int>(kvb), static_cast<int>(d),
-                       F(cos_), F(sin_));
-    k::linear_bwd_w<float>(Gk, F(pend.dk), F(Y1), Ts, kw, h);
-    k::linear_bwd_w<float>(Gv, F(pend.dv), F(Y1), Ts, kw, h);
-    k::linear_bwd_x<float>(F(dY1), F(pend.dk), Wk, Ts, kw, h);
-    k::linear_bwd_x<float>(F(dY1), F(pend.dv), Wv, Ts, kw, h);
+    proj(F(pend.dk), kw, static_cast<int>(kvb), true, Wk, Gk);
+    proj(F(pend.dv), kw, static_cast<int>(kvb), false, Wv, Gv);
     pend = Pending();
   };
   KvGather cur = first.posted ? std::move(first) : kv_gather(a, 0);
@@ -272,11 +269,7 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
       rv.wait();
     }
     stage_c();  // C(b-1)
-    k::rope_bwd<float>(F(dq), qw, pos_.data(), Ts, static_cast<int>(qb), static_cast<int>(d),
-                       F(cos_), F(sin_));
-    k::linear_bwd_w<float>(Gq, F(dq), F(Y1), Ts, qw, h);
-    sp_.progress();
-    k::linear_bwd_x<float>(F(dY1), F(dq), Wq, Ts, qw, h);
+    proj(F(dq), qw, static_cast<int>(qb), true, Wq, Gq);
     pend = Pending{b,
                    std::move(dKg),
                    std::move(dVg),

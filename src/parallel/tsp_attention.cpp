@@ -237,6 +237,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     if (owner_pending) k::add_inplace<float>(F(G.attn), F(sum), P);
     owner_pending = false;
   };
+  const ProjBwd proj{comm_, pos_.data(), cos_, sin_, y1, dy1, T, h, static_cast<int>(d)};
   struct Pending {  // a unit between B2 and C: its dK, dV reduce-scatter in flight
     int64_t u = -1;
     Tensor dKg, dVg, dk, dv;
@@ -252,12 +253,8 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
       const auto [Gq, Gk, Gv, Go] = t_.bucket(grad(j), b, N);
       pend.rk.wait();
       pend.rv.wait();
-      k::rope_bwd<float>(F(pend.dk), kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d),
-                         F(cos_), F(sin_));
-      k::linear_bwd_w<float>(Gk, F(pend.dk), F(y1), T, kw, h);
-      k::linear_bwd_w<float>(Gv, F(pend.dv), F(y1), T, kw, h);
-      k::linear_bwd_x<float>(F(dy1), F(pend.dk), Wk, T, kw, h);
-      k::linear_bwd_x<float>(F(dy1), F(pend.dv), Wv, T, kw, h);
+      proj(F(pend.dk), kw, static_cast<int>(kvb), true, Wk, Gk);
+      proj(F(pend.dv), kw, static_cast<int>(kvb), false, Wv, Gv);
     }
     pend = Pending();
     if (b + 1 < N || fsdp) return;
@@ -307,12 +304,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     maybe_wait(rk);
     maybe_wait(rv);
     stage_c();  // C(u-1)
-    k::rope_bwd<float>(F(dq), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d),
-                       F(cos_), F(sin_));
-    comm_.progress();
-    k::linear_bwd_w<float>(Gq, F(dq), F(y1), T, qw, h);
-    comm_.progress();
-    k::linear_bwd_x<float>(F(dy1), F(dq), Wq, T, qw, h);
+    proj(F(dq), qw, static_cast<int>(qb), true, Wq, Gq);
     pend = Pending{u,
                    std::move(dKg),
                    std::move(dVg),
