@@ -130,7 +130,9 @@ int cmd_bench(int argc, char** argv) {
   a.repeatable("layout", "", "a layout as for train, e.g. tsp=2, tp=2, sp=2, fsdp_sp=2, dp=2");
   a.repeatable("seq", "", "sequence length S");
   a.flag("global-batch", "1", "sequences per step (split over dp replicas)");
-  a.flag("steps", "3", "steps per run (the median step time is reported)");
+  a.flag("steps", "3",
+         "steps per run (the median step time over the steps after the first, a warm-up, is "
+         "reported)");
   a.flag("repeat", "1",
          "runs per cell; the run with the median step time is reported (single runs on a shared "
          "machine move by 10-20%)");

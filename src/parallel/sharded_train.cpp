@@ -43,6 +43,7 @@ class ShardedTrainEngine : public Engine {
       full_to_shard(s.exp_avg_sq, v_, t_, r);
     }
   }
+  void init_moments() override { moments(); }
   void save_checkpoint(const std::string& dir, const TrainerState& st) override {
     // One copy of every shard: replica 0, and the ranks the schedule names inside it.
     if (mesh_.dp->rank() == 0 && sched_->writes_shard())

@@ -28,6 +28,10 @@ class Engine {
   virtual std::string layout() const = 0;
   // Take (this rank's part of) full parameters and, when resuming, AdamW moments.
   virtual void load_state(const FullState& s, bool with_moments) = 0;
+  // A fresh training run's AdamW state (zeros), made before the first step: made lazily at the
+  // first optimizer step it would take the heap space step 1's activations freed, and step 2
+  // would fault fresh pages in for its last layers (14 µs a page on these VMs).
+  virtual void init_moments() = 0;
   // Writes checkpoint step_N under dir (tsp-spec §10): every rank writes its own slices.
   virtual void save_checkpoint(const std::string& dir, const TrainerState& st) = 0;
   // Number of non-ignored targets over all micro-batches of the step, over all ranks.

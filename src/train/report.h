@@ -19,6 +19,9 @@ struct RunSummary {
 };
 
 double median(std::vector<double> v);
+// The median of a run's per-step times without its first step when there are more (a warm-up:
+// the first step faults in the memory every later step reuses, 14 µs a page on these VMs).
+double step_median(const std::vector<double>& per_step);
 nlohmann::json peak_json(const MemStats& m);
 nlohmann::json make_report(const RunSummary& s);
 void write_report(const std::string& path, const RunSummary& s);

@@ -29,6 +29,7 @@ class SingleEngine : public Engine {
       copy_params(s.exp_avg_sq, v_);
     }
   }
+  void init_moments() override { moments(); }
   void save_checkpoint(const std::string& dir, const TrainerState& st) override {
     moments();
     if (dp_->rank() == 0) origami::save_checkpoint(dir, st, p_, m_, v_);

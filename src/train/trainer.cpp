@@ -141,6 +141,7 @@ int run_train(const TrainOptions& o) {
       else
         init_params(init.params, o.seed);
       eng->load_state(init, false);
+      eng->init_moments();
     }
   }
   MemTracker::get().reset_peaks();
@@ -277,11 +278,11 @@ int run_train(const TrainOptions& o) {
   me["rank"] = eng->rank();
   me["peak_bytes"] = peak_json(mem);
   me["rss_bytes"] = {{"baseline", rss0}, {"peak", proc_status_bytes("VmHWM")}};
-  const double tmed = median(step_times);
+  const double tmed = step_median(step_times);  // without the warm-up step
   me["time_s"] = {{"step_median", tmed},
-                  {"compute", median(t_compute)},
-                  {"comm_exposed", median(t_exposed)},
-                  {"skew", median(t_skew)}};
+                  {"compute", step_median(t_compute)},
+                  {"comm_exposed", step_median(t_exposed)},
+                  {"skew", step_median(t_skew)}};
   const auto ranks = gather_to_root(me.dump());
   if (!o.trace.empty()) {
     const auto tr = gather_to_root(Trace::get().events_json(eng->rank()));
