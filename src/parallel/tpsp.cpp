@@ -144,16 +144,8 @@ void TpSpEngine::SpSum::finish() {
   *this = SpSum();
 }
 
-TpSpEngine::KvGather TpSpEngine::kv_gather(const Acts& a, int64_t b) {
-  const int64_t kw = t_.kv_rows / o_.attn_buckets;
-  KvGather g{ws({Sg_ * Ts_, kw}), ws({Sg_ * Ts_, kw}), {}, {}, true};
-  g.k = sp_.iallgather(F(a.k[b]), F(g.K), Ts_ * kw * 4, Traffic::kv);
-  g.v = sp_.iallgather(F(a.v[b]), F(g.V), Ts_ * kw * 4, Traffic::kv);
-  if (!o_.overlap) {
-    g.k.wait();
-    g.v.wait();
-  }
-  return g;
+KvGather TpSpEngine::kv_gather(const Acts& a, int64_t b) {
+  return KvGather::post(sp_, a.k[b], a.v[b], Ts_, t_.kv_rows / o_.attn_buckets, o_.overlap);
 }
 
 // ---- attention ------------------------------------------------------------------------------
@@ -224,22 +216,15 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
   const float* pk = F(W.attn);
   const ProjBwd proj{sp_, pos_.data(), cos_, sin_, Y1, dY1, Ts, h, static_cast<int>(d)};
-  struct Pending {  // a bucket between its flash backward and C: dK, dV reduce-scatter in flight
-    int64_t b = -1;
-    Tensor dKg, dVg, dk, dv;
-    Request rk, rv;
-  } pend;
+  PendingKv pend;  // the bucket between its flash backward and C
   auto stage_c = [&] {
-    if (pend.b < 0) return;
-    const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, pend.b, N);
-    const auto [Gq, Gk, Gv, Go] = t_.bucket(G, pend.b, N);
-    pend.rk.wait();
-    pend.rv.wait();
-    proj(F(pend.dk), kw, static_cast<int>(kvb), true, Wk, Gk);
-    proj(F(pend.dv), kw, static_cast<int>(kvb), false, Wv, Gv);
-    pend = Pending();
+    if (pend.unit < 0) return;
+    const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, pend.unit, N);
+    const auto [Gq, Gk, Gv, Go] = t_.bucket(G, pend.unit, N);
+    pend.finish(proj, kw, static_cast<int>(kvb), Wk, Wv, Gk, Gv);
+    pend = PendingKv();
   };
-  KvGather cur = first.posted ? std::move(first) : kv_gather(a, 0);
+  KvGather cur = first.posted() ? std::move(first) : kv_gather(a, 0);
   for (int64_t b = 0; b < N; ++b) {
     const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
     const auto [Gq, Gk, Gv, Go] = t_.bucket(G, b, N);
@@ -261,22 +246,10 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
                                sh, scale);
     }
     cur = std::move(nxt);
-    Tensor dk = ws({Ts, kw}), dv = ws({Ts, kw});
-    Request rk = sp_.ireduce_scatter(F(dKg), F(dk), Ts * kw, Traffic::kv);
-    Request rv = sp_.ireduce_scatter(F(dVg), F(dv), Ts * kw, Traffic::kv);
-    if (!o_.overlap) {
-      rk.wait();
-      rv.wait();
-    }
+    PendingKv posted = PendingKv::post(sp_, b, std::move(dKg), std::move(dVg), Ts, kw, o_.overlap);
     stage_c();  // C(b-1)
     proj(F(dq), qw, static_cast<int>(qb), true, Wq, Gq);
-    pend = Pending{b,
-                   std::move(dKg),
-                   std::move(dVg),
-                   std::move(dk),
-                   std::move(dv),
-                   std::move(rk),
-                   std::move(rv)};
+    pend = std::move(posted);
   }
   stage_c();  // C(N-1)
 }

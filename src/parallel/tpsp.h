@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "parallel/attn_pipeline.h"
 #include "parallel/sharded.h"
 #include "parallel/zigzag.h"
 
@@ -68,11 +69,6 @@ class TpSpEngine : public ShardedSchedule {
 
   void attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a);
   // A bucket's K/V re-gather over sp (backward).
-  struct KvGather {
-    Tensor K, V;
-    Request k, v;
-    bool posted = false;
-  };
   KvGather kv_gather(const Acts& a, int64_t b);
   // `first`: bucket 0's gather, posted during the MLP backward (Σ > 1), or not yet posted.
   void attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tensor& Y1, const Tensor& dX,

@@ -10,6 +10,7 @@
 
 #include "comm/comm.h"
 #include "model/model.h"
+#include "parallel/attn_pipeline.h"
 #include "parallel/ring.h"
 #include "parallel/sharded.h"
 #include "parallel/tsp_params.h"
@@ -66,23 +67,23 @@ class TspEngine : public ShardedSchedule {
   // last step, the backward's (with unit 0's K/V, attn_bwd_prefetch) while the same layer's MLP
   // ring computes its last step — the inbound link is idle there (the ring's home hop is posted
   // after it), so they are not queued behind other transfers.
-  struct KvGather {
-    Tensor K, V;
-    Request k, v;
-  };
   struct AttnStart {
     Tensor layer;  // FSDP+SP: the layer's packets [D, P]
     Request layer_req;
     Tensor buf[3];
     std::vector<Request> preq;
     KvGather first;  // backward: unit 0's K, V
-    bool posted = false;
+    bool posted() const { return !preq.empty(); }
   };
   // `into` (--keep-attn-weights' recompute): the packets go to (*into)[j], which the backward
   // reads; `have` (that backward): they are there already, nothing to post.
   AttnStart attn_start(const TspLayer& W, std::vector<Tensor>* into, bool have);
   void attn_post_packet(AttnStart& st, const TspLayer& W, int j, std::vector<Tensor>* into);
   AttnStart attn_bwd_prefetch(const TspLayer& W, const Acts& a, bool have);
+  // Packet j of the layer being computed: FSDP+SP's gathered layer, a kept packet, the owner's
+  // own parameters, or the broadcast buffer.
+  const float* packet(const AttnStart& st, const TspLayer& W, int j,
+                      const std::vector<Tensor>* kept) const;
   // The last gradient reduce of an attention backward (TSP: group D−1's partial to its owner;
   // FSDP+SP: the reduce-scatter of all partials): nothing reads the layer's gradient before the
   // optimizer, so it stays in flight through the next layer's MLP backward; the next
@@ -91,10 +92,8 @@ class TspEngine : public ShardedSchedule {
     Request red;
     Tensor part[2], sum;
     float* dst = nullptr;  // the owner's gradient, or null
-    int64_t n = 0;
     void finish();
   };
-  KvGather attn_bwd_gather(const Acts& a, int64_t u);
   // before_last(): called when the last unit's compute starts, after the attention's own
   // transfers are posted (block_fwd posts the MLP ring's first shard there)
   void attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a, std::vector<Tensor>* keep,

@@ -57,18 +57,12 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
   const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
-  const int64_t P = t_.attn_size();
   // Pipeline (tsp-spec §4): units u = (head group j, bucket b) in order. While unit u computes,
   // the K/V all-gather of unit u+1 and the broadcast of packet j+2 are in flight: three packet
   // buffers (D kept packets with --keep-attn-weights), two units of gathered K/V.
   if (keep) keep->assign(D_, Tensor());
-  AttnStart st = start && start->posted ? std::move(*start) : attn_start(W, keep, false);
+  AttnStart st = start && start->posted() ? std::move(*start) : attn_start(W, keep, false);
   st.layer_req.wait();
-  auto packet = [&](int j) -> const float* {
-    return o_.fsdp ? F(st.layer) + j * P
-           : keep  ? F((*keep)[j])
-                   : (j == r_ ? F(W.attn) : F(st.buf[j % 3]));
-  };
   if (a) {
     for (auto* v : {&a->q, &a->k, &a->v, &a->o, &a->lse}) v->assign(D_ * N, Tensor());
   }
@@ -81,7 +75,7 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     const int j = static_cast<int>(u / N);
     const int64_t b = u % N;
     if (j != r_) st.preq[j].wait();  // the root reads its own packet: waited last
-    const auto [Wq, Wk, Wv, Wo] = t_.bucket(packet(j), b, N);
+    const auto [Wq, Wk, Wv, Wo] = t_.bucket(packet(st, W, j, keep), b, N);
     Unit un{ws({D_ * T, kw}), ws({D_ * T, kw}), {}, {}};
     float* kown = F(un.Kg) + r_ * T * kw;
     float* vown = F(un.Vg) + r_ * T * kw;
@@ -113,7 +107,8 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     if (u + 1 == U && before_last) before_last();
     // Stage B of unit u: queries, attention against the gathered keys, output projection.
     TraceSpan span(std::string("attention head group ").append(std::to_string(j)));
-    const auto [Wq, Wk, Wv, Wo] = t_.bucket(packet(j), b, N);  // W_o: columns of [h, q_rows]
+    const auto [Wq, Wk, Wv, Wo] =
+        t_.bucket(packet(st, W, j, keep), b, N);  // W_o: columns of [h, q_rows]
     Tensor q = a ? act({T, qw}) : ws({T, qw});
     k::linear_fwd<float>(F(q), F(y1), Wq, T, qw, h);
     k::rope_fwd<float>(F(q), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
@@ -141,18 +136,15 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
 
 void TspEngine::AttnTail::finish() {
   red.wait();
-  if (dst) k::add_inplace<float>(dst, F(sum), n);
+  if (dst) k::add_inplace<float>(dst, F(sum), sum.numel());
   *this = AttnTail();
 }
 
-TspEngine::KvGather TspEngine::attn_bwd_gather(const Acts& a, int64_t u) {
-  const int64_t T = z_.local_tokens(), kw = t_.kv_rows / o_.attn_buckets;
-  KvGather g{ws({D_ * T, kw}), ws({D_ * T, kw}), {}, {}};
-  g.k = comm_.iallgather(F(a.k[u]), F(g.K), T * kw * 4, Traffic::kv);
-  g.v = comm_.iallgather(F(a.v[u]), F(g.V), T * kw * 4, Traffic::kv);
-  maybe_wait(g.k);
-  maybe_wait(g.v);
-  return g;
+const float* TspEngine::packet(const AttnStart& st, const TspLayer& W, int j,
+                               const std::vector<Tensor>* kept) const {
+  return o_.fsdp ? F(st.layer) + j * t_.attn_size()
+         : kept  ? F((*kept)[j])
+                 : (j == r_ ? F(W.attn) : F(st.buf[j % 3]));
 }
 
 void TspEngine::attn_post_packet(AttnStart& st, const TspLayer& W, int j,
@@ -174,7 +166,6 @@ void TspEngine::attn_post_packet(AttnStart& st, const TspLayer& W, int j,
 TspEngine::AttnStart TspEngine::attn_start(const TspLayer& W, std::vector<Tensor>* into,
                                            bool have) {
   AttnStart st;
-  st.posted = true;
   st.preq.resize(static_cast<size_t>(D_));
   if (o_.fsdp) {  // the whole layer's packets by one all-gather (same bytes as the D broadcasts)
     st.layer = Tensor::empty({D_, t_.attn_size()}, DType::f32, Cat::comm);
@@ -190,7 +181,8 @@ TspEngine::AttnStart TspEngine::attn_start(const TspLayer& W, std::vector<Tensor
 
 TspEngine::AttnStart TspEngine::attn_bwd_prefetch(const TspLayer& W, const Acts& a, bool have) {
   AttnStart st = attn_start(W, nullptr, have);
-  st.first = attn_bwd_gather(a, 0);
+  st.first = KvGather::post(comm_, a.k[0], a.v[0], z_.local_tokens(), t_.kv_rows / o_.attn_buckets,
+                            o_.overlap);
   return st;
 }
 
@@ -216,7 +208,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   // while group j+1 computes (two partial buffers; the owner adds it when it has arrived).
   // FSDP+SP: all partials kept and reduce-scattered to the owners at the end.
   const bool fsdp = o_.fsdp;
-  if (!st.posted) st = attn_bwd_prefetch(W, a, kept != nullptr);
+  if (!st.posted()) st = attn_bwd_prefetch(W, a, kept != nullptr);
   attn_tail_.finish();  // the previous layer's last reduce, hidden behind this layer's MLP
   st.layer_req.wait();
   Tensor part[2];  // this rank's partial dW (FSDP+SP: of every group)
@@ -224,11 +216,6 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
                  : Tensor::empty({P}, DType::f32, Cat::comm);
   if (!fsdp && D_ > 1) part[1] = Tensor::empty({P}, DType::f32, Cat::comm);
   Tensor sum = Tensor::empty({P}, DType::f32, Cat::comm);  // the owner's reduced gradient
-  auto packet = [&](int j) -> const float* {
-    return fsdp   ? F(st.layer) + j * P
-           : kept ? F((*kept)[j])
-                  : (j == r_ ? F(W.attn) : F(st.buf[j % 3]));
-  };
   auto grad = [&](int j) { return fsdp ? F(part[0]) + j * P : F(part[j % 2]); };
   Request red;
   bool owner_pending = false;  // the reduce in flight is rooted here: add `sum` when it is done
@@ -238,25 +225,18 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     owner_pending = false;
   };
   const ProjBwd proj{comm_, pos_.data(), cos_, sin_, y1, dy1, T, h, static_cast<int>(d)};
-  struct Pending {  // a unit between B2 and C: its dK, dV reduce-scatter in flight
-    int64_t u = -1;
-    Tensor dKg, dVg, dk, dv;
-    Request rk, rv;
-  } pend;
+  PendingKv pend;  // the unit between B2 and C
   auto stage_c = [&] {
-    if (pend.u < 0) return;
-    const int j = static_cast<int>(pend.u / N);
-    const int64_t b = pend.u % N;
+    if (pend.unit < 0) return;
+    const int j = static_cast<int>(pend.unit / N);
+    const int64_t b = pend.unit % N;
     {
       TraceSpan span(std::string("attention bwd dK dV group ").append(std::to_string(j)));
-      const auto [Wq, Wk, Wv, Wo] = t_.bucket(packet(j), b, N);
+      const auto [Wq, Wk, Wv, Wo] = t_.bucket(packet(st, W, j, kept), b, N);
       const auto [Gq, Gk, Gv, Go] = t_.bucket(grad(j), b, N);
-      pend.rk.wait();
-      pend.rv.wait();
-      proj(F(pend.dk), kw, static_cast<int>(kvb), true, Wk, Gk);
-      proj(F(pend.dv), kw, static_cast<int>(kvb), false, Wv, Gv);
+      pend.finish(proj, kw, static_cast<int>(kvb), Wk, Wv, Gk, Gv);
     }
-    pend = Pending();
+    pend = PendingKv();
     if (b + 1 < N || fsdp) return;
     // group j is complete: reduce its partial to its owner
     finish_reduce();  // group j-1's, overlapped with group j
@@ -276,7 +256,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
       if (j >= 1 && !kept) attn_post_packet(st, W, j + 1, nullptr);  // buffer of j-2: free
       if (!kept && j != r_) st.preq[j].wait();  // the root's own broadcast is waited last
     }
-    const float* pk = packet(j);
+    const float* pk = packet(st, W, j, kept);
     const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
     const auto [Gq, Gk, Gv, Go] = t_.bucket(grad(j), b, N);
     // B1(u)
@@ -290,7 +270,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     cur.k.wait();
     cur.v.wait();
     KvGather nxt;
-    if (u + 1 < U) nxt = attn_bwd_gather(a, u + 1);
+    if (u + 1 < U) nxt = KvGather::post(comm_, a.k[u + 1], a.v[u + 1], T, kw, o_.overlap);
     Tensor dKg = ws0({D_ * T, kw}), dVg = ws0({D_ * T, kw}), dq = ws0({T, qw});
     for (int64_t bb = 0; bb < z_.B; ++bb) {
       Segs s = segments(z_, bb, F(cur.K), F(cur.V), F(dKg), F(dVg), kw);
@@ -298,20 +278,10 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
                                2, s.kv.data(), static_cast<int>(s.kv.size()), sh, scale);
     }
     cur = std::move(nxt);
-    Tensor dk = ws({T, kw}), dv = ws({T, kw});
-    Request rk = comm_.ireduce_scatter(F(dKg), F(dk), T * kw, Traffic::kv);
-    Request rv = comm_.ireduce_scatter(F(dVg), F(dv), T * kw, Traffic::kv);
-    maybe_wait(rk);
-    maybe_wait(rv);
+    PendingKv posted = PendingKv::post(comm_, u, std::move(dKg), std::move(dVg), T, kw, o_.overlap);
     stage_c();  // C(u-1)
     proj(F(dq), qw, static_cast<int>(qb), true, Wq, Gq);
-    pend = Pending{u,
-                   std::move(dKg),
-                   std::move(dVg),
-                   std::move(dk),
-                   std::move(dv),
-                   std::move(rk),
-                   std::move(rv)};
+    pend = std::move(posted);
   }
   stage_c();  // C(U-1)
   for (auto& q : st.preq) q.wait();
@@ -326,7 +296,6 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   attn_tail_.part[1] = std::move(part[1]);
   attn_tail_.sum = std::move(sum);
   attn_tail_.dst = owner_pending ? F(G.attn) : nullptr;
-  attn_tail_.n = P;
 }
 
 }  // namespace origami

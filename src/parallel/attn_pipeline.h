@@ -1,0 +1,87 @@
+// What the attention backward pipelines of TSP / FSDP+SP (tsp_attention.cpp) and TP+SP
+// (tpsp.cpp) share: a unit's K/V re-gather, its dK/dV reduce-scatter in flight between the flash
+// backward and the C stage, and the end of a projection's backward (tsp-spec §6).
+#pragma once
+#include <cstdint>
+
+#include "comm/comm.h"
+#include "core/tensor.h"
+#include "kernels/dispatch.h"
+
+namespace origami {
+
+// A unit's K, V: this rank's k, v [T, kw] all-gathered into [ranks·T, kw] (workspace).
+struct KvGather {
+  Tensor K, V;
+  Request k, v;
+  bool posted() const { return K.defined(); }
+  static KvGather post(Comm& c, const Tensor& k, const Tensor& v, int64_t T, int64_t kw,
+                       bool overlap) {
+    KvGather g{Tensor::empty({c.size() * T, kw}, DType::f32, Cat::workspace),
+               Tensor::empty({c.size() * T, kw}, DType::f32, Cat::workspace),
+               {},
+               {}};
+    g.k = c.iallgather(k.data<float>(), g.K.data<float>(), T * kw * 4, Traffic::kv);
+    g.v = c.iallgather(v.data<float>(), g.V.data<float>(), T * kw * 4, Traffic::kv);
+    if (!overlap) {
+      g.k.wait();
+      g.v.wait();
+    }
+    return g;
+  }
+};
+
+// A projection's output gradient dp [T, w] (dq, or this rank's dk, dv after their
+// reduce-scatter), RoPE undone where it was applied, gives dW += dpᵀ·y1 and dy1 += dp·W; MPI
+// progress between the GEMMs.
+struct ProjBwd {
+  Comm& comm;
+  const int64_t* pos;
+  const Tensor &cos, &sin;
+  const Tensor& y1;
+  Tensor& dy1;
+  int64_t T, h;
+  int d;
+  void operator()(float* dp, int64_t w, int heads, bool rope, const float* W, float* G) const {
+    if (rope) k::rope_bwd<float>(dp, w, pos, T, heads, d, cos.data<float>(), sin.data<float>());
+    comm.progress();
+    k::linear_bwd_w<float>(G, dp, y1.data<float>(), T, w, h);
+    comm.progress();
+    k::linear_bwd_x<float>(dy1.data<float>(), dp, W, T, w, h);
+  }
+};
+
+// A unit between its flash backward and its C stage: dK, dV [ranks·T, kw] reduce-scattered (fixed
+// order) into this rank's dk, dv [T, kw].
+struct PendingKv {
+  int64_t unit = -1;
+  Tensor dKg, dVg, dk, dv;
+  Request rk, rv;
+  static PendingKv post(Comm& c, int64_t unit, Tensor dKg, Tensor dVg, int64_t T, int64_t kw,
+                        bool overlap) {
+    PendingKv p{unit,
+                std::move(dKg),
+                std::move(dVg),
+                Tensor::empty({T, kw}, DType::f32, Cat::workspace),
+                Tensor::empty({T, kw}, DType::f32, Cat::workspace),
+                {},
+                {}};
+    p.rk = c.ireduce_scatter(p.dKg.data<float>(), p.dk.data<float>(), T * kw, Traffic::kv);
+    p.rv = c.ireduce_scatter(p.dVg.data<float>(), p.dv.data<float>(), T * kw, Traffic::kv);
+    if (!overlap) {
+      p.rk.wait();
+      p.rv.wait();
+    }
+    return p;
+  }
+  // The C stage: wait for dk, dv; RoPE⁻¹ on dk; dW_k, dW_v and dy1 through `proj`.
+  void finish(const ProjBwd& proj, int64_t kw, int heads, const float* Wk, const float* Wv,
+              float* Gk, float* Gv) {
+    rk.wait();
+    rv.wait();
+    proj(dk.data<float>(), kw, heads, true, Wk, Gk);
+    proj(dv.data<float>(), kw, heads, false, Wv, Gv);
+  }
+};
+
+}  // namespace origami
