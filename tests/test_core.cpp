@@ -7,11 +7,14 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/device.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
 #include "infer/decoder.h"
 #include "infer/sample.h"
+#include "kernels/dispatch.h"
+#include "kernels/emu.h"
 #include "model/config.h"
 #include "model/params.h"
 #include "train/checkpoint.h"
@@ -263,4 +266,37 @@ TEST(InferSample, GreedySeededTopK) {
   for (int t = 0; t < 20; ++t) EXPECT_EQ(sample(z.data(), 5, s, 0, t), 1);
   s.top_k = 0, s.top_p = 0.0;
   EXPECT_NE(error_of([&] { validate(s); }).find("--top-p=0"), std::string::npos);
+}
+
+// The emulated device (kernels/emu.h) is only a check if its memory really faults on a host touch
+// and its seam (copies, zeroing, kernel table) really reaches the memory behind the tag.
+TEST(EmulatedDevice, HostTouchFaultsAndTheSeamWorks) {
+  const auto before = MemTracker::device().stats().total_live;
+  emu::use_emulated_device();
+  {
+    Tensor a = Tensor::empty({4, 3}, DType::f32, Cat::workspace);
+    Tensor b = Tensor::zeros({3, 2}, DType::f32, Cat::workspace);
+    Tensor c = Tensor::empty({4, 2}, DType::f32, Cat::workspace);
+    EXPECT_TRUE(a.on_device());
+    EXPECT_NE(a.raw(), emu::real(a.raw()));
+    EXPECT_EQ(MemTracker::device().stats().total_live - before, (12 + 6 + 8) * 4);
+    EXPECT_DEATH(a.data<float>()[0] = 1.f, "");
+    EXPECT_DEATH(std::printf("%f\n", b.data<float>()[5]), "");
+    std::vector<float> ha(12), hc(8, -1.f);
+    for (int i = 0; i < 12; ++i) ha[i] = static_cast<float>(i);
+    copy_bytes(a.raw(), ha.data(), 48);
+    // W = [[1, 0, 0], [0, 2, 0]]: two entries copied in, the rest zero from zeros().
+    const float one = 1.f, two = 2.f;
+    copy_bytes(b.raw(), &one, 4);
+    copy_bytes(static_cast<char*>(b.raw()) + 16, &two, 4);
+    k::linear_fwd<float>(c.data<float>(), a.data<float>(), b.data<float>(), 4, 2, 3);
+    copy_bytes(hc.data(), c.raw(), 32);
+    for (int r = 0; r < 4; ++r) {
+      EXPECT_EQ(hc[r * 2], ha[r * 3]) << r;
+      EXPECT_EQ(hc[r * 2 + 1], 2.f * ha[r * 3 + 1]) << r;
+    }
+  }
+  EXPECT_EQ(MemTracker::device().stats().total_live, before);
+  use_device(nullptr);
+  k::install(nullptr);
 }

@@ -1,17 +1,26 @@
 #!/bin/bash
 # The one-command GPU session (docs/gpu.md): on a machine with an NVIDIA GPU, runs the CUDA
 # backend's tests (kernels, GEMM, parity and cuDNN attention, cuDNN planning), the engine on the
-# device (origami-cuda grad --device cuda, single and tsp=2 on the one GPU, against --device cpu),
+# device (origami-cuda grad --device cuda, every layout on the one GPU, against --device cpu),
 # NCCL over MPI and the device communicators (nccl, staged; two ranks sharing the GPU),
 # compute-sanitizer, the rates (bench_gpu) and PyTorch baselines, and writes OUTDIR/report.json
 # (with the card's cuDNN device description, the CI fixture's form) plus 7 logs (8 files: the
 # lent machine returns at most 8).
 # Binaries come from .gpu/ (tools/gpu_pack.sh, built on a machine with the project's packages) when
 # present, else it builds into build-gpu (needs the packages of tools/packages.txt).
-# usage: tools/gpu_check.sh OUTDIR [--quick]
+# usage: tools/gpu_check.sh OUTDIR [--quick] [--only STEP,STEP...]   (steps: the names run() prints)
 set -uo pipefail
-OUT=${1:?usage: tools/gpu_check.sh OUTDIR [--quick]}
-QUICK=${2:-}
+OUT=${1:?usage: tools/gpu_check.sh OUTDIR [--quick] [--only STEP,STEP...]}
+shift
+QUICK= ONLY=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) QUICK=--quick ;;
+    --only) ONLY=,${2:?--only needs a list of steps},; shift ;;
+    *) echo "unknown argument $1"; exit 2 ;;
+  esac
+  shift
+done
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/.."
@@ -52,6 +61,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 run() {
   local name=$1 log=$2 t=$3
   shift 3
+  [ -n "$ONLY" ] && [[ $ONLY != *,$name,* ]] && return 0
   echo "===== $name: $*" >> "$OUT/$log"
   local s=$(date +%s)
   timeout "$t" "$@" >> "$OUT/$log" 2>&1
@@ -68,8 +78,8 @@ if [ -x $BIN/test_gpu_sdpa ]; then  # built with cuDNN: the SDPA path, and plann
   run cudnn_plan tests.log 60 env ORIGAMI_DEVICEPROP_JSON=tests/cuda/data/h100_deviceprop.json:tests/cuda/data/h200_deviceprop.json \
     $BIN/test_cudnn_plan
 fi
-# The single-device model on the GPU (origami-cuda grad --device cuda) against --device cpu.
-run device_grad tests.log 180 python3 tests/py/test_device_grad.py $BIN/origami-cuda /tmp/origami-device-grad
+# Every layout on the GPU (origami-cuda grad and train --device cuda, ranks sharing it) against --device cpu.
+run device_cuda tests.log 400 python3 tests/py/test_device.py $BIN/origami-cuda /tmp/origami-device cuda
 run nccl_np1 tests.log 60 mpirun -np 1 --bind-to none -x LD_LIBRARY_PATH $BIN/test_nccl_bootstrap
 # Two ranks on the one GPU: NCCL refuses duplicate GPUs unless each rank claims another host
 # (NCCL_HOSTID); an experiment, recorded whatever its outcome.

@@ -13,7 +13,9 @@
 #include "infer/generate.h"
 #ifdef ORIGAMI_WITH_CUDA
 #include "cuda/backend.h"
-#include "cuda/staged_comm.h"
+#endif
+#ifdef ORIGAMI_WITH_NCCL
+#include "cuda/nccl_comm.h"
 #endif
 #include "model/params.h"
 #include "plan/plan_cli.h"
@@ -69,8 +71,17 @@ void parallel_flags(Args& a) {
          "bytes/bandwidth after it is posted, on one inbound link per rank (waits sleep): "
          "GPU-like compute-to-link ratios on CPU");
   a.flag("device", "cpu",
-         "cpu | cuda: where tensors live and the kernels run (cuda: grad with --layout single so "
-         "far; needs the CUDA build and a device)");
+         "cpu | cuda | emu: where tensors live and the kernels run. cuda: the GPU (origami-cuda "
+         "only; every layout; the ranks' communicators stage through pinned host memory, so "
+         "several ranks may share one GPU); emu: an emulated device on the CPU whose memory "
+         "faults on any host access (a check that the engines go through the device seam; "
+         "bitwise equal to cpu)");
+  a.flag("comm", "auto",
+         "auto | mpi | mpi_staged | nccl: the ranks' communicators. mpi: Open MPI on host memory "
+         "(--device cpu); mpi_staged: device buffers through pinned host memory and MPI (any "
+         "number of ranks may share a GPU; bitwise the CPU's reduction order); nccl: NCCL on "
+         "device memory (origami-cuda built with NCCL; one GPU per rank). auto: mpi on the CPU, "
+         "mpi_staged on a device");
   a.flag("progress-thread", "100",
          "US: a thread tests every outstanding transfer every US microseconds so that it advances "
          "while this rank computes (OpenMPI has no asynchronous progress); 0 = off, transfers "
@@ -87,9 +98,12 @@ ParallelOptions parallel_options(const Args& a) {
   if (a.given("emulate-link")) parse_emulated_link(a.str("emulate-link"), p);
   p.progress_us = a.f64("progress-thread");
   p.device = a.str("device");
+  p.comm = a.str("comm");
 #ifdef ORIGAMI_WITH_CUDA
   p.use_cuda = &cuda::use_cuda;
-  p.device_comm = &cuda::make_staged_comm;
+#endif
+#ifdef ORIGAMI_WITH_NCCL
+  p.make_nccl = &cuda::make_nccl_layout_comm;
 #endif
   if (!(p.progress_us >= 0) || p.progress_us > 1e6)
     fail("--progress-thread=", a.str("progress-thread"),

@@ -9,6 +9,8 @@
 // significant, so they run as fixed-order point-to-point schedules: the result is bit-identical
 // across reruns and whether a request is waited at once (no overlap) or later.
 #pragma once
+#include <mpi.h>
+
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -130,7 +132,10 @@ struct Mesh {
   std::unique_ptr<Comm> model, dp, tp, sp;
   int world_rank = 0;
 };
-Mesh make_mesh(int model_degree, int tp = 1);
+// A communicator over (a duplicate of) an MPI communicator: the MPI one by default; the NCCL one
+// (cuda/nccl_comm.h) for --comm nccl. The caller frees its MPI communicator afterwards.
+using CommMaker = std::unique_ptr<Comm> (*)(MPI_Comm);
+Mesh make_mesh(int model_degree, int tp = 1, CommMaker make = nullptr);
 // --emulate-link GBPS[,LATENCY_US]: every transfer this rank receives completes no earlier than
 // latency + bytes/bandwidth after it is posted, on one inbound link per rank shared by all its
 // communicators (transfers queue on it); waiting sleeps. gbps = 0 turns it off.

@@ -476,7 +476,7 @@ std::unique_ptr<Comm> make_mpi_comm() {
   return std::make_unique<MpiComm>(MPI_COMM_WORLD);
 }
 
-Mesh make_mesh(int M, int T) {
+Mesh make_mesh(int M, int T, CommMaker make) {
   Mesh m;
   int init = 0;
   MPI_Initialized(&init);
@@ -492,7 +492,13 @@ Mesh make_mesh(int M, int T) {
   auto split = [&](int color, int key) {
     MPI_Comm c;
     MPI_Comm_split(MPI_COMM_WORLD, color, key, &c);
-    auto comm = std::make_unique<MpiComm>(c);
+    int n = 1;
+    MPI_Comm_size(c, &n);
+    // A one-rank axis of another kind needs no library communicator (NCCL's would cost a
+    // context of its own per traffic class).
+    std::unique_ptr<Comm> comm = !make    ? std::make_unique<MpiComm>(c)
+                                 : n == 1 ? make_self_comm()
+                                          : make(c);
     MPI_Comm_free(&c);
     return comm;
   };

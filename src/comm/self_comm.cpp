@@ -1,8 +1,8 @@
 // The communicator of a single process: no MPI, every operation completes at once; a reduction
-// over one rank is a copy. Records carry zero bytes, as the accounting defines for self-copies.
-#include <cstring>
-
+// over one rank is a copy (copy_bytes: the buffers may be device memory; they never overlap
+// partly). Records carry zero bytes, as the accounting defines for self-copies.
 #include "comm/comm.h"
+#include "core/device.h"
 #include "core/error.h"
 
 namespace origami {
@@ -20,15 +20,15 @@ class SelfComm : public Comm {
   }
   Request ibcast(void*, int64_t, int, Traffic t) override { return done(t); }
   Request iallgather(const void* send, void* recv, int64_t bytes, Traffic t) override {
-    if (send != recv) std::memmove(recv, send, static_cast<size_t>(bytes));
+    if (send != recv) copy_bytes(recv, send, static_cast<size_t>(bytes));
     return done(t);
   }
   Request ireduce_scatter(const float* send, float* recv, int64_t n, Traffic t) override {
-    if (send != recv) std::memmove(recv, send, static_cast<size_t>(n) * 4);
+    if (send != recv) copy_bytes(recv, send, static_cast<size_t>(n) * 4);
     return done(t);
   }
   Request ireduce(const float* send, float* recv, int64_t n, int, Traffic t) override {
-    if (send != recv) std::memmove(recv, send, static_cast<size_t>(n) * 4);
+    if (send != recv) copy_bytes(recv, send, static_cast<size_t>(n) * 4);
     return done(t);
   }
   Request iallreduce(float*, int64_t, Traffic t) override { return done(t); }
@@ -36,8 +36,8 @@ class SelfComm : public Comm {
   Request iallreduce(int64_t*, int64_t, Traffic t) override { return done(t); }
   Request ialltoallv(const void* send, const int64_t* sb, const int64_t* so, void* recv,
                      const int64_t*, const int64_t* ro, Traffic t) override {
-    std::memmove(static_cast<char*>(recv) + ro[0], static_cast<const char*>(send) + so[0],
-                 static_cast<size_t>(sb[0]));
+    copy_bytes(static_cast<char*>(recv) + ro[0], static_cast<const char*>(send) + so[0],
+               static_cast<size_t>(sb[0]));
     return done(t);
   }
   void progress() override {}

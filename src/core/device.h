@@ -15,6 +15,10 @@ struct DeviceOps {
   void (*free)(void* p, size_t bytes, Cat c);
   void (*zero)(void* p, size_t bytes);
   void (*copy)(void* dst, const void* src, size_t bytes);  // host or device, either side
+  // Host memory the device copies to and from at full speed (pinned for CUDA): the staged
+  // communicator's staging buffers (comm/staged_comm.h).
+  void* (*host_alloc)(size_t bytes);
+  void (*host_free)(void* p);
 };
 // nullptr: host memory again.
 void use_device(const DeviceOps* ops);

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "core/device.h"
+
 namespace origami {
 
 namespace {
@@ -182,7 +184,9 @@ void SafeTensorsWriter::write(const std::string& path) const {
   for (const auto& it : items_) {
     size_t cnt = 1;
     for (auto d : it.shape) cnt *= static_cast<size_t>(d);
-    out.append(static_cast<const char*>(it.data), cnt * dtype_size(it.dt));
+    const size_t at = out.size(), n = cnt * dtype_size(it.dt);
+    out.resize(at + n);
+    copy_bytes(out.data() + at, it.data, n);  // the tensor may live on a device
   }
   write_file_atomic(path, out);
 }

@@ -1,5 +1,7 @@
 #include "cuda/backend.h"
 
+#include <mpi.h>
+
 #include "core/device.h"
 #include "core/error.h"
 #include "cuda/kernels.h"
@@ -23,7 +25,15 @@ void copy(void* dst, const void* src, size_t bytes) {
   ORIGAMI_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, current_stream()));
   ORIGAMI_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
 }
-const DeviceOps kOps{"cuda", alloc, release, zero, copy};
+void* pinned(size_t bytes) {
+  void* p = nullptr;
+  ORIGAMI_CUDA_CHECK(cudaMallocHost(&p, bytes));
+  return p;
+}
+void unpin(void* p) {
+  cudaFreeHost(p);
+}
+const DeviceOps kOps{"cuda", alloc, release, zero, copy, pinned, unpin};
 
 // Host arrays of the engines' calls (positions, targets) copied to the device.
 DBuf<int64_t> up(const int64_t* h, int64_t n) {
@@ -82,8 +92,18 @@ const k::Table kTable{&gemm<float>,
 }  // namespace
 
 void use_cuda() {
-  if (device_count() == 0)
-    fail("--device cuda: no CUDA device is visible here (no GPU, or no driver)");
+  const int n = device_count();
+  if (n == 0) fail("--device cuda: no CUDA device is visible here (no GPU, or no driver)");
+  // Under mpirun: the node's ranks spread over its devices (local rank modulo the count).
+  int init = 0, local = 0;
+  MPI_Initialized(&init);
+  if (init) {
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &local);
+    MPI_Comm_free(&node);
+  }
+  ORIGAMI_CUDA_CHECK(cudaSetDevice(local % n));
   use_device(&kOps);
   k::install(&kTable);
 }

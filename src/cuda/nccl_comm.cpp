@@ -1,7 +1,10 @@
 #include "cuda/nccl_comm.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -62,7 +65,9 @@ NcclComm::NcclComm(MPI_Comm comm) {
   MPI_Comm_size(comm, &size_);
   const int n = device_count();
   ORIGAMI_CHECK(n > 0, "NCCL communicator on rank ", rank_, ": no CUDA device");
-  MPI_Comm node = node_comm(comm);
+  // The device of this process: its rank among the node's ranks of the world (the same for
+  // every communicator it belongs to), modulo the node's devices.
+  MPI_Comm node = node_comm(MPI_COMM_WORLD);
   int local = 0;
   MPI_Comm_rank(node, &local);
   MPI_Comm_free(&node);
@@ -95,14 +100,69 @@ class EventOp : public Request::Op {
     return true;
   }
   void wait() override { ORIGAMI_CUDA_CHECK(cudaStreamWaitEvent(current_stream(), e_, 0)); }
+  void sync() { ORIGAMI_CUDA_CHECK(cudaEventSynchronize(e_)); }
 
  private:
   cudaEvent_t e_;
 };
 
+// A host buffer among an operation's arguments: NCCL takes device memory only, so it travels
+// through a device copy (made before the operation; copied back after it when it is an output).
+struct HostStage {
+  void* host;
+  void* dev;
+  size_t bytes;
+  bool out;
+};
+
+// An operation with host buffers: complete once the copies back are on the host, so a waiter
+// may read them at once (this one blocks the host, unlike EventOp; the engines pass only small
+// host arrays: counts, token ids, loss sums).
+class HostStagedOp : public Request::Op {
+ public:
+  HostStagedOp(std::shared_ptr<EventOp> op, cudaStream_t s, std::vector<HostStage> st)
+      : op_(std::move(op)), s_(s), st_(std::move(st)) {}
+  bool test() override {
+    std::lock_guard<std::mutex> g(m_);
+    if (!done_ && op_->test()) finish();
+    return done_;
+  }
+  void wait() override {
+    std::lock_guard<std::mutex> g(m_);
+    if (done_) return;
+    op_->sync();
+    finish();
+  }
+
+ private:
+  void finish() {
+    for (const HostStage& h : st_) {
+      if (h.out)
+        ORIGAMI_CUDA_CHECK(cudaMemcpyAsync(h.host, h.dev, h.bytes, cudaMemcpyDeviceToHost, s_));
+      ORIGAMI_CUDA_CHECK(cudaFreeAsync(h.dev, s_));
+    }
+    ORIGAMI_CUDA_CHECK(cudaStreamSynchronize(s_));
+    done_ = true;
+  }
+  std::shared_ptr<EventOp> op_;
+  cudaStream_t s_;
+  std::vector<HostStage> st_;
+  std::mutex m_;
+  bool done_ = false;
+};
+
+bool is_device_memory(const void* p) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
 class NcclDeviceComm : public Comm {
  public:
-  explicit NcclDeviceComm(MPI_Comm comm) : mpi_(comm), base_(comm) {
+  explicit NcclDeviceComm(MPI_Comm comm) : mpi_(dup(comm)), base_(comm) {
     rank_ = base_.rank(), size_ = base_.size();
     for (int t = 0; t < kNumTraffic; ++t) {
       ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
@@ -116,41 +176,53 @@ class NcclDeviceComm : public Comm {
       ncclCommDestroy(comms_[t]);
       cudaStreamDestroy(streams_[t]);
     }
+    MPI_Comm_free(&mpi_);
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
   Request isend(const void* buf, int64_t bytes, int dst, int, Traffic t) override {
+    const void* b = in(buf, bytes, t);
     return op(t, 0, [&](ncclComm_t c, cudaStream_t s) {
-      check_nccl(ncclSend(buf, static_cast<size_t>(bytes), ncclChar, dst, c, s), "ncclSend");
+      check_nccl(ncclSend(b, static_cast<size_t>(bytes), ncclChar, dst, c, s), "ncclSend");
     });
   }
   Request irecv(void* buf, int64_t bytes, int src, int, Traffic t) override {
+    void* b = out(buf, bytes, false, t);
     return op(t, bytes, [&](ncclComm_t c, cudaStream_t s) {
-      check_nccl(ncclRecv(buf, static_cast<size_t>(bytes), ncclChar, src, c, s), "ncclRecv");
+      check_nccl(ncclRecv(b, static_cast<size_t>(bytes), ncclChar, src, c, s), "ncclRecv");
     });
   }
   Request ibcast(void* buf, int64_t bytes, int root, Traffic t) override {
+    void* b = out(buf, bytes, true, t);
     return op(t, rank_ == root ? 0 : bytes, [&](ncclComm_t c, cudaStream_t s) {
-      check_nccl(ncclBroadcast(buf, buf, static_cast<size_t>(bytes), ncclChar, root, c, s),
+      check_nccl(ncclBroadcast(b, b, static_cast<size_t>(bytes), ncclChar, root, c, s),
                  "ncclBroadcast");
     });
   }
   Request iallgather(const void* send, void* recv, int64_t bytes, Traffic t) override {
+    // send may be recv's own block (in place): then one device copy holds both
+    const bool alias = send == static_cast<const char*>(recv) + rank_ * bytes;
+    void* r = out(recv, bytes * size_, alias, t);
+    const void* snd = alias ? static_cast<char*>(r) + rank_ * bytes : in(send, bytes, t);
     return op(t, (size_ - 1) * bytes, [&](ncclComm_t c, cudaStream_t s) {
-      check_nccl(ncclAllGather(send, recv, static_cast<size_t>(bytes), ncclChar, c, s),
+      check_nccl(ncclAllGather(snd, r, static_cast<size_t>(bytes), ncclChar, c, s),
                  "ncclAllGather");
     });
   }
   Request ireduce_scatter(const float* send, float* recv, int64_t n, Traffic t) override {
+    const void* snd = in(send, n * size_ * 4, t);
+    void* r = out(recv, n * 4, false, t);
     return op(t, (size_ - 1) * n * 4, [&](ncclComm_t c, cudaStream_t s) {
-      check_nccl(ncclReduceScatter(send, recv, static_cast<size_t>(n), ncclFloat32, ncclSum, c, s),
+      check_nccl(ncclReduceScatter(snd, r, static_cast<size_t>(n), ncclFloat32, ncclSum, c, s),
                  "ncclReduceScatter");
     });
   }
   Request ireduce(const float* send, float* recv, int64_t n, int root, Traffic t) override {
+    const void* snd = in(send, n * 4, t);
+    void* r = rank_ == root ? out(recv, n * 4, false, t) : recv;
     return op(t, rank_ == root ? (size_ - 1) * n * 4 : 0, [&](ncclComm_t c, cudaStream_t s) {
-      check_nccl(ncclReduce(send, recv, static_cast<size_t>(n), ncclFloat32, ncclSum, root, c, s),
+      check_nccl(ncclReduce(snd, r, static_cast<size_t>(n), ncclFloat32, ncclSum, root, c, s),
                  "ncclReduce");
     });
   }
@@ -168,9 +240,14 @@ class NcclDeviceComm : public Comm {
     int64_t received = 0;
     for (int q = 0; q < size_; ++q)
       if (q != rank_) received += rb[q];
+    int64_t sext = 0, rext = 0;  // extents of the send and receive layouts
+    for (int q = 0; q < size_; ++q) {
+      sext = std::max(sext, so[q] + sb[q]);
+      rext = std::max(rext, ro[q] + rb[q]);
+    }
+    const char* in = static_cast<const char*>(this->in(send, sext, t));
+    char* out = static_cast<char*>(this->out(recv, rext, false, t));
     return op(t, received, [&](ncclComm_t c, cudaStream_t s) {
-      const char* in = static_cast<const char*>(send);
-      char* out = static_cast<char*>(recv);
       ORIGAMI_CUDA_CHECK(cudaMemcpyAsync(out + ro[rank_], in + so[rank_],
                                          static_cast<size_t>(rb[rank_]), cudaMemcpyDeviceToDevice,
                                          s));
@@ -208,10 +285,40 @@ class NcclDeviceComm : public Comm {
  private:
   template <class T>
   Request allreduce(T* buf, int64_t n, ncclDataType_t dt, int64_t es, Traffic t) {
+    void* b = out(buf, n * es, true, t);
     return op(t, 2 * (size_ - 1) * n * es / size_, [&](ncclComm_t c, cudaStream_t s) {
-      check_nccl(ncclAllReduce(buf, buf, static_cast<size_t>(n), dt, ncclSum, c, s),
-                 "ncclAllReduce");
+      check_nccl(ncclAllReduce(b, b, static_cast<size_t>(n), dt, ncclSum, c, s), "ncclAllReduce");
     });
+  }
+  static MPI_Comm dup(MPI_Comm c) {
+    MPI_Comm d;
+    MPI_Comm_dup(c, &d);
+    return d;
+  }
+  // p itself when it is device memory, else a device copy of its `bytes` (taken now), freed when
+  // the operation completes.
+  const void* in(const void* p, int64_t bytes, Traffic t) {
+    if (bytes <= 0 || is_device_memory(p)) return p;
+    return stage(const_cast<void*>(p), bytes, true, false, t);
+  }
+  // The same for a buffer the operation writes: copied back to p when it completes (and copied
+  // over first when the operation also reads it).
+  void* out(void* p, int64_t bytes, bool read_too, Traffic t) {
+    if (bytes <= 0 || is_device_memory(p)) return p;
+    return stage(p, bytes, read_too, true, t);
+  }
+  void* stage(void* host, int64_t bytes, bool copy_in, bool copy_out, Traffic t) {
+    ORIGAMI_CHECK(group_ == 0, "NCCL: host buffers inside begin_group/end_group");
+    const cudaStream_t s = streams_[static_cast<int>(t)];
+    void* d = nullptr;
+    ORIGAMI_CUDA_CHECK(cudaMallocAsync(&d, static_cast<size_t>(bytes), s));
+    if (copy_in) {
+      ORIGAMI_CUDA_CHECK(
+          cudaMemcpyAsync(d, host, static_cast<size_t>(bytes), cudaMemcpyHostToDevice, s));
+      ORIGAMI_CUDA_CHECK(cudaStreamSynchronize(s));  // the caller may reuse host at once
+    }
+    staged_.push_back({host, d, static_cast<size_t>(bytes), copy_out});
+    return d;
   }
   std::shared_ptr<EventOp> event_after(cudaStream_t s) {
     cudaEvent_t e;
@@ -235,6 +342,9 @@ class NcclDeviceComm : public Comm {
       pending_.push_back({slot, streams_[k]});
       return Request(std::make_shared<Deferred>(std::move(slot)));
     }
+    if (!staged_.empty())
+      return Request(std::make_shared<HostStagedOp>(event_after(streams_[k]), streams_[k],
+                                                    std::exchange(staged_, {})));
     return Request(event_after(streams_[k]));
   }
   // A grouped operation's request: its event exists once the group has ended.
@@ -254,12 +364,27 @@ class NcclDeviceComm : public Comm {
   ncclComm_t comms_[kNumTraffic]{};
   cudaStream_t streams_[kNumTraffic]{};
   std::vector<std::pair<std::shared_ptr<std::shared_ptr<EventOp>>, cudaStream_t>> pending_;
+  std::vector<HostStage> staged_;  // of the operation being posted
 };
 
 }  // namespace
 
 std::unique_ptr<Comm> make_nccl_comm(MPI_Comm comm) {
   return std::make_unique<NcclDeviceComm>(comm);
+}
+
+std::unique_ptr<Comm> make_nccl_layout_comm(MPI_Comm comm) {
+  static bool checked = false;
+  if (!checked) {  // the first axis: every rank of the world is here, so all agree
+    checked = true;
+    const DeviceCensus c = device_census(MPI_COMM_WORLD);
+    if (!c.all_have_device) fail("--comm nccl: a rank sees no CUDA device");
+    if (!c.one_per_rank && std::getenv("ORIGAMI_NCCL_SHARE_GPU") == nullptr)
+      fail("--comm nccl: ranks of a node would share a GPU (", c.min_devices,
+           " device(s) for more ranks), which NCCL refuses; use --comm mpi_staged, or give each "
+           "rank its own NCCL_HOSTID and set ORIGAMI_NCCL_SHARE_GPU=1 (docs/gpu.md)");
+  }
+  return make_nccl_comm(comm);
 }
 
 }  // namespace origami::cuda

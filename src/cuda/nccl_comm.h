@@ -52,5 +52,11 @@ std::string nccl_version();
 // receive must be. Bytes are recorded with the MPI communicator's formulas (comm.h); the seconds
 // of a record are left 0 (they would need a host wait). barrier() waits for every class stream.
 std::unique_ptr<Comm> make_nccl_comm(MPI_Comm comm);
+// The same for a layout's axes (--comm nccl, a CommMaker): the first call checks, collectively over
+// the world, that every rank has a device and that no two share one (unless
+// ORIGAMI_NCCL_SHARE_GPU is set: each rank then needs its own NCCL_HOSTID), and refuses otherwise.
+// Host buffers (the engines' token ids, counts and loss sums) travel through device copies; such
+// an operation's wait() blocks the host until the result is back.
+std::unique_ptr<Comm> make_nccl_layout_comm(MPI_Comm comm);
 
 }  // namespace origami::cuda

@@ -33,6 +33,11 @@ ModelParams ModelParams::zeros(const ModelConfig& c, Cat cat) {
     return Tensor::zeros(std::move(s), DType::f32, cat);
   });
 }
+ModelParams ModelParams::zeros_host(const ModelConfig& c, Cat cat) {
+  return make(c, [cat](const std::string&, std::vector<int64_t> s) {
+    return Tensor::zeros_host(std::move(s), DType::f32, cat);
+  });
+}
 
 void ModelParams::for_each(const std::function<void(const std::string&, Tensor&)>& fn) {
   fn("model.embed_tokens.weight", embed);

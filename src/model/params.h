@@ -20,6 +20,8 @@ struct ModelParams {
   std::vector<LayerParams> layers;
 
   static ModelParams zeros(const ModelConfig& c, Cat cat);
+  // Host memory even when a device is selected (a full model staged for load_state, a report).
+  static ModelParams zeros_host(const ModelConfig& c, Cat cat);
   // Every tensor from make(HF name, shape), e.g. views into a mapped checkpoint file.
   static ModelParams make(
       const ModelConfig& c,

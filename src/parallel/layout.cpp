@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "kernels/emu.h"
 
 namespace origami {
 
@@ -119,6 +120,35 @@ void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc) {
     fail("--tp-sequence-parallel needs a tp axis in --layout (e.g. --layout tp=2)");
   if (p.attn_buckets != 1 && !L.uses_tsp() && !L.uses_tpsp())
     fail("--attn-buckets needs a layout with sharded attention (tsp, fsdp_sp, tp or sp)");
+}
+
+std::string comm_kind(const ParallelOptions& p) {
+  if (p.comm != "auto") return p.comm;
+  return p.device == "cpu" ? "mpi" : "mpi_staged";
+}
+
+void select_device(const ParallelOptions& p) {
+  const std::string c = comm_kind(p);
+  if (c != "mpi" && c != "mpi_staged" && c != "nccl")
+    fail("--comm=", p.comm, " is not one of: auto, mpi, mpi_staged, nccl");
+  if (c == "nccl" && p.device != "cuda") fail("--comm nccl needs --device cuda");
+  if (p.device == "cpu" && c != "mpi")
+    fail("--comm ", c, " stages device buffers: it needs --device cuda or emu");
+  if (p.device != "cpu" && c == "mpi")
+    fail("--comm mpi hands tensors to MPI directly, which cannot read --device ", p.device,
+         " memory (Debian's Open MPI is not CUDA-aware): use --comm mpi_staged or nccl");
+  if (c == "nccl" && !p.make_nccl)
+    fail(
+        "--comm nccl: this binary was built without NCCL (the CUDA build finds it next to the "
+        "toolkit); use --comm mpi_staged");
+  if (p.device == "cpu") return;
+  if (p.device == "emu") return emu::use_emulated_device();
+  if (p.device != "cuda") fail("--device=", p.device, " is not one of: cpu, cuda, emu");
+  if (!p.use_cuda)
+    fail(
+        "--device cuda: this binary has no CUDA backend; run origami-cuda (built next to it when "
+        "the CUDA toolkit is found, -DORIGAMI_CUDA=ON)");
+  p.use_cuda();
 }
 
 }  // namespace origami

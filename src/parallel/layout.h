@@ -38,11 +38,18 @@ struct ParallelOptions {
   bool tp_seq_parallel_given = false;
   double link_gbps = 0, link_latency_us = 0;  // --emulate-link (0: off)
   double progress_us = 100;                   // --progress-thread (0: off)
-  std::string device = "cpu";                 // --device cpu|cuda
-  void (*use_cuda)() = nullptr;  // set by the entry point when the CUDA backend is built in
-  // With --device cuda: wraps each host communicator into one for device buffers (the staged one).
-  std::unique_ptr<Comm> (*device_comm)(std::unique_ptr<Comm>) = nullptr;
+  std::string device = "cpu";                 // --device cpu|cuda|emu
+  std::string comm = "auto";                  // --comm auto|mpi|mpi_staged|nccl
+  void (*use_cuda)() = nullptr;   // set by the entry point when the CUDA backend is built in
+  CommMaker make_nccl = nullptr;  // likewise when it is built with NCCL
 };
+// Selects p.device for the rest of the process: from here on tensors are allocated there and the
+// kernels are its own (cuda: needs use_cuda and a visible device; emu: kernels/emu.h). Refuses a
+// --comm the device cannot use first. Call after the host-side inputs are loaded and before the
+// engine is made.
+void select_device(const ParallelOptions& p);
+// --comm resolved: auto is mpi on the CPU and mpi_staged on a device.
+std::string comm_kind(const ParallelOptions& p);
 
 // What the TSP schedule needs (tsp-spec §3): n_kv mod D, I mod D, S mod 2D, head buckets.
 void validate_tsp(const ModelConfig& c, int D, int64_t seq, int attn_buckets);

@@ -110,16 +110,21 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
       compute(s, cur, target);
     }
     if (bwd && t >= 1) {
+      // The buffer we are about to receive into was sent at t-1.
+      if (t + 1 <= D - 1) acc_send[(t + 1) % 2].wait();
+      // Send and receive as one group: NCCL runs an ungrouped send to completion before the
+      // receive behind it on the same stream, which both ranks would wait for.
+      comm.begin_group();
       acc_send[t % 2] = comm.isend(target, bytes, next, kTagAcc, sp.accumulate);
       Request* rq;
       if (t + 1 <= D - 1) {
-        acc_send[(t + 1) % 2].wait();  // the buffer we are about to receive into was sent at t-1
         acc_recv = comm.irecv(abuf[(t + 1) % 2].data<float>(), bytes, prev, kTagAcc, sp.accumulate);
         rq = &acc_recv;
       } else {
         home_recv = comm.irecv(home.data<float>(), bytes, prev, kTagAcc, sp.accumulate);
         rq = &home_recv;
       }
+      comm.end_group();
       if (!sp.overlap) {  // both posted before either is waited: no send waits on an unposted
                           // receive
         acc_send[t % 2].wait();

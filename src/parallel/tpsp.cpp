@@ -402,19 +402,26 @@ double TpSpEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tens
   if (T_ > 1) {  // merge the per-shard statistics in rank order (identical on every TP rank)
     Tensor all = ws({T_, 3 * Ts});
     tp_.iallgather(F(st), F(all), 3 * Ts * 4, Traffic::embed_head).wait();
+    // On the host (3·Ts·T floats; st may be device memory): copied over, merged, copied back.
+    Tensor ha = Tensor::empty_host({T_, 3 * Ts}, DType::f32, Cat::workspace);
+    Tensor hs = Tensor::empty_host({3, Ts}, DType::f32, Cat::workspace);
+    copy_bytes(ha.raw(), all.raw(), all.nbytes());
+    copy_bytes(hs.raw(), st.raw(), st.nbytes());
+    float *hm = F(hs), *hl = hm + Ts, *hz = hl + Ts;
     for (int64_t r = 0; r < Ts; ++r) {
       if (tg[r] < 0) continue;
       float M = -std::numeric_limits<float>::infinity(), L = 0, Z = 0;
-      for (int q = 0; q < T_; ++q) M = std::max(M, F(all)[q * 3 * Ts + r]);
+      for (int q = 0; q < T_; ++q) M = std::max(M, F(ha)[q * 3 * Ts + r]);
       for (int q = 0; q < T_; ++q) {
-        const float* s = F(all) + q * 3 * Ts;
+        const float* s = F(ha) + q * 3 * Ts;
         L += s[Ts + r] * std::exp(s[r] - M);
         Z += s[2 * Ts + r];
       }
-      m[r] = M;
-      l[r] = L;
-      zt[r] = Z;
+      hm[r] = M;
+      hl[r] = L;
+      hz[r] = Z;
     }
+    copy_bytes(st.raw(), hs.raw(), st.nbytes());
   }
   k::ce_finish<float>(F(lse), m, l, zt, Ts, tg);
   const auto [own0, own_n] = owned_rows();

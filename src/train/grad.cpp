@@ -68,25 +68,12 @@ void run_grad(const GradOptions& o) {
   const Batch global = load_token_batch(o.tokens, cfg);
   if (global.B % layout.dp)
     fail(o.tokens, ": the batch has B=", global.B, " sequences, not divisible by dp=", layout.dp);
-  FullState st{ModelParams::zeros(cfg, Cat::workspace), ModelParams(), ModelParams()};
+  FullState st{ModelParams::zeros_host(cfg, Cat::workspace), ModelParams(), ModelParams()};
   load_params(st.params, SafeTensorsReader(o.weights));
-  ModelParams grads = ModelParams::zeros(cfg, Cat::grads);  // host: allocated before a device
-  if (o.par.device == "cuda") {
-    if (!o.par.use_cuda)
-      fail(
-          "--device cuda: this binary has no CUDA backend; run origami-cuda (built next to it "
-          "when the CUDA toolkit is found, -DORIGAMI_CUDA=ON)");
-    if (layout.world() != 1 && !(layout.tsp_axis && !layout.fsdp_axis && layout.dp == 1))
-      fail(
-          "--device cuda runs --layout single and tsp=D so far (the other schedules' host "
-          "copies are not routed to the device yet); got --layout ",
-          layout.text);
-    // From here on tensors are device memory, kernels the CUDA ones, and the communicators the
-    // staged one over MPI (several ranks may share a GPU).
-    o.par.use_cuda();
-  } else if (o.par.device != "cpu") {
-    fail("--device=", o.par.device, " is not one of: cpu, cuda");
-  }
+  ModelParams grads = ModelParams::zeros_host(cfg, Cat::grads);
+  // From here on tensors are device memory, kernels the device's, and the communicators the
+  // staged one over MPI (several ranks may share a GPU).
+  select_device(o.par);
   auto eng = make_engine(layout, cfg, o.par, o.recompute, global.B / layout.dp, global.S);
   eng->load_state(st, false);
   st = FullState();

@@ -53,17 +53,25 @@ void write_report(const std::string& path, const RunSummary& s) {
 void print_memory(const std::vector<std::string>& ranks) {
   for (const auto& text : ranks) {
     const auto r = nlohmann::json::parse(text);
+    auto cats = [&](const nlohmann::json& peak) {
+      for (int c = 0; c < kNumCats; ++c) {
+        const char* n = cat_name(static_cast<Cat>(c));
+        std::printf(" %s %s |", n, format_bytes(peak[n].get<int64_t>()).c_str());
+      }
+      std::printf(" total %s", format_bytes(peak["total"].get<int64_t>()).c_str());
+    };
     std::printf("peak memory rank %d:", r["rank"].get<int>());
-    for (int c = 0; c < kNumCats; ++c) {
-      const char* n = cat_name(static_cast<Cat>(c));
-      std::printf(" %s %s |", n, format_bytes(r["peak_bytes"][n].get<int64_t>()).c_str());
-    }
-    std::printf(" total %s", format_bytes(r["peak_bytes"]["total"].get<int64_t>()).c_str());
+    cats(r["peak_bytes"]);
     if (r.contains("rss_bytes") && r["rss_bytes"]["peak"].get<int64_t>() >= 0)
       std::printf(" (process RSS peak %s, %s before the first tensor)",
                   format_bytes(r["rss_bytes"]["peak"].get<int64_t>()).c_str(),
                   format_bytes(r["rss_bytes"]["baseline"].get<int64_t>()).c_str());
     std::printf("\n");
+    if (r.contains("device_peak_bytes")) {
+      std::printf("peak device memory rank %d:", r["rank"].get<int>());
+      cats(r["device_peak_bytes"]);
+      std::printf("\n");
+    }
     if (!r.contains("comm_bytes_per_layer") || r["comm_bytes_per_layer"].empty()) continue;
     // Bytes received per layer by phase (layer 0; every layer moves the same), over the run.
     int64_t ph[3] = {0, 0, 0};

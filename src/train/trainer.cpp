@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "comm/accounting.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "core/trace.h"
@@ -58,10 +59,6 @@ int run_train(const TrainOptions& o) {
   const int64_t rss0 = proc_status_bytes("VmRSS");  // before the first tensor
   const Layout layout = Layout::parse(o.par.layout, mpi_world_size());
   const ModelConfig cfg = ModelConfig::load(o.config);
-  if (o.par.device != "cpu")
-    fail("--device=", o.par.device,
-         ": train runs on the CPU so far (`origami grad --device cuda` runs the single-device "
-         "model on a GPU)");
   // Global batch G = dp·k·B sequences; replica p takes [p·k·B, (p+1)·k·B) of the step's samples,
   // micro-step m the next B (tsp-spec §6).
   const int64_t B = o.micro_batch, S = o.seq, k = o.grad_accum, G = layout.dp * B * k;
@@ -99,6 +96,7 @@ int run_train(const TrainOptions& o) {
     return b;
   };
 
+  select_device(o.par);  // from here on new tensors live on --device
   std::unique_ptr<Engine> eng = make_engine(layout, cfg, o.par, o.recompute, B, S);
   const bool talk = !o.quiet && eng->rank() == 0;
   int64_t start = 0;
@@ -135,7 +133,7 @@ int run_train(const TrainOptions& o) {
                     static_cast<long long>(start));
     } else {
       // A fresh start materialises the full model once on every rank (layout-independent init).
-      FullState init{ModelParams::zeros(cfg, Cat::workspace), ModelParams(), ModelParams()};
+      FullState init{ModelParams::zeros_host(cfg, Cat::workspace), ModelParams(), ModelParams()};
       if (!o.init_weights.empty())
         load_params(init.params, SafeTensorsReader(o.init_weights));
       else
@@ -145,6 +143,7 @@ int run_train(const TrainOptions& o) {
     }
   }
   MemTracker::get().reset_peaks();
+  MemTracker::device().reset_peaks();
 
   cpu::AdamW hp{0.0, o.beta1, o.beta2, 1e-8, o.weight_decay};
   std::vector<double> losses, step_times, grad_norms, t_compute, t_exposed, t_skew;
@@ -277,6 +276,7 @@ int run_train(const TrainOptions& o) {
   nlohmann::json me = eng->rank_report();
   me["rank"] = eng->rank();
   me["peak_bytes"] = peak_json(mem);
+  if (device_ops()) me["device_peak_bytes"] = peak_json(MemTracker::device().stats());
   me["rss_bytes"] = {{"baseline", rss0}, {"peak", proc_status_bytes("VmHWM")}};
   const double tmed = step_median(step_times);  // without the warm-up step
   me["time_s"] = {{"step_median", tmed},

@@ -1,5 +1,5 @@
 // origami's communicators for device buffers, under mpirun: `nccl` (cuda/nccl_comm.h:
-// make_nccl_comm) or `staged` (cuda/staged_comm.h: pinned host staging + the MPI communicator):
+// make_nccl_comm) or `staged` (comm/staged_comm.h: pinned host staging + the MPI communicator):
 // every operation of the interface against values computed on the host (integers, so sums are
 // exact), a ring step's send and receive fused by begin_group/end_group, all-to-all-v with
 // uneven counts, a bitwise rerun of an all-reduce of random floats, and the bytes each operation
@@ -15,8 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "comm/staged_comm.h"
+#include "cuda/backend.h"
 #include "cuda/runtime.h"
-#include "cuda/staged_comm.h"
 #ifdef ORIGAMI_WITH_NCCL
 #include "cuda/nccl_comm.h"
 #endif
@@ -88,7 +89,10 @@ int main(int argc, char** argv) {
 #ifdef ORIGAMI_WITH_NCCL
     if (kind == "nccl") comm = make_nccl_comm(MPI_COMM_WORLD);
 #endif
-    if (kind == "staged") comm = make_staged_comm(make_mpi_comm());
+    if (kind == "staged") {  // stages through the selected device's pinned host memory
+      use_cuda();
+      comm = make_staged_comm(make_mpi_comm());
+    }
     Comm& c = *comm;
     auto last_bytes = [&] { return c.records().back().bytes; };
 

@@ -127,7 +127,7 @@ void flash_attn_fwd(T* o, T* lse, int64_t lse_stride, const T* q, int64_t q_stri
         items.push_back({h, s, t0, std::min(BQ, qs[s].len - t0)});
   const int nt = omp_get_max_threads();
   const int64_t per = BQ * BK + BQ * d + 2 * BQ;
-  Tensor ws = Tensor::empty({nt, per}, dtype_of<T>(), Cat::workspace);
+  Tensor ws = Tensor::empty_host({nt, per}, dtype_of<T>(), Cat::workspace);  // a CPU kernel: host
 
 #pragma omp parallel
   {
@@ -176,7 +176,7 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
   const int d = sh.d, g = sh.n_h / sh.n_kv;
   const int nt = omp_get_max_threads();
   const int64_t per = 2 * BQ * BK + BQ;
-  Tensor ws = Tensor::empty({nt, per}, dtype_of<T>(), Cat::workspace);
+  Tensor ws = Tensor::empty_host({nt, per}, dtype_of<T>(), Cat::workspace);  // a CPU kernel: host
 
 #pragma omp parallel
   {

@@ -1,4 +1,4 @@
-#include "cuda/staged_comm.h"
+#include "comm/staged_comm.h"
 
 #include <algorithm>
 #include <cstring>
@@ -6,31 +6,34 @@
 #include <utility>
 #include <vector>
 
+#include "core/device.h"
 #include "core/error.h"
-#include "cuda/runtime.h"
 
-namespace origami::cuda {
+namespace origami {
 namespace {
 
-// Pinned host memory, freed with the last operation that uses it.
+// Host staging memory of the selected device (pinned for CUDA), freed with the last operation
+// that uses it.
 struct Pinned {
   explicit Pinned(int64_t bytes) : n(bytes) {
-    ORIGAMI_CUDA_CHECK(cudaMallocHost(&p, static_cast<size_t>(bytes > 0 ? bytes : 1)));
+    const DeviceOps* d = device_ops();
+    ORIGAMI_CHECK(d, "the staged communicator needs a selected device");
+    free_ = d->host_free;
+    p = d->host_alloc(static_cast<size_t>(bytes > 0 ? bytes : 1));
   }
-  ~Pinned() { cudaFreeHost(p); }
+  ~Pinned() { free_(p); }
   Pinned(const Pinned&) = delete;
   Pinned& operator=(const Pinned&) = delete;
   char* data() { return static_cast<char*>(p); }
   void* p = nullptr;
   int64_t n;
+  void (*free_)(void*) = nullptr;
 };
 
-// Either side may be host memory (the engines pass a few host arrays too: token ids, counts).
+// Either side may be host memory (the engines pass a few host arrays too: token ids, counts);
+// copy_bytes returns when the bytes have arrived.
 void move(void* dst, const void* src, int64_t bytes) {
-  if (bytes <= 0) return;
-  ORIGAMI_CUDA_CHECK(
-      cudaMemcpyAsync(dst, src, static_cast<size_t>(bytes), cudaMemcpyDefault, current_stream()));
-  sync();
+  if (bytes > 0) copy_bytes(dst, src, static_cast<size_t>(bytes));
 }
 void d2h(void* dst, const void* src, int64_t bytes) {
   move(dst, src, bytes);
@@ -120,10 +123,7 @@ class StagedComm : public Comm {
                 back(recv, r, 0, rext));
   }
   void progress() override { h_->progress(); }
-  void barrier() override {
-    sync();
-    h_->barrier();
-  }
+  void barrier() override { h_->barrier(); }
 
  private:
   template <class T>
@@ -160,4 +160,4 @@ std::unique_ptr<Comm> make_staged_comm(std::unique_ptr<Comm> host) {
   return std::make_unique<StagedComm>(std::move(host));
 }
 
-}  // namespace origami::cuda
+}  // namespace origami

@@ -1,0 +1,229 @@
+"""Every layout on a device, against the CPU. grad: `grad --device DEVICE --layout L` for the
+single-device model and each parallel layout (tsp, fsdp_sp, tp with and without sequence
+parallelism, sp, tp+sp, dp, tsp+dp), with GQA, B = 2, ignored labels, --recompute none and full.
+train: 3 steps of `train --device DEVICE --layout L` (held-out evaluation, a checkpoint at step 2
+and at the end), and a resume on the device from step 2 bitwise equal to the uninterrupted run.
+
+DEVICE cuda (origami-cuda on a GPU; the ranks share the one GPU through the staged communicator):
+each run against the single-rank --device cpu run of the same binary, weights and tokens — loss
+within 1e-6 and every gradient within 1e-5 norm-wise relative (fp32 on both sides) — and reruns on
+the device bitwise equal; training's losses within 1e-5 and final weights within 1e-4 norm-wise
+of the CPU's (AdamW's first steps are sign-like, so a tiny gradient may round the other way). Exits 77 (Skipped) when the binary finds no CUDA device.
+
+DEVICE emu (the emulated device, kernels/emu.h: tensor memory that faults on any host access, the
+CPU kernels behind it): each run (grad, and train's checkpoints and losses) bitwise equal to the
+same layout with --device cpu, so no engine
+touches tensor memory except through the device seam, and the seam changes no arithmetic. Runs in
+the default suite (no GPU needed); also covers the tied-embedding, --attn-buckets, --no-overlap,
+--fused-mlp-recompute and --keep-attn-weights paths.
+Usage: test_device.py ORIGAMI_BINARY WORKDIR cuda|emu"""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import st  # noqa: E402
+
+BIN, WORK, DEVICE = sys.argv[1], sys.argv[2], sys.argv[3]
+assert DEVICE in ("cuda", "emu"), DEVICE
+shutil.rmtree(WORK, ignore_errors=True)
+os.makedirs(WORK)
+P = lambda n: os.path.join(WORK, n)  # noqa: E731
+
+
+MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+
+
+def ranks_of(layout):  # 0: one process without mpirun (its communicators are one-rank ones)
+    n = math.prod(int(p.split("=")[1]) for p in layout.split(",")) if layout else 0
+    return n if n > 1 else 0
+
+
+def run(args, ranks=0, share_gpu=True):
+    mpi = ["mpirun", "-np", str(ranks), "--bind-to", "none", "-x", "LD_LIBRARY_PATH"]
+    if not ranks:
+        cmd = [BIN] + args
+    elif "nccl" in args and share_gpu:
+        # NCCL refuses two ranks on one GPU unless each claims its own host (docs/gpu.md)
+        cmd = mpi + ["-x", "ORIGAMI_NCCL_SHARE_GPU=1", "bash", "-c",
+                     'NCCL_HOSTID=origami$OMPI_COMM_WORLD_RANK exec "$0" "$@"', BIN] + args
+    else:
+        cmd = mpi + [BIN] + args
+    return subprocess.run(cmd, capture_output=True, text=True, env=MPI_ENV,
+                          stdin=subprocess.DEVNULL)
+
+
+def model(name, tied):
+    cfg = dict(hidden_size=128, intermediate_size=320, num_attention_heads=8,
+               num_key_value_heads=4, num_hidden_layers=2, vocab_size=211,
+               max_position_embeddings=256, rms_norm_eps=1e-5, rope_theta=10000.0,
+               tie_word_embeddings=tied)
+    json.dump(cfg, open(P(name + ".json"), "w"))
+    r = run(["init", "--config", P(name + ".json"), "--seed", "5", "--out",
+             P(name + ".safetensors")])
+    if r.returncode:
+        raise SystemExit(r.stderr)
+    rng = np.random.default_rng(5)
+    W = st.load(P(name + ".safetensors"))
+    W = {n: (1 + 0.1 * rng.standard_normal(w.shape) if w.ndim == 1
+             else w / 0.02 / np.sqrt(w.shape[1])).astype(np.float32) for n, w in W.items()}
+    st.save(P(name + ".safetensors"), W)
+
+
+model("m", False)
+model("tied", True)
+rng = np.random.default_rng(5)
+ids = rng.integers(0, 211, (2, 97))
+labels = ids.copy()
+labels[rng.random(ids.shape) < 0.2] = -100
+st.save(P("t.safetensors"), {"input_ids": ids.astype(np.int64), "labels": labels.astype(np.int64)})
+
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what, flush=True)
+    if not ok:
+        failures.append(what)
+
+
+n_runs = 0
+
+
+def grad(device, layout, extra, m="m"):
+    global n_runs
+    n_runs += 1
+    out = P(f"g{n_runs}.safetensors")
+    r = run(["grad", "--config", P(m + ".json"), "--weights", P(m + ".safetensors"), "--tokens",
+             P("t.safetensors"), "--out", out, "--device", device]
+            + (["--layout", layout] if layout else []) + extra, ranks_of(layout))
+    if r.returncode != 0 and "no CUDA device is visible" in r.stderr:
+        print("SKIPPED: " + r.stderr.strip().splitlines()[0])
+        sys.exit(77)
+    if r.returncode != 0:
+        raise SystemExit(f"grad --device {device} --layout {layout} {' '.join(extra)} failed "
+                         f"({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return st.load(out), open(out, "rb").read()
+
+
+def compare(name, dev, cpu):
+    lrel = abs(float(dev["loss"][0]) - float(cpu["loss"][0])) / abs(float(cpu["loss"][0]))
+    check(lrel <= 1e-6, f"{name}: loss {float(dev['loss'][0]):.7f} vs cpu "
+          f"{float(cpu['loss'][0]):.7f} ({lrel:.1e})")
+    worst = max((float(np.linalg.norm(dev[n] - cpu[n]) / np.linalg.norm(cpu[n])), n)
+                for n in cpu if n != "loss")
+    check(worst[0] <= 1e-5, f"{name}: worst gradient {worst[1]} {worst[0]:.1e} <= 1e-5")
+
+
+LAYOUTS = ["", "tsp=2", "fsdp_sp=2", "tp=2", "sp=2", "tp=2,sp=2", "dp=2", "tsp=2,dp=2"]
+if DEVICE == "cuda":
+    for rc in ("none", "full"):
+        cpu, _ = grad("cpu", "", ["--recompute", rc])
+        for L in LAYOUTS:
+            name = f"{L or 'single'} on the GPU, --recompute {rc}"
+            dev, raw = grad("cuda", L, ["--recompute", rc])
+            compare(name, dev, cpu)
+            if rc == "none" or L in ("", "tsp=2"):
+                _, raw2 = grad("cuda", L, ["--recompute", rc])
+                check(raw == raw2, f"{name}: a rerun is bitwise equal")
+    dev, _ = grad("cuda", "tp=2", ["--tp-sequence-parallel", "off"])
+    compare("tp=2 without sequence parallelism on the GPU", dev, grad("cpu", "", [])[0])
+    tcpu, _ = grad("cpu", "", [], "tied")
+    for L in ("tsp=2", "tp=2,sp=2"):
+        compare(f"{L}, tied embeddings, on the GPU", grad("cuda", L, [], "tied")[0], tcpu)
+    # The schedules over NCCL (--comm nccl): ranks sharing the one GPU, each its own NCCL host.
+    cpu, _ = grad("cpu", "", [])
+    for L in LAYOUTS[1:]:  # one rank without mpirun has no communicator to speak of
+        name = f"{L} over NCCL on the GPU"
+        dev, raw = grad("cuda", L, ["--comm", "nccl"])
+        compare(name, dev, cpu)
+        if L in ("tsp=2", "tp=2,sp=2"):
+            _, raw2 = grad("cuda", L, ["--comm", "nccl"])
+            check(raw == raw2, f"{name}: a rerun is bitwise equal")
+    # Without a GPU per rank, --comm nccl is refused on every rank with a message (no hang).
+    r = run(["grad", "--config", P("m.json"), "--weights", P("m.safetensors"), "--tokens",
+             P("t.safetensors"), "--out", P("x.safetensors"), "--device", "cuda", "--comm", "nccl",
+             "--layout", "tsp=2"], 2, share_gpu=False)
+    check(r.returncode != 0 and r.stderr.count("ranks of a node would share a GPU") == 2,
+          f"--comm nccl with two ranks on one GPU refused on both ranks (exit {r.returncode})")
+else:
+    cases = [(L, ["--recompute", rc], "m") for rc in ("none", "full") for L in LAYOUTS]
+    cases += [("tsp=4", [], "m"), ("tsp=1", [], "m"), ("tp=1,sp=1", [], "m"), ("tsp=2", ["--attn-buckets", "2"], "m"),
+              ("tsp=2", ["--no-overlap"], "m"),
+              ("tsp=2", ["--recompute", "full", "--fused-mlp-recompute"], "m"),
+              ("tsp=2", ["--recompute", "full", "--keep-attn-weights"], "m"),
+              ("tp=2", ["--tp-sequence-parallel", "off"], "m"), ("sp=2", ["--attn-buckets", "2"], "m"),
+              ("tsp=2", [], "tied"), ("tp=2,sp=2", [], "tied"), ("fsdp_sp=2,dp=2", [], "m")]
+    for L, extra, m in cases:
+        _, raw_cpu = grad("cpu", L, extra, m)
+        _, raw_emu = grad("emu", L, extra, m)
+        check(raw_cpu == raw_emu, f"{L or 'single'} {' '.join(extra)} ({m}): --device emu is "
+              "bitwise equal to --device cpu")
+
+
+
+def train(device, layout, name, steps=3, resume=None, micro_batch=2, extra=()):
+    """Losses, the final checkpoint's files (bytes) and its tensors."""
+    out = P("ck_" + name)
+    if resume is None:
+        shutil.rmtree(out, ignore_errors=True)
+    r = run(["train", "--config", P("m.json"), "--synthetic", "--steps", str(steps), "--seq", "64",
+             "--micro-batch", str(micro_batch), "--eval-every", "2", "--eval-batches", "1", "--warmup", "1",
+             "--save-dir", out, "--save-every", "2", "--report", P(name + ".json"), "--device",
+             device, "--quiet"] + (["--layout", layout] if layout else [])
+            + (["--resume", resume] if resume else []) + list(extra), ranks_of(layout))
+    if r.returncode != 0:
+        raise SystemExit(f"train --device {device} --layout {layout} failed ({r.returncode}):\n"
+                         f"{r.stdout}\n{r.stderr}")
+    rep = json.load(open(P(name + ".json")))
+    files = {f: open(os.path.join(out, f"step_{steps}", f), "rb").read()
+             for f in ("model.safetensors", "optimizer.safetensors")}
+    return rep["losses"], files, st.load(os.path.join(out, f"step_{steps}", "model.safetensors"))
+
+
+TRAIN_LAYOUTS = ["", "tsp=2", "fsdp_sp=2", "tp=2,sp=2", "dp=2"]
+refs = {}
+if DEVICE == "cuda":  # one rank; dp=2's global batch is 2 x 2, so its reference takes B = 4
+    refs = {1: train("cpu", "", "cpu_single"), 2: train("cpu", "", "cpu_single_b4", micro_batch=4)}
+for L in TRAIN_LAYOUTS:
+    n = (L or "single").replace("=", "").replace(",", "_")
+    losses, files, W = train(DEVICE, L, f"{DEVICE}_{n}")
+    if DEVICE == "emu":
+        closs, cfiles, _ = train("cpu", L, f"cpu_{n}")
+        check(losses == closs and files == cfiles, f"train {L or 'single'}: losses and the final "
+              "checkpoint on --device emu bitwise equal to --device cpu")
+    else:
+        ref = refs[2 if L.startswith("dp=") else 1]
+        lrel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref[0]))
+        check(lrel <= 1e-5, f"train {L or 'single'} on the GPU: losses {losses} vs cpu {ref[0]} "
+              f"({lrel:.1e})")
+        worst = max((float(np.linalg.norm(W[k] - ref[2][k]) / np.linalg.norm(ref[2][k])), k)
+                    for k in ref[2])
+        check(worst[0] <= 1e-4, f"train {L or 'single'} on the GPU: worst final weight {worst[1]} "
+              f"{worst[0]:.1e} <= 1e-4")
+    # Resume on the device from the step-2 checkpoint of the same run: bitwise the same end.
+    ck = P(f"ck_{DEVICE}_{n}")
+    rlosses, rfiles, _ = train(DEVICE, L, f"{DEVICE}_{n}", resume=os.path.join(ck, "step_2"))
+    check(rfiles == files and rlosses == losses[2:], f"train {L or 'single'} on {DEVICE}: resumed "
+          "from step 2, the final checkpoint and step-3 loss bitwise equal")
+
+if DEVICE == "cuda":
+    for L in ("tsp=2", "tp=2,sp=2"):
+        losses, _, W = train("cuda", L, "nccl_" + L.replace("=", "").replace(",", "_"),
+                             extra=["--comm", "nccl"])
+        ref = refs[1]
+        lrel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref[0]))
+        worst = max(float(np.linalg.norm(W[k] - ref[2][k]) / np.linalg.norm(ref[2][k]))
+                    for k in ref[2])
+        check(lrel <= 1e-5 and worst <= 1e-4, f"train {L} over NCCL on the GPU: losses {lrel:.1e}, "
+              f"worst final weight {worst:.1e} from the CPU's")
+
+if failures:
+    sys.exit(f"{len(failures)} check(s) failed")
+print(f"device ({DEVICE}): all checks passed")
