@@ -271,6 +271,9 @@ TEST(InferSample, GreedySeededTopK) {
 // The emulated device (kernels/emu.h) is only a check if its memory really faults on a host touch
 // and its seam (copies, zeroing, kernel table) really reaches the memory behind the tag.
 TEST(EmulatedDevice, HostTouchFaultsAndTheSeamWorks) {
+  // Death tests re-execute the binary: a forked child of a process whose OpenMP pool exists
+  // (earlier tests) would hang in the kernels' parallel regions.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
   const auto before = MemTracker::device().stats().total_live;
   emu::use_emulated_device();
   {
@@ -295,6 +298,10 @@ TEST(EmulatedDevice, HostTouchFaultsAndTheSeamWorks) {
       EXPECT_EQ(hc[r * 2], ha[r * 3]) << r;
       EXPECT_EQ(hc[r * 2 + 1], 2.f * ha[r * 3 + 1]) << r;
     }
+    // A kernel handed host memory for a tensor (a GPU's illegal address) is refused.
+    EXPECT_THROW(k::linear_fwd<float>(hc.data(), a.data<float>(), b.data<float>(), 4, 2, 3), Error);
+    // Overrunning a tensor reaches the guard page behind it.
+    EXPECT_DEATH(k::add_inplace<float>(c.data<float>(), a.data<float>(), 12), "");
   }
   EXPECT_EQ(MemTracker::device().stats().total_live, before);
   use_device(nullptr);

@@ -102,6 +102,16 @@ run memcheck_gemm_attention sanitizer.log 120 $SAN --tool memcheck $BIN/test_gpu
 run racecheck_kernels sanitizer.log 90 $SAN --tool racecheck $BIN/test_gpu_kernels
 run initcheck_kernels sanitizer.log 60 $SAN --tool initcheck $BIN/test_gpu_kernels \
   --gtest_filter='*RmsNorm*:*CrossEntropy*'
+# The engine itself on the GPU (fp32 storage, the parity attention): train steps of the small
+# long-context model, one rank and TSP with two ranks sharing the GPU; tokens/s into the report.
+ESEQ=8192; [ -n "$QUICK" ] && ESEQ=2048
+for L in single tsp=2; do
+  n=1; [ $L = tsp=2 ] && n=2
+  run engine_train_${L/=/} bench.log 240 mpirun -np $n --bind-to none -x LD_LIBRARY_PATH \
+    $BIN/origami-cuda train --device cuda --layout $L --config configs/small-long.json --synthetic \
+    --seq $ESEQ --micro-batch 1 --steps 4 --eval-every 0 --log-every 1 \
+    --report /tmp/origami-engine-${L/=/}.json
+done
 run bench_gpu bench.log 240 $BIN/bench_gpu --json "$OUT/bench.json" $QUICK
 run torch_ref bench.log 90 python3 tools/gpu_torch_ref.py --json "$OUT/torch.json" $QUICK
 
@@ -122,7 +132,15 @@ if os.path.exists(tl):
     for line in open(tl, errors="replace"):
         if line.startswith("deviceprop: "):
             deviceprop = line[len("deviceprop: "):].strip()
+engine = {}
+for L in ("single", "tsp2"):  # the engine's own train runs (tools/gpu_check.sh)
+    p = f"/tmp/origami-engine-{L}.json"
+    if os.path.exists(p):
+        r = json.load(open(p))
+        engine[L] = {k: r.get(k) for k in ("layout", "seq", "tokens_per_s", "step_time_median_s",
+                                           "losses")}
 rep = dict(env=open(os.path.join(out, "env.txt")).read(), steps=steps, deviceprop=deviceprop,
+           engine=engine,
            passed=all(s["exit"] == 0 for s in steps if not s["step"].endswith("_experiment")), bench=load("bench.json"),
            torch=load("torch.json"), seconds=int(time.time()) - t0)
 json.dump(rep, open(os.path.join(out, "report.json"), "w"), indent=1)

@@ -45,6 +45,22 @@ bool launched_by_mpi() {
   return false;
 }
 
+// --device and --comm (train, grad, bench's runs and generate).
+void device_flags(Args& a) {
+  a.flag("device", "cpu",
+         "cpu | cuda | emu: where tensors live and the kernels run. cuda: the GPU (origami-cuda "
+         "only; every layout; the ranks' communicators stage through pinned host memory, so "
+         "several ranks may share one GPU); emu: an emulated device on the CPU whose memory "
+         "faults on any host access (a check that the engines go through the device seam; "
+         "bitwise equal to cpu)");
+  a.flag("comm", "auto",
+         "auto | mpi | mpi_staged | nccl: the ranks' communicators. mpi: Open MPI on host memory "
+         "(--device cpu); mpi_staged: device buffers through pinned host memory and MPI (any "
+         "number of ranks may share a GPU; bitwise the CPU's reduction order); nccl: NCCL on "
+         "device memory (origami-cuda built with NCCL; one GPU per rank). auto: mpi on the CPU, "
+         "mpi_staged on a device");
+}
+
 void parallel_flags(Args& a) {
   a.flag("layout", "",
          "parallel layout: single, or axis=size pairs from dp, tsp, fsdp_sp, tp, sp, e.g. tsp=4, "
@@ -70,22 +86,22 @@ void parallel_flags(Args& a) {
          "GBPS[,LATENCY_US]: every transfer a rank receives completes no earlier than latency + "
          "bytes/bandwidth after it is posted, on one inbound link per rank (waits sleep): "
          "GPU-like compute-to-link ratios on CPU");
-  a.flag("device", "cpu",
-         "cpu | cuda | emu: where tensors live and the kernels run. cuda: the GPU (origami-cuda "
-         "only; every layout; the ranks' communicators stage through pinned host memory, so "
-         "several ranks may share one GPU); emu: an emulated device on the CPU whose memory "
-         "faults on any host access (a check that the engines go through the device seam; "
-         "bitwise equal to cpu)");
-  a.flag("comm", "auto",
-         "auto | mpi | mpi_staged | nccl: the ranks' communicators. mpi: Open MPI on host memory "
-         "(--device cpu); mpi_staged: device buffers through pinned host memory and MPI (any "
-         "number of ranks may share a GPU; bitwise the CPU's reduction order); nccl: NCCL on "
-         "device memory (origami-cuda built with NCCL; one GPU per rank). auto: mpi on the CPU, "
-         "mpi_staged on a device");
+  device_flags(a);
   a.flag("progress-thread", "100",
          "US: a thread tests every outstanding transfer every US microseconds so that it advances "
          "while this rank computes (OpenMPI has no asynchronous progress); 0 = off, transfers "
          "then advance only between compute steps and in waits");
+}
+
+void device_options(const Args& a, ParallelOptions& p) {
+  p.device = a.str("device");
+  p.comm = a.str("comm");
+#ifdef ORIGAMI_WITH_CUDA
+  p.use_cuda = &cuda::use_cuda;
+#endif
+#ifdef ORIGAMI_WITH_NCCL
+  p.make_nccl = &cuda::make_nccl_layout_comm;
+#endif
 }
 
 ParallelOptions parallel_options(const Args& a) {
@@ -97,14 +113,7 @@ ParallelOptions parallel_options(const Args& a) {
   p.overlap = !a.on("no-overlap");
   if (a.given("emulate-link")) parse_emulated_link(a.str("emulate-link"), p);
   p.progress_us = a.f64("progress-thread");
-  p.device = a.str("device");
-  p.comm = a.str("comm");
-#ifdef ORIGAMI_WITH_CUDA
-  p.use_cuda = &cuda::use_cuda;
-#endif
-#ifdef ORIGAMI_WITH_NCCL
-  p.make_nccl = &cuda::make_nccl_layout_comm;
-#endif
+  device_options(a, p);
   if (!(p.progress_us >= 0) || p.progress_us > 1e6)
     fail("--progress-thread=", a.str("progress-thread"),
          " is not a poll interval in microseconds between 0 and 1000000");
@@ -311,6 +320,7 @@ int cmd_generate(int argc, char** argv) {
          "cache would not fit");
   a.flag("out", "", "write output_ids [B, S + new] (I64 safetensors)");
   a.flag("report", "", "write the run's numbers (throughput, per-rank cache and bytes) as JSON");
+  device_flags(a);
   a.flag("dump-logits", "",
          "write the logits behind every generated token, logits [new, B, V] (F32 safetensors)");
   a.boolean("quiet", "print nothing but errors");
@@ -337,6 +347,7 @@ int cmd_generate(int argc, char** argv) {
   o.out = a.str("out");
   o.report = a.str("report");
   o.quiet = a.on("quiet");
+  device_options(a, o.par);
   return infer::run_generate(o);
 }
 

@@ -15,16 +15,20 @@
 #include <cstring>
 #include <limits>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "infer/internal.h"
-#include "kernels/kernels.h"
+#include "kernels/dispatch.h"
 #include "model/model.h"
 #include "model/params.h"
 #include "parallel/zigzag.h"
 
 namespace origami::infer {
 
-using namespace cpu;
+using k::AttnShape;
+using k::KvSeg;
+using k::QSeg;
+using k::Trans;
 using namespace detail;
 
 namespace {
@@ -55,7 +59,7 @@ class TpDecoder : public Decoder {
     run_layers(x, pos, S);
     Tensor last = ws({B_, t_.h});
     for (int64_t b = 0; b < B_; ++b)
-      std::memcpy(F(last) + b * t_.h, F(x) + (b * S + S - 1) * t_.h, sizeof(float) * t_.h);
+      copy_bytes(F(last) + b * t_.h, F(x) + (b * S + S - 1) * t_.h, sizeof(float) * t_.h);
     pos_ = S;
     return head(last);
   }
@@ -73,7 +77,8 @@ class TpDecoder : public Decoder {
  private:
   std::vector<float> head(const Tensor& x) {
     Tensor yf = ws({B_, t_.h}), n = ws({B_, t_.h}), rstd = ws({B_});
-    rmsnorm_fwd<float>(F(yf), F(n), F(rstd), F(x), F(p_.final_norm), B_, t_.h, cfg_.rms_norm_eps);
+    k::rmsnorm_fwd<float>(F(yf), F(n), F(rstd), F(x), F(p_.final_norm), B_, t_.h,
+                          cfg_.rms_norm_eps);
     return logits_sharded(comm_, yf, p_.head_or_embed(), B_, t_.Vr, cfg_.vocab_size);
   }
 
@@ -89,26 +94,26 @@ class TpDecoder : public Decoder {
       const TspLayer& W = p_.layers[l];
       const float* pk = F(W.attn);
       Tensor y = ws({T, h}), n = ws({T, h}), rstd = ws({T});
-      rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.in_norm), T, h, eps);
+      k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.in_norm), T, h, eps);
       Tensor q = ws({T, qw}), k = ws({T, kw}), v = ws({T, kw});
-      linear_fwd<float>(F(q), F(y), pk, T, qw, h);
-      linear_fwd<float>(F(k), F(y), pk + t_.off_k(), T, kw, h);
-      linear_fwd<float>(F(v), F(y), pk + t_.off_v(), T, kw, h);
-      rope_fwd<float>(F(q), qw, pos.data(), T, static_cast<int>(nq), static_cast<int>(d), F(cos_),
-                      F(sin_));
-      rope_fwd<float>(F(k), kw, pos.data(), T, static_cast<int>(nkv), static_cast<int>(d), F(cos_),
-                      F(sin_));
+      k::linear_fwd<float>(F(q), F(y), pk, T, qw, h);
+      k::linear_fwd<float>(F(k), F(y), pk + t_.off_k(), T, kw, h);
+      k::linear_fwd<float>(F(v), F(y), pk + t_.off_v(), T, kw, h);
+      k::rope_fwd<float>(F(q), qw, pos.data(), T, static_cast<int>(nq), static_cast<int>(d),
+                         F(cos_), F(sin_));
+      k::rope_fwd<float>(F(k), kw, pos.data(), T, static_cast<int>(nkv), static_cast<int>(d),
+                         F(cos_), F(sin_));
       for (int64_t t = 0; t < T; ++t) {  // slot = position
         const int64_t b = t / rows, slot = pos[static_cast<size_t>(t)];
-        std::memcpy(cache_.k_row(l, b, slot), F(k) + t * kw, sizeof(float) * kw);
-        std::memcpy(cache_.v_row(l, b, slot), F(v) + t * kw, sizeof(float) * kw);
+        copy_bytes(cache_.k_row(l, b, slot), F(k) + t * kw, sizeof(float) * kw);
+        copy_bytes(cache_.v_row(l, b, slot), F(v) + t * kw, sizeof(float) * kw);
       }
       Tensor o = ws({T, qw}), lse = ws({nq, T});
       for (int64_t b = 0; b < B_; ++b) {
         const int64_t p0 = pos[static_cast<size_t>(b * rows)];
         QSeg qs{b * rows, p0, rows};
         KvSeg<float> ks{cache_.k_row(l, b, 0), cache_.v_row(l, b, 0), kw, 0, p0 + rows};
-        flash_attn_fwd<float>(F(o), F(lse), T, F(q), qw, &qs, 1, &ks, 1, sh, scale);
+        k::flash_attn_fwd<float>(F(o), F(lse), T, F(q), qw, &qs, 1, &ks, 1, sh, scale);
       }
       tp_tail(comm_, t_, W, F(o), x, T, eps);
     }
@@ -158,7 +163,7 @@ class SpDecoder : public Decoder {
     for (int64_t t = 0; t < T; ++t) {
       const int64_t b = t / per, p = pos[static_cast<size_t>(t % per)];
       const int64_t id = p < S ? ids[static_cast<size_t>(b * S + p)] : 0;
-      std::memcpy(F(x) + t * h, F(P_.embed) + id * h, sizeof(float) * h);
+      copy_bytes(F(x) + t * h, F(P_.embed) + id * h, sizeof(float) * h);
     }
     const int d = static_cast<int>(cfg_.head_dim());
     const AttnShape sh{static_cast<int>(cfg_.num_attention_heads),
@@ -171,18 +176,18 @@ class SpDecoder : public Decoder {
       norm(y, x, W.input_norm, T);
       float* k = F(Kg) + r_ * T * kvd;
       float* v = F(Vg) + r_ * T * kvd;
-      linear_fwd<float>(F(q), F(y), F(W.wq), T, qd, h);
-      linear_fwd<float>(k, F(y), F(W.wk), T, kvd, h);
-      linear_fwd<float>(v, F(y), F(W.wv), T, kvd, h);
-      rope_fwd<float>(F(q), qd, pos.data(), T, static_cast<int>(cfg_.num_attention_heads), d,
-                      F(cos_), F(sin_));
-      rope_fwd<float>(k, kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d, F(cos_),
-                      F(sin_));
+      k::linear_fwd<float>(F(q), F(y), F(W.wq), T, qd, h);
+      k::linear_fwd<float>(k, F(y), F(W.wk), T, kvd, h);
+      k::linear_fwd<float>(v, F(y), F(W.wv), T, kvd, h);
+      k::rope_fwd<float>(F(q), qd, pos.data(), T, static_cast<int>(cfg_.num_attention_heads), d,
+                         F(cos_), F(sin_));
+      k::rope_fwd<float>(k, kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d,
+                         F(cos_), F(sin_));
       for (int64_t t = 0; t < T; ++t) {
         const int64_t s = slot[static_cast<size_t>(t % per)];
         if (s < 0) continue;
-        std::memcpy(cache_.k_row(l, t / per, s), k + t * kvd, sizeof(float) * kvd);
-        std::memcpy(cache_.v_row(l, t / per, s), v + t * kvd, sizeof(float) * kvd);
+        copy_bytes(cache_.k_row(l, t / per, s), k + t * kvd, sizeof(float) * kvd);
+        copy_bytes(cache_.v_row(l, t / per, s), v + t * kvd, sizeof(float) * kvd);
       }
       Request gk = comm_.iallgather(k, F(Kg), T * kvd * 4, Traffic::kv);
       Request gv = comm_.iallgather(v, F(Vg), T * kvd * 4, Traffic::kv);
@@ -197,10 +202,10 @@ class SpDecoder : public Decoder {
             const int64_t row = src * T + (bb * 2 + kk) * c;
             ks.push_back({F(Kg) + row * kvd, F(Vg) + row * kvd, kvd, z.chunk_pos0_of(src, kk), c});
           }
-        flash_attn_fwd<float>(F(o), F(lse), T, F(q), qd, qs.data(), 2, ks.data(),
-                              static_cast<int>(ks.size()), sh, scale);
+        k::flash_attn_fwd<float>(F(o), F(lse), T, F(q), qd, qs.data(), 2, ks.data(),
+                                 static_cast<int>(ks.size()), sh, scale);
       }
-      linear_fwd<float>(F(x), F(o), F(W.wo), T, h, qd, 1.0f);
+      k::linear_fwd<float>(F(x), F(o), F(W.wo), T, h, qd, 1.0f);
       mlp(x, W, T);
     }
     rebalance(cache_, counts_, comm_);
@@ -211,9 +216,8 @@ class SpDecoder : public Decoder {
     Tensor last = ws({B_, h});
     if (holder == r_)
       for (int64_t b = 0; b < B_; ++b)
-        std::memcpy(F(last) + b * h,
-                    F(x) + ((b * 2 + (qc < D_ ? 0 : 1)) * c + (S - 1 - qc * c)) * h,
-                    sizeof(float) * h);
+        copy_bytes(F(last) + b * h, F(x) + ((b * 2 + (qc < D_ ? 0 : 1)) * c + (S - 1 - qc * c)) * h,
+                   sizeof(float) * h);
     comm_.ibcast(F(last), B_ * h * 4, holder, Traffic::acts).wait();
     pos_ = S;
     return head(last);
@@ -226,7 +230,7 @@ class SpDecoder : public Decoder {
     const int d = static_cast<int>(cfg_.head_dim());
     Tensor x = ws({B, h});
     for (int64_t b = 0; b < B; ++b)
-      std::memcpy(F(x) + b * h, F(P_.embed) + ids[static_cast<size_t>(b)] * h, sizeof(float) * h);
+      copy_bytes(F(x) + b * h, F(P_.embed) + ids[static_cast<size_t>(b)] * h, sizeof(float) * h);
     const int owner = owner_of(counts_, pos_);
     ++counts_[static_cast<size_t>(owner)];
     const int64_t slot = owner == r_ ? cache_.append(pos_) : -1;
@@ -237,22 +241,22 @@ class SpDecoder : public Decoder {
       const LayerParams& W = P_.layers[l];
       Tensor y = ws({B, h}), q = ws({B, qd}), k = ws({B, kvd}), v = ws({B, kvd});
       norm(y, x, W.input_norm, B);
-      linear_fwd<float>(F(q), F(y), F(W.wq), B, qd, h);
-      linear_fwd<float>(F(k), F(y), F(W.wk), B, kvd, h);
-      linear_fwd<float>(F(v), F(y), F(W.wv), B, kvd, h);
-      rope_fwd<float>(F(q), qd, pos.data(), B, static_cast<int>(nh), d, F(cos_), F(sin_));
-      rope_fwd<float>(F(k), kvd, pos.data(), B, static_cast<int>(cfg_.num_key_value_heads), d,
-                      F(cos_), F(sin_));
+      k::linear_fwd<float>(F(q), F(y), F(W.wq), B, qd, h);
+      k::linear_fwd<float>(F(k), F(y), F(W.wk), B, kvd, h);
+      k::linear_fwd<float>(F(v), F(y), F(W.wv), B, kvd, h);
+      k::rope_fwd<float>(F(q), qd, pos.data(), B, static_cast<int>(nh), d, F(cos_), F(sin_));
+      k::rope_fwd<float>(F(k), kvd, pos.data(), B, static_cast<int>(cfg_.num_key_value_heads), d,
+                         F(cos_), F(sin_));
       if (owner == r_)
         for (int64_t b = 0; b < B; ++b) {
-          std::memcpy(cache_.k_row(l, b, slot), F(k) + b * kvd, sizeof(float) * kvd);
-          std::memcpy(cache_.v_row(l, b, slot), F(v) + b * kvd, sizeof(float) * kvd);
+          copy_bytes(cache_.k_row(l, b, slot), F(k) + b * kvd, sizeof(float) * kvd);
+          copy_bytes(cache_.v_row(l, b, slot), F(v) + b * kvd, sizeof(float) * kvd);
         }
       Tensor mine = ws({blk}), all = ws({D_, blk}), o = ws({B, qd});
       attend_cache(cache_, l, cfg_, F(q), F(mine), F(mine) + B * qd);
       comm_.iallgather(F(mine), F(all), blk * 4, Traffic::acts).wait();
       merge_partials(F(all), D_, B, nh, d, F(o));
-      linear_fwd<float>(F(x), F(o), F(W.wo), B, h, qd, 1.0f);
+      k::linear_fwd<float>(F(x), F(o), F(W.wo), B, h, qd, 1.0f);
       mlp(x, W, B);
     }
     ++pos_;
@@ -263,24 +267,24 @@ class SpDecoder : public Decoder {
  private:
   void norm(Tensor& y, const Tensor& x, const Tensor& w, int64_t T) {
     Tensor n = ws({T, cfg_.hidden_size}), rstd = ws({T});
-    rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(w), T, cfg_.hidden_size, cfg_.rms_norm_eps);
+    k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(w), T, cfg_.hidden_size, cfg_.rms_norm_eps);
   }
   void mlp(Tensor& x, const LayerParams& W, int64_t T) {
     const int64_t h = cfg_.hidden_size, I = cfg_.intermediate_size;
     Tensor y = ws({T, h}), g = ws({T, I}), u = ws({T, I}), a = ws({T, I});
     norm(y, x, W.post_norm, T);
-    linear_fwd<float>(F(g), F(y), F(W.w_gate), T, I, h);
-    linear_fwd<float>(F(u), F(y), F(W.w_up), T, I, h);
-    swiglu_fwd<float>(F(a), F(g), F(u), T * I);
-    linear_fwd<float>(F(x), F(a), F(W.w_down), T, h, I, 1.0f);
+    k::linear_fwd<float>(F(g), F(y), F(W.w_gate), T, I, h);
+    k::linear_fwd<float>(F(u), F(y), F(W.w_up), T, I, h);
+    k::swiglu_fwd<float>(F(a), F(g), F(u), T * I);
+    k::linear_fwd<float>(F(x), F(a), F(W.w_down), T, h, I, 1.0f);
   }
   std::vector<float> head(const Tensor& x) {
     const int64_t h = cfg_.hidden_size, V = cfg_.vocab_size;
     Tensor yf = ws({B_, h});
     norm(yf, x, P_.final_norm, B_);
-    std::vector<float> z(static_cast<size_t>(B_ * V));
-    linear_fwd<float>(z.data(), F(yf), F(P_.head()), B_, V, h);
-    return z;
+    Tensor z = ws({B_, V});  // on the device, like every kernel output; sampling is the host's
+    k::linear_fwd<float>(F(z), F(yf), F(P_.head()), B_, V, h);
+    return to_host(F(z), B_ * V);
   }
 
   ModelConfig cfg_;

@@ -5,14 +5,18 @@
 #include <cstring>
 #include <limits>
 
+#include "core/device.h"
 #include "core/error.h"
 #include "core/trace.h"
 #include "infer/internal.h"
-#include "kernels/kernels.h"
+#include "kernels/dispatch.h"
 
 namespace origami::infer {
 
-using namespace cpu;
+using k::AttnShape;
+using k::KvSeg;
+using k::QSeg;
+using k::Trans;
 using namespace detail;
 
 void KvCache::init(int64_t layers, int64_t b, int64_t cap, int64_t kv) {
@@ -93,10 +97,10 @@ struct PrefillSink : KvSink {
       const int64_t slot = slot_of_row[static_cast<size_t>(t)];
       if (slot < 0) continue;
       const int64_t b = t / rows_per_seq;
-      std::memcpy(cache->k_row(static_cast<size_t>(layer), b, slot) + head0 * d, k + t * w,
-                  sizeof(float) * w);
-      std::memcpy(cache->v_row(static_cast<size_t>(layer), b, slot) + head0 * d, v + t * w,
-                  sizeof(float) * w);
+      copy_bytes(cache->k_row(static_cast<size_t>(layer), b, slot) + head0 * d, k + t * w,
+                 sizeof(float) * w);
+      copy_bytes(cache->v_row(static_cast<size_t>(layer), b, slot) + head0 * d, v + t * w,
+                 sizeof(float) * w);
     }
   }
 };
@@ -142,8 +146,8 @@ std::vector<float> TspDecoder::prefill(const std::vector<int64_t>& ids, int64_t 
   if (holder == r_) {
     const int k = q < D_ ? 0 : 1;
     for (int64_t b = 0; b < B_; ++b)
-      std::memcpy(F(last) + b * h, F(yf) + ((b * 2 + k) * c + (S - 1 - q * c)) * h,
-                  sizeof(float) * h);
+      copy_bytes(F(last) + b * h, F(yf) + ((b * 2 + k) * c + (S - 1 - q * c)) * h,
+                 sizeof(float) * h);
   }
   comm_.ibcast(F(last), B_ * h * 4, holder, Traffic::acts).wait();
   pos_ = S;
@@ -179,7 +183,7 @@ std::vector<float> TspDecoder::step(const std::vector<int64_t>& ids) {
     layer_step(l, x, owner, slot);
   }
   Tensor yf = ws({B_, h}), n = ws({B_, h}), rstd = ws({B_});
-  rmsnorm_fwd<float>(F(yf), F(n), F(rstd), F(x), F(p_.final_norm), B_, h, cfg_.rms_norm_eps);
+  k::rmsnorm_fwd<float>(F(yf), F(n), F(rstd), F(x), F(p_.final_norm), B_, h, cfg_.rms_norm_eps);
   ++pos_;
   return logits_sharded(comm_, yf, p_.head_or_embed(), B_, t_.Vr, cfg_.vocab_size);
 }
@@ -191,22 +195,22 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
   const std::vector<int64_t> pos(static_cast<size_t>(B), pos_);
   Tensor y = ws({B, h}), n = ws({B, h}), rstd = ws({B});
-  rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.in_norm), B, h, eps);
+  k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.in_norm), B, h, eps);
   // Own head group: q, and [k | v] per row (what the owner of the position stores).
   const float* pk = F(W.attn);
   Tensor q = ws({B, qw}), kv = ws({B, 2 * kw});
-  linear_fwd<float>(F(q), F(y), pk, B, qw, h);
+  k::linear_fwd<float>(F(q), F(y), pk, B, qw, h);
   {
     Tensor k = ws({B, kw}), v = ws({B, kw});
-    linear_fwd<float>(F(k), F(y), pk + t_.off_k(), B, kw, h);
-    linear_fwd<float>(F(v), F(y), pk + t_.off_v(), B, kw, h);
-    rope_fwd<float>(F(q), qw, pos.data(), B, static_cast<int>(nq), static_cast<int>(d), F(cos_),
-                    F(sin_));
-    rope_fwd<float>(F(k), kw, pos.data(), B, static_cast<int>(t_.nkv_loc), static_cast<int>(d),
-                    F(cos_), F(sin_));
+    k::linear_fwd<float>(F(k), F(y), pk + t_.off_k(), B, kw, h);
+    k::linear_fwd<float>(F(v), F(y), pk + t_.off_v(), B, kw, h);
+    k::rope_fwd<float>(F(q), qw, pos.data(), B, static_cast<int>(nq), static_cast<int>(d), F(cos_),
+                       F(sin_));
+    k::rope_fwd<float>(F(k), kw, pos.data(), B, static_cast<int>(t_.nkv_loc), static_cast<int>(d),
+                       F(cos_), F(sin_));
     for (int64_t b = 0; b < B; ++b) {
-      std::memcpy(F(kv) + b * 2 * kw, F(k) + b * kw, sizeof(float) * kw);
-      std::memcpy(F(kv) + b * 2 * kw + kw, F(v) + b * kw, sizeof(float) * kw);
+      copy_bytes(F(kv) + b * 2 * kw, F(k) + b * kw, sizeof(float) * kw);
+      copy_bytes(F(kv) + b * 2 * kw + kw, F(v) + b * kw, sizeof(float) * kw);
     }
   }
   Tensor qall = ws({D_, B, qw});
@@ -218,13 +222,13 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
     for (int j = 0; j < D_; ++j)
       if (j != r_)
         rq.push_back(comm_.irecv(F(kvall) + j * B * 2 * kw, B * 2 * kw * 4, j, 7, Traffic::kv));
-    std::memcpy(F(kvall) + r_ * B * 2 * kw, F(kv), sizeof(float) * B * 2 * kw);
+    copy_bytes(F(kvall) + r_ * B * 2 * kw, F(kv), sizeof(float) * B * 2 * kw);
     for (auto& r : rq) r.wait();
     for (int j = 0; j < D_; ++j)
       for (int64_t b = 0; b < B; ++b) {
         const float* src = F(kvall) + (j * B + b) * 2 * kw;
-        std::memcpy(cache_.k_row(l, b, slot) + j * kw, src, sizeof(float) * kw);
-        std::memcpy(cache_.v_row(l, b, slot) + j * kw, src + kw, sizeof(float) * kw);
+        copy_bytes(cache_.k_row(l, b, slot) + j * kw, src, sizeof(float) * kw);
+        copy_bytes(cache_.v_row(l, b, slot) + j * kw, src + kw, sizeof(float) * kw);
       }
   } else {
     comm_.isend(F(kv), B * 2 * kw * 4, owner, 7, Traffic::kv).wait();
@@ -236,7 +240,7 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
   Tensor lse = ws({cfg_.num_attention_heads, B});
   for (int j = 0; j < D_; ++j)
     for (int64_t b = 0; b < B; ++b)
-      std::memcpy(F(qf) + b * qd + j * qw, F(qall) + (j * B + b) * qw, sizeof(float) * qw);
+      copy_bytes(F(qf) + b * qd + j * qw, F(qall) + (j * B + b) * qw, sizeof(float) * qw);
   attend_cache(cache_, l, cfg_, F(qf), F(o), F(lse));
   // Partials of head group j to rank j: [B, qw] of o, then [nq, B] of lse.
   const int64_t blk = B * qw + nq * B;
@@ -244,8 +248,8 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
   for (int j = 0; j < D_; ++j) {
     float* dst = F(sendb) + j * blk;
     for (int64_t b = 0; b < B; ++b)
-      std::memcpy(dst + b * qw, F(o) + b * qd + j * qw, sizeof(float) * qw);
-    std::memcpy(dst + B * qw, F(lse) + j * nq * B, sizeof(float) * nq * B);
+      copy_bytes(dst + b * qw, F(o) + b * qd + j * qw, sizeof(float) * qw);
+    copy_bytes(dst + B * qw, F(lse) + j * nq * B, sizeof(float) * nq * B);
   }
   std::vector<int64_t> bytes(static_cast<size_t>(D_), blk * 4), off(static_cast<size_t>(D_));
   for (int j = 0; j < D_; ++j) off[static_cast<size_t>(j)] = j * blk * 4;
@@ -264,20 +268,20 @@ void detail::tp_tail(Comm& comm, const TspDims& t, const TspLayer& W, const floa
   const int64_t h = t.h, qw = t.q_rows, Ir = t.Ir;
   // W_o,r is [h, q_rows] columns at off_o of the packet.
   Tensor part = ws({T, h});
-  gemm<float>(Trans::N, Trans::T, T, h, qw, 1.0f, o, qw, F(W.attn) + t.off_o(), qw, 0.0f, F(part),
-              h);
+  k::gemm<float>(Trans::N, Trans::T, T, h, qw, 1.0f, o, qw, F(W.attn) + t.off_o(), qw, 0.0f,
+                 F(part), h);
   comm.iallreduce(F(part), T * h, Traffic::acts).wait();
-  add_inplace<float>(F(x), F(part), T * h);
+  k::add_inplace<float>(F(x), F(part), T * h);
   Tensor y = ws({T, h}), n = ws({T, h}), rstd = ws({T});
-  rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.post_norm), T, h, eps);
+  k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.post_norm), T, h, eps);
   const float* pm = F(W.mlp);
   Tensor g = ws({T, Ir}), u = ws({T, Ir}), a = ws({T, Ir});
-  linear_fwd<float>(F(g), F(y), pm, T, Ir, h);
-  linear_fwd<float>(F(u), F(y), pm + Ir * h, T, Ir, h);
-  swiglu_fwd<float>(F(a), F(g), F(u), T * Ir);
-  linear_fwd<float>(F(part), F(a), pm + 2 * Ir * h, T, h, Ir);
+  k::linear_fwd<float>(F(g), F(y), pm, T, Ir, h);
+  k::linear_fwd<float>(F(u), F(y), pm + Ir * h, T, Ir, h);
+  k::swiglu_fwd<float>(F(a), F(g), F(u), T * Ir);
+  k::linear_fwd<float>(F(part), F(a), pm + 2 * Ir * h, T, h, Ir);
   comm.iallreduce(F(part), T * h, Traffic::acts).wait();
-  add_inplace<float>(F(x), F(part), T * h);
+  k::add_inplace<float>(F(x), F(part), T * h);
 }
 
 void detail::rebalance(KvCache& cache_, std::vector<int64_t>& counts_, Comm& comm_) {
@@ -313,13 +317,14 @@ void detail::rebalance(KvCache& cache_, std::vector<int64_t>& counts_, Comm& com
       for (int64_t i = 0; i < m.n; ++i) {
         float* row = F(buf) + i * per;
         const int64_t slot = first + i;
-        row[0] = static_cast<float>(cache_.positions[static_cast<size_t>(slot)]);
+        const float pos = static_cast<float>(cache_.positions[static_cast<size_t>(slot)]);
+        copy_bytes(row, &pos, sizeof pos);  // buf may be device memory
         for (int64_t l = 0; l < L; ++l)
           for (int64_t b = 0; b < B_; ++b) {
             float* dst = row + 1 + (l * B_ + b) * 2 * kvd;
-            std::memcpy(dst, cache_.k_row(static_cast<size_t>(l), b, slot), sizeof(float) * kvd);
-            std::memcpy(dst + kvd, cache_.v_row(static_cast<size_t>(l), b, slot),
-                        sizeof(float) * kvd);
+            copy_bytes(dst, cache_.k_row(static_cast<size_t>(l), b, slot), sizeof(float) * kvd);
+            copy_bytes(dst + kvd, cache_.v_row(static_cast<size_t>(l), b, slot),
+                       sizeof(float) * kvd);
           }
       }
       comm_.isend(F(buf), m.n * per * 4, m.dst, 8, Traffic::kv).wait();
@@ -328,13 +333,15 @@ void detail::rebalance(KvCache& cache_, std::vector<int64_t>& counts_, Comm& com
       comm_.irecv(F(buf), m.n * per * 4, m.src, 8, Traffic::kv).wait();
       for (int64_t i = 0; i < m.n; ++i) {
         const float* row = F(buf) + i * per;
-        const int64_t slot = cache_.append(static_cast<int64_t>(row[0]));
+        float pos = 0;
+        copy_bytes(&pos, row, sizeof pos);
+        const int64_t slot = cache_.append(static_cast<int64_t>(pos));
         for (int64_t l = 0; l < L; ++l)
           for (int64_t b = 0; b < B_; ++b) {
             const float* src = row + 1 + (l * B_ + b) * 2 * kvd;
-            std::memcpy(cache_.k_row(static_cast<size_t>(l), b, slot), src, sizeof(float) * kvd);
-            std::memcpy(cache_.v_row(static_cast<size_t>(l), b, slot), src + kvd,
-                        sizeof(float) * kvd);
+            copy_bytes(cache_.k_row(static_cast<size_t>(l), b, slot), src, sizeof(float) * kvd);
+            copy_bytes(cache_.v_row(static_cast<size_t>(l), b, slot), src + kvd,
+                       sizeof(float) * kvd);
           }
       }
     }
@@ -348,13 +355,14 @@ std::vector<float> detail::logits_sharded(Comm& comm, const Tensor& yf, const Te
   const int D = comm.size();
   const int64_t h = yf.shape()[1];
   Tensor mine = ws({B, Vr}), all = ws({D, B, Vr});
-  linear_fwd<float>(F(mine), F(yf), F(shard), B, Vr, h);
+  k::linear_fwd<float>(F(mine), F(yf), F(shard), B, Vr, h);
   comm.iallgather(F(mine), F(all), B * Vr * 4, Traffic::embed_head).wait();
+  const std::vector<float> a = to_host(F(all), D * B * Vr);  // sampling runs on the host
   std::vector<float> out(static_cast<size_t>(B * V));
   for (int r = 0; r < D; ++r)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < Vr && r * Vr + i < V; ++i)
-        out[static_cast<size_t>(b * V + r * Vr + i)] = F(all)[(r * B + b) * Vr + i];
+        out[static_cast<size_t>(b * V + r * Vr + i)] = a[static_cast<size_t>((r * B + b) * Vr + i)];
   return out;
 }
 
@@ -376,7 +384,7 @@ Tensor detail::embed_sharded(Comm& comm, const std::vector<int64_t>& ids, const 
   Tensor x = Tensor::zeros({B, h}, DType::f32, Cat::workspace);
   for (int64_t b = 0; b < B; ++b) {
     const int64_t id = ids[static_cast<size_t>(b)];
-    if (id / Vr == r) std::memcpy(F(x) + b * h, F(shard) + (id - r * Vr) * h, sizeof(float) * h);
+    if (id / Vr == r) copy_bytes(F(x) + b * h, F(shard) + (id - r * Vr) * h, sizeof(float) * h);
   }
   comm.iallreduce(F(x), B * h, Traffic::embed_head).wait();
   return x;
@@ -386,24 +394,31 @@ void detail::attend_cache(KvCache& cache, size_t l, const ModelConfig& c, const 
                           float* lse) {
   const int64_t B = cache.B, n = cache.size(), qd = c.q_dim(), nh = c.num_attention_heads;
   if (n == 0) {
-    std::fill(o, o + B * qd, 0.f);
-    std::fill(lse, lse + nh * B, -std::numeric_limits<float>::infinity());
+    zero_bytes(o, sizeof(float) * B * qd);
+    const std::vector<float> none(static_cast<size_t>(nh * B),
+                                  -std::numeric_limits<float>::infinity());
+    copy_bytes(lse, none.data(), sizeof(float) * none.size());
     return;
   }
   const int d = static_cast<int>(c.head_dim());
   const AttnShape sh{static_cast<int>(nh), static_cast<int>(c.num_key_value_heads), d};
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  std::fill(o, o + B * qd, 0.f);
+  zero_bytes(o, sizeof(float) * B * qd);
   for (int64_t b = 0; b < B; ++b) {
     QSeg qs{b, n - 1, 1};  // a query after every cached key
     KvSeg<float> ks{cache.k_row(l, b, 0), cache.v_row(l, b, 0), cache.kvd, 0, n};
-    flash_attn_fwd<float>(o, lse, B, q, qd, &qs, 1, &ks, 1, sh, scale);
+    k::flash_attn_fwd<float>(o, lse, B, q, qd, &qs, 1, &ks, 1, sh, scale);
   }
 }
 
-void detail::merge_partials(const float* blocks, int D, int64_t B, int64_t nh, int64_t d,
-                            float* out) {
+void detail::merge_partials(const float* dev_blocks, int D, int64_t B, int64_t nh, int64_t d,
+                            float* dev_out) {
   const int64_t w = nh * d, blk = B * w + nh * B;
+  // On the host (B·nh·d per rank: one decode step's attention output): copied over and back.
+  const std::vector<float> in = to_host(dev_blocks, D * blk);
+  std::vector<float> res(static_cast<size_t>(B * w));
+  const float* blocks = in.data();
+  float* out = res.data();
   for (int64_t b = 0; b < B; ++b)
     for (int64_t c = 0; c < nh; ++c) {
       float m = -std::numeric_limits<float>::infinity();
@@ -421,6 +436,13 @@ void detail::merge_partials(const float* blocks, int D, int64_t B, int64_t nh, i
       }
       for (int64_t k = 0; k < d; ++k) o[k] /= wsum;
     }
+  copy_bytes(dev_out, out, sizeof(float) * res.size());
+}
+
+std::vector<float> detail::to_host(const float* p, int64_t n) {
+  std::vector<float> h(static_cast<size_t>(n));
+  copy_bytes(h.data(), p, sizeof(float) * h.size());
+  return h;
 }
 
 }  // namespace origami::infer

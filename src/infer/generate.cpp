@@ -93,7 +93,8 @@ int run_generate(const GenerateOptions& o) {
          static_cast<double>(shard_bytes) / 1048576.0, " MiB) and the KV cache (",
          static_cast<double>(cache_bytes) / 1048576.0, " MiB) need more per rank");
 
-  Mesh mesh = make_mesh(D);
+  select_device(o.par);
+  Mesh mesh = make_layout_mesh(o.par, D);
   Comm& comm = *mesh.model;
   const int rank = comm.rank();
   const bool talk = rank == 0 && !o.quiet;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "infer/sample.h"
+#include "parallel/layout.h"
 
 namespace origami::infer {
 
@@ -16,6 +17,7 @@ struct GenerateOptions {
   double max_memory_gib = 0;  // 0: no budget
   bool quiet = false;
   Sampling sampling;
+  ParallelOptions par;  // device and comm only (--device, --comm); the layout is `layout`
 };
 
 int run_generate(const GenerateOptions& o);

@@ -38,6 +38,8 @@ void attend_cache(KvCache& cache, size_t layer, const ModelConfig& c, const floa
 // D partial results, block i = [B, nh·d] of o then [nh, B] of lse, merged by log-sum-exp in rank
 // order into out [B, nh·d].
 void merge_partials(const float* blocks, int D, int64_t B, int64_t nh, int64_t d, float* out);
+// n floats of host or device memory, as a host vector.
+std::vector<float> to_host(const float* p, int64_t n);
 // The TP-style tail of a layer on rank r's shards for T replicated rows: x += all-reduce(o ·
 // W_o,rᵀ), then x += all-reduce(swiglu(norm(x)·W_{g,u},rᵀ)·W_d,rᵀ) (o: [T, q_rows] of the own
 // heads). TSP's decode step and TP's layer share it.

@@ -1,7 +1,10 @@
 #include "kernels/emu.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/device.h"
@@ -22,18 +25,30 @@ void* tag(void* p) {
   return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) | kTag);
 }
 
-size_t padded(size_t bytes) {
-  return ((bytes ? bytes : 1) + 63) & ~size_t{63};
+// Each allocation ends exactly (to the float) against an inaccessible guard page, with another
+// before its first page, so a kernel or copy that runs past the end of a tensor faults too (an
+// overrun the host heap would absorb, and a GPU would report as an illegal address). The data is
+// therefore only 4-byte aligned: the CPU kernels load unaligned.
+constexpr size_t kPage = 4096;
+size_t pages(size_t bytes) {
+  return ((bytes ? bytes : 1) + 63 + kPage - 1) / kPage * kPage;
+}
+size_t offset(size_t bytes) {  // of the data in its pages: ending at the guard
+  return (pages(bytes) - (bytes ? bytes : 1)) & ~size_t{3};
 }
 void* alloc(size_t bytes, Cat c) {
-  void* p = std::aligned_alloc(64, padded(bytes));
-  ORIGAMI_CHECK(p, "emulated device: allocation of ", bytes, " bytes failed");
+  const size_t n = pages(bytes);
+  void* m = mmap(nullptr, n + 2 * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ORIGAMI_CHECK(m != MAP_FAILED, "emulated device: allocation of ", bytes, " bytes failed");
+  char* data = static_cast<char*>(m) + kPage;
+  ORIGAMI_CHECK(mprotect(data, n, PROT_READ | PROT_WRITE) == 0, "emulated device: mprotect failed");
   MemTracker::device().note_alloc(bytes, c);
-  return tag(p);
+  return tag(data + offset(bytes));
 }
 void release(void* p, size_t bytes, Cat c) {
   if (!p) return;
-  std::free(untag(p));
+  char* data = static_cast<char*>(untag(p)) - offset(bytes);
+  munmap(data - kPage, pages(bytes) + 2 * kPage);
   MemTracker::device().note_free(bytes, c);
 }
 void zero(void* p, size_t bytes) {
@@ -52,6 +67,18 @@ void host_free(void* p) {
 }
 const DeviceOps kOps{"emu", alloc, release, zero, copy, host_alloc, host_free};
 
+bool tagged(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) & kTag;
+}
+// A GPU kernel can reach device memory only: a tensor argument in host memory is an error here
+// (on a GPU it is an illegal address); positions and targets (int64) are host arrays by contract.
+const float* device_arg(const float* p) {
+  ORIGAMI_CHECK(!p || tagged(p),
+                "emulated device: a kernel was handed host memory for a tensor argument (a GPU "
+                "kernel cannot reach it)");
+  return untag(p);
+}
+
 // A CPU kernel behind a wrapper that strips the tag from its pointer arguments.
 template <class T>
 T arg(T x) {
@@ -59,7 +86,10 @@ T arg(T x) {
 }
 template <class T>
 T* arg(T* p) {
-  return untag(p);
+  if constexpr (std::is_same_v<std::remove_const_t<T>, float>)
+    return const_cast<T*>(device_arg(p));
+  else
+    return untag(p);
 }
 template <auto F>
 struct Wrap;
@@ -71,21 +101,22 @@ struct Wrap<F> {
 // Key segments carry device pointers inside: a host copy with the real addresses.
 std::vector<k::KvSeg<float>> segs(const k::KvSeg<float>* ks, int n) {
   std::vector<k::KvSeg<float>> r(ks, ks + n);
-  for (auto& s : r) s.k = untag(s.k), s.v = untag(s.v), s.dk = untag(s.dk), s.dv = untag(s.dv);
+  for (auto& s : r)
+    s.k = device_arg(s.k), s.v = device_arg(s.v), s.dk = arg(s.dk), s.dv = arg(s.dv);
   return r;
 }
 void attn_fwd(float* o, float* lse, int64_t ls, const float* q, int64_t qs_, const k::QSeg* qs,
               int nqs, const k::KvSeg<float>* ks, int nks, k::AttnShape sh, float scale) {
   const auto s = segs(ks, nks);
-  k::cpu_table().flash_attn_fwd(untag(o), untag(lse), ls, untag(q), qs_, qs, nqs, s.data(), nks, sh,
+  k::cpu_table().flash_attn_fwd(arg(o), arg(lse), ls, arg(q), qs_, qs, nqs, s.data(), nks, sh,
                                 scale);
 }
 void attn_bwd(float* dq, const float* dout, const float* q, const float* o, int64_t qs_,
               const float* lse, int64_t ls, const k::QSeg* qs, int nqs, const k::KvSeg<float>* ks,
               int nks, k::AttnShape sh, float scale) {
   const auto s = segs(ks, nks);
-  k::cpu_table().flash_attn_bwd(untag(dq), untag(dout), untag(q), untag(o), qs_, untag(lse), ls, qs,
-                                nqs, s.data(), nks, sh, scale);
+  k::cpu_table().flash_attn_bwd(arg(dq), arg(dout), arg(q), arg(o), qs_, arg(lse), ls, qs, nqs,
+                                s.data(), nks, sh, scale);
 }
 
 #define W(name) &Wrap<&cpu::name>::call

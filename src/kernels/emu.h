@@ -4,8 +4,12 @@
 // any direct host access (a memcpy, a loop over data<float>(), MPI reading the buffer) faults at
 // once; its DeviceOps copy, zero and allocate through the real address, and its kernel table is
 // the CPU kernels behind wrappers that strip the tag from every pointer argument (key segments
-// included). The communicators are wrapped into the staged one, as for CUDA. Bitwise equal to
-// `--device cpu` of the same layout (same kernels, same reduction order): tests check that.
+// included) and refuse a tensor argument in host memory (a GPU kernel could not reach it; the
+// int64 positions and targets are host arrays by contract). Every allocation ends against a guard
+// page, so overruns fault too. The communicators are wrapped into the staged one, as for CUDA.
+// Bitwise equal to `--device cpu` of the same layout (same kernels, same reduction order): tests
+// check that. What it cannot see: ordering between streams, and what only the CUDA kernels get
+// wrong.
 #pragma once
 #include <cstdint>
 

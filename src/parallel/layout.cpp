@@ -4,6 +4,7 @@
 #include <sstream>
 #include <utility>
 
+#include "comm/staged_comm.h"
 #include "core/error.h"
 #include "kernels/emu.h"
 
@@ -149,6 +150,18 @@ void select_device(const ParallelOptions& p) {
         "--device cuda: this binary has no CUDA backend; run origami-cuda (built next to it when "
         "the CUDA toolkit is found, -DORIGAMI_CUDA=ON)");
   p.use_cuda();
+}
+
+// The layout's communicators of the --comm kind: MPI's; MPI's wrapped into the staged one, which
+// takes device buffers (several ranks may share a GPU); or NCCL's.
+Mesh make_layout_mesh(const ParallelOptions& p, int M, int T) {
+  const std::string kind = comm_kind(p);
+  if (kind == "nccl") return make_mesh(M, T, p.make_nccl);
+  Mesh m = make_mesh(M, T);
+  if (kind == "mpi_staged")
+    for (auto* c : {&m.model, &m.dp, &m.tp, &m.sp})
+      if (*c) *c = make_staged_comm(std::move(*c));
+  return m;
 }
 
 }  // namespace origami

@@ -50,6 +50,9 @@ struct ParallelOptions {
 void select_device(const ParallelOptions& p);
 // --comm resolved: auto is mpi on the CPU and mpi_staged on a device.
 std::string comm_kind(const ParallelOptions& p);
+// make_mesh(M, T) with communicators of the --comm kind: MPI's; MPI's wrapped into the staged
+// one, which takes device buffers (several ranks may share a GPU); or NCCL's.
+Mesh make_layout_mesh(const ParallelOptions& p, int M, int T = 1);
 
 // What the TSP schedule needs (tsp-spec §3): n_kv mod D, I mod D, S mod 2D, head buckets.
 void validate_tsp(const ModelConfig& c, int D, int64_t seq, int attn_buckets);

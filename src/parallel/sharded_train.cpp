@@ -6,7 +6,6 @@
 #include <cmath>
 
 #include "comm/accounting.h"
-#include "comm/staged_comm.h"
 #include "core/error.h"
 #include "kernels/dispatch.h"
 #include "parallel/layout.h"
@@ -134,17 +133,6 @@ class ShardedTrainEngine : public Engine {
   TspDims t_{};
   TspParams p_, g_, m_, v_;
 };
-// The layout's communicators of the --comm kind: MPI's; MPI's wrapped into the staged one, which
-// takes device buffers (several ranks may share a GPU); or NCCL's.
-Mesh mesh_for(const ParallelOptions& p, int M, int T = 1) {
-  const std::string kind = comm_kind(p);
-  if (kind == "nccl") return make_mesh(M, T, p.make_nccl);
-  Mesh m = make_mesh(M, T);
-  if (kind == "mpi_staged")
-    for (auto* c : {&m.model, &m.dp, &m.tp, &m.sp})
-      if (*c) *c = make_staged_comm(std::move(*c));
-  return m;
-}
 
 }  // namespace
 
@@ -158,7 +146,7 @@ std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const
     validate_tsp(c, D, S, p.attn_buckets);
     const TspOptions o{p.attn_buckets, p.keep_attn_weights,  p.overlap, rc,
                        L.fsdp_axis,    p.fused_mlp_recompute};
-    return std::make_unique<ShardedTrainEngine>(c, mesh_for(p, D), L.text, [&](Mesh& m) {
+    return std::make_unique<ShardedTrainEngine>(c, make_layout_mesh(p, D), L.text, [&](Mesh& m) {
       return std::make_unique<TspEngine>(c, *m.model, o);
     });
   }
@@ -168,10 +156,10 @@ std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const
     std::string name = L.text;
     if (L.tp > 1 && !p.tp_seq_parallel) name += " (no sequence parallelism)";
     return std::make_unique<ShardedTrainEngine>(
-        c, mesh_for(p, L.model_degree(), L.tp), name,
+        c, make_layout_mesh(p, L.model_degree(), L.tp), name,
         [&](Mesh& m) { return std::make_unique<TpSpEngine>(c, *m.tp, *m.sp, o); });
   }
-  return make_single_engine(c, rc, mesh_for(p, 1).dp);
+  return make_single_engine(c, rc, make_layout_mesh(p, 1).dp);
 }
 
 }  // namespace origami

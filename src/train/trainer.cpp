@@ -243,10 +243,13 @@ int run_train(const TrainOptions& o) {
           el / static_cast<double>(step + 1 - start) * static_cast<double>(o.steps - step - 1);
       std::printf(
           "step %lld/%lld | loss %.6f | lr %.2e | gnorm %.3f | %.0f tok/s | %.3f s/step | "
-          "comm exposed %.0f%% | mem %s | eta %s\n",
+          "comm exposed %.0f%% | %smem %s | eta %s\n",
           static_cast<long long>(step + 1), static_cast<long long>(o.steps), loss, hp.lr, gnorm,
           static_cast<double>(G * S) / dt, dt, 100.0 * exposed / dt,
-          format_bytes(MemTracker::get().stats().total_peak).c_str(), fmt_eta(eta).c_str());
+          device_ops() ? "device " : "",  // the tensors' memory: the device's when selected
+          format_bytes((device_ops() ? MemTracker::device() : MemTracker::get()).stats().total_peak)
+              .c_str(),
+          fmt_eta(eta).c_str());
       std::fflush(stdout);
     }
     if (!o.synthetic && o.eval_every > 0 && ((step + 1) % o.eval_every == 0 || last)) {

@@ -3,16 +3,18 @@ single-device model and each parallel layout (tsp, fsdp_sp, tp with and without 
 parallelism, sp, tp+sp, dp, tsp+dp), with GQA, B = 2, ignored labels, --recompute none and full.
 train: 3 steps of `train --device DEVICE --layout L` (held-out evaluation, a checkpoint at step 2
 and at the end), and a resume on the device from step 2 bitwise equal to the uninterrupted run.
+generate: greedy decoding under single, tsp, tp, sp, from weights and from the train checkpoint.
 
 DEVICE cuda (origami-cuda on a GPU; the ranks share the one GPU through the staged communicator):
 each run against the single-rank --device cpu run of the same binary, weights and tokens — loss
 within 1e-6 and every gradient within 1e-5 norm-wise relative (fp32 on both sides) — and reruns on
 the device bitwise equal; training's losses within 1e-5 and final weights within 1e-4 norm-wise
-of the CPU's (AdamW's first steps are sign-like, so a tiny gradient may round the other way). Exits 77 (Skipped) when the binary finds no CUDA device.
+of the CPU's (AdamW's first steps are sign-like, so a tiny gradient may round the other way);
+generated ids equal to the CPU's and their logits within 1e-5; the same over NCCL. Exits 77 (Skipped) when the binary finds no CUDA device.
 
 DEVICE emu (the emulated device, kernels/emu.h: tensor memory that faults on any host access, the
-CPU kernels behind it): each run (grad, and train's checkpoints and losses) bitwise equal to the
-same layout with --device cpu, so no engine
+CPU kernels behind it): each run (grad, train's checkpoints and losses, generate's ids and
+logits) bitwise equal to the same layout with --device cpu, so no engine
 touches tensor memory except through the device seam, and the seam changes no arithmetic. Runs in
 the default suite (no GPU needed); also covers the tied-embedding, --attn-buckets, --no-overlap,
 --fused-mlp-recompute and --keep-attn-weights paths.
@@ -223,6 +225,48 @@ if DEVICE == "cuda":
                     for k in ref[2])
         check(lrel <= 1e-5 and worst <= 1e-4, f"train {L} over NCCL on the GPU: losses {lrel:.1e}, "
               f"worst final weight {worst:.1e} from the CPU's")
+
+# generate: greedy decoding of 6 tokens after a 13-token prompt (B = 2), from the weights and from
+# a train checkpoint; the output ids and the logits behind every generated token.
+prompt = np.random.default_rng(1).integers(0, 211, (2, 13)).astype(np.int64)
+st.save(P("prompt.safetensors"), {"input_ids": prompt})
+
+
+def generate(device, layout, name, source, extra=()):
+    out, lg = P(f"gen_{name}.safetensors"), P(f"logits_{name}.safetensors")
+    src = ["--weights", P("m.safetensors")] if source == "weights" else ["--checkpoint", source]
+    r = run(["generate", "--config", P("m.json"), "--tokens", P("prompt.safetensors"),
+             "--max-new-tokens", "6", "--device", device, "--out", out, "--dump-logits", lg,
+             "--quiet"] + src + (["--layout", layout] if layout else []) + list(extra),
+            ranks_of(layout))
+    if r.returncode != 0:
+        raise SystemExit(f"generate --device {device} --layout {layout} failed ({r.returncode}):"
+                         f"\n{r.stdout}\n{r.stderr}")
+    return st.load(out)["output_ids"], st.load(lg)["logits"], open(lg, "rb").read()
+
+
+ck = os.path.join(P(f"ck_{DEVICE}_tsp2"), "step_3")
+GEN = [("", "weights"), ("tsp=2", "weights"), ("tp=2", "weights"), ("sp=2", "weights"),
+       ("tsp=4", "weights"), ("tsp=2", ck)]
+gref = {src: generate("cpu", "", "cpu_" + ("w" if src == "weights" else "ck"), src)
+        for src in ("weights", ck)}
+for i, (L, src) in enumerate(GEN):
+    what = f"generate {L or 'single'} from the {'weights' if src == 'weights' else 'checkpoint'}"
+    ids, logits, raw = generate(DEVICE, L, f"{DEVICE}_{i}", src)
+    if DEVICE == "emu":
+        cids, _, craw = generate("cpu", L, f"cpu_{i}", src)
+        check((ids == cids).all() and raw == craw,
+              f"{what}: ids and logits on --device emu bitwise equal to --device cpu")
+    else:
+        rids, rlogits, _ = gref[src]
+        rel = float(np.linalg.norm(logits - rlogits) / np.linalg.norm(rlogits))
+        check((ids == rids).all() and rel <= 1e-5, f"{what} on the GPU: ids equal to the CPU's, "
+              f"logits within {rel:.1e} <= 1e-5")
+if DEVICE == "cuda":
+    ids, logits, _ = generate("cuda", "tsp=2", "nccl", "weights", ["--comm", "nccl"])
+    rel = float(np.linalg.norm(logits - gref["weights"][1]) / np.linalg.norm(gref["weights"][1]))
+    check((ids == gref["weights"][0]).all() and rel <= 1e-5,
+          f"generate tsp=2 over NCCL on the GPU: ids equal, logits within {rel:.1e}")
 
 if failures:
     sys.exit(f"{len(failures)} check(s) failed")
