@@ -426,3 +426,35 @@ TEST(Clip, SumSquaresIsExactAndThreadIndependent) {
   scale_inplace<double>(x.data(), 10000, 0.5);
   EXPECT_NEAR(sum_squares<double>(x.data(), 10000), ref / 4, 1e-9);
 }
+
+// Rows by index: copies land where the indices say; adds to a repeated destination row happen in
+// index order (bitwise the same as adding the rows one after the other).
+TEST(IndexRows, CopyAndOrderedAdd) {
+  const int64_t w = 131, n = 9, rows = 5;  // w: not a multiple of the column block
+  const Vec s = randn(n * w, 3), d0 = randn(rows * w, 4);
+  std::vector<float> src(s.begin(), s.end()), base(d0.begin(), d0.end());
+  const std::vector<int64_t> dst_rows = {4, 0, 4, 2, 4, 1, 0, 3, 4},
+                             src_rows = {8, 7, 6, 5, 4, 3, 2, 1, 0};
+  std::vector<float> want = base;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < w; ++c) want[dst_rows[i] * w + c] += src[src_rows[i] * w + c];
+  std::vector<float> got = base;
+  index_add_rows<float>(got.data(), src.data(), dst_rows.data(), src_rows.data(), n, w);
+  EXPECT_EQ(got, want);
+  // identity source rows
+  want = base, got = base;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < w; ++c) want[dst_rows[i] * w + c] += src[i * w + c];
+  index_add_rows<float>(got.data(), src.data(), dst_rows.data(), nullptr, n, w);
+  EXPECT_EQ(got, want);
+  // a gather (identity destinations) and a scatter to distinct rows
+  std::vector<float> g(n * w, -1.f);
+  index_copy_rows<float>(g.data(), base.data(), nullptr, dst_rows.data(), n, w);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < w; ++c) ASSERT_EQ(g[i * w + c], base[dst_rows[i] * w + c]);
+  std::vector<float> sc(rows * w, -1.f);
+  const std::vector<int64_t> perm = {3, 0, 4, 1, 2};
+  index_copy_rows<float>(sc.data(), src.data(), perm.data(), nullptr, rows, w);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < w; ++c) ASSERT_EQ(sc[perm[i] * w + c], src[i * w + c]);
+}

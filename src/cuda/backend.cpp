@@ -67,6 +67,21 @@ void ce_bwd_h(float* dz, const float* z, const float* lse, int64_t rows, int64_t
   ce_bwd<float>(dz, z, lse, rows, vblk, v0, v_real, t.get(), scale);
 }
 
+// Row indices (host arrays; null = identity) uploaded for the index kernels.
+DBuf<int64_t> up_rows(const int64_t* rows, int64_t n) {
+  return rows ? up(rows, n) : DBuf<int64_t>();
+}
+void index_copy_rows_h(float* dst, const float* src, const int64_t* dr, const int64_t* sr,
+                       int64_t n, int64_t w) {
+  auto d = up_rows(dr, n), s = up_rows(sr, n);
+  index_copy_rows<float>(dst, src, d.get(), s.get(), n, w);
+}
+void index_add_rows_h(float* dst, const float* src, const int64_t* dr, const int64_t* sr, int64_t n,
+                      int64_t w) {
+  auto d = up_rows(dr, n), s = up_rows(sr, n);
+  index_add_rows<float>(dst, src, d.get(), s.get(), n, w);
+}
+
 const k::Table kTable{&gemm<float>,
                       &linear_fwd<float>,
                       &linear_bwd_x<float>,
@@ -87,7 +102,9 @@ const k::Table kTable{&gemm<float>,
                       &adamw_step<float>,
                       &sum_squares<float>,
                       &scale_inplace<float>,
-                      &add_inplace<float>};
+                      &add_inplace<float>,
+                      &index_copy_rows_h,
+                      &index_add_rows_h};
 
 }  // namespace
 

@@ -274,6 +274,27 @@ __global__ void add_k(T* y, const T* x, int64_t n) {
     st(y + i, ld(y + i) + ld(x + i));
 }
 
+template <class T>
+__global__ void index_copy_rows_k(T* dst, const T* src, const int64_t* dr, const int64_t* sr,
+                                  int64_t n, int64_t w) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n * w;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e / w, c = e % w;
+    dst[(dr ? dr[i] : i) * w + c] = src[(sr ? sr[i] : i) * w + c];
+  }
+}
+
+template <class T>
+__global__ void index_add_rows_k(T* dst, const T* src, const int64_t* dr, const int64_t* sr,
+                                 int64_t n, int64_t w) {
+  for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < w;
+       c += int64_t(gridDim.x) * blockDim.x)
+    for (int64_t i = 0; i < n; ++i) {
+      T* y = dst + (dr ? dr[i] : i) * w + c;
+      st(y, ld(y) + ld(src + (sr ? sr[i] : i) * w + c));
+    }
+}
+
 template <class Y, class X>
 __global__ void copy_rows_k(Y* y, int64_t ldy, const X* x, int64_t ldx, int64_t rows, int64_t cols,
                             bool acc) {
@@ -436,6 +457,24 @@ void add_inplace(T* y, const T* x, int64_t n) {
   check_launch("add_inplace");
 }
 
+template <class T>
+void index_copy_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+                     int64_t n, int64_t w) {
+  if (n * w == 0) return;
+  index_copy_rows_k<<<grid_for(n * w), kThreads, 0, current_stream()>>>(dst, src, dst_rows,
+                                                                        src_rows, n, w);
+  check_launch("index_copy_rows");
+}
+
+template <class T>
+void index_add_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+                    int64_t n, int64_t w) {
+  if (n * w == 0) return;
+  index_add_rows_k<<<grid_for(w), kThreads, 0, current_stream()>>>(dst, src, dst_rows, src_rows, n,
+                                                                   w);
+  check_launch("index_add_rows");
+}
+
 template <class Y, class X>
 void copy_rows(Y* y, int64_t ldy, const X* x, int64_t ldx, int64_t rows, int64_t cols,
                bool accumulate) {
@@ -463,7 +502,10 @@ void copy_rows(Y* y, int64_t ldy, const X* x, int64_t ldx, int64_t rows, int64_t
   template void adamw_step<T>(float*, const T*, float*, float*, int64_t, const AdamW&, int64_t);   \
   template double sum_squares<T>(const T*, int64_t);                                               \
   template void scale_inplace<T>(T*, int64_t, float);                                              \
-  template void add_inplace<T>(T*, const T*, int64_t);
+  template void add_inplace<T>(T*, const T*, int64_t);                                             \
+  template void index_copy_rows<T>(T*, const T*, const int64_t*, const int64_t*, int64_t,          \
+                                   int64_t);                                                       \
+  template void index_add_rows<T>(T*, const T*, const int64_t*, const int64_t*, int64_t, int64_t);
 INST(float)
 INST(bf16)
 template void copy_rows<float, float>(float*, int64_t, const float*, int64_t, int64_t, int64_t,

@@ -113,6 +113,15 @@ template <class T>
 void scale_inplace(T* x, int64_t n, float s);
 template <class T>
 void add_inplace(T* y, const T* x, int64_t n);
+// Rows by index (cpu::index_copy_rows / index_add_rows); the index arrays are device memory here
+// (the table's wrappers upload the engines' host arrays). add: one thread per column walks the
+// rows in order, so repeated destination rows sum in the CPU's order, without atomics.
+template <class T>
+void index_copy_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+                     int64_t n, int64_t w);
+template <class T>
+void index_add_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+                    int64_t n, int64_t w);
 // y[r, :cols] (+)= x[r, :cols] with row strides (accumulate = add): fp32 accumulators into T.
 template <class Y, class X>
 void copy_rows(Y* y, int64_t ldy, const X* x, int64_t ldx, int64_t rows, int64_t cols,

@@ -103,10 +103,11 @@ class TpDecoder : public Decoder {
                          F(cos_), F(sin_));
       k::rope_fwd<float>(F(k), kw, pos.data(), T, static_cast<int>(nkv), static_cast<int>(d),
                          F(cos_), F(sin_));
-      for (int64_t t = 0; t < T; ++t) {  // slot = position
-        const int64_t b = t / rows, slot = pos[static_cast<size_t>(t)];
-        copy_bytes(cache_.k_row(l, b, slot), F(k) + t * kw, sizeof(float) * kw);
-        copy_bytes(cache_.v_row(l, b, slot), F(v) + t * kw, sizeof(float) * kw);
+      {  // slot = position
+        std::vector<int64_t> src(static_cast<size_t>(T)), bs(src.size());
+        for (int64_t t = 0; t < T; ++t)
+          src[static_cast<size_t>(t)] = t, bs[static_cast<size_t>(t)] = t / rows;
+        cache_.write(l, F(k), F(v), src, bs, pos);
       }
       Tensor o = ws({T, qw}), lse = ws({nq, T});
       for (int64_t b = 0; b < B_; ++b) {
@@ -160,11 +161,12 @@ class SpDecoder : public Decoder {
     counts_ = prefill_counts(S, D_);
     // Local rows [B, 2, c]: embedding (full table on every rank).
     Tensor x = ws({T, h});
+    std::vector<int64_t> tok(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) {
       const int64_t b = t / per, p = pos[static_cast<size_t>(t % per)];
-      const int64_t id = p < S ? ids[static_cast<size_t>(b * S + p)] : 0;
-      copy_bytes(F(x) + t * h, F(P_.embed) + id * h, sizeof(float) * h);
+      tok[static_cast<size_t>(t)] = p < S ? ids[static_cast<size_t>(b * S + p)] : 0;
     }
+    k::index_copy_rows<float>(F(x), F(P_.embed), nullptr, tok.data(), T, h);
     const int d = static_cast<int>(cfg_.head_dim());
     const AttnShape sh{static_cast<int>(cfg_.num_attention_heads),
                        static_cast<int>(cfg_.num_key_value_heads), d};
@@ -183,11 +185,13 @@ class SpDecoder : public Decoder {
                          F(cos_), F(sin_));
       k::rope_fwd<float>(k, kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d,
                          F(cos_), F(sin_));
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t s = slot[static_cast<size_t>(t % per)];
-        if (s < 0) continue;
-        copy_bytes(cache_.k_row(l, t / per, s), k + t * kvd, sizeof(float) * kvd);
-        copy_bytes(cache_.v_row(l, t / per, s), v + t * kvd, sizeof(float) * kvd);
+      {
+        std::vector<int64_t> src, bs, ss;  // the real (not padding) rows
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t s = slot[static_cast<size_t>(t % per)];
+          if (s >= 0) src.push_back(t), bs.push_back(t / per), ss.push_back(s);
+        }
+        cache_.write(l, k, v, src, bs, ss);
       }
       Request gk = comm_.iallgather(k, F(Kg), T * kvd * 4, Traffic::kv);
       Request gv = comm_.iallgather(v, F(Vg), T * kvd * 4, Traffic::kv);
@@ -229,8 +233,7 @@ class SpDecoder : public Decoder {
     const int64_t nh = cfg_.num_attention_heads;
     const int d = static_cast<int>(cfg_.head_dim());
     Tensor x = ws({B, h});
-    for (int64_t b = 0; b < B; ++b)
-      copy_bytes(F(x) + b * h, F(P_.embed) + ids[static_cast<size_t>(b)] * h, sizeof(float) * h);
+    k::index_copy_rows<float>(F(x), F(P_.embed), nullptr, ids.data(), B, h);
     const int owner = owner_of(counts_, pos_);
     ++counts_[static_cast<size_t>(owner)];
     const int64_t slot = owner == r_ ? cache_.append(pos_) : -1;
@@ -247,11 +250,11 @@ class SpDecoder : public Decoder {
       k::rope_fwd<float>(F(q), qd, pos.data(), B, static_cast<int>(nh), d, F(cos_), F(sin_));
       k::rope_fwd<float>(F(k), kvd, pos.data(), B, static_cast<int>(cfg_.num_key_value_heads), d,
                          F(cos_), F(sin_));
-      if (owner == r_)
-        for (int64_t b = 0; b < B; ++b) {
-          copy_bytes(cache_.k_row(l, b, slot), F(k) + b * kvd, sizeof(float) * kvd);
-          copy_bytes(cache_.v_row(l, b, slot), F(v) + b * kvd, sizeof(float) * kvd);
-        }
+      if (owner == r_) {
+        std::vector<int64_t> src(static_cast<size_t>(B));
+        for (int64_t b = 0; b < B; ++b) src[static_cast<size_t>(b)] = b;
+        cache_.write(l, F(k), F(v), src, src, std::vector<int64_t>(src.size(), slot));
+      }
       Tensor mine = ws({blk}), all = ws({D_, blk}), o = ws({B, qd});
       attend_cache(cache_, l, cfg_, F(q), F(mine), F(mine) + B * qd);
       comm_.iallgather(F(mine), F(all), blk * 4, Traffic::acts).wait();

@@ -43,6 +43,16 @@ float* KvCache::v_row(size_t layer, int64_t b, int64_t slot) {
   return v[layer].data<float>() + (b * capacity + slot) * kvd;
 }
 
+void KvCache::write(size_t layer, const float* kp, const float* vp,
+                    const std::vector<int64_t>& src_rows, const std::vector<int64_t>& b,
+                    const std::vector<int64_t>& slot) {
+  std::vector<int64_t> rows(src_rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = b[i] * capacity + slot[i];
+  const int64_t n = static_cast<int64_t>(rows.size());
+  k::index_copy_rows<float>(k[layer].data<float>(), kp, rows.data(), src_rows.data(), n, kvd);
+  k::index_copy_rows<float>(v[layer].data<float>(), vp, rows.data(), src_rows.data(), n, kvd);
+}
+
 std::vector<int64_t> prefill_counts(int64_t S, int D) {
   const int64_t c = padded(S, D) / (2 * D);
   std::vector<int64_t> n(static_cast<size_t>(D));
@@ -382,10 +392,13 @@ Tensor detail::embed_sharded(Comm& comm, const std::vector<int64_t>& ids, const 
   const int r = comm.rank();
   const int64_t B = static_cast<int64_t>(ids.size());
   Tensor x = Tensor::zeros({B, h}, DType::f32, Cat::workspace);
+  std::vector<int64_t> rows, local;  // the sequences whose id this rank's shard holds
   for (int64_t b = 0; b < B; ++b) {
     const int64_t id = ids[static_cast<size_t>(b)];
-    if (id / Vr == r) copy_bytes(F(x) + b * h, F(shard) + (id - r * Vr) * h, sizeof(float) * h);
+    if (id / Vr == r) rows.push_back(b), local.push_back(id - r * Vr);
   }
+  k::index_copy_rows<float>(F(x), F(shard), rows.data(), local.data(),
+                            static_cast<int64_t>(rows.size()), h);
   comm.iallreduce(F(x), B * h, Traffic::embed_head).wait();
   return x;
 }

@@ -40,6 +40,8 @@ struct Table {
   decltype(&cpu::sum_squares<float>) sum_squares;
   decltype(&cpu::scale_inplace<float>) scale_inplace;
   decltype(&cpu::add_inplace<float>) add_inplace;
+  decltype(&cpu::index_copy_rows<float>) index_copy_rows;
+  decltype(&cpu::index_add_rows<float>) index_add_rows;
 };
 void install(const Table* t);  // nullptr: the CPU kernels
 const Table* table();
@@ -79,6 +81,8 @@ ORIGAMI_K(adamw_step)
 ORIGAMI_K(sum_squares)
 ORIGAMI_K(scale_inplace)
 ORIGAMI_K(add_inplace)
+ORIGAMI_K(index_copy_rows)
+ORIGAMI_K(index_add_rows)
 #undef ORIGAMI_K
 
 }  // namespace origami::k

@@ -140,7 +140,9 @@ const k::Table kTable{W(gemm<float>),
                       W(adamw_step<float>),
                       W(sum_squares<float>),
                       W(scale_inplace<float>),
-                      W(add_inplace<float>)};
+                      W(add_inplace<float>),
+                      W(index_copy_rows<float>),
+                      W(index_add_rows<float>)};
 #undef W
 
 }  // namespace

@@ -124,4 +124,16 @@ void scale_inplace(T* x, int64_t n, T s);
 template <class T>
 void add_inplace(T* y, const T* x, int64_t n);
 
+// ---- Rows by index (embedding lookups and their gradients, packing rows for a transfer) ---------
+// For i = 0..n-1: row dst_rows[i] of dst (i when dst_rows is null) takes (copy) or gains (add) row
+// src_rows[i] of src (i when null); rows of w elements, contiguous. The index arrays are host
+// arrays (like positions). copy: the destination rows are distinct. add: in order of i, so a
+// destination row that repeats sums its sources in that order (deterministic, no atomics).
+template <class T>
+void index_copy_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+                     int64_t n, int64_t w);
+template <class T>
+void index_add_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+                    int64_t n, int64_t w);
+
 }  // namespace origami::cpu

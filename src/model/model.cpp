@@ -93,10 +93,7 @@ Model::Model(const ModelConfig& c) : cfg_(c) {
 
 void Model::embed(Tensor& x, const ModelParams& p, const Batch& b) {
   const int64_t h = cfg_.hidden_size;
-  const float* E = F(p.embed);
-  float* xp = F(x);
-  for (int64_t t = 0; t < b.B * b.S; ++t)
-    copy_bytes(xp + t * h, E + b.inputs[static_cast<size_t>(t)] * h, sizeof(float) * h);
+  k::index_copy_rows<float>(F(x), F(p.embed), nullptr, b.inputs.data(), b.B * b.S, h);
 }
 
 void Model::attention(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -289,15 +286,7 @@ double Model::forward_backward(const ModelParams& p, ModelParams& grads, const B
     saved[l] = Acts();
   }
   // Embedding backward: rows summed per token id in position order (deterministic).
-  float* GE = F(grads.embed);
-  const float* dxp = F(dx);
-  for (int64_t t = 0; t < T; ++t) {
-    float* row = GE + b.inputs[static_cast<size_t>(t)] * h;
-    if (grads.embed.on_device())
-      k::add_inplace<float>(row, dxp + t * h, h);
-    else
-      for (int64_t i = 0; i < h; ++i) row[i] += dxp[t * h + i];
-  }
+  k::index_add_rows<float>(F(grads.embed), F(dx), b.inputs.data(), nullptr, T, h);
   return loss;
 }
 

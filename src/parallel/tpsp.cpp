@@ -357,13 +357,26 @@ void TpSpEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor
 
 // ---- embedding and LM head ------------------------------------------------------------------
 
+namespace {
+// The tokens among the first n of b whose ids fall in this rank's vocabulary shard [v0, v0 + Vr):
+// their positions and their rows of the shard, in position order.
+std::pair<std::vector<int64_t>, std::vector<int64_t>> shard_rows(const Batch& b, int64_t n,
+                                                                 int64_t v0, int64_t Vr) {
+  std::vector<int64_t> rows, ids;
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t id = b.inputs[static_cast<size_t>(t)];
+    if (id >= v0 && id < v0 + Vr) rows.push_back(t), ids.push_back(id - v0);
+  }
+  return {rows, ids};
+}
+}  // namespace
+
 void TpSpEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x) {
   const int64_t h = t_.h, Vr = t_.Vr, v0 = tr_ * Vr;
   Tensor E = T_ > 1 ? ws0({Ts_, h}) : x;
-  for (int64_t t = 0; t < Ts_; ++t) {
-    const int64_t id = b.inputs[static_cast<size_t>(t)];
-    if (id >= v0 && id < v0 + Vr) copy_bytes(F(E) + t * h, F(p.embed) + (id - v0) * h, h * 4);
-  }
+  const auto [rows, ids] = shard_rows(b, Ts_, v0, Vr);
+  k::index_copy_rows<float>(F(E), F(p.embed), rows.data(), ids.data(),
+                            static_cast<int64_t>(rows.size()), h);
   if (T_ > 1) {
     x.zero();
     reduce_into(E, x, Traffic::embed_head);
@@ -375,11 +388,9 @@ void TpSpEngine::embed_bwd(TspParams& g, const Batch& b, const Tensor& dx) {
   const Tensor dX = gather(dx, Traffic::embed_head, Cat::workspace);
   Tensor target = g.embed;
   if (Sg_ > 1) target = vocab_scratch_.defined() ? vocab_scratch_ : ws0({Vr, h});
-  for (int64_t t = 0; t < Ts_; ++t) {  // position order
-    const int64_t id = b.inputs[static_cast<size_t>(t)];
-    if (id >= v0 && id < v0 + Vr)
-      k::add_inplace<float>(F(target) + (id - v0) * h, F(dX) + t * h, h);
-  }
+  const auto [rows, ids] = shard_rows(b, Ts_, v0, Vr);  // position order
+  k::index_add_rows<float>(F(target), F(dX), ids.data(), rows.data(),
+                           static_cast<int64_t>(rows.size()), h);
   if (Sg_ > 1) sp_sum_into(target, g.embed);
   vocab_scratch_ = Tensor();
 }

@@ -59,6 +59,19 @@ Plan plan(const std::vector<int64_t>& ids_all, int64_t T, int D, int r, int64_t 
   }
   return p;
 }
+// For each token id of `ids`, its row in the buffer laid out by `mine` (owner after owner, at row
+// offsets off[o] / (4h), each owner's ids sorted).
+std::vector<int64_t> rows_of(const std::vector<std::vector<int64_t>>& mine,
+                             const std::vector<int64_t>& ids, int64_t h,
+                             const std::vector<int64_t>& off) {
+  std::map<int64_t, int64_t> row;
+  for (size_t o = 0; o < mine.size(); ++o)
+    for (size_t i = 0; i < mine[o].size(); ++i)
+      row[mine[o][i]] = off[o] / (4 * h) + static_cast<int64_t>(i);
+  std::vector<int64_t> r(ids.size());
+  for (size_t t = 0; t < ids.size(); ++t) r[t] = row.at(ids[t]);
+  return r;
+}
 int64_t total(const std::vector<int64_t>& b) {
   int64_t s = 0;
   for (auto x : b) s += x;
@@ -75,55 +88,41 @@ void TspEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x,
   const Plan pl = plan(*ids_all, T, D_, r_, Vr, h);
   Tensor send = Tensor::empty({total(pl.sb) / 4 + 1}, DType::f32, Cat::comm);
   Tensor recv = Tensor::empty({total(pl.rb) / 4 + 1}, DType::f32, Cat::comm);
-  const float* E = F(p.embed);
+  // The send buffer is the rows the other ranks need, rank after rank: row j is the j-th id of
+  // theirs in that order.
+  std::vector<int64_t> local;
   for (int q = 0; q < D_; ++q)
-    for (size_t i = 0; i < pl.theirs[q].size(); ++i)
-      copy_bytes(F(send) + pl.so[q] / 4 + i * h, E + (pl.theirs[q][i] - r_ * Vr) * h, h * 4);
+    for (int64_t id : pl.theirs[q]) local.push_back(id - r_ * Vr);
+  k::index_copy_rows<float>(F(send), F(p.embed), nullptr, local.data(),
+                            static_cast<int64_t>(local.size()), h);
   comm_
       .ialltoallv(F(send), pl.sb.data(), pl.so.data(), F(recv), pl.rb.data(), pl.ro.data(),
                   Traffic::embed_head)
       .wait();
-  std::map<int64_t, const float*> row;
-  for (int o = 0; o < D_; ++o)
-    for (size_t i = 0; i < pl.mine[o].size(); ++i)
-      row[pl.mine[o][i]] = F(recv) + pl.ro[o] / 4 + i * h;
-  for (int64_t t = 0; t < T; ++t) copy_bytes(F(x) + t * h, row.at(b.inputs[t]), h * 4);
+  k::index_copy_rows<float>(F(x), F(recv), nullptr, rows_of(pl.mine, b.inputs, h, pl.ro).data(), T,
+                            h);
 }
 
 void TspEngine::embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_t>& ids_all,
                           const Tensor& dx) {
   const int64_t T = z_.local_tokens(), h = t_.h, Vr = t_.Vr;
   const Plan pl = plan(ids_all, T, D_, r_, Vr, h);
-  // sum my dx rows per distinct id, in position order, laid out as the owners expect
-  std::map<int64_t, float*> slot;
+  // sum my dx rows per distinct id, in position order, laid out as the owners expect (the
+  // forward's receive layout)
   Tensor send = Tensor::zeros({total(pl.rb) / 4 + 1}, DType::f32, Cat::comm);
   Tensor recv = Tensor::empty({total(pl.sb) / 4 + 1}, DType::f32, Cat::comm);
-  for (int o = 0; o < D_; ++o)
-    for (size_t i = 0; i < pl.mine[o].size(); ++i)
-      slot[pl.mine[o][i]] = F(send) + pl.ro[o] / 4 + i * h;
-  const bool dev = send.on_device();
-  for (int64_t t = 0; t < T; ++t) {
-    float* s = slot.at(b.inputs[t]);
-    const float* d = F(dx) + t * h;
-    if (dev)
-      k::add_inplace<float>(s, d, h);
-    else
-      for (int64_t i = 0; i < h; ++i) s[i] += d[i];
-  }
+  k::index_add_rows<float>(F(send), F(dx), rows_of(pl.mine, b.inputs, h, pl.ro).data(), nullptr, T,
+                           h);
   comm_
       .ialltoallv(F(send), pl.rb.data(), pl.ro.data(), F(recv), pl.sb.data(), pl.so.data(),
                   Traffic::embed_head)
       .wait();
-  float* G = F(g.embed);
-  for (int q = 0; q < D_; ++q)  // source-rank order
-    for (size_t i = 0; i < pl.theirs[q].size(); ++i) {
-      float* dst = G + (pl.theirs[q][i] - r_ * Vr) * h;
-      const float* src = F(recv) + pl.so[q] / 4 + i * h;
-      if (dev)
-        k::add_inplace<float>(dst, src, h);
-      else
-        for (int64_t e = 0; e < h; ++e) dst[e] += src[e];
-    }
+  // received rows in source-rank order, each added to its id's row of my shard
+  std::vector<int64_t> local;
+  for (int q = 0; q < D_; ++q)
+    for (int64_t id : pl.theirs[q]) local.push_back(id - r_ * Vr);
+  k::index_add_rows<float>(F(g.embed), F(recv), local.data(), nullptr,
+                           static_cast<int64_t>(local.size()), h);
 }
 
 double TspEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tensor* dyf,

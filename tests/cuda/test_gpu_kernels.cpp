@@ -163,6 +163,28 @@ TYPED_TEST(GpuKernels, AdamWAndReductions) {
   EXPECT_CLOSE(T, download(Y), yr);
 }
 
+TYPED_TEST(GpuKernels, IndexRows) {
+  using T = TypeParam;
+  const int64_t w = 1000, n = 9, rows = 5;
+  auto src = rounded<T>(randn(n * w, 16)), base = rounded<T>(randn(rows * w, 17));
+  const std::vector<int64_t> dst_rows = {4, 0, 4, 2, 4, 1, 0, 3, 4},
+                             src_rows = {8, 7, 6, 5, 4, 3, 2, 1, 0};
+  auto add = base;  // repeated destinations: summed in index order
+  cpu::index_add_rows<float>(add.data(), src.data(), dst_rows.data(), src_rows.data(), n, w);
+  std::vector<float> gather(n * w);
+  cpu::index_copy_rows<float>(gather.data(), base.data(), nullptr, dst_rows.data(), n, w);
+  auto S = upload<T>(src), A = upload<T>(base), B = upload<T>(base);
+  auto G = upload<T>(std::vector<float>(n * w, std::nanf("")));
+  auto DR = upload_i64(dst_rows), SR = upload_i64(src_rows);
+  index_add_rows<T>(A.get(), S.get(), DR.get(), SR.get(), n, w);
+  index_copy_rows<T>(G.get(), B.get(), nullptr, DR.get(), n, w);
+  EXPECT_CLOSE(T, download(A), add);
+  EXPECT_CLOSE(T, download(G), gather);
+  if constexpr (std::is_same_v<T, float>) {
+    EXPECT_EQ(download(A), add) << "not the CPU's order";
+  }
+}
+
 TEST(GpuMemory, DeviceAllocationsAreCountedPerCategory) {
   auto before = MemTracker::device().stats();
   {

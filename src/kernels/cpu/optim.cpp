@@ -2,6 +2,7 @@
 // eps added after dividing sqrt(v) by sqrt(1 - beta2^t)), and the pieces of global-norm clipping.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kernels/kernels.h"
@@ -55,11 +56,40 @@ void add_inplace(T* y, const T* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
-#define INST(T)                                                                      \
-  template void adamw_step<T>(T*, const T*, T*, T*, int64_t, const AdamW&, int64_t); \
-  template double sum_squares<T>(const T*, int64_t);                                 \
-  template void scale_inplace<T>(T*, int64_t, T);                                    \
-  template void add_inplace<T>(T*, const T*, int64_t);
+template <class T>
+void index_copy_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+                     int64_t n, int64_t w) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    std::memcpy(dst + (dst_rows ? dst_rows[i] : i) * w, src + (src_rows ? src_rows[i] : i) * w,
+                sizeof(T) * static_cast<size_t>(w));
+}
+
+template <class T>
+void index_add_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+                    int64_t n, int64_t w) {
+  // Threads take column blocks; each walks the rows in order of i (the sum order of a row).
+  constexpr int64_t kCols = 64;
+#pragma omp parallel for schedule(static)
+  for (int64_t c0 = 0; c0 < w; c0 += kCols) {
+    const int64_t c1 = std::min(w, c0 + kCols);
+    for (int64_t i = 0; i < n; ++i) {
+      T* y = dst + (dst_rows ? dst_rows[i] : i) * w;
+      const T* x = src + (src_rows ? src_rows[i] : i) * w;
+#pragma omp simd
+      for (int64_t c = c0; c < c1; ++c) y[c] += x[c];
+    }
+  }
+}
+
+#define INST(T)                                                                           \
+  template void adamw_step<T>(T*, const T*, T*, T*, int64_t, const AdamW&, int64_t);      \
+  template double sum_squares<T>(const T*, int64_t);                                      \
+  template void scale_inplace<T>(T*, int64_t, T);                                         \
+  template void add_inplace<T>(T*, const T*, int64_t);                                    \
+  template void index_copy_rows<T>(T*, const T*, const int64_t*, const int64_t*, int64_t, \
+                                   int64_t);                                              \
+  template void index_add_rows<T>(T*, const T*, const int64_t*, const int64_t*, int64_t, int64_t);
 INST(float)
 INST(double)
 
