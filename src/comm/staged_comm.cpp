@@ -35,9 +35,6 @@ struct Pinned {
 void move(void* dst, const void* src, int64_t bytes) {
   if (bytes > 0) copy_bytes(dst, src, static_cast<size_t>(bytes));
 }
-void d2h(void* dst, const void* src, int64_t bytes) {
-  move(dst, src, bytes);
-}
 
 // The host request, then the copy of the result back to the device (once).
 class StagedOp : public Request::Op {
@@ -89,7 +86,7 @@ class StagedComm : public Comm {
   }
   Request iallgather(const void* send, void* recv, int64_t bytes, Traffic t) override {
     auto all = std::make_shared<Pinned>(bytes * size());
-    d2h(all->data() + rank() * bytes, send, bytes);  // send may alias recv's own block
+    move(all->data() + rank() * bytes, send, bytes);  // send may alias recv's own block
     return wrap(h_->iallgather(all->data() + rank() * bytes, all->data(), bytes, t), {all},
                 back(recv, all, 0, bytes * size()));
   }
@@ -135,7 +132,7 @@ class StagedComm : public Comm {
   // Pinned memory of `size` bytes (default: bytes) holding the first `bytes` of device src.
   std::shared_ptr<Pinned> stage(const void* src, int64_t bytes, int64_t size = -1) {
     auto p = std::make_shared<Pinned>(size < 0 ? bytes : size);
-    d2h(p->data(), src, bytes);
+    move(p->data(), src, bytes);
     return p;
   }
   static std::function<void()> back(void* dst, const std::shared_ptr<Pinned>& p, int64_t off,

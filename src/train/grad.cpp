@@ -71,8 +71,8 @@ void run_grad(const GradOptions& o) {
   FullState st{ModelParams::zeros_host(cfg, Cat::workspace), ModelParams(), ModelParams()};
   load_params(st.params, SafeTensorsReader(o.weights));
   ModelParams grads = ModelParams::zeros_host(cfg, Cat::grads);
-  // From here on tensors are device memory, kernels the device's, and the communicators the
-  // staged one over MPI (several ranks may share a GPU).
+  // From here on tensors live on --device and the kernels are its own; the communicators are
+  // --comm's (make_engine: by default MPI on the CPU, the staged one on a device).
   select_device(o.par);
   auto eng = make_engine(layout, cfg, o.par, o.recompute, global.B / layout.dp, global.S);
   eng->load_state(st, false);
