@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -12,22 +14,59 @@
 namespace origami {
 namespace {
 
-// Host staging memory of the selected device (pinned for CUDA), freed with the last operation
-// that uses it.
-struct Pinned {
-  explicit Pinned(int64_t bytes) : n(bytes) {
+// Staging buffers are reused: pinning host memory costs far more than copying through it (the
+// runtime's documentation asks for staging areas allocated sparingly, and the programming guide
+// lists page-locked allocation among the implicitly synchronising operations, which no overlap
+// survives), so a buffer an operation is done with waits here, by power-of-two size class, for
+// the next one. Bounded by the most staging ever in flight at once; kept until exit.
+class StagingPool {
+ public:
+  static StagingPool& get() {
+    static StagingPool* pool = new StagingPool;  // never destroyed: no frees after CUDA's teardown
+    return *pool;
+  }
+  void* take(size_t bytes, size_t* cls) {
     const DeviceOps* d = device_ops();
     ORIGAMI_CHECK(d, "the staged communicator needs a selected device");
-    free_ = d->host_free;
-    p = d->host_alloc(static_cast<size_t>(bytes > 0 ? bytes : 1));
+    *cls = 4096;
+    while (*cls < bytes) *cls *= 2;
+    std::lock_guard<std::mutex> g(m_);
+    if (d != ops_) {  // another device selected (tests): its buffers are not ours to hand out
+      for (auto& [c, v] : free_)
+        for (void* p : v) ops_->host_free(p);
+      free_.clear();
+      ops_ = d;
+    }
+    auto& v = free_[*cls];
+    if (v.empty()) return d->host_alloc(*cls);
+    void* p = v.back();
+    v.pop_back();
+    return p;
   }
-  ~Pinned() { free_(p); }
+  void give(void* p, size_t cls) {
+    std::lock_guard<std::mutex> g(m_);
+    free_[cls].push_back(p);
+  }
+
+ private:
+  std::mutex m_;
+  const DeviceOps* ops_ = nullptr;
+  std::map<size_t, std::vector<void*>> free_;
+};
+
+// Host staging memory of the selected device (pinned for CUDA), back to the pool with the last
+// operation that uses it.
+struct Pinned {
+  explicit Pinned(int64_t bytes) : n(bytes) {
+    p = StagingPool::get().take(static_cast<size_t>(bytes > 0 ? bytes : 1), &cls);
+  }
+  ~Pinned() { StagingPool::get().give(p, cls); }
   Pinned(const Pinned&) = delete;
   Pinned& operator=(const Pinned&) = delete;
   char* data() { return static_cast<char*>(p); }
   void* p = nullptr;
   int64_t n;
-  void (*free_)(void*) = nullptr;
+  size_t cls = 0;
 };
 
 // Either side may be host memory (the engines pass a few host arrays too: token ids, counts);

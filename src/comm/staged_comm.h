@@ -4,8 +4,10 @@
 // the device when it is waited (or found complete by test()). It moves the bytes twice more than
 // NCCL, but any number of ranks can share one GPU and every operation keeps the host communicator's
 // fixed order (bit-identical reductions), so the schedules can be checked on the one lent GPU.
-// Bytes are the host communicator's records. Device-independent: the copies go through copy_bytes,
-// so the emulated device (kernels/emu.h) runs this same code on the CPU.
+// Bytes are the host communicator's records. Staging buffers come from a pool (pinning per
+// operation would cost more than the copies).
+// Device-independent: the copies go through copy_bytes, so the emulated device (kernels/emu.h)
+// runs this same code on the CPU.
 #pragma once
 #include <memory>
 
