@@ -85,10 +85,33 @@ int main(int argc, char** argv) {
       if (r == 0) std::printf("SKIPPED (all %d ranks): %s\n", D, why);
       return finish(kSkipNoDevice);
     }
+    // NCCL's own device memory (its buffers are not origami's allocations): the device's used
+    // memory before the communicator, after it, and after the operations below (connections are
+    // set up lazily), between barriers, divided by the ranks sharing the GPU (NCCL allocates the
+    // same on each). A measurement, printed; not a check.
+    const int sharing = (D + device_count() - 1) / device_count();  // one node here
+    auto used = [&] {
+      ORIGAMI_CUDA_CHECK(cudaDeviceSynchronize());
+      MPI_Barrier(MPI_COMM_WORLD);
+      size_t free_b = 0, total_b = 0;
+      ORIGAMI_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+      // less what the stream-ordered pool holds for origami's own buffers (kept after a free)
+      int dev = 0;
+      cudaMemPool_t pool;
+      uint64_t reserved = 0;
+      ORIGAMI_CUDA_CHECK(cudaGetDevice(&dev));
+      ORIGAMI_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+      ORIGAMI_CUDA_CHECK(
+          cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &reserved));
+      MPI_Barrier(MPI_COMM_WORLD);
+      return static_cast<double>(total_b - free_b) - static_cast<double>(reserved) * sharing;
+    };
+    const double used0 = used();
     std::unique_ptr<Comm> comm;
 #ifdef ORIGAMI_WITH_NCCL
     if (kind == "nccl") comm = make_nccl_comm(MPI_COMM_WORLD);
 #endif
+    const double used1 = kind == "nccl" ? used() : used0;
     if (kind == "staged") {  // stages through the selected device's pinned host memory
       use_cuda();
       comm = make_staged_comm(make_mpi_comm());
@@ -225,6 +248,15 @@ int main(int argc, char** argv) {
       check(std::memcmp(ya.data(), yb.data(), ya.size() * 4) == 0, "all-reduce rerun bitwise");
     }
     c.barrier();
+    if (kind == "nccl") {
+      const double used2 = used();
+      if (r == 0)
+        std::printf(
+            "NCCL device memory per rank (%d rank(s) per GPU, %d traffic classes): %.1f MiB after "
+            "the communicator, %.1f MiB after the operations\n",
+            sharing, kNumTraffic, (used1 - used0) / sharing / 1048576.0,
+            (used2 - used0) / sharing / 1048576.0);
+    }
   } catch (const std::exception& e) {
     std::printf("rank %d FAILED: %s\n", r, e.what());
     ++g_fail;
