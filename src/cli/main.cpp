@@ -45,7 +45,7 @@ bool launched_by_mpi() {
   return false;
 }
 
-// --device and --comm (train, grad, bench's runs and generate).
+// --device and --comm (train, grad and generate).
 void device_flags(Args& a) {
   a.flag("device", "cpu",
          "cpu | cuda | emu: where tensors live and the kernels run. cuda: the GPU (origami-cuda "
