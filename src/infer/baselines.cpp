@@ -107,7 +107,7 @@ class TpDecoder : public Decoder {
         std::vector<int64_t> src(static_cast<size_t>(T)), bs(src.size());
         for (int64_t t = 0; t < T; ++t)
           src[static_cast<size_t>(t)] = t, bs[static_cast<size_t>(t)] = t / rows;
-        cache_.write(l, F(k), F(v), src, bs, pos);
+        cache_.write(l, F(k), F(v), kw, src, bs, pos);
       }
       Tensor o = ws({T, qw}), lse = ws({nq, T});
       for (int64_t b = 0; b < B_; ++b) {
@@ -191,7 +191,7 @@ class SpDecoder : public Decoder {
           const int64_t s = slot[static_cast<size_t>(t % per)];
           if (s >= 0) src.push_back(t), bs.push_back(t / per), ss.push_back(s);
         }
-        cache_.write(l, k, v, src, bs, ss);
+        cache_.write(l, k, v, kvd, src, bs, ss);
       }
       Request gk = comm_.iallgather(k, F(Kg), T * kvd * 4, Traffic::kv);
       Request gv = comm_.iallgather(v, F(Vg), T * kvd * 4, Traffic::kv);
@@ -253,7 +253,7 @@ class SpDecoder : public Decoder {
       if (owner == r_) {
         std::vector<int64_t> src(static_cast<size_t>(B));
         for (int64_t b = 0; b < B; ++b) src[static_cast<size_t>(b)] = b;
-        cache_.write(l, F(k), F(v), src, src, std::vector<int64_t>(src.size(), slot));
+        cache_.write(l, F(k), F(v), kvd, src, src, std::vector<int64_t>(src.size(), slot));
       }
       Tensor mine = ws({blk}), all = ws({D_, blk}), o = ws({B, qd});
       attend_cache(cache_, l, cfg_, F(q), F(mine), F(mine) + B * qd);

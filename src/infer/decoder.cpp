@@ -43,14 +43,16 @@ float* KvCache::v_row(size_t layer, int64_t b, int64_t slot) {
   return v[layer].data<float>() + (b * capacity + slot) * kvd;
 }
 
-void KvCache::write(size_t layer, const float* kp, const float* vp,
+void KvCache::write(size_t layer, const float* kp, const float* vp, int64_t w,
                     const std::vector<int64_t>& src_rows, const std::vector<int64_t>& b,
-                    const std::vector<int64_t>& slot) {
+                    const std::vector<int64_t>& slot, const std::vector<int64_t>& blk) {
+  ORIGAMI_CHECK(w > 0 && kvd % w == 0, "KV cache write: width ", w, " does not divide ", kvd);
   std::vector<int64_t> rows(src_rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) rows[i] = b[i] * capacity + slot[i];
+  for (size_t i = 0; i < rows.size(); ++i)
+    rows[i] = (b[i] * capacity + slot[i]) * (kvd / w) + (blk.empty() ? 0 : blk[i]);
   const int64_t n = static_cast<int64_t>(rows.size());
-  k::index_copy_rows<float>(k[layer].data<float>(), kp, rows.data(), src_rows.data(), n, kvd);
-  k::index_copy_rows<float>(v[layer].data<float>(), vp, rows.data(), src_rows.data(), n, kvd);
+  k::index_copy_rows<float>(k[layer].data<float>(), kp, rows.data(), src_rows.data(), n, w);
+  k::index_copy_rows<float>(v[layer].data<float>(), vp, rows.data(), src_rows.data(), n, w);
 }
 
 std::vector<int64_t> prefill_counts(int64_t S, int D) {
@@ -103,15 +105,14 @@ struct PrefillSink : KvSink {
   int64_t rows_per_seq = 0, d = 0;
   void store(int layer, int64_t head0, int64_t heads, const float* k, const float* v) override {
     const int64_t w = heads * d, T = static_cast<int64_t>(slot_of_row.size());
+    ORIGAMI_CHECK(head0 % heads == 0, "KV sink: head ", head0, " starts no ", heads, "-head block");
+    std::vector<int64_t> src, bs, slots;  // the real (not padding) rows, into block head0/heads
     for (int64_t t = 0; t < T; ++t) {
       const int64_t slot = slot_of_row[static_cast<size_t>(t)];
-      if (slot < 0) continue;
-      const int64_t b = t / rows_per_seq;
-      copy_bytes(cache->k_row(static_cast<size_t>(layer), b, slot) + head0 * d, k + t * w,
-                 sizeof(float) * w);
-      copy_bytes(cache->v_row(static_cast<size_t>(layer), b, slot) + head0 * d, v + t * w,
-                 sizeof(float) * w);
+      if (slot >= 0) src.push_back(t), bs.push_back(t / rows_per_seq), slots.push_back(slot);
     }
+    cache->write(static_cast<size_t>(layer), k, v, w, src, bs, slots,
+                 std::vector<int64_t>(src.size(), head0 / heads));
   }
 };
 }  // namespace
@@ -234,12 +235,14 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
         rq.push_back(comm_.irecv(F(kvall) + j * B * 2 * kw, B * 2 * kw * 4, j, 7, Traffic::kv));
     copy_bytes(F(kvall) + r_ * B * 2 * kw, F(kv), sizeof(float) * B * 2 * kw);
     for (auto& r : rq) r.wait();
+    // kvall as rows of kw: k of (j, b) is row 2(jB + b), v the row after; head group j is the
+    // j-th kw-wide block of a cache row.
+    std::vector<int64_t> src, bs, blk;
     for (int j = 0; j < D_; ++j)
-      for (int64_t b = 0; b < B; ++b) {
-        const float* src = F(kvall) + (j * B + b) * 2 * kw;
-        copy_bytes(cache_.k_row(l, b, slot) + j * kw, src, sizeof(float) * kw);
-        copy_bytes(cache_.v_row(l, b, slot) + j * kw, src + kw, sizeof(float) * kw);
-      }
+      for (int64_t b = 0; b < B; ++b)
+        src.push_back(2 * (j * B + b)), bs.push_back(b), blk.push_back(j);
+    cache_.write(l, F(kvall), F(kvall) + kw, kw, src, bs, std::vector<int64_t>(src.size(), slot),
+                 blk);
   } else {
     comm_.isend(F(kv), B * 2 * kw * 4, owner, 7, Traffic::kv).wait();
   }

@@ -48,10 +48,12 @@ struct KvCache {
   int64_t append(int64_t pos);  // the new slot
   float* k_row(size_t layer, int64_t b, int64_t slot);
   float* v_row(size_t layer, int64_t b, int64_t slot);
-  // Rows src_rows[i] of k and v (rows of kvd) into (sequence b[i], slot[i]) of `layer`: one
-  // index copy each (not a copy per row, which on a GPU would be a synchronised copy each).
-  void write(size_t layer, const float* k, const float* v, const std::vector<int64_t>& src_rows,
-             const std::vector<int64_t>& b, const std::vector<int64_t>& slot);
+  // Rows src_rows[i] of k and v (rows of w floats) into (sequence b[i], slot[i]) of `layer`, at
+  // the blk[i]-th w-wide block of the row (w divides kvd; no blk: the first): one index copy
+  // each (not a copy per row, which on a GPU would be a synchronised copy each).
+  void write(size_t layer, const float* k, const float* v, int64_t w,
+             const std::vector<int64_t>& src_rows, const std::vector<int64_t>& b,
+             const std::vector<int64_t>& slot, const std::vector<int64_t>& blk = {});
 };
 
 // Positions the prefill of an S-token prompt leaves on each of D ranks (zigzag over S padded to
