@@ -159,7 +159,10 @@ class StagedComm : public Comm {
                 back(recv, r, 0, rext));
   }
   void progress() override { h_->progress(); }
-  void barrier() override { h_->barrier(); }
+  void barrier() override {  // the device's queued work first: a barrier orders ranks in time
+    if (const DeviceOps* d = device_ops()) d->sync();
+    h_->barrier();
+  }
 
  private:
   template <class T>

@@ -19,6 +19,7 @@ struct DeviceOps {
   // communicator's staging buffers (comm/staged_comm.h).
   void* (*host_alloc)(size_t bytes);
   void (*host_free)(void* p);
+  void (*sync)();  // returns when the work this thread queued on the device is done
 };
 // nullptr: host memory again.
 void use_device(const DeviceOps* ops);

@@ -33,7 +33,10 @@ void* pinned(size_t bytes) {
 void unpin(void* p) {
   cudaFreeHost(p);
 }
-const DeviceOps kOps{"cuda", alloc, release, zero, copy, pinned, unpin};
+void sync_stream() {
+  ORIGAMI_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
+}
+const DeviceOps kOps{"cuda", alloc, release, zero, copy, pinned, unpin, sync_stream};
 
 // Host arrays of the engines' calls (positions, targets) copied to the device.
 DBuf<int64_t> up(const int64_t* h, int64_t n) {
