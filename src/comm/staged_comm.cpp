@@ -31,12 +31,8 @@ class StagingPool {
     *cls = 4096;
     while (*cls < bytes) *cls *= 2;
     std::lock_guard<std::mutex> g(m_);
-    if (d != ops_) {  // another device selected (tests): its buffers are not ours to hand out
-      for (auto& [c, v] : free_)
-        for (void* p : v) ops_->host_free(p);
-      free_.clear();
-      ops_ = d;
-    }
+    if (!ops_) ops_ = d;
+    ORIGAMI_CHECK(d == ops_, "the staged communicator's staging pool serves one device a process");
     auto& v = free_[*cls];
     if (v.empty()) return d->host_alloc(*cls);
     void* p = v.back();

@@ -15,8 +15,6 @@
 namespace origami::emu {
 namespace {
 
-constexpr uintptr_t kTag = uintptr_t{1} << 62;
-
 template <class T>
 T* untag(T* p) {
   return const_cast<T*>(static_cast<const T*>(real(p)));

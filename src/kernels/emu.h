@@ -16,9 +16,10 @@
 namespace origami::emu {
 
 void use_emulated_device();
+// The bit that marks an emulated-device address (non-canonical on x86-64 with it set).
+constexpr uintptr_t kTag = uintptr_t{1} << 62;
 // The host address behind a tagged (emulated-device) pointer; other pointers unchanged.
 inline const void* real(const void* p) {
-  constexpr uintptr_t kTag = uintptr_t{1} << 62;
   return reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p) & ~kTag);
 }
 

@@ -132,7 +132,7 @@ double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch
   tail_.finish();  // the last ring's home hop, before the embedding adds to a tied head
   attn_tail_.finish();
   comm_.set_context(kWhereEmbed, Phase::bwd);
-  embed_bwd(g, b, ids_all, dx);
+  embed_bwd(g, ids_all, dx);
   return loss;
 }
 

@@ -108,8 +108,7 @@ class TspEngine : public ShardedSchedule {
                Tensor& dy2, const std::function<void()>& before_last);
   // embedding and head (tsp_vocab.cpp)
   void embed_fwd(const TspParams& p, const Batch& b, Tensor& x, std::vector<int64_t>* ids_all);
-  void embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_t>& ids_all,
-                 const Tensor& dx);
+  void embed_bwd(TspParams& g, const std::vector<int64_t>& ids_all, const Tensor& dx);
   double head(const TspParams& p, TspParams* g, const Tensor& yf, Tensor* dyf, const Batch& b,
               double inv_n);
   // a block

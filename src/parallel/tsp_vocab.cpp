@@ -39,6 +39,9 @@ struct Plan {
   std::vector<int64_t> sb, so, rb, ro;       // bytes / offsets per rank
   std::vector<std::vector<int64_t>> mine;    // ids I need, per owner
   std::vector<std::vector<int64_t>> theirs;  // ids each rank needs from me
+  // As rows of h floats: theirs rank after rank as rows of my shard (the send layout, row j the
+  // j-th), and for each of my tokens its id's row in the receive layout (mine owner after owner).
+  std::vector<int64_t> shard_rows, token_rows;
 };
 Plan plan(const std::vector<int64_t>& ids_all, int64_t T, int D, int r, int64_t Vr, int64_t h) {
   Plan p;
@@ -57,20 +60,13 @@ Plan plan(const std::vector<int64_t>& ids_all, int64_t T, int D, int r, int64_t 
     p.ro.push_back(ro);
     ro += p.rb.back();
   }
-  return p;
-}
-// For each token id of `ids`, its row in the buffer laid out by `mine` (owner after owner, at row
-// offsets off[o] / (4h), each owner's ids sorted).
-std::vector<int64_t> rows_of(const std::vector<std::vector<int64_t>>& mine,
-                             const std::vector<int64_t>& ids, int64_t h,
-                             const std::vector<int64_t>& off) {
   std::map<int64_t, int64_t> row;
-  for (size_t o = 0; o < mine.size(); ++o)
-    for (size_t i = 0; i < mine[o].size(); ++i)
-      row[mine[o][i]] = off[o] / (4 * h) + static_cast<int64_t>(i);
-  std::vector<int64_t> r(ids.size());
-  for (size_t t = 0; t < ids.size(); ++t) r[t] = row.at(ids[t]);
-  return r;
+  for (int q = 0; q < D; ++q) {
+    for (int64_t id : p.theirs[q]) p.shard_rows.push_back(id - r * Vr);
+    for (int64_t id : p.mine[q]) row.emplace(id, static_cast<int64_t>(row.size()));
+  }
+  for (int64_t t = 0; t < T; ++t) p.token_rows.push_back(row.at(ids_all[r * T + t]));
+  return p;
 }
 int64_t total(const std::vector<int64_t>& b) {
   int64_t s = 0;
@@ -88,41 +84,30 @@ void TspEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x,
   const Plan pl = plan(*ids_all, T, D_, r_, Vr, h);
   Tensor send = Tensor::empty({total(pl.sb) / 4 + 1}, DType::f32, Cat::comm);
   Tensor recv = Tensor::empty({total(pl.rb) / 4 + 1}, DType::f32, Cat::comm);
-  // The send buffer is the rows the other ranks need, rank after rank: row j is the j-th id of
-  // theirs in that order.
-  std::vector<int64_t> local;
-  for (int q = 0; q < D_; ++q)
-    for (int64_t id : pl.theirs[q]) local.push_back(id - r_ * Vr);
-  k::index_copy_rows<float>(F(send), F(p.embed), nullptr, local.data(),
-                            static_cast<int64_t>(local.size()), h);
+  k::index_copy_rows<float>(F(send), F(p.embed), nullptr, pl.shard_rows.data(),
+                            static_cast<int64_t>(pl.shard_rows.size()), h);
   comm_
       .ialltoallv(F(send), pl.sb.data(), pl.so.data(), F(recv), pl.rb.data(), pl.ro.data(),
                   Traffic::embed_head)
       .wait();
-  k::index_copy_rows<float>(F(x), F(recv), nullptr, rows_of(pl.mine, b.inputs, h, pl.ro).data(), T,
-                            h);
+  k::index_copy_rows<float>(F(x), F(recv), nullptr, pl.token_rows.data(), T, h);
 }
 
-void TspEngine::embed_bwd(TspParams& g, const Batch& b, const std::vector<int64_t>& ids_all,
-                          const Tensor& dx) {
+void TspEngine::embed_bwd(TspParams& g, const std::vector<int64_t>& ids_all, const Tensor& dx) {
   const int64_t T = z_.local_tokens(), h = t_.h, Vr = t_.Vr;
   const Plan pl = plan(ids_all, T, D_, r_, Vr, h);
   // sum my dx rows per distinct id, in position order, laid out as the owners expect (the
   // forward's receive layout)
   Tensor send = Tensor::zeros({total(pl.rb) / 4 + 1}, DType::f32, Cat::comm);
   Tensor recv = Tensor::empty({total(pl.sb) / 4 + 1}, DType::f32, Cat::comm);
-  k::index_add_rows<float>(F(send), F(dx), rows_of(pl.mine, b.inputs, h, pl.ro).data(), nullptr, T,
-                           h);
+  k::index_add_rows<float>(F(send), F(dx), pl.token_rows.data(), nullptr, T, h);
   comm_
       .ialltoallv(F(send), pl.rb.data(), pl.ro.data(), F(recv), pl.sb.data(), pl.so.data(),
                   Traffic::embed_head)
       .wait();
   // received rows in source-rank order, each added to its id's row of my shard
-  std::vector<int64_t> local;
-  for (int q = 0; q < D_; ++q)
-    for (int64_t id : pl.theirs[q]) local.push_back(id - r_ * Vr);
-  k::index_add_rows<float>(F(g.embed), F(recv), local.data(), nullptr,
-                           static_cast<int64_t>(local.size()), h);
+  k::index_add_rows<float>(F(g.embed), F(recv), pl.shard_rows.data(), nullptr,
+                           static_cast<int64_t>(pl.shard_rows.size()), h);
 }
 
 double TspEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tensor* dyf,

@@ -189,6 +189,15 @@ def train(device, layout, name, steps=3, resume=None, micro_batch=2, extra=()):
     return rep["losses"], files, st.load(os.path.join(out, f"step_{steps}", "model.safetensors"))
 
 
+def train_close(what, losses, W, ref):
+    """Losses within 1e-5 and every final weight within 1e-4 norm-wise of the CPU run `ref`."""
+    lrel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref[0]))
+    check(lrel <= 1e-5, f"{what}: losses {losses} vs cpu {ref[0]} ({lrel:.1e})")
+    worst = max((float(np.linalg.norm(W[k] - ref[2][k]) / np.linalg.norm(ref[2][k])), k)
+                for k in ref[2])
+    check(worst[0] <= 1e-4, f"{what}: worst final weight {worst[1]} {worst[0]:.1e} <= 1e-4")
+
+
 TRAIN_LAYOUTS = ["", "tsp=2", "fsdp_sp=2", "tp=2,sp=2", "dp=2"]
 refs = {}
 if DEVICE == "cuda":  # one rank; dp=2's global batch is 2 x 2, so its reference takes B = 4
@@ -201,14 +210,8 @@ for L in TRAIN_LAYOUTS:
         check(losses == closs and files == cfiles, f"train {L or 'single'}: losses and the final "
               "checkpoint on --device emu bitwise equal to --device cpu")
     else:
-        ref = refs[2 if L.startswith("dp=") else 1]
-        lrel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref[0]))
-        check(lrel <= 1e-5, f"train {L or 'single'} on the GPU: losses {losses} vs cpu {ref[0]} "
-              f"({lrel:.1e})")
-        worst = max((float(np.linalg.norm(W[k] - ref[2][k]) / np.linalg.norm(ref[2][k])), k)
-                    for k in ref[2])
-        check(worst[0] <= 1e-4, f"train {L or 'single'} on the GPU: worst final weight {worst[1]} "
-              f"{worst[0]:.1e} <= 1e-4")
+        train_close(f"train {L or 'single'} on the GPU", losses, W,
+                    refs[2 if L.startswith("dp=") else 1])
     # Resume on the device from the step-2 checkpoint of the same run: bitwise the same end.
     ck = P(f"ck_{DEVICE}_{n}")
     rlosses, rfiles, _ = train(DEVICE, L, f"{DEVICE}_{n}", resume=os.path.join(ck, "step_2"))
@@ -219,12 +222,7 @@ if DEVICE == "cuda":
     for L in ("tsp=2", "tp=2,sp=2"):
         losses, _, W = train("cuda", L, "nccl_" + L.replace("=", "").replace(",", "_"),
                              extra=["--comm", "nccl"])
-        ref = refs[1]
-        lrel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref[0]))
-        worst = max(float(np.linalg.norm(W[k] - ref[2][k]) / np.linalg.norm(ref[2][k]))
-                    for k in ref[2])
-        check(lrel <= 1e-5 and worst <= 1e-4, f"train {L} over NCCL on the GPU: losses {lrel:.1e}, "
-              f"worst final weight {worst:.1e} from the CPU's")
+        train_close(f"train {L} over NCCL on the GPU", losses, W, refs[1])
 
 # generate: greedy decoding of 6 tokens after a 13-token prompt (B = 2), from the weights and from
 # a train checkpoint; the output ids and the logits behind every generated token.
@@ -245,6 +243,13 @@ def generate(device, layout, name, source, extra=()):
     return st.load(out)["output_ids"], st.load(lg)["logits"], open(lg, "rb").read()
 
 
+def gen_close(what, ids, logits, ref):
+    """The CPU run `ref`'s ids, and its logits within 1e-5 norm-wise."""
+    rel = float(np.linalg.norm(logits - ref[1]) / np.linalg.norm(ref[1]))
+    check((ids == ref[0]).all() and rel <= 1e-5,
+          f"{what}: ids equal to the CPU's, logits within {rel:.1e} <= 1e-5")
+
+
 ck = os.path.join(P(f"ck_{DEVICE}_tsp2"), "step_3")
 GEN = [("", "weights"), ("tsp=2", "weights"), ("tp=2", "weights"), ("sp=2", "weights"),
        ("tsp=4", "weights"), ("tsp=2", ck)]
@@ -258,15 +263,10 @@ for i, (L, src) in enumerate(GEN):
         check((ids == cids).all() and raw == craw,
               f"{what}: ids and logits on --device emu bitwise equal to --device cpu")
     else:
-        rids, rlogits, _ = gref[src]
-        rel = float(np.linalg.norm(logits - rlogits) / np.linalg.norm(rlogits))
-        check((ids == rids).all() and rel <= 1e-5, f"{what} on the GPU: ids equal to the CPU's, "
-              f"logits within {rel:.1e} <= 1e-5")
+        gen_close(f"{what} on the GPU", ids, logits, gref[src])
 if DEVICE == "cuda":
     ids, logits, _ = generate("cuda", "tsp=2", "nccl", "weights", ["--comm", "nccl"])
-    rel = float(np.linalg.norm(logits - gref["weights"][1]) / np.linalg.norm(gref["weights"][1]))
-    check((ids == gref["weights"][0]).all() and rel <= 1e-5,
-          f"generate tsp=2 over NCCL on the GPU: ids equal, logits within {rel:.1e}")
+    gen_close("generate tsp=2 over NCCL on the GPU", ids, logits, gref["weights"])
 
 if failures:
     sys.exit(f"{len(failures)} check(s) failed")
