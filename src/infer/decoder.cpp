@@ -219,10 +219,12 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
                        F(sin_));
     k::rope_fwd<float>(F(k), kw, pos.data(), B, static_cast<int>(t_.nkv_loc), static_cast<int>(d),
                        F(cos_), F(sin_));
-    for (int64_t b = 0; b < B; ++b) {
-      copy_bytes(F(kv) + b * 2 * kw, F(k) + b * kw, sizeof(float) * kw);
-      copy_bytes(F(kv) + b * 2 * kw + kw, F(v) + b * kw, sizeof(float) * kw);
-    }
+    // kv as rows of kw: k of sequence b is row 2b, its v row 2b + 1
+    std::vector<int64_t> even(static_cast<size_t>(B)), odd(even.size());
+    for (int64_t b = 0; b < B; ++b)
+      even[static_cast<size_t>(b)] = 2 * b, odd[static_cast<size_t>(b)] = 2 * b + 1;
+    k::index_copy_rows<float>(F(kv), F(k), even.data(), nullptr, B, kw);
+    k::index_copy_rows<float>(F(kv), F(v), odd.data(), nullptr, B, kw);
   }
   Tensor qall = ws({D_, B, qw});
   Request gq = comm_.iallgather(F(q), F(qall), B * qw * 4, Traffic::acts);
@@ -251,17 +253,21 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
   // "every cached key"), as a query at position n-1 over keys 0..n-1.
   Tensor qf = ws({B, qd}), o = ws({B, qd});
   Tensor lse = ws({cfg_.num_attention_heads, B});
-  for (int j = 0; j < D_; ++j)
-    for (int64_t b = 0; b < B; ++b)
-      copy_bytes(F(qf) + b * qd + j * qw, F(qall) + (j * B + b) * qw, sizeof(float) * qw);
+  {  // qf as rows of qw: head group j of sequence b is row bD + j, from row jB + b of qall
+    std::vector<int64_t> dst, src;
+    for (int j = 0; j < D_; ++j)
+      for (int64_t b = 0; b < B; ++b) dst.push_back(b * D_ + j), src.push_back(j * B + b);
+    k::index_copy_rows<float>(F(qf), F(qall), dst.data(), src.data(), D_ * B, qw);
+  }
   attend_cache(cache_, l, cfg_, F(qf), F(o), F(lse));
   // Partials of head group j to rank j: [B, qw] of o, then [nq, B] of lse.
   const int64_t blk = B * qw + nq * B;
   Tensor sendb = ws({D_, blk}), recvb = ws({D_, blk});
+  std::vector<int64_t> rows(static_cast<size_t>(B));  // o as rows of qw: (b, j) is row bD + j
   for (int j = 0; j < D_; ++j) {
     float* dst = F(sendb) + j * blk;
-    for (int64_t b = 0; b < B; ++b)
-      copy_bytes(dst + b * qw, F(o) + b * qd + j * qw, sizeof(float) * qw);
+    for (int64_t b = 0; b < B; ++b) rows[static_cast<size_t>(b)] = b * D_ + j;
+    k::index_copy_rows<float>(dst, F(o), nullptr, rows.data(), B, qw);
     copy_bytes(dst + B * qw, F(lse) + j * nq * B, sizeof(float) * nq * B);
   }
   std::vector<int64_t> bytes(static_cast<size_t>(D_), blk * 4), off(static_cast<size_t>(D_));
