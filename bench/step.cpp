@@ -12,8 +12,8 @@
 #include "core/rng.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
+#include "model/optimizer.h"
 #include "train/data.h"
-#include "train/optimizer.h"
 
 using namespace origami;
 

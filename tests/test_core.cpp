@@ -13,11 +13,11 @@
 #include "core/tensor.h"
 #include "infer/decoder.h"
 #include "infer/sample.h"
+#include "io/checkpoint.h"
 #include "kernels/dispatch.h"
 #include "kernels/emu.h"
 #include "model/config.h"
 #include "model/params.h"
-#include "train/checkpoint.h"
 #include "train/trainer.h"
 
 using namespace origami;

@@ -17,6 +17,7 @@
 #ifdef ORIGAMI_WITH_NCCL
 #include "cuda/nccl_comm.h"
 #endif
+#include "comm/mpi_comm.h"
 #include "model/params.h"
 #include "plan/plan_cli.h"
 #include "train/grad.h"

@@ -9,8 +9,6 @@
 // significant, so they run as fixed-order point-to-point schedules: the result is bit-identical
 // across reruns and whether a request is waited at once (no overlap) or later.
 #pragma once
-#include <mpi.h>
-
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -115,39 +113,6 @@ class Comm {
   Phase phase_ = Phase::fwd;
   std::vector<CommRecord> records_;
 };
-
-// MPI_COMM_WORLD's size, or 1 when MPI is not initialised (a plain, non-mpirun start).
-int mpi_world_size();
-
-// A communicator over MPI_COMM_WORLD, one duplicated MPI communicator per traffic class.
-// Requires MPI to be initialised.
-std::unique_ptr<Comm> make_mpi_comm();
-
-// The axes of a layout (tsp-spec §9): world rank = dp_i·M + i with M the model degree, and inside
-// a replica i = sp_i·T + tp_i. `model` spans the M ranks of one replica (consecutive world ranks),
-// `dp` the replicas holding the same shard, `tp` the T consecutive ranks of a TP group and `sp`
-// the Σ = M/T ranks of a replica with the same tp_i. Without MPI every one is a one-rank
-// communicator.
-struct Mesh {
-  std::unique_ptr<Comm> model, dp, tp, sp;
-  int world_rank = 0;
-};
-// A communicator over (a duplicate of) an MPI communicator: the MPI one by default; the NCCL one
-// (cuda/nccl_comm.h) for --comm nccl. The caller frees its MPI communicator afterwards.
-using CommMaker = std::unique_ptr<Comm> (*)(MPI_Comm);
-Mesh make_mesh(int model_degree, int tp = 1, CommMaker make = nullptr);
-// --emulate-link GBPS[,LATENCY_US]: every transfer this rank receives completes no earlier than
-// latency + bytes/bandwidth after it is posted, on one inbound link per rank shared by all its
-// communicators (transfers queue on it); waiting sleeps. gbps = 0 turns it off.
-void set_emulated_link(double gbps, double latency_us);
-// --progress-thread US: a thread that tests every outstanding operation every US microseconds, so
-// transfers advance while the caller computes (OpenMPI has no asynchronous progress of its own).
-// 0 stops it; call with 0 before MPI_Finalize. Needs MPI_THREAD_MULTIPLE (notes and stays off
-// otherwise) and MPI. Returns whether a thread runs. Results do not depend on it: reductions
-// keep their fixed order whichever thread completes them.
-bool set_progress_thread(double interval_us);
-// Seconds this process has spent blocked in Request::wait() (exposed communication).
-double comm_blocked_seconds();
 
 // A communicator of one rank (no MPI needed): every operation is a local copy.
 std::unique_ptr<Comm> make_self_comm();

@@ -3,6 +3,8 @@
 // rank sends the block a peer owns to that peer, and the owner adds the D contributions in rank
 // order 0..D-1 — deterministic, whatever MPI's algorithm of the day. An all-reduce is such a
 // reduce-scatter followed by an all-gather of the reduced blocks (2(D-1)M/D received).
+#include "comm/mpi_comm.h"
+
 #include <mpi.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <thread>
 
 #include "comm/comm.h"
+#include "comm/mesh.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "core/trace.h"

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "comm/comm.h"
+#include "comm/mesh.h"
 
 namespace origami::cuda {
 

@@ -8,14 +8,15 @@
 
 #include "comm/accounting.h"
 #include "comm/comm.h"
+#include "comm/mpi_comm.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/safetensors.h"
 #include "infer/decoder.h"
+#include "io/checkpoint.h"
+#include "io/report.h"
 #include "model/params.h"
 #include "parallel/layout.h"
-#include "train/checkpoint.h"
-#include "train/report.h"
 
 namespace origami::infer {
 

@@ -52,8 +52,7 @@ template <class T>
 void rope_bwd(T* dx, int64_t stride, const int64_t* pos, int64_t rows, int n_heads, int d,
               const T* cos, const T* sin);
 
-// ---- SwiGLU: a = silu(g) * u
-// ---------------------------------------------------------------------
+// ---- SwiGLU: a = silu(g) * u --------------------------------------------------------------------
 template <class T>
 void swiglu_fwd(T* a, const T* g, const T* u, int64_t n);
 template <class T>
@@ -108,8 +107,7 @@ template <class T>
 void ce_bwd(T* dz, const T* z, const T* lse, int64_t rows, int64_t vblk, int64_t v0, int64_t v_real,
             const int64_t* target, T scale);
 
-// ---- Optimizer
-// ------------------------------------------------------------------------------------
+// ---- Optimizer ---------------------------------------------------------------------------------
 struct AdamW {
   double lr, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.0;
 };

@@ -15,18 +15,13 @@ struct KvGather {
   Tensor K, V;
   Request k, v;
   bool posted() const { return K.defined(); }
-  static KvGather post(Comm& c, const Tensor& k, const Tensor& v, int64_t T, int64_t kw,
-                       bool overlap) {
+  static KvGather post(Comm& c, const Tensor& k, const Tensor& v, int64_t T, int64_t kw) {
     KvGather g{Tensor::empty({c.size() * T, kw}, DType::f32, Cat::workspace),
                Tensor::empty({c.size() * T, kw}, DType::f32, Cat::workspace),
                {},
                {}};
     g.k = c.iallgather(k.data<float>(), g.K.data<float>(), T * kw * 4, Traffic::kv);
     g.v = c.iallgather(v.data<float>(), g.V.data<float>(), T * kw * 4, Traffic::kv);
-    if (!overlap) {
-      g.k.wait();
-      g.v.wait();
-    }
     return g;
   }
 };
@@ -57,8 +52,7 @@ struct PendingKv {
   int64_t unit = -1;
   Tensor dKg, dVg, dk, dv;
   Request rk, rv;
-  static PendingKv post(Comm& c, int64_t unit, Tensor dKg, Tensor dVg, int64_t T, int64_t kw,
-                        bool overlap) {
+  static PendingKv post(Comm& c, int64_t unit, Tensor dKg, Tensor dVg, int64_t T, int64_t kw) {
     PendingKv p{unit,
                 std::move(dKg),
                 std::move(dVg),
@@ -68,10 +62,6 @@ struct PendingKv {
                 {}};
     p.rk = c.ireduce_scatter(p.dKg.data<float>(), p.dk.data<float>(), T * kw, Traffic::kv);
     p.rv = c.ireduce_scatter(p.dVg.data<float>(), p.dv.data<float>(), T * kw, Traffic::kv);
-    if (!overlap) {
-      p.rk.wait();
-      p.rv.wait();
-    }
     return p;
   }
   // The C stage: wait for dk, dv; RoPE⁻¹ on dk; dW_k, dW_v and dy1 through `proj`.

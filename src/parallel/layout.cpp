@@ -4,9 +4,7 @@
 #include <sstream>
 #include <utility>
 
-#include "comm/staged_comm.h"
 #include "core/error.h"
-#include "kernels/emu.h"
 
 namespace origami {
 
@@ -95,15 +93,6 @@ void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t B, int64_t se
          " KV heads per rank (num_key_value_heads/tp)");
 }
 
-void parse_emulated_link(const std::string& v, ParallelOptions& p) {
-  char* end = nullptr;
-  p.link_gbps = std::strtod(v.c_str(), &end);
-  p.link_latency_us = 0;
-  if (end != v.c_str() && *end == ',') p.link_latency_us = std::strtod(end + 1, &end);
-  if (end == v.c_str() || *end || !(p.link_gbps > 0) || p.link_latency_us < 0)
-    fail("--emulate-link=", v, " is not GBPS[,LATENCY_US] with GBPS > 0 and LATENCY_US >= 0");
-}
-
 void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc) {
   if (p.keep_attn_weights && !L.tsp_axis)
     fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
@@ -121,47 +110,6 @@ void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc) {
     fail("--tp-sequence-parallel needs a tp axis in --layout (e.g. --layout tp=2)");
   if (p.attn_buckets != 1 && !L.uses_tsp() && !L.uses_tpsp())
     fail("--attn-buckets needs a layout with sharded attention (tsp, fsdp_sp, tp or sp)");
-}
-
-std::string comm_kind(const ParallelOptions& p) {
-  if (p.comm != "auto") return p.comm;
-  return p.device == "cpu" ? "mpi" : "mpi_staged";
-}
-
-void select_device(const ParallelOptions& p) {
-  const std::string c = comm_kind(p);
-  if (c != "mpi" && c != "mpi_staged" && c != "nccl")
-    fail("--comm=", p.comm, " is not one of: auto, mpi, mpi_staged, nccl");
-  if (c == "nccl" && p.device != "cuda") fail("--comm nccl needs --device cuda");
-  if (p.device == "cpu" && c != "mpi")
-    fail("--comm ", c, " stages device buffers: it needs --device cuda or emu");
-  if (p.device != "cpu" && c == "mpi")
-    fail("--comm mpi hands tensors to MPI directly, which cannot read --device ", p.device,
-         " memory (Debian's Open MPI is not CUDA-aware): use --comm mpi_staged or nccl");
-  if (c == "nccl" && !p.make_nccl)
-    fail(
-        "--comm nccl: this binary was built without NCCL (the CUDA build finds it next to the "
-        "toolkit); use --comm mpi_staged");
-  if (p.device == "cpu") return;
-  if (p.device == "emu") return emu::use_emulated_device();
-  if (p.device != "cuda") fail("--device=", p.device, " is not one of: cpu, cuda, emu");
-  if (!p.use_cuda)
-    fail(
-        "--device cuda: this binary has no CUDA backend; run origami-cuda (built next to it when "
-        "the CUDA toolkit is found, -DORIGAMI_CUDA=ON)");
-  p.use_cuda();
-}
-
-// The layout's communicators of the --comm kind: MPI's; MPI's wrapped into the staged one, which
-// takes device buffers (several ranks may share a GPU); or NCCL's.
-Mesh make_layout_mesh(const ParallelOptions& p, int M, int T) {
-  const std::string kind = comm_kind(p);
-  if (kind == "nccl") return make_mesh(M, T, p.make_nccl);
-  Mesh m = make_mesh(M, T);
-  if (kind == "mpi_staged")
-    for (auto* c : {&m.model, &m.dp, &m.tp, &m.sp})
-      if (*c) *c = make_staged_comm(std::move(*c));
-  return m;
 }
 
 }  // namespace origami

@@ -19,10 +19,6 @@ void post_shard(Comm& comm, const RingSpec& sp, const float* cur, float* wnext, 
   ws = comm.isend(cur, sp.n * 4, (r + 1) % D, kTagW, sp.weights);
   wr = comm.irecv(wnext, sp.n * 4, (r + D - 1) % D, kTagW, sp.weights);
   comm.end_group();
-  if (!sp.overlap) {
-    ws.wait();
-    wr.wait();
-  }
 }
 }  // namespace
 
@@ -42,7 +38,6 @@ RingStart gathered_prefetch(Comm& comm, const RingSpec& sp) {
   st.posted = true;
   st.all = Tensor::empty({comm.size(), sp.n}, DType::f32, Cat::comm);
   st.gather = comm.iallgather(sp.own, st.all.data<float>(), sp.n * 4, sp.weights);
-  if (!sp.overlap) st.gather.wait();
   return st;
 }
 
@@ -116,20 +111,11 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
       // receive behind it on the same stream, which both ranks would wait for.
       comm.begin_group();
       acc_send[t % 2] = comm.isend(target, bytes, next, kTagAcc, sp.accumulate);
-      Request* rq;
-      if (t + 1 <= D - 1) {
+      if (t + 1 <= D - 1)
         acc_recv = comm.irecv(abuf[(t + 1) % 2].data<float>(), bytes, prev, kTagAcc, sp.accumulate);
-        rq = &acc_recv;
-      } else {
+      else
         home_recv = comm.irecv(home.data<float>(), bytes, prev, kTagAcc, sp.accumulate);
-        rq = &home_recv;
-      }
       comm.end_group();
-      if (!sp.overlap) {  // both posted before either is waited: no send waits on an unposted
-                          // receive
-        acc_send[t % 2].wait();
-        rq->wait();
-      }
     }
     ws.wait();
     wr.wait();

@@ -30,7 +30,6 @@ struct RingSpec {
   const float* own;    // this rank's shard
   Traffic weights;     // category of the weight transfers
   Traffic accumulate;  // category of the accumulator transfers (backward)
-  bool overlap = true;
 };
 
 struct RingStart;

@@ -8,11 +8,11 @@
 #include "comm/accounting.h"
 #include "core/error.h"
 #include "kernels/dispatch.h"
+#include "model/optimizer.h"
+#include "parallel/engine.h"
 #include "parallel/layout.h"
 #include "parallel/tpsp.h"
 #include "parallel/tsp.h"
-#include "train/engine.h"
-#include "train/optimizer.h"
 
 namespace origami {
 
@@ -139,20 +139,23 @@ class ShardedTrainEngine : public Engine {
 std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const ParallelOptions& p,
                                     Recompute rc, int64_t B, int64_t S) {
   validate_options(L, p, rc);
-  set_emulated_link(p.link_gbps, p.link_latency_us);
-  set_progress_thread(L.world() > 1 ? p.progress_us : 0);
+  configure_transfers(p, L.world());
   if (L.uses_tsp()) {
     const int D = L.folded_degree();
     validate_tsp(c, D, S, p.attn_buckets);
-    const TspOptions o{p.attn_buckets, p.keep_attn_weights,  p.overlap, rc,
-                       L.fsdp_axis,    p.fused_mlp_recompute};
+    const TspOptions o{.attn_buckets = p.attn_buckets,
+                       .keep_attn_weights = p.keep_attn_weights,
+                       .recompute = rc,
+                       .fsdp = L.fsdp_axis,
+                       .fused_mlp = p.fused_mlp_recompute};
     return std::make_unique<ShardedTrainEngine>(c, make_layout_mesh(p, D), L.text, [&](Mesh& m) {
       return std::make_unique<TspEngine>(c, *m.model, o);
     });
   }
   if (L.uses_tpsp()) {
     validate_tpsp(c, L.tp, L.sp, B, S, p.attn_buckets, p.tp_seq_parallel);
-    const TpSpOptions o{p.tp_seq_parallel, p.attn_buckets, p.overlap, rc};
+    const TpSpOptions o{
+        .seq_parallel = p.tp_seq_parallel, .attn_buckets = p.attn_buckets, .recompute = rc};
     std::string name = L.text;
     if (L.tp > 1 && !p.tp_seq_parallel) name += " (no sequence parallelism)";
     return std::make_unique<ShardedTrainEngine>(

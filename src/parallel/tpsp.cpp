@@ -133,7 +133,6 @@ void TpSpEngine::sp_sum_into(Tensor& scratch, Tensor& grad) {
 TpSpEngine::SpSum TpSpEngine::sp_sum_post(const Tensor& scratch, Tensor& grad) {
   SpSum sum{scratch, &grad, {}};
   sum.req = sp_.iallreduce(F(sum.scratch), scratch.numel(), Traffic::grads);
-  if (!o_.overlap) sum.req.wait();
   return sum;
 }
 
@@ -145,7 +144,7 @@ void TpSpEngine::SpSum::finish() {
 }
 
 KvGather TpSpEngine::kv_gather(const Acts& a, int64_t b) {
-  return KvGather::post(sp_, a.k[b], a.v[b], Ts_, t_.kv_rows / o_.attn_buckets, o_.overlap);
+  return KvGather::post(sp_, a.k[b], a.v[b], Ts_, t_.kv_rows / o_.attn_buckets);
 }
 
 // ---- attention ------------------------------------------------------------------------------
@@ -170,10 +169,6 @@ void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* 
                        F(cos_), F(sin_));
     Request gk = sp_.iallgather(kown, F(Kg), Ts * kw * 4, Traffic::kv);
     Request gv = sp_.iallgather(vown, F(Vg), Ts * kw * 4, Traffic::kv);
-    if (!o_.overlap) {
-      gk.wait();
-      gv.wait();
-    }
     Tensor q = a ? act({Ts, qw}) : ws({Ts, qw});
     k::linear_fwd<float>(F(q), F(Y1), Wq, Ts, qw, h);  // while K/V travel
     sp_.progress();
@@ -246,7 +241,7 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
                                sh, scale);
     }
     cur = std::move(nxt);
-    PendingKv posted = PendingKv::post(sp_, b, std::move(dKg), std::move(dVg), Ts, kw, o_.overlap);
+    PendingKv posted = PendingKv::post(sp_, b, std::move(dKg), std::move(dVg), Ts, kw);
     stage_c();  // C(b-1)
     proj(F(dq), qw, static_cast<int>(qb), true, Wq, Gq);
     pend = std::move(posted);

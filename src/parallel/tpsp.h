@@ -34,7 +34,6 @@ namespace origami {
 struct TpSpOptions {
   bool seq_parallel = true;  // Megatron sequence parallelism inside TP
   int attn_buckets = 1;
-  bool overlap = true;
   Recompute recompute = Recompute::none;
 };
 

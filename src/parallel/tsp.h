@@ -21,7 +21,6 @@ namespace origami {
 struct TspOptions {
   int attn_buckets = 1;
   bool keep_attn_weights = false;  // only with --recompute full
-  bool overlap = true;             // false: every transfer is waited right after it is posted
   Recompute recompute = Recompute::none;
   bool fsdp = false;  // FSDP+SP: gather each layer's whole weights, reduce-scatter its gradients
   bool fused_mlp = false;  // --fused-mlp-recompute (needs recompute full)
@@ -121,11 +120,8 @@ class TspEngine : public ShardedSchedule {
   void block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor& dx,
                  const std::vector<Tensor>* kept);
   // helpers
-  void maybe_wait(Request& r) {
-    if (!o_.overlap) r.wait();
-  }
   RingSpec mlp_spec(const TspLayer& W) const {
-    return {t_.mlp_size(), W.mlp.data<float>(), Traffic::mlp_weights, Traffic::grads, o_.overlap};
+    return {t_.mlp_size(), W.mlp.data<float>(), Traffic::mlp_weights, Traffic::grads};
   }
 
   ModelConfig cfg_;

@@ -3,11 +3,12 @@
 //
 // Forward, for owner j = 0..D-1 (the broadcast of j+1 is in flight while j computes):
 //
-//     rank j ──broadcast packet W_j──▶ all          (attn_weights, (2+2/g)h²/D each)
-//     every rank:  q, k, v = y1 · W_{q,k,v,j}ᵀ for its local tokens [T, ·]; RoPE at global
-//     positions all-gather k, v ──▶ K_j, V_j [D·T, ·] rank-major (kv); the kernel takes them as 2D
-//     segments o = flash(q; segments of K_j, V_j)           (causal by global position) x += o ·
-//     W_o,jᵀ                              (local accumulation: no all-reduce)
+//     rank j ──broadcast packet W_j──▶ all            (attn_weights, (2+2/g)h²/D each)
+//     every rank:  q, k, v = y1 · W_{q,k,v,j}ᵀ for its local tokens [T, ·]; RoPE at global positions
+//                  all-gather k, v ──▶ K_j, V_j [D·T, ·] rank-major (kv); the kernel takes them as
+//                                                  2D segments
+//                  o = flash(q; segments of K_j, V_j)           (causal by global position)
+//                  x += o · W_o,jᵀ                              (local accumulation: no all-reduce)
 //
 // With --attn-buckets N a group's KV heads are processed N at a time (smaller gathered K/V).
 //
@@ -85,8 +86,6 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
                        F(cos_), F(sin_));
     un.gk = comm_.iallgather(kown, F(un.Kg), T * kw * 4, Traffic::kv);
     un.gv = comm_.iallgather(vown, F(un.Vg), T * kw * 4, Traffic::kv);
-    maybe_wait(un.gk);
-    maybe_wait(un.gv);
     if (sink_) sink_->store(sink_layer_, j * t_.nkv_loc + b * kvb, kvb, kown, vown);
     if (a) {
       a->k[u] = act({T, kw});
@@ -160,7 +159,6 @@ void TspEngine::attn_post_packet(AttnStart& st, const TspLayer& W, int j,
   }
   float* p = j == r_ && !into ? const_cast<float*>(F(W.attn)) : F(dst);  // the owner sends its own
   st.preq[j] = comm_.ibcast(p, P * 4, j, Traffic::attn_weights);
-  maybe_wait(st.preq[j]);
 }
 
 TspEngine::AttnStart TspEngine::attn_start(const TspLayer& W, std::vector<Tensor>* into,
@@ -171,7 +169,6 @@ TspEngine::AttnStart TspEngine::attn_start(const TspLayer& W, std::vector<Tensor
     st.layer = Tensor::empty({D_, t_.attn_size()}, DType::f32, Cat::comm);
     st.layer_req =
         comm_.iallgather(F(W.attn), F(st.layer), t_.attn_size() * 4, Traffic::attn_weights);
-    maybe_wait(st.layer_req);
   } else if (!have) {
     attn_post_packet(st, W, 0, into);
     attn_post_packet(st, W, 1, into);
@@ -181,8 +178,7 @@ TspEngine::AttnStart TspEngine::attn_start(const TspLayer& W, std::vector<Tensor
 
 TspEngine::AttnStart TspEngine::attn_bwd_prefetch(const TspLayer& W, const Acts& a, bool have) {
   AttnStart st = attn_start(W, nullptr, have);
-  st.first = KvGather::post(comm_, a.k[0], a.v[0], z_.local_tokens(), t_.kv_rows / o_.attn_buckets,
-                            o_.overlap);
+  st.first = KvGather::post(comm_, a.k[0], a.v[0], z_.local_tokens(), t_.kv_rows / o_.attn_buckets);
   return st;
 }
 
@@ -241,7 +237,6 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     // group j is complete: reduce its partial to its owner
     finish_reduce();  // group j-1's, overlapped with group j
     red = comm_.ireduce(grad(j), F(sum), P, j, Traffic::grads);
-    maybe_wait(red);
     owner_pending = j == r_;
   };
   const int64_t U = D_ * N;
@@ -270,7 +265,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     cur.k.wait();
     cur.v.wait();
     KvGather nxt;
-    if (u + 1 < U) nxt = KvGather::post(comm_, a.k[u + 1], a.v[u + 1], T, kw, o_.overlap);
+    if (u + 1 < U) nxt = KvGather::post(comm_, a.k[u + 1], a.v[u + 1], T, kw);
     Tensor dKg = ws0({D_ * T, kw}), dVg = ws0({D_ * T, kw}), dq = ws0({T, qw});
     for (int64_t bb = 0; bb < z_.B; ++bb) {
       Segs s = segments(z_, bb, F(cur.K), F(cur.V), F(dKg), F(dVg), kw);
@@ -278,7 +273,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
                                2, s.kv.data(), static_cast<int>(s.kv.size()), sh, scale);
     }
     cur = std::move(nxt);
-    PendingKv posted = PendingKv::post(comm_, u, std::move(dKg), std::move(dVg), T, kw, o_.overlap);
+    PendingKv posted = PendingKv::post(comm_, u, std::move(dKg), std::move(dVg), T, kw);
     stage_c();  // C(u-1)
     proj(F(dq), qw, static_cast<int>(qb), true, Wq, Gq);
     pend = std::move(posted);
@@ -287,7 +282,6 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   for (auto& q : st.preq) q.wait();
   if (fsdp) {
     red = comm_.ireduce_scatter(F(part[0]), F(sum), P, Traffic::grads);
-    maybe_wait(red);
     owner_pending = true;
   }
   // the last reduce stays in flight (AttnTail): finished by the next attn_bwd or the caller

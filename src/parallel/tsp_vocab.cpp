@@ -116,8 +116,7 @@ double TspEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tenso
   const int64_t C = std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{1} << 21) / Vr));
   Tensor z = ws({C, Vr}), m = ws({T}), l = ws({T}), zt = ws({T}), lse = ws({T});
   k::ce_init<float>(F(m), F(l), F(zt), T);
-  const RingSpec spec{Vr * h, F(p.head_or_embed()), Traffic::embed_head, Traffic::embed_head,
-                      o_.overlap};
+  const RingSpec spec{Vr * h, F(p.head_or_embed()), Traffic::embed_head, Traffic::embed_head};
   comm_.set_context(kWhereHead, Phase::fwd);
   ring_forward(comm_, spec, [&](int s, const float* Wp) {
     for (int64_t r0 = 0; r0 < T; r0 += C) {

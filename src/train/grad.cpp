@@ -6,12 +6,12 @@
 #include <vector>
 
 #include "comm/accounting.h"
+#include "comm/mpi_comm.h"
 #include "core/error.h"
 #include "core/safetensors.h"
+#include "io/report.h"
+#include "parallel/engine.h"
 #include "parallel/layout.h"
-#include "parallel/tsp.h"
-#include "train/engine.h"
-#include "train/report.h"
 
 namespace origami {
 

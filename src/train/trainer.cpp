@@ -11,17 +11,17 @@
 #include <nlohmann/json.hpp>
 
 #include "comm/accounting.h"
+#include "comm/mpi_comm.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "core/trace.h"
+#include "io/checkpoint.h"
+#include "io/report.h"
 #include "kernels/kernels.h"
+#include "parallel/engine.h"
 #include "parallel/layout.h"
-#include "parallel/tsp.h"
-#include "train/checkpoint.h"
 #include "train/data.h"
-#include "train/engine.h"
-#include "train/report.h"
 
 namespace origami {
 

@@ -19,6 +19,7 @@
 #include "cuda/backend.h"
 #include "cuda/runtime.h"
 #ifdef ORIGAMI_WITH_NCCL
+#include "comm/mpi_comm.h"
 #include "cuda/nccl_comm.h"
 #endif
 

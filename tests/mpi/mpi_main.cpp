@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "comm/comm.h"
+#include "comm/mpi_comm.h"
 
 int main(int argc, char** argv) {
   int provided = 0;

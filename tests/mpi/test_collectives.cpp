@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "comm/comm.h"
+#include "comm/mpi_comm.h"
 #include "parallel/zigzag.h"
 
 using namespace origami;

@@ -1,7 +1,7 @@
 // The single-device engine: the reference every layout is compared with.
 #include "comm/accounting.h"
-#include "train/engine.h"
-#include "train/optimizer.h"
+#include "model/optimizer.h"
+#include "parallel/engine.h"
 
 namespace origami {
 

@@ -7,10 +7,10 @@
 #include <vector>
 
 #include "comm/comm.h"
+#include "io/checkpoint.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/params.h"
-#include "train/checkpoint.h"
 
 namespace origami {
 

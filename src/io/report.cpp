@@ -1,4 +1,4 @@
-#include "train/report.h"
+#include "io/report.h"
 
 #include <algorithm>
 #include <array>

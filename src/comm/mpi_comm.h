@@ -1,0 +1,31 @@
+// The MPI communicator and the process-wide settings of its transfers (an emulated link, the
+// progress thread, the time blocked in waits). Declared without MPI types; comm/mesh.h builds a
+// layout's communicators from it.
+#pragma once
+#include <memory>
+
+#include "comm/comm.h"
+
+namespace origami {
+
+// MPI_COMM_WORLD's size, or 1 when MPI is not initialised (a plain, non-mpirun start).
+int mpi_world_size();
+
+// A communicator over MPI_COMM_WORLD, one duplicated MPI communicator per traffic class.
+// Requires MPI to be initialised.
+std::unique_ptr<Comm> make_mpi_comm();
+
+// --emulate-link GBPS[,LATENCY_US]: every transfer this rank receives completes no earlier than
+// latency + bytes/bandwidth after it is posted, on one inbound link per rank shared by all its
+// communicators (transfers queue on it); waiting sleeps. gbps = 0 turns it off.
+void set_emulated_link(double gbps, double latency_us);
+// --progress-thread US: a thread that tests every outstanding operation every US microseconds, so
+// transfers advance while the caller computes (OpenMPI has no asynchronous progress of its own).
+// 0 stops it; call with 0 before MPI_Finalize. Needs MPI_THREAD_MULTIPLE (notes and stays off
+// otherwise) and MPI. Returns whether a thread runs. Results do not depend on it: reductions
+// keep their fixed order whichever thread completes them.
+bool set_progress_thread(double interval_us);
+// Seconds this process has spent blocked in Request::wait() (exposed communication).
+double comm_blocked_seconds();
+
+}  // namespace origami
