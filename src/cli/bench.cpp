@@ -171,7 +171,7 @@ int cmd_bench(int argc, char** argv) {
   std::vector<Row> rows;
   for (const auto& ls : a.list("layout")) {
     const Layout L = Layout::parse(ls, -1);
-    if (!L.tp_axis) {
+    if (!(*L.spec->tp_axis && L.has(L.spec->tp_axis))) {
       rows.push_back({L, "", L.text});
       continue;
     }

@@ -114,6 +114,34 @@ class Comm {
   std::vector<CommRecord> records_;
 };
 
+// The accounting context (where, phase) of the operations a layout's communicators post while it
+// lives; the previous context is restored when it ends (a prefetch charged to the next layer is a
+// nested scope).
+class CommScope {
+ public:
+  CommScope(std::vector<Comm*> comms, int where, Phase phase) {
+    for (Comm* c : comms) {
+      saved_.push_back({c, c->where(), c->phase()});
+      c->set_context(where, phase);
+    }
+  }
+  CommScope(Comm& c, int where, Phase phase) : CommScope(std::vector<Comm*>{&c}, where, phase) {}
+  ~CommScope() {
+    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it)
+      it->c->set_context(it->where, it->phase);
+  }
+  CommScope(const CommScope&) = delete;
+  CommScope& operator=(const CommScope&) = delete;
+
+ private:
+  struct Saved {
+    Comm* c;
+    int where;
+    Phase phase;
+  };
+  std::vector<Saved> saved_;
+};
+
 // A communicator of one rank (no MPI needed): every operation is a local copy.
 std::unique_ptr<Comm> make_self_comm();
 

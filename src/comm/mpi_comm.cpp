@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "comm/comm.h"
+#include "comm/direct.h"
 #include "comm/mesh.h"
 #include "core/error.h"
 #include "core/tensor.h"
@@ -294,7 +295,7 @@ class MpiComm : public Comm {
   }
   Request irecv(void* buf, int64_t bytes, int src, int tag, Traffic t) override {
     check_tag(tag);
-    return staged(t, src == rank_ ? 0 : bytes,
+    return staged(t, direct::recv(rank_, src, bytes),
                   {{[=, this](std::vector<MPI_Request>& r) {
                       r.emplace_back();
                       MPI_Irecv(buf, icount(bytes), MPI_BYTE, src, tag, c(t), &r.back());
@@ -302,7 +303,7 @@ class MpiComm : public Comm {
                     nullptr}});
   }
   Request ibcast(void* buf, int64_t bytes, int root, Traffic t) override {
-    return staged(t, rank_ == root ? 0 : bytes,
+    return staged(t, direct::bcast(rank_, root, bytes),
                   {{[=, this](std::vector<MPI_Request>& r) {
                       r.emplace_back();
                       MPI_Ibcast(buf, icount(bytes), MPI_BYTE, root, c(t), &r.back());
@@ -310,7 +311,7 @@ class MpiComm : public Comm {
                     nullptr}});
   }
   Request iallgather(const void* send, void* recv, int64_t bytes, Traffic t) override {
-    const int64_t received = (size_ - 1) * bytes;
+    const int64_t received = direct::allgather(size_, bytes);
     char* own = static_cast<char*>(recv) + rank_ * bytes;
     const void* src = send == own ? MPI_IN_PLACE : send;
     return staged(t, received,
@@ -323,9 +324,7 @@ class MpiComm : public Comm {
   }
   Request ialltoallv(const void* send, const int64_t* sb, const int64_t* so, void* recv,
                      const int64_t* rb, const int64_t* ro, Traffic t) override {
-    int64_t in = 0;
-    for (int i = 0; i < size_; ++i)
-      if (i != rank_) in += rb[i];
+    const int64_t in = direct::alltoallv(size_, rank_, rb);
     auto v = std::make_shared<std::array<std::vector<int>, 4>>();
     for (int i = 0; i < size_; ++i) {
       (*v)[0].push_back(icount(sb[i]));
@@ -343,15 +342,16 @@ class MpiComm : public Comm {
   }
 
   Request ireduce_scatter(const float* send, float* recv, int64_t n, Traffic t) override {
-    return staged(t, (size_ - 1) * n * 4, {reduce_blocks<float>(send, recv, n, n, t, next_tag(t))});
+    return staged(t, direct::reduce_scatter(size_, n * 4),
+                  {reduce_blocks<float>(send, recv, n, n, t, next_tag(t))});
   }
 
   Request ireduce(const float* send, float* recv, int64_t n, int root, Traffic t) override {
-    const int64_t received = rank_ == root ? (size_ - 1) * n * 4 : 0;
+    const int64_t received = direct::reduce(size_, rank_, root, n * 4);
     const int tag = next_tag(t);
     auto tmp = std::make_shared<Tensor>();
-    if (rank_ == root && size_ > 1)
-      *tmp = Tensor::empty_host({size_ - 1, n}, DType::f32, Cat::comm);
+    for (auto& shape : direct::reduce_scratch(size_, rank_, root, n))
+      *tmp = Tensor::empty_host(shape, DType::f32, Cat::comm);
     return staged(t, received,
                   {{[=, this](std::vector<MPI_Request>& r) {
                       if (rank_ != root) {
@@ -424,7 +424,8 @@ class MpiComm : public Comm {
   StagedOp::Stage reduce_blocks(const T* send, T* recv, int64_t m, int64_t stride, Traffic t,
                                 int tag) {
     auto tmp = std::make_shared<Tensor>();
-    if (size_ > 1) *tmp = Tensor::empty_host({size_ - 1, m}, dtype_of<T>(), Cat::comm);
+    for (auto& shape : direct::reduce_scatter_scratch(size_, m))
+      *tmp = Tensor::empty_host(shape, dtype_of<T>(), Cat::comm);
     return {[=, this](std::vector<MPI_Request>& r) {
               for (int q = 0, k = 0; q < size_; ++q) {
                 if (q == rank_) continue;
@@ -442,10 +443,11 @@ class MpiComm : public Comm {
   // In place: reduce-scatter of D near-equal blocks, then all-gather of the reduced blocks.
   template <class T>
   Request allreduce(T* buf, int64_t n, Traffic t) {
-    const int64_t received = 2 * (size_ - 1) * n * static_cast<int64_t>(sizeof(T)) / size_;
+    const int64_t received = direct::allreduce(size_, n * static_cast<int64_t>(sizeof(T)));
     if (size_ == 1) return staged(t, received, {});
-    // Blocks padded to equal size m; the padded copy keeps the arithmetic simple.
-    const int64_t m = (n + size_ - 1) / size_;
+    // Blocks padded to equal size m; the padded copy keeps the arithmetic simple (the received
+    // blocks are reduce_blocks' scratch: direct::allreduce_scratch).
+    const int64_t m = direct::allreduce_block(size_, n);
     auto pad = std::make_shared<Tensor>(Tensor::zeros_host({size_, m}, dtype_of<T>(), Cat::comm));
     auto red = std::make_shared<Tensor>(Tensor::empty_host({m}, dtype_of<T>(), Cat::comm));
     std::memcpy(pad->raw(), buf, n * sizeof(T));

@@ -14,6 +14,9 @@ void use_device(const DeviceOps* ops) {
 const DeviceOps* device_ops() {
   return g_ops;
 }
+bool tensors_hold_no_data() {
+  return g_ops && g_ops->no_data;
+}
 
 void copy_bytes(void* dst, const void* src, size_t bytes) {
   if (!bytes) return;

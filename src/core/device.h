@@ -20,11 +20,16 @@ struct DeviceOps {
   void* (*host_alloc)(size_t bytes);
   void (*host_free)(void* p);
   void (*sync)();  // returns when the work this thread queued on the device is done
+  // Tensors without data (the dry run's meta device, kernels/meta.h): host work whose only use
+  // is to fill tensors (tables, initial values) may be skipped.
+  bool no_data = false;
 };
 // nullptr: host memory again.
 void use_device(const DeviceOps* ops);
 const DeviceOps* device_ops();
 void copy_bytes(void* dst, const void* src, size_t bytes);
 void zero_bytes(void* p, size_t bytes);  // host or device memory of the selected device
+// The selected device's tensors hold no data (DeviceOps::no_data).
+bool tensors_hold_no_data();
 
 }  // namespace origami

@@ -23,9 +23,20 @@ MemTracker::MemTracker() {
   mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
 }
 
+namespace {
+thread_local MemTracker* t_thread_tracker = nullptr;
+}
+
 MemTracker& MemTracker::get() {
   static MemTracker t;
-  return t;
+  return t_thread_tracker ? *t_thread_tracker : t;
+}
+
+ThreadTracker::ThreadTracker(MemTracker& t) : prev_(t_thread_tracker) {
+  t_thread_tracker = &t;
+}
+ThreadTracker::~ThreadTracker() {
+  t_thread_tracker = prev_;
 }
 
 MemTracker& MemTracker::device() {

@@ -21,6 +21,8 @@ struct MemStats {
 
 class MemTracker {
  public:
+  // The process's tracker, or the calling thread's while a ThreadTracker names one (the dry run
+  // of plan/dry_run.h runs every rank of a layout as a thread, each with its own tracker).
   static MemTracker& get();
   // Accelerator memory (the CUDA backend's allocations), counted apart from host memory.
   static MemTracker& device();
@@ -36,6 +38,19 @@ class MemTracker {
  private:
   std::mutex mu_;
   MemStats s_;
+};
+
+// While alive, MemTracker::get() on this thread is `t` (tensors must be freed on the thread that
+// made them, as they are in an engine).
+class ThreadTracker {
+ public:
+  explicit ThreadTracker(MemTracker& t);
+  ~ThreadTracker();
+  ThreadTracker(const ThreadTracker&) = delete;
+  ThreadTracker& operator=(const ThreadTracker&) = delete;
+
+ private:
+  MemTracker* prev_;
 };
 
 std::string format_bytes(int64_t b);

@@ -36,7 +36,7 @@ void unpin(void* p) {
 void sync_stream() {
   ORIGAMI_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
 }
-const DeviceOps kOps{"cuda", alloc, release, zero, copy, pinned, unpin, sync_stream};
+const DeviceOps kOps{"cuda", alloc, release, zero, copy, pinned, unpin, sync_stream, false};
 
 // Host arrays of the engines' calls (positions, targets) copied to the device.
 DBuf<int64_t> up(const int64_t* h, int64_t n) {

@@ -59,7 +59,7 @@ class TpDecoder : public Decoder {
     run_layers(x, pos, S);
     Tensor last = ws({B_, t_.h});
     for (int64_t b = 0; b < B_; ++b)
-      copy_bytes(F(last) + b * t_.h, F(x) + (b * S + S - 1) * t_.h, sizeof(float) * t_.h);
+      copy_bytes(F(last) + b * t_.h, F(x) + (b * S + S - 1) * t_.h, bytes(t_.h));
     pos_ = S;
     return head(last);
   }
@@ -90,7 +90,7 @@ class TpDecoder : public Decoder {
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
     const AttnShape sh{static_cast<int>(nq), static_cast<int>(nkv), static_cast<int>(d)};
     for (size_t l = 0; l < p_.layers.size(); ++l) {
-      comm_.set_context(static_cast<int>(l), Phase::fwd);
+      CommScope ctx(comm_, static_cast<int>(l), Phase::fwd);
       const TspLayer& W = p_.layers[l];
       const float* pk = F(W.attn);
       Tensor y = ws({T, h}), n = ws({T, h}), rstd = ws({T});
@@ -172,7 +172,7 @@ class SpDecoder : public Decoder {
                        static_cast<int>(cfg_.num_key_value_heads), d};
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
     for (size_t l = 0; l < P_.layers.size(); ++l) {
-      comm_.set_context(static_cast<int>(l), Phase::fwd);
+      CommScope ctx(comm_, static_cast<int>(l), Phase::fwd);
       const LayerParams& W = P_.layers[l];
       Tensor y = ws({T, h}), q = ws({T, qd}), Kg = ws({D_, T, kvd}), Vg = ws({D_, T, kvd});
       norm(y, x, W.input_norm, T);
@@ -193,8 +193,8 @@ class SpDecoder : public Decoder {
         }
         cache_.write(l, k, v, kvd, src, bs, ss);
       }
-      Request gk = comm_.iallgather(k, F(Kg), T * kvd * 4, Traffic::kv);
-      Request gv = comm_.iallgather(v, F(Vg), T * kvd * 4, Traffic::kv);
+      Request gk = comm_.iallgather(k, F(Kg), bytes(T * kvd), Traffic::kv);
+      Request gv = comm_.iallgather(v, F(Vg), bytes(T * kvd), Traffic::kv);
       gk.wait(), gv.wait();
       Tensor o = ws({T, qd}), lse = ws({cfg_.num_attention_heads, T});
       for (int64_t bb = 0; bb < B_; ++bb) {
@@ -214,15 +214,15 @@ class SpDecoder : public Decoder {
     }
     rebalance(cache_, counts_, comm_);
     // The last prompt position's hidden state from its holder.
-    comm_.set_context(kWhereHead, Phase::fwd);
+    CommScope ctx(comm_, kWhereHead, Phase::fwd);
     const int64_t qc = (S - 1) / c;
     const int holder = static_cast<int>(qc < D_ ? qc : 2 * D_ - 1 - qc);
     Tensor last = ws({B_, h});
     if (holder == r_)
       for (int64_t b = 0; b < B_; ++b)
         copy_bytes(F(last) + b * h, F(x) + ((b * 2 + (qc < D_ ? 0 : 1)) * c + (S - 1 - qc * c)) * h,
-                   sizeof(float) * h);
-    comm_.ibcast(F(last), B_ * h * 4, holder, Traffic::acts).wait();
+                   bytes(h));
+    comm_.ibcast(F(last), bytes(B_ * h), holder, Traffic::acts).wait();
     pos_ = S;
     return head(last);
   }
@@ -240,7 +240,7 @@ class SpDecoder : public Decoder {
     const std::vector<int64_t> pos(static_cast<size_t>(B), pos_);
     const int64_t blk = B * qd + nh * B;
     for (size_t l = 0; l < P_.layers.size(); ++l) {
-      comm_.set_context(static_cast<int>(l), Phase::fwd);
+      CommScope ctx(comm_, static_cast<int>(l), Phase::fwd);
       const LayerParams& W = P_.layers[l];
       Tensor y = ws({B, h}), q = ws({B, qd}), k = ws({B, kvd}), v = ws({B, kvd});
       norm(y, x, W.input_norm, B);
@@ -257,7 +257,7 @@ class SpDecoder : public Decoder {
       }
       Tensor mine = ws({blk}), all = ws({D_, blk}), o = ws({B, qd});
       attend_cache(cache_, l, cfg_, F(q), F(mine), F(mine) + B * qd);
-      comm_.iallgather(F(mine), F(all), blk * 4, Traffic::acts).wait();
+      comm_.iallgather(F(mine), F(all), bytes(blk), Traffic::acts).wait();
       merge_partials(F(all), D_, B, nh, d, F(o));
       k::linear_fwd<float>(F(x), F(o), F(W.wo), B, h, qd, 1.0f);
       mlp(x, W, B);
@@ -276,10 +276,9 @@ class SpDecoder : public Decoder {
     const int64_t h = cfg_.hidden_size, I = cfg_.intermediate_size;
     Tensor y = ws({T, h}), g = ws({T, I}), u = ws({T, I}), a = ws({T, I});
     norm(y, x, W.post_norm, T);
-    k::linear_fwd<float>(F(g), F(y), F(W.w_gate), T, I, h);
-    k::linear_fwd<float>(F(u), F(y), F(W.w_up), T, I, h);
-    k::swiglu_fwd<float>(F(a), F(g), F(u), T * I);
-    k::linear_fwd<float>(F(x), F(a), F(W.w_down), T, h, I, 1.0f);
+    const block::MlpShard Ws{F(W.w_gate), F(W.w_up), F(W.w_down), I};
+    block::mlp_up(F(g), F(u), F(y), Ws, T, h);
+    block::mlp_down(F(x), 1.0f, F(a), F(g), F(u), Ws, T, h);
   }
   std::vector<float> head(const Tensor& x) {
     const int64_t h = cfg_.hidden_size, V = cfg_.vocab_size;
@@ -319,37 +318,38 @@ std::unique_ptr<Decoder> make_decoder(InferLayout l, const ModelConfig& c, Comm&
 
 int64_t weight_bytes(InferLayout l, const ModelConfig& c, int D) {
   const int64_t h = c.hidden_size, L = c.num_hidden_layers, heads = c.tie_word_embeddings ? 1 : 2;
-  if (l == InferLayout::sp) return 4 * c.num_params();  // the full model
-  const TspDims t = TspDims::of(c, D);                  // TSP's shards (tp keeps the same ones)
-  return 4 * (heads * t.Vr * h + h + L * (t.attn_size() + t.mlp_size() + 2 * h));
+  if (l == InferLayout::sp) return bytes(c.num_params());  // the full model
+  const TspDims t = TspDims::of(c, D);                     // TSP's shards (tp keeps the same ones)
+  return bytes(heads * t.Vr * h + h + L * (t.attn_size() + t.mlp_size() + 2 * h));
 }
 
 int64_t decode_step_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B) {
   if (D == 1) return 0;
   const int64_t h = c.hidden_size, L = c.num_hidden_layers, nh = c.num_attention_heads;
-  const int64_t ar = 2 * (D - 1) * B * h * 4 / D;  // an all-reduce of B·h floats
-  if (l == InferLayout::sp) return L * (D - 1) * (B * c.q_dim() + nh * B) * 4;
+  const int64_t ar = 2 * (D - 1) * bytes(B * h) / D;  // an all-reduce of B·h elements
+  if (l == InferLayout::sp) return L * (D - 1) * bytes(B * c.q_dim() + nh * B);
   const TspDims t = TspDims::of(c, D);
-  const int64_t head = (D - 1) * B * t.Vr * 4, embed = ar;
+  const int64_t head = (D - 1) * bytes(B * t.Vr), embed = ar;
   if (l == InferLayout::tp) return embed + L * 2 * ar + head;
-  const int64_t layer = (D - 1) * B * t.q_rows * 4         // q all-gather
-                        + (D - 1) * B * 2 * t.kv_rows * 4  // new k, v (the caching rank)
-                        + (D - 1) * (B * t.q_rows + t.nq_loc * B) * 4  // partial (o, lse)
-                        + 2 * ar;                                      // W_o and MLP all-reduces
+  const int64_t layer = (D - 1) * bytes(B * t.q_rows)         // q all-gather
+                        + (D - 1) * bytes(B * 2 * t.kv_rows)  // new k, v (the caching rank)
+                        + (D - 1) * bytes(B * t.q_rows + t.nq_loc * B)  // partial (o, lse)
+                        + 2 * ar;                                       // W_o and MLP all-reduces
   return embed + L * layer + head;
 }
 
 InferLayout infer_layout(const Layout& L) {
-  if (L.dp > 1 || L.fsdp_axis || (L.tp > 1 && L.sp > 1))
+  const InferKind kind = L.spec->infer(L);
+  if (L.dp > 1 || kind == InferKind::none)
     fail("--layout=", L.text,
          ": inference runs single, tsp=D, tp=D or sp=D (dp, fsdp_sp and tp+sp inference are not "
          "built)");
-  return L.tp > 1 ? InferLayout::tp : L.sp > 1 ? InferLayout::sp : InferLayout::tsp;
+  return kind;
 }
 
 int64_t kv_cache_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B, int64_t S,
                        int64_t max_new) {
-  const int64_t per_pos = 2 * c.num_hidden_layers * B * 4;
+  const int64_t per_pos = 2 * c.num_hidden_layers * bytes(B);
   if (l == InferLayout::tp) return per_pos * (S + max_new) * (c.kv_dim() / D);
   return per_pos * cache_capacity(S, max_new, D) * c.kv_dim();
 }

@@ -150,17 +150,16 @@ std::vector<float> TspDecoder::prefill(const std::vector<int64_t>& ids, int64_t 
   Tensor yf = engine_.forward_final(p_, local, &sink);
   rebalance(cache_, counts_, comm_);
   // The last prompt position's final hidden state, from the rank that holds it, to all.
-  comm_.set_context(kWhereHead, Phase::fwd);
+  CommScope ctx(comm_, kWhereHead, Phase::fwd);
   const int64_t c = z.chunk(), q = (S - 1) / c;
   const int holder = static_cast<int>(q < D_ ? q : 2 * D_ - 1 - q);
   Tensor last = ws({B_, h});
   if (holder == r_) {
     const int k = q < D_ ? 0 : 1;
     for (int64_t b = 0; b < B_; ++b)
-      copy_bytes(F(last) + b * h, F(yf) + ((b * 2 + k) * c + (S - 1 - q * c)) * h,
-                 sizeof(float) * h);
+      copy_bytes(F(last) + b * h, F(yf) + ((b * 2 + k) * c + (S - 1 - q * c)) * h, bytes(h));
   }
-  comm_.ibcast(F(last), B_ * h * 4, holder, Traffic::acts).wait();
+  comm_.ibcast(F(last), bytes(B_ * h), holder, Traffic::acts).wait();
   pos_ = S;
   return logits_sharded(comm_, last, p_.head_or_embed(), B_, t_.Vr, cfg_.vocab_size);
 }
@@ -189,7 +188,7 @@ std::vector<float> TspDecoder::step(const std::vector<int64_t>& ids) {
   ++counts_[static_cast<size_t>(owner)];
   const int64_t slot = owner == r_ ? cache_.append(pos_) : -1;
   for (size_t l = 0; l < p_.layers.size(); ++l) {
-    comm_.set_context(static_cast<int>(l), Phase::fwd);
+    CommScope ctx(comm_, static_cast<int>(l), Phase::fwd);
     TraceSpan span("decode layer " + std::to_string(l));
     layer_step(l, x, owner, slot);
   }
@@ -227,15 +226,15 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
     k::index_copy_rows<float>(F(kv), F(v), odd.data(), nullptr, B, kw);
   }
   Tensor qall = ws({D_, B, qw});
-  Request gq = comm_.iallgather(F(q), F(qall), B * qw * 4, Traffic::acts);
+  Request gq = comm_.iallgather(F(q), F(qall), bytes(B * qw), Traffic::acts);
   // The new k, v of every head group to the owner of the position.
   if (owner == r_) {
     Tensor kvall = ws({D_, B, 2 * kw});
     std::vector<Request> rq;
     for (int j = 0; j < D_; ++j)
       if (j != r_)
-        rq.push_back(comm_.irecv(F(kvall) + j * B * 2 * kw, B * 2 * kw * 4, j, 7, Traffic::kv));
-    copy_bytes(F(kvall) + r_ * B * 2 * kw, F(kv), sizeof(float) * B * 2 * kw);
+        rq.push_back(comm_.irecv(F(kvall) + j * B * 2 * kw, bytes(B * 2 * kw), j, 7, Traffic::kv));
+    copy_bytes(F(kvall) + r_ * B * 2 * kw, F(kv), bytes(B * 2 * kw));
     for (auto& r : rq) r.wait();
     // kvall as rows of kw: k of (j, b) is row 2(jB + b), v the row after; head group j is the
     // j-th kw-wide block of a cache row.
@@ -246,7 +245,7 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
     cache_.write(l, F(kvall), F(kvall) + kw, kw, src, bs, std::vector<int64_t>(src.size(), slot),
                  blk);
   } else {
-    comm_.isend(F(kv), B * 2 * kw * 4, owner, 7, Traffic::kv).wait();
+    comm_.isend(F(kv), bytes(B * 2 * kw), owner, 7, Traffic::kv).wait();
   }
   gq.wait();
   // All heads over this rank's cached positions (all at or before pos_: no mask needed beyond
@@ -268,12 +267,12 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
     float* dst = F(sendb) + j * blk;
     for (int64_t b = 0; b < B; ++b) rows[static_cast<size_t>(b)] = b * D_ + j;
     k::index_copy_rows<float>(dst, F(o), nullptr, rows.data(), B, qw);
-    copy_bytes(dst + B * qw, F(lse) + j * nq * B, sizeof(float) * nq * B);
+    copy_bytes(dst + B * qw, F(lse) + j * nq * B, bytes(nq * B));
   }
-  std::vector<int64_t> bytes(static_cast<size_t>(D_), blk * 4), off(static_cast<size_t>(D_));
-  for (int j = 0; j < D_; ++j) off[static_cast<size_t>(j)] = j * blk * 4;
+  std::vector<int64_t> counts(static_cast<size_t>(D_), bytes(blk)), off(static_cast<size_t>(D_));
+  for (int j = 0; j < D_; ++j) off[static_cast<size_t>(j)] = j * bytes(blk);
   comm_
-      .ialltoallv(F(sendb), bytes.data(), off.data(), F(recvb), bytes.data(), off.data(),
+      .ialltoallv(F(sendb), counts.data(), off.data(), F(recvb), counts.data(), off.data(),
                   Traffic::acts)
       .wait();
   // Merge the D partials of this rank's heads by log-sum-exp, in rank order.
@@ -295,10 +294,9 @@ void detail::tp_tail(Comm& comm, const TspDims& t, const TspLayer& W, const floa
   k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.post_norm), T, h, eps);
   const float* pm = F(W.mlp);
   Tensor g = ws({T, Ir}), u = ws({T, Ir}), a = ws({T, Ir});
-  k::linear_fwd<float>(F(g), F(y), pm, T, Ir, h);
-  k::linear_fwd<float>(F(u), F(y), pm + Ir * h, T, Ir, h);
-  k::swiglu_fwd<float>(F(a), F(g), F(u), T * Ir);
-  k::linear_fwd<float>(F(part), F(a), pm + 2 * Ir * h, T, h, Ir);
+  const block::MlpShard Ws{pm, pm + Ir * h, pm + 2 * Ir * h, Ir};
+  block::mlp_up(F(g), F(u), F(y), Ws, T, h);
+  block::mlp_down(F(part), 0.0f, F(a), F(g), F(u), Ws, T, h);
   comm.iallreduce(F(part), T * h, Traffic::acts).wait();
   k::add_inplace<float>(F(x), F(part), T * h);
 }
@@ -308,7 +306,7 @@ void detail::rebalance(KvCache& cache_, std::vector<int64_t>& counts_, Comm& com
   const int64_t B_ = cache_.B;
   const auto target = balanced_counts(counts_);
   if (target == counts_) return;
-  comm_.set_context(kWhereStep, Phase::fwd);
+  CommScope ctx(comm_, kWhereStep, Phase::fwd);
   // Moves (src, dst, n): surplus ranks in rank order hand their highest positions to deficit
   // ranks in rank order.
   struct Move {
@@ -341,15 +339,14 @@ void detail::rebalance(KvCache& cache_, std::vector<int64_t>& counts_, Comm& com
         for (int64_t l = 0; l < L; ++l)
           for (int64_t b = 0; b < B_; ++b) {
             float* dst = row + 1 + (l * B_ + b) * 2 * kvd;
-            copy_bytes(dst, cache_.k_row(static_cast<size_t>(l), b, slot), sizeof(float) * kvd);
-            copy_bytes(dst + kvd, cache_.v_row(static_cast<size_t>(l), b, slot),
-                       sizeof(float) * kvd);
+            copy_bytes(dst, cache_.k_row(static_cast<size_t>(l), b, slot), bytes(kvd));
+            copy_bytes(dst + kvd, cache_.v_row(static_cast<size_t>(l), b, slot), bytes(kvd));
           }
       }
-      comm_.isend(F(buf), m.n * per * 4, m.dst, 8, Traffic::kv).wait();
+      comm_.isend(F(buf), bytes(m.n * per), m.dst, 8, Traffic::kv).wait();
       cache_.positions.resize(static_cast<size_t>(first));
     } else {
-      comm_.irecv(F(buf), m.n * per * 4, m.src, 8, Traffic::kv).wait();
+      comm_.irecv(F(buf), bytes(m.n * per), m.src, 8, Traffic::kv).wait();
       for (int64_t i = 0; i < m.n; ++i) {
         const float* row = F(buf) + i * per;
         float pos = 0;
@@ -358,9 +355,8 @@ void detail::rebalance(KvCache& cache_, std::vector<int64_t>& counts_, Comm& com
         for (int64_t l = 0; l < L; ++l)
           for (int64_t b = 0; b < B_; ++b) {
             const float* src = row + 1 + (l * B_ + b) * 2 * kvd;
-            copy_bytes(cache_.k_row(static_cast<size_t>(l), b, slot), src, sizeof(float) * kvd);
-            copy_bytes(cache_.v_row(static_cast<size_t>(l), b, slot), src + kvd,
-                       sizeof(float) * kvd);
+            copy_bytes(cache_.k_row(static_cast<size_t>(l), b, slot), src, bytes(kvd));
+            copy_bytes(cache_.v_row(static_cast<size_t>(l), b, slot), src + kvd, bytes(kvd));
           }
       }
     }
@@ -370,12 +366,12 @@ void detail::rebalance(KvCache& cache_, std::vector<int64_t>& counts_, Comm& com
 
 std::vector<float> detail::logits_sharded(Comm& comm, const Tensor& yf, const Tensor& shard,
                                           int64_t B, int64_t Vr, int64_t V) {
-  comm.set_context(kWhereHead, Phase::fwd);
+  CommScope ctx(comm, kWhereHead, Phase::fwd);
   const int D = comm.size();
   const int64_t h = yf.shape()[1];
   Tensor mine = ws({B, Vr}), all = ws({D, B, Vr});
   k::linear_fwd<float>(F(mine), F(yf), F(shard), B, Vr, h);
-  comm.iallgather(F(mine), F(all), B * Vr * 4, Traffic::embed_head).wait();
+  comm.iallgather(F(mine), F(all), bytes(B * Vr), Traffic::embed_head).wait();
   const std::vector<float> a = to_host(F(all), D * B * Vr);  // sampling runs on the host
   std::vector<float> out(static_cast<size_t>(B * V));
   for (int r = 0; r < D; ++r)
@@ -397,7 +393,7 @@ void detail::check_step(const ModelConfig& c, const std::vector<int64_t>& ids, i
 
 Tensor detail::embed_sharded(Comm& comm, const std::vector<int64_t>& ids, const Tensor& shard,
                              int64_t Vr, int64_t h) {
-  comm.set_context(kWhereEmbed, Phase::fwd);
+  CommScope ctx(comm, kWhereEmbed, Phase::fwd);
   const int r = comm.rank();
   const int64_t B = static_cast<int64_t>(ids.size());
   Tensor x = Tensor::zeros({B, h}, DType::f32, Cat::workspace);
@@ -416,16 +412,16 @@ void detail::attend_cache(KvCache& cache, size_t l, const ModelConfig& c, const 
                           float* lse) {
   const int64_t B = cache.B, n = cache.size(), qd = c.q_dim(), nh = c.num_attention_heads;
   if (n == 0) {
-    zero_bytes(o, sizeof(float) * B * qd);
+    zero_bytes(o, bytes(B * qd));
     const std::vector<float> none(static_cast<size_t>(nh * B),
                                   -std::numeric_limits<float>::infinity());
-    copy_bytes(lse, none.data(), sizeof(float) * none.size());
+    copy_bytes(lse, none.data(), bytes(none.size()));
     return;
   }
   const int d = static_cast<int>(c.head_dim());
   const AttnShape sh{static_cast<int>(nh), static_cast<int>(c.num_key_value_heads), d};
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  zero_bytes(o, sizeof(float) * B * qd);
+  zero_bytes(o, bytes(B * qd));
   for (int64_t b = 0; b < B; ++b) {
     QSeg qs{b, n - 1, 1};  // a query after every cached key
     KvSeg<float> ks{cache.k_row(l, b, 0), cache.v_row(l, b, 0), cache.kvd, 0, n};
@@ -458,12 +454,12 @@ void detail::merge_partials(const float* dev_blocks, int D, int64_t B, int64_t n
       }
       for (int64_t k = 0; k < d; ++k) o[k] /= wsum;
     }
-  copy_bytes(dev_out, out, sizeof(float) * res.size());
+  copy_bytes(dev_out, out, bytes(res.size()));
 }
 
 std::vector<float> detail::to_host(const float* p, int64_t n) {
   std::vector<float> h(static_cast<size_t>(n));
-  copy_bytes(h.data(), p, sizeof(float) * h.size());
+  copy_bytes(h.data(), p, bytes(h.size()));
   return h;
 }
 

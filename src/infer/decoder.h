@@ -29,6 +29,7 @@
 
 #include "comm/comm.h"
 #include "core/tensor.h"
+#include "model/block.h"
 #include "model/config.h"
 #include "parallel/layout.h"
 #include "parallel/tsp.h"
@@ -44,7 +45,9 @@ struct KvCache {
   std::vector<int64_t> positions;
   void init(int64_t layers, int64_t B, int64_t capacity, int64_t kvd);
   int64_t size() const { return static_cast<int64_t>(positions.size()); }
-  int64_t bytes() const { return 2 * static_cast<int64_t>(k.size()) * B * capacity * kvd * 4; }
+  int64_t bytes() const {
+    return 2 * static_cast<int64_t>(k.size()) * block::bytes(B * capacity * kvd);
+  }
   int64_t append(int64_t pos);  // the new slot
   float* k_row(size_t layer, int64_t b, int64_t slot);
   float* v_row(size_t layer, int64_t b, int64_t slot);
@@ -79,7 +82,8 @@ class Decoder {
   virtual const KvCache& cache() const = 0;
 };
 
-enum class InferLayout { tsp, tp, sp };  // tsp with D = 1: the single device
+// The decoder of a layout (LayoutSpec::infer): tsp (with D = 1: the single device), tp or sp.
+using InferLayout = InferKind;
 // This rank's decoder; `full` are the full HF-named weights (each layout keeps what it owns).
 std::unique_ptr<Decoder> make_decoder(InferLayout l, const ModelConfig& c, Comm& comm,
                                       const ModelParams& full, int64_t B, int64_t max_new);

@@ -5,20 +5,15 @@
 #include "comm/comm.h"
 #include "core/tensor.h"
 #include "infer/decoder.h"
+#include "model/block.h"
 #include "model/config.h"
 #include "parallel/tsp_params.h"
 
 namespace origami::infer::detail {
 
-inline Tensor ws(std::vector<int64_t> s) {
-  return Tensor::empty(std::move(s), DType::f32, Cat::workspace);
-}
-inline float* F(Tensor& t) {
-  return t.data<float>();
-}
-inline const float* F(const Tensor& t) {
-  return t.data<float>();
-}
+using block::bytes;
+using block::F;
+using block::ws;
 inline int64_t padded(int64_t S, int D) {
   return (S + 2 * D - 1) / (2 * D) * (2 * D);
 }

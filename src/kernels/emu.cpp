@@ -64,7 +64,7 @@ void host_free(void* p) {
   std::free(p);
 }
 void sync() {}  // its kernels run to completion when called
-const DeviceOps kOps{"emu", alloc, release, zero, copy, host_alloc, host_free, sync};
+const DeviceOps kOps{"emu", alloc, release, zero, copy, host_alloc, host_free, sync, false};
 
 bool tagged(const void* p) {
   return reinterpret_cast<uintptr_t>(p) & kTag;

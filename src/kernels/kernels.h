@@ -90,6 +90,9 @@ template <class T>
 void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stride, const T* lse,
                     int64_t lse_stride, const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks,
                     AttnShape sh, T scale);
+// Each OpenMP thread's tiles, in elements, held (workspace, host) during one call: forward a score
+// tile, an accumulator and two row statistics; backward two score tiles and a row sum.
+int64_t flash_attn_tile_elems(bool bwd, int d);
 
 // ---- Cross-entropy over vocabulary blocks (online log-sum-exp) ----------------------------------
 // Running per-row state m (max), l (sum of exp(z - m)), zt (target logit). A block holds columns

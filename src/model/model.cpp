@@ -5,6 +5,8 @@
 
 #include "core/error.h"
 #include "kernels/dispatch.h"
+#include "model/block.h"
+#include "model/layer_loop.h"
 
 namespace origami {
 
@@ -13,22 +15,12 @@ using k::KvSeg;
 using k::QSeg;
 using k::Trans;
 
+using block::act;
+using block::F;
+using block::ws;
+using block::ws0;
+
 namespace {
-Tensor act(std::vector<int64_t> s) {
-  return Tensor::empty(std::move(s), DType::f32, Cat::activations);
-}
-Tensor ws(std::vector<int64_t> s) {
-  return Tensor::empty(std::move(s), DType::f32, Cat::workspace);
-}
-Tensor ws0(std::vector<int64_t> s) {
-  return Tensor::zeros(std::move(s), DType::f32, Cat::workspace);
-}
-float* F(Tensor& t) {
-  return t.data<float>();
-}
-const float* F(const Tensor& t) {
-  return t.data<float>();
-}
 
 // y = w * n (the norm output, recomputed from the saved normalised input)
 Tensor reweight(const Tensor& n, const Tensor& w, int64_t rows, int64_t h) {
@@ -79,6 +71,7 @@ void make_rope_tables(const ModelConfig& c, Tensor& cos, Tensor& sin) {
   const int64_t half = c.head_dim() / 2;
   cos = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
   sin = Tensor::empty({c.max_position_embeddings, half}, DType::f32, Cat::workspace);
+  if (tensors_hold_no_data()) return;
   // Built on the host, then placed wherever tensors live (core/device.h).
   std::vector<float> hc(static_cast<size_t>(cos.numel())), hs(hc.size());
   cpu::rope_table<float>(hc.data(), hs.data(), c.max_position_embeddings,
@@ -118,8 +111,8 @@ void Model::block_forward(const LayerParams& W, Tensor& x, Acts* save, const Bat
   auto keep = [&](std::vector<int64_t> s) { return save ? act(std::move(s)) : ws(std::move(s)); };
   const auto pos = positions(b);
 
-  Acts a;
-  a.x = save ? x.clone(Cat::activations) : Tensor();
+  Acts tmp;
+  Acts& a = save ? *save : tmp;  // (a.x, the block's input, is the layer loop's)
   a.n1 = keep({T, h});
   a.rstd1 = keep({T});
   {
@@ -145,19 +138,17 @@ void Model::block_forward(const LayerParams& W, Tensor& x, Acts* save, const Bat
   a.rstd2 = keep({T});
   a.g = keep({T, I});
   a.u = keep({T, I});
+  const block::MlpShard mlp{F(W.w_gate), F(W.w_up), F(W.w_down), I};
   {
     Tensor y2 = ws({T, h});
     k::rmsnorm_fwd<float>(F(y2), F(a.n2), F(a.rstd2), F(x), F(W.post_norm), T, h,
                           cfg_.rms_norm_eps);
-    k::linear_fwd<float>(F(a.g), F(y2), F(W.w_gate), T, I, h);
-    k::linear_fwd<float>(F(a.u), F(y2), F(W.w_up), T, I, h);
+    block::mlp_up(F(a.g), F(a.u), F(y2), mlp, T, h);
   }
   {
     Tensor s = ws({T, I});
-    k::swiglu_fwd<float>(F(s), F(a.g), F(a.u), T * I);
-    k::linear_fwd<float>(F(x), F(s), F(W.w_down), T, h, I, 1.0f);  // x = h1 + a Wd^T
+    block::mlp_down(F(x), 1.0f, F(s), F(a.g), F(a.u), mlp, T, h);  // x = h1 + a Wd^T
   }
-  if (save) *save = std::move(a);
 }
 
 // dx: d(block output) [T, h] on entry, d(block input) on exit.
@@ -170,21 +161,15 @@ void Model::block_backward(const LayerParams& W, LayerParams& G, const Acts& a, 
 
   // ---- MLP: out = h1 + swiglu(y2 Wg^T, y2 Wu^T) Wd^T, y2 = norm2(h1)
   {
+    const block::MlpShard mlp{F(W.w_gate), F(W.w_up), F(W.w_down), I};
     Tensor dg = ws({T, I}), du = ws({T, I});
     {
-      Tensor s = ws({T, I});
-      k::swiglu_fwd<float>(F(s), F(a.g), F(a.u), T * I);
-      k::linear_bwd_w<float>(F(G.w_down), F(dx), F(s), T, h, I);
-      Tensor da = ws0({T, I});
-      k::linear_bwd_x<float>(F(da), F(dx), F(W.w_down), T, h, I);
-      k::swiglu_bwd<float>(F(dg), F(du), F(da), F(a.g), F(a.u), T * I);
+      Tensor s = ws({T, I}), da = ws({T, I});
+      block::mlp_down_bwd(F(G.w_down), F(dg), F(du), F(s), F(da), F(dx), F(a.g), F(a.u), mlp, T, h);
     }
     Tensor y2 = reweight(a.n2, W.post_norm, T, h);
-    k::linear_bwd_w<float>(F(G.w_gate), F(dg), F(y2), T, I, h);
-    k::linear_bwd_w<float>(F(G.w_up), F(du), F(y2), T, I, h);
     Tensor dy2 = ws0({T, h});
-    k::linear_bwd_x<float>(F(dy2), F(dg), F(W.w_gate), T, I, h);
-    k::linear_bwd_x<float>(F(dy2), F(du), F(W.w_up), T, I, h);
+    block::mlp_up_bwd(F(G.w_gate), F(G.w_up), F(dy2), F(dg), F(du), F(y2), mlp, T, h);
     k::rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F(a.rstd2), T, h);
   }
   // dx now holds d(h1). ---- attention: h1 = x + attn(y1) Wo^T, y1 = norm1(x)
@@ -224,7 +209,7 @@ void Model::block_backward(const LayerParams& W, LayerParams& G, const Acts& a, 
 double Model::head(const ModelParams& p, ModelParams* grads, const Tensor& x, Tensor* dx,
                    const Batch& b, double inv_n) {
   const int64_t T = b.B * b.S, h = cfg_.hidden_size, V = cfg_.vocab_size;
-  const int64_t C = std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{1} << 21) / V));
+  const int64_t C = block::logits_chunk(T, V);
   Tensor n = ws({T, h}), rstd = ws({T}), y = ws({T, h});
   k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
   Tensor z = ws({C, V}), m = ws({C}), l = ws({C}), zt = ws({C}), lse = ws({C});
@@ -234,14 +219,12 @@ double Model::head(const ModelParams& p, ModelParams* grads, const Tensor& x, Te
   for (int64_t r0 = 0; r0 < T; r0 += C) {
     const int64_t c = std::min(C, T - r0);
     const int64_t* tg = b.targets.data() + r0;
-    k::linear_fwd<float>(F(z), F(y) + r0 * h, Wh, c, V, h);
     k::ce_init<float>(F(m), F(l), F(zt), c);
-    k::ce_update<float>(F(m), F(l), F(zt), F(z), c, V, 0, V, tg);
+    block::head_chunk_fwd(F(z), F(m), F(l), F(zt), F(y) + r0 * h, Wh, c, h, V, 0, V, tg);
     total += k::ce_finish<float>(F(lse), F(m), F(l), F(zt), c, tg);
     if (!grads) continue;
-    k::ce_bwd<float>(F(z), F(z), F(lse), c, V, 0, V, tg, static_cast<float>(inv_n));  // z := dz
-    k::linear_bwd_x<float>(F(dy) + r0 * h, F(z), Wh, c, V, h);
-    k::linear_bwd_w<float>(F(grads->head()), F(z), F(y) + r0 * h, c, V, h);
+    block::head_chunk_bwd(F(z), F(dy) + r0 * h, F(grads->head()), F(lse), F(y) + r0 * h, Wh, c, h,
+                          V, 0, V, tg, static_cast<float>(inv_n), false);
   }
   if (grads)
     k::rmsnorm_bwd<float>(F(*dx), F(grads->final_norm), F(dy), F(n), F(p.final_norm), F(rstd), T,
@@ -259,35 +242,23 @@ double Model::forward_loss(const ModelParams& p, const Batch& b) {
 double Model::forward_backward(const ModelParams& p, ModelParams& grads, const Batch& b,
                                double inv_n, Recompute rc) {
   const int64_t T = b.B * b.S, h = cfg_.hidden_size;
-  const size_t L = p.layers.size();
-  Tensor x = act({T, h});
-  embed(x, p, b);
-  std::vector<Acts> saved(L);
-  for (size_t l = 0; l < L; ++l) {
-    if (rc == Recompute::full) {
-      saved[l].x = x.clone(Cat::activations);  // a block keeps only its input
-      block_forward(p.layers[l], x, nullptr, b);
-    } else {
-      block_forward(p.layers[l], x, &saved[l], b);
-    }
-  }
-  Tensor dx = Tensor::zeros({T, h}, DType::f32, Cat::activations);
-  const double loss = head(p, &grads, x, &dx, b, inv_n);
-  x = Tensor();
-  for (size_t l = L; l-- > 0;) {
-    if (rc == Recompute::full) {
-      Tensor xin = saved[l].x.clone(Cat::workspace);
-      Acts a;
-      block_forward(p.layers[l], xin, &a, b);  // recompute: saves this layer's activations
-      block_backward(p.layers[l], grads.layers[l], a, dx, b);
-    } else {
-      block_backward(p.layers[l], grads.layers[l], saved[l], dx, b);
-    }
-    saved[l] = Acts();
-  }
+  LayerSteps<Acts> s;
+  s.embed = [&] {
+    Tensor x = act({T, h});
+    embed(x, p, b);
+    return x;
+  };
+  s.forward = [&](size_t l, Tensor& x, Acts* a) { block_forward(p.layers[l], x, a, b); };
+  s.head = [&](const Tensor& x, Tensor& dx) { return head(p, &grads, x, &dx, b, inv_n); };
+  s.recompute = [&](size_t l, Tensor& x, Acts& a) { block_forward(p.layers[l], x, &a, b); };
+  s.backward = [&](size_t l, Acts& a, Tensor& dx) {
+    block_backward(p.layers[l], grads.layers[l], a, dx, b);
+  };
   // Embedding backward: rows summed per token id in position order (deterministic).
-  k::index_add_rows<float>(F(grads.embed), F(dx), b.inputs.data(), nullptr, T, h);
-  return loss;
+  s.embed_backward = [&](const Tensor& dx) {
+    k::index_add_rows<float>(F(grads.embed), F(dx), b.inputs.data(), nullptr, T, h);
+  };
+  return forward_backward_layers(s, p.layers.size(), rc, {});
 }
 
 }  // namespace origami

@@ -7,6 +7,7 @@
 #include "comm/comm.h"
 #include "core/tensor.h"
 #include "kernels/dispatch.h"
+#include "model/block.h"
 
 namespace origami {
 
@@ -20,8 +21,8 @@ struct KvGather {
                Tensor::empty({c.size() * T, kw}, DType::f32, Cat::workspace),
                {},
                {}};
-    g.k = c.iallgather(k.data<float>(), g.K.data<float>(), T * kw * 4, Traffic::kv);
-    g.v = c.iallgather(v.data<float>(), g.V.data<float>(), T * kw * 4, Traffic::kv);
+    g.k = c.iallgather(k.data<float>(), g.K.data<float>(), block::bytes(T * kw), Traffic::kv);
+    g.v = c.iallgather(v.data<float>(), g.V.data<float>(), block::bytes(T * kw), Traffic::kv);
     return g;
   }
 };

@@ -2,6 +2,7 @@
 // The loop (trainer.cpp) is the same for every layout; an Engine owns the parameters, gradients
 // and AdamW moments it holds (all of them, or this rank's shards).
 #pragma once
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -66,6 +67,22 @@ struct Layout;
 struct ParallelOptions;
 std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const ParallelOptions& p,
                                     Recompute rc, int64_t micro_batch, int64_t seq);
+// What make_engine refuses (the same message on every rank, before any collective).
+void validate_engine(const Layout& L, const ModelConfig& c, const ParallelOptions& p, Recompute rc,
+                     int64_t micro_batch, int64_t seq);
+// The engine on communicators made elsewhere (the dry run's, plan/dry_run.h), validated already:
+// the layout spec's factory (parallel/layouts.cpp).
+struct Mesh;
+std::unique_ptr<Engine> make_engine_on(const Layout& L, const ModelConfig& c,
+                                       const ParallelOptions& p, Recompute rc, Mesh mesh);
+
+// The training engine of a sharded schedule (TSP, FSDP+SP, TP+SP): the schedule, made by `make`
+// on the mesh the engine keeps, holds its shards; the engine the optimizer state, the loss rules
+// and the checkpoints (sharded_train.cpp). `name` is the layout the reports show.
+class ShardedSchedule;
+using ScheduleMaker = std::function<std::unique_ptr<ShardedSchedule>(Mesh&)>;
+std::unique_ptr<Engine> make_sharded_engine(const ModelConfig& c, Mesh mesh, std::string name,
+                                            const ScheduleMaker& make);
 
 // DP helpers shared by the engines: the gradient sum over replicas (fixed order, in place;
 // category grads, once per step) and a sum of scalars.

@@ -1,5 +1,6 @@
 #include "parallel/layout.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <sstream>
 #include <utility>
@@ -8,8 +9,51 @@
 
 namespace origami {
 
+int Layout::model_degree() const {
+  int n = 1;
+  for (const auto& [axis, size] : axes) n *= size;
+  return n;
+}
+int Layout::size(const std::string& axis) const {
+  for (const auto& [a, n] : axes)
+    if (a == axis) return n;
+  return 1;
+}
+bool Layout::has(const std::string& axis) const {
+  for (const auto& [a, n] : axes)
+    if (a == axis) return true;
+  return false;
+}
+int Layout::tp_degree() const {
+  return spec && *spec->tp_axis ? size(spec->tp_axis) : 1;
+}
+
+std::string layout_axes() {
+  std::string s = "dp";
+  for (const LayoutSpec* sp : layout_specs())
+    for (const auto& a : sp->axes) s += ", " + a;
+  return s;
+}
+
+namespace {
+// "a, b and c" / "a, b or c"
+std::string join(const std::vector<std::string>& v, const char* last) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i)
+    s += (i == 0 ? "" : i + 1 == v.size() ? std::string(" ") + last + " " : ", ") + v[i];
+  return s;
+}
+const LayoutSpec* spec_of_axis(const std::string& axis) {
+  for (const LayoutSpec* sp : layout_specs())
+    for (const auto& a : sp->axes)
+      if (a == axis) return sp;
+  return nullptr;
+}
+}  // namespace
+
 Layout Layout::parse(const std::string& s, int world) {
   Layout L;
+  L.spec = layout_specs().front();  // single: no model axis
   if (s.empty() || s == "single") {
     if (world > 1)
       fail("world size ", world, " > 1 needs --layout (e.g. --layout tsp=", world, ")");
@@ -18,7 +62,10 @@ Layout Layout::parse(const std::string& s, int world) {
   }
   std::stringstream ss(s);
   std::string item;
-  bool seen[5] = {};
+  std::vector<std::string> seen;
+  std::vector<std::pair<std::string, int>> given;
+  const LayoutSpec* spec = nullptr;
+  bool mixed = false;
   while (std::getline(ss, item, ',')) {
     const auto eq = item.find('=');
     if (eq == std::string::npos) fail("--layout '", s, "': '", item, "' is not axis=size");
@@ -27,36 +74,41 @@ Layout Layout::parse(const std::string& s, int world) {
     const long n = std::strtol(val.c_str(), &end, 10);
     if (val.empty() || *end || n < 1)
       fail("--layout '", s, "': ", axis, "=", val, " must be a positive integer");
-    static const char* axes[] = {"dp", "tsp", "tp", "sp", "fsdp_sp"};
-    int* slot[] = {&L.dp, &L.tsp, &L.tp, &L.sp, &L.fsdp_sp};
-    int k = 0;
-    while (k < 5 && axis != axes[k]) ++k;
-    if (k == 5)
-      fail("--layout '", s, "': unknown axis '", axis, "' (axes: dp, tsp, tp, sp, fsdp_sp)");
-    if (seen[k]) fail("--layout '", s, "': axis '", axis, "' given twice");
-    seen[k] = true;
-    *slot[k] = static_cast<int>(n);
+    const LayoutSpec* owner = spec_of_axis(axis);
+    if (axis != "dp" && !owner)
+      fail("--layout '", s, "': unknown axis '", axis, "' (axes: ", layout_axes(), ")");
+    if (std::find(seen.begin(), seen.end(), axis) != seen.end())
+      fail("--layout '", s, "': axis '", axis, "' given twice");
+    seen.push_back(axis);
+    if (axis == "dp") {
+      L.dp = static_cast<int>(n);
+      continue;
+    }
+    given.emplace_back(axis, static_cast<int>(n));
+    mixed |= spec && spec != owner;
+    spec = owner;
   }
-  if (world >= 0 && L.dp * L.model_degree() != world)
-    fail("--layout '", s, "' needs ", L.dp * L.model_degree(), " ranks but the world size is ",
-         world);
-  std::ostringstream text;  // canonical: dp first, then the model axis
-  L.tsp_axis = seen[1];
-  L.tp_axis = seen[2];
-  L.sp_axis = seen[3];
-  L.fsdp_axis = seen[4];
-  if (L.tsp_axis + L.fsdp_axis + L.uses_tpsp() > 1)
-    fail("--layout '", s,
-         "': tsp and fsdp_sp combine only with dp (not with each other, tp or sp)");
-  auto add = [&](const char* axis, int v) {
-    if (!text.str().empty()) text << ",";
-    text << axis << "=" << v;
-  };
-  if (L.dp > 1) add("dp", L.dp);
-  if (L.tsp_axis) add("tsp", L.tsp);
-  if (L.fsdp_axis) add("fsdp_sp", L.fsdp_sp);
-  if (L.tp_axis) add("tp", L.tp);
-  if (L.sp_axis) add("sp", L.sp);
+  if (spec) L.spec = spec;
+  for (const auto& a : L.spec->axes)  // the spec's order
+    for (const auto& g : given)
+      if (g.first == a) L.axes.push_back(g);
+  int ranks = L.dp;  // every axis given, before the layout is known to be one
+  for (const auto& g : given) ranks *= g.second;
+  if (world >= 0 && ranks != world)
+    fail("--layout '", s, "' needs ", ranks, " ranks but the world size is ", world);
+  if (mixed) {  // e.g. "tsp and fsdp_sp combine only with dp (not with each other, tp or sp)"
+    std::vector<std::string> single, multi;
+    for (const LayoutSpec* sp : layout_specs()) {
+      if (sp->axes.size() == 1) single.push_back(sp->name);
+      if (sp->axes.size() > 1) multi.insert(multi.end(), sp->axes.begin(), sp->axes.end());
+    }
+    if (single.size() > 1) multi.insert(multi.begin(), "each other");
+    fail("--layout '", s, "': ", join(single, "and"), " combine only with dp (not with ",
+         join(multi, "or"), ")");
+  }
+  std::ostringstream text;  // canonical: dp first, then the model axes in the spec's order
+  if (L.dp > 1) text << "dp=" << L.dp;
+  for (const auto& [axis, n] : L.axes) text << (text.str().empty() ? "" : ",") << axis << "=" << n;
   L.text = text.str().empty() ? "single" : text.str();
   return L;
 }
@@ -94,10 +146,32 @@ void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t B, int64_t se
 }
 
 void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc) {
-  if (p.keep_attn_weights && !L.tsp_axis)
-    fail("--keep-attn-weights needs a TSP layout (--layout tsp=D)");
-  if (p.fused_mlp_recompute && !L.uses_tsp())
-    fail("--fused-mlp-recompute needs a tsp or fsdp_sp layout (it fuses their MLP weight ring)");
+  // The specs that take an option, named as the messages name them.
+  auto takers = [](bool LayoutSpec::*opt, bool axes) {
+    std::vector<std::string> v;
+    for (const LayoutSpec* sp : layout_specs())
+      if (sp->*opt) {
+        if (axes)
+          v.insert(v.end(), sp->axes.begin(), sp->axes.end());
+        else
+          v.push_back(sp->name);
+      }
+    return v;
+  };
+  const LayoutSpec& S = *L.spec;
+  if (p.keep_attn_weights && !S.keep_attn_weights) {
+    std::vector<const LayoutSpec*> t;
+    for (const LayoutSpec* sp : layout_specs())
+      if (sp->keep_attn_weights) t.push_back(sp);
+    if (t.size() == 1)  // "a TSP layout (--layout tsp=D)"
+      fail("--keep-attn-weights needs a ", t[0]->title, " layout (--layout ", t[0]->axes[0], "=D)");
+    fail("--keep-attn-weights needs a ", join(takers(&LayoutSpec::keep_attn_weights, false), "or"),
+         " layout");
+  }
+  if (p.fused_mlp_recompute && !S.fused_mlp_recompute)
+    fail("--fused-mlp-recompute needs a ",
+         join(takers(&LayoutSpec::fused_mlp_recompute, false), "or"),
+         " layout (it fuses their MLP weight ring)");
   if (p.fused_mlp_recompute && rc != Recompute::full)
     fail(
         "--fused-mlp-recompute needs --recompute full (it fuses the recompute of the MLP into its "
@@ -106,10 +180,11 @@ void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc) {
     fail(
         "--keep-attn-weights needs --recompute full (it keeps a layer's packets from its recompute "
         "to its backward)");
-  if (p.tp_seq_parallel_given && !L.tp_axis)
+  if (p.tp_seq_parallel_given && !(*S.tp_axis && L.has(S.tp_axis)))
     fail("--tp-sequence-parallel needs a tp axis in --layout (e.g. --layout tp=2)");
-  if (p.attn_buckets != 1 && !L.uses_tsp() && !L.uses_tpsp())
-    fail("--attn-buckets needs a layout with sharded attention (tsp, fsdp_sp, tp or sp)");
+  if (p.attn_buckets != 1 && !S.attn_buckets)
+    fail("--attn-buckets needs a layout with sharded attention (",
+         join(takers(&LayoutSpec::attn_buckets, true), "or"), ")");
 }
 
 }  // namespace origami

@@ -4,7 +4,10 @@
 // innermost. Parsing and validation are pure functions of (string, world size, config), so every
 // rank reaches the same verdict before its first collective.
 #pragma once
+#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "model/config.h"
 #include "model/model.h"
@@ -12,20 +15,24 @@
 
 namespace origami {
 
+struct LayoutSpec;
+
+// A parsed --layout: the data-parallel degree and the model axes of one registered layout.
 struct Layout {
-  int dp = 1, tsp = 1, tp = 1, sp = 1, fsdp_sp = 1;
-  std::string text;  // canonical form, e.g. "tsp=4"
+  const LayoutSpec* spec = nullptr;  // parse() sets it: the layout the model axes belong to
+  int dp = 1;
+  std::vector<std::pair<std::string, int>> axes;  // the model axes given, in the spec's order
+  std::string text;                               // canonical form, e.g. "dp=2,tsp=4"
   // "" or "single": one process. world_size < 0: any (the layout's own product; plan, bench).
   static Layout parse(const std::string& s, int world_size);
   int world() const { return dp * model_degree(); }
-  int model_degree() const { return tsp * tp * sp * fsdp_sp; }
-  // tsp and fsdp_sp share TSP's ownership map and engine; fsdp_sp gathers whole layers instead
-  // of streaming shards.
-  bool uses_tsp() const { return tsp_axis || fsdp_axis; }
-  int folded_degree() const { return tsp * fsdp_sp; }
-  // Megatron TP and/or context-parallel SP on a T×Σ mesh (TP innermost).
-  bool uses_tpsp() const { return tp_axis || sp_axis; }
-  bool tsp_axis = false, fsdp_axis = false, tp_axis = false, sp_axis = false;
+  int model_degree() const;
+  // The size of a model axis (1 when not given) and whether it was given.
+  int size(const std::string& axis) const;
+  bool has(const std::string& axis) const;
+  // The TP degree of the mesh (comm/mesh.h: TP groups of consecutive ranks): the size of the
+  // spec's tp axis, else 1.
+  int tp_degree() const;
 };
 
 // The command-line options that choose and tune a parallel layout (train and grad share them);
@@ -47,5 +54,31 @@ void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t micro_batch, 
 // Options that only some layouts or only --recompute full take, refused before any work (train,
 // grad and plan share this, so all three give the same message).
 void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc);
+
+// ---- the registry: a layout is its schedule files plus one spec (layouts.cpp) -----------------
+class Engine;
+struct Mesh;
+// What `origami generate` runs under a layout (infer/decoder.h's decoders).
+enum class InferKind { none, tsp, tp, sp };
+struct LayoutSpec {
+  const char* name;               // e.g. "tsp"
+  const char* title;              // in messages, e.g. "TSP"
+  std::vector<std::string> axes;  // its model axes (a --layout naming any of them is this layout)
+  const char* tp_axis;            // the axis of the mesh's TP groups (consecutive ranks), or ""
+  const char* help;               // one line of --help
+  // The options it takes (validate_options refuses the others with the messages users see).
+  bool attn_buckets, keep_attn_weights, fused_mlp_recompute;
+  // What the schedule needs of the config, batch and options (the same error on every rank).
+  void (*validate)(const Layout& L, const ModelConfig& c, const ParallelOptions& p,
+                   int64_t micro_batch, int64_t seq);
+  // The engine on the mesh of one replica (make_engine_on), validated already.
+  std::unique_ptr<Engine> (*make_engine)(const Layout& L, const ModelConfig& c,
+                                         const ParallelOptions& p, Recompute rc, Mesh mesh);
+  InferKind (*infer)(const Layout& L);  // what generate runs (none: refused)
+};
+// Every registered layout, "single" (no model axis) first.
+const std::vector<const LayoutSpec*>& layout_specs();
+// Every axis --layout takes (dp, then each spec's), for messages and --help.
+std::string layout_axes();
 
 }  // namespace origami

@@ -5,8 +5,11 @@
 #include "core/tensor.h"
 #include "core/trace.h"
 #include "kernels/dispatch.h"
+#include "model/block.h"
 
 namespace origami {
+
+using block::bytes;
 
 namespace {
 constexpr int kTagW = 1, kTagAcc = 2;
@@ -16,8 +19,8 @@ void post_shard(Comm& comm, const RingSpec& sp, const float* cur, float* wnext, 
                 Request& wr) {
   const int D = comm.size(), r = comm.rank();
   comm.begin_group();
-  ws = comm.isend(cur, sp.n * 4, (r + 1) % D, kTagW, sp.weights);
-  wr = comm.irecv(wnext, sp.n * 4, (r + D - 1) % D, kTagW, sp.weights);
+  ws = comm.isend(cur, bytes(sp.n), (r + 1) % D, kTagW, sp.weights);
+  wr = comm.irecv(wnext, bytes(sp.n), (r + D - 1) % D, kTagW, sp.weights);
   comm.end_group();
 }
 }  // namespace
@@ -37,7 +40,7 @@ RingStart gathered_prefetch(Comm& comm, const RingSpec& sp) {
   RingStart st;
   st.posted = true;
   st.all = Tensor::empty({comm.size(), sp.n}, DType::f32, Cat::comm);
-  st.gather = comm.iallgather(sp.own, st.all.data<float>(), sp.n * 4, sp.weights);
+  st.gather = comm.iallgather(sp.own, st.all.data<float>(), bytes(sp.n), sp.weights);
   return st;
 }
 
@@ -61,7 +64,7 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
                    RingStart* start) {
   const int D = comm.size(), r = comm.rank();
   const int next = (r + 1) % D, prev = (r + D - 1) % D;
-  const int64_t bytes = sp.n * 4;
+  const int64_t shard_bytes = bytes(sp.n);
   const bool bwd = own_grad != nullptr;
   RingStart first = start && start->posted ? std::move(*start) : ring_prefetch(comm, sp);
   Tensor wbuf[2] = {std::move(first.wbuf[0]), std::move(first.wbuf[1])}, abuf[2], home;
@@ -93,7 +96,7 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
         target = own_grad;
       } else if (t == 1) {
         target = abuf[1].data<float>();
-        zero_bytes(target, sp.n * sizeof(float));
+        zero_bytes(target, bytes(sp.n));
       } else {
         acc_recv.wait();
         target = abuf[t % 2].data<float>();
@@ -110,11 +113,12 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
       // Send and receive as one group: NCCL runs an ungrouped send to completion before the
       // receive behind it on the same stream, which both ranks would wait for.
       comm.begin_group();
-      acc_send[t % 2] = comm.isend(target, bytes, next, kTagAcc, sp.accumulate);
+      acc_send[t % 2] = comm.isend(target, shard_bytes, next, kTagAcc, sp.accumulate);
       if (t + 1 <= D - 1)
-        acc_recv = comm.irecv(abuf[(t + 1) % 2].data<float>(), bytes, prev, kTagAcc, sp.accumulate);
+        acc_recv =
+            comm.irecv(abuf[(t + 1) % 2].data<float>(), shard_bytes, prev, kTagAcc, sp.accumulate);
       else
-        home_recv = comm.irecv(home.data<float>(), bytes, prev, kTagAcc, sp.accumulate);
+        home_recv = comm.irecv(home.data<float>(), shard_bytes, prev, kTagAcc, sp.accumulate);
       comm.end_group();
     }
     ws.wait();

@@ -11,8 +11,7 @@
 #include "model/optimizer.h"
 #include "parallel/engine.h"
 #include "parallel/layout.h"
-#include "parallel/tpsp.h"
-#include "parallel/tsp.h"
+#include "parallel/sharded.h"
 
 namespace origami {
 
@@ -20,8 +19,7 @@ namespace {
 class ShardedTrainEngine : public Engine {
  public:
   // `make` builds the schedule on the mesh's communicators (they live here, with the engine).
-  template <class Make>
-  ShardedTrainEngine(const ModelConfig& c, Mesh mesh, std::string layout, Make make)
+  ShardedTrainEngine(const ModelConfig& c, Mesh mesh, std::string layout, const ScheduleMaker& make)
       : cfg_(c), layout_(std::move(layout)), mesh_(std::move(mesh)) {
     sched_ = make(mesh_);
     const int D = sched_->shard_comm().size();
@@ -77,7 +75,7 @@ class ShardedTrainEngine : public Engine {
     g_.for_each([&](Tensor& t, bool rep) {
       (rep ? replicated : owned) += k::sum_squares<float>(t.data<float>(), t.numel());
     });
-    shard().set_context(kWhereStep, Phase::bwd);
+    CommScope ctx(shard(), kWhereStep, Phase::bwd);
     shard().iallreduce(&owned, 1, Traffic::other).wait();  // each distinct shard once
     const double norm = std::sqrt(owned + replicated);     // replicated counted once
     clip_to(list(g_), norm, clip);
@@ -115,9 +113,9 @@ class ShardedTrainEngine : public Engine {
   }
   template <class X>
   X sum_all(X x) {  // over the replica, then over the replicas
-    mesh_.model->set_context(kWhereStep, Phase::fwd);
+    CommScope ctx_model(*mesh_.model, kWhereStep, Phase::fwd);
     mesh_.model->iallreduce(&x, 1, Traffic::other).wait();
-    mesh_.dp->set_context(kWhereStep, Phase::fwd);
+    CommScope ctx_dp(*mesh_.dp, kWhereStep, Phase::fwd);
     mesh_.dp->iallreduce(&x, 1, Traffic::other).wait();
     return x;
   }
@@ -136,33 +134,27 @@ class ShardedTrainEngine : public Engine {
 
 }  // namespace
 
+std::unique_ptr<Engine> make_sharded_engine(const ModelConfig& c, Mesh mesh, std::string name,
+                                            const ScheduleMaker& make) {
+  return std::make_unique<ShardedTrainEngine>(c, std::move(mesh), std::move(name), make);
+}
+
+void validate_engine(const Layout& L, const ModelConfig& c, const ParallelOptions& p, Recompute rc,
+                     int64_t B, int64_t S) {
+  validate_options(L, p, rc);
+  L.spec->validate(L, c, p, B, S);
+}
+
 std::unique_ptr<Engine> make_engine(const Layout& L, const ModelConfig& c, const ParallelOptions& p,
                                     Recompute rc, int64_t B, int64_t S) {
-  validate_options(L, p, rc);
+  validate_engine(L, c, p, rc, B, S);
   configure_transfers(p, L.world());
-  if (L.uses_tsp()) {
-    const int D = L.folded_degree();
-    validate_tsp(c, D, S, p.attn_buckets);
-    const TspOptions o{.attn_buckets = p.attn_buckets,
-                       .keep_attn_weights = p.keep_attn_weights,
-                       .recompute = rc,
-                       .fsdp = L.fsdp_axis,
-                       .fused_mlp = p.fused_mlp_recompute};
-    return std::make_unique<ShardedTrainEngine>(c, make_layout_mesh(p, D), L.text, [&](Mesh& m) {
-      return std::make_unique<TspEngine>(c, *m.model, o);
-    });
-  }
-  if (L.uses_tpsp()) {
-    validate_tpsp(c, L.tp, L.sp, B, S, p.attn_buckets, p.tp_seq_parallel);
-    const TpSpOptions o{
-        .seq_parallel = p.tp_seq_parallel, .attn_buckets = p.attn_buckets, .recompute = rc};
-    std::string name = L.text;
-    if (L.tp > 1 && !p.tp_seq_parallel) name += " (no sequence parallelism)";
-    return std::make_unique<ShardedTrainEngine>(
-        c, make_layout_mesh(p, L.model_degree(), L.tp), name,
-        [&](Mesh& m) { return std::make_unique<TpSpEngine>(c, *m.tp, *m.sp, o); });
-  }
-  return make_single_engine(c, rc, make_layout_mesh(p, 1).dp);
+  return make_engine_on(L, c, p, rc, make_layout_mesh(p, L.model_degree(), L.tp_degree()));
+}
+
+std::unique_ptr<Engine> make_engine_on(const Layout& L, const ModelConfig& c,
+                                       const ParallelOptions& p, Recompute rc, Mesh mesh) {
+  return L.spec->make_engine(L, c, p, rc, std::move(mesh));
 }
 
 }  // namespace origami

@@ -38,7 +38,7 @@ class SingleEngine : public Engine {
   int64_t global_targets(const std::vector<Batch>& micro) override {
     int64_t n = 0;
     for (const auto& b : micro) n += b.num_targets();
-    dp_->set_context(kWhereStep, Phase::fwd);
+    CommScope ctx(*dp_, kWhereStep, Phase::fwd);
     dp_->iallreduce(&n, 1, Traffic::other).wait();
     return n;
   }
@@ -58,7 +58,7 @@ class SingleEngine : public Engine {
     adamw_update(p_, g_, m_, v_, h, step);
   }
   double sum_over_ranks(double x) override {
-    dp_->set_context(kWhereStep, Phase::fwd);
+    CommScope ctx(*dp_, kWhereStep, Phase::fwd);
     dp_->iallreduce(&x, 1, Traffic::other).wait();
     return x;
   }
@@ -89,7 +89,7 @@ std::unique_ptr<Engine> make_single_engine(const ModelConfig& c, Recompute rc,
 
 void dp_sum_grads(Comm& dp, const std::vector<Tensor*>& grads) {
   if (dp.size() == 1) return;
-  dp.set_context(kWhereStep, Phase::bwd);
+  CommScope ctx(dp, kWhereStep, Phase::bwd);
   // One tensor at a time: the reduction scratch of a single tensor is live, not the whole model's.
   for (Tensor* g : grads) dp.iallreduce(g->data<float>(), g->numel(), Traffic::grads).wait();
 }

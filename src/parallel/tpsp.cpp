@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/trace.h"
 #include "kernels/dispatch.h"
+#include "model/layer_loop.h"
 #include "parallel/layout.h"
 #include "parallel/tsp_internal.h"
 
@@ -101,15 +102,10 @@ std::vector<KvSeg<float>> TpSpEngine::kvsegs(int64_t bb, float* K, float* V, flo
   return s;
 }
 
-void TpSpEngine::set_context(int where, Phase ph) {
-  tp_.set_context(where, ph);
-  sp_.set_context(where, ph);
-}
-
 Tensor TpSpEngine::gather(const Tensor& x, Traffic t, Cat c) {
   if (!seqp_) return x;
   Tensor y = Tensor::empty({Ts_, t_.h}, DType::f32, c);
-  tp_.iallgather(F(x), F(y), Tl_ * t_.h * 4, t).wait();
+  tp_.iallgather(F(x), F(y), bytes(Tl_ * t_.h), t).wait();
   return y;
 }
 
@@ -167,8 +163,8 @@ void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* 
     k::linear_fwd<float>(vown, F(Y1), Wv, Ts, kw, h);
     k::rope_fwd<float>(kown, kw, pos_.data(), Ts, static_cast<int>(kvb), static_cast<int>(d),
                        F(cos_), F(sin_));
-    Request gk = sp_.iallgather(kown, F(Kg), Ts * kw * 4, Traffic::kv);
-    Request gv = sp_.iallgather(vown, F(Vg), Ts * kw * 4, Traffic::kv);
+    Request gk = sp_.iallgather(kown, F(Kg), bytes(Ts * kw), Traffic::kv);
+    Request gv = sp_.iallgather(vown, F(Vg), bytes(Ts * kw), Traffic::kv);
     Tensor q = a ? act({Ts, qw}) : ws({Ts, qw});
     k::linear_fwd<float>(F(q), F(Y1), Wq, Ts, qw, h);  // while K/V travel
     sp_.progress();
@@ -177,8 +173,8 @@ void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* 
     if (a) {
       a->k[b] = act({Ts, kw});
       a->v[b] = act({Ts, kw});
-      copy_bytes(F(a->k[b]), kown, Ts * kw * sizeof(float));
-      copy_bytes(F(a->v[b]), vown, Ts * kw * sizeof(float));
+      copy_bytes(F(a->k[b]), kown, bytes(Ts * kw));
+      copy_bytes(F(a->v[b]), vown, bytes(Ts * kw));
     }
     gk.wait();
     gv.wait();
@@ -256,10 +252,9 @@ void TpSpEngine::mlp_fwd(const TspLayer& W, const Tensor& Y2, Tensor& x, Acts* a
   const float* Wp = F(W.mlp);
   Tensor g = a ? act({Ts, Ir}) : ws({Ts, Ir}), u = a ? act({Ts, Ir}) : ws({Ts, Ir});
   Tensor s = ws({Ts, Ir}), P = ws({Ts, h});
-  k::linear_fwd<float>(F(g), F(Y2), Wp, Ts, Ir, h);
-  k::linear_fwd<float>(F(u), F(Y2), Wp + Ir * h, Ts, Ir, h);
-  k::swiglu_fwd<float>(F(s), F(g), F(u), Ts * Ir);
-  k::linear_fwd<float>(F(P), F(s), Wp + 2 * Ir * h, Ts, h, Ir);
+  const block::MlpShard Ws{Wp, Wp + Ir * h, Wp + 2 * Ir * h, Ir};
+  block::mlp_up(F(g), F(u), F(Y2), Ws, Ts, h);
+  block::mlp_down(F(P), 0.0f, F(s), F(g), F(u), Ws, Ts, h);
   if (a) {
     a->g = std::move(g);
     a->u = std::move(u);
@@ -271,15 +266,10 @@ void TpSpEngine::mlp_bwd(const TspLayer& W, float* G, const Acts& a, const Tenso
                          const Tensor& dX, Tensor& dY2) {
   const int64_t Ts = Ts_, h = t_.h, Ir = t_.Ir;
   const float* Wp = F(W.mlp);
-  Tensor s = ws({Ts, Ir}), da = ws0({Ts, Ir}), dg = ws({Ts, Ir}), du = ws({Ts, Ir});
-  k::swiglu_fwd<float>(F(s), F(a.g), F(a.u), Ts * Ir);
-  k::linear_bwd_w<float>(G + 2 * Ir * h, F(dX), F(s), Ts, h, Ir);
-  k::linear_bwd_x<float>(F(da), F(dX), Wp + 2 * Ir * h, Ts, h, Ir);
-  k::swiglu_bwd<float>(F(dg), F(du), F(da), F(a.g), F(a.u), Ts * Ir);
-  k::linear_bwd_w<float>(G, F(dg), F(Y2), Ts, Ir, h);
-  k::linear_bwd_w<float>(G + Ir * h, F(du), F(Y2), Ts, Ir, h);
-  k::linear_bwd_x<float>(F(dY2), F(dg), Wp, Ts, Ir, h);
-  k::linear_bwd_x<float>(F(dY2), F(du), Wp + Ir * h, Ts, Ir, h);
+  Tensor s = ws({Ts, Ir}), da = ws({Ts, Ir}), dg = ws({Ts, Ir}), du = ws({Ts, Ir});
+  const block::MlpShard Ws{Wp, Wp + Ir * h, Wp + 2 * Ir * h, Ir};
+  block::mlp_down_bwd(G + 2 * Ir * h, F(dg), F(du), F(s), F(da), F(dX), F(a.g), F(a.u), Ws, Ts, h);
+  block::mlp_up_bwd(G, G + Ir * h, F(dY2), F(dg), F(du), F(Y2), Ws, Ts, h);
 }
 
 // ---- a block --------------------------------------------------------------------------------
@@ -300,7 +290,7 @@ Tensor TpSpEngine::norm_fwd(const Tensor& x, const Tensor& w, Tensor& N, Tensor&
   Tensor n = ws({Tl, h});
   k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(w), Tl, h, cfg_.rms_norm_eps);
   N = Tensor::empty({Ts, h}, DType::f32, c);
-  tp_.iallgather(F(n), F(N), Tl * h * 4, Traffic::acts).wait();
+  tp_.iallgather(F(n), F(N), bytes(Tl * h), Traffic::acts).wait();
   return reweight(N, w);
 }
 
@@ -393,7 +383,7 @@ void TpSpEngine::embed_bwd(TspParams& g, const Batch& b, const Tensor& dx) {
 double TpSpEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tensor* dyf,
                         const Batch& b, double inv_n) {
   const int64_t Ts = Ts_, h = t_.h, Vr = t_.Vr, v0 = tr_ * Vr, V = cfg_.vocab_size;
-  const int64_t C = std::max<int64_t>(16, std::min<int64_t>(Ts, (int64_t{1} << 21) / Vr));
+  const int64_t C = block::logits_chunk(Ts, Vr);
   const int64_t* tg = b.targets.data();
   const Tensor Y = gather(yf, Traffic::embed_head, Cat::workspace);
   const float* Wv = F(p.head_or_embed());
@@ -402,48 +392,48 @@ double TpSpEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tens
   k::ce_init<float>(m, l, zt, Ts);
   for (int64_t r0 = 0; r0 < Ts; r0 += C) {
     const int64_t c = std::min(C, Ts - r0);
-    k::linear_fwd<float>(F(z), F(Y) + r0 * h, Wv, c, Vr, h);
-    k::ce_update<float>(m + r0, l + r0, zt + r0, F(z), c, Vr, v0, V, tg + r0);
+    block::head_chunk_fwd(F(z), m + r0, l + r0, zt + r0, F(Y) + r0 * h, Wv, c, h, Vr, v0, V,
+                          tg + r0);
   }
   if (T_ > 1) {  // merge the per-shard statistics in rank order (identical on every TP rank)
     Tensor all = ws({T_, 3 * Ts});
-    tp_.iallgather(F(st), F(all), 3 * Ts * 4, Traffic::embed_head).wait();
+    tp_.iallgather(F(st), F(all), bytes(3 * Ts), Traffic::embed_head).wait();
     // On the host (3·Ts·T floats; st may be device memory): copied over, merged, copied back.
     Tensor ha = Tensor::empty_host({T_, 3 * Ts}, DType::f32, Cat::workspace);
     Tensor hs = Tensor::empty_host({3, Ts}, DType::f32, Cat::workspace);
-    copy_bytes(ha.raw(), all.raw(), all.nbytes());
-    copy_bytes(hs.raw(), st.raw(), st.nbytes());
-    float *hm = F(hs), *hl = hm + Ts, *hz = hl + Ts;
-    for (int64_t r = 0; r < Ts; ++r) {
-      if (tg[r] < 0) continue;
-      float M = -std::numeric_limits<float>::infinity(), L = 0, Z = 0;
-      for (int q = 0; q < T_; ++q) M = std::max(M, F(ha)[q * 3 * Ts + r]);
-      for (int q = 0; q < T_; ++q) {
-        const float* s = F(ha) + q * 3 * Ts;
-        L += s[Ts + r] * std::exp(s[r] - M);
-        Z += s[2 * Ts + r];
+    if (!tensors_hold_no_data()) {  // (the dry run's meta tensors: nothing to merge)
+      copy_bytes(ha.raw(), all.raw(), all.nbytes());
+      copy_bytes(hs.raw(), st.raw(), st.nbytes());
+      float *hm = F(hs), *hl = hm + Ts, *hz = hl + Ts;
+      for (int64_t r = 0; r < Ts; ++r) {
+        if (tg[r] < 0) continue;
+        float M = -std::numeric_limits<float>::infinity(), L = 0, Z = 0;
+        for (int q = 0; q < T_; ++q) M = std::max(M, F(ha)[q * 3 * Ts + r]);
+        for (int q = 0; q < T_; ++q) {
+          const float* s = F(ha) + q * 3 * Ts;
+          L += s[Ts + r] * std::exp(s[r] - M);
+          Z += s[2 * Ts + r];
+        }
+        hm[r] = M;
+        hl[r] = L;
+        hz[r] = Z;
       }
-      hm[r] = M;
-      hl[r] = L;
-      hz[r] = Z;
+      copy_bytes(st.raw(), hs.raw(), st.nbytes());
     }
-    copy_bytes(st.raw(), hs.raw(), st.nbytes());
   }
   k::ce_finish<float>(F(lse), m, l, zt, Ts, tg);
   const auto [own0, own_n] = owned_rows();
   Tensor tmp = ws({Ts});
   const double loss = k::ce_finish<float>(F(tmp), m + own0, l + own0, zt + own0, own_n, tg + own0);
   if (!g) return loss;
-  set_context(kWhereHead, Phase::bwd);
+  CommScope bwd({&tp_, &sp_}, kWhereHead, Phase::bwd);
   Tensor Gh = g->head_or_embed();
   if (Sg_ > 1) Gh = ws0({Vr, h});
   Tensor dY = ws0({Ts, h});
   for (int64_t r0 = 0; r0 < Ts; r0 += C) {
     const int64_t c = std::min(C, Ts - r0);
-    k::linear_fwd<float>(F(z), F(Y) + r0 * h, Wv, c, Vr, h);
-    k::ce_bwd<float>(F(z), F(z), F(lse) + r0, c, Vr, v0, V, tg + r0, static_cast<float>(inv_n));
-    k::linear_bwd_x<float>(F(dY) + r0 * h, F(z), Wv, c, Vr, h);
-    k::linear_bwd_w<float>(F(Gh), F(z), F(Y) + r0 * h, c, Vr, h);
+    block::head_chunk_bwd(F(z), F(dY) + r0 * h, F(Gh), F(lse) + r0, F(Y) + r0 * h, Wv, c, h, Vr, v0,
+                          V, tg + r0, static_cast<float>(inv_n), true);
   }
   reduce_into(dY, *dyf, Traffic::embed_head);
   if (Sg_ > 1) {
@@ -461,60 +451,40 @@ double TpSpEngine::forward_backward(const TspParams& p, TspParams& g, const Batc
                                     double inv_n) {
   begin(b);
   const int64_t Tl = Tl_, h = t_.h;
-  const size_t L = p.layers.size();
-  const bool full = o_.recompute == Recompute::full;
-  set_context(kWhereEmbed, Phase::fwd);
-  Tensor x = act({Tl, h});
-  embed_fwd(p, b, x);
-  std::vector<Acts> saved(L);
-  for (size_t l = 0; l < L; ++l) {
-    set_context(static_cast<int>(l), Phase::fwd);
-    TraceSpan span(layer_span(l, "fwd"));
-    saved[l].x = x.clone(Cat::activations);
-    block_fwd(p.layers[l], x, full ? nullptr : &saved[l]);
-  }
-  Tensor dx = Tensor::zeros({Tl, h}, DType::f32, Cat::activations);
-  double loss;
-  {
-    set_context(kWhereHead, Phase::fwd);
-    TraceSpan span("LM head fwd+bwd");
+  LayerSteps<Acts> s;
+  s.embed = [&] {
+    Tensor x = act({Tl, h});
+    embed_fwd(p, b, x);
+    return x;
+  };
+  s.forward = [&](size_t l, Tensor& x, Acts* a) { block_fwd(p.layers[l], x, a); };
+  s.head = [&](const Tensor& x, Tensor& dx) {
     Tensor nf = ws({Tl, h}), rstd = ws({Tl}), yf = ws({Tl, h}), dyf = ws0({Tl, h});
     k::rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), Tl, h, cfg_.rms_norm_eps);
-    loss = head(p, &g, yf, &dyf, b, inv_n);
+    const double loss = head(p, &g, yf, &dyf, b, inv_n);
     k::rmsnorm_bwd<float>(F(dx), F(g.final_norm), F(dyf), F(nf), F(p.final_norm), F(rstd), Tl, h);
-  }
-  x = Tensor();
-  for (size_t l = L; l-- > 0;) {
-    if (full) {
-      set_context(static_cast<int>(l), Phase::recompute);
-      TraceSpan span(layer_span(l, "recompute"));
-      Tensor xin = saved[l].x.clone(Cat::workspace);
-      Acts a;
-      block_fwd(p.layers[l], xin, &a);
-      saved[l] = std::move(a);
-    }
-    set_context(static_cast<int>(l), Phase::bwd);
-    TraceSpan span(layer_span(l, "bwd"));
-    block_bwd(p.layers[l], g.layers[l], saved[l], dx);
-    saved[l] = Acts();
-  }
-  attn_sum_.finish();
-  set_context(kWhereEmbed, Phase::bwd);
-  embed_bwd(g, b, dx);
-  return loss;
+    return loss;
+  };
+  s.recompute = [&](size_t l, Tensor& x, Acts& a) { block_fwd(p.layers[l], x, &a); };
+  s.backward = [&](size_t l, Acts& a, Tensor& dx) { block_bwd(p.layers[l], g.layers[l], a, dx); };
+  s.finish = [&] { attn_sum_.finish(); };
+  s.embed_backward = [&](const Tensor& dx) { embed_bwd(g, b, dx); };
+  return forward_backward_layers(s, p.layers.size(), o_.recompute, {&tp_, &sp_});
 }
 
 double TpSpEngine::forward_loss(const TspParams& p, const Batch& b) {
   begin(b);
   const int64_t Tl = Tl_, h = t_.h;
-  set_context(kWhereEmbed, Phase::fwd);
   Tensor x = ws({Tl, h});
-  embed_fwd(p, b, x);
+  {
+    CommScope c({&tp_, &sp_}, kWhereEmbed, Phase::fwd);
+    embed_fwd(p, b, x);
+  }
   for (size_t l = 0; l < p.layers.size(); ++l) {
-    set_context(static_cast<int>(l), Phase::fwd);
+    CommScope c({&tp_, &sp_}, static_cast<int>(l), Phase::fwd);
     block_fwd(p.layers[l], x, nullptr);
   }
-  set_context(kWhereHead, Phase::fwd);
+  CommScope c({&tp_, &sp_}, kWhereHead, Phase::fwd);
   Tensor nf = ws({Tl, h}), rstd = ws({Tl}), yf = ws({Tl, h});
   k::rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), Tl, h, cfg_.rms_norm_eps);
   return head(p, nullptr, yf, nullptr, b, 0.0);
@@ -523,7 +493,7 @@ double TpSpEngine::forward_loss(const TspParams& p, const Batch& b) {
 void TpSpEngine::finish_grads(TspParams& g) {
   // Norm gradients are partial over the rows: over sp always, over tp only when the residual
   // stream is split (without sequence parallelism every TP rank computed the same full sum).
-  set_context(kWhereStep, Phase::bwd);
+  CommScope c({&tp_, &sp_}, kWhereStep, Phase::bwd);
   g.for_each([&](Tensor& t, bool replicated) {
     if (!replicated) return;
     if (seqp_) tp_.iallreduce(F(t), t.numel(), Traffic::other).wait();

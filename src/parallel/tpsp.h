@@ -64,7 +64,6 @@ class TpSpEngine : public ShardedSchedule {
   // the partial [Ts] over tp added into this rank's rows [Tl].
   Tensor gather(const Tensor& x, Traffic t, Cat c);
   void reduce_into(Tensor& partial, Tensor& x, Traffic t);
-  void set_context(int where, Phase ph);
 
   void attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a);
   // A bucket's K/V re-gather over sp (backward).

@@ -5,6 +5,7 @@
 
 #include "core/trace.h"
 #include "kernels/dispatch.h"
+#include "model/layer_loop.h"
 #include "parallel/layout.h"
 #include "parallel/tsp_internal.h"
 
@@ -56,11 +57,8 @@ void TspEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Ten
   k::rmsnorm_fwd<float>(F(y2), F(A.n2), F(A.rstd2), F(x), F(W.post_norm), T, h, cfg_.rms_norm_eps);
   // layer l+1's packets, accounted to layer l+1
   auto post_next = [&] {
-    const int where = comm_.where();
-    const Phase phase = comm_.phase();
-    comm_.set_context(where + 1, phase);
+    CommScope c(comm_, comm_.where() + 1, comm_.phase());
     *next = attn_start(*next_w, nullptr, false);
-    comm_.set_context(where, phase);
   };
   if (mlp) mlp_fwd(W, y2, x, a, &mlp_start, next ? std::function<void()>(post_next) : nullptr);
 }
@@ -86,54 +84,42 @@ double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch
   pos_ = z_.positions();
   const int64_t T = z_.local_tokens(), h = t_.h;
   const size_t L = p.layers.size();
-  const bool full = o_.recompute == Recompute::full;
-
-  comm_.set_context(kWhereEmbed, Phase::fwd);
-  Tensor x = act({T, h});
   std::vector<int64_t> ids_all;
-  embed_fwd(p, b, x, &ids_all);
-  std::vector<Acts> saved(L);
-  AttnStart start;  // this layer's packets, posted during the previous layer's MLP
-  for (size_t l = 0; l < L; ++l) {
-    comm_.set_context(static_cast<int>(l), Phase::fwd);
-    TraceSpan span(layer_span(l, "fwd"));
-    saved[l].x = x.clone(Cat::activations);  // under full recompute, all a block keeps
+  AttnStart start;           // this layer's packets, posted during the previous layer's MLP
+  std::vector<Tensor> kept;  // --keep-attn-weights: a layer's packets, recompute to backward
+  LayerSteps<Acts> s;
+  s.embed = [&] {
+    Tensor x = act({T, h});
+    embed_fwd(p, b, x, &ids_all);
+    return x;
+  };
+  s.forward = [&](size_t l, Tensor& x, Acts* a) {
     AttnStart next;
     const bool more = l + 1 < L;
-    block_fwd(p.layers[l], x, full ? nullptr : &saved[l], nullptr, true, &start,
-              more ? &p.layers[l + 1] : nullptr, more ? &next : nullptr);
+    block_fwd(p.layers[l], x, a, nullptr, true, &start, more ? &p.layers[l + 1] : nullptr,
+              more ? &next : nullptr);
     start = std::move(next);
-  }
-  Tensor dx = Tensor::zeros({T, h}, DType::f32, Cat::activations);
-  double loss;
-  {
-    TraceSpan span("LM head fwd+bwd");
+  };
+  s.head = [&](const Tensor& x, Tensor& dx) {
     Tensor nf = ws({T, h}), rstd = ws({T}), yf = ws({T, h}), dyf = ws0({T, h});
     k::rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
-    loss = head(p, &g, yf, &dyf, b, inv_n);
+    const double loss = head(p, &g, yf, &dyf, b, inv_n);
     k::rmsnorm_bwd<float>(F(dx), F(g.final_norm), F(dyf), F(nf), F(p.final_norm), F(rstd), T, h);
-  }
-  x = Tensor();
-  for (size_t l = L; l-- > 0;) {
-    std::vector<Tensor> kept;
-    if (full) {
-      comm_.set_context(static_cast<int>(l), Phase::recompute);
-      TraceSpan span(layer_span(l, "recompute"));
-      Tensor xin = saved[l].x.clone(Cat::workspace);
-      Acts a;
-      block_fwd(p.layers[l], xin, &a, o_.keep_attn_weights ? &kept : nullptr, !o_.fused_mlp);
-      saved[l] = std::move(a);
-    }
-    comm_.set_context(static_cast<int>(l), Phase::bwd);
-    TraceSpan span(layer_span(l, "bwd"));
-    block_bwd(p.layers[l], g.layers[l], saved[l], dx, o_.keep_attn_weights ? &kept : nullptr);
-    saved[l] = Acts();
-  }
-  tail_.finish();  // the last ring's home hop, before the embedding adds to a tied head
-  attn_tail_.finish();
-  comm_.set_context(kWhereEmbed, Phase::bwd);
-  embed_bwd(g, ids_all, dx);
-  return loss;
+    return loss;
+  };
+  s.recompute = [&](size_t l, Tensor& x, Acts& a) {
+    block_fwd(p.layers[l], x, &a, o_.keep_attn_weights ? &kept : nullptr, !o_.fused_mlp);
+  };
+  s.backward = [&](size_t l, Acts& a, Tensor& dx) {
+    block_bwd(p.layers[l], g.layers[l], a, dx, o_.keep_attn_weights ? &kept : nullptr);
+    kept.clear();
+  };
+  s.finish = [&] {
+    tail_.finish();  // the last ring's home hop, before the embedding adds to a tied head
+    attn_tail_.finish();
+  };
+  s.embed_backward = [&](const Tensor& dx) { embed_bwd(g, ids_all, dx); };
+  return forward_backward_layers(s, L, o_.recompute, {&comm_});
 }
 
 double TspEngine::forward_loss(const TspParams& p, const Batch& b) {
@@ -145,13 +131,15 @@ Tensor TspEngine::forward_final(const TspParams& p, const Batch& b, KvSink* sink
   z_ = Zigzag{b.B, b.S, D_, r_};
   pos_ = z_.positions();
   const int64_t T = z_.local_tokens(), h = t_.h;
-  comm_.set_context(kWhereEmbed, Phase::fwd);
   Tensor x = ws({T, h});
   std::vector<int64_t> ids_all;
-  embed_fwd(p, b, x, &ids_all);
+  {
+    CommScope c(comm_, kWhereEmbed, Phase::fwd);
+    embed_fwd(p, b, x, &ids_all);
+  }
   sink_ = sink;
   for (size_t l = 0; l < p.layers.size(); ++l) {
-    comm_.set_context(static_cast<int>(l), Phase::fwd);
+    CommScope c(comm_, static_cast<int>(l), Phase::fwd);
     sink_layer_ = static_cast<int>(l);
     block_fwd(p.layers[l], x, nullptr, nullptr);
   }
@@ -162,7 +150,7 @@ Tensor TspEngine::forward_final(const TspParams& p, const Batch& b, KvSink* sink
 }
 
 void TspEngine::finish_grads(TspParams& g) {
-  comm_.set_context(kWhereStep, Phase::bwd);
+  CommScope c(comm_, kWhereStep, Phase::bwd);
   std::vector<Request> rs;
   g.for_each([&](Tensor& t, bool replicated) {
     if (replicated) rs.push_back(comm_.iallreduce(t.data<float>(), t.numel(), Traffic::other));

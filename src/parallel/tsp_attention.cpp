@@ -84,14 +84,14 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     k::linear_fwd<float>(vown, F(y1), Wv, T, kw, h);
     k::rope_fwd<float>(kown, kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d),
                        F(cos_), F(sin_));
-    un.gk = comm_.iallgather(kown, F(un.Kg), T * kw * 4, Traffic::kv);
-    un.gv = comm_.iallgather(vown, F(un.Vg), T * kw * 4, Traffic::kv);
+    un.gk = comm_.iallgather(kown, F(un.Kg), bytes(T * kw), Traffic::kv);
+    un.gv = comm_.iallgather(vown, F(un.Vg), bytes(T * kw), Traffic::kv);
     if (sink_) sink_->store(sink_layer_, j * t_.nkv_loc + b * kvb, kvb, kown, vown);
     if (a) {
       a->k[u] = act({T, kw});
       a->v[u] = act({T, kw});
-      copy_bytes(F(a->k[u]), kown, T * kw * sizeof(float));
-      copy_bytes(F(a->v[u]), vown, T * kw * sizeof(float));
+      copy_bytes(F(a->k[u]), kown, bytes(T * kw));
+      copy_bytes(F(a->v[u]), vown, bytes(T * kw));
     }
     return un;
   };
@@ -153,12 +153,12 @@ void TspEngine::attn_post_packet(AttnStart& st, const TspLayer& W, int j,
   Tensor& dst = into ? (*into)[j] : st.buf[j % 3];
   if (into) {
     dst = Tensor::empty({P}, DType::f32, Cat::comm);
-    if (j == r_) copy_bytes(F(dst), F(W.attn), P * sizeof(float));
+    if (j == r_) copy_bytes(F(dst), F(W.attn), bytes(P));
   } else if (!dst.defined()) {
     dst = Tensor::empty({P}, DType::f32, Cat::comm);
   }
   float* p = j == r_ && !into ? const_cast<float*>(F(W.attn)) : F(dst);  // the owner sends its own
-  st.preq[j] = comm_.ibcast(p, P * 4, j, Traffic::attn_weights);
+  st.preq[j] = comm_.ibcast(p, bytes(P), j, Traffic::attn_weights);
 }
 
 TspEngine::AttnStart TspEngine::attn_start(const TspLayer& W, std::vector<Tensor>* into,
@@ -168,7 +168,7 @@ TspEngine::AttnStart TspEngine::attn_start(const TspLayer& W, std::vector<Tensor
   if (o_.fsdp) {  // the whole layer's packets by one all-gather (same bytes as the D broadcasts)
     st.layer = Tensor::empty({D_, t_.attn_size()}, DType::f32, Cat::comm);
     st.layer_req =
-        comm_.iallgather(F(W.attn), F(st.layer), t_.attn_size() * 4, Traffic::attn_weights);
+        comm_.iallgather(F(W.attn), F(st.layer), bytes(t_.attn_size()), Traffic::attn_weights);
   } else if (!have) {
     attn_post_packet(st, W, 0, into);
     attn_post_packet(st, W, 1, into);
@@ -247,7 +247,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     TraceSpan span(std::string("attention bwd head group ").append(std::to_string(j)));
     if (b == 0 && !fsdp) {
       if (j >= 2) finish_reduce();  // group j-2's used part[j % 2]; normally long done
-      zero_bytes(grad(j), P * sizeof(float));
+      zero_bytes(grad(j), bytes(P));
       if (j >= 1 && !kept) attn_post_packet(st, W, j + 1, nullptr);  // buffer of j-2: free
       if (!kept && j != r_) st.preq[j].wait();  // the root's own broadcast is waited last
     }

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "model/block.h"
 #include "parallel/tsp.h"
 
 namespace origami {
@@ -15,22 +16,11 @@ struct TspEngine::Acts {
 };
 
 namespace tsp {
-inline Tensor act(std::vector<int64_t> s) {
-  return Tensor::empty(std::move(s), DType::f32, Cat::activations);
-}
-inline Tensor ws(std::vector<int64_t> s) {
-  return Tensor::empty(std::move(s), DType::f32, Cat::workspace);
-}
-inline Tensor ws0(std::vector<int64_t> s) {
-  return Tensor::zeros(std::move(s), DType::f32, Cat::workspace);
-}
-inline float* F(Tensor& t) {
-  return t.data<float>();
-}
-inline const float* F(const Tensor& t) {
-  return t.data<float>();
-}
-
+using block::act;
+using block::bytes;
+using block::F;
+using block::ws;
+using block::ws0;
 }  // namespace tsp
 
 }  // namespace origami

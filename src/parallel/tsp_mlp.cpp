@@ -36,19 +36,9 @@ void TspEngine::mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a,
       [&](int sh, const float* Wp) {
         if ((r_ - sh + D_) % D_ == D_ - 1 && before_last) before_last();  // the ring's last step
         Tensor g = a ? act({T, Ir}) : ws({T, Ir}), u = a ? act({T, Ir}) : ws({T, Ir});
-        {
-          TraceSpan span("GEMM gate");
-          k::linear_fwd<float>(F(g), F(y2), Wp, T, Ir, h);
-        }
-        comm_.progress();
-        {
-          TraceSpan span("GEMM up");
-          k::linear_fwd<float>(F(u), F(y2), Wp + Ir * h, T, Ir, h);
-        }
-        comm_.progress();
-        k::swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
-        TraceSpan span("GEMM down");
-        k::linear_fwd<float>(F(x), F(s), Wp + 2 * Ir * h, T, h, Ir, 1.0f);
+        const block::MlpShard Ws{Wp, Wp + Ir * h, Wp + 2 * Ir * h, Ir};
+        block::mlp_up(F(g), F(u), F(y2), Ws, T, h, [&] { comm_.progress(); });
+        block::mlp_down(F(x), 1.0f, F(s), F(g), F(u), Ws, T, h);
         if (a) {
           a->g[sh] = std::move(g);
           a->u[sh] = std::move(u);
@@ -69,22 +59,15 @@ void TspEngine::mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Ten
     if (fused) {
       gt = ws({T, Ir});
       ut = ws({T, Ir});
-      k::linear_fwd<float>(F(gt), F(y2), Wp, T, Ir, h);
-      k::linear_fwd<float>(F(ut), F(y2), Wp + Ir * h, T, Ir, h);
+      block::mlp_up(F(gt), F(ut), F(y2), {Wp, Wp + Ir * h, Wp + 2 * Ir * h, Ir}, T, h);
     }
     const Tensor& g = fused ? gt : a.g[sh];
     const Tensor& u = fused ? ut : a.u[sh];
-    k::swiglu_fwd<float>(F(s), F(g), F(u), T * Ir);
-    k::linear_bwd_w<float>(Gp + 2 * Ir * h, F(dy), F(s), T, h, Ir);
-    da.zero();
-    k::linear_bwd_x<float>(F(da), F(dy), Wp + 2 * Ir * h, T, h, Ir);
-    comm_.progress();
-    k::swiglu_bwd<float>(F(dg), F(du), F(da), F(g), F(u), T * Ir);
-    k::linear_bwd_w<float>(Gp, F(dg), F(y2), T, Ir, h);
-    k::linear_bwd_w<float>(Gp + Ir * h, F(du), F(y2), T, Ir, h);
-    comm_.progress();
-    k::linear_bwd_x<float>(F(dy2), F(dg), Wp, T, Ir, h);
-    k::linear_bwd_x<float>(F(dy2), F(du), Wp + Ir * h, T, Ir, h);
+    const block::MlpShard Ws{Wp, Wp + Ir * h, Wp + 2 * Ir * h, Ir};
+    const auto progress = [&] { comm_.progress(); };
+    block::mlp_down_bwd(Gp + 2 * Ir * h, F(dg), F(du), F(s), F(da), F(dy), F(g), F(u), Ws, T, h,
+                        progress);
+    block::mlp_up_bwd(Gp, Gp + Ir * h, F(dy2), F(dg), F(du), F(y2), Ws, T, h, progress);
   };
   if (o_.fsdp) {
     gathered_backward(comm_, spec, F(G.mlp), compute);

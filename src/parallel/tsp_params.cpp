@@ -108,7 +108,7 @@ void gather_full(Comm& comm, TspParams& shard, ModelParams& full, const TspDims&
   std::vector<Tensor*> mine;
   shard.for_each([&](Tensor& x, bool) { mine.push_back(&x); });
   std::vector<Tensor> all;
-  comm.set_context(kWhereStep, Phase::bwd);
+  CommScope ctx(comm, kWhereStep, Phase::bwd);
   for (Tensor* x : mine) {
     all.push_back(Tensor::empty({D, x->numel()}, DType::f32, Cat::comm));
     comm.iallgather(x->raw(), all.back().raw(), static_cast<int64_t>(x->nbytes()), Traffic::other)

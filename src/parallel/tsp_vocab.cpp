@@ -53,10 +53,10 @@ Plan plan(const std::vector<int64_t>& ids_all, int64_t T, int D, int r, int64_t 
   }
   int64_t so = 0, ro = 0;
   for (int q = 0; q < D; ++q) {
-    p.sb.push_back(static_cast<int64_t>(p.theirs[q].size()) * h * 4);
+    p.sb.push_back(bytes(static_cast<int64_t>(p.theirs[q].size()) * h));
     p.so.push_back(so);
     so += p.sb.back();
-    p.rb.push_back(static_cast<int64_t>(p.mine[q].size()) * h * 4);
+    p.rb.push_back(bytes(static_cast<int64_t>(p.mine[q].size()) * h));
     p.ro.push_back(ro);
     ro += p.rb.back();
   }
@@ -79,11 +79,14 @@ void TspEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x,
                           std::vector<int64_t>* ids_all) {
   const int64_t T = z_.local_tokens(), h = t_.h, Vr = t_.Vr;
   std::vector<int32_t> mine(b.inputs.begin(), b.inputs.end()), all(static_cast<size_t>(D_ * T));
-  comm_.iallgather(mine.data(), all.data(), T * 4, Traffic::embed_head).wait();
+  comm_
+      .iallgather(mine.data(), all.data(), T * static_cast<int64_t>(sizeof(int32_t)),
+                  Traffic::embed_head)
+      .wait();
   ids_all->assign(all.begin(), all.end());
   const Plan pl = plan(*ids_all, T, D_, r_, Vr, h);
-  Tensor send = Tensor::empty({total(pl.sb) / 4 + 1}, DType::f32, Cat::comm);
-  Tensor recv = Tensor::empty({total(pl.rb) / 4 + 1}, DType::f32, Cat::comm);
+  Tensor send = Tensor::empty({total(pl.sb) / bytes(1) + 1}, DType::f32, Cat::comm);
+  Tensor recv = Tensor::empty({total(pl.rb) / bytes(1) + 1}, DType::f32, Cat::comm);
   k::index_copy_rows<float>(F(send), F(p.embed), nullptr, pl.shard_rows.data(),
                             static_cast<int64_t>(pl.shard_rows.size()), h);
   comm_
@@ -98,8 +101,8 @@ void TspEngine::embed_bwd(TspParams& g, const std::vector<int64_t>& ids_all, con
   const Plan pl = plan(ids_all, T, D_, r_, Vr, h);
   // sum my dx rows per distinct id, in position order, laid out as the owners expect (the
   // forward's receive layout)
-  Tensor send = Tensor::zeros({total(pl.rb) / 4 + 1}, DType::f32, Cat::comm);
-  Tensor recv = Tensor::empty({total(pl.sb) / 4 + 1}, DType::f32, Cat::comm);
+  Tensor send = Tensor::zeros({total(pl.rb) / bytes(1) + 1}, DType::f32, Cat::comm);
+  Tensor recv = Tensor::empty({total(pl.sb) / bytes(1) + 1}, DType::f32, Cat::comm);
   k::index_add_rows<float>(F(send), F(dx), pl.token_rows.data(), nullptr, T, h);
   comm_
       .ialltoallv(F(send), pl.rb.data(), pl.ro.data(), F(recv), pl.sb.data(), pl.so.data(),
@@ -113,34 +116,30 @@ void TspEngine::embed_bwd(TspParams& g, const std::vector<int64_t>& ids_all, con
 double TspEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tensor* dyf,
                        const Batch& b, double inv_n) {
   const int64_t T = z_.local_tokens(), h = t_.h, Vr = t_.Vr, V = cfg_.vocab_size;
-  const int64_t C = std::max<int64_t>(16, std::min<int64_t>(T, (int64_t{1} << 21) / Vr));
+  const int64_t C = block::logits_chunk(T, Vr);
   Tensor z = ws({C, Vr}), m = ws({T}), l = ws({T}), zt = ws({T}), lse = ws({T});
   k::ce_init<float>(F(m), F(l), F(zt), T);
   const RingSpec spec{Vr * h, F(p.head_or_embed()), Traffic::embed_head, Traffic::embed_head};
-  comm_.set_context(kWhereHead, Phase::fwd);
+  CommScope fwd(comm_, kWhereHead, Phase::fwd);  // also forward_loss's (not in the layer loop)
   ring_forward(comm_, spec, [&](int s, const float* Wp) {
     for (int64_t r0 = 0; r0 < T; r0 += C) {
       const int64_t c = std::min(C, T - r0);
-      k::linear_fwd<float>(F(z), F(yf) + r0 * h, Wp, c, Vr, h);
-      k::ce_update<float>(F(m) + r0, F(l) + r0, F(zt) + r0, F(z), c, Vr, s * Vr, V,
-                          b.targets.data() + r0);
+      block::head_chunk_fwd(F(z), F(m) + r0, F(l) + r0, F(zt) + r0, F(yf) + r0 * h, Wp, c, h, Vr,
+                            s * Vr, V, b.targets.data() + r0);
       comm_.progress();
     }
   });
   const double loss = k::ce_finish<float>(F(lse), F(m), F(l), F(zt), T, b.targets.data());
   if (!g) return loss;
-  comm_.set_context(kWhereHead, Phase::bwd);
+  CommScope bwd(comm_, kWhereHead, Phase::bwd);
   ring_backward(
       comm_, spec, F(g->head_or_embed()),
       [&](int s, const float* Wp, float* Gp) {
         for (int64_t r0 = 0; r0 < T; r0 += C) {
           const int64_t c = std::min(C, T - r0);
-          const int64_t* tg = b.targets.data() + r0;
-          k::linear_fwd<float>(F(z), F(yf) + r0 * h, Wp, c, Vr, h);
-          k::ce_bwd<float>(F(z), F(z), F(lse) + r0, c, Vr, s * Vr, V, tg,
-                           static_cast<float>(inv_n));
-          k::linear_bwd_x<float>(F(*dyf) + r0 * h, F(z), Wp, c, Vr, h);
-          k::linear_bwd_w<float>(Gp, F(z), F(yf) + r0 * h, c, Vr, h);
+          block::head_chunk_bwd(F(z), F(*dyf) + r0 * h, Gp, F(lse) + r0, F(yf) + r0 * h, Wp, c, h,
+                                Vr, s * Vr, V, b.targets.data() + r0, static_cast<float>(inv_n),
+                                true);
           comm_.progress();
         }
       },

@@ -30,7 +30,7 @@ InferRow infer_row(const ModelConfig& c, const std::string& name, int64_t B, int
                    Dtype dt) {
   InferRow r;
   const Layout L = Layout::parse(name.substr(0, name.find(' ')), -1);
-  if (L.dp > 1 || L.fsdp_axis || (L.tp > 1 && L.sp > 1)) return r;
+  if (L.dp > 1 || L.spec->infer(L) == InferKind::none) return r;
   const auto il = infer::infer_layout(L);
   const int D = L.model_degree();
   const int64_t div = dt == Dtype::bf16 ? 2 : 1;
@@ -63,24 +63,25 @@ int run_plan(const PlanOptions& o) {
     const Layout L = Layout::parse(ls, -1);
     for (const bool seqp : {true, false}) {
       ParallelOptions par = o.par;
-      if (L.tp_axis && o.tp_sp_both)
+      const bool tp_axis = *L.spec->tp_axis && L.has(L.spec->tp_axis);
+      if (tp_axis && o.tp_sp_both)
         par.tp_seq_parallel = seqp;
       else if (!seqp)
         continue;
       const std::string name =
-          L.text + (L.tp_axis && L.tp > 1 && !par.tp_seq_parallel ? " (SP off)" : "");
+          L.text + (tp_axis && L.tp_degree() > 1 && !par.tp_seq_parallel ? " (SP off)" : "");
       names.push_back(name);
       for (int64_t S : o.seqs) {
         Row row{name, S, {}, ""};
         try {
-          row.r = predict({cfg, L, par, o.recompute, o.micro_batch, S, o.dtype, o.threads});
+          row.r = dry_run({cfg, L, par, o.recompute, o.micro_batch, S, o.dtype, o.threads});
         } catch (const Error& e) {
           if (o.new_tokens <= 0) throw;
           row.error = e.what();  // e.g. S not divisible by 2D: inference pads, training cannot
         }
         rows.push_back(std::move(row));
       }
-      if (!(L.tp_axis && o.tp_sp_both)) break;
+      if (!(tp_axis && o.tp_sp_both)) break;
     }
   }
   const char* dt = o.dtype == Dtype::f32 ? "fp32" : "bf16";

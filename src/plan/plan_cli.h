@@ -6,7 +6,7 @@
 
 #include "model/model.h"
 #include "parallel/layout.h"
-#include "plan/memory_model.h"
+#include "plan/dry_run.h"
 
 namespace origami::plan {
 

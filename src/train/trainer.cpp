@@ -22,6 +22,7 @@
 #include "parallel/engine.h"
 #include "parallel/layout.h"
 #include "train/data.h"
+#include "train/step.h"
 
 namespace origami {
 
@@ -78,6 +79,7 @@ int run_train(const TrainOptions& o) {
       fail("--seq=", S, " is too long for the corpus (", corpus.size(), " tokens)");
   }
   auto make_batch = [&](int64_t first_index, bool eval) {
+    if (o.synthetic) return synthetic_batch(o.seed, first_index, B, S, cfg.vocab_size);
     Batch b;
     b.B = B;
     b.S = S;
@@ -86,9 +88,7 @@ int run_train(const TrainOptions& o) {
     for (int64_t i = 0; i < B; ++i) {
       int64_t* in = b.inputs.data() + i * S;
       int64_t* tg = b.targets.data() + i * S;
-      if (o.synthetic)
-        synthetic_sample(o.seed, first_index + i, S, cfg.vocab_size, in, tg);
-      else if (eval)
+      if (eval)
         corpus.eval_sample(first_index + i, S, in, tg);
       else
         corpus.train_sample(o.seed, first_index + i, S, in, tg);
@@ -200,27 +200,12 @@ int run_train(const TrainOptions& o) {
     const auto t0 = Clock::now();
     const double blocked0 = comm_blocked_seconds();
     TraceSpan step_span(std::string("step ").append(std::to_string(step + 1)));
-    eng->zero_grads();
     std::vector<Batch> micro;
     for (int64_t j = 0; j < k; ++j)
       micro.push_back(make_batch(step * G + eng->dp_rank() * k * B + j * B, false));
-    const int64_t N = eng->global_targets(micro);  // before the first backward
-    if (N == 0 && eng->rank() == 0)
-      std::fprintf(stderr,
-                   "warning: step %lld has no non-ignored targets; loss and gradients are 0\n",
-                   static_cast<long long>(step));
-    const double inv_n = N ? 1.0 / static_cast<double>(N) : 0.0;
-    double loss_sum = 0;
-    for (auto& b : micro) loss_sum += eng->forward_backward(b, inv_n);
-    const double loss = eng->sum_over_ranks(loss_sum) * inv_n;
-    double gnorm;
-    {
-      TraceSpan span("gradient sums, clipping, AdamW");
-      eng->reduce_grads();
-      gnorm = eng->clip_grads(o.clip);
-      hp.lr = lr_at(o, step);
-      eng->adamw(hp, step + 1);
-    }
+    hp.lr = lr_at(o, step);
+    const StepResult sr = train_step(*eng, micro, hp, o.clip, step);
+    const double loss = sr.loss, gnorm = sr.grad_norm;
     // Time: exposed communication = blocked in waits; skew = waiting for the slowest rank at the
     // step's end; compute = the rest.
     const double exposed = comm_blocked_seconds() - blocked0;

@@ -29,6 +29,13 @@ namespace origami::cpu {
 
 namespace {
 constexpr int64_t BQ = 64, BK = 64;
+}  // namespace
+
+int64_t flash_attn_tile_elems(bool bwd, int d) {
+  return bwd ? 2 * BQ * BK + BQ : BQ * BK + BQ * d + 2 * BQ;
+}
+
+namespace {
 
 struct Item {
   int h, s;
@@ -126,7 +133,7 @@ void flash_attn_fwd(T* o, T* lse, int64_t lse_stride, const T* q, int64_t q_stri
       for (int64_t t0 = 0; t0 < qs[s].len; t0 += BQ)
         items.push_back({h, s, t0, std::min(BQ, qs[s].len - t0)});
   const int nt = omp_get_max_threads();
-  const int64_t per = BQ * BK + BQ * d + 2 * BQ;
+  const int64_t per = flash_attn_tile_elems(false, d);
   Tensor ws = Tensor::empty_host({nt, per}, dtype_of<T>(), Cat::workspace);  // a CPU kernel: host
 
 #pragma omp parallel
@@ -175,7 +182,7 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
                     AttnShape sh, T scale) {
   const int d = sh.d, g = sh.n_h / sh.n_kv;
   const int nt = omp_get_max_threads();
-  const int64_t per = 2 * BQ * BK + BQ;
+  const int64_t per = flash_attn_tile_elems(true, d);
   Tensor ws = Tensor::empty_host({nt, per}, dtype_of<T>(), Cat::workspace);  // a CPU kernel: host
 
 #pragma omp parallel

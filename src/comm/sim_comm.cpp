@@ -1,0 +1,344 @@
+#include "comm/sim_comm.h"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <tuple>
+
+#include "comm/direct.h"
+#include "core/error.h"
+#include "core/tensor.h"
+#include "kernels/meta.h"
+
+namespace origami {
+
+namespace {
+
+std::atomic<bool> g_abort{false};
+
+bool host(const void* p) {
+  return p && !meta::is_meta(p);
+}
+
+enum class Kind { bcast, allgather, alltoallv, reduce_scatter, reduce, allreduce, barrier };
+
+// One rank's arguments of a collective (counts and offsets copied: the caller's may not outlive
+// the post).
+struct Call {
+  const void* send = nullptr;
+  void* recv = nullptr;
+  int64_t bytes = 0, n = 0;
+  int root = 0;
+  DType dt = DType::f32;
+  std::vector<int64_t> sb, so, rb, ro;
+};
+struct Slot {
+  Kind kind = Kind::barrier;
+  std::vector<Call> calls;
+  int posted = 0;
+  std::atomic<bool> done{false};
+};
+struct P2p {
+  const void* send = nullptr;
+  void* recv = nullptr;
+  int64_t bytes = 0;
+  std::atomic<bool> done{false};
+};
+
+// dst[i] = sum over ranks q in order of src_q[i] (MpiComm's order: acc = first, then +=).
+template <class T>
+void sum_in_order(T* dst, const std::vector<const T*>& src, int64_t n) {
+  std::vector<T> out(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    T acc = 0;
+    for (size_t q = 0; q < src.size(); ++q) acc = q == 0 ? src[q][i] : acc + src[q][i];
+    out[static_cast<size_t>(i)] = acc;
+  }
+  std::memcpy(dst, out.data(), static_cast<size_t>(n) * sizeof(T));
+}
+template <class T>
+void reduce_host(const Call& dst, const std::vector<Call>& calls, int64_t n, int64_t block) {
+  std::vector<const T*> src;
+  for (const Call& c : calls) src.push_back(static_cast<const T*>(c.send) + block * n);
+  sum_in_order<T>(static_cast<T*>(dst.recv), src, n);
+}
+
+// The data of a complete collective, host buffers only.
+void execute(Slot& s) {
+  auto& c = s.calls;
+  const int n = static_cast<int>(c.size());
+  switch (s.kind) {
+    case Kind::barrier:
+      return;
+    case Kind::bcast:
+      for (int q = 0; q < n; ++q)
+        if (q != c[0].root && host(c[q].recv) && host(c[c[0].root].recv))
+          std::memcpy(c[q].recv, c[c[0].root].recv, static_cast<size_t>(c[0].bytes));
+      return;
+    case Kind::allgather:
+      for (int p = 0; p < n; ++p)
+        for (int q = 0; q < n; ++q) {
+          char* dst = static_cast<char*>(c[p].recv) + q * c[p].bytes;
+          if (host(dst) && host(c[q].send) && dst != c[q].send)
+            std::memmove(dst, c[q].send, static_cast<size_t>(c[p].bytes));
+        }
+      return;
+    case Kind::alltoallv:
+      for (int p = 0; p < n; ++p)
+        for (int q = 0; q < n; ++q)
+          if (host(c[p].recv) && host(c[q].send) && c[q].sb[p] > 0)
+            std::memmove(static_cast<char*>(c[p].recv) + c[p].ro[q],
+                         static_cast<const char*>(c[q].send) + c[q].so[p],
+                         static_cast<size_t>(c[q].sb[p]));
+      return;
+    case Kind::reduce_scatter:
+      if (host(c[0].send) && host(c[0].recv))
+        for (int p = 0; p < n; ++p) reduce_host<float>(c[p], c, c[p].n, p);
+      return;
+    case Kind::reduce:
+      if (host(c[0].send) && host(c[c[0].root].recv))
+        reduce_host<float>(c[c[0].root], c, c[0].n, 0);
+      return;
+    case Kind::allreduce: {
+      if (!host(c[0].recv)) return;
+      // In place on every rank: sum once, then copy out.
+      const size_t bytes = static_cast<size_t>(c[0].n) * dtype_size(c[0].dt);
+      std::vector<char> sum(bytes);
+      Call tmp;
+      tmp.recv = sum.data();
+      if (c[0].dt == DType::f32) reduce_host<float>(tmp, c, c[0].n, 0);
+      if (c[0].dt == DType::f64) reduce_host<double>(tmp, c, c[0].n, 0);
+      if (c[0].dt == DType::i64) reduce_host<int64_t>(tmp, c, c[0].n, 0);
+      for (const Call& x : c) std::memcpy(x.recv, sum.data(), bytes);
+      return;
+    }
+  }
+}
+
+struct Group {
+  explicit Group(int n, double timeout) : n(n), timeout_s(timeout), seq(n) {}
+  const int n;
+  const double timeout_s;
+  std::mutex mu;
+  std::condition_variable cv;
+  void notify() {}
+  std::vector<std::array<int64_t, kNumTraffic + 1>> seq;  // per rank, per traffic (+ barrier)
+  std::map<std::pair<int, int64_t>, std::shared_ptr<Slot>> slots;
+  std::map<std::tuple<int, int, int, int>, std::deque<std::shared_ptr<P2p>>> sends, recvs;
+};
+
+// An operation of the dry run: complete when `done` says so; holds MpiComm's scratch until the
+// request is dropped.
+class SimOp : public Request::Op {
+ public:
+  SimOp(std::shared_ptr<Group> g, std::function<bool()> done, std::vector<Tensor> scratch)
+      : g_(std::move(g)), done_(std::move(done)), scratch_(std::move(scratch)) {}
+  bool test() override { return !g_ || done_(); }
+  // The peers are threads of this process (more of them than cores): yield until they have
+  // posted, rather than sleep on a condition variable (a wake-up per operation and rank costs
+  // several times more).
+  void wait() override {
+    if (!g_ || done_()) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t spin = 1; !done_(); ++spin) {
+      std::this_thread::yield();
+      if (spin % 1024) continue;
+      if (g_abort) fail("dry run: another simulated rank failed");
+      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >
+          g_->timeout_s)
+        fail("dry run: a rank waited ", g_->timeout_s,
+             " s for its peers (the schedule would hang)");
+    }
+  }
+
+ private:
+  std::shared_ptr<Group> g_;
+  std::function<bool()> done_;
+  std::vector<Tensor> scratch_;
+};
+
+// The accounting and scratch both kinds share.
+class SimBase : public Comm {
+ public:
+  SimBase(int rank, int size) : rank_(rank), size_(size) {}
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  void progress() override {}
+
+  Request ibcast(void* buf, int64_t bytes, int root, Traffic t) override {
+    record(t, direct::bcast(rank_, root, meta::payload_bytes(buf, bytes)));
+    Call c{buf, buf, bytes, 0, root, DType::f32, {}, {}, {}, {}};
+    return collective(Kind::bcast, static_cast<int>(t), std::move(c), {});
+  }
+  Request iallgather(const void* send, void* recv, int64_t bytes, Traffic t) override {
+    record(t, direct::allgather(size_, meta::payload_bytes(recv, bytes)));
+    return collective(Kind::allgather, static_cast<int>(t),
+                      Call{send, recv, bytes, 0, 0, DType::f32, {}, {}, {}, {}}, {});
+  }
+  Request ialltoallv(const void* send, const int64_t* sb, const int64_t* so, void* recv,
+                     const int64_t* rb, const int64_t* ro, Traffic t) override {
+    std::vector<int64_t> in(rb, rb + size_);
+    for (auto& b : in) b = meta::payload_bytes(recv, b);
+    record(t, direct::alltoallv(size_, rank_, in.data()));
+    const auto v = [this](const int64_t* p) { return std::vector<int64_t>(p, p + size_); };
+    return collective(Kind::alltoallv, static_cast<int>(t),
+                      Call{send, recv, 0, 0, 0, DType::f32, v(sb), v(so), v(rb), v(ro)}, {});
+  }
+  Request ireduce_scatter(const float* send, float* recv, int64_t n, Traffic t) override {
+    record(t, direct::reduce_scatter(size_, meta::payload_bytes(send, n * 4)));
+    return collective(Kind::reduce_scatter, static_cast<int>(t),
+                      Call{send, recv, 0, n, 0, DType::f32, {}, {}, {}, {}},
+                      scratch(send, direct::reduce_scatter_scratch(size_, n), DType::f32));
+  }
+  Request ireduce(const float* send, float* recv, int64_t n, int root, Traffic t) override {
+    record(t, direct::reduce(size_, rank_, root, meta::payload_bytes(send, n * 4)));
+    return collective(Kind::reduce, static_cast<int>(t),
+                      Call{send, recv, 0, n, root, DType::f32, {}, {}, {}, {}},
+                      scratch(send, direct::reduce_scratch(size_, rank_, root, n), DType::f32));
+  }
+  Request iallreduce(float* buf, int64_t n, Traffic t) override { return allreduce(buf, n, t); }
+  Request iallreduce(double* buf, int64_t n, Traffic t) override { return allreduce(buf, n, t); }
+  Request iallreduce(int64_t* buf, int64_t n, Traffic t) override { return allreduce(buf, n, t); }
+  void barrier() override { collective(Kind::barrier, kNumTraffic, Call{}, {}).wait(); }
+
+ protected:
+  virtual Request collective(Kind k, int traffic, Call c, std::vector<Tensor> scratch) = 0;
+  // MpiComm's scratch for a payload at p: host memory for a host payload, else on the meta device.
+  static std::vector<Tensor> scratch(const void* p, const std::vector<std::vector<int64_t>>& shapes,
+                                     DType dt) {
+    std::vector<Tensor> out;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const bool zeroed = shapes.size() == 3 && i == 0;  // the all-reduce's padded copy
+      Tensor s = host(p) ? Tensor::empty_host(shapes[i], dt, Cat::comm)
+                         : Tensor::empty(shapes[i], dt, Cat::comm);
+      if (zeroed) s.zero();
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+  template <class T>
+  Request allreduce(T* buf, int64_t n, Traffic t) {
+    record(t,
+           direct::allreduce(size_, meta::payload_bytes(buf, n * static_cast<int64_t>(sizeof(T)))));
+    return collective(Kind::allreduce, static_cast<int>(t),
+                      Call{buf, buf, 0, n, 0, dtype_of<T>(), {}, {}, {}, {}},
+                      scratch(buf, direct::allreduce_scratch(size_, n), dtype_of<T>()));
+  }
+  const int rank_, size_;
+};
+
+class SimComm : public SimBase {
+ public:
+  SimComm(std::shared_ptr<Group> g, int rank) : SimBase(rank, g->n), g_(std::move(g)) {}
+
+  Request isend(const void* buf, int64_t bytes, int dst, int tag, Traffic t) override {
+    record(t, 0);
+    return p2p(true, const_cast<void*>(buf), bytes, rank_, dst, tag, t);
+  }
+  Request irecv(void* buf, int64_t bytes, int src, int tag, Traffic t) override {
+    record(t, direct::recv(rank_, src, meta::payload_bytes(buf, bytes)));
+    return p2p(false, buf, bytes, src, rank_, tag, t);
+  }
+
+ private:
+  Request p2p(bool send, void* buf, int64_t bytes, int src, int dst, int tag, Traffic t) {
+    std::lock_guard lk(g_->mu);
+    const auto key = std::make_tuple(static_cast<int>(t), src, dst, tag);
+    auto& other = send ? g_->recvs[key] : g_->sends[key];
+    auto op = std::make_shared<P2p>();
+    if (send)
+      op->send = buf;
+    else
+      op->recv = buf;
+    op->bytes = bytes;
+    if (!other.empty()) {
+      auto peer = other.front();
+      other.pop_front();
+      const void* from = send ? buf : peer->send;
+      void* to = send ? peer->recv : buf;
+      if (host(from) && host(to) && from != to)
+        std::memmove(to, from, static_cast<size_t>(std::min(bytes, peer->bytes)));
+      op->done = true;
+      peer->done = true;
+      g_->notify();
+    } else {
+      (send ? g_->sends[key] : g_->recvs[key]).push_back(op);
+    }
+    return Request(std::make_shared<SimOp>(
+        g_, [op] { return op->done.load(); }, std::vector<Tensor>{}));
+  }
+  Request collective(Kind k, int traffic, Call c, std::vector<Tensor> scratch) override {
+    std::lock_guard lk(g_->mu);
+    const int64_t seq = g_->seq[rank_][traffic]++;
+    auto& slot = g_->slots[{traffic, seq}];
+    if (!slot) {
+      slot = std::make_shared<Slot>();
+      slot->kind = k;
+      slot->calls.resize(g_->n);
+    }
+    ORIGAMI_CHECK(slot->kind == k, "dry run: ranks posted different collectives");
+    slot->calls[rank_] = std::move(c);
+    auto s = slot;
+    if (++s->posted == g_->n) {
+      execute(*s);
+      s->done = true;
+      g_->slots.erase({traffic, seq});
+      g_->notify();
+    }
+    return Request(std::make_shared<SimOp>(
+        g_, [s] { return s->done.load(); }, std::move(scratch)));
+  }
+  std::shared_ptr<Group> g_;
+};
+
+class SoloComm : public SimBase {
+ public:
+  explicit SoloComm(int size) : SimBase(0, size) {}
+  Request isend(const void*, int64_t, int, int, Traffic) override {
+    fail("internal: point-to-point on a dry run's replica axis");
+  }
+  Request irecv(void*, int64_t, int, int, Traffic) override {
+    fail("internal: point-to-point on a dry run's replica axis");
+  }
+
+ private:
+  Request collective(Kind k, int, Call c, std::vector<Tensor> scratch) override {
+    if (k == Kind::allgather)  // the absent replicas' blocks: this rank's
+      for (int q = 0; q < size_; ++q) {
+        char* dst = static_cast<char*>(c.recv) + q * c.bytes;
+        if (host(dst) && host(c.send) && dst != c.send)
+          std::memmove(dst, c.send, static_cast<size_t>(c.bytes));
+      }
+    // The scratch lives as long as the request, as MpiComm's does.
+    return Request(std::make_shared<SimOp>(
+        nullptr, [] { return true; }, std::move(scratch)));
+  }
+};
+
+}  // namespace
+
+std::vector<std::unique_ptr<Comm>> make_sim_comms(int n, double timeout_s) {
+  auto g = std::make_shared<Group>(n, timeout_s);
+  std::vector<std::unique_ptr<Comm>> out;
+  for (int i = 0; i < n; ++i) out.push_back(std::make_unique<SimComm>(g, i));
+  return out;
+}
+
+std::unique_ptr<Comm> make_solo_comm(int size) {
+  return std::make_unique<SoloComm>(size);
+}
+
+void abort_sim_comms() {
+  g_abort = true;
+}
+void reset_sim_comms() {
+  g_abort = false;
+}
+
+}  // namespace origami

@@ -1,0 +1,27 @@
+// The communicators of the dry run (plan/dry_run.h), where the ranks of a layout run as threads of
+// one process on the meta device (kernels/meta.h). No transport: an operation completes when every
+// rank it involves has posted it (a receive: when its send is posted), and only the host buffers
+// among its arguments get data (token ids, counts, scalar sums, summed in rank order as MpiComm
+// does); meta tensors move nothing. Each operation records the bytes MpiComm records and holds the
+// scratch MpiComm's fixed-order reductions hold, for as long (comm/direct.h): on the meta device
+// when the payload is there, so a dry run's comm peak is the engine's.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "comm/comm.h"
+
+namespace origami {
+
+// n communicators of one group, rank i the i-th: one per simulated rank (thread). A rank that
+// waits longer than `timeout_s` for its peers fails (a schedule that would hang).
+std::vector<std::unique_ptr<Comm>> make_sim_comms(int n, double timeout_s = 60);
+// Rank 0 of `size` ranks whose peers are not simulated (the replicas of a DP axis): every
+// operation completes when posted, as if the others had posted the same call with the same data
+// (host reductions leave this rank's values, an all-gather repeats its block).
+std::unique_ptr<Comm> make_solo_comm(int size);
+// Makes every waiting rank of every group fail (a simulated rank threw: its peers must not hang).
+void abort_sim_comms();
+void reset_sim_comms();
+
+}  // namespace origami

@@ -1,0 +1,111 @@
+#include "plan/dry_run.h"
+
+#include <algorithm>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "comm/accounting.h"
+#include "comm/mesh.h"
+#include "comm/sim_comm.h"
+#include "core/error.h"
+#include "kernels/meta.h"
+#include "parallel/engine.h"
+#include "train/step.h"
+#include "train/trainer.h"
+
+namespace origami::plan {
+
+Dtype parse_dtype(const std::string& s) {
+  if (s == "fp32" || s == "f32") return Dtype::f32;
+  if (s == "bf16") return Dtype::bf16;
+  fail("--dtype=", s, " is not one of: fp32, bf16");
+}
+
+nlohmann::json Result::to_json() const {
+  nlohmann::json p;
+  for (int i = 0; i < kNumCats; ++i)
+    p[cat_name(static_cast<Cat>(i))] = peak[static_cast<size_t>(i)];
+  p["total"] = total;
+  return {{"peak_bytes", p}, {"comm_bytes_per_layer", comm_per_layer}};
+}
+
+namespace {
+
+// The communicators of rank i of one replica of M ranks, TP groups of T consecutive ranks
+// (comm/mesh.h's arrangement), and a DP axis of `dp` replicas standing still.
+std::vector<Mesh> sim_meshes(int M, int T, int dp) {
+  std::vector<Mesh> m(static_cast<size_t>(M));
+  auto model = make_sim_comms(M);
+  std::vector<std::vector<std::unique_ptr<Comm>>> tp, sp;
+  for (int g = 0; g < M / T; ++g) tp.push_back(make_sim_comms(T));
+  for (int g = 0; g < T; ++g) sp.push_back(make_sim_comms(M / T));
+  for (int i = 0; i < M; ++i) {
+    m[i].world_rank = i;
+    m[i].model = std::move(model[i]);
+    m[i].tp = std::move(tp[i / T][i % T]);
+    m[i].sp = std::move(sp[i % T][i / T]);
+    m[i].dp = make_solo_comm(dp);
+  }
+  return m;
+}
+
+}  // namespace
+
+Result dry_run(const Input& in) {
+  const ModelConfig& c = in.cfg;
+  const Layout& L = in.layout;
+  const int64_t B = in.micro_batch, S = in.seq;
+  if (S > c.max_position_embeddings)
+    fail("--seq=", S, " exceeds max_position_embeddings=", c.max_position_embeddings);
+  validate_engine(L, c, in.par, in.recompute, B, S);
+  const int M = L.model_degree();
+  std::vector<Mesh> meshes = sim_meshes(M, L.tp_degree(), L.dp);
+  std::vector<MemTracker> trackers(static_cast<size_t>(M));
+  std::vector<MemStats> stats(static_cast<size_t>(M));
+  nlohmann::json comm;
+  std::exception_ptr error;
+  std::mutex mu;
+  const TrainOptions defaults;
+  cpu::AdamW hp{defaults.lr, defaults.beta1, defaults.beta2, 1e-8, defaults.weight_decay};
+
+  reset_sim_comms();
+  meta::start({.threads = in.threads, .bf16 = in.dtype == Dtype::bf16});
+  auto rank = [&](int i) {
+    try {
+      ThreadTracker tt(trackers[i]);
+      auto eng = make_engine_on(L, c, in.par, in.recompute, std::move(meshes[i]));
+      eng->init_moments();
+      trackers[i].reset_peaks();
+      // The trainer's step 0 of replica 0: samples 0 … B−1 (every rank holds the global batch).
+      train_step(*eng, {synthetic_batch(defaults.seed, 0, B, S, c.vocab_size)}, hp, defaults.clip,
+                 0);
+      stats[i] = trackers[i].stats();
+      if (i == 0) comm = eng->rank_report()["comm_bytes_per_layer"][0];
+    } catch (...) {
+      std::lock_guard lk(mu);
+      if (!error) error = std::current_exception();
+      abort_sim_comms();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < M; ++i) threads.emplace_back(rank, i);
+  for (auto& t : threads) t.join();
+  meta::stop();
+  if (error) std::rethrow_exception(error);
+
+  Result r;
+  for (const MemStats& s : stats) {
+    for (size_t k = 0; k < r.peak.size(); ++k) r.peak[k] = std::max(r.peak[k], s.peak[k]);
+    r.total = std::max(r.total, s.total_peak);
+  }
+  r.comm_per_layer = comm.is_null() ? nlohmann::json::object() : comm;
+  if (r.comm_per_layer.empty())  // no layers: the table's categories, all zero
+    for (int t = 0; t < kNumTraffic; ++t)
+      r.comm_per_layer[traffic_name(static_cast<Traffic>(t))] = {
+          {"fwd", 0}, {"recompute", 0}, {"bwd", 0}};
+  return r;
+}
+
+}  // namespace origami::plan

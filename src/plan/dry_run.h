@@ -1,0 +1,54 @@
+// `origami plan` as a dry run of the real engines: every rank of one replica runs as a thread on
+// the meta device (kernels/meta.h: tracked allocations without memory, kernels and copies that do
+// nothing) with the dry run's communicators (comm/sim_comm.h: complete when every rank has posted,
+// the bytes and the scratch of MpiComm); the DP axis is one rank standing for its identical
+// replicas. Each thread makes the layout's engine, its AdamW state, and runs one training step
+// exactly as `origami train` does (train/step.h) on the synthetic batch `train --synthetic --seed 1`
+// reads first (so the embedding's data-dependent exchange moves the rows that run would). The
+// predicted peaks are the engines' own allocations, per category, the worst rank's; the bytes per
+// layer are what the engines' communicators record. Nothing is computed and no memory beyond the
+// host-side bookkeeping is used: the paper's 7B at 128K tokens plans in milliseconds.
+//
+// A clock comes next (a later issue): kernels and transfers are the places a duration goes — the
+// meta kernel table and SimComm's completion.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/memory.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "parallel/layout.h"
+
+namespace origami::plan {
+
+enum class Dtype { f32, bf16 };  // bf16: weights, grads, activations, buffers 2 B; AdamW fp32
+Dtype parse_dtype(const std::string& s);
+
+struct Input {
+  ModelConfig cfg;
+  Layout layout;
+  ParallelOptions par;
+  Recompute recompute = Recompute::none;
+  int64_t micro_batch = 1;  // sequences per replica per micro-step
+  int64_t seq = 0;
+  Dtype dtype = Dtype::f32;
+  int threads = 1;  // OpenMP threads per rank (the attention kernels keep tiles per thread)
+};
+
+struct Result {
+  std::array<int64_t, kNumCats> peak{};  // per category, worst rank
+  int64_t total = 0;                     // maximum over time of the sum, worst rank
+  // Bytes one rank receives per layer and micro-step, by category and phase (layer 0 of rank 0;
+  // tsp-spec §7: every layer and every rank alike).
+  nlohmann::json comm_per_layer;
+  nlohmann::json to_json() const;
+};
+
+// Validates the layout like `train` does (same errors) and runs one training step in steady state
+// (AdamW state allocated) of every rank of a replica.
+Result dry_run(const Input& in);
+
+}  // namespace origami::plan

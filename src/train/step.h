@@ -1,0 +1,26 @@
+// One optimizer step of any engine, as the training loop and the dry run (plan) run it
+// (tsp-spec §6): N, the non-ignored targets of every micro-batch over every rank, before the first
+// backward; each micro-batch's gradients of Σ CE / N; the once-per-step gradient sums; global-norm
+// clipping; AdamW.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "parallel/engine.h"
+
+namespace origami {
+
+struct StepResult {
+  double loss = 0, grad_norm = 0;
+  int64_t targets = 0;  // N
+};
+// `micro`: this replica's micro-batches; `step`: 0-based (AdamW's bias correction uses step + 1).
+// N = 0 gives loss and gradients 0 and a warning on rank 0.
+StepResult train_step(Engine& e, const std::vector<Batch>& micro, const cpu::AdamW& hp, double clip,
+                      int64_t step);
+// A batch of B synthetic sequences, samples first_index, first_index + 1, … (train/data.h).
+Batch synthetic_batch(uint64_t seed, int64_t first_index, int64_t B, int64_t S, int64_t vocab);
+
+}  // namespace origami
