@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cli/args.h"
+#include "cli/flags.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
@@ -122,6 +123,196 @@ int bench_generate(const Args& a, const std::vector<std::string>& layouts,
 
 }  // namespace
 
+namespace {
+
+// The layouts' training runs: one row per (layout, TP sequence-parallel setting), each cell
+// (S, row) the median of --repeat runs, without a link and (with --emulate-link or --link-ratio)
+// over the link overlapped and blocking; then a table per S and the plot.
+class TrainBench {
+ public:
+  TrainBench(const Args& a, std::vector<int64_t> seqs) : a_(a), seqs_(std::move(seqs)) {}
+
+  int run() {
+    make_rows();
+    check_options();
+    for (int64_t S : seqs_) run_cells(S);
+    for (int64_t S : seqs_) print_table(S);
+    if (!a_.str("plot").empty()) write_plot(a_.str("plot"));
+    return 0;
+  }
+
+ private:
+  struct Row {
+    Layout L;
+    std::string sp_flag, label;
+  };
+
+  void make_rows() {
+    ParallelOptions checked;  // the schedule flags' values, refused now rather than per run
+    schedule_options(a_, checked, true);
+    const std::string tpsp = a_.str("tp-sequence-parallel");
+    for (const auto& ls : a_.list("layout")) {
+      const Layout L = Layout::parse(ls, -1);
+      if (!(*L.spec->tp_axis && L.has(L.spec->tp_axis))) {
+        rows_.push_back({L, "", L.text});
+        continue;
+      }
+      for (const char* v : {"on", "off"})
+        if (tpsp == "both" || tpsp == v)
+          rows_.push_back({L, std::string(" --tp-sequence-parallel ") + v,
+                           L.text + (std::string(v) == "off" ? " (SP off)" : "")});
+    }
+    if (rows_.empty() || seqs_.empty()) fail("origami bench: give --layout and --seq");
+  }
+
+  void check_options() {
+    G_ = a_.i64("global-batch", 1);
+    steps_ = a_.i64("steps", 1);
+    out_ = a_.str("out");
+    link_ = a_.str("emulate-link");
+    if (!link_.empty()) {  // refused now, not after the runs without a link
+      ParallelOptions check;
+      parse_emulated_link(link_, check);
+    }
+    if (a_.given("link-ratio")) {
+      ratio_ = a_.f64("link-ratio");
+      if (!(ratio_ > 0)) fail("--link-ratio=", a_.str("link-ratio"), " must be positive");
+      if (!link_.empty()) fail("give --emulate-link or --link-ratio, not both");
+    }
+    links_ = !link_.empty() || ratio_ > 0;
+    std::filesystem::create_directories(out_);
+    if (readlink("/proc/self/exe", self_, sizeof self_ - 1) < 0)
+      fail("cannot find the origami binary");
+    for (const Row& w : rows_)
+      if (G_ % w.L.dp)
+        fail("--global-batch=", G_, " is not divisible by dp=", w.L.dp, " of ", w.label);
+    repeat_ = static_cast<int>(a_.i64("repeat", 1));
+  }
+
+  Run run_once(int64_t S, const Row& w, size_t v, const std::string& extra, int k) const {
+    std::ostringstream rep, cmd;
+    std::string tag = w.label;
+    for (char& ch : tag)
+      if (ch == ' ' || ch == '(' || ch == ')') ch = '_';
+    rep << out_ << "/S" << S << "_" << tag << "_" << v << "_r" << k << ".json";
+    cmd << "mpirun -np " << w.L.world() << " --bind-to none --oversubscribe"
+        << (getuid() == 0 ? " --allow-run-as-root" : "")
+        << " -x OMP_NUM_THREADS=" << a_.str("threads") << " '" << self_ << "' train --config '"
+        << a_.str("config") << "' --synthetic --quiet --eval-every 0 --log-every 0 --steps "
+        << steps_ << " --seq " << S << " --micro-batch " << G_ / w.L.dp << schedule_args(a_)
+        << " --progress-thread " << a_.str("progress-thread") << " --report '" << rep.str() << "'"
+        << " --layout " << w.L.text << w.sp_flag << extra;
+    std::fprintf(stderr, "bench: S=%lld %s%s (run %d of %d)\n", static_cast<long long>(S),
+                 w.label.c_str(), extra.c_str(), k + 1, repeat_);
+    return run_one(cmd.str(), rep.str());
+  }
+  // One cell: `repeat` runs; the one with the median step time is kept.
+  void run_cell(int64_t S, const Row& w, size_t v, const std::string& extra) {
+    std::vector<Run> runs;
+    for (int k = 0; k < repeat_; ++k) runs.push_back(run_once(S, w, v, extra, k));
+    std::sort(runs.begin(), runs.end(), [](const Run& x, const Run& y) { return x.step < y.step; });
+    auto& r = res_[{S, w.label}];
+    r.resize(std::max(r.size(), v + 1));
+    r[v] = runs[runs.size() / 2];
+  }
+  void run_cells(int64_t S) {
+    for (const Row& w : rows_) run_cell(S, w, 0, "");
+    if (!links_) return;
+    std::string l = link_;
+    if (ratio_ > 0) {  // bytes / bandwidth = ratio · compute of the first layout
+      const Run& f = res_[{S, rows_[0].label}][0];
+      const double compute = f.step - f.exposed;
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.3g",
+                    static_cast<double>(f.bytes) / (ratio_ * compute) / 1e9);
+      l = buf;
+    }
+    link_of_[S] = l;
+    for (const Row& w : rows_) {
+      run_cell(S, w, 1, " --emulate-link " + l);
+      run_cell(S, w, 2, " --emulate-link " + l + " --no-overlap");
+    }
+  }
+
+  void print_table(int64_t S) {
+    double best = 1e30;
+    for (const auto& [k, r] : res_)
+      if (k.first == S) best = std::min(best, r[0].step);
+    std::printf("\nS = %lld, global batch %lld, --recompute %s, median of %d run(s)",
+                static_cast<long long>(S), static_cast<long long>(G_), a_.str("recompute").c_str(),
+                repeat_);
+    if (links_) {
+      std::printf(", link %s GB/s", link_of_[S].c_str());
+      if (ratio_ > 0)
+        std::printf(" (%s's bytes per step take %.2g x its compute time)", rows_[0].label.c_str(),
+                    ratio_);
+    }
+    std::printf(
+        "\n\n| layout | ranks | tokens/s | step (s) | vs fastest | exposed comm |%s peak/rank "
+        "(MiB) | received/rank/step (MiB) |\n",
+        links_ ? " step over link (s) | blocking (s) | exposed over link | "
+                 "overlap efficiency |"
+               : "");
+    std::printf("|---|---|---|---|---|---|%s---|---|\n", links_ ? "---|---|---|---|" : "");
+    for (const Row& w : rows_) {
+      const auto& r = res_[{S, w.label}];
+      std::printf("| %s | %d | %.0f | %.3f | %.2f | %.0f%% |", w.label.c_str(), w.L.world(),
+                  r[0].tokens_per_s, r[0].step, r[0].step / best, 100 * r[0].exposed / r[0].step);
+      if (links_) {
+        const double denom = r[2].step - r[0].step;  // what blocking costs over no link
+        std::printf(" %.3f | %.3f | %.0f%% |", r[1].step, r[2].step,
+                    100 * r[1].exposed / r[1].step);
+        if (denom > 0)
+          std::printf(" %.2f |", 1 - (r[1].step - r[0].step) / denom);
+        else
+          std::printf(" n/a |");
+      }
+      std::printf(" %.1f | %.1f |\n", static_cast<double>(r[0].peak) / (1 << 20),
+                  static_cast<double>(r[0].bytes) / (1 << 20));
+    }
+  }
+
+  void write_plot(const std::string& plot) {
+    const std::string dat = out_ + "/bench.dat";
+    std::ofstream d(dat);
+    for (const Row& w : rows_) {
+      d << "\"" << w.label << "\"\n";
+      for (int64_t S : seqs_) {
+        const auto& r = res_[{S, w.label}][0];
+        d << S << " " << r.tokens_per_s << " " << static_cast<double>(r.peak) / (1 << 20) << "\n";
+      }
+      d << "\n\n";
+    }
+    d.close();
+    std::ostringstream g;
+    const size_t n = rows_.size() - 1;
+    g << "set terminal pngcairo size 1100,480 noenhanced\nset output '" << plot << "'\n"
+      << "set multiplot layout 1,2\nset logscale x 2\nset grid\nset key left top\n"
+      << "set xlabel 'sequence length S'\nset ylabel 'tokens/s (all ranks)'\n"
+      << "plot for [i=0:" << n << "] '" << dat << "' index i using 1:2 with linespoints title "
+      << "columnheader(1)\nset ylabel 'peak per rank (MiB)'\nplot for [i=0:" << n << "] '" << dat
+      << "' index i using 1:3 with linespoints title columnheader(1)\nunset multiplot\n";
+    const std::string gp = out_ + "/bench.gp";
+    std::ofstream(gp) << g.str();
+    if (std::system(("gnuplot '" + gp + "'").c_str()) != 0) fail("gnuplot failed on ", gp);
+    std::printf("\nplot: %s\n", plot.c_str());
+  }
+
+  const Args& a_;
+  const std::vector<int64_t> seqs_;
+  std::vector<Row> rows_;
+  int64_t G_ = 1, steps_ = 1;
+  std::string out_, link_;
+  double ratio_ = 0;
+  bool links_ = false;
+  int repeat_ = 1;
+  char self_[4096] = {};
+  std::map<std::pair<int64_t, std::string>, std::vector<Run>> res_;
+  std::map<int64_t, std::string> link_of_;  // the link each S ran over
+};
+
+}  // namespace
+
 int cmd_bench(int argc, char** argv) {
   Args a("bench",
          "Run the same model, global batch and sequence length under several layouts (each its\n"
@@ -136,8 +327,7 @@ int cmd_bench(int argc, char** argv) {
   a.flag("repeat", "1",
          "runs per cell; the run with the median step time is reported (single runs on a shared "
          "machine move by 10-20%)");
-  a.flag("recompute", "none", "none | full");
-  a.flag("tp-sequence-parallel", "on", "on | off | both (a row each) for the tp layouts");
+  schedule_flags(a, true);  // as for train, passed to every run (--tp-sequence-parallel: per row)
   a.flag("emulate-link", "",
          "GBPS[,LATENCY_US]: also run every layout over this emulated link, with overlap and "
          "blocking (--no-overlap), for the overlap efficiency");
@@ -160,158 +350,7 @@ int cmd_bench(int argc, char** argv) {
     if (a.list("layout").empty() || seqs.empty()) fail("origami bench: give --layout and --seq");
     return bench_generate(a, a.list("layout"), seqs, exe);
   }
-  const std::string tpsp = a.str("tp-sequence-parallel");
-  if (tpsp != "on" && tpsp != "off" && tpsp != "both")
-    fail("--tp-sequence-parallel=", tpsp, " is not one of: on, off, both");
-  // One row per (layout, TP sequence-parallel setting).
-  struct Row {
-    Layout L;
-    std::string sp_flag, label;
-  };
-  std::vector<Row> rows;
-  for (const auto& ls : a.list("layout")) {
-    const Layout L = Layout::parse(ls, -1);
-    if (!(*L.spec->tp_axis && L.has(L.spec->tp_axis))) {
-      rows.push_back({L, "", L.text});
-      continue;
-    }
-    for (const char* v : {"on", "off"})
-      if (tpsp == "both" || tpsp == v)
-        rows.push_back({L, std::string(" --tp-sequence-parallel ") + v,
-                        L.text + (std::string(v) == "off" ? " (SP off)" : "")});
-  }
-  if (rows.empty() || seqs.empty()) fail("origami bench: give --layout and --seq");
-  const int64_t G = a.i64("global-batch", 1), steps = a.i64("steps", 1);
-  const std::string out = a.str("out");
-  const std::string link = a.str("emulate-link");
-  if (!link.empty()) {  // refused now, not after the runs without a link
-    ParallelOptions check;
-    parse_emulated_link(link, check);
-  }
-  double ratio = 0;
-  if (a.given("link-ratio")) {
-    ratio = a.f64("link-ratio");
-    if (!(ratio > 0)) fail("--link-ratio=", a.str("link-ratio"), " must be positive");
-    if (!link.empty()) fail("give --emulate-link or --link-ratio, not both");
-  }
-  const bool links = !link.empty() || ratio > 0;
-  std::filesystem::create_directories(out);
-  char self[4096] = {};
-  if (readlink("/proc/self/exe", self, sizeof self - 1) < 0) fail("cannot find the origami binary");
-  for (const Row& w : rows)
-    if (G % w.L.dp) fail("--global-batch=", G, " is not divisible by dp=", w.L.dp, " of ", w.label);
-  std::map<std::pair<int64_t, std::string>, std::vector<Run>> res;
-  std::map<int64_t, std::string> link_of;  // the link each S ran over
-  const int repeat = static_cast<int>(a.i64("repeat", 1));
-  auto run_once = [&](int64_t S, const Row& w, size_t v, const std::string& extra, int k) {
-    std::ostringstream rep, cmd;
-    std::string tag = w.label;
-    for (char& ch : tag)
-      if (ch == ' ' || ch == '(' || ch == ')') ch = '_';
-    rep << out << "/S" << S << "_" << tag << "_" << v << "_r" << k << ".json";
-    cmd << "mpirun -np " << w.L.world() << " --bind-to none --oversubscribe"
-        << (getuid() == 0 ? " --allow-run-as-root" : "")
-        << " -x OMP_NUM_THREADS=" << a.str("threads") << " '" << self << "' train --config '"
-        << a.str("config") << "' --synthetic --quiet --eval-every 0 --log-every 0 --steps " << steps
-        << " --seq " << S << " --micro-batch " << G / w.L.dp << " --recompute "
-        << a.str("recompute") << " --progress-thread " << a.str("progress-thread") << " --report '"
-        << rep.str() << "'"
-        << " --layout " << w.L.text << w.sp_flag << extra;
-    std::fprintf(stderr, "bench: S=%lld %s%s (run %d of %d)\n", static_cast<long long>(S),
-                 w.label.c_str(), extra.c_str(), k + 1, repeat);
-    return run_one(cmd.str(), rep.str());
-  };
-  // One cell: `repeat` runs; the one with the median step time is kept.
-  auto run = [&](int64_t S, const Row& w, size_t v, const std::string& extra) {
-    std::vector<Run> runs;
-    for (int k = 0; k < repeat; ++k) runs.push_back(run_once(S, w, v, extra, k));
-    std::sort(runs.begin(), runs.end(), [](const Run& x, const Run& y) { return x.step < y.step; });
-    auto& r = res[{S, w.label}];
-    r.resize(std::max(r.size(), v + 1));
-    r[v] = runs[runs.size() / 2];
-  };
-  for (int64_t S : seqs) {
-    for (const Row& w : rows) run(S, w, 0, "");
-    if (!links) continue;
-    std::string l = link;
-    if (ratio > 0) {  // bytes / bandwidth = ratio · compute of the first layout
-      const Run& f = res[{S, rows[0].label}][0];
-      const double compute = f.step - f.exposed;
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "%.3g",
-                    static_cast<double>(f.bytes) / (ratio * compute) / 1e9);
-      l = buf;
-    }
-    link_of[S] = l;
-    for (const Row& w : rows) {
-      run(S, w, 1, " --emulate-link " + l);
-      run(S, w, 2, " --emulate-link " + l + " --no-overlap");
-    }
-  }
-  for (int64_t S : seqs) {
-    double best = 1e30;
-    for (const auto& [k, r] : res)
-      if (k.first == S) best = std::min(best, r[0].step);
-    std::printf("\nS = %lld, global batch %lld, --recompute %s, median of %d run(s)",
-                static_cast<long long>(S), static_cast<long long>(G), a.str("recompute").c_str(),
-                repeat);
-    if (links) {
-      std::printf(", link %s GB/s", link_of[S].c_str());
-      if (ratio > 0)
-        std::printf(" (%s's bytes per step take %.2g x its compute time)", rows[0].label.c_str(),
-                    ratio);
-    }
-    std::printf(
-        "\n\n| layout | ranks | tokens/s | step (s) | vs fastest | exposed comm |%s peak/rank "
-        "(MiB) | received/rank/step (MiB) |\n",
-        links ? " step over link (s) | blocking (s) | exposed over link | "
-                "overlap efficiency |"
-              : "");
-    std::printf("|---|---|---|---|---|---|%s---|---|\n", links ? "---|---|---|---|" : "");
-    for (const Row& w : rows) {
-      const auto& r = res[{S, w.label}];
-      std::printf("| %s | %d | %.0f | %.3f | %.2f | %.0f%% |", w.label.c_str(), w.L.world(),
-                  r[0].tokens_per_s, r[0].step, r[0].step / best, 100 * r[0].exposed / r[0].step);
-      if (links) {
-        const double denom = r[2].step - r[0].step;  // what blocking costs over no link
-        std::printf(" %.3f | %.3f | %.0f%% |", r[1].step, r[2].step,
-                    100 * r[1].exposed / r[1].step);
-        if (denom > 0)
-          std::printf(" %.2f |", 1 - (r[1].step - r[0].step) / denom);
-        else
-          std::printf(" n/a |");
-      }
-      std::printf(" %.1f | %.1f |\n", static_cast<double>(r[0].peak) / (1 << 20),
-                  static_cast<double>(r[0].bytes) / (1 << 20));
-    }
-  }
-  const std::string plot = a.str("plot");
-  if (!plot.empty()) {
-    const std::string dat = out + "/bench.dat";
-    std::ofstream d(dat);
-    for (const Row& w : rows) {
-      d << "\"" << w.label << "\"\n";
-      for (int64_t S : seqs) {
-        const auto& r = res[{S, w.label}][0];
-        d << S << " " << r.tokens_per_s << " " << static_cast<double>(r.peak) / (1 << 20) << "\n";
-      }
-      d << "\n\n";
-    }
-    d.close();
-    std::ostringstream g;
-    const size_t n = rows.size() - 1;
-    g << "set terminal pngcairo size 1100,480 noenhanced\nset output '" << plot << "'\n"
-      << "set multiplot layout 1,2\nset logscale x 2\nset grid\nset key left top\n"
-      << "set xlabel 'sequence length S'\nset ylabel 'tokens/s (all ranks)'\n"
-      << "plot for [i=0:" << n << "] '" << dat << "' index i using 1:2 with linespoints title "
-      << "columnheader(1)\nset ylabel 'peak per rank (MiB)'\nplot for [i=0:" << n << "] '" << dat
-      << "' index i using 1:3 with linespoints title columnheader(1)\nunset multiplot\n";
-    const std::string gp = out + "/bench.gp";
-    std::ofstream(gp) << g.str();
-    if (std::system(("gnuplot '" + gp + "'").c_str()) != 0) fail("gnuplot failed on ", gp);
-    std::printf("\nplot: %s\n", plot.c_str());
-  }
-  return 0;
+  return TrainBench(a, seqs).run();
 }
 
 }  // namespace origami

@@ -8,6 +8,7 @@
 
 #include "cli/args.h"
 #include "cli/bench.h"
+#include "cli/flags.h"
 #include "comm/comm.h"
 #include "core/error.h"
 #include "infer/generate.h"
@@ -46,82 +47,30 @@ bool launched_by_mpi() {
   return false;
 }
 
-// --device and --comm (train, grad and generate).
-void device_flags(Args& a) {
-  a.flag("device", "cpu",
-         "cpu | cuda | emu: where tensors live and the kernels run. cuda: the GPU (origami-cuda "
-         "only; every layout; the ranks' communicators stage through pinned host memory, so "
-         "several ranks may share one GPU); emu: an emulated device on the CPU whose memory "
-         "faults on any host access (a check that the engines go through the device seam; "
-         "bitwise equal to cpu)");
-  a.flag("comm", "auto",
-         "auto | mpi | mpi_staged | nccl: the ranks' communicators. mpi: Open MPI on host memory "
-         "(--device cpu); mpi_staged: device buffers through pinned host memory and MPI (any "
-         "number of ranks may share a GPU; bitwise the CPU's reduction order); nccl: NCCL on "
-         "device memory (origami-cuda built with NCCL; one GPU per rank). auto: mpi on the CPU, "
-         "mpi_staged on a device");
-}
-
-void parallel_flags(Args& a) {
-  a.flag("layout", "",
-         "parallel layout: single, or axis=size pairs from dp, tsp, fsdp_sp, tp, sp, e.g. tsp=4, "
-         "dp=2,tsp=2, "
-         "tp=2,sp=2 (the product must equal the mpirun world size; tsp and fsdp_sp combine only "
-         "with dp)");
-  a.flag("attn-buckets", "1",
-         "process each rank's KV heads in N buckets (N divides n_kv/D for tsp and fsdp_sp, "
-         "n_kv/T for tp and sp): a smaller gathered K/V buffer");
-  a.flag("tp-sequence-parallel", "on",
-         "tp layouts: on = Megatron sequence parallelism (norms and residuals split over the TP "
-         "ranks, all-gather/reduce-scatter), off = plain TP (replicated residuals, all-reduce)");
-  a.boolean("keep-attn-weights",
-            "TSP, with --recompute full: keep a layer's attention packets from its recompute to "
-            "its backward");
-  a.boolean("fused-mlp-recompute",
-            "tsp, fsdp_sp with --recompute full: do not rerun the MLP in the recompute; the "
-            "backward ring recomputes g, u per arriving shard (one weight ring less per layer, "
-            "and only one shard's g, u alive)");
-  a.boolean("no-overlap",
-            "wait for every transfer right after posting it (same results, bit for bit)");
-  a.flag("emulate-link", "",
-         "GBPS[,LATENCY_US]: every transfer a rank receives completes no earlier than latency + "
-         "bytes/bandwidth after it is posted, on one inbound link per rank (waits sleep): "
-         "GPU-like compute-to-link ratios on CPU");
-  device_flags(a);
-  a.flag("progress-thread", "100",
-         "US: a thread tests every outstanding transfer every US microseconds so that it advances "
-         "while this rank computes (OpenMPI has no asynchronous progress); 0 = off, transfers "
-         "then advance only between compute steps and in waits");
-}
-
-void device_options(const Args& a, ParallelOptions& p) {
-  p.device = a.str("device");
-  p.comm = a.str("comm");
+// The CUDA and NCCL hooks of this binary (origami-cuda has them; main.cpp is built once per
+// binary, the library once).
+void device_hooks(RuntimeOptions& p) {
 #ifdef ORIGAMI_WITH_CUDA
   p.use_cuda = &cuda::use_cuda;
 #endif
 #ifdef ORIGAMI_WITH_NCCL
   p.make_nccl = &cuda::make_nccl_layout_comm;
 #endif
+  (void)p;
 }
 
-ParallelOptions parallel_options(const Args& a) {
+// --layout, the schedule's flags and where the run executes (train and grad).
+void parallel_flags(Args& a) {
+  a.flag("layout", "", layout_help());
+  schedule_flags(a);
+  runtime_flags(a, true);
+}
+ParallelOptions parallel_options(const Args& a, Recompute& rc) {
   ParallelOptions p;
   p.layout = a.str("layout");
-  p.attn_buckets = static_cast<int>(a.i64("attn-buckets", 1));
-  p.keep_attn_weights = a.on("keep-attn-weights");
-  p.fused_mlp_recompute = a.on("fused-mlp-recompute");
-  p.overlap = !a.on("no-overlap");
-  if (a.given("emulate-link")) parse_emulated_link(a.str("emulate-link"), p);
-  p.progress_us = a.f64("progress-thread");
-  device_options(a, p);
-  if (!(p.progress_us >= 0) || p.progress_us > 1e6)
-    fail("--progress-thread=", a.str("progress-thread"),
-         " is not a poll interval in microseconds between 0 and 1000000");
-  const std::string sp = a.str("tp-sequence-parallel");
-  if (sp != "on" && sp != "off") fail("--tp-sequence-parallel=", sp, " is not one of: on, off");
-  p.tp_seq_parallel = sp == "on";
-  p.tp_seq_parallel_given = a.given("tp-sequence-parallel");
+  rc = schedule_options(a, p).recompute;
+  runtime_options(a, p, true);
+  device_hooks(p);
   return p;
 }
 
@@ -142,8 +91,6 @@ int cmd_train(int argc, char** argv) {
   a.flag("beta2", "0.95", "AdamW beta2");
   a.flag("clip", "1.0", "global gradient-norm clipping threshold (0 = off)");
   a.flag("seed", "1", "seed of parameter init and data order");
-  a.flag("recompute", "none",
-         "activation checkpointing: none | full (blocks keep only their input)");
   a.flag("data", "data/moby_dick.txt", "training corpus (text)");
   a.flag("tokenizer", "data/tokenizer.model", "sentencepiece model");
   a.boolean("synthetic",
@@ -177,7 +124,6 @@ int cmd_train(int argc, char** argv) {
   o.beta2 = a.f64("beta2");
   o.clip = a.f64("clip");
   o.seed = static_cast<uint64_t>(a.i64("seed", 0));
-  o.recompute = parse_recompute(a.str("recompute"));
   o.data = a.str("data");
   o.tokenizer = a.str("tokenizer");
   o.synthetic = a.on("synthetic");
@@ -191,7 +137,7 @@ int cmd_train(int argc, char** argv) {
   o.report = a.str("report");
   o.trace = a.str("trace");
   o.quiet = a.on("quiet");
-  o.par = parallel_options(a);
+  o.par = parallel_options(a, o.recompute);
   return run_train(o);
 }
 
@@ -206,7 +152,6 @@ int cmd_grad(int argc, char** argv) {
          "safetensors with input_ids [B, S+1] (I32/I64) and optional labels (-100 = ignored)",
          true);
   a.flag("out", "", "output safetensors (written atomically)", true);
-  a.flag("recompute", "none", "activation checkpointing: none | full");
   parallel_flags(a);
   a.flag("report", "",
          "write per-rank communication bytes (per layer, phase, category) and peak memory as JSON");
@@ -217,8 +162,7 @@ int cmd_grad(int argc, char** argv) {
   o.weights = a.str("weights");
   o.tokens = a.str("tokens");
   o.out = a.str("out");
-  o.recompute = parse_recompute(a.str("recompute"));
-  o.par = parallel_options(a);
+  o.par = parallel_options(a, o.recompute);
   run_grad(o);
   return 0;
 }
@@ -226,9 +170,9 @@ int cmd_grad(int argc, char** argv) {
 int cmd_plan(int argc, char** argv) {
   Args a("plan",
          "Predict per-rank peak memory (by category) and bytes per layer for layouts and\n"
-         "sequence lengths, from the memory model of docs/memory-model.md (a replay of the\n"
-         "engine's buffers) and the formulas of tsp-spec §7; print the TSP-vs-TP crossovers.\n"
-         "Nothing runs: no MPI, no memory beyond the config.");
+         "sequence lengths by a dry run of the engines (docs/memory-model.md): every rank a\n"
+         "thread, tensors without memory, kernels that do nothing, communicators that record\n"
+         "what MPI's would; print the TSP-vs-TP crossovers of tsp-spec §7. No MPI, no compute.");
   a.flag("config", "", "HF Llama config.json", true);
   a.repeatable("seq", "", "sequence length S");
   a.repeatable("layout", "",
@@ -237,13 +181,8 @@ int cmd_plan(int argc, char** argv) {
   a.flag("dtype", "fp32",
          "fp32, or bf16 (weights, grads, activations and buffers 2 B; AdamW moments and master "
          "weights fp32)");
-  a.flag("recompute", "none", "activation checkpointing: none | full");
   a.flag("device-memory", "", "per-device budget in GiB: mark the layouts that fit");
-  a.flag("attn-buckets", "1", "as for train");
-  a.boolean("keep-attn-weights", "as for train (TSP, --recompute full)");
-  a.boolean("fused-mlp-recompute", "as for train (tsp, fsdp_sp, --recompute full)");
-  a.flag("tp-sequence-parallel", "on",
-         "as for train: on | off, or both (every tp layout twice, with and without)");
+  schedule_flags(a, true);
   a.flag("threads", "1",
          "OpenMP threads per rank (each keeps its own attention tiles, a few hundred KiB)");
   a.flag("new-tokens", "0",
@@ -259,19 +198,13 @@ int cmd_plan(int argc, char** argv) {
   o.layouts = a.list("layout");
   o.micro_batch = a.i64("micro-batch", 1);
   o.dtype = plan::parse_dtype(a.str("dtype"));
-  o.recompute = parse_recompute(a.str("recompute"));
+  const ScheduleFlags sf = schedule_options(a, o.par, true);
+  o.recompute = sf.recompute;
+  o.tp_sp_both = sf.tp_sp_both;
   if (a.given("device-memory")) {
     o.device_gib = a.f64("device-memory");
     if (!(o.device_gib > 0)) fail("--device-memory=", a.str("device-memory"), " must be positive");
   }
-  o.par.attn_buckets = static_cast<int>(a.i64("attn-buckets", 1));
-  o.par.keep_attn_weights = a.on("keep-attn-weights");
-  o.par.fused_mlp_recompute = a.on("fused-mlp-recompute");
-  const std::string sp = a.str("tp-sequence-parallel");
-  if (sp != "on" && sp != "off" && sp != "both")
-    fail("--tp-sequence-parallel=", sp, " is not one of: on, off, both");
-  o.par.tp_seq_parallel = sp != "off";
-  o.tp_sp_both = sp == "both";
   o.json = a.on("json");
   o.new_tokens = a.i64("new-tokens", 0);
   o.threads = static_cast<int>(a.i64("threads", 1));
@@ -321,7 +254,7 @@ int cmd_generate(int argc, char** argv) {
          "cache would not fit");
   a.flag("out", "", "write output_ids [B, S + new] (I64 safetensors)");
   a.flag("report", "", "write the run's numbers (throughput, per-rank cache and bytes) as JSON");
-  device_flags(a);
+  runtime_flags(a, false);
   a.flag("dump-logits", "",
          "write the logits behind every generated token, logits [new, B, V] (F32 safetensors)");
   a.boolean("quiet", "print nothing but errors");
@@ -348,7 +281,8 @@ int cmd_generate(int argc, char** argv) {
   o.out = a.str("out");
   o.report = a.str("report");
   o.quiet = a.on("quiet");
-  device_options(a, o.par);
+  runtime_options(a, o.par, false);
+  device_hooks(o.par);
   return infer::run_generate(o);
 }
 

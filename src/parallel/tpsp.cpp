@@ -1,5 +1,29 @@
-// TP(T) + SP(Σ): see tpsp.h for the schedule. Everything here is exact (same sums as one device,
-// up to float rounding); reductions run in the communicator's fixed order.
+// The Megatron-style baselines on a T×Σ mesh (tsp-spec §9): TP(T) inside groups of T consecutive
+// ranks, context-parallel SP(Σ) across them; TP alone is Σ = 1, SP alone T = 1.
+//
+// Weights: TP rank t owns exactly what TSP rank t owns at D = T (q/k/v rows and W_o columns of
+// head group t, intermediate slice t, vocabulary rows t), so the packed TspParams, the optimizer
+// state and the checkpoint slices are shared with TSP; the Σ ranks of an SP group hold the same
+// shards. Tokens: each SP rank holds its zigzag share (B·S/Σ rows); with Megatron sequence
+// parallelism (the default) the residual stream is split once more over the T ranks (contiguous
+// row blocks), otherwise it is replicated over them.
+//
+// One block, rows Tl = B·S/(Σ·T) with sequence parallelism (Ts = B·S/Σ without):
+//
+//   x[Tl] ─norm─▶ y[Tl] ─all-gather(tp)─▶ Y[Ts] ─q,k,v (head group t)─▶ k,v ─all-gather(sp)─▶ K,V
+//        flash(q; K, V) ─▶ o·W_o,tᵀ = P[Ts] (partial over t) ─reduce-scatter(tp)─▶ x[Tl] +=
+//   x[Tl] ─norm─▶ ─all-gather(tp)─▶ gate/up slice t ─▶ down slice t ─reduce-scatter(tp)─▶ x +=
+//
+// Plain TP (--tp-sequence-parallel off) replaces both all-gathers by nothing and both
+// reduce-scatters by all-reduces. Backward mirrors it: all-gather(tp) of the output gradient,
+// re-gather K/V (sp), reduce-scatter dK/dV (sp), reduce-scatter (or all-reduce) of the input
+// gradient; each layer's weight gradients are all-reduced over sp (fixed order). Embedding:
+// vocabulary-parallel lookup + reduce-scatter (all-reduce). LM head: all-gather of the final
+// hidden (sequence parallel), logits for the local vocabulary rows in token chunks with online
+// log-sum-exp, the (max, sum, target logit) triples all-gathered over tp and merged in rank order.
+//
+// Everything here is exact (same sums as one device, up to float rounding); reductions run in the
+// communicator's fixed order.
 #include "parallel/tpsp.h"
 
 #include <algorithm>
@@ -193,7 +217,7 @@ void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* 
       a->lse[b] = std::move(lse);
     }
   }
-  reduce_into(P, x, Traffic::acts);
+  exit_fwd(P, x, Traffic::acts);
 }
 
 // Backward per bucket b, in the order B(b) C(b−1) dq(b) (as TSP's units, tsp_attention.cpp): the
@@ -259,7 +283,7 @@ void TpSpEngine::mlp_fwd(const TspLayer& W, const Tensor& Y2, Tensor& x, Acts* a
     a->g = std::move(g);
     a->u = std::move(u);
   }
-  reduce_into(P, x, Traffic::acts);
+  exit_fwd(P, x, Traffic::acts);
 }
 
 void TpSpEngine::mlp_bwd(const TspLayer& W, float* G, const Acts& a, const Tensor& Y2,
@@ -290,6 +314,8 @@ Tensor TpSpEngine::norm_fwd(const Tensor& x, const Tensor& w, Tensor& N, Tensor&
   Tensor n = ws({Tl, h});
   k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(w), Tl, h, cfg_.rms_norm_eps);
   N = Tensor::empty({Ts, h}, DType::f32, c);
+  // The entry region's all-gather, of the normalised rows (the block keeps them; the weighted
+  // input is recomputed from them): its backward is the enter_bwd after the GEMMs' dx.
   tp_.iallgather(F(n), F(N), bytes(Tl * h), Traffic::acts).wait();
   return reweight(N, w);
 }
@@ -319,21 +345,21 @@ void TpSpEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor
   KvGather first;  // Σ > 1: bucket 0's K/V re-gather travels during the MLP backward
   SpSum mlp_sum;   // and the MLP gradient's all-reduce during the attention backward
   {
-    Tensor dX = gather(dx, Traffic::acts, Cat::workspace);
+    Tensor dX = exit_bwd(dx, Traffic::acts, Cat::workspace);
     if (Sg_ > 1) first = kv_gather(a, 0);
     Tensor dY2 = ws0({Ts, h}), dy2 = ws0({Tl, h});
     mlp_bwd(W, F(gm), a, reweight(a.n2, W.post_norm), dX, dY2);
-    reduce_into(dY2, dy2, Traffic::acts);
+    enter_bwd(dY2, dy2, Traffic::acts);
     if (Sg_ > 1) mlp_sum = sp_sum_post(gm, G.mlp);
     k::rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2) + own, F(W.post_norm), F(a.rstd2),
                           Tl, h);
   }
   attn_sum_.finish();  // the layer above's attention gradient, hidden behind this MLP backward
-  Tensor dX = gather(dx, Traffic::acts, Cat::workspace);
+  Tensor dX = exit_bwd(dx, Traffic::acts, Cat::workspace);
   Tensor dY1 = ws0({Ts, h}), dy1 = ws0({Tl, h});
   attn_bwd(W, F(ga), a, reweight(a.n1, W.in_norm), dX, dY1, std::move(first));
   dX = Tensor();
-  reduce_into(dY1, dy1, Traffic::acts);
+  enter_bwd(dY1, dy1, Traffic::acts);
   k::rmsnorm_bwd<float>(F(dx), F(G.in_norm), F(dy1), F(a.n1) + own, F(W.in_norm), F(a.rstd1), Tl,
                         h);
   mlp_sum.finish();
@@ -364,13 +390,13 @@ void TpSpEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x) {
                             static_cast<int64_t>(rows.size()), h);
   if (T_ > 1) {
     x.zero();
-    reduce_into(E, x, Traffic::embed_head);
+    exit_fwd(E, x, Traffic::embed_head);
   }
 }
 
 void TpSpEngine::embed_bwd(TspParams& g, const Batch& b, const Tensor& dx) {
   const int64_t h = t_.h, Vr = t_.Vr, v0 = tr_ * Vr;
-  const Tensor dX = gather(dx, Traffic::embed_head, Cat::workspace);
+  const Tensor dX = exit_bwd(dx, Traffic::embed_head, Cat::workspace);
   Tensor target = g.embed;
   if (Sg_ > 1) target = vocab_scratch_.defined() ? vocab_scratch_ : ws0({Vr, h});
   const auto [rows, ids] = shard_rows(b, Ts_, v0, Vr);  // position order
@@ -385,7 +411,7 @@ double TpSpEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tens
   const int64_t Ts = Ts_, h = t_.h, Vr = t_.Vr, v0 = tr_ * Vr, V = cfg_.vocab_size;
   const int64_t C = block::logits_chunk(Ts, Vr);
   const int64_t* tg = b.targets.data();
-  const Tensor Y = gather(yf, Traffic::embed_head, Cat::workspace);
+  const Tensor Y = enter_fwd(yf, Traffic::embed_head, Cat::workspace);
   const float* Wv = F(p.head_or_embed());
   Tensor z = ws({C, Vr}), st = ws({3, Ts}), lse = ws({Ts});
   float *m = F(st), *l = m + Ts, *zt = l + Ts;
@@ -435,7 +461,7 @@ double TpSpEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tens
     block::head_chunk_bwd(F(z), F(dY) + r0 * h, F(Gh), F(lse) + r0, F(Y) + r0 * h, Wv, c, h, Vr, v0,
                           V, tg + r0, static_cast<float>(inv_n), true);
   }
-  reduce_into(dY, *dyf, Traffic::embed_head);
+  enter_bwd(dY, *dyf, Traffic::embed_head);
   if (Sg_ > 1) {
     if (g->head.defined())
       sp_sum_into(Gh, g->head);

@@ -1,26 +1,5 @@
-// The Megatron-style baselines on a T×Σ mesh (tsp-spec §9): TP(T) inside groups of T consecutive
-// ranks, context-parallel SP(Σ) across them; TP alone is Σ = 1, SP alone T = 1.
-//
-// Weights: TP rank t owns exactly what TSP rank t owns at D = T (q/k/v rows and W_o columns of
-// head group t, intermediate slice t, vocabulary rows t), so the packed TspParams, the optimizer
-// state and the checkpoint slices are shared with TSP; the Σ ranks of an SP group hold the same
-// shards. Tokens: each SP rank holds its zigzag share (B·S/Σ rows); with Megatron sequence
-// parallelism (the default) the residual stream is split once more over the T ranks (contiguous
-// row blocks), otherwise it is replicated over them.
-//
-// One block, rows Tl = B·S/(Σ·T) with sequence parallelism (Ts = B·S/Σ without):
-//
-//   x[Tl] ─norm─▶ y[Tl] ─all-gather(tp)─▶ Y[Ts] ─q,k,v (head group t)─▶ k,v ─all-gather(sp)─▶ K,V
-//        flash(q; K, V) ─▶ o·W_o,tᵀ = P[Ts] (partial over t) ─reduce-scatter(tp)─▶ x[Tl] +=
-//   x[Tl] ─norm─▶ ─all-gather(tp)─▶ gate/up slice t ─▶ down slice t ─reduce-scatter(tp)─▶ x +=
-//
-// Plain TP (--tp-sequence-parallel off) replaces both all-gathers by nothing and both
-// reduce-scatters by all-reduces. Backward mirrors it: all-gather(tp) of the output gradient,
-// re-gather K/V (sp), reduce-scatter dK/dV (sp), reduce-scatter (or all-reduce) of the input
-// gradient; each layer's weight gradients are all-reduced over sp (fixed order). Embedding:
-// vocabulary-parallel lookup + reduce-scatter (all-reduce). LM head: all-gather of the final
-// hidden (sequence parallel), logits for the local vocabulary rows in token chunks with online
-// log-sum-exp, the (max, sum, target logit) triples all-gathered over tp and merged in rank order.
+// The Megatron-style baselines on a T×Σ mesh (tsp-spec §9): TP inside groups of T consecutive
+// ranks, context-parallel SP across them. The schedule and its diagram: tpsp.cpp.
 #pragma once
 #include <vector>
 
@@ -60,8 +39,21 @@ class TpSpEngine : public ShardedSchedule {
                                         int64_t kw) const;
   // rows this rank reports the loss of: [own0, own0 + own_n)
   std::pair<int64_t, int64_t> owned_rows() const;
-  // TP activation traffic: [Tl] -> [Ts] (identity without sequence parallelism), and the sum of
-  // the partial [Ts] over tp added into this rank's rows [Tl].
+  // TP's activation collectives as forward/backward pairs (Megatron-Core's regions): each region
+  // names both directions, so a backward cannot be paired with the wrong collective.
+  //   enter  into a column-parallel GEMM (q/k/v, gate/up, the LM head), rows [Tl] -> [Ts]:
+  //          fwd  all-gather over tp (gather_from_sequence_parallel_region; identity without SP)
+  //          bwd  the input gradient's partial sums [Ts] reduce-scattered into [Tl] and added
+  //               (reduce_scatter_to_sequence_parallel_region; all-reduce without SP)
+  //   exit   out of a row-parallel GEMM (W_o, W_down, the vocabulary-parallel embedding):
+  //          fwd  the partial output [Ts] reduce-scattered into [Tl] and added (all-reduce)
+  //          bwd  the output gradient all-gathered [Tl] -> [Ts] (identity without SP)
+  Tensor enter_fwd(const Tensor& x, Traffic t, Cat c) { return gather(x, t, c); }
+  void enter_bwd(Tensor& partial, Tensor& dx, Traffic t) { reduce_into(partial, dx, t); }
+  void exit_fwd(Tensor& partial, Tensor& x, Traffic t) { reduce_into(partial, x, t); }
+  Tensor exit_bwd(const Tensor& dx, Traffic t, Cat c) { return gather(dx, t, c); }
+  // The two collectives behind them: [Tl] -> [Ts], and the sum over tp of a partial [Ts] added
+  // into this rank's rows [Tl].
   Tensor gather(const Tensor& x, Traffic t, Cat c);
   void reduce_into(Tensor& partial, Tensor& x, Traffic t);
 

@@ -17,6 +17,23 @@
 // flash backward gives dq (local) and dK, dV for all D·T keys; reduce-scatter dK, dV (kv) so each
 // rank gets the sum for its own tokens; undo RoPE; dy1 += [dq dk dv]·[W_q;W_k;W_v]_j; the partial
 // weight gradient of group j (from this rank's tokens) is reduced to owner j (grads).
+//
+// Backward pipeline over units u = (group j, bucket b), three stages each:
+//   B1(u)  dO = dy·W_o; dW_o += dyᵀ·o
+//   B2(u)  wait K/V of u, post the K/V all-gather of u+1; flash backward; post dK/dV's
+//          reduce-scatter of u
+//   C(u)   wait dK/dV of u; RoPE⁻¹ dk; dW_k, dW_v, dy1 (ProjBwd), then dq(u): RoPE⁻¹, dW_q, dy1
+//
+//   [MLP ring, last step: post gather(0), packets 0 and 1]                  (attn_bwd_prefetch)
+//   B1(0) B2(0) dq(0) | B1(1) B2(1) C(0) dq(1) | B1(2) B2(2) C(1) dq(2) | … | C(U−1)
+//           └─ flash(0) runs with gather(1) in flight; flash(1) with gather(2) and
+//              reduce-scatter(0)
+//   packets: j+1 posted when group j starts (three buffers); group j's gradient reduced to owner j
+//   after its last C, waited when group j+2 needs the buffer; the layer's last reduce stays in
+//   flight into the next layer's MLP backward (AttnTail)
+//
+// dy1 receives dk(u−1), dv(u−1), dq(u), dk(u), … in the order of the unpipelined schedule, so
+// results are bitwise those of --no-overlap.
 #include <cmath>
 
 #include "core/trace.h"
@@ -190,18 +207,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
   const int64_t P = t_.attn_size();
-  // Pipeline over units u = (group j, bucket b), each in three stages:
-  //   B1(u)  dO = dy·W_o; dW_o += dyᵀ·o
-  //   B2(u)  wait K/V of u, post the K/V all-gather of u+1; flash backward; post the
-  //          reduce-scatter of dK, dV
-  //   C(u−1) wait dK, dV of u−1; RoPE⁻¹; dW_k, dW_v, dy1; then dq of u: RoPE⁻¹, dW_q, dy1
-  // in the order B1(u) B2(u) C(u−1) dq(u): the gather of u+1 and the reduce-scatter of u−1 are
-  // in flight during the flash backward of u, the layer's largest compute (dy1 accumulates in
-  // the same order as without the pipeline, so results do not change). Unit 0's gather, packets
-  // 0 and 1 (FSDP+SP: the layer's gather) were posted during the MLP ring's last step
-  // (attn_bwd_prefetch). TSP: packet j+1 is broadcast when group j starts (three packet buffers:
-  // group j−1's stays until its C stage), and group j's partial gradient is reduced to its owner
-  // while group j+1 computes (two partial buffers; the owner adds it when it has arrived).
+  // The pipeline B1 B2 C over units: the diagram at the top of this file.
   // FSDP+SP: all partials kept and reduce-scattered to the owners at the end.
   const bool fsdp = o_.fsdp;
   if (!st.posted()) st = attn_bwd_prefetch(W, a, kept != nullptr);

@@ -47,18 +47,25 @@ int64_t sum_phase(const nlohmann::json& per_layer, const char* phase) {
 }
 }  // namespace
 
-int run_plan(const PlanOptions& o) {
-  const ModelConfig cfg = ModelConfig::load(o.config);
-  if (o.seqs.empty()) fail("origami plan: give at least one --seq");
-  if (o.layouts.empty()) fail("origami plan: give at least one --layout");
-  struct Row {
-    std::string layout;
-    int64_t seq;
-    Result r;
-    std::string error;  // with --new-tokens: why training cannot run this (layout, S)
-  };
+namespace {
+
+struct Row {
+  std::string layout;
+  int64_t seq;
+  Result r;
+  std::string error;  // with --new-tokens: why training cannot run this (layout, S)
+};
+const char* dtype_name(const PlanOptions& o) {
+  return o.dtype == Dtype::f32 ? "fp32" : "bf16";
+}
+const char* recompute_name(const PlanOptions& o) {
+  return o.recompute == Recompute::full ? "full" : "none";
+}
+
+// One dry run per (layout, TP sequence-parallel setting, S); `names` gets one name per line.
+std::vector<Row> dry_runs(const PlanOptions& o, const ModelConfig& cfg,
+                          std::vector<std::string>& names) {
   std::vector<Row> rows;
-  std::vector<std::string> names;  // one per plotted line
   for (const std::string& ls : o.layouts) {
     const Layout L = Layout::parse(ls, -1);
     for (const bool seqp : {true, false}) {
@@ -84,139 +91,170 @@ int run_plan(const PlanOptions& o) {
       if (!(tp_axis && o.tp_sp_both)) break;
     }
   }
-  const char* dt = o.dtype == Dtype::f32 ? "fp32" : "bf16";
-  const char* rc = o.recompute == Recompute::full ? "full" : "none";
-  if (o.json) {
-    nlohmann::json out = nlohmann::json::array();
-    for (const auto& row : rows) {
-      nlohmann::json j;
-      if (row.error.empty()) {
-        j = row.r.to_json();
-        const auto cats = j["comm_bytes_per_layer"];
-        j["comm_bytes_per_layer_by_category"] = cats;
-        j["comm_bytes_per_layer"] = {{"fwd", sum_phase(cats, "fwd")},
-                                     {"recompute", sum_phase(cats, "recompute")},
-                                     {"bwd", sum_phase(cats, "bwd")}};
-        if (o.device_gib > 0)
-          j["fits"] = static_cast<double>(row.r.total) <= o.device_gib * (1 << 30);
-      } else {
-        j["training_error"] = row.error;
-      }
-      j["layout"] = row.layout;
-      j["seq"] = row.seq;
-      j["micro_batch"] = o.micro_batch;
-      j["dtype"] = dt;
-      j["recompute"] = rc;
-      j["world_size"] = world(row.layout);
-      if (o.new_tokens > 0) {
-        const InferRow ir =
-            infer_row(cfg, row.layout, o.micro_batch, row.seq, o.new_tokens, o.dtype);
-        if (ir.ok)
-          j["inference"] = {{"new_tokens", o.new_tokens},
-                            {"weights_bytes", ir.weights},
-                            {"kv_cache_bytes", ir.cache},
-                            {"decode_step_bytes", ir.step}};
-      }
-      out.push_back(j);
+  return rows;
+}
+
+void print_json(const PlanOptions& o, const ModelConfig& cfg, const std::vector<Row>& rows) {
+  const char* dt = dtype_name(o);
+  const char* rc = recompute_name(o);
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& row : rows) {
+    nlohmann::json j;
+    if (row.error.empty()) {
+      j = row.r.to_json();
+      const auto cats = j["comm_bytes_per_layer"];
+      j["comm_bytes_per_layer_by_category"] = cats;
+      j["comm_bytes_per_layer"] = {{"fwd", sum_phase(cats, "fwd")},
+                                   {"recompute", sum_phase(cats, "recompute")},
+                                   {"bwd", sum_phase(cats, "bwd")}};
+      if (o.device_gib > 0)
+        j["fits"] = static_cast<double>(row.r.total) <= o.device_gib * (1 << 30);
+    } else {
+      j["training_error"] = row.error;
     }
-    std::printf("%s\n", out.dump(1).c_str());
-  } else {
-    std::printf(
-        "origami plan: %s (%.2fB parameters), micro-batch %lld per replica, %s%s, "
-        "--recompute %s; per rank, GiB (worst rank); bytes per layer and micro-step\n",
-        o.config.c_str(), static_cast<double>(cfg.num_params()) / 1e9,
-        static_cast<long long>(o.micro_batch), dt,
-        o.dtype == Dtype::bf16 ? " (AdamW moments and master weights fp32)" : "", rc);
-    for (int64_t S : o.seqs) {
-      std::printf("\nS = %lld\n", static_cast<long long>(S));
-      std::printf("%-18s %5s %8s %8s %9s %11s %9s %8s %8s %10s %10s %10s%s\n", "layout", "ranks",
-                  "weights", "grads", "optimizer", "activations", "workspace", "comm", "total",
-                  "fwd GiB/l", "rec GiB/l", "bwd GiB/l", o.device_gib > 0 ? "  fits" : "");
-      for (const auto& row : rows) {
-        if (row.seq != S) continue;
-        if (!row.error.empty()) {
-          std::printf("%-18s %5d (training: %s)\n", row.layout.c_str(), world(row.layout),
-                      row.error.c_str());
-          continue;
-        }
-        const auto& p = row.r.peak;
-        const auto& cl = row.r.comm_per_layer;
-        std::printf("%-18s %5d %8s %8s %9s %11s %9s %8s %8s %10s %10s %10s%s\n", row.layout.c_str(),
-                    world(row.layout), gib(p[0]).c_str(), gib(p[1]).c_str(), gib(p[2]).c_str(),
-                    gib(p[3]).c_str(), gib(p[4]).c_str(), gib(p[5]).c_str(),
-                    gib(row.r.total).c_str(), gib(sum_phase(cl, "fwd")).c_str(),
-                    gib(sum_phase(cl, "recompute")).c_str(), gib(sum_phase(cl, "bwd")).c_str(),
-                    o.device_gib <= 0                                              ? ""
-                    : static_cast<double>(row.r.total) <= o.device_gib * (1 << 30) ? "  yes"
-                                                                                   : "  no");
-      }
-    }
+    j["layout"] = row.layout;
+    j["seq"] = row.seq;
+    j["micro_batch"] = o.micro_batch;
+    j["dtype"] = dt;
+    j["recompute"] = rc;
+    j["world_size"] = world(row.layout);
     if (o.new_tokens > 0) {
-      std::printf(
-          "\nInference (origami generate): a prompt of S tokens, %lld new, batch %lld; per rank: "
-          "weights kept, KV cache, bytes received per decode step (tsp: the rank caching the new "
-          "position)\n",
-          static_cast<long long>(o.new_tokens), static_cast<long long>(o.micro_batch));
-      for (int64_t S : o.seqs) {
-        std::printf("\nS = %lld\n%-18s %5s %12s %12s %12s %18s\n", static_cast<long long>(S),
-                    "layout", "ranks", "weights GiB", "KV GiB", "total GiB", "decode KiB/step");
-        for (const auto& row : rows) {
-          if (row.seq != S || row.layout.find(' ') != std::string::npos) continue;
-          const InferRow ir = infer_row(cfg, row.layout, o.micro_batch, S, o.new_tokens, o.dtype);
-          if (!ir.ok) {
-            std::printf("%-18s %5d %12s\n", row.layout.c_str(), world(row.layout),
-                        "(no inference for this layout)");
-            continue;
-          }
-          std::printf("%-18s %5d %12s %12s %12s %18.1f\n", row.layout.c_str(), world(row.layout),
-                      gib(ir.weights).c_str(), gib(ir.cache).c_str(),
-                      gib(ir.weights + ir.cache).c_str(), static_cast<double>(ir.step) / 1024);
-        }
+      const InferRow ir = infer_row(cfg, row.layout, o.micro_batch, row.seq, o.new_tokens, o.dtype);
+      if (ir.ok)
+        j["inference"] = {{"new_tokens", o.new_tokens},
+                          {"weights_bytes", ir.weights},
+                          {"kv_cache_bytes", ir.cache},
+                          {"decode_step_bytes", ir.step}};
+    }
+    out.push_back(j);
+  }
+  std::printf("%s\n", out.dump(1).c_str());
+}
+
+void print_tables(const PlanOptions& o, const ModelConfig& cfg, const std::vector<Row>& rows) {
+  const char* dt = dtype_name(o);
+  const char* rc = recompute_name(o);
+  std::printf(
+      "origami plan: %s (%.2fB parameters), micro-batch %lld per replica, %s%s, "
+      "--recompute %s; per rank, GiB (worst rank); bytes per layer and micro-step\n",
+      o.config.c_str(), static_cast<double>(cfg.num_params()) / 1e9,
+      static_cast<long long>(o.micro_batch), dt,
+      o.dtype == Dtype::bf16 ? " (AdamW moments and master weights fp32)" : "", rc);
+  for (int64_t S : o.seqs) {
+    std::printf("\nS = %lld\n", static_cast<long long>(S));
+    std::printf("%-18s %5s %8s %8s %9s %11s %9s %8s %8s %10s %10s %10s%s\n", "layout", "ranks",
+                "weights", "grads", "optimizer", "activations", "workspace", "comm", "total",
+                "fwd GiB/l", "rec GiB/l", "bwd GiB/l", o.device_gib > 0 ? "  fits" : "");
+    for (const auto& row : rows) {
+      if (row.seq != S) continue;
+      if (!row.error.empty()) {
+        std::printf("%-18s %5d (training: %s)\n", row.layout.c_str(), world(row.layout),
+                    row.error.c_str());
+        continue;
       }
+      const auto& p = row.r.peak;
+      const auto& cl = row.r.comm_per_layer;
+      std::printf("%-18s %5d %8s %8s %9s %11s %9s %8s %8s %10s %10s %10s%s\n", row.layout.c_str(),
+                  world(row.layout), gib(p[0]).c_str(), gib(p[1]).c_str(), gib(p[2]).c_str(),
+                  gib(p[3]).c_str(), gib(p[4]).c_str(), gib(p[5]).c_str(), gib(row.r.total).c_str(),
+                  gib(sum_phase(cl, "fwd")).c_str(), gib(sum_phase(cl, "recompute")).c_str(),
+                  gib(sum_phase(cl, "bwd")).c_str(),
+                  o.device_gib <= 0                                              ? ""
+                  : static_cast<double>(row.r.total) <= o.device_gib * (1 << 30) ? "  yes"
+                                                                                 : "  no");
     }
-    // tsp-spec §7: TSP against TP, every term ×f (W = one layer's weights, K = 2BSh/g).
-    const double h = static_cast<double>(cfg.hidden_size);
-    const double g = static_cast<double>(cfg.num_attention_heads) / cfg.num_key_value_heads;
-    const double F = static_cast<double>(cfg.intermediate_size) / h;
-    const double Wh = (2 + 2 / g + 3 * F) * h;  // W / h
-    const double Wah = (2 + 2 / g) * h;
-    std::printf(
-        "\nTSP moves fewer bytes than TP (tsp-spec §7) above these tokens per micro-batch (B·S):\n"
-        "  forward only                               %.0f  (W + K < 4BSh)\n"
-        "  training step, --recompute none            %.0f  (3W + 3K < 8BSh)\n"
-        "  training step, --recompute full            %.0f  (4W + 4K < 12BSh)\n"
-        "  training step, full + --keep-attn-weights  %.0f  (4W - W_a + 4K < 12BSh)\n"
-        "  ... + --fused-mlp-recompute                %.0f  (3W + 4K < 12BSh)\n",
-        Wh / (4 - 2 / g), 3 * Wh / (8 - 6 / g), 4 * Wh / (12 - 8 / g),
-        (4 * Wh - Wah) / (12 - 8 / g), 3 * Wh / (12 - 8 / g));
   }
-  if (!o.plot.empty()) {
-    const std::string dat = o.plot + ".dat", gp = o.plot + ".gp";
-    std::ofstream d(dat);
-    for (const std::string& name : names) {
-      d << "\"" << name << "\"\n";
-      for (const auto& row : rows)
-        if (row.layout == name && row.error.empty())
-          d << row.seq << " " << static_cast<double>(row.r.total) / (1 << 30) << "\n";
-      d << "\n\n";
+}
+
+void print_inference(const PlanOptions& o, const ModelConfig& cfg, const std::vector<Row>& rows) {
+  std::printf(
+      "\nInference (origami generate): a prompt of S tokens, %lld new, batch %lld; per rank: "
+      "weights kept, KV cache, bytes received per decode step (tsp: the rank caching the new "
+      "position)\n",
+      static_cast<long long>(o.new_tokens), static_cast<long long>(o.micro_batch));
+  for (int64_t S : o.seqs) {
+    std::printf("\nS = %lld\n%-18s %5s %12s %12s %12s %18s\n", static_cast<long long>(S), "layout",
+                "ranks", "weights GiB", "KV GiB", "total GiB", "decode KiB/step");
+    for (const auto& row : rows) {
+      if (row.seq != S || row.layout.find(' ') != std::string::npos) continue;
+      const InferRow ir = infer_row(cfg, row.layout, o.micro_batch, S, o.new_tokens, o.dtype);
+      if (!ir.ok) {
+        std::printf("%-18s %5d %12s\n", row.layout.c_str(), world(row.layout),
+                    "(no inference for this layout)");
+        continue;
+      }
+      std::printf("%-18s %5d %12s %12s %12s %18.1f\n", row.layout.c_str(), world(row.layout),
+                  gib(ir.weights).c_str(), gib(ir.cache).c_str(),
+                  gib(ir.weights + ir.cache).c_str(), static_cast<double>(ir.step) / 1024);
     }
-    d.close();
-    std::ofstream g(gp);
-    g << "set terminal pngcairo size 1000,560 noenhanced\nset output '" << o.plot << "'\n"
-      << "set logscale x 2\nset xlabel 'sequence length S'\nset ylabel 'predicted peak per rank "
-      << "(GiB)'\nset key outside right\nset grid\nset title '" << o.config << ", " << dt
-      << ", --recompute " << rc << ", micro-batch " << o.micro_batch << "'\n";
-    if (o.device_gib > 0)
-      g << "set arrow from graph 0, first " << o.device_gib << " to graph 1, first " << o.device_gib
-        << " nohead dt 2\n";
-    g << "plot for [i=0:" << names.size() - 1 << "] '" << dat
-      << "' index i using 1:2 with linespoints title columnheader(1)\n";
-    g.close();
-    if (std::system(("gnuplot " + gp).c_str()) != 0) fail("gnuplot failed on ", gp);
-    std::remove(dat.c_str());
-    std::remove(gp.c_str());
-    if (!o.json) std::printf("\nplot: %s\n", o.plot.c_str());
   }
+}
+
+void print_crossovers(const ModelConfig& cfg) {
+  // tsp-spec §7: TSP against TP, every term ×f (W = one layer's weights, K = 2BSh/g).
+  const double h = static_cast<double>(cfg.hidden_size);
+  const double g = static_cast<double>(cfg.num_attention_heads) / cfg.num_key_value_heads;
+  const double F = static_cast<double>(cfg.intermediate_size) / h;
+  const double Wh = (2 + 2 / g + 3 * F) * h;  // W / h
+  const double Wah = (2 + 2 / g) * h;
+  std::printf(
+      "\nTSP moves fewer bytes than TP (tsp-spec §7) above these tokens per micro-batch (B·S):\n"
+      "  forward only                               %.0f  (W + K < 4BSh)\n"
+      "  training step, --recompute none            %.0f  (3W + 3K < 8BSh)\n"
+      "  training step, --recompute full            %.0f  (4W + 4K < 12BSh)\n"
+      "  training step, full + --keep-attn-weights  %.0f  (4W - W_a + 4K < 12BSh)\n"
+      "  ... + --fused-mlp-recompute                %.0f  (3W + 4K < 12BSh)\n",
+      Wh / (4 - 2 / g), 3 * Wh / (8 - 6 / g), 4 * Wh / (12 - 8 / g), (4 * Wh - Wah) / (12 - 8 / g),
+      3 * Wh / (12 - 8 / g));
+}
+
+void write_plot(const PlanOptions& o, const std::vector<Row>& rows,
+                const std::vector<std::string>& names) {
+  const char* dt = dtype_name(o);
+  const char* rc = recompute_name(o);
+  const std::string dat = o.plot + ".dat", gp = o.plot + ".gp";
+  std::ofstream d(dat);
+  for (const std::string& name : names) {
+    d << "\"" << name << "\"\n";
+    for (const auto& row : rows)
+      if (row.layout == name && row.error.empty())
+        d << row.seq << " " << static_cast<double>(row.r.total) / (1 << 30) << "\n";
+    d << "\n\n";
+  }
+  d.close();
+  std::ofstream g(gp);
+  g << "set terminal pngcairo size 1000,560 noenhanced\nset output '" << o.plot << "'\n"
+    << "set logscale x 2\nset xlabel 'sequence length S'\nset ylabel 'predicted peak per rank "
+    << "(GiB)'\nset key outside right\nset grid\nset title '" << o.config << ", " << dt
+    << ", --recompute " << rc << ", micro-batch " << o.micro_batch << "'\n";
+  if (o.device_gib > 0)
+    g << "set arrow from graph 0, first " << o.device_gib << " to graph 1, first " << o.device_gib
+      << " nohead dt 2\n";
+  g << "plot for [i=0:" << names.size() - 1 << "] '" << dat
+    << "' index i using 1:2 with linespoints title columnheader(1)\n";
+  g.close();
+  if (std::system(("gnuplot " + gp).c_str()) != 0) fail("gnuplot failed on ", gp);
+  std::remove(dat.c_str());
+  std::remove(gp.c_str());
+  if (!o.json) std::printf("\nplot: %s\n", o.plot.c_str());
+}
+
+}  // namespace
+
+int run_plan(const PlanOptions& o) {
+  const ModelConfig cfg = ModelConfig::load(o.config);
+  if (o.seqs.empty()) fail("origami plan: give at least one --seq");
+  if (o.layouts.empty()) fail("origami plan: give at least one --layout");
+  std::vector<std::string> names;  // one per plotted line
+  const std::vector<Row> rows = dry_runs(o, cfg, names);
+  if (o.json) {
+    print_json(o, cfg, rows);
+  } else {
+    print_tables(o, cfg, rows);
+    if (o.new_tokens > 0) print_inference(o, cfg, rows);
+    print_crossovers(cfg);
+  }
+  if (!o.plot.empty()) write_plot(o, rows, names);
   return 0;
 }
 

@@ -56,237 +56,290 @@ double lr_at(const TrainOptions& o, int64_t step) {
   return min_lr + 0.5 * (o.lr - min_lr) * (1.0 + std::cos(M_PI * std::min(1.0, t)));
 }
 
-int run_train(const TrainOptions& o) {
-  const int64_t rss0 = proc_status_bytes("VmRSS");  // before the first tensor
-  const Layout layout = Layout::parse(o.par.layout, mpi_world_size());
-  const ModelConfig cfg = ModelConfig::load(o.config);
+namespace {
+
+// One `origami train` run, in named steps: the options checked, the data, the engine and its
+// starting state, the steps (each: a train_step, its time split, the progress line, evaluation,
+// checkpoint), and the report.
+class TrainRun {
+ public:
+  explicit TrainRun(const TrainOptions& o)
+      : o_(o),
+        rss0_(proc_status_bytes("VmRSS")),  // before the first tensor
+        layout_(Layout::parse(o.par.layout, mpi_world_size())),
+        cfg_(ModelConfig::load(o.config)),
+        B_(o.micro_batch),
+        S_(o.seq),
+        k_(o.grad_accum),
+        G_(layout_.dp * B_ * k_) {}
+
+  int run() {
+    check_options();
+    load_data();
+    select_device(o_.par);  // from here on new tensors live on --device
+    eng_ = make_engine(layout_, cfg_, o_.par, o_.recompute, B_, S_);
+    talk_ = !o_.quiet && eng_->rank() == 0;
+    start_ = o_.resume.empty() ? fresh_start() : resume();
+    MemTracker::get().reset_peaks();
+    MemTracker::device().reset_peaks();
+    if (!o_.trace.empty()) {
+      Trace::get().enable();
+      eng_->barrier();  // ranks start their clocks together
+      Trace::get().set_origin();
+    }
+    banner();
+    t_run_ = Clock::now();
+    for (int64_t step = start_; step < o_.steps; ++step) train(step);
+    if (start_ == o_.steps) checkpoint(start_);  // zero steps: re-export under this layout
+    report();
+    return 0;
+  }
+
+ private:
   // Global batch G = dp·k·B sequences; replica p takes [p·k·B, (p+1)·k·B) of the step's samples,
   // micro-step m the next B (tsp-spec §6).
-  const int64_t B = o.micro_batch, S = o.seq, k = o.grad_accum, G = layout.dp * B * k;
-  if (S > cfg.max_position_embeddings)
-    fail("--seq=", S, " exceeds max_position_embeddings=", cfg.max_position_embeddings, " of ",
-         o.config);
-  if (o.steps < 1) fail("--steps=", o.steps, " must be >= 1");
-  if (!(o.lr > 0)) fail("--lr=", o.lr, " must be positive");
-
-  Corpus corpus;
-  if (!o.synthetic) {
-    corpus = Corpus::load(o.data, o.tokenizer);
-    if (corpus.vocab_used() > cfg.vocab_size)
-      fail(o.config, ": vocab_size=", cfg.vocab_size,
-           " is smaller than the corpus's token ids (up to ", corpus.vocab_used() - 1, ")");
-    if (corpus.train_size() <= S + 1 || corpus.eval_windows(S) < 1)
-      fail("--seq=", S, " is too long for the corpus (", corpus.size(), " tokens)");
+  void check_options() const {
+    if (S_ > cfg_.max_position_embeddings)
+      fail("--seq=", S_, " exceeds max_position_embeddings=", cfg_.max_position_embeddings, " of ",
+           o_.config);
+    if (o_.steps < 1) fail("--steps=", o_.steps, " must be >= 1");
+    if (!(o_.lr > 0)) fail("--lr=", o_.lr, " must be positive");
   }
-  auto make_batch = [&](int64_t first_index, bool eval) {
-    if (o.synthetic) return synthetic_batch(o.seed, first_index, B, S, cfg.vocab_size);
+
+  void load_data() {
+    if (o_.synthetic) return;
+    corpus_ = Corpus::load(o_.data, o_.tokenizer);
+    if (corpus_.vocab_used() > cfg_.vocab_size)
+      fail(o_.config, ": vocab_size=", cfg_.vocab_size,
+           " is smaller than the corpus's token ids (up to ", corpus_.vocab_used() - 1, ")");
+    if (corpus_.train_size() <= S_ + 1 || corpus_.eval_windows(S_) < 1)
+      fail("--seq=", S_, " is too long for the corpus (", corpus_.size(), " tokens)");
+  }
+
+  // B samples from global index first_index: synthetic, held-out windows, or training windows.
+  Batch make_batch(int64_t first_index, bool eval) const {
+    if (o_.synthetic) return synthetic_batch(o_.seed, first_index, B_, S_, cfg_.vocab_size);
     Batch b;
-    b.B = B;
-    b.S = S;
-    b.inputs.resize(static_cast<size_t>(B * S));
-    b.targets.resize(static_cast<size_t>(B * S));
-    for (int64_t i = 0; i < B; ++i) {
-      int64_t* in = b.inputs.data() + i * S;
-      int64_t* tg = b.targets.data() + i * S;
+    b.B = B_;
+    b.S = S_;
+    b.inputs.resize(static_cast<size_t>(B_ * S_));
+    b.targets.resize(static_cast<size_t>(B_ * S_));
+    for (int64_t i = 0; i < B_; ++i) {
+      int64_t* in = b.inputs.data() + i * S_;
+      int64_t* tg = b.targets.data() + i * S_;
       if (eval)
-        corpus.eval_sample(first_index + i, S, in, tg);
+        corpus_.eval_sample(first_index + i, S_, in, tg);
       else
-        corpus.train_sample(o.seed, first_index + i, S, in, tg);
+        corpus_.train_sample(o_.seed, first_index + i, S_, in, tg);
     }
     return b;
-  };
-
-  select_device(o.par);  // from here on new tensors live on --device
-  std::unique_ptr<Engine> eng = make_engine(layout, cfg, o.par, o.recompute, B, S);
-  const bool talk = !o.quiet && eng->rank() == 0;
-  int64_t start = 0;
-  {
-    if (!o.resume.empty()) {
-      // Each rank copies its slices straight out of the mapped checkpoint files.
-      TrainerState st = read_checkpoint(
-          o.resume, cfg, [&](const ModelParams& P, const ModelParams& M, const ModelParams& V) {
-            eng->load_state(FullState{P, M, V}, true);
-          });
-      start = st.step;
-      if (st.extra.value("seed", o.seed) != o.seed)
-        fail("--seed=", o.seed, " differs from the checkpoint's seed ", st.extra["seed"].dump());
-      struct Same {
-        const char *key, *flag;
-        int64_t value;
-      };
-      // The samples of a step depend on S and the global batch G = dp·k·B only, so any layout
-      // and any split of G into replicas, micro-steps and micro-batches may resume.
-      for (const Same& c : {Same{"seq", "--seq", S},
-                            Same{"global_batch", "the global batch dp*grad-accum*micro-batch", G}})
-        if (st.extra.contains(c.key) && st.extra[c.key].get<int64_t>() != c.value)
-          fail(c.flag, "=", c.value, " differs from the checkpoint's ", c.key, "=",
-               st.extra[c.key].get<int64_t>(), ": the resumed run would read different samples");
-      if (start > o.steps)
-        fail("--steps=", o.steps, " but the checkpoint is already at step ", start);
-      if (start == o.steps && o.save_dir.empty())
-        fail("--steps=", o.steps,
-             " equals the checkpoint's step: nothing to do (add --save-dir to "
-             "re-export the checkpoint under this layout)");
-      if (talk)
-        std::printf("resumed from %s (written under %s) at step %lld\n", o.resume.c_str(),
-                    st.extra.value("layout", std::string("?")).c_str(),
-                    static_cast<long long>(start));
-    } else {
-      // A fresh start materialises the full model once on every rank (layout-independent init).
-      FullState init{ModelParams::zeros_host(cfg, Cat::workspace), ModelParams(), ModelParams()};
-      if (!o.init_weights.empty())
-        load_params(init.params, SafeTensorsReader(o.init_weights));
-      else
-        init_params(init.params, o.seed);
-      eng->load_state(init, false);
-      eng->init_moments();
-    }
   }
-  MemTracker::get().reset_peaks();
-  MemTracker::device().reset_peaks();
 
-  cpu::AdamW hp{0.0, o.beta1, o.beta2, 1e-8, o.weight_decay};
-  std::vector<double> losses, step_times, grad_norms, t_compute, t_exposed, t_skew;
-  if (!o.trace.empty()) {
-    Trace::get().enable();
-    eng->barrier();  // ranks start their clocks together
-    Trace::get().set_origin();
+  // A fresh start materialises the full model once on every rank (layout-independent init).
+  int64_t fresh_start() {
+    FullState init{ModelParams::zeros_host(cfg_, Cat::workspace), ModelParams(), ModelParams()};
+    if (!o_.init_weights.empty())
+      load_params(init.params, SafeTensorsReader(o_.init_weights));
+    else
+      init_params(init.params, o_.seed);
+    eng_->load_state(init, false);
+    eng_->init_moments();
+    return 0;
   }
-  nlohmann::json evals = nlohmann::json::array();
-  // Held-out set: eval_batches batches of dp·B windows, each replica evaluating its B, so every
-  // layout with the same global micro-batch evaluates the same windows.
-  auto evaluate = [&]() {
-    double sum = 0;
-    int64_t n = 0;
-    for (int64_t j = 0; j < o.eval_batches; ++j) {
-      Batch b = make_batch((j * layout.dp + eng->dp_rank()) * B, true);
-      sum += eng->eval_sum(b);
-      n += eng->global_targets({b});
-    }
-    return n ? sum / static_cast<double>(n) : 0.0;
-  };
-  auto checkpoint = [&](int64_t steps_done) {
-    TrainerState st;
-    st.step = steps_done;
-    st.consumed_samples = steps_done * G;
-    st.extra = {{"seed", o.seed},
-                {"config", cfg.to_json()},
-                {"layout", eng->layout()},
-                {"lr_schedule",
-                 {{"lr", o.lr},
-                  {"min_lr", o.min_lr >= 0 ? o.min_lr : o.lr * 0.1},
-                  {"warmup", warmup_steps(o)},
-                  {"steps", o.steps},
-                  {"kind", "cosine"}}},
-                {"micro_batch", B},
-                {"grad_accum", k},
-                {"global_batch", G},
-                {"seq", S}};
-    eng->save_checkpoint(o.save_dir, st);
-    if (talk)
-      std::printf("saved checkpoint %s/step_%lld\n", o.save_dir.c_str(),
-                  static_cast<long long>(steps_done));
-  };
 
-  if (talk)
+  // Each rank copies its slices straight out of the mapped checkpoint files.
+  int64_t resume() {
+    TrainerState st = read_checkpoint(
+        o_.resume, cfg_, [&](const ModelParams& P, const ModelParams& M, const ModelParams& V) {
+          eng_->load_state(FullState{P, M, V}, true);
+        });
+    const int64_t start = st.step;
+    if (st.extra.value("seed", o_.seed) != o_.seed)
+      fail("--seed=", o_.seed, " differs from the checkpoint's seed ", st.extra["seed"].dump());
+    struct Same {
+      const char *key, *flag;
+      int64_t value;
+    };
+    // The samples of a step depend on S and the global batch G = dp·k·B only, so any layout
+    // and any split of G into replicas, micro-steps and micro-batches may resume.
+    for (const Same& c : {Same{"seq", "--seq", S_},
+                          Same{"global_batch", "the global batch dp*grad-accum*micro-batch", G_}})
+      if (st.extra.contains(c.key) && st.extra[c.key].get<int64_t>() != c.value)
+        fail(c.flag, "=", c.value, " differs from the checkpoint's ", c.key, "=",
+             st.extra[c.key].get<int64_t>(), ": the resumed run would read different samples");
+    if (start > o_.steps)
+      fail("--steps=", o_.steps, " but the checkpoint is already at step ", start);
+    if (start == o_.steps && o_.save_dir.empty())
+      fail("--steps=", o_.steps,
+           " equals the checkpoint's step: nothing to do (add --save-dir to "
+           "re-export the checkpoint under this layout)");
+    if (talk_)
+      std::printf("resumed from %s (written under %s) at step %lld\n", o_.resume.c_str(),
+                  st.extra.value("layout", std::string("?")).c_str(),
+                  static_cast<long long>(start));
+    return start;
+  }
+
+  void banner() const {
+    if (!talk_) return;
     std::printf(
         "origami train: %s (%.1fM params), layout %s, S=%lld, batch %lld x %lld accum = %lld "
         "seqs/step, %s, %d threads/rank\n",
-        o.config.c_str(), cfg.num_params() / 1e6, eng->layout().c_str(), static_cast<long long>(S),
-        static_cast<long long>(B), static_cast<long long>(k), static_cast<long long>(G),
-        o.synthetic ? "synthetic tokens" : "corpus", omp_get_max_threads());
-  const auto t_run = Clock::now();
-  for (int64_t step = start; step < o.steps; ++step) {
+        o_.config.c_str(), cfg_.num_params() / 1e6, eng_->layout().c_str(),
+        static_cast<long long>(S_), static_cast<long long>(B_), static_cast<long long>(k_),
+        static_cast<long long>(G_), o_.synthetic ? "synthetic tokens" : "corpus",
+        omp_get_max_threads());
+  }
+
+  // One optimizer step and what follows it. Time: exposed communication = blocked in waits; skew
+  // = waiting for the slowest rank at the step's end; compute = the rest.
+  void train(int64_t step) {
     const auto t0 = Clock::now();
     const double blocked0 = comm_blocked_seconds();
     TraceSpan step_span(std::string("step ").append(std::to_string(step + 1)));
     std::vector<Batch> micro;
-    for (int64_t j = 0; j < k; ++j)
-      micro.push_back(make_batch(step * G + eng->dp_rank() * k * B + j * B, false));
-    hp.lr = lr_at(o, step);
-    const StepResult sr = train_step(*eng, micro, hp, o.clip, step);
-    const double loss = sr.loss, gnorm = sr.grad_norm;
-    // Time: exposed communication = blocked in waits; skew = waiting for the slowest rank at the
-    // step's end; compute = the rest.
+    for (int64_t j = 0; j < k_; ++j)
+      micro.push_back(make_batch(step * G_ + eng_->dp_rank() * k_ * B_ + j * B_, false));
+    cpu::AdamW hp{lr_at(o_, step), o_.beta1, o_.beta2, 1e-8, o_.weight_decay};
+    const StepResult sr = train_step(*eng_, micro, hp, o_.clip, step);
     const double exposed = comm_blocked_seconds() - blocked0;
     const auto tb = Clock::now();
     {
       TraceSpan span("skew (barrier)");
-      eng->barrier();
+      eng_->barrier();
     }
     const double dt = secs(t0, Clock::now()), skew = secs(tb, Clock::now());
-    t_exposed.push_back(exposed);
-    t_skew.push_back(skew);
-    t_compute.push_back(dt - exposed - skew);
-    losses.push_back(loss);
-    grad_norms.push_back(gnorm);
-    step_times.push_back(dt);
-    const bool last = step + 1 == o.steps;
-    if (talk && (o.log_every > 0 && ((step + 1) % o.log_every == 0 || last))) {
-      const double el = secs(t_run, Clock::now());
-      const double eta =
-          el / static_cast<double>(step + 1 - start) * static_cast<double>(o.steps - step - 1);
-      std::printf(
-          "step %lld/%lld | loss %.6f | lr %.2e | gnorm %.3f | %.0f tok/s | %.3f s/step | "
-          "comm exposed %.0f%% | %smem %s | eta %s\n",
-          static_cast<long long>(step + 1), static_cast<long long>(o.steps), loss, hp.lr, gnorm,
-          static_cast<double>(G * S) / dt, dt, 100.0 * exposed / dt,
-          device_ops() ? "device " : "",  // the tensors' memory: the device's when selected
-          format_bytes((device_ops() ? MemTracker::device() : MemTracker::get()).stats().total_peak)
-              .c_str(),
-          fmt_eta(eta).c_str());
-      std::fflush(stdout);
-    }
-    if (!o.synthetic && o.eval_every > 0 && ((step + 1) % o.eval_every == 0 || last)) {
+    t_exposed_.push_back(exposed);
+    t_skew_.push_back(skew);
+    t_compute_.push_back(dt - exposed - skew);
+    losses_.push_back(sr.loss);
+    grad_norms_.push_back(sr.grad_norm);
+    step_times_.push_back(dt);
+    const bool last = step + 1 == o_.steps;
+    if (talk_ && (o_.log_every > 0 && ((step + 1) % o_.log_every == 0 || last)))
+      progress(step, sr, hp.lr, dt, exposed);
+    if (!o_.synthetic && o_.eval_every > 0 && ((step + 1) % o_.eval_every == 0 || last)) {
       const double el = evaluate();
-      evals.push_back({{"step", step + 1}, {"loss", el}});
-      if (talk)
+      evals_.push_back({{"step", step + 1}, {"loss", el}});
+      if (talk_)
         std::printf("eval step %lld | held-out loss %.6f\n", static_cast<long long>(step + 1), el);
     }
-    if (!o.save_dir.empty() && ((o.save_every > 0 && (step + 1) % o.save_every == 0) || last))
+    if (!o_.save_dir.empty() && ((o_.save_every > 0 && (step + 1) % o_.save_every == 0) || last))
       checkpoint(step + 1);
   }
-  if (start == o.steps) checkpoint(start);  // zero steps: re-export under this layout
-  RunSummary sum;
-  sum.layout = eng->layout();
-  sum.world_size = eng->world();
-  sum.config = cfg.to_json();
-  sum.seq = S;
-  sum.micro_batch = B;
-  sum.grad_accum = k;
-  sum.steps = o.steps - start;
-  sum.tokens_per_step = G * S;
-  sum.losses = losses;
-  sum.grad_norms = grad_norms;
-  sum.step_times = step_times;
-  sum.eval = evals;
-  const MemStats mem = MemTracker::get().stats();
-  nlohmann::json me = eng->rank_report();
-  me["rank"] = eng->rank();
-  me["peak_bytes"] = peak_json(mem);
-  if (device_ops()) me["device_peak_bytes"] = peak_json(MemTracker::device().stats());
-  me["rss_bytes"] = {{"baseline", rss0}, {"peak", proc_status_bytes("VmHWM")}};
-  const double tmed = step_median(step_times);  // without the warm-up step
-  me["time_s"] = {{"step_median", tmed},
-                  {"compute", step_median(t_compute)},
-                  {"comm_exposed", step_median(t_exposed)},
-                  {"skew", step_median(t_skew)}};
-  const auto ranks = gather_to_root(me.dump());
-  if (!o.trace.empty()) {
-    const auto tr = gather_to_root(Trace::get().events_json(eng->rank()));
-    if (eng->rank() == 0) {
-      std::string all = "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
-      for (size_t i = 0; i < tr.size(); ++i) all.append(i ? ",\n" : "").append(tr[i]);
-      write_file_atomic(o.trace, all.append("\n]}\n"));
-      if (talk) std::printf("trace: %s (open in https://ui.perfetto.dev)\n", o.trace.c_str());
+
+  void progress(int64_t step, const StepResult& sr, double lr, double dt, double exposed) const {
+    const double el = secs(t_run_, Clock::now());
+    const double eta =
+        el / static_cast<double>(step + 1 - start_) * static_cast<double>(o_.steps - step - 1);
+    std::printf(
+        "step %lld/%lld | loss %.6f | lr %.2e | gnorm %.3f | %.0f tok/s | %.3f s/step | "
+        "comm exposed %.0f%% | %smem %s | eta %s\n",
+        static_cast<long long>(step + 1), static_cast<long long>(o_.steps), sr.loss, lr,
+        sr.grad_norm, static_cast<double>(G_ * S_) / dt, dt, 100.0 * exposed / dt,
+        device_ops() ? "device " : "",  // the tensors' memory: the device's when selected
+        format_bytes((device_ops() ? MemTracker::device() : MemTracker::get()).stats().total_peak)
+            .c_str(),
+        fmt_eta(eta).c_str());
+    std::fflush(stdout);
+  }
+
+  // Held-out set: eval_batches batches of dp·B windows, each replica evaluating its B, so every
+  // layout with the same global micro-batch evaluates the same windows.
+  double evaluate() {
+    double sum = 0;
+    int64_t n = 0;
+    for (int64_t j = 0; j < o_.eval_batches; ++j) {
+      Batch b = make_batch((j * layout_.dp + eng_->dp_rank()) * B_, true);
+      sum += eng_->eval_sum(b);
+      n += eng_->global_targets({b});
     }
+    return n ? sum / static_cast<double>(n) : 0.0;
   }
-  if (talk) print_memory(ranks);
-  if (eng->rank() == 0 && !o.report.empty()) {
+
+  void checkpoint(int64_t steps_done) {
+    TrainerState st;
+    st.step = steps_done;
+    st.consumed_samples = steps_done * G_;
+    st.extra = {{"seed", o_.seed},
+                {"config", cfg_.to_json()},
+                {"layout", eng_->layout()},
+                {"lr_schedule",
+                 {{"lr", o_.lr},
+                  {"min_lr", o_.min_lr >= 0 ? o_.min_lr : o_.lr * 0.1},
+                  {"warmup", warmup_steps(o_)},
+                  {"steps", o_.steps},
+                  {"kind", "cosine"}}},
+                {"micro_batch", B_},
+                {"grad_accum", k_},
+                {"global_batch", G_},
+                {"seq", S_}};
+    eng_->save_checkpoint(o_.save_dir, st);
+    if (talk_)
+      std::printf("saved checkpoint %s/step_%lld\n", o_.save_dir.c_str(),
+                  static_cast<long long>(steps_done));
+  }
+
+  // Every rank's memory, communication and time split, gathered to rank 0: printed, written to
+  // --report; the trace of every rank to --trace.
+  void report() {
+    nlohmann::json me = eng_->rank_report();
+    me["rank"] = eng_->rank();
+    me["peak_bytes"] = peak_json(MemTracker::get().stats());
+    if (device_ops()) me["device_peak_bytes"] = peak_json(MemTracker::device().stats());
+    me["rss_bytes"] = {{"baseline", rss0_}, {"peak", proc_status_bytes("VmHWM")}};
+    me["time_s"] = {{"step_median", step_median(step_times_)},  // without the warm-up step
+                    {"compute", step_median(t_compute_)},
+                    {"comm_exposed", step_median(t_exposed_)},
+                    {"skew", step_median(t_skew_)}};
+    const auto ranks = gather_to_root(me.dump());
+    if (!o_.trace.empty()) write_trace();
+    if (talk_) print_memory(ranks);
+    if (eng_->rank() != 0 || o_.report.empty()) return;
+    RunSummary sum;
+    sum.layout = eng_->layout();
+    sum.world_size = eng_->world();
+    sum.config = cfg_.to_json();
+    sum.seq = S_;
+    sum.micro_batch = B_;
+    sum.grad_accum = k_;
+    sum.steps = o_.steps - start_;
+    sum.tokens_per_step = G_ * S_;
+    sum.losses = losses_;
+    sum.grad_norms = grad_norms_;
+    sum.step_times = step_times_;
+    sum.eval = evals_;
     for (const auto& r : ranks) sum.ranks.push_back(nlohmann::json::parse(r));
-    write_report(o.report, sum);
+    write_report(o_.report, sum);
   }
-  return 0;
+
+  void write_trace() const {
+    const auto tr = gather_to_root(Trace::get().events_json(eng_->rank()));
+    if (eng_->rank() != 0) return;
+    std::string all = "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
+    for (size_t i = 0; i < tr.size(); ++i) all.append(i ? ",\n" : "").append(tr[i]);
+    write_file_atomic(o_.trace, all.append("\n]}\n"));
+    if (talk_) std::printf("trace: %s (open in https://ui.perfetto.dev)\n", o_.trace.c_str());
+  }
+
+  const TrainOptions& o_;
+  const int64_t rss0_;
+  const Layout layout_;
+  const ModelConfig cfg_;
+  const int64_t B_, S_, k_, G_;
+  Corpus corpus_;
+  std::unique_ptr<Engine> eng_;
+  bool talk_ = false;
+  int64_t start_ = 0;
+  Clock::time_point t_run_;
+  std::vector<double> losses_, step_times_, grad_norms_, t_compute_, t_exposed_, t_skew_;
+  nlohmann::json evals_ = nlohmann::json::array();
+};
+
+}  // namespace
+
+int run_train(const TrainOptions& o) {
+  return TrainRun(o).run();
 }
 
 }  // namespace origami
