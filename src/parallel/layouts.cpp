@@ -6,6 +6,7 @@
 
 #include "comm/mesh.h"
 #include "parallel/engine.h"
+#include "parallel/fsdp_sp.h"
 #include "parallel/layout.h"
 #include "parallel/tpsp.h"
 #include "parallel/tsp.h"
@@ -29,16 +30,16 @@ void validate_folded(const Layout& L, const ModelConfig& c, const ParallelOption
                      int64_t S) {
   validate_tsp(c, L.model_degree(), S, p.attn_buckets);
 }
-template <bool Fsdp>
+// Sched: TspEngine, or FsdpSpEngine (TSP's pieces, whole layers gathered: fsdp_sp.h).
+template <class Sched>
 std::unique_ptr<Engine> folded_engine(const Layout& L, const ModelConfig& c,
                                       const ParallelOptions& p, Recompute rc, Mesh mesh) {
   const TspOptions o{.attn_buckets = p.attn_buckets,
                      .keep_attn_weights = p.keep_attn_weights,
                      .recompute = rc,
-                     .fsdp = Fsdp,
                      .fused_mlp = p.fused_mlp_recompute};
   return make_sharded_engine(c, std::move(mesh), L.text,
-                             [&](Mesh& m) { return std::make_unique<TspEngine>(c, *m.model, o); });
+                             [&](Mesh& m) { return std::make_unique<Sched>(c, *m.model, o); });
 }
 InferKind infer_tsp(const Layout&) {
   return InferKind::tsp;
@@ -89,10 +90,10 @@ const LayoutSpec kTsp{
     .keep_attn_weights = true,
     .fused_mlp_recompute = true,
     .validate = validate_folded,
-    .make_engine = folded_engine<false>,
+    .make_engine = folded_engine<TspEngine>,
     .infer = infer_tsp};
 // FSDP+SP: TSP's pieces (ownership map, token shards, K/V schedule, optimizer state, checkpoints)
-// with each layer's weights gathered whole (TspOptions::fsdp): the same volume, whole-layer
+// with each layer's weights gathered whole (FsdpSpEngine, fsdp_sp.h): the same volume, whole-layer
 // transients.
 const LayoutSpec kFsdpSp{
     .name = "fsdp_sp",
@@ -104,7 +105,7 @@ const LayoutSpec kFsdpSp{
     .keep_attn_weights = false,
     .fused_mlp_recompute = true,
     .validate = validate_folded,
-    .make_engine = folded_engine<true>,
+    .make_engine = folded_engine<FsdpSpEngine>,
     .infer = infer_none};
 const LayoutSpec kTpSp{
     .name = "tp+sp",

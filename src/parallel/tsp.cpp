@@ -47,7 +47,7 @@ void TspEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Ten
     attn_fwd(
         W, y1, x, a, keep,
         [&] {
-          if (mlp) mlp_start = (o_.fsdp ? gathered_prefetch : ring_prefetch)(comm_, mlp_spec(W));
+          if (mlp) mlp_start = mlp_prefetch(W);
         },
         start);
   }

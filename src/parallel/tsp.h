@@ -22,7 +22,6 @@ struct TspOptions {
   int attn_buckets = 1;
   bool keep_attn_weights = false;  // only with --recompute full
   Recompute recompute = Recompute::none;
-  bool fsdp = false;  // FSDP+SP: gather each layer's whole weights, reduce-scatter its gradients
   bool fused_mlp = false;  // --fused-mlp-recompute (needs recompute full)
   // (validate_options, layout.h, refuses the combinations these options cannot take)
 };
@@ -58,7 +57,10 @@ class TspEngine : public ShardedSchedule {
 
   struct Acts;  // what one block saves (per head group / bucket and per MLP shard)
 
- private:
+ protected:
+  // ---- where a layer's weights come from and how their gradients return: TSP streams shards
+  // (broadcast packets, the MLP ring); FsdpSpEngine (fsdp_sp.cpp) overrides these to gather whole
+  // layers and reduce-scatter their gradients. Everything else is shared.
   // attention (tsp_attention.cpp): y1 is the normed input; x += attention output.
   // The attention's weight packets in flight: FSDP+SP's layer gather, or TSP's broadcasts in
   // three buffers (j % 3); in the backward also unit 0's K/V gather. attn_start posts packets 0
@@ -76,13 +78,36 @@ class TspEngine : public ShardedSchedule {
   };
   // `into` (--keep-attn-weights' recompute): the packets go to (*into)[j], which the backward
   // reads; `have` (that backward): they are there already, nothing to post.
-  AttnStart attn_start(const TspLayer& W, std::vector<Tensor>* into, bool have);
-  void attn_post_packet(AttnStart& st, const TspLayer& W, int j, std::vector<Tensor>* into);
+  virtual AttnStart attn_start(const TspLayer& W, std::vector<Tensor>* into, bool have);
+  virtual void attn_post_packet(AttnStart& st, const TspLayer& W, int j, std::vector<Tensor>* into);
   AttnStart attn_bwd_prefetch(const TspLayer& W, const Acts& a, bool have);
   // Packet j of the layer being computed: FSDP+SP's gathered layer, a kept packet, the owner's
   // own parameters, or the broadcast buffer.
-  const float* packet(const AttnStart& st, const TspLayer& W, int j,
-                      const std::vector<Tensor>* kept) const;
+  virtual const float* packet(const AttnStart& st, const TspLayer& W, int j,
+                              const std::vector<Tensor>* kept) const;
+  // The attention backward's partial weight gradients, this rank's, and their way to the owners:
+  // TSP reduces group j's to owner j while later groups compute (two partial buffers), FSDP+SP
+  // reduce-scatters all of them at the end. `sum`: what the owner receives, added to its gradient
+  // when the reduce in flight (`red`) completes.
+  struct GradReturn {
+    Tensor part[2], sum;
+    Request red;
+    bool owner_pending = false;  // the reduce in flight is rooted here
+    void finish(float* own_grad);
+  };
+  virtual void grads_alloc(GradReturn& g);
+  virtual float* grad_of(GradReturn& g, int j);
+  // Before group j's first unit (b == 0) and after its last unit's C stage; after the layer.
+  virtual void group_begin(GradReturn& g, AttnStart& st, const TspLayer& W, TspLayer& G, int j,
+                           const std::vector<Tensor>* kept);
+  virtual void group_done(GradReturn& g, TspLayer& G, int j);
+  virtual void layer_done(GradReturn&) {}
+  // The MLP's weights: the ring (ring.h), FSDP+SP: the gathered layer.
+  virtual RingStart mlp_prefetch(const TspLayer& W);
+  virtual void mlp_weights_fwd(const TspLayer& W, const std::function<void(int, const float*)>& f,
+                               RingStart* start);
+  virtual void mlp_weights_bwd(const TspLayer& W, TspLayer& G,
+                               const std::function<void(int, const float*, float*)>& f);
   // The last gradient reduce of an attention backward (TSP: group D−1's partial to its owner;
   // FSDP+SP: the reduce-scatter of all partials): nothing reads the layer's gradient before the
   // optimizer, so it stays in flight through the next layer's MLP backward; the next

@@ -158,14 +158,12 @@ void TspEngine::AttnTail::finish() {
 
 const float* TspEngine::packet(const AttnStart& st, const TspLayer& W, int j,
                                const std::vector<Tensor>* kept) const {
-  return o_.fsdp ? F(st.layer) + j * t_.attn_size()
-         : kept  ? F((*kept)[j])
-                 : (j == r_ ? F(W.attn) : F(st.buf[j % 3]));
+  return kept ? F((*kept)[j]) : (j == r_ ? F(W.attn) : F(st.buf[j % 3]));
 }
 
 void TspEngine::attn_post_packet(AttnStart& st, const TspLayer& W, int j,
                                  std::vector<Tensor>* into) {
-  if (o_.fsdp || j >= D_) return;
+  if (j >= D_) return;
   const int64_t P = t_.attn_size();
   Tensor& dst = into ? (*into)[j] : st.buf[j % 3];
   if (into) {
@@ -182,11 +180,7 @@ TspEngine::AttnStart TspEngine::attn_start(const TspLayer& W, std::vector<Tensor
                                            bool have) {
   AttnStart st;
   st.preq.resize(static_cast<size_t>(D_));
-  if (o_.fsdp) {  // the whole layer's packets by one all-gather (same bytes as the D broadcasts)
-    st.layer = Tensor::empty({D_, t_.attn_size()}, DType::f32, Cat::comm);
-    st.layer_req =
-        comm_.iallgather(F(W.attn), F(st.layer), bytes(t_.attn_size()), Traffic::attn_weights);
-  } else if (!have) {
+  if (!have) {
     attn_post_packet(st, W, 0, into);
     attn_post_packet(st, W, 1, into);
   }
@@ -208,24 +202,13 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
   const int64_t P = t_.attn_size();
   // The pipeline B1 B2 C over units: the diagram at the top of this file.
-  // FSDP+SP: all partials kept and reduce-scattered to the owners at the end.
-  const bool fsdp = o_.fsdp;
   if (!st.posted()) st = attn_bwd_prefetch(W, a, kept != nullptr);
   attn_tail_.finish();  // the previous layer's last reduce, hidden behind this layer's MLP
   st.layer_req.wait();
-  Tensor part[2];  // this rank's partial dW (FSDP+SP: of every group)
-  part[0] = fsdp ? Tensor::zeros({D_, P}, DType::f32, Cat::comm)
-                 : Tensor::empty({P}, DType::f32, Cat::comm);
-  if (!fsdp && D_ > 1) part[1] = Tensor::empty({P}, DType::f32, Cat::comm);
-  Tensor sum = Tensor::empty({P}, DType::f32, Cat::comm);  // the owner's reduced gradient
-  auto grad = [&](int j) { return fsdp ? F(part[0]) + j * P : F(part[j % 2]); };
-  Request red;
-  bool owner_pending = false;  // the reduce in flight is rooted here: add `sum` when it is done
-  auto finish_reduce = [&] {
-    red.wait();
-    if (owner_pending) k::add_inplace<float>(F(G.attn), F(sum), P);
-    owner_pending = false;
-  };
+  GradReturn gr;  // this rank's partial dW and their way to the owners
+  grads_alloc(gr);
+  gr.sum = Tensor::empty({P}, DType::f32, Cat::comm);  // the owner's reduced gradient
+  auto grad = [&](int j) { return grad_of(gr, j); };
   const ProjBwd proj{comm_, pos_.data(), cos_, sin_, y1, dy1, T, h, static_cast<int>(d)};
   PendingKv pend;  // the unit between B2 and C
   auto stage_c = [&] {
@@ -239,11 +222,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
       pend.finish(proj, kw, static_cast<int>(kvb), Wk, Wv, Gk, Gv);
     }
     pend = PendingKv();
-    if (b + 1 < N || fsdp) return;
-    // group j is complete: reduce its partial to its owner
-    finish_reduce();  // group j-1's, overlapped with group j
-    red = comm_.ireduce(grad(j), F(sum), P, j, Traffic::grads);
-    owner_pending = j == r_;
+    if (b + 1 == N) group_done(gr, G, j);  // group j is complete
   };
   const int64_t U = D_ * N;
   KvGather cur = std::move(st.first);
@@ -251,12 +230,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     const int j = static_cast<int>(u / N);
     const int64_t b = u % N;
     TraceSpan span(std::string("attention bwd head group ").append(std::to_string(j)));
-    if (b == 0 && !fsdp) {
-      if (j >= 2) finish_reduce();  // group j-2's used part[j % 2]; normally long done
-      zero_bytes(grad(j), bytes(P));
-      if (j >= 1 && !kept) attn_post_packet(st, W, j + 1, nullptr);  // buffer of j-2: free
-      if (!kept && j != r_) st.preq[j].wait();  // the root's own broadcast is waited last
-    }
+    if (b == 0) group_begin(gr, st, W, G, j, kept);
     const float* pk = packet(st, W, j, kept);
     const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
     const auto [Gq, Gk, Gv, Go] = t_.bucket(grad(j), b, N);
@@ -286,16 +260,44 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   }
   stage_c();  // C(U-1)
   for (auto& q : st.preq) q.wait();
-  if (fsdp) {
-    red = comm_.ireduce_scatter(F(part[0]), F(sum), P, Traffic::grads);
-    owner_pending = true;
-  }
+  layer_done(gr);
   // the last reduce stays in flight (AttnTail): finished by the next attn_bwd or the caller
-  attn_tail_.red = std::move(red);
-  attn_tail_.part[0] = std::move(part[0]);
-  attn_tail_.part[1] = std::move(part[1]);
-  attn_tail_.sum = std::move(sum);
-  attn_tail_.dst = owner_pending ? F(G.attn) : nullptr;
+  attn_tail_.red = std::move(gr.red);
+  attn_tail_.part[0] = std::move(gr.part[0]);
+  attn_tail_.part[1] = std::move(gr.part[1]);
+  attn_tail_.sum = std::move(gr.sum);
+  attn_tail_.dst = gr.owner_pending ? F(G.attn) : nullptr;
+}
+
+// ---- TSP's gradient return: group j's partial reduced to owner j while later groups compute ----
+
+void TspEngine::GradReturn::finish(float* own_grad) {
+  red.wait();
+  if (owner_pending) k::add_inplace<float>(own_grad, F(sum), sum.numel());
+  owner_pending = false;
+}
+
+void TspEngine::grads_alloc(GradReturn& g) {
+  g.part[0] = Tensor::empty({t_.attn_size()}, DType::f32, Cat::comm);
+  if (D_ > 1) g.part[1] = Tensor::empty({t_.attn_size()}, DType::f32, Cat::comm);
+}
+
+float* TspEngine::grad_of(GradReturn& g, int j) {
+  return F(g.part[j % 2]);
+}
+
+void TspEngine::group_begin(GradReturn& g, AttnStart& st, const TspLayer& W, TspLayer& G, int j,
+                            const std::vector<Tensor>* kept) {
+  if (j >= 2) g.finish(F(G.attn));  // group j-2's used part[j % 2]; normally long done
+  zero_bytes(grad_of(g, j), bytes(t_.attn_size()));
+  if (j >= 1 && !kept) attn_post_packet(st, W, j + 1, nullptr);  // buffer of j-2: free
+  if (!kept && j != r_) st.preq[j].wait();  // the root's own broadcast is waited last
+}
+
+void TspEngine::group_done(GradReturn& g, TspLayer& G, int j) {
+  g.finish(F(G.attn));  // group j-1's, overlapped with group j
+  g.red = comm_.ireduce(grad_of(g, j), F(g.sum), t_.attn_size(), j, Traffic::grads);
+  g.owner_pending = j == r_;
 }
 
 }  // namespace origami

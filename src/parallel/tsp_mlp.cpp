@@ -31,8 +31,8 @@ void TspEngine::mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a,
     a->u.assign(D_, Tensor());
   }
   Tensor s = ws({T, Ir});
-  (o_.fsdp ? gathered_forward : ring_forward)(
-      comm_, mlp_spec(W),
+  mlp_weights_fwd(
+      W,
       [&](int sh, const float* Wp) {
         if ((r_ - sh + D_) % D_ == D_ - 1 && before_last) before_last();  // the ring's last step
         Tensor g = a ? act({T, Ir}) : ws({T, Ir}), u = a ? act({T, Ir}) : ws({T, Ir});
@@ -51,7 +51,6 @@ void TspEngine::mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Ten
                         const Tensor& dy, Tensor& dy2, const std::function<void()>& before_last) {
   const int64_t T = z_.local_tokens(), h = t_.h, Ir = t_.Ir;
   Tensor s = ws({T, Ir}), da = ws({T, Ir}), dg = ws({T, Ir}), du = ws({T, Ir});
-  const RingSpec spec = mlp_spec(W);
   const bool fused = a.g.empty();  // --fused-mlp-recompute: g, u from the arriving shard
   auto compute = [&](int sh, const float* Wp, float* Gp) {
     if ((r_ - sh + D_) % D_ == D_ - 1 && before_last) before_last();  // the ring's last step
@@ -69,11 +68,21 @@ void TspEngine::mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Ten
                         progress);
     block::mlp_up_bwd(Gp, Gp + Ir * h, F(dy2), F(dg), F(du), F(y2), Ws, T, h, progress);
   };
-  if (o_.fsdp) {
-    gathered_backward(comm_, spec, F(G.mlp), compute);
-    return;
-  }
-  ring_backward(comm_, spec, F(G.mlp), compute, &tail_);
+  mlp_weights_bwd(W, G, compute);
+}
+
+RingStart TspEngine::mlp_prefetch(const TspLayer& W) {
+  return ring_prefetch(comm_, mlp_spec(W));
+}
+
+void TspEngine::mlp_weights_fwd(const TspLayer& W, const std::function<void(int, const float*)>& f,
+                                RingStart* start) {
+  ring_forward(comm_, mlp_spec(W), f, start);
+}
+
+void TspEngine::mlp_weights_bwd(const TspLayer& W, TspLayer& G,
+                                const std::function<void(int, const float*, float*)>& f) {
+  ring_backward(comm_, mlp_spec(W), F(G.mlp), f, &tail_);
 }
 
 }  // namespace origami
