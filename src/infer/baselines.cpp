@@ -96,13 +96,11 @@ class TpDecoder : public Decoder {
       Tensor y = ws({T, h}), n = ws({T, h}), rstd = ws({T});
       k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.in_norm), T, h, eps);
       Tensor q = ws({T, qw}), k = ws({T, kw}), v = ws({T, kw});
-      k::linear_fwd<float>(F(q), F(y), pk, T, qw, h);
-      k::linear_fwd<float>(F(k), F(y), pk + t_.off_k(), T, kw, h);
+      block::project_rope(F(q), F(y), pk, T, qw, h, static_cast<int>(nq), static_cast<int>(d),
+                          pos.data(), cos_, sin_);
+      block::project_rope(F(k), F(y), pk + t_.off_k(), T, kw, h, static_cast<int>(nkv),
+                          static_cast<int>(d), pos.data(), cos_, sin_);
       k::linear_fwd<float>(F(v), F(y), pk + t_.off_v(), T, kw, h);
-      k::rope_fwd<float>(F(q), qw, pos.data(), T, static_cast<int>(nq), static_cast<int>(d),
-                         F(cos_), F(sin_));
-      k::rope_fwd<float>(F(k), kw, pos.data(), T, static_cast<int>(nkv), static_cast<int>(d),
-                         F(cos_), F(sin_));
       {  // slot = position
         std::vector<int64_t> src(static_cast<size_t>(T)), bs(src.size());
         for (int64_t t = 0; t < T; ++t)
@@ -178,13 +176,11 @@ class SpDecoder : public Decoder {
       norm(y, x, W.input_norm, T);
       float* k = F(Kg) + r_ * T * kvd;
       float* v = F(Vg) + r_ * T * kvd;
-      k::linear_fwd<float>(F(q), F(y), F(W.wq), T, qd, h);
-      k::linear_fwd<float>(k, F(y), F(W.wk), T, kvd, h);
+      block::project_rope(F(q), F(y), F(W.wq), T, qd, h, static_cast<int>(cfg_.num_attention_heads),
+                          d, pos.data(), cos_, sin_);
+      block::project_rope(k, F(y), F(W.wk), T, kvd, h, static_cast<int>(cfg_.num_key_value_heads),
+                          d, pos.data(), cos_, sin_);
       k::linear_fwd<float>(v, F(y), F(W.wv), T, kvd, h);
-      k::rope_fwd<float>(F(q), qd, pos.data(), T, static_cast<int>(cfg_.num_attention_heads), d,
-                         F(cos_), F(sin_));
-      k::rope_fwd<float>(k, kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d,
-                         F(cos_), F(sin_));
       {
         std::vector<int64_t> src, bs, ss;  // the real (not padding) rows
         for (int64_t t = 0; t < T; ++t) {
@@ -244,12 +240,11 @@ class SpDecoder : public Decoder {
       const LayerParams& W = P_.layers[l];
       Tensor y = ws({B, h}), q = ws({B, qd}), k = ws({B, kvd}), v = ws({B, kvd});
       norm(y, x, W.input_norm, B);
-      k::linear_fwd<float>(F(q), F(y), F(W.wq), B, qd, h);
-      k::linear_fwd<float>(F(k), F(y), F(W.wk), B, kvd, h);
+      block::project_rope(F(q), F(y), F(W.wq), B, qd, h, static_cast<int>(nh), d, pos.data(), cos_,
+                          sin_);
+      block::project_rope(F(k), F(y), F(W.wk), B, kvd, h,
+                          static_cast<int>(cfg_.num_key_value_heads), d, pos.data(), cos_, sin_);
       k::linear_fwd<float>(F(v), F(y), F(W.wv), B, kvd, h);
-      k::rope_fwd<float>(F(q), qd, pos.data(), B, static_cast<int>(nh), d, F(cos_), F(sin_));
-      k::rope_fwd<float>(F(k), kvd, pos.data(), B, static_cast<int>(cfg_.num_key_value_heads), d,
-                         F(cos_), F(sin_));
       if (owner == r_) {
         std::vector<int64_t> src(static_cast<size_t>(B));
         for (int64_t b = 0; b < B; ++b) src[static_cast<size_t>(b)] = b;

@@ -122,13 +122,12 @@ void Model::block_forward(const LayerParams& W, Tensor& x, Acts* save, const Bat
     a.q = keep({T, qd});
     a.k = keep({T, kvd});
     a.v = keep({T, kvd});
-    k::linear_fwd<float>(F(a.q), F(y1), F(W.wq), T, qd, h);
-    k::linear_fwd<float>(F(a.k), F(y1), F(W.wk), T, kvd, h);
+    block::project_rope(F(a.q), F(y1), F(W.wq), T, qd, h, static_cast<int>(nh), d, pos.data(), cos_,
+                        sin_);
+    block::project_rope(F(a.k), F(y1), F(W.wk), T, kvd, h,
+                        static_cast<int>(cfg_.num_key_value_heads), d, pos.data(), cos_, sin_);
     k::linear_fwd<float>(F(a.v), F(y1), F(W.wv), T, kvd, h);
   }
-  k::rope_fwd<float>(F(a.q), qd, pos.data(), T, static_cast<int>(nh), d, F(cos_), F(sin_));
-  k::rope_fwd<float>(F(a.k), kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d,
-                     F(cos_), F(sin_));
   a.o = keep({T, qd});
   a.lse = keep({nh, T});
   attention(a.o, a.lse, a.q, a.k, a.v, b);

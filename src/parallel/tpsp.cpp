@@ -183,10 +183,9 @@ void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* 
     Tensor Kg = ws({Sg_ * Ts, kw}), Vg = ws({Sg_ * Ts, kw});
     float* kown = F(Kg) + sr_ * Ts * kw;
     float* vown = F(Vg) + sr_ * Ts * kw;
-    k::linear_fwd<float>(kown, F(Y1), Wk, Ts, kw, h);
+    block::project_rope(kown, F(Y1), Wk, Ts, kw, h, static_cast<int>(kvb), static_cast<int>(d),
+                        pos_.data(), cos_, sin_);
     k::linear_fwd<float>(vown, F(Y1), Wv, Ts, kw, h);
-    k::rope_fwd<float>(kown, kw, pos_.data(), Ts, static_cast<int>(kvb), static_cast<int>(d),
-                       F(cos_), F(sin_));
     Request gk = sp_.iallgather(kown, F(Kg), bytes(Ts * kw), Traffic::kv);
     Request gv = sp_.iallgather(vown, F(Vg), bytes(Ts * kw), Traffic::kv);
     Tensor q = a ? act({Ts, qw}) : ws({Ts, qw});

@@ -97,10 +97,9 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     Unit un{ws({D_ * T, kw}), ws({D_ * T, kw}), {}, {}};
     float* kown = F(un.Kg) + r_ * T * kw;
     float* vown = F(un.Vg) + r_ * T * kw;
-    k::linear_fwd<float>(kown, F(y1), Wk, T, kw, h);
+    block::project_rope(kown, F(y1), Wk, T, kw, h, static_cast<int>(kvb), static_cast<int>(d),
+                        pos_.data(), cos_, sin_);
     k::linear_fwd<float>(vown, F(y1), Wv, T, kw, h);
-    k::rope_fwd<float>(kown, kw, pos_.data(), T, static_cast<int>(kvb), static_cast<int>(d),
-                       F(cos_), F(sin_));
     un.gk = comm_.iallgather(kown, F(un.Kg), bytes(T * kw), Traffic::kv);
     un.gv = comm_.iallgather(vown, F(un.Vg), bytes(T * kw), Traffic::kv);
     if (sink_) sink_->store(sink_layer_, j * t_.nkv_loc + b * kvb, kvb, kown, vown);
@@ -126,9 +125,8 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     const auto [Wq, Wk, Wv, Wo] =
         t_.bucket(packet(st, W, j, keep), b, N);  // W_o: columns of [h, q_rows]
     Tensor q = a ? act({T, qw}) : ws({T, qw});
-    k::linear_fwd<float>(F(q), F(y1), Wq, T, qw, h);
-    k::rope_fwd<float>(F(q), qw, pos_.data(), T, static_cast<int>(qb), static_cast<int>(d), F(cos_),
-                       F(sin_));
+    block::project_rope(F(q), F(y1), Wq, T, qw, h, static_cast<int>(qb), static_cast<int>(d),
+                        pos_.data(), cos_, sin_);
     comm_.progress();
     cur.gk.wait();
     cur.gv.wait();
