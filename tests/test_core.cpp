@@ -6,8 +6,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
+#include "comm/sim_comm.h"
 #include "core/device.h"
+#include "core/memory.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
@@ -306,4 +309,79 @@ TEST(EmulatedDevice, HostTouchFaultsAndTheSeamWorks) {
   EXPECT_EQ(MemTracker::device().stats().total_live, before);
   use_device(nullptr);
   k::install(nullptr);
+}
+
+// The dry run's communicators (comm/sim_comm.h): ranks as threads; host data arrives as MPI's
+// would (sums in rank order, blocks in rank order), records follow the direct algorithm and the
+// fixed-order reductions hold MpiComm's scratch (comm/direct.h) until the request is dropped.
+TEST(SimComm, ThreadsExchangeHostDataAndRecordTheDirectBytes) {
+  constexpr int D = 3;
+  auto comms = make_sim_comms(D, 10);
+  std::vector<MemTracker> trackers(D);
+  std::vector<std::vector<int64_t>> gathered(D), alltoall(D), p2p(D);
+  std::vector<std::vector<double>> reduced(D), scattered(D);
+  std::vector<int64_t> comm_peak(D);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < D; ++r)
+    threads.emplace_back([&, r] {
+      ThreadTracker tt(trackers[r]);
+      Comm& c = *comms[r];
+      std::vector<int64_t> mine{10 * r, 10 * r + 1};
+      gathered[r].resize(2 * D);
+      c.iallgather(mine.data(), gathered[r].data(), 16, Traffic::other).wait();
+      std::vector<double> x{0.1 * (r + 1), 1.0 + r};
+      c.iallreduce(x.data(), 2, Traffic::grads).wait();
+      reduced[r] = x;
+      std::vector<float> blocks(D * 2), own(2);
+      for (int q = 0; q < D; ++q) blocks[2 * q] = blocks[2 * q + 1] = static_cast<float>(r + q);
+      {
+        Request rs = c.ireduce_scatter(blocks.data(), own.data(), 2, Traffic::kv);
+        rs.wait();
+        comm_peak[r] = trackers[r].stats().live[static_cast<int>(Cat::comm)];  // scratch alive
+      }
+      scattered[r] = {own[0], own[1]};
+      // all-to-all-v: rank r sends q+1 values r*100+q to rank q
+      std::vector<int64_t> send, sb(D), so(D), rb(D), ro(D);
+      for (int q = 0, o = 0; q < D; ++q) {
+        sb[q] = 8 * (q + 1), so[q] = o, o += sb[q];
+        for (int i = 0; i <= q; ++i) send.push_back(r * 100 + q);
+      }
+      for (int q = 0, o = 0; q < D; ++q) rb[q] = 8 * (r + 1), ro[q] = o, o += rb[q];
+      alltoall[r].resize(static_cast<size_t>(D * (r + 1)));
+      c.ialltoallv(send.data(), sb.data(), so.data(), alltoall[r].data(), rb.data(), ro.data(),
+                   Traffic::embed_head)
+          .wait();
+      // a ring step: send to r+1, receive from r-1, posted as one group
+      int64_t out = 7 * r, in = -1;
+      c.begin_group();
+      Request s = c.isend(&out, 8, (r + 1) % D, 3, Traffic::mlp_weights);
+      Request q = c.irecv(&in, 8, (r + D - 1) % D, 3, Traffic::mlp_weights);
+      c.end_group();
+      s.wait();
+      q.wait();
+      p2p[r] = {in};
+      c.barrier();
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < D; ++r) {
+    for (int q = 0; q < D; ++q) {
+      EXPECT_EQ(gathered[r][2 * q], 10 * q);
+      EXPECT_EQ(gathered[r][2 * q + 1], 10 * q + 1);
+      for (int i = 0; i < r + 1; ++i) EXPECT_EQ(alltoall[r][q * (r + 1) + i], q * 100 + r);
+    }
+    EXPECT_EQ(reduced[r][0], (0.1 * 1 + 0.1 * 2) + 0.1 * 3);  // rank order, as MpiComm
+    EXPECT_EQ(reduced[r][1], 6.0);
+    EXPECT_EQ(scattered[r][0], static_cast<float>(3 * r + 3));  // Σ_q (q + r)
+    EXPECT_EQ(p2p[r][0], 7 * ((r + D - 1) % D));
+    EXPECT_EQ(comm_peak[r], (D - 1) * 2 * 4);  // the reduce-scatter's received blocks
+    EXPECT_EQ(trackers[r].stats().live[static_cast<int>(Cat::comm)], 0);  // freed with the request
+    const auto& rec = comms[r]->records();
+    ASSERT_EQ(rec.size(), 6u);
+    EXPECT_EQ(rec[0].bytes, (D - 1) * 16);           // all-gather: (D-1)·block
+    EXPECT_EQ(rec[1].bytes, 2 * (D - 1) * 16 / D);   // all-reduce: 2(D-1)·M/D
+    EXPECT_EQ(rec[2].bytes, (D - 1) * 8);            // reduce-scatter: (D-1)·own block
+    EXPECT_EQ(rec[3].bytes, (D - 1) * 8 * (r + 1));  // all-to-all-v: from the others
+    EXPECT_EQ(rec[4].bytes, 0);                      // send: at the receiver
+    EXPECT_EQ(rec[5].bytes, 8);                      // receive
+  }
 }
