@@ -2,7 +2,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -126,8 +125,6 @@ struct Group {
   const int n;
   const double timeout_s;
   std::mutex mu;
-  std::condition_variable cv;
-  void notify() {}
   std::vector<std::array<int64_t, kNumTraffic + 1>> seq;  // per rank, per traffic (+ barrier)
   std::map<std::pair<int, int64_t>, std::shared_ptr<Slot>> slots;
   std::map<std::tuple<int, int, int, int>, std::deque<std::shared_ptr<P2p>>> sends, recvs;
@@ -266,7 +263,6 @@ class SimComm : public SimBase {
         std::memmove(to, from, static_cast<size_t>(std::min(bytes, peer->bytes)));
       op->done = true;
       peer->done = true;
-      g_->notify();
     } else {
       (send ? g_->sends[key] : g_->recvs[key]).push_back(op);
     }
@@ -289,7 +285,6 @@ class SimComm : public SimBase {
       execute(*s);
       s->done = true;
       g_->slots.erase({traffic, seq});
-      g_->notify();
     }
     return Request(std::make_shared<SimOp>(
         g_, [s] { return s->done.load(); }, std::move(scratch)));
