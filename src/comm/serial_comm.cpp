@@ -1,5 +1,6 @@
 #include "comm/serial_comm.h"
 
+#include <cstddef>
 #include <vector>
 
 namespace origami {

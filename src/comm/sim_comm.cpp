@@ -1,5 +1,6 @@
 #include "comm/sim_comm.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -136,6 +137,13 @@ class SimOp : public Request::Op {
  public:
   SimOp(std::shared_ptr<Group> g, std::function<bool()> done, std::vector<Tensor> scratch)
       : g_(std::move(g)), done_(std::move(done)), scratch_(std::move(scratch)) {}
+  // Dropped before it completed (a rank unwinding from an error): its buffers may be about to
+  // go, so no peer may complete it any more — the abort, set under the lock, stops every post.
+  ~SimOp() override {
+    if (!g_ || done_()) return;
+    std::lock_guard lk(g_->mu);
+    g_abort = true;
+  }
   bool test() override { return !g_ || done_(); }
   // The peers are threads of this process (more of them than cores): yield until they have
   // posted, rather than sleep on a condition variable (a wake-up per operation and rank costs
@@ -146,11 +154,16 @@ class SimOp : public Request::Op {
     for (int64_t spin = 1; !done_(); ++spin) {
       std::this_thread::yield();
       if (spin % 1024) continue;
-      if (g_abort) fail("dry run: another simulated rank failed");
-      if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >
-          g_->timeout_s)
-        fail("dry run: a rank waited ", g_->timeout_s,
-             " s for its peers (the schedule would hang)");
+      const bool late =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >
+          g_->timeout_s;
+      if (!g_abort && !late) continue;
+      // This rank unwinds now: under the lock, so that no peer's execute() is writing into its
+      // buffers, and with the abort set, so that none starts (posts check it under the lock).
+      std::lock_guard lk(g_->mu);
+      const bool other = g_abort.exchange(true);
+      if (other && !late) fail("dry run: another simulated rank failed");
+      fail("dry run: a rank waited ", g_->timeout_s, " s for its peers (the schedule would hang)");
     }
   }
 
@@ -246,6 +259,8 @@ class SimComm : public SimBase {
  private:
   Request p2p(bool send, void* buf, int64_t bytes, int src, int dst, int tag, Traffic t) {
     std::lock_guard lk(g_->mu);
+    // A failed rank's peers may have unwound: their buffers are gone, so nothing may be matched.
+    if (g_abort) fail("dry run: another simulated rank failed");
     const auto key = std::make_tuple(static_cast<int>(t), src, dst, tag);
     auto& other = send ? g_->recvs[key] : g_->sends[key];
     auto op = std::make_shared<P2p>();
@@ -271,6 +286,7 @@ class SimComm : public SimBase {
   }
   Request collective(Kind k, int traffic, Call c, std::vector<Tensor> scratch) override {
     std::lock_guard lk(g_->mu);
+    if (g_abort) fail("dry run: another simulated rank failed");  // (as in p2p)
     const int64_t seq = g_->seq[rank_][traffic]++;
     auto& slot = g_->slots[{traffic, seq}];
     if (!slot) {

@@ -17,8 +17,9 @@ namespace origami {
 // waits longer than `timeout_s` for its peers fails (a schedule that would hang).
 std::vector<std::unique_ptr<Comm>> make_sim_comms(int n, double timeout_s = 60);
 // Rank 0 of `size` ranks whose peers are not simulated (the replicas of a DP axis): every
-// operation completes when posted, as if the others had posted the same call with the same data
-// (host reductions leave this rank's values, an all-gather repeats its block).
+// operation completes when posted, with MpiComm's bytes and scratch. Host data: an all-reduce
+// keeps this rank's values, an all-gather repeats its block; other host payloads are not written
+// (the engines send none over the DP axis).
 std::unique_ptr<Comm> make_solo_comm(int size);
 // Makes every waiting rank of every group fail (a simulated rank threw: its peers must not hang).
 void abort_sim_comms();

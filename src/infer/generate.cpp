@@ -64,8 +64,8 @@ class GenerateRun {
   int run() {
     check_inputs();
     select_device(o_.par);
-    Mesh mesh = make_layout_mesh(o_.par, D_);
-    comm_ = mesh.model.get();
+    mesh_ = make_layout_mesh(o_.par, D_);
+    comm_ = mesh_.model.get();
     talk_ = comm_->rank() == 0 && !o_.quiet;
     load_decoder();
     decode();
@@ -268,6 +268,7 @@ class GenerateRun {
   int64_t B_ = 1, S_ = 0;
   std::vector<int64_t> ids_;
   sentencepiece::SentencePieceProcessor sp_;
+  Mesh mesh_;  // before dec_: the decoder keeps a reference to its communicator
   Comm* comm_ = nullptr;
   bool talk_ = false;
   std::unique_ptr<Decoder> dec_;

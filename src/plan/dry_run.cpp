@@ -57,6 +57,7 @@ Result dry_run(const Input& in) {
   const ModelConfig& c = in.cfg;
   const Layout& L = in.layout;
   const int64_t B = in.micro_batch, S = in.seq;
+  validate_options(L, in.par, in.recompute);  // the order of checks the replay had
   if (S > c.max_position_embeddings)
     fail("--seq=", S, " exceeds max_position_embeddings=", c.max_position_embeddings);
   validate_engine(L, c, in.par, in.recompute, B, S);
@@ -90,7 +91,14 @@ Result dry_run(const Input& in) {
     }
   };
   std::vector<std::thread> threads;
-  for (int i = 0; i < M; ++i) threads.emplace_back(rank, i);
+  try {
+    for (int i = 0; i < M; ++i) threads.emplace_back(rank, i);
+  } catch (...) {  // a thread could not start: stop the ones that did
+    abort_sim_comms();
+    for (auto& t : threads) t.join();
+    meta::stop();
+    throw;
+  }
   for (auto& t : threads) t.join();
   meta::stop();
   if (error) std::rethrow_exception(error);

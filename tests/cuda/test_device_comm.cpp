@@ -15,11 +15,11 @@
 #include <string>
 #include <vector>
 
+#include "comm/mpi_comm.h"
 #include "comm/staged_comm.h"
 #include "cuda/backend.h"
 #include "cuda/runtime.h"
 #ifdef ORIGAMI_WITH_NCCL
-#include "comm/mpi_comm.h"
 #include "cuda/nccl_comm.h"
 #endif
 
