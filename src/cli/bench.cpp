@@ -153,7 +153,7 @@ class TrainBench {
     const std::string tpsp = a_.str("tp-sequence-parallel");
     for (const auto& ls : a_.list("layout")) {
       const Layout L = Layout::parse(ls, -1);
-      if (!(*L.spec->tp_axis && L.has(L.spec->tp_axis))) {
+      if (!L.has_tp_axis()) {
         rows_.push_back({L, "", L.text});
         continue;
       }

@@ -52,7 +52,9 @@ inline std::vector<std::vector<int64_t>> reduce_scratch(int size, int rank, int 
 inline std::vector<std::vector<int64_t>> allreduce_scratch(int size, int64_t n) {
   if (size <= 1) return {};
   const int64_t m = allreduce_block(size, n);
-  return {{size, m}, {m}, {size - 1, m}};
+  std::vector<std::vector<int64_t>> s{{size, m}, {m}};
+  for (auto& b : reduce_scatter_scratch(size, m)) s.push_back(b);  // its reduce-scatter's
+  return s;
 }
 
 }  // namespace origami::direct

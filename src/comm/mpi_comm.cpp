@@ -448,8 +448,9 @@ class MpiComm : public Comm {
     // Blocks padded to equal size m; the padded copy keeps the arithmetic simple (the received
     // blocks are reduce_blocks' scratch: direct::allreduce_scratch).
     const int64_t m = direct::allreduce_block(size_, n);
-    auto pad = std::make_shared<Tensor>(Tensor::zeros_host({size_, m}, dtype_of<T>(), Cat::comm));
-    auto red = std::make_shared<Tensor>(Tensor::empty_host({m}, dtype_of<T>(), Cat::comm));
+    const auto shapes = direct::allreduce_scratch(size_, n);  // pad, red, then reduce_blocks'
+    auto pad = std::make_shared<Tensor>(Tensor::zeros_host(shapes[0], dtype_of<T>(), Cat::comm));
+    auto red = std::make_shared<Tensor>(Tensor::empty_host(shapes[1], dtype_of<T>(), Cat::comm));
     std::memcpy(pad->raw(), buf, n * sizeof(T));
     const int tag1 = next_tag(t), tag2 = next_tag(t);
     std::vector<StagedOp::Stage> st;

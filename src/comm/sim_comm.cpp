@@ -220,16 +220,14 @@ class SimBase : public Comm {
  protected:
   virtual Request collective(Kind k, int traffic, Call c, std::vector<Tensor> scratch) = 0;
   // MpiComm's scratch for a payload at p: host memory for a host payload, else on the meta device.
+  // Only counted, never read (execute() sums straight from the ranks' buffers), so MpiComm's
+  // zeroing of the all-reduce's padded copy is left out.
   static std::vector<Tensor> scratch(const void* p, const std::vector<std::vector<int64_t>>& shapes,
                                      DType dt) {
     std::vector<Tensor> out;
-    for (size_t i = 0; i < shapes.size(); ++i) {
-      const bool zeroed = shapes.size() == 3 && i == 0;  // the all-reduce's padded copy
-      Tensor s = host(p) ? Tensor::empty_host(shapes[i], dt, Cat::comm)
-                         : Tensor::empty(shapes[i], dt, Cat::comm);
-      if (zeroed) s.zero();
-      out.push_back(std::move(s));
-    }
+    for (const auto& shape : shapes)
+      out.push_back(host(p) ? Tensor::empty_host(shape, dt, Cat::comm)
+                            : Tensor::empty(shape, dt, Cat::comm));
     return out;
   }
   template <class T>
@@ -262,6 +260,7 @@ class SimComm : public SimBase {
     // A failed rank's peers may have unwound: their buffers are gone, so nothing may be matched.
     if (g_abort) fail("dry run: another simulated rank failed");
     const auto key = std::make_tuple(static_cast<int>(t), src, dst, tag);
+    auto& mine = send ? g_->sends[key] : g_->recvs[key];
     auto& other = send ? g_->recvs[key] : g_->sends[key];
     auto op = std::make_shared<P2p>();
     if (send)
@@ -279,7 +278,7 @@ class SimComm : public SimBase {
       op->done = true;
       peer->done = true;
     } else {
-      (send ? g_->sends[key] : g_->recvs[key]).push_back(op);
+      mine.push_back(op);
     }
     return Request(std::make_shared<SimOp>(
         g_, [op] { return op->done.load(); }, std::vector<Tensor>{}));

@@ -78,14 +78,13 @@ struct Attn<Bwd, void (*)(A...)> {
 
 k::Table make_table() {
   k::Table t{};
-#define NOP(name) t.name = &Nop<decltype(t.name)>::call;
-  NOP(gemm)
-  NOP(linear_fwd) NOP(linear_bwd_x) NOP(linear_bwd_w) NOP(rmsnorm_fwd) NOP(rmsnorm_apply)
-      NOP(rmsnorm_bwd) NOP(rope_fwd) NOP(rope_bwd) NOP(swiglu_fwd) NOP(swiglu_bwd) NOP(ce_init)
-          NOP(ce_update) NOP(ce_finish) NOP(ce_bwd) NOP(adamw_step) NOP(sum_squares)
-              NOP(scale_inplace) NOP(add_inplace) NOP(index_copy_rows) NOP(index_add_rows)
-#undef NOP
-                  t.flash_attn_fwd = &Attn<false, decltype(t.flash_attn_fwd)>::call;
+  auto nop = [](auto& f) { f = &Nop<std::remove_reference_t<decltype(f)>>::call; };
+  nop(t.gemm), nop(t.linear_fwd), nop(t.linear_bwd_x), nop(t.linear_bwd_w);
+  nop(t.rmsnorm_fwd), nop(t.rmsnorm_apply), nop(t.rmsnorm_bwd), nop(t.rope_fwd), nop(t.rope_bwd);
+  nop(t.swiglu_fwd), nop(t.swiglu_bwd), nop(t.ce_init), nop(t.ce_update), nop(t.ce_finish);
+  nop(t.ce_bwd), nop(t.adamw_step), nop(t.sum_squares), nop(t.scale_inplace), nop(t.add_inplace);
+  nop(t.index_copy_rows), nop(t.index_add_rows);
+  t.flash_attn_fwd = &Attn<false, decltype(t.flash_attn_fwd)>::call;
   t.flash_attn_bwd = &Attn<true, decltype(t.flash_attn_bwd)>::call;
   return t;
 }

@@ -24,8 +24,11 @@ bool Layout::has(const std::string& axis) const {
     if (a == axis) return true;
   return false;
 }
+bool Layout::has_tp_axis() const {
+  return spec && *spec->tp_axis && has(spec->tp_axis);
+}
 int Layout::tp_degree() const {
-  return spec && *spec->tp_axis ? size(spec->tp_axis) : 1;
+  return has_tp_axis() ? size(spec->tp_axis) : 1;
 }
 
 std::string layout_axes() {
@@ -180,7 +183,7 @@ void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc) {
     fail(
         "--keep-attn-weights needs --recompute full (it keeps a layer's packets from its recompute "
         "to its backward)");
-  if (p.tp_seq_parallel_given && !(*S.tp_axis && L.has(S.tp_axis)))
+  if (p.tp_seq_parallel_given && !L.has_tp_axis())
     fail("--tp-sequence-parallel needs a tp axis in --layout (e.g. --layout tp=2)");
   if (p.attn_buckets != 1 && !S.attn_buckets)
     fail("--attn-buckets needs a layout with sharded attention (",

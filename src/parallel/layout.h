@@ -30,8 +30,9 @@ struct Layout {
   // The size of a model axis (1 when not given) and whether it was given.
   int size(const std::string& axis) const;
   bool has(const std::string& axis) const;
-  // The TP degree of the mesh (comm/mesh.h: TP groups of consecutive ranks): the size of the
-  // spec's tp axis, else 1.
+  // Whether the spec's tp axis (the mesh's TP groups of consecutive ranks, comm/mesh.h) was
+  // given, and its size (else 1): the axis --tp-sequence-parallel applies to.
+  bool has_tp_axis() const;
   int tp_degree() const;
 };
 

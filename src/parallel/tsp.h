@@ -113,9 +113,8 @@ class TspEngine : public ShardedSchedule {
   // optimizer, so it stays in flight through the next layer's MLP backward; the next
   // attn_bwd (or the end of the backward) finishes it — the owner's add keeps its place.
   struct AttnTail {
-    Request red;
-    Tensor part[2], sum;
-    float* dst = nullptr;  // the owner's gradient, or null
+    GradReturn g;
+    float* dst = nullptr;  // the owner's gradient
     void finish();
   };
   // before_last(): called when the last unit's compute starts, after the attention's own

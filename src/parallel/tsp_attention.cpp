@@ -149,9 +149,8 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
 }
 
 void TspEngine::AttnTail::finish() {
-  red.wait();
-  if (dst) k::add_inplace<float>(dst, F(sum), sum.numel());
-  *this = AttnTail();
+  g.finish(dst);
+  *this = AttnTail();  // the buffers go
 }
 
 const float* TspEngine::packet(const AttnStart& st, const TspLayer& W, int j,
@@ -260,11 +259,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   for (auto& q : st.preq) q.wait();
   layer_done(gr);
   // the last reduce stays in flight (AttnTail): finished by the next attn_bwd or the caller
-  attn_tail_.red = std::move(gr.red);
-  attn_tail_.part[0] = std::move(gr.part[0]);
-  attn_tail_.part[1] = std::move(gr.part[1]);
-  attn_tail_.sum = std::move(gr.sum);
-  attn_tail_.dst = gr.owner_pending ? F(G.attn) : nullptr;
+  attn_tail_ = {std::move(gr), F(G.attn)};
 }
 
 // ---- TSP's gradient return: group j's partial reduced to owner j while later groups compute ----

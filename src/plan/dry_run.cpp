@@ -57,10 +57,11 @@ Result dry_run(const Input& in) {
   const ModelConfig& c = in.cfg;
   const Layout& L = in.layout;
   const int64_t B = in.micro_batch, S = in.seq;
-  validate_options(L, in.par, in.recompute);  // the order of checks the replay had
+  // validate_engine's checks, with --seq between them as the replay had it
+  validate_options(L, in.par, in.recompute);
   if (S > c.max_position_embeddings)
     fail("--seq=", S, " exceeds max_position_embeddings=", c.max_position_embeddings);
-  validate_engine(L, c, in.par, in.recompute, B, S);
+  L.spec->validate(L, c, in.par, B, S);
   const int M = L.model_degree();
   std::vector<Mesh> meshes = sim_meshes(M, L.tp_degree(), L.dp);
   std::vector<MemTracker> trackers(static_cast<size_t>(M));

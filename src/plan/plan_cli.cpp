@@ -70,7 +70,7 @@ std::vector<Row> dry_runs(const PlanOptions& o, const ModelConfig& cfg,
     const Layout L = Layout::parse(ls, -1);
     for (const bool seqp : {true, false}) {
       ParallelOptions par = o.par;
-      const bool tp_axis = *L.spec->tp_axis && L.has(L.spec->tp_axis);
+      const bool tp_axis = L.has_tp_axis();
       if (tp_axis && o.tp_sp_both)
         par.tp_seq_parallel = seqp;
       else if (!seqp)
