@@ -458,3 +458,189 @@ TEST(IndexRows, CopyAndOrderedAdd) {
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t c = 0; c < w; ++c) ASSERT_EQ(sc[perm[i] * w + c], src[i * w + c]);
 }
+
+// ---- bf16 (--dtype bf16) ------------------------------------------------------------------------
+// Each bf16 kernel against the double kernel run on the same bf16-rounded inputs: what is left is
+// the kernel's own error. Outputs stored in bf16 carry its rounding (≤ 2⁻⁹ relative per element,
+// ~2e-3 norm-wise): bound kBf = 4e-3. What is fp32 (statistics, attention and parameter
+// gradients, GEMMs into fp32) must be fp32-accurate (kAcc = 1e-6; measured ≤ 2.4e-7): a kernel that rounded its sums
+// to bf16 would miss it by orders of magnitude. And each bf16 output must be measurably less
+// accurate than fp32 (> 1e-4), or the bf16 path would be computing in fp32.
+namespace {
+using origami::bfloat16;
+constexpr double kBf = 4e-3, kAcc = 1e-6, kAboveFp32 = 1e-4;
+
+std::vector<bfloat16> to16(const Vec& v) {
+  std::vector<bfloat16> r;
+  for (double x : v) r.push_back(origami::to_bf16(static_cast<float>(x)));
+  return r;
+}
+Vec of16(const std::vector<bfloat16>& v) {
+  Vec r;
+  for (auto x : v) r.push_back(origami::to_float(x));
+  return r;
+}
+Vec rounded(const Vec& v) {
+  return of16(to16(v));
+}
+}  // namespace
+
+TEST(Bf16, RoundsToNearestEven) {
+  using origami::to_bf16;
+  using origami::to_float;
+  EXPECT_EQ(to_float(to_bf16(1.0f)), 1.0f);
+  EXPECT_EQ(to_float(to_bf16(1.0f + 1.0f / 256)), 1.0f);                       // tie → even
+  EXPECT_EQ(to_float(to_bf16(1.0f + 3.0f / 256)), 1.0f + 4.0f / 256);          // tie → even (up)
+  EXPECT_EQ(to_float(to_bf16(1.0f + 1.0f / 256 + 1e-6f)), 1.0f + 2.0f / 256);  // above the tie
+  EXPECT_TRUE(std::isnan(to_float(to_bf16(std::numeric_limits<float>::quiet_NaN()))));
+  EXPECT_EQ(to_float(to_bf16(std::numeric_limits<float>::infinity())),
+            std::numeric_limits<float>::infinity());
+  EXPECT_EQ(to_float(to_bf16(3.4e38f)), std::numeric_limits<float>::infinity());  // overflows
+}
+
+TEST(Bf16, GemmAccumulatesInFp32) {
+  const int64_t M = 37, N = 29, K = 300;
+  for (int tr = 0; tr < 4; ++tr) {
+    const Trans ta = tr & 1 ? Trans::T : Trans::N, tb = tr & 2 ? Trans::T : Trans::N;
+    const Vec a = rounded(randn(M * K, 100 + tr)), b = rounded(randn(K * N, 200 + tr));
+    const Vec c0 = randn(M * N, 300 + tr);
+    const int64_t lda = ta == Trans::N ? K : M, ldb = tb == Trans::N ? N : K;
+    Vec want = c0;  // C = 0.5·op(A)·op(B) + 1·C in double
+    gemm<double>(ta, tb, M, N, K, 0.5, a.data(), lda, b.data(), ldb, 1.0, want.data(), N);
+    const auto a16 = to16(a), b16 = to16(b);
+    std::vector<float> c32(c0.begin(), c0.end());
+    gemm_bf16(ta, tb, M, N, K, 0.5f, a16.data(), lda, b16.data(), ldb, 1.0f, c32.data(),
+              origami::DType::f32, N);
+    EXPECT_LT(rel(Vec(c32.begin(), c32.end()), want), kAcc) << "fp32 C, case " << tr;
+    auto c16 = to16(c0);
+    gemm_bf16(ta, tb, M, N, K, 0.5f, a16.data(), lda, b16.data(), ldb, 1.0f, c16.data(),
+              origami::DType::bf16, N);
+    const double e = rel(of16(c16), want);
+    EXPECT_LT(e, kBf) << "bf16 C, case " << tr;
+    EXPECT_GT(e, kAboveFp32) << "bf16 C, case " << tr;
+  }
+}
+
+TEST(Bf16, ElementwiseKernels) {
+  const int64_t R = 6, h = 40, n = R * h;
+  const Vec x = rounded(randn(n, 400)), w = rounded(randn(h, 401)), dy = rounded(randn(n, 402));
+  // RMSNorm forward: y, n in bf16; rstd fp32
+  Vec y(n), nn(n), rs(R);
+  rmsnorm_fwd<double>(y.data(), nn.data(), rs.data(), x.data(), w.data(), R, h, 1e-5);
+  std::vector<bfloat16> y16(n), n16(n);
+  std::vector<float> rs32(R);
+  rmsnorm_fwd<bfloat16>(y16.data(), n16.data(), rs32.data(), to16(x).data(), to16(w).data(), R, h,
+                        1e-5);
+  EXPECT_LT(rel(of16(y16), y), kBf);
+  EXPECT_GT(rel(of16(y16), y), kAboveFp32);
+  EXPECT_LT(rel(of16(n16), nn), kBf);
+  EXPECT_LT(rel(Vec(rs32.begin(), rs32.end()), rs), kAcc);
+  // RMSNorm backward from the bf16 forward's saved n: dx bf16 (accumulates), dw fp32
+  const Vec n_saved = of16(n16), dx0 = rounded(randn(n, 403));
+  Vec dx = dx0, dw(h, 0.25);
+  const Vec rs_saved(rs32.begin(), rs32.end());
+  rmsnorm_bwd<double>(dx.data(), dw.data(), dy.data(), n_saved.data(), w.data(), rs_saved.data(), R,
+                      h);
+  auto dx16 = to16(dx0);
+  std::vector<float> dw32(h, 0.25f);
+  rmsnorm_bwd<bfloat16>(dx16.data(), dw32.data(), to16(dy).data(), n16.data(), to16(w).data(),
+                        rs32.data(), R, h);
+  EXPECT_LT(rel(of16(dx16), dx), kBf);
+  EXPECT_LT(rel(Vec(dw32.begin(), dw32.end()), dw), kAcc);
+  // SwiGLU forward and backward
+  const Vec g = rounded(randn(n, 404, 2.0)), u = rounded(randn(n, 405));
+  Vec a(n), dg(n), du(n);
+  swiglu_fwd<double>(a.data(), g.data(), u.data(), n);
+  swiglu_bwd<double>(dg.data(), du.data(), dy.data(), g.data(), u.data(), n);
+  std::vector<bfloat16> a16(n), dg16(n), du16(n);
+  swiglu_fwd<bfloat16>(a16.data(), to16(g).data(), to16(u).data(), n);
+  swiglu_bwd<bfloat16>(dg16.data(), du16.data(), to16(dy).data(), to16(g).data(), to16(u).data(),
+                       n);
+  EXPECT_LT(rel(of16(a16), a), kBf);
+  EXPECT_GT(rel(of16(a16), a), kAboveFp32);
+  EXPECT_LT(rel(of16(dg16), dg), kBf);
+  EXPECT_LT(rel(of16(du16), du), kBf);
+  // RoPE forward in bf16 with fp32 tables
+  const int nh = 2, d = 20;
+  std::vector<float> cs(64 * d / 2), sn(cs.size());
+  rope_table<float>(cs.data(), sn.data(), 64, d, 10000.0);
+  Vec csd(cs.begin(), cs.end()), snd(sn.begin(), sn.end()), xr = x;
+  const std::vector<int64_t> pos = {0, 5, 63, 7, 1, 30};
+  rope_fwd<double>(xr.data(), h, pos.data(), R, nh, d, csd.data(), snd.data());
+  auto x16 = to16(x);
+  rope_fwd<bfloat16>(x16.data(), h, pos.data(), R, nh, d, cs.data(), sn.data());
+  EXPECT_LT(rel(of16(x16), xr), kBf);
+  // conversions, bf16 adds, fp32 gradient rows gaining bf16 rows
+  std::vector<float> xf(x.begin(), x.end()), back(n);
+  std::vector<bfloat16> c16(n);
+  convert<bfloat16, float>(c16.data(), xf.data(), n);
+  convert<float, bfloat16>(back.data(), c16.data(), n);
+  EXPECT_EQ(Vec(back.begin(), back.end()), x);  // x is bf16-exact: the round trip is lossless
+  auto s16 = to16(x);
+  add_inplace<bfloat16>(s16.data(), to16(dy).data(), n);
+  Vec sum(n);
+  for (int64_t i = 0; i < n; ++i) sum[i] = x[i] + dy[i];
+  EXPECT_LT(rel(of16(s16), sum), kBf);
+  std::vector<float> gr(2 * h, 1.0f);
+  const std::vector<int64_t> rows = {1, 0, 1};
+  index_add_rows<bfloat16>(gr.data(), to16(x).data(), rows.data(), nullptr, 3, h);
+  for (int64_t c = 0; c < h; ++c) {
+    EXPECT_FLOAT_EQ(gr[c], 1.0f + static_cast<float>(x[h + c]));
+    EXPECT_FLOAT_EQ(gr[h + c], 1.0f + static_cast<float>(x[c]) + static_cast<float>(x[2 * h + c]));
+  }
+}
+
+// The bf16 flash attention: bf16 Q, K, V, O, dO; fp32 scores, statistics and dq/dk/dv. Against
+// the double kernel on the same rounded inputs (and, backward, the bf16 forward's own O).
+TEST(Bf16, FlashAttentionForwardAndBackward) {
+  AttnCase c;
+  const int64_t qd = c.nh * c.d;
+  const Vec q = rounded(randn(c.nq * qd, 90)), dout = rounded(randn(c.nq * qd, 91));
+  Vec k[3], v[3];
+  rand_kv(c, k, v, 92, 95);
+  for (int s = 0; s < 3; ++s) k[s] = rounded(k[s]), v[s] = rounded(v[s]);
+  const double scale = 1.0 / std::sqrt(double(c.d));
+  const AttnShape sh{c.nh, c.nkv, c.d};
+  // forward
+  std::vector<bfloat16> k16[3], v16[3];
+  std::vector<KvSeg<bfloat16>> ks16;
+  std::vector<KvSeg<double>> ksd;
+  Vec dk[3], dv[3];
+  std::vector<float> dk32[3], dv32[3];
+  Vec kk[3] = {k[0], k[1], k[2]}, vv[3] = {v[0], v[1], v[2]};
+  for (int s = 0; s < 3; ++s) {
+    k16[s] = to16(k[s]), v16[s] = to16(v[s]);
+    dk[s].assign(k[s].size(), 0), dv[s].assign(v[s].size(), 0);
+    dk32[s].assign(k[s].size(), 0.f), dv32[s].assign(v[s].size(), 0.f);
+    const int64_t stride = c.nkv * c.d + c.kseg[s][2];
+    ks16.push_back({k16[s].data(), v16[s].data(), stride, c.kseg[s][0], c.kseg[s][1],
+                    dk32[s].data(), dv32[s].data()});
+    ksd.push_back({kk[s].data(), vv[s].data(), stride, c.kseg[s][0], c.kseg[s][1], dk[s].data(),
+                   dv[s].data()});
+  }
+  Vec o(c.nq * qd), lse(c.nh * c.nq);
+  Vec qq = q;
+  flash_attn_fwd<double>(o.data(), lse.data(), c.nq, qq.data(), qd, c.qs.data(), 2, ksd.data(), 3,
+                         sh, scale);
+  std::vector<bfloat16> o16(o.size());
+  std::vector<float> lse32(lse.size());
+  const auto q16 = to16(q), dout16 = to16(dout);
+  flash_attn_fwd<bfloat16>(o16.data(), lse32.data(), c.nq, q16.data(), qd, c.qs.data(), 2,
+                           ks16.data(), 3, sh, static_cast<float>(scale));
+  EXPECT_LT(rel(of16(o16), o), kBf);
+  EXPECT_GT(rel(of16(o16), o), kAboveFp32);
+  EXPECT_LT(rel(Vec(lse32.begin(), lse32.end()), lse), kAcc);
+  // backward, both from the bf16 forward's O and fp32 lse
+  const Vec o_saved = of16(o16), lse_saved(lse32.begin(), lse32.end());
+  Vec dq(q.size(), 0);
+  flash_attn_bwd<double>(dq.data(), dout.data(), qq.data(), o_saved.data(), qd, lse_saved.data(),
+                         c.nq, c.qs.data(), 2, ksd.data(), 3, sh, scale);
+  std::vector<float> dq32(q.size(), 0.f);
+  flash_attn_bwd<bfloat16>(dq32.data(), dout16.data(), q16.data(), o16.data(), qd, lse32.data(),
+                           c.nq, c.qs.data(), 2, ks16.data(), 3, sh, static_cast<float>(scale));
+  EXPECT_LT(rel(Vec(dq32.begin(), dq32.end()), dq), kAcc);
+  for (int s = 0; s < 3; ++s) {
+    EXPECT_LT(rel(Vec(dk32[s].begin(), dk32[s].end()), dk[s]), kAcc) << "segment " << s;
+    EXPECT_LT(rel(Vec(dv32[s].begin(), dv32[s].end()), dv[s]), kAcc) << "segment " << s;
+  }
+}

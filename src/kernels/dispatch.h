@@ -1,9 +1,14 @@
-// The fp32 kernels the engines call, dispatched to a device backend when one is installed
+// The kernels the engines call, dispatched to a device backend when one is installed
 // (`--device cuda`: cuda/backend.h fills the table with the CUDA kernels, which take the same
 // arguments), else to the CPU kernels. Same names and contracts as kernels/kernels.h; positions
 // and targets stay host arrays in these calls (a device backend copies them over itself).
 // Callers qualify the calls (k::gemm<float>(...)): cpu's types in the arguments would otherwise
 // bring cpu's templates in by argument-dependent lookup.
+//
+// Two forms: k::name<float>(float pointers) calls the fp32 table directly; k::name(Ptr …) (no
+// template argument) takes pointers whose element type is known at run time — a tensor's dtype —
+// and calls the fp32 table or the bf16 one (BTable: bf16 elements, fp32 statistics, attention
+// gradients and parameter gradients), so one engine serves --dtype fp32 and bf16.
 #pragma once
 #include <type_traits>
 #include <utility>
@@ -47,6 +52,100 @@ void install(const Table* t);  // nullptr: the CPU kernels
 const Table* table();
 // The table of the CPU kernels (tests compare a device table against it).
 const Table& cpu_table();
+
+// The bf16 kernels. A backend that installs a Table but no BTable has no bf16 path: a bf16 call
+// then fails naming the kernel (the CPU's would be handed device memory).
+struct BTable {
+  decltype(&cpu::gemm_bf16) gemm;
+  decltype(&cpu::rmsnorm_fwd<bfloat16>) rmsnorm_fwd;
+  decltype(&cpu::rmsnorm_apply<bfloat16>) rmsnorm_apply;
+  decltype(&cpu::rmsnorm_bwd<bfloat16>) rmsnorm_bwd;
+  decltype(&cpu::rope_fwd<bfloat16>) rope_fwd;
+  decltype(&cpu::swiglu_fwd<bfloat16>) swiglu_fwd;
+  decltype(&cpu::swiglu_bwd<bfloat16>) swiglu_bwd;
+  decltype(&cpu::flash_attn_fwd<bfloat16>) flash_attn_fwd;
+  decltype(&cpu::flash_attn_bwd<bfloat16>) flash_attn_bwd;
+  decltype(&cpu::add_inplace<bfloat16>) add_inplace;
+  decltype(&cpu::index_copy_rows<bfloat16>) index_copy_rows;
+  decltype(&cpu::index_add_rows<bfloat16>) index_add_rows;
+  decltype(&cpu::convert<bfloat16, float>) to_bf16;
+  decltype(&cpu::convert<float, bfloat16>) to_f32;
+};
+void install_bf16(const BTable* t);  // with install(): nullptr = none (or the CPU's, no table)
+const BTable& cpu_bf16_table();
+
+// A pointer to elements of a run-time type (fp32 or bf16): arithmetic in elements. It converts
+// to float* where an fp32-only path takes it, checked (a bf16 tensor there is an error, not a
+// reinterpretation).
+struct Ptr {
+  void* p = nullptr;
+  DType dt = DType::f32;
+  Ptr() = default;
+  Ptr(void* q, DType t) : p(q), dt(t) {}
+  Ptr(float* f) : p(f), dt(DType::f32) {}  // NOLINT: fp32 pointers are Ptrs
+  Ptr operator+(int64_t n) const {
+    return {static_cast<char*>(p) + n * static_cast<int64_t>(dtype_size(dt)), dt};
+  }
+  template <class T>
+  T* as() const {
+    check(dtype_of<T>());
+    return static_cast<T*>(p);
+  }
+  operator float*() const { return as<float>(); }  // NOLINT
+  void check(DType want) const;
+};
+struct CPtr {
+  const void* p = nullptr;
+  DType dt = DType::f32;
+  CPtr() = default;
+  CPtr(const void* q, DType t) : p(q), dt(t) {}
+  CPtr(Ptr q) : p(q.p), dt(q.dt) {}               // NOLINT
+  CPtr(const float* f) : p(f), dt(DType::f32) {}  // NOLINT
+  CPtr operator+(int64_t n) const {
+    return {static_cast<const char*>(p) + n * static_cast<int64_t>(dtype_size(dt)), dt};
+  }
+  template <class T>
+  const T* as() const {
+    Ptr{const_cast<void*>(p), dt}.check(dtype_of<T>());
+    return static_cast<const T*>(p);
+  }
+  operator const float*() const { return as<float>(); }  // NOLINT
+};
+// A key segment with run-time typed K and V (KvSeg's fields); dk, dv are fp32 (acc_t) either way.
+struct Kv {
+  CPtr k, v;
+  int64_t stride, pos0, len;
+  float* dk = nullptr;
+  float* dv = nullptr;
+};
+
+// The run-time typed forms. GEMMs: A and B of one type; C fp32, or bf16 with bf16 inputs.
+void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, CPtr A, int64_t lda,
+          CPtr B, int64_t ldb, float beta, Ptr C, int64_t ldc);
+void linear_fwd(Ptr y, CPtr x, CPtr W, int64_t M, int64_t N, int64_t K, float beta = 0);
+void linear_bwd_x(Ptr dx, CPtr dy, CPtr W, int64_t M, int64_t N, int64_t K);
+void linear_bwd_w(Ptr dW, CPtr dy, CPtr x, int64_t M, int64_t N, int64_t K);
+void rmsnorm_fwd(Ptr y, Ptr n, float* rstd, CPtr x, CPtr w, int64_t rows, int64_t h, double eps);
+void rmsnorm_apply(Ptr y, CPtr n, CPtr w, int64_t rows, int64_t h);
+void rmsnorm_bwd(Ptr dx, float* dw, CPtr dy, CPtr n, CPtr w, const float* rstd, int64_t rows,
+                 int64_t h);
+void rope_fwd(Ptr x, int64_t stride, const int64_t* pos, int64_t rows, int n_heads, int d,
+              const float* cos, const float* sin);
+void swiglu_fwd(Ptr a, CPtr g, CPtr u, int64_t n);
+void swiglu_bwd(Ptr dg, Ptr du, CPtr da, CPtr g, CPtr u, int64_t n);
+void flash_attn_fwd(Ptr o, float* lse, int64_t lse_stride, CPtr q, int64_t q_stride, const QSeg* qs,
+                    int nqs, const Kv* ks, int nks, AttnShape sh, float scale);
+void flash_attn_bwd(float* dq, CPtr dout, CPtr q, CPtr o, int64_t q_stride, const float* lse,
+                    int64_t lse_stride, const QSeg* qs, int nqs, const Kv* ks, int nks,
+                    AttnShape sh, float scale);
+void add_inplace(Ptr y, CPtr x, int64_t n);
+void index_copy_rows(Ptr dst, CPtr src, const int64_t* dst_rows, const int64_t* src_rows, int64_t n,
+                     int64_t w);
+// dst fp32 (a gradient) gains rows of src (fp32 or bf16).
+void index_add_rows(float* dst, CPtr src, const int64_t* dst_rows, const int64_t* src_rows,
+                    int64_t n, int64_t w);
+// dst = src converted (or copied when the types agree).
+void convert(Ptr dst, CPtr src, int64_t n);
 
 #define ORIGAMI_K(name)                                                         \
   template <class T, class... A>                                                \

@@ -3,11 +3,30 @@
 // `dx` where the caller sums several paths (dq, dk, dv, dx of norms); elementwise backward kernels
 // whose output has exactly one producer (swiglu, rope) write.
 // Every kernel is templated over the element type and instantiated for float (training) and
-// double (finite-difference tests). Row-major everywhere; "stride" is the distance between rows.
+// double (finite-difference tests); the ones a bf16 run calls also for bfloat16, computing in fp32
+// (kernels/cpu/bf16.cpp, the attention and GEMM files). Row-major everywhere; "stride" is the
+// distance between rows.
 #pragma once
 #include <cstdint>
+#include <string>
+
+#include "core/dtype.h"
 
 namespace origami::cpu {
+
+// What statistics (RMSNorm's rstd, attention's log-sum-exp, the RoPE tables), the attention
+// kernels' dq/dk/dv and parameter gradients are held in when the elements are T: T itself, or
+// fp32 for bf16 (mixed precision: the sums of many terms stay in fp32).
+template <class T>
+struct acc {
+  using type = T;
+};
+template <>
+struct acc<bfloat16> {
+  using type = float;
+};
+template <class T>
+using acc_t = typename acc<T>::type;
 
 // ---- GEMM (BLAS) ---------------------------------------------------------------------------
 enum class Trans { N, T };
@@ -16,6 +35,13 @@ const char* gemm_backend();  // "onednn" or "openblas" (env ORIGAMI_GEMM)
 template <class T>
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+// bf16 A and B with fp32 accumulation; C (type ct: fp32 or bf16) = alpha·op(A)·op(B) + beta·C,
+// rounded once (oneDNN's matmul).
+void gemm_bf16(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const bfloat16* A,
+               int64_t lda, const bfloat16* B, int64_t ldb, float beta, void* C, DType ct,
+               int64_t ldc);
+// The oneDNN implementation gemm_bf16 runs for a shape (benchmarks print it).
+std::string gemm_bf16_impl(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, DType ct);
 // y[M,N] = x[M,K] W[N,K]^T (+ beta*y)
 template <class T>
 void linear_fwd(T* y, const T* x, const T* W, int64_t M, int64_t N, int64_t K, T beta = 0);
@@ -30,14 +56,15 @@ void linear_bwd_w(T* dW, const T* dy, const T* x, int64_t M, int64_t N, int64_t 
 // n (the normalised input before the weight) may be null; it is what backward needs (it is safe
 // for w = 0, unlike y / w), so it is what a layer saves.
 template <class T>
-void rmsnorm_fwd(T* y, T* n, T* rstd, const T* x, const T* w, int64_t rows, int64_t h, double eps);
+void rmsnorm_fwd(T* y, T* n, acc_t<T>* rstd, const T* x, const T* w, int64_t rows, int64_t h,
+                 double eps);
 // y = w * n (the norm output recomputed from the saved normalised input)
 template <class T>
 void rmsnorm_apply(T* y, const T* n, const T* w, int64_t rows, int64_t h);
 // dx += d/dx, dw += d/dw
 template <class T>
-void rmsnorm_bwd(T* dx, T* dw, const T* dy, const T* n, const T* w, const T* rstd, int64_t rows,
-                 int64_t h);
+void rmsnorm_bwd(T* dx, acc_t<T>* dw, const T* dy, const T* n, const T* w, const acc_t<T>* rstd,
+                 int64_t rows, int64_t h);
 
 // ---- RoPE (HF rotate_half: pairs (i, i + d/2), inv_freq_i = theta^(-2i/d)) ---------------------
 // cos/sin tables are [max_pos, d/2], built in double by rope_table.
@@ -46,11 +73,11 @@ void rope_table(T* cos, T* sin, int64_t max_pos, int d, double theta);
 // In place on rows of n_heads*d values (row stride `stride`), row r at global position pos[r].
 template <class T>
 void rope_fwd(T* x, int64_t stride, const int64_t* pos, int64_t rows, int n_heads, int d,
-              const T* cos, const T* sin);
+              const acc_t<T>* cos, const acc_t<T>* sin);
 // The transpose (inverse rotation): turns d(rotated) into d(unrotated), in place.
 template <class T>
 void rope_bwd(T* dx, int64_t stride, const int64_t* pos, int64_t rows, int n_heads, int d,
-              const T* cos, const T* sin);
+              const acc_t<T>* cos, const acc_t<T>* sin);
 
 // ---- SwiGLU: a = silu(g) * u --------------------------------------------------------------------
 template <class T>
@@ -75,24 +102,28 @@ struct KvSeg {
   int64_t stride;
   int64_t pos0;
   int64_t len;
-  T* dk = nullptr;  // backward accumulates here (same stride)
-  T* dv = nullptr;
+  acc_t<T>* dk = nullptr;  // backward accumulates here (same stride)
+  acc_t<T>* dv = nullptr;
 };
 struct AttnShape {
   int n_h, n_kv, d;
 };
 // o: same layout as q. lse: [n_h, lse_stride] natural log-sum-exp of the scaled masked scores.
+// bf16: Q, K, V, O tiles are read as bf16 and widened to fp32 per tile; scores, running max and
+// sums, accumulators, lse and (backward) dq, dk, dv are fp32.
 template <class T>
-void flash_attn_fwd(T* o, T* lse, int64_t lse_stride, const T* q, int64_t q_stride, const QSeg* qs,
-                    int nqs, const KvSeg<T>* ks, int nks, AttnShape sh, T scale);
+void flash_attn_fwd(T* o, acc_t<T>* lse, int64_t lse_stride, const T* q, int64_t q_stride,
+                    const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks, AttnShape sh,
+                    acc_t<T> scale);
 // dq (layout of q) += ; each segment's dk, dv +=.
 template <class T>
-void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stride, const T* lse,
-                    int64_t lse_stride, const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks,
-                    AttnShape sh, T scale);
-// Each OpenMP thread's tiles, in elements, held (workspace, host) during one call: forward a score
-// tile, an accumulator and two row statistics; backward two score tiles and a row sum.
-int64_t flash_attn_tile_elems(bool bwd, int d);
+void flash_attn_bwd(acc_t<T>* dq, const T* dout, const T* q, const T* o, int64_t q_stride,
+                    const acc_t<T>* lse, int64_t lse_stride, const QSeg* qs, int nqs,
+                    const KvSeg<T>* ks, int nks, AttnShape sh, acc_t<T> scale);
+// Each OpenMP thread's tiles, in elements of acc_t, held (workspace, host) during one call:
+// forward a score tile, an accumulator and two row statistics; backward two score tiles and a row
+// sum; under bf16 also the widened Q, K, V (and dO) tiles.
+int64_t flash_attn_tile_elems(bool bwd, int d, bool bf16 = false);
 
 // ---- Cross-entropy over vocabulary blocks (online log-sum-exp) ----------------------------------
 // Running per-row state m (max), l (sum of exp(z - m)), zt (target logit). A block holds columns
@@ -124,6 +155,9 @@ void scale_inplace(T* x, int64_t n, T s);
 // y += x
 template <class T>
 void add_inplace(T* y, const T* x, int64_t n);
+// dst = src, converted (float ↔ bfloat16, rounding to nearest even).
+template <class D, class S>
+void convert(D* dst, const S* src, int64_t n);
 
 // ---- Rows by index (embedding lookups and their gradients, packing rows for a transfer) ---------
 // For i = 0..n-1: row dst_rows[i] of dst (i when dst_rows is null) takes (copy) or gains (add) row
@@ -133,8 +167,9 @@ void add_inplace(T* y, const T* x, int64_t n);
 template <class T>
 void index_copy_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
                      int64_t n, int64_t w);
+// add: dst in acc_t<T> (an embedding's fp32 gradient gains bf16 rows).
 template <class T>
-void index_add_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+void index_add_rows(acc_t<T>* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
                     int64_t n, int64_t w);
 
 }  // namespace origami::cpu

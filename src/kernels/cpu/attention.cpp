@@ -31,11 +31,31 @@ namespace {
 constexpr int64_t BQ = 64, BK = 64;
 }  // namespace
 
-int64_t flash_attn_tile_elems(bool bwd, int d) {
-  return bwd ? 2 * BQ * BK + BQ : BQ * BK + BQ * d + 2 * BQ;
+int64_t flash_attn_tile_elems(bool bwd, int d, bool bf16) {
+  const int64_t wide = bf16 ? (bwd ? 2 * BQ * d + 2 * BK * d : BQ * d + 2 * BK * d) : 0;
+  return (bwd ? 2 * BQ * BK + BQ : BQ * BK + BQ * d + 2 * BQ) + wide;
 }
 
 namespace {
+
+// A tile of n rows of d elements (row stride `stride`) as rows of acc_t: the rows themselves for
+// float and double; for bf16, widened into w (row stride d).
+template <class T>
+struct Rows {
+  const acc_t<T>* p;
+  int64_t ld;
+};
+template <class T>
+Rows<T> rows(const T* x, int64_t stride, int64_t n, int d, acc_t<T>* w) {
+  if constexpr (std::is_same_v<T, acc_t<T>>) {
+    (void)n, (void)d, (void)w;
+    return {x, stride};
+  } else {
+    for (int64_t i = 0; i < n; ++i)
+      for (int c = 0; c < d; ++c) w[i * d + c] = ld(x[i * stride + c]);
+    return {w, d};
+  }
+}
 
 struct Item {
   int h, s;
@@ -123,52 +143,60 @@ void dscores_tile(double* dP, const double* P, int64_t ld, int64_t nq, int64_t n
 }  // namespace
 
 template <class T>
-void flash_attn_fwd(T* o, T* lse, int64_t lse_stride, const T* q, int64_t q_stride, const QSeg* qs,
-                    int nqs, const KvSeg<T>* ks, int nks, AttnShape sh, T scale) {
+void flash_attn_fwd(T* o, acc_t<T>* lse, int64_t lse_stride, const T* q, int64_t q_stride,
+                    const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks, AttnShape sh,
+                    acc_t<T> scale) {
+  using A = acc_t<T>;
+  constexpr bool wide = !std::is_same_v<T, A>;
   const int d = sh.d, g = sh.n_h / sh.n_kv;
-  const T neg_inf = -std::numeric_limits<T>::infinity();
+  const A neg_inf = -std::numeric_limits<A>::infinity();
   std::vector<Item> items;
   for (int h = 0; h < sh.n_h; ++h)
     for (int s = 0; s < nqs; ++s)
       for (int64_t t0 = 0; t0 < qs[s].len; t0 += BQ)
         items.push_back({h, s, t0, std::min(BQ, qs[s].len - t0)});
   const int nt = omp_get_max_threads();
-  const int64_t per = flash_attn_tile_elems(false, d);
-  Tensor ws = Tensor::empty_host({nt, per}, dtype_of<T>(), Cat::workspace);  // a CPU kernel: host
+  const int64_t per = flash_attn_tile_elems(false, d, wide);
+  Tensor ws = Tensor::empty_host({nt, per}, dtype_of<A>(), Cat::workspace);  // a CPU kernel: host
 
 #pragma omp parallel
   {
-    T* S = ws.data<T>() + omp_get_thread_num() * per;
-    T* acc = S + BQ * BK;
-    T* m = acc + BQ * d;
-    T* l = m + BQ;
+    A* S = ws.data<A>() + omp_get_thread_num() * per;
+    A* acc = S + BQ * BK;
+    A* m = acc + BQ * d;
+    A* l = m + BQ;
+    A* wq = l + BQ;  // bf16: the widened Q, K, V tiles
+    A* wk = wq + BQ * d;
+    A* wv = wk + BK * d;
 #pragma omp for schedule(dynamic)
     for (size_t it = 0; it < items.size(); ++it) {
       const Item& w = items[it];
       const QSeg& qsg = qs[w.s];
       const int64_t row0 = qsg.row0 + w.t0, qp0 = qsg.pos0 + w.t0, nq = w.n;
-      const T* Q = q + row0 * q_stride + static_cast<int64_t>(w.h) * d;
+      const Rows<T> Q =
+          rows(q + row0 * q_stride + static_cast<int64_t>(w.h) * d, q_stride, nq, d, wq);
       const int kvh = w.h / g;
       std::fill(m, m + nq, neg_inf);
-      std::fill(l, l + nq, T(0));
-      std::fill(acc, acc + nq * d, T(0));
+      std::fill(l, l + nq, A(0));
+      std::fill(acc, acc + nq * d, A(0));
       for (int s = 0; s < nks; ++s) {
         const KvSeg<T>& kv = ks[s];
         for (int64_t k0 = 0; k0 < kv.len; k0 += BK) {
           const int64_t kp0 = kv.pos0 + k0;
           if (kp0 > qp0 + nq - 1) break;
           const int64_t nk = std::min(BK, kv.len - k0);
-          const T* K = kv.k + k0 * kv.stride + static_cast<int64_t>(kvh) * d;
-          const T* V = kv.v + k0 * kv.stride + static_cast<int64_t>(kvh) * d;
-          gemm<T>(Trans::N, Trans::T, nq, nk, d, scale, Q, q_stride, K, kv.stride, T(0), S, BK);
+          const int64_t koff = k0 * kv.stride + static_cast<int64_t>(kvh) * d;
+          const Rows<T> K = rows(kv.k + koff, kv.stride, nk, d, wk);
+          const Rows<T> V = rows(kv.v + koff, kv.stride, nk, d, wv);
+          gemm<A>(Trans::N, Trans::T, nq, nk, d, scale, Q.p, Q.ld, K.p, K.ld, A(0), S, BK);
           softmax_tile(S, BK, nq, nk, qp0, kp0, m, l, acc, d);
-          gemm<T>(Trans::N, Trans::N, nq, d, nk, T(1), S, BK, V, kv.stride, T(1), acc, d);
+          gemm<A>(Trans::N, Trans::N, nq, d, nk, A(1), S, BK, V.p, V.ld, A(1), acc, d);
         }
       }
       for (int64_t i = 0; i < nq; ++i) {
         T* oi = o + (row0 + i) * q_stride + static_cast<int64_t>(w.h) * d;
-        const T inv = l[i] > 0 ? T(1) / l[i] : T(0);
-        for (int c = 0; c < d; ++c) oi[c] = acc[i * d + c] * inv;
+        const A inv = l[i] > 0 ? A(1) / l[i] : A(0);
+        for (int c = 0; c < d; ++c) oi[c] = st<T>(acc[i * d + c] * inv);
         lse[static_cast<int64_t>(w.h) * lse_stride + row0 + i] =
             l[i] > 0 ? m[i] + std::log(l[i]) : neg_inf;
       }
@@ -177,19 +205,25 @@ void flash_attn_fwd(T* o, T* lse, int64_t lse_stride, const T* q, int64_t q_stri
 }
 
 template <class T>
-void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stride, const T* lse,
-                    int64_t lse_stride, const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks,
-                    AttnShape sh, T scale) {
+void flash_attn_bwd(acc_t<T>* dq, const T* dout, const T* q, const T* o, int64_t q_stride,
+                    const acc_t<T>* lse, int64_t lse_stride, const QSeg* qs, int nqs,
+                    const KvSeg<T>* ks, int nks, AttnShape sh, acc_t<T> scale) {
+  using A = acc_t<T>;
+  constexpr bool wide = !std::is_same_v<T, A>;
   const int d = sh.d, g = sh.n_h / sh.n_kv;
   const int nt = omp_get_max_threads();
-  const int64_t per = flash_attn_tile_elems(true, d);
-  Tensor ws = Tensor::empty_host({nt, per}, dtype_of<T>(), Cat::workspace);  // a CPU kernel: host
+  const int64_t per = flash_attn_tile_elems(true, d, wide);
+  Tensor ws = Tensor::empty_host({nt, per}, dtype_of<A>(), Cat::workspace);  // a CPU kernel: host
 
 #pragma omp parallel
   {
-    T* P = ws.data<T>() + omp_get_thread_num() * per;
-    T* dP = P + BQ * BK;
-    T* Dr = dP + BQ * BK;
+    A* P = ws.data<A>() + omp_get_thread_num() * per;
+    A* dP = P + BQ * BK;
+    A* Dr = dP + BQ * BK;
+    A* wq = Dr + BQ;  // bf16: the widened Q, dO, K, V tiles
+    A* wdo = wq + BQ * d;
+    A* wk = wdo + BQ * d;
+    A* wv = wk + BK * d;
 #pragma omp for schedule(dynamic)
     for (int kvh = 0; kvh < sh.n_kv; ++kvh) {
       for (int h = kvh * g; h < (kvh + 1) * g; ++h) {
@@ -198,14 +232,14 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
             const int64_t nq = std::min(BQ, qs[s].len - t0);
             const int64_t row0 = qs[s].row0 + t0, qp0 = qs[s].pos0 + t0;
             const int64_t hoff = static_cast<int64_t>(h) * d;
-            const T* Q = q + row0 * q_stride + hoff;
-            const T* dO = dout + row0 * q_stride + hoff;
-            T* dQ = dq + row0 * q_stride + hoff;
-            const T* L = lse + static_cast<int64_t>(h) * lse_stride + row0;
+            const Rows<T> Q = rows(q + row0 * q_stride + hoff, q_stride, nq, d, wq);
+            const Rows<T> dO = rows(dout + row0 * q_stride + hoff, q_stride, nq, d, wdo);
+            A* dQ = dq + row0 * q_stride + hoff;
+            const A* L = lse + static_cast<int64_t>(h) * lse_stride + row0;
             for (int64_t i = 0; i < nq; ++i) {
               const T* oi = o + (row0 + i) * q_stride + hoff;
-              T acc = 0;
-              for (int c = 0; c < d; ++c) acc += dO[i * q_stride + c] * oi[c];
+              A acc = 0;
+              for (int c = 0; c < d; ++c) acc += dO.p[i * dO.ld + c] * ld(oi[c]);
               Dr[i] = acc;
             }
             for (int sk = 0; sk < nks; ++sk) {
@@ -215,20 +249,18 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
                 if (kp0 > qp0 + nq - 1) break;
                 const int64_t nk = std::min(BK, kv.len - k0);
                 const int64_t koff = k0 * kv.stride + static_cast<int64_t>(kvh) * d;
-                const T* K = kv.k + koff;
-                const T* V = kv.v + koff;
-                gemm<T>(Trans::N, Trans::T, nq, nk, d, scale, Q, q_stride, K, kv.stride, T(0), P,
-                        BK);
+                const Rows<T> K = rows(kv.k + koff, kv.stride, nk, d, wk);
+                const Rows<T> V = rows(kv.v + koff, kv.stride, nk, d, wv);
+                gemm<A>(Trans::N, Trans::T, nq, nk, d, scale, Q.p, Q.ld, K.p, K.ld, A(0), P, BK);
                 probs_tile(P, BK, nq, nk, qp0, kp0, L);
-                gemm<T>(Trans::T, Trans::N, nk, d, nq, T(1), P, BK, dO, q_stride, T(1),
-                        kv.dv + koff, kv.stride);
-                gemm<T>(Trans::N, Trans::T, nq, nk, d, T(1), dO, q_stride, V, kv.stride, T(0), dP,
-                        BK);
+                gemm<A>(Trans::T, Trans::N, nk, d, nq, A(1), P, BK, dO.p, dO.ld, A(1), kv.dv + koff,
+                        kv.stride);
+                gemm<A>(Trans::N, Trans::T, nq, nk, d, A(1), dO.p, dO.ld, V.p, V.ld, A(0), dP, BK);
                 dscores_tile(dP, P, BK, nq, nk, Dr);
-                gemm<T>(Trans::N, Trans::N, nq, d, nk, scale, dP, BK, K, kv.stride, T(1), dQ,
+                gemm<A>(Trans::N, Trans::N, nq, d, nk, scale, dP, BK, K.p, K.ld, A(1), dQ,
                         q_stride);
-                gemm<T>(Trans::T, Trans::N, nk, d, nq, scale, dP, BK, Q, q_stride, T(1),
-                        kv.dk + koff, kv.stride);
+                gemm<A>(Trans::T, Trans::N, nk, d, nq, scale, dP, BK, Q.p, Q.ld, A(1), kv.dk + koff,
+                        kv.stride);
               }
             }
           }
@@ -238,12 +270,14 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
   }
 }
 
-#define INST(T)                                                                                 \
-  template void flash_attn_fwd<T>(T*, T*, int64_t, const T*, int64_t, const QSeg*, int,         \
-                                  const KvSeg<T>*, int, AttnShape, T);                          \
-  template void flash_attn_bwd<T>(T*, const T*, const T*, const T*, int64_t, const T*, int64_t, \
-                                  const QSeg*, int, const KvSeg<T>*, int, AttnShape, T);
+#define INST(T)                                                                                \
+  template void flash_attn_fwd<T>(T*, acc_t<T>*, int64_t, const T*, int64_t, const QSeg*, int, \
+                                  const KvSeg<T>*, int, AttnShape, acc_t<T>);                  \
+  template void flash_attn_bwd<T>(acc_t<T>*, const T*, const T*, const T*, int64_t,            \
+                                  const acc_t<T>*, int64_t, const QSeg*, int, const KvSeg<T>*, \
+                                  int, AttnShape, acc_t<T>);
 INST(float)
 INST(double)
+INST(bfloat16)
 
 }  // namespace origami::cpu

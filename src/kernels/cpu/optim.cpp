@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
 namespace origami::cpu {
@@ -53,7 +54,13 @@ void scale_inplace(T* x, int64_t n, T s) {
 template <class T>
 void add_inplace(T* y, const T* x, int64_t n) {
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+  for (int64_t i = 0; i < n; ++i) y[i] = st<T>(ld(y[i]) + ld(x[i]));
+}
+
+template <class D, class S>
+void convert(D* dst, const S* src, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) dst[i] = st<D>(ld(src[i]));
 }
 
 template <class T>
@@ -66,7 +73,7 @@ void index_copy_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_
 }
 
 template <class T>
-void index_add_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+void index_add_rows(acc_t<T>* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
                     int64_t n, int64_t w) {
   // Threads take column blocks; each walks the rows in order of i (the sum order of a row).
   constexpr int64_t kCols = 64;
@@ -74,10 +81,10 @@ void index_add_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t
   for (int64_t c0 = 0; c0 < w; c0 += kCols) {
     const int64_t c1 = std::min(w, c0 + kCols);
     for (int64_t i = 0; i < n; ++i) {
-      T* y = dst + (dst_rows ? dst_rows[i] : i) * w;
+      acc_t<T>* y = dst + (dst_rows ? dst_rows[i] : i) * w;
       const T* x = src + (src_rows ? src_rows[i] : i) * w;
 #pragma omp simd
-      for (int64_t c = c0; c < c1; ++c) y[c] += x[c];
+      for (int64_t c = c0; c < c1; ++c) y[c] += ld(x[c]);
     }
   }
 }
@@ -92,5 +99,12 @@ void index_add_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t
   template void index_add_rows<T>(T*, const T*, const int64_t*, const int64_t*, int64_t, int64_t);
 INST(float)
 INST(double)
+template void add_inplace<bfloat16>(bfloat16*, const bfloat16*, int64_t);
+template void index_copy_rows<bfloat16>(bfloat16*, const bfloat16*, const int64_t*, const int64_t*,
+                                        int64_t, int64_t);
+template void index_add_rows<bfloat16>(float*, const bfloat16*, const int64_t*, const int64_t*,
+                                       int64_t, int64_t);
+template void convert<bfloat16, float>(bfloat16*, const float*, int64_t);
+template void convert<float, bfloat16>(float*, const bfloat16*, int64_t);
 
 }  // namespace origami::cpu

@@ -4,6 +4,7 @@
 // The backward applies the transpose rotation (angle -> -angle).
 #include <cmath>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
 namespace origami::cpu {
@@ -22,18 +23,18 @@ void rope_table(T* cos, T* sin, int64_t max_pos, int d, double theta) {
 namespace {
 template <class T>
 void rotate(T* x, int64_t stride, const int64_t* pos, int64_t rows, int n_heads, int d,
-            const T* cos, const T* sin, T sign) {
+            const acc_t<T>* cos, const acc_t<T>* sin, acc_t<T> sign) {
   const int half = d / 2;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
-    const T* c = cos + pos[r] * half;
-    const T* s = sin + pos[r] * half;
+    const acc_t<T>* c = cos + pos[r] * half;
+    const acc_t<T>* s = sin + pos[r] * half;
     for (int hd = 0; hd < n_heads; ++hd) {
       T* v = x + r * stride + static_cast<int64_t>(hd) * d;
       for (int i = 0; i < half; ++i) {
-        T a = v[i], b = v[i + half], si = sign * s[i];
-        v[i] = a * c[i] - b * si;
-        v[i + half] = b * c[i] + a * si;
+        const acc_t<T> a = ld(v[i]), b = ld(v[i + half]), si = sign * s[i];
+        v[i] = st<T>(a * c[i] - b * si);
+        v[i + half] = st<T>(b * c[i] + a * si);
       }
     }
   }
@@ -42,20 +43,24 @@ void rotate(T* x, int64_t stride, const int64_t* pos, int64_t rows, int n_heads,
 
 template <class T>
 void rope_fwd(T* x, int64_t stride, const int64_t* pos, int64_t rows, int n_heads, int d,
-              const T* cos, const T* sin) {
-  rotate<T>(x, stride, pos, rows, n_heads, d, cos, sin, T(1));
+              const acc_t<T>* cos, const acc_t<T>* sin) {
+  rotate<T>(x, stride, pos, rows, n_heads, d, cos, sin, acc_t<T>(1));
 }
 template <class T>
 void rope_bwd(T* dx, int64_t stride, const int64_t* pos, int64_t rows, int n_heads, int d,
-              const T* cos, const T* sin) {
-  rotate<T>(dx, stride, pos, rows, n_heads, d, cos, sin, T(-1));
+              const acc_t<T>* cos, const acc_t<T>* sin) {
+  rotate<T>(dx, stride, pos, rows, n_heads, d, cos, sin, acc_t<T>(-1));
 }
 
-#define INST(T)                                                                                  \
-  template void rope_table<T>(T*, T*, int64_t, int, double);                                     \
-  template void rope_fwd<T>(T*, int64_t, const int64_t*, int64_t, int, int, const T*, const T*); \
-  template void rope_bwd<T>(T*, int64_t, const int64_t*, int64_t, int, int, const T*, const T*);
+#define INST(T)                                                                              \
+  template void rope_fwd<T>(T*, int64_t, const int64_t*, int64_t, int, int, const acc_t<T>*, \
+                            const acc_t<T>*);                                                \
+  template void rope_bwd<T>(T*, int64_t, const int64_t*, int64_t, int, int, const acc_t<T>*, \
+                            const acc_t<T>*);
+template void rope_table<float>(float*, float*, int64_t, int, double);
+template void rope_table<double>(double*, double*, int64_t, int, double);
 INST(float)
 INST(double)
+INST(bfloat16)
 
 }  // namespace origami::cpu

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define ORIGAMI_SIMD __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -21,7 +22,28 @@
 // flash forward fell from 48% to 20% of peak that way).
 #define ORIGAMI_SIMD_INLINE __attribute__((always_inline)) inline
 
+#include "core/dtype.h"
+
 namespace origami::cpu {
+
+// Loads and stores of an element: the identity for float and double; bf16 widens to fp32 on the
+// way in and rounds to nearest even on the way out (so one loop serves all three types).
+ORIGAMI_SIMD_INLINE float ld(bfloat16 x) {
+  return to_float(x);
+}
+ORIGAMI_SIMD_INLINE float ld(float x) {
+  return x;
+}
+ORIGAMI_SIMD_INLINE double ld(double x) {
+  return x;
+}
+template <class T, class V>
+ORIGAMI_SIMD_INLINE T st(V v) {
+  if constexpr (std::is_same_v<T, bfloat16>)
+    return to_bf16(v);
+  else
+    return v;
+}
 
 // exp(x) without a libm call: x·log2(e) = n + f with n rounded to nearest, exp(x) = 2ⁿ·exp(r),
 // r = x − n·ln2 in two parts (Cody–Waite), exp(r) by Cephes' degree-6 polynomial on
