@@ -64,6 +64,12 @@ void runtime_flags(Args& a, bool transfers) {
          "several ranks may share one GPU); emu: an emulated device on the CPU whose memory "
          "faults on any host access (a check that the engines go through the device seam; "
          "bitwise equal to cpu)");
+  a.flag("dtype", "fp32",
+         "fp32 | bf16: the compute type. bf16: weights (a bf16 copy of fp32 master weights), "
+         "activations and their gradients in bf16, GEMMs in bf16 with fp32 accumulation; "
+         "RMSNorm statistics, attention softmax and log-sum-exp, logits, the loss, parameter "
+         "gradients and AdamW in fp32 (docs/design.md). So far: --device cpu, the single device "
+         "and dp");
   a.flag("comm", "auto",
          "auto | mpi | mpi_staged | nccl: the ranks' communicators. mpi: Open MPI on host memory "
          "(--device cpu); mpi_staged: device buffers through pinned host memory and MPI (any "
@@ -80,6 +86,7 @@ void runtime_flags(Args& a, bool transfers) {
 void runtime_options(const Args& a, RuntimeOptions& p, bool transfers) {
   p.device = a.str("device");
   p.comm = a.str("comm");
+  p.dtype = parse_compute_dtype(a.str("dtype"));
   if (!transfers) return;
   p.overlap = !a.on("no-overlap");
   if (a.given("emulate-link")) parse_emulated_link(a.str("emulate-link"), p);
@@ -92,9 +99,10 @@ void runtime_options(const Args& a, RuntimeOptions& p, bool transfers) {
 std::string layout_help() {
   // (appends, not operator+: g++ 12 warns falsely on some std::string concatenations)
   std::string s = "parallel layout: single, or axis=size pairs from ";
-  s.append(layout_axes()).append(
-      " (the product must equal the mpirun world size; one layout's axes, each combinable with "
-      "dp), e.g. tsp=4, dp=2,tsp=2, tp=2,sp=2. Layouts:");
+  s.append(layout_axes())
+      .append(
+          " (the product must equal the mpirun world size; one layout's axes, each combinable with "
+          "dp), e.g. tsp=4, dp=2,tsp=2, tp=2,sp=2. Layouts:");
   for (const LayoutSpec* sp : layout_specs()) {
     s.append(" ");
     if (sp->axes.empty()) s.append(sp->name).append(": ");

@@ -282,6 +282,9 @@ int cmd_generate(int argc, char** argv) {
   o.report = a.str("report");
   o.quiet = a.on("quiet");
   runtime_options(a, o.par, false);
+  if (o.par.dtype != DType::f32)
+    fail("--dtype ", compute_dtype_name(o.par.dtype),
+         ": generate runs in fp32 so far (the decoders and the KV cache are not bf16 yet)");
   device_hooks(o.par);
   return infer::run_generate(o);
 }

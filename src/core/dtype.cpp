@@ -10,6 +10,17 @@ DType parse_compute_dtype(const std::string& s) {
   fail("--dtype=", s, " is not one of: fp32, bf16");
 }
 
+namespace {
+DType g_compute = DType::f32;
+}
+DType compute_dtype() {
+  return g_compute;
+}
+void set_compute_dtype(DType t) {
+  ORIGAMI_CHECK(t == DType::f32 || t == DType::bf16, "the compute type is fp32 or bf16");
+  g_compute = t;
+}
+
 const char* compute_dtype_name(DType t) {
   return t == DType::bf16 ? "bf16" : "fp32";
 }

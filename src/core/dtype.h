@@ -64,6 +64,10 @@ inline bfloat16 to_bf16(float f) {
 // master weights, gradients, optimizer state and statistics.
 DType parse_compute_dtype(const std::string& s);
 const char* compute_dtype_name(DType t);  // "fp32" | "bf16"
+// The run's compute type, set once per process before an engine is made (select_device; the dry
+// run for plan; tests between cases). fp32 unless set.
+DType compute_dtype();
+void set_compute_dtype(DType t);
 
 template <class T>
 constexpr DType dtype_of();

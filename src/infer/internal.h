@@ -13,6 +13,7 @@ namespace origami::infer::detail {
 
 using block::bytes;
 using block::F;
+using block::F32;
 using block::ws;
 inline int64_t padded(int64_t S, int D) {
   return (S + 2 * D - 1) / (2 * D) * (2 * D);

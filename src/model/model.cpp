@@ -16,16 +16,21 @@ using k::QSeg;
 using k::Trans;
 
 using block::act;
+using block::act32;
 using block::F;
+using block::F32;
+using block::in_elem;
 using block::ws;
 using block::ws0;
+using block::ws32;
+using block::ws32_0;
 
 namespace {
 
 // y = w * n (the norm output, recomputed from the saved normalised input)
 Tensor reweight(const Tensor& n, const Tensor& w, int64_t rows, int64_t h) {
   Tensor y = ws({rows, h});
-  k::rmsnorm_apply<float>(F(y), F(n), F(w), rows, h);
+  k::rmsnorm_apply(F(y), F(n), F(w), rows, h);
   return y;
 }
 
@@ -86,7 +91,7 @@ Model::Model(const ModelConfig& c) : cfg_(c) {
 
 void Model::embed(Tensor& x, const ModelParams& p, const Batch& b) {
   const int64_t h = cfg_.hidden_size;
-  k::index_copy_rows<float>(F(x), F(p.embed), nullptr, b.inputs.data(), b.B * b.S, h);
+  k::index_copy_rows(F(x), F(p.embed), nullptr, b.inputs.data(), b.B * b.S, h);
 }
 
 void Model::attention(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -97,9 +102,9 @@ void Model::attention(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, 
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim())));
   for (int64_t s = 0; s < b.B; ++s) {
     QSeg qs{0, 0, b.S};
-    KvSeg<float> ks{F(k) + s * b.S * kvd, F(v) + s * b.S * kvd, kvd, 0, b.S};
-    k::flash_attn_fwd<float>(F(o) + s * b.S * qd, F(lse) + s * b.S, T, F(q) + s * b.S * qd, qd, &qs,
-                             1, &ks, 1, sh, scale);
+    k::Kv ks{F(k) + s * b.S * kvd, F(v) + s * b.S * kvd, kvd, 0, b.S};
+    k::flash_attn_fwd(F(o) + s * b.S * qd, F32(lse) + s * b.S, T, F(q) + s * b.S * qd, qd, &qs, 1,
+                      &ks, 1, sh, scale);
   }
 }
 
@@ -109,16 +114,18 @@ void Model::block_forward(const LayerParams& W, Tensor& x, Acts* save, const Bat
   const int64_t qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), nh = cfg_.num_attention_heads;
   const int d = static_cast<int>(cfg_.head_dim());
   auto keep = [&](std::vector<int64_t> s) { return save ? act(std::move(s)) : ws(std::move(s)); };
+  auto keep32 = [&](std::vector<int64_t> s) {  // statistics: fp32
+    return save ? act32(std::move(s)) : ws32(std::move(s));
+  };
   const auto pos = positions(b);
 
   Acts tmp;
   Acts& a = save ? *save : tmp;  // (a.x, the block's input, is the layer loop's)
   a.n1 = keep({T, h});
-  a.rstd1 = keep({T});
+  a.rstd1 = keep32({T});
   {
     Tensor y1 = ws({T, h});
-    k::rmsnorm_fwd<float>(F(y1), F(a.n1), F(a.rstd1), F(x), F(W.input_norm), T, h,
-                          cfg_.rms_norm_eps);
+    k::rmsnorm_fwd(F(y1), F(a.n1), F32(a.rstd1), F(x), F(W.input_norm), T, h, cfg_.rms_norm_eps);
     a.q = keep({T, qd});
     a.k = keep({T, kvd});
     a.v = keep({T, kvd});
@@ -126,22 +133,21 @@ void Model::block_forward(const LayerParams& W, Tensor& x, Acts* save, const Bat
                         sin_);
     block::project_rope(F(a.k), F(y1), F(W.wk), T, kvd, h,
                         static_cast<int>(cfg_.num_key_value_heads), d, pos.data(), cos_, sin_);
-    k::linear_fwd<float>(F(a.v), F(y1), F(W.wv), T, kvd, h);
+    k::linear_fwd(F(a.v), F(y1), F(W.wv), T, kvd, h);
   }
   a.o = keep({T, qd});
-  a.lse = keep({nh, T});
+  a.lse = keep32({nh, T});
   attention(a.o, a.lse, a.q, a.k, a.v, b);
-  k::linear_fwd<float>(F(x), F(a.o), F(W.wo), T, h, qd, 1.0f);  // x = x + o Wo^T  (h1)
+  k::linear_fwd(F(x), F(a.o), F(W.wo), T, h, qd, 1.0f);  // x = x + o Wo^T  (h1)
 
   a.n2 = keep({T, h});
-  a.rstd2 = keep({T});
+  a.rstd2 = keep32({T});
   a.g = keep({T, I});
   a.u = keep({T, I});
   const block::MlpShard mlp{F(W.w_gate), F(W.w_up), F(W.w_down), I};
   {
     Tensor y2 = ws({T, h});
-    k::rmsnorm_fwd<float>(F(y2), F(a.n2), F(a.rstd2), F(x), F(W.post_norm), T, h,
-                          cfg_.rms_norm_eps);
+    k::rmsnorm_fwd(F(y2), F(a.n2), F32(a.rstd2), F(x), F(W.post_norm), T, h, cfg_.rms_norm_eps);
     block::mlp_up(F(a.g), F(a.u), F(y2), mlp, T, h);
   }
   {
@@ -164,42 +170,46 @@ void Model::block_backward(const LayerParams& W, LayerParams& G, const Acts& a, 
     Tensor dg = ws({T, I}), du = ws({T, I});
     {
       Tensor s = ws({T, I}), da = ws({T, I});
-      block::mlp_down_bwd(F(G.w_down), F(dg), F(du), F(s), F(da), F(dx), F(a.g), F(a.u), mlp, T, h);
+      block::mlp_down_bwd(F32(G.w_down), F(dg), F(du), F(s), F(da), F(dx), F(a.g), F(a.u), mlp, T,
+                          h);
     }
     Tensor y2 = reweight(a.n2, W.post_norm, T, h);
     Tensor dy2 = ws0({T, h});
-    block::mlp_up_bwd(F(G.w_gate), F(G.w_up), F(dy2), F(dg), F(du), F(y2), mlp, T, h);
-    k::rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F(a.rstd2), T, h);
+    block::mlp_up_bwd(F32(G.w_gate), F32(G.w_up), F(dy2), F(dg), F(du), F(y2), mlp, T, h);
+    k::rmsnorm_bwd(F(dx), F32(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F32(a.rstd2), T, h);
   }
   // dx now holds d(h1). ---- attention: h1 = x + attn(y1) Wo^T, y1 = norm1(x)
-  k::linear_bwd_w<float>(F(G.wo), F(dx), F(a.o), T, h, qd);
-  Tensor dq = ws0({T, qd}), dk = ws0({T, kvd}), dv = ws0({T, kvd});
+  k::linear_bwd_w(F32(G.wo), F(dx), F(a.o), T, h, qd);
+  // The attention kernels' gradients: fp32 (they sum over every key tile), in the element type
+  // for the projections' GEMMs (block::in_elem).
+  Tensor dq = ws32_0({T, qd}), dk = ws32_0({T, kvd}), dv = ws32_0({T, kvd});
   {
     Tensor dout = ws0({T, qd});
-    k::linear_bwd_x<float>(F(dout), F(dx), F(W.wo), T, h, qd);
+    k::linear_bwd_x(F(dout), F(dx), F(W.wo), T, h, qd);
     const AttnShape sh{static_cast<int>(nh), static_cast<int>(cfg_.num_key_value_heads), d};
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
     for (int64_t s = 0; s < b.B; ++s) {
       QSeg qs{0, 0, b.S};
       const int64_t ko = s * b.S * kvd;
-      KvSeg<float> ks{F(a.k) + ko, F(a.v) + ko, kvd, 0, b.S, F(dk) + ko, F(dv) + ko};
+      k::Kv ks{F(a.k) + ko, F(a.v) + ko, kvd, 0, b.S, F32(dk) + ko, F32(dv) + ko};
       const int64_t qo = s * b.S * qd;
-      k::flash_attn_bwd<float>(F(dq) + qo, F(dout) + qo, F(a.q) + qo, F(a.o) + qo, qd,
-                               F(a.lse) + s * b.S, T, &qs, 1, &ks, 1, sh, scale);
+      k::flash_attn_bwd(F32(dq) + qo, F(dout) + qo, F(a.q) + qo, F(a.o) + qo, qd,
+                        F32(a.lse) + s * b.S, T, &qs, 1, &ks, 1, sh, scale);
     }
   }
-  k::rope_bwd<float>(F(dq), qd, pos.data(), T, static_cast<int>(nh), d, F(cos_), F(sin_));
-  k::rope_bwd<float>(F(dk), kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d,
-                     F(cos_), F(sin_));
+  k::rope_bwd<float>(F32(dq), qd, pos.data(), T, static_cast<int>(nh), d, F32(cos_), F32(sin_));
+  k::rope_bwd<float>(F32(dk), kvd, pos.data(), T, static_cast<int>(cfg_.num_key_value_heads), d,
+                     F32(cos_), F32(sin_));
+  const Tensor dq_e = in_elem(dq), dk_e = in_elem(dk), dv_e = in_elem(dv);
   Tensor y1 = reweight(a.n1, W.input_norm, T, h);
-  k::linear_bwd_w<float>(F(G.wq), F(dq), F(y1), T, qd, h);
-  k::linear_bwd_w<float>(F(G.wk), F(dk), F(y1), T, kvd, h);
-  k::linear_bwd_w<float>(F(G.wv), F(dv), F(y1), T, kvd, h);
+  k::linear_bwd_w(F32(G.wq), F(dq_e), F(y1), T, qd, h);
+  k::linear_bwd_w(F32(G.wk), F(dk_e), F(y1), T, kvd, h);
+  k::linear_bwd_w(F32(G.wv), F(dv_e), F(y1), T, kvd, h);
   Tensor dy1 = ws0({T, h});
-  k::linear_bwd_x<float>(F(dy1), F(dq), F(W.wq), T, qd, h);
-  k::linear_bwd_x<float>(F(dy1), F(dk), F(W.wk), T, kvd, h);
-  k::linear_bwd_x<float>(F(dy1), F(dv), F(W.wv), T, kvd, h);
-  k::rmsnorm_bwd<float>(F(dx), F(G.input_norm), F(dy1), F(a.n1), F(W.input_norm), F(a.rstd1), T, h);
+  k::linear_bwd_x(F(dy1), F(dq_e), F(W.wq), T, qd, h);
+  k::linear_bwd_x(F(dy1), F(dk_e), F(W.wk), T, kvd, h);
+  k::linear_bwd_x(F(dy1), F(dv_e), F(W.wv), T, kvd, h);
+  k::rmsnorm_bwd(F(dx), F32(G.input_norm), F(dy1), F(a.n1), F(W.input_norm), F32(a.rstd1), T, h);
 }
 
 // Final norm + LM head + cross-entropy, streamed over chunks of tokens so that no more than
@@ -209,25 +219,25 @@ double Model::head(const ModelParams& p, ModelParams* grads, const Tensor& x, Te
                    const Batch& b, double inv_n) {
   const int64_t T = b.B * b.S, h = cfg_.hidden_size, V = cfg_.vocab_size;
   const int64_t C = block::logits_chunk(T, V);
-  Tensor n = ws({T, h}), rstd = ws({T}), y = ws({T, h});
-  k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
-  Tensor z = ws({C, V}), m = ws({C}), l = ws({C}), zt = ws({C}), lse = ws({C});
+  Tensor n = ws({T, h}), rstd = ws32({T}), y = ws({T, h});
+  k::rmsnorm_fwd(F(y), F(n), F32(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
+  // logits and the log-sum-exp statistics: fp32
+  Tensor z = ws32({C, V}), m = ws32({C}), l = ws32({C}), zt = ws32({C}), lse = ws32({C});
   Tensor dy = grads ? ws0({T, h}) : Tensor();
-  const float* Wh = F(p.head());
+  const k::CPtr Wh = F(p.head());
   double total = 0;
   for (int64_t r0 = 0; r0 < T; r0 += C) {
     const int64_t c = std::min(C, T - r0);
     const int64_t* tg = b.targets.data() + r0;
-    k::ce_init<float>(F(m), F(l), F(zt), c);
-    block::head_chunk_fwd(F(z), F(m), F(l), F(zt), F(y) + r0 * h, Wh, c, h, V, 0, V, tg);
-    total += k::ce_finish<float>(F(lse), F(m), F(l), F(zt), c, tg);
+    k::ce_init<float>(F32(m), F32(l), F32(zt), c);
+    block::head_chunk_fwd(F32(z), F32(m), F32(l), F32(zt), F(y) + r0 * h, Wh, c, h, V, 0, V, tg);
+    total += k::ce_finish<float>(F32(lse), F32(m), F32(l), F32(zt), c, tg);
     if (!grads) continue;
-    block::head_chunk_bwd(F(z), F(dy) + r0 * h, F(grads->head()), F(lse), F(y) + r0 * h, Wh, c, h,
-                          V, 0, V, tg, static_cast<float>(inv_n), false);
+    block::head_chunk_bwd(F32(z), F(dy) + r0 * h, F32(grads->head()), F32(lse), F(y) + r0 * h, Wh,
+                          c, h, V, 0, V, tg, static_cast<float>(inv_n), false);
   }
   if (grads)
-    k::rmsnorm_bwd<float>(F(*dx), F(grads->final_norm), F(dy), F(n), F(p.final_norm), F(rstd), T,
-                          h);
+    k::rmsnorm_bwd(F(*dx), F32(grads->final_norm), F(dy), F(n), F(p.final_norm), F32(rstd), T, h);
   return total;
 }
 
@@ -255,7 +265,7 @@ double Model::forward_backward(const ModelParams& p, ModelParams& grads, const B
   };
   // Embedding backward: rows summed per token id in position order (deterministic).
   s.embed_backward = [&](const Tensor& dx) {
-    k::index_add_rows<float>(F(grads.embed), F(dx), b.inputs.data(), nullptr, T, h);
+    k::index_add_rows(F32(grads.embed), F(dx), b.inputs.data(), nullptr, T, h);
   };
   return forward_backward_layers(s, p.layers.size(), rc, {});
 }

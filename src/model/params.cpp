@@ -3,6 +3,7 @@
 #include <set>
 
 #include "core/rng.h"
+#include "kernels/dispatch.h"
 
 namespace origami {
 
@@ -28,9 +29,9 @@ ModelParams ModelParams::make(
   return p;
 }
 
-ModelParams ModelParams::zeros(const ModelConfig& c, Cat cat) {
-  return make(c, [cat](const std::string&, std::vector<int64_t> s) {
-    return Tensor::zeros(std::move(s), DType::f32, cat);
+ModelParams ModelParams::zeros(const ModelConfig& c, Cat cat, DType dt) {
+  return make(c, [cat, dt](const std::string&, std::vector<int64_t> s) {
+    return Tensor::zeros(std::move(s), dt, cat);
   });
 }
 ModelParams ModelParams::zeros_host(const ModelConfig& c, Cat cat) {
@@ -111,8 +112,13 @@ void copy_params(const ModelParams& src, ModelParams& dst) {
   std::vector<const Tensor*> s;
   const_cast<ModelParams&>(src).for_each([&](const std::string&, Tensor& t) { s.push_back(&t); });
   size_t i = 0;
-  dst.for_each(
-      [&](const std::string&, Tensor& t) { copy_bytes(t.raw(), s[i++]->raw(), t.nbytes()); });
+  dst.for_each([&](const std::string&, Tensor& t) {
+    const Tensor& from = *s[i++];
+    if (from.dtype() == t.dtype())
+      copy_bytes(t.raw(), from.raw(), t.nbytes());
+    else
+      k::convert({t.raw(), t.dtype()}, {from.raw(), from.dtype()}, t.numel());
+  });
 }
 
 void save_params(ModelParams& p, const std::string& path) {

@@ -19,7 +19,7 @@ struct ModelParams {
   Tensor embed, final_norm, lm_head;  // lm_head undefined when tied
   std::vector<LayerParams> layers;
 
-  static ModelParams zeros(const ModelConfig& c, Cat cat);
+  static ModelParams zeros(const ModelConfig& c, Cat cat, DType dt = DType::f32);
   // Host memory even when a device is selected (a full model staged for load_state, a report).
   static ModelParams zeros_host(const ModelConfig& c, Cat cat);
   // Every tensor from make(HF name, shape), e.g. views into a mapped checkpoint file.
@@ -41,7 +41,8 @@ void load_params(ModelParams& p, const SafeTensorsReader& r);
 // callers that keep only slices (inference shards). r must outlive the result.
 ModelParams map_params(const ModelConfig& c, const SafeTensorsReader& r);
 void save_params(ModelParams& p, const std::string& path);
-// dst := src, tensor by tensor (same config; host or device memory on either side).
+// dst := src, tensor by tensor (same config; host or device memory on either side; converted
+// where the types differ: fp32 master weights into their bf16 copy).
 void copy_params(const ModelParams& src, ModelParams& dst);
 
 }  // namespace origami

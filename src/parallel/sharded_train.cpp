@@ -142,6 +142,9 @@ std::unique_ptr<Engine> make_sharded_engine(const ModelConfig& c, Mesh mesh, std
 void validate_engine(const Layout& L, const ModelConfig& c, const ParallelOptions& p, Recompute rc,
                      int64_t B, int64_t S) {
   validate_options(L, p, rc);
+  if (p.dtype == DType::bf16 && L.spec->name != std::string("single"))
+    fail("--dtype bf16 is not supported under --layout ", L.spec->name,
+         " yet: the single device and dp run it so far");
   L.spec->validate(L, c, p, B, S);
 }
 

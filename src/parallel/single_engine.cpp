@@ -1,4 +1,6 @@
-// The single-device engine: the reference every layout is compared with.
+// The single-device engine: the reference every layout is compared with. Under --dtype bf16 it
+// keeps fp32 master weights (category optimizer, with the AdamW moments) and computes with their
+// bf16 copy (category weights), refreshed after every optimizer step; gradients are fp32.
 #include "comm/accounting.h"
 #include "model/optimizer.h"
 #include "parallel/engine.h"
@@ -12,8 +14,10 @@ class SingleEngine : public Engine {
       : dp_(std::move(dp)),
         model_(c),
         rc_(rc),
-        p_(ModelParams::zeros(c, Cat::weights)),
-        g_(ModelParams::zeros(c, Cat::grads)) {}
+        p_(ModelParams::zeros(c, Cat::weights, compute_dtype())),
+        g_(ModelParams::zeros(c, Cat::grads)) {
+    if (compute_dtype() != DType::f32) master_ = ModelParams::zeros(c, Cat::optimizer);
+  }
   int rank() const override { return dp_->rank(); }
   int world() const override { return dp_->size(); }
   int dp_rank() const override { return dp_->rank(); }
@@ -22,7 +26,8 @@ class SingleEngine : public Engine {
     return dp_->size() > 1 ? "dp=" + std::to_string(dp_->size()) : "single";
   }
   void load_state(const FullState& s, bool with_moments) override {
-    copy_params(s.params, p_);
+    copy_params(s.params, master());
+    refresh();
     if (with_moments) {
       moments();
       copy_params(s.exp_avg, m_);
@@ -32,7 +37,7 @@ class SingleEngine : public Engine {
   void init_moments() override { moments(); }
   void save_checkpoint(const std::string& dir, const TrainerState& st) override {
     moments();
-    if (dp_->rank() == 0) origami::save_checkpoint(dir, st, p_, m_, v_);
+    if (dp_->rank() == 0) origami::save_checkpoint(dir, st, master(), m_, v_);
     dp_->barrier();
   }
   int64_t global_targets(const std::vector<Batch>& micro) override {
@@ -55,7 +60,8 @@ class SingleEngine : public Engine {
   void full_grads(ModelParams& out) override { copy_params(g_, out); }
   void adamw(const cpu::AdamW& h, int64_t step) override {
     moments();
-    adamw_update(p_, g_, m_, v_, h, step);
+    adamw_update(master(), g_, m_, v_, h, step);
+    refresh();
   }
   double sum_over_ranks(double x) override {
     CommScope ctx(*dp_, kWhereStep, Phase::fwd);
@@ -75,10 +81,15 @@ class SingleEngine : public Engine {
       v_ = ModelParams::zeros(model_.config(), Cat::optimizer);
     }
   }
+  // The fp32 parameters the optimizer updates: p_ itself, or the master copy under bf16.
+  ModelParams& master() { return master_.embed.defined() ? master_ : p_; }
+  void refresh() {  // the bf16 compute copy from the master weights
+    if (master_.embed.defined()) copy_params(master_, p_);
+  }
   std::unique_ptr<Comm> dp_;
   Model model_;
   Recompute rc_;
-  ModelParams p_, g_, m_, v_;
+  ModelParams p_, g_, m_, v_, master_;
 };
 }  // namespace
 

@@ -169,7 +169,8 @@ void TspEngine::attn_post_packet(AttnStart& st, const TspLayer& W, int j,
   } else if (!dst.defined()) {
     dst = Tensor::empty({P}, DType::f32, Cat::comm);
   }
-  float* p = j == r_ && !into ? const_cast<float*>(F(W.attn)) : F(dst);  // the owner sends its own
+  float* p =
+      j == r_ && !into ? const_cast<float*>(F32(W.attn)) : F32(dst);  // the owner sends its own
   st.preq[j] = comm_.ibcast(p, bytes(P), j, Traffic::attn_weights);
 }
 

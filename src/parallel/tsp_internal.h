@@ -19,6 +19,7 @@ namespace tsp {
 using block::act;
 using block::bytes;
 using block::F;
+using block::F32;
 using block::ws;
 using block::ws0;
 }  // namespace tsp

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "comm/mesh.h"
+#include "core/dtype.h"
 
 namespace origami {
 
@@ -14,14 +15,16 @@ struct RuntimeOptions {
   double progress_us = 100;                   // --progress-thread (0: off)
   bool overlap = true;  // false (--no-overlap): every transfer complete when posted (serial_comm.h)
   std::string device = "cpu";     // --device cpu|cuda|emu
+  DType dtype = DType::f32;       // --dtype fp32|bf16: the compute type (core/dtype.h)
   std::string comm = "auto";      // --comm auto|mpi|mpi_staged|nccl
   void (*use_cuda)() = nullptr;   // set by the entry point when the CUDA backend is built in
   CommMaker make_nccl = nullptr;  // likewise when it is built with NCCL
 };
 
-// Selects p.device for the rest of the process: from here on tensors are allocated there and the
-// kernels are its own (cuda: needs use_cuda and a visible device; emu: kernels/emu.h). Refuses a
-// --comm the device cannot use first. Call after the host-side inputs are loaded and before the
+// Selects p.device and p.dtype (set_compute_dtype) for the rest of the process: from here on
+// tensors are allocated there and the kernels are its own (cuda: needs use_cuda and a visible
+// device; emu: kernels/emu.h). Refuses a --comm the device cannot use, and a --dtype it has no
+// kernels for, first. Call after the host-side inputs are loaded and before the
 // engine is made.
 void select_device(const RuntimeOptions& p);
 // --comm resolved: auto is mpi on the CPU and mpi_staged on a device.
