@@ -500,21 +500,25 @@ TEST(Bf16, RoundsToNearestEven) {
 
 TEST(Bf16, GemmAccumulatesInFp32) {
   const int64_t M = 37, N = 29, K = 300;
-  for (int tr = 0; tr < 4; ++tr) {
+  for (int tr = 0; tr < 8; ++tr) {  // transposes; tr >= 4: padded rows (sub-blocks, as the
+                                    // engines' strided weight buckets are)
     const Trans ta = tr & 1 ? Trans::T : Trans::N, tb = tr & 2 ? Trans::T : Trans::N;
-    const Vec a = rounded(randn(M * K, 100 + tr)), b = rounded(randn(K * N, 200 + tr));
-    const Vec c0 = randn(M * N, 300 + tr);
-    const int64_t lda = ta == Trans::N ? K : M, ldb = tb == Trans::N ? N : K;
+    const int64_t pad = tr >= 4 ? 5 : 0;
+    const int64_t lda = (ta == Trans::N ? K : M) + pad, ldb = (tb == Trans::N ? N : K) + pad;
+    const int64_t ldc = N + pad;
+    const Vec a = rounded(randn((ta == Trans::N ? M : K) * lda, 100 + tr));
+    const Vec b = rounded(randn((tb == Trans::N ? K : N) * ldb, 200 + tr));
+    const Vec c0 = randn(M * ldc, 300 + tr);
     Vec want = c0;  // C = 0.5·op(A)·op(B) + 1·C in double
-    gemm<double>(ta, tb, M, N, K, 0.5, a.data(), lda, b.data(), ldb, 1.0, want.data(), N);
+    gemm<double>(ta, tb, M, N, K, 0.5, a.data(), lda, b.data(), ldb, 1.0, want.data(), ldc);
     const auto a16 = to16(a), b16 = to16(b);
     std::vector<float> c32(c0.begin(), c0.end());
     gemm_bf16(ta, tb, M, N, K, 0.5f, a16.data(), lda, b16.data(), ldb, 1.0f, c32.data(),
-              origami::DType::f32, N);
+              origami::DType::f32, ldc);
     EXPECT_LT(rel(Vec(c32.begin(), c32.end()), want), kAcc) << "fp32 C, case " << tr;
     auto c16 = to16(c0);
     gemm_bf16(ta, tb, M, N, K, 0.5f, a16.data(), lda, b16.data(), ldb, 1.0f, c16.data(),
-              origami::DType::bf16, N);
+              origami::DType::bf16, ldc);
     const double e = rel(of16(c16), want);
     EXPECT_LT(e, kBf) << "bf16 C, case " << tr;
     EXPECT_GT(e, kAboveFp32) << "bf16 C, case " << tr;

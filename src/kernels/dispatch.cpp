@@ -84,7 +84,10 @@ const BTable& cpu_bf16_table() {
                         &cpu::index_copy_rows<bfloat16>,
                         &cpu::index_add_rows<bfloat16>,
                         &cpu::convert<bfloat16, float>,
-                        &cpu::convert<float, bfloat16>};
+                        &cpu::convert<float, bfloat16>,
+                        &cpu::rmsnorm_fwd<bfloat16, float>,
+                        &cpu::rmsnorm_bwd<bfloat16, float>,
+                        &cpu::index_copy_rows<bfloat16, float>};
   return t;
 }
 
@@ -113,12 +116,15 @@ void linear_bwd_w(Ptr dW, CPtr dy, CPtr x, int64_t M, int64_t N, int64_t K) {
   gemm(Trans::T, Trans::N, N, K, M, 1, dy, N, x, K, 1, dW, K);
 }
 void rmsnorm_fwd(Ptr y, Ptr n, float* rstd, CPtr x, CPtr w, int64_t rows, int64_t h, double eps) {
-  if (!is_bf16(x, "rmsnorm_fwd"))
+  if (!is_bf16(y, "rmsnorm_fwd"))
     return ft().rmsnorm_fwd(y.as<float>(), n.p ? n.as<float>() : nullptr, rstd, x.as<float>(),
                             w.as<float>(), rows, h, eps);
+  bfloat16* nn = n.p ? n.as<bfloat16>() : nullptr;
+  if (x.dt == DType::f32)
+    return bt("rmsnorm_fwd")
+        .rmsnorm_fwd_res(y.as<bfloat16>(), nn, rstd, x.as<float>(), w.as<bfloat16>(), rows, h, eps);
   bt("rmsnorm_fwd")
-      .rmsnorm_fwd(y.as<bfloat16>(), n.p ? n.as<bfloat16>() : nullptr, rstd, x.as<bfloat16>(),
-                   w.as<bfloat16>(), rows, h, eps);
+      .rmsnorm_fwd(y.as<bfloat16>(), nn, rstd, x.as<bfloat16>(), w.as<bfloat16>(), rows, h, eps);
 }
 void rmsnorm_apply(Ptr y, CPtr n, CPtr w, int64_t rows, int64_t h) {
   if (!is_bf16(n, "rmsnorm_apply"))
@@ -127,9 +133,13 @@ void rmsnorm_apply(Ptr y, CPtr n, CPtr w, int64_t rows, int64_t h) {
 }
 void rmsnorm_bwd(Ptr dx, float* dw, CPtr dy, CPtr n, CPtr w, const float* rstd, int64_t rows,
                  int64_t h) {
-  if (!is_bf16(dy, "rmsnorm_bwd"))
+  if (!is_bf16(n, "rmsnorm_bwd"))
     return ft().rmsnorm_bwd(dx.as<float>(), dw, dy.as<float>(), n.as<float>(), w.as<float>(), rstd,
                             rows, h);
+  if (dx.dt == DType::f32)
+    return bt("rmsnorm_bwd")
+        .rmsnorm_bwd_res(dx.as<float>(), dw, dy.as<float>(), n.as<bfloat16>(), w.as<bfloat16>(),
+                         rstd, rows, h);
   bt("rmsnorm_bwd")
       .rmsnorm_bwd(dx.as<bfloat16>(), dw, dy.as<bfloat16>(), n.as<bfloat16>(), w.as<bfloat16>(),
                    rstd, rows, h);
@@ -197,9 +207,11 @@ void add_inplace(Ptr y, CPtr x, int64_t n) {
 }
 void index_copy_rows(Ptr dst, CPtr src, const int64_t* dst_rows, const int64_t* src_rows, int64_t n,
                      int64_t w) {
-  same(dst.dt, src.dt, "index_copy_rows");
   if (!is_bf16(src, "index_copy_rows"))
     return ft().index_copy_rows(dst.as<float>(), src.as<float>(), dst_rows, src_rows, n, w);
+  if (dst.dt == DType::f32)
+    return bt("index_copy_rows")
+        .index_copy_rows_widen(dst.as<float>(), src.as<bfloat16>(), dst_rows, src_rows, n, w);
   bt("index_copy_rows")
       .index_copy_rows(dst.as<bfloat16>(), src.as<bfloat16>(), dst_rows, src_rows, n, w);
 }

@@ -70,6 +70,11 @@ struct BTable {
   decltype(&cpu::index_add_rows<bfloat16>) index_add_rows;
   decltype(&cpu::convert<bfloat16, float>) to_bf16;
   decltype(&cpu::convert<float, bfloat16>) to_f32;
+  // the fp32 residual stream of a bf16 run: RMSNorm of fp32 x, its backward into fp32 dx from
+  // fp32 dy; bf16 embedding rows widened into fp32 ones
+  decltype(&cpu::rmsnorm_fwd<bfloat16, float>) rmsnorm_fwd_res;
+  decltype(&cpu::rmsnorm_bwd<bfloat16, float>) rmsnorm_bwd_res;
+  decltype(&cpu::index_copy_rows<bfloat16, float>) index_copy_rows_widen;
 };
 void install_bf16(const BTable* t);  // with install(): nullptr = none (or the CPU's, no table)
 const BTable& cpu_bf16_table();
@@ -119,7 +124,8 @@ struct Kv {
   float* dv = nullptr;
 };
 
-// The run-time typed forms. GEMMs: A and B of one type; C fp32, or bf16 with bf16 inputs.
+// The run-time typed forms. GEMMs: A and B of one type; C fp32, or bf16 with bf16 inputs. RMSNorm:
+// y, n, w of one type; x (and backward dx, dy) of it or fp32. Rows: dst of src's type or fp32.
 void gemm(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, CPtr A, int64_t lda,
           CPtr B, int64_t ldb, float beta, Ptr C, int64_t ldc);
 void linear_fwd(Ptr y, CPtr x, CPtr W, int64_t M, int64_t N, int64_t K, float beta = 0);

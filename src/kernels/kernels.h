@@ -55,15 +55,17 @@ void linear_bwd_w(T* dW, const T* dy, const T* x, int64_t M, int64_t N, int64_t 
 // ---- RMSNorm: n = x * rstd, rstd = 1/sqrt(mean(x^2) + eps), y = w * n, per row of h ----------
 // n (the normalised input before the weight) may be null; it is what backward needs (it is safe
 // for w = 0, unlike y / w), so it is what a layer saves.
-template <class T>
-void rmsnorm_fwd(T* y, T* n, acc_t<T>* rstd, const T* x, const T* w, int64_t rows, int64_t h,
+// x (and, backward, dx and dy) may be of a wider type R than the outputs: a bf16 run keeps the
+// residual stream and the gradients summed into it in fp32 (R = float, T = bfloat16).
+template <class T, class R = T>
+void rmsnorm_fwd(T* y, T* n, acc_t<T>* rstd, const R* x, const T* w, int64_t rows, int64_t h,
                  double eps);
 // y = w * n (the norm output recomputed from the saved normalised input)
 template <class T>
 void rmsnorm_apply(T* y, const T* n, const T* w, int64_t rows, int64_t h);
 // dx += d/dx, dw += d/dw
-template <class T>
-void rmsnorm_bwd(T* dx, acc_t<T>* dw, const T* dy, const T* n, const T* w, const acc_t<T>* rstd,
+template <class T, class R = T>
+void rmsnorm_bwd(R* dx, acc_t<T>* dw, const R* dy, const T* n, const T* w, const acc_t<T>* rstd,
                  int64_t rows, int64_t h);
 
 // ---- RoPE (HF rotate_half: pairs (i, i + d/2), inv_freq_i = theta^(-2i/d)) ---------------------
@@ -164,8 +166,9 @@ void convert(D* dst, const S* src, int64_t n);
 // src_rows[i] of src (i when null); rows of w elements, contiguous. The index arrays are host
 // arrays (like positions). copy: the destination rows are distinct. add: in order of i, so a
 // destination row that repeats sums its sources in that order (deterministic, no atomics).
-template <class T>
-void index_copy_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+// copy: dst of type D (widening bf16 rows into fp32 ones when D = float, T = bfloat16).
+template <class T, class D = T>
+void index_copy_rows(D* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
                      int64_t n, int64_t w);
 // add: dst in acc_t<T> (an embedding's fp32 gradient gains bf16 rows).
 template <class T>

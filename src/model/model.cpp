@@ -169,23 +169,25 @@ void Model::block_backward(const LayerParams& W, LayerParams& G, const Acts& a, 
     const block::MlpShard mlp{F(W.w_gate), F(W.w_up), F(W.w_down), I};
     Tensor dg = ws({T, I}), du = ws({T, I});
     {
+      const Tensor dx_e = in_elem(dx);  // the fp32 residual gradient, for the GEMMs
       Tensor s = ws({T, I}), da = ws({T, I});
-      block::mlp_down_bwd(F32(G.w_down), F(dg), F(du), F(s), F(da), F(dx), F(a.g), F(a.u), mlp, T,
+      block::mlp_down_bwd(F32(G.w_down), F(dg), F(du), F(s), F(da), F(dx_e), F(a.g), F(a.u), mlp, T,
                           h);
     }
     Tensor y2 = reweight(a.n2, W.post_norm, T, h);
-    Tensor dy2 = ws0({T, h});
+    Tensor dy2 = ws32_0({T, h});  // summed over GEMMs: fp32
     block::mlp_up_bwd(F32(G.w_gate), F32(G.w_up), F(dy2), F(dg), F(du), F(y2), mlp, T, h);
     k::rmsnorm_bwd(F(dx), F32(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F32(a.rstd2), T, h);
   }
   // dx now holds d(h1). ---- attention: h1 = x + attn(y1) Wo^T, y1 = norm1(x)
-  k::linear_bwd_w(F32(G.wo), F(dx), F(a.o), T, h, qd);
+  const Tensor dx_e = in_elem(dx);
+  k::linear_bwd_w(F32(G.wo), F(dx_e), F(a.o), T, h, qd);
   // The attention kernels' gradients: fp32 (they sum over every key tile), in the element type
   // for the projections' GEMMs (block::in_elem).
   Tensor dq = ws32_0({T, qd}), dk = ws32_0({T, kvd}), dv = ws32_0({T, kvd});
   {
     Tensor dout = ws0({T, qd});
-    k::linear_bwd_x(F(dout), F(dx), F(W.wo), T, h, qd);
+    k::linear_bwd_x(F(dout), F(dx_e), F(W.wo), T, h, qd);
     const AttnShape sh{static_cast<int>(nh), static_cast<int>(cfg_.num_key_value_heads), d};
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
     for (int64_t s = 0; s < b.B; ++s) {
@@ -205,7 +207,7 @@ void Model::block_backward(const LayerParams& W, LayerParams& G, const Acts& a, 
   k::linear_bwd_w(F32(G.wq), F(dq_e), F(y1), T, qd, h);
   k::linear_bwd_w(F32(G.wk), F(dk_e), F(y1), T, kvd, h);
   k::linear_bwd_w(F32(G.wv), F(dv_e), F(y1), T, kvd, h);
-  Tensor dy1 = ws0({T, h});
+  Tensor dy1 = ws32_0({T, h});  // summed over GEMMs: fp32
   k::linear_bwd_x(F(dy1), F(dq_e), F(W.wq), T, qd, h);
   k::linear_bwd_x(F(dy1), F(dk_e), F(W.wk), T, kvd, h);
   k::linear_bwd_x(F(dy1), F(dv_e), F(W.wv), T, kvd, h);
@@ -223,7 +225,7 @@ double Model::head(const ModelParams& p, ModelParams* grads, const Tensor& x, Te
   k::rmsnorm_fwd(F(y), F(n), F32(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
   // logits and the log-sum-exp statistics: fp32
   Tensor z = ws32({C, V}), m = ws32({C}), l = ws32({C}), zt = ws32({C}), lse = ws32({C});
-  Tensor dy = grads ? ws0({T, h}) : Tensor();
+  Tensor dy = grads ? ws32_0({T, h}) : Tensor();  // summed over chunks' GEMMs: fp32
   const k::CPtr Wh = F(p.head());
   double total = 0;
   for (int64_t r0 = 0; r0 < T; r0 += C) {
@@ -242,7 +244,7 @@ double Model::head(const ModelParams& p, ModelParams* grads, const Tensor& x, Te
 }
 
 double Model::forward_loss(const ModelParams& p, const Batch& b) {
-  Tensor x = ws({b.B * b.S, cfg_.hidden_size});
+  Tensor x = ws32({b.B * b.S, cfg_.hidden_size});  // the residual stream: fp32
   embed(x, p, b);
   for (const auto& W : p.layers) block_forward(W, x, nullptr, b);
   return head(p, nullptr, x, nullptr, b, 0.0);
@@ -253,7 +255,7 @@ double Model::forward_backward(const ModelParams& p, ModelParams& grads, const B
   const int64_t T = b.B * b.S, h = cfg_.hidden_size;
   LayerSteps<Acts> s;
   s.embed = [&] {
-    Tensor x = act({T, h});
+    Tensor x = act32({T, h});  // the residual stream (and its gradient): fp32
     embed(x, p, b);
     return x;
   };

@@ -11,25 +11,23 @@
 
 namespace origami {
 
-// A unit's K, V: this rank's k, v [T, kw] all-gathered into [ranks·T, kw] (workspace).
+// A unit's K, V: this rank's k, v [T, kw] all-gathered into [ranks·T, kw] (workspace, the
+// element type).
 struct KvGather {
   Tensor K, V;
   Request k, v;
   bool posted() const { return K.defined(); }
   static KvGather post(Comm& c, const Tensor& k, const Tensor& v, int64_t T, int64_t kw) {
-    KvGather g{Tensor::empty({c.size() * T, kw}, DType::f32, Cat::workspace),
-               Tensor::empty({c.size() * T, kw}, DType::f32, Cat::workspace),
-               {},
-               {}};
-    g.k = c.iallgather(k.data<float>(), g.K.data<float>(), block::bytes(T * kw), Traffic::kv);
-    g.v = c.iallgather(v.data<float>(), g.V.data<float>(), block::bytes(T * kw), Traffic::kv);
+    KvGather g{block::ws({c.size() * T, kw}), block::ws({c.size() * T, kw}), {}, {}};
+    g.k = c.iallgather(k.raw(), g.K.raw(), block::bytes(T * kw), Traffic::kv);
+    g.v = c.iallgather(v.raw(), g.V.raw(), block::bytes(T * kw), Traffic::kv);
     return g;
   }
 };
 
 // A projection's output gradient dp [T, w] (dq, or this rank's dk, dv after their
-// reduce-scatter), RoPE undone where it was applied, gives dW += dpᵀ·y1 and dy1 += dp·W; MPI
-// progress between the GEMMs.
+// reduce-scatter; fp32), RoPE undone where it was applied, gives dW += dpᵀ·y1 and dy1 += dp·W in
+// the element type (dp converted first under bf16); MPI progress between the GEMMs.
 struct ProjBwd {
   Comm& comm;
   const int64_t* pos;
@@ -38,17 +36,24 @@ struct ProjBwd {
   Tensor& dy1;
   int64_t T, h;
   int d;
-  void operator()(float* dp, int64_t w, int heads, bool rope, const float* W, float* G) const {
+  void operator()(float* dp, int64_t w, int heads, bool rope, k::CPtr W, float* G) const {
     if (rope) k::rope_bwd<float>(dp, w, pos, T, heads, d, cos.data<float>(), sin.data<float>());
     comm.progress();
-    k::linear_bwd_w<float>(G, dp, y1.data<float>(), T, w, h);
+    Tensor e;  // bf16: dp in the element type
+    k::CPtr dpe = dp;
+    if (block::elem() != DType::f32) {
+      e = block::ws({T, w});
+      k::convert(block::F(e), dpe, T * w);
+      dpe = block::F(e);
+    }
+    k::linear_bwd_w(G, dpe, block::F(y1), T, w, h);
     comm.progress();
-    k::linear_bwd_x<float>(dy1.data<float>(), dp, W, T, w, h);
+    k::linear_bwd_x(block::F(dy1), dpe, W, T, w, h);
   }
 };
 
 // A unit between its flash backward and its C stage: dK, dV [ranks·T, kw] reduce-scattered (fixed
-// order) into this rank's dk, dv [T, kw].
+// order) into this rank's dk, dv [T, kw] — fp32, like every reduction of gradients.
 struct PendingKv {
   int64_t unit = -1;
   Tensor dKg, dVg, dk, dv;
@@ -66,8 +71,8 @@ struct PendingKv {
     return p;
   }
   // The C stage: wait for dk, dv; RoPE⁻¹ on dk; dW_k, dW_v and dy1 through `proj`.
-  void finish(const ProjBwd& proj, int64_t kw, int heads, const float* Wk, const float* Wv,
-              float* Gk, float* Gv) {
+  void finish(const ProjBwd& proj, int64_t kw, int heads, k::CPtr Wk, k::CPtr Wv, float* Gk,
+              float* Gv) {
     rk.wait();
     rv.wait();
     proj(dk.data<float>(), kw, heads, true, Wk, Gk);

@@ -11,14 +11,14 @@ using namespace tsp;
 TspEngine::AttnStart FsdpSpEngine::attn_start(const TspLayer& W, std::vector<Tensor>*, bool) {
   AttnStart st;
   st.preq.resize(static_cast<size_t>(D_));
-  st.layer = Tensor::empty({D_, t_.attn_size()}, DType::f32, Cat::comm);
+  st.layer = Tensor::empty({D_, t_.attn_size()}, W.attn.dtype(), Cat::comm);
   st.layer_req =
-      comm_.iallgather(F(W.attn), F(st.layer), bytes(t_.attn_size()), Traffic::attn_weights);
+      comm_.iallgather(W.attn.raw(), st.layer.raw(), bytes(t_.attn_size()), Traffic::attn_weights);
   return st;
 }
 
-const float* FsdpSpEngine::packet(const AttnStart& st, const TspLayer&, int j,
-                                  const std::vector<Tensor>*) const {
+k::CPtr FsdpSpEngine::packet(const AttnStart& st, const TspLayer&, int j,
+                             const std::vector<Tensor>*) const {
   return F(st.layer) + j * t_.attn_size();
 }
 
@@ -28,11 +28,11 @@ void FsdpSpEngine::grads_alloc(GradReturn& g) {
 }
 
 float* FsdpSpEngine::grad_of(GradReturn& g, int j) {
-  return F(g.part[0]) + j * t_.attn_size();
+  return F32(g.part[0]) + j * t_.attn_size();
 }
 
 void FsdpSpEngine::layer_done(GradReturn& g) {
-  g.red = comm_.ireduce_scatter(F(g.part[0]), F(g.sum), t_.attn_size(), Traffic::grads);
+  g.red = comm_.ireduce_scatter(F32(g.part[0]), F32(g.sum), t_.attn_size(), Traffic::grads);
   g.owner_pending = true;
 }
 
@@ -40,15 +40,12 @@ RingStart FsdpSpEngine::mlp_prefetch(const TspLayer& W) {
   return gathered_prefetch(comm_, mlp_spec(W));
 }
 
-void FsdpSpEngine::mlp_weights_fwd(const TspLayer& W,
-                                   const std::function<void(int, const float*)>& f,
-                                   RingStart* start) {
+void FsdpSpEngine::mlp_weights_fwd(const TspLayer& W, const RingFwd& f, RingStart* start) {
   gathered_forward(comm_, mlp_spec(W), f, start);
 }
 
-void FsdpSpEngine::mlp_weights_bwd(const TspLayer& W, TspLayer& G,
-                                   const std::function<void(int, const float*, float*)>& f) {
-  gathered_backward(comm_, mlp_spec(W), F(G.mlp), f);
+void FsdpSpEngine::mlp_weights_bwd(const TspLayer& W, TspLayer& G, const RingBwd& f) {
+  gathered_backward(comm_, mlp_spec(W), F32(G.mlp), f);
 }
 
 }  // namespace origami

@@ -21,8 +21,8 @@ class FsdpSpEngine : public TspEngine {
  protected:
   AttnStart attn_start(const TspLayer& W, std::vector<Tensor>* into, bool have) override;
   void attn_post_packet(AttnStart&, const TspLayer&, int, std::vector<Tensor>*) override {}
-  const float* packet(const AttnStart& st, const TspLayer& W, int j,
-                      const std::vector<Tensor>* kept) const override;
+  k::CPtr packet(const AttnStart& st, const TspLayer& W, int j,
+                 const std::vector<Tensor>* kept) const override;
   void grads_alloc(GradReturn& g) override;
   float* grad_of(GradReturn& g, int j) override;
   void group_begin(GradReturn&, AttnStart&, const TspLayer&, TspLayer&, int,
@@ -30,10 +30,8 @@ class FsdpSpEngine : public TspEngine {
   void group_done(GradReturn&, TspLayer&, int) override {}
   void layer_done(GradReturn& g) override;
   RingStart mlp_prefetch(const TspLayer& W) override;
-  void mlp_weights_fwd(const TspLayer& W, const std::function<void(int, const float*)>& f,
-                       RingStart* start) override;
-  void mlp_weights_bwd(const TspLayer& W, TspLayer& G,
-                       const std::function<void(int, const float*, float*)>& f) override;
+  void mlp_weights_fwd(const TspLayer& W, const RingFwd& f, RingStart* start) override;
+  void mlp_weights_bwd(const TspLayer& W, TspLayer& G, const RingBwd& f) override;
 };
 
 }  // namespace origami

@@ -9,18 +9,29 @@
 
 namespace origami {
 
-using block::bytes;
+using k::CPtr;
+using k::Ptr;
 
 namespace {
 constexpr int kTagW = 1, kTagAcc = 2;
 
+// Bytes of a weight shard (its element type) and of an accumulator (fp32).
+int64_t wbytes(const RingSpec& sp) {
+  return sp.n * static_cast<int64_t>(dtype_size(sp.own.dt));
+}
+int64_t abytes(const RingSpec& sp) {
+  return sp.n * static_cast<int64_t>(sizeof(float));
+}
+Ptr P(Tensor& t) {
+  return {t.raw(), t.dtype()};
+}
+
 // One ring step's weight transfer: send the shard held to the next rank, receive the next one.
-void post_shard(Comm& comm, const RingSpec& sp, const float* cur, float* wnext, Request& ws,
-                Request& wr) {
+void post_shard(Comm& comm, const RingSpec& sp, CPtr cur, Ptr wnext, Request& ws, Request& wr) {
   const int D = comm.size(), r = comm.rank();
   comm.begin_group();
-  ws = comm.isend(cur, bytes(sp.n), (r + 1) % D, kTagW, sp.weights);
-  wr = comm.irecv(wnext, bytes(sp.n), (r + D - 1) % D, kTagW, sp.weights);
+  ws = comm.isend(cur.p, wbytes(sp), (r + 1) % D, kTagW, sp.weights);
+  wr = comm.irecv(wnext.p, wbytes(sp), (r + D - 1) % D, kTagW, sp.weights);
   comm.end_group();
 }
 }  // namespace
@@ -30,24 +41,23 @@ RingStart ring_prefetch(Comm& comm, const RingSpec& sp) {
   RingStart st;
   st.posted = true;
   if (D == 1) return st;
-  st.wbuf[0] = Tensor::empty({sp.n}, DType::f32, Cat::comm);
-  if (D > 2) st.wbuf[1] = Tensor::empty({sp.n}, DType::f32, Cat::comm);
-  post_shard(comm, sp, sp.own, st.wbuf[0].data<float>(), st.ws, st.wr);
+  st.wbuf[0] = Tensor::empty({sp.n}, sp.own.dt, Cat::comm);
+  if (D > 2) st.wbuf[1] = Tensor::empty({sp.n}, sp.own.dt, Cat::comm);
+  post_shard(comm, sp, sp.own, P(st.wbuf[0]), st.ws, st.wr);
   return st;
 }
 
 RingStart gathered_prefetch(Comm& comm, const RingSpec& sp) {
   RingStart st;
   st.posted = true;
-  st.all = Tensor::empty({comm.size(), sp.n}, DType::f32, Cat::comm);
-  st.gather = comm.iallgather(sp.own, st.all.data<float>(), bytes(sp.n), sp.weights);
+  st.all = Tensor::empty({comm.size(), sp.n}, sp.own.dt, Cat::comm);
+  st.gather = comm.iallgather(sp.own.p, st.all.raw(), wbytes(sp), sp.weights);
   return st;
 }
 
-void ring_forward(Comm& comm, const RingSpec& sp,
-                  const std::function<void(int, const float*)>& compute, RingStart* start) {
+void ring_forward(Comm& comm, const RingSpec& sp, const RingFwd& compute, RingStart* start) {
   ring_backward(
-      comm, sp, nullptr, [&](int s, const float* W, float*) { compute(s, W); }, nullptr, start);
+      comm, sp, nullptr, [&](int s, CPtr W, float*) { compute(s, W); }, nullptr, start);
 }
 
 void RingTail::finish() {
@@ -59,12 +69,11 @@ void RingTail::finish() {
   *this = RingTail();
 }
 
-void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
-                   const std::function<void(int, const float*, float*)>& compute, RingTail* tail,
-                   RingStart* start) {
+void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad, const RingBwd& compute,
+                   RingTail* tail, RingStart* start) {
   const int D = comm.size(), r = comm.rank();
   const int next = (r + 1) % D, prev = (r + D - 1) % D;
-  const int64_t shard_bytes = bytes(sp.n);
+  const int64_t acc_bytes = abytes(sp);
   const bool bwd = own_grad != nullptr;
   RingStart first = start && start->posted ? std::move(*start) : ring_prefetch(comm, sp);
   Tensor wbuf[2] = {std::move(first.wbuf[0]), std::move(first.wbuf[1])}, abuf[2], home;
@@ -75,14 +84,14 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
       home = Tensor::empty({sp.n}, DType::f32, Cat::comm);
     }
   }
-  const float* cur = sp.own;
+  CPtr cur = sp.own;
   Request acc_send[2], acc_recv, home_recv;
   for (int t = 0; t < D; ++t) {
     const int s = (r - t + D) % D;
     Request ws, wr;
-    float* wnext = nullptr;
+    Ptr wnext;
     if (t < D - 1) {
-      wnext = wbuf[t % 2].data<float>();
+      wnext = P(wbuf[t % 2]);
       if (t == 0) {
         ws = std::move(first.ws);
         wr = std::move(first.wr);
@@ -96,7 +105,7 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
         target = own_grad;
       } else if (t == 1) {
         target = abuf[1].data<float>();
-        zero_bytes(target, bytes(sp.n));
+        zero_bytes(target, acc_bytes);
       } else {
         acc_recv.wait();
         target = abuf[t % 2].data<float>();
@@ -113,17 +122,17 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
       // Send and receive as one group: NCCL runs an ungrouped send to completion before the
       // receive behind it on the same stream, which both ranks would wait for.
       comm.begin_group();
-      acc_send[t % 2] = comm.isend(target, shard_bytes, next, kTagAcc, sp.accumulate);
+      acc_send[t % 2] = comm.isend(target, acc_bytes, next, kTagAcc, sp.accumulate);
       if (t + 1 <= D - 1)
         acc_recv =
-            comm.irecv(abuf[(t + 1) % 2].data<float>(), shard_bytes, prev, kTagAcc, sp.accumulate);
+            comm.irecv(abuf[(t + 1) % 2].data<float>(), acc_bytes, prev, kTagAcc, sp.accumulate);
       else
-        home_recv = comm.irecv(home.data<float>(), shard_bytes, prev, kTagAcc, sp.accumulate);
+        home_recv = comm.irecv(home.data<float>(), acc_bytes, prev, kTagAcc, sp.accumulate);
       comm.end_group();
     }
     ws.wait();
     wr.wait();
-    if (wnext) cur = wnext;
+    if (wnext.p) cur = wnext;
   }
   if (bwd && D > 1) {
     RingTail t;
@@ -144,14 +153,12 @@ void ring_backward(Comm& comm, const RingSpec& sp, float* own_grad,
   }
 }
 
-void gathered_forward(Comm& comm, const RingSpec& sp,
-                      const std::function<void(int, const float*)>& compute, RingStart* start) {
+void gathered_forward(Comm& comm, const RingSpec& sp, const RingFwd& compute, RingStart* start) {
   gathered_backward(
-      comm, sp, nullptr, [&](int s, const float* W, float*) { compute(s, W); }, start);
+      comm, sp, nullptr, [&](int s, CPtr W, float*) { compute(s, W); }, start);
 }
 
-void gathered_backward(Comm& comm, const RingSpec& sp, float* own_grad,
-                       const std::function<void(int, const float*, float*)>& compute,
+void gathered_backward(Comm& comm, const RingSpec& sp, float* own_grad, const RingBwd& compute,
                        RingStart* start) {
   const int D = comm.size(), r = comm.rank();
   RingStart first = start && start->posted ? std::move(*start) : gathered_prefetch(comm, sp);
@@ -161,7 +168,7 @@ void gathered_backward(Comm& comm, const RingSpec& sp, float* own_grad,
   if (own_grad) part = Tensor::zeros({D, sp.n}, DType::f32, Cat::comm);
   for (int t = 0; t < D; ++t) {
     const int s = (r - t + D) % D;
-    compute(s, all.data<float>() + s * sp.n, own_grad ? part.data<float>() + s * sp.n : nullptr);
+    compute(s, P(all) + s * sp.n, own_grad ? part.data<float>() + s * sp.n : nullptr);
   }
   if (!own_grad) return;
   Tensor sum = Tensor::empty({sp.n}, DType::f32, Cat::comm);

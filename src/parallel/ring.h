@@ -22,15 +22,20 @@
 
 #include "comm/comm.h"
 #include "core/tensor.h"
+#include "kernels/dispatch.h"
 
 namespace origami {
 
+// The shards travel in their own element type (bf16 under --dtype bf16); the gradient
+// accumulators are fp32.
 struct RingSpec {
   int64_t n;           // elements of one shard
-  const float* own;    // this rank's shard
+  k::CPtr own;         // this rank's shard
   Traffic weights;     // category of the weight transfers
   Traffic accumulate;  // category of the accumulator transfers (backward)
 };
+using RingFwd = std::function<void(int, k::CPtr)>;
+using RingBwd = std::function<void(int, k::CPtr, float*)>;
 
 struct RingStart;
 
@@ -44,9 +49,7 @@ class RingTail {
   void finish();
 
  private:
-  friend void ring_backward(Comm&, const RingSpec&, float*,
-                            const std::function<void(int, const float*, float*)>&, RingTail*,
-                            RingStart*);
+  friend void ring_backward(Comm&, const RingSpec&, float*, const RingBwd&, RingTail*, RingStart*);
   Request sends[2], home;
   Tensor acc[2], home_buf;
   float* dst = nullptr;
@@ -65,25 +68,21 @@ RingStart ring_prefetch(Comm& comm, const RingSpec& spec);
 RingStart gathered_prefetch(Comm& comm, const RingSpec& spec);
 
 // compute(s, W_s) for every shard, in ring order.
-void ring_forward(Comm& comm, const RingSpec& spec,
-                  const std::function<void(int, const float*)>& compute,
+void ring_forward(Comm& comm, const RingSpec& spec, const RingFwd& compute,
                   RingStart* start = nullptr);
 // compute(s, W_s, G) accumulates this rank's partial dW_s into G; own_grad receives the complete
 // gradient of this rank's shard (own partial + the accumulator that comes home), added to it —
 // on return, or, with `tail`, when the tail is finished: `tail` holds the previous ring's tail on
 // entry (finished after this ring's compute) and this ring's on return.
-void ring_backward(Comm& comm, const RingSpec& spec, float* own_grad,
-                   const std::function<void(int, const float*, float*)>& compute,
+void ring_backward(Comm& comm, const RingSpec& spec, float* own_grad, const RingBwd& compute,
                    RingTail* tail = nullptr, RingStart* start = nullptr);
 
 // FSDP+SP's counterpart: all-gather every rank's shard (the whole layer), compute with each in
 // the ring's order, and (backward) reduce-scatter the partial gradients to their owners. Same
 // bytes as the ring (f·n gathered, f·n reduced), but the whole layer is resident at once.
-void gathered_forward(Comm& comm, const RingSpec& spec,
-                      const std::function<void(int, const float*)>& compute,
+void gathered_forward(Comm& comm, const RingSpec& spec, const RingFwd& compute,
                       RingStart* start = nullptr);
-void gathered_backward(Comm& comm, const RingSpec& spec, float* own_grad,
-                       const std::function<void(int, const float*, float*)>& compute,
+void gathered_backward(Comm& comm, const RingSpec& spec, float* own_grad, const RingBwd& compute,
                        RingStart* start = nullptr);
 
 }  // namespace origami

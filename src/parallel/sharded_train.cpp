@@ -2,7 +2,9 @@
 // the packed shards its schedule gives it (and their AdamW state) and its share of the tokens.
 // Loss rules (tsp-spec §6): N is all-reduced before the first backward; the clipping norm sums
 // the distinct shards once (over the shard axis, not over replicas of a shard) and counts each
-// replicated (norm) parameter once; every rank updates what it holds.
+// replicated (norm) parameter once; every rank updates what it holds. Under --dtype bf16 the
+// shards the schedule computes with (and sends) are a bf16 copy of fp32 master shards (category
+// optimizer), refreshed after every optimizer step; gradients are fp32.
 #include <cmath>
 
 #include "comm/accounting.h"
@@ -24,8 +26,9 @@ class ShardedTrainEngine : public Engine {
     sched_ = make(mesh_);
     const int D = sched_->shard_comm().size();
     t_ = sched_->dims();
-    p_ = TspParams::zeros(c, D, Cat::weights);
+    p_ = TspParams::zeros(c, D, Cat::weights, compute_dtype());
     g_ = TspParams::zeros(c, D, Cat::grads);
+    if (compute_dtype() != DType::f32) master_ = TspParams::zeros(c, D, Cat::optimizer);
   }
   int rank() const override { return mesh_.world_rank; }
   int world() const override { return mesh_.model->size() * mesh_.dp->size(); }
@@ -34,7 +37,8 @@ class ShardedTrainEngine : public Engine {
   std::string layout() const override { return layout_; }
   void load_state(const FullState& s, bool with_moments) override {
     const int r = shard().rank();
-    full_to_shard(s.params, p_, t_, r);
+    full_to_shard(s.params, master(), t_, r);
+    refresh();
     if (with_moments) {
       moments();
       full_to_shard(s.exp_avg, m_, t_, r);
@@ -50,7 +54,7 @@ class ShardedTrainEngine : public Engine {
           [this](ModelParams& P, ModelParams& M, ModelParams& V) {
             moments();
             const int r = shard().rank();
-            shard_to_full(p_, P, t_, r);
+            shard_to_full(master(), P, t_, r);
             shard_to_full(m_, M, t_, r);
             shard_to_full(v_, V, t_, r);
           });
@@ -86,7 +90,8 @@ class ShardedTrainEngine : public Engine {
     std::vector<bool> decay;  // every packed shard is 2-D weights; the replicated norms are not
     p_.for_each([&](Tensor&, bool rep) { decay.push_back(!rep); });
     moments();
-    adamw_tensors(list(p_), list(g_), list(m_), list(v_), decay, h, step);
+    adamw_tensors(list(master()), list(g_), list(m_), list(v_), decay, h, step);
+    refresh();
   }
   double sum_over_ranks(double x) override { return sum_all(x); }
   void barrier() override {
@@ -105,6 +110,11 @@ class ShardedTrainEngine : public Engine {
 
  private:
   Comm& shard() { return sched_->shard_comm(); }
+  // The fp32 shards the optimizer updates: p_, or the master copy under bf16.
+  TspParams& master() { return master_.layers.empty() ? p_ : master_; }
+  void refresh() {  // the bf16 compute copy from the master shards
+    if (!master_.layers.empty()) convert_params(master_, p_);
+  }
   void moments() {  // AdamW state exists once an optimizer needs it (not under `origami grad`)
     if (m_.layers.empty()) {
       m_ = TspParams::zeros(cfg_, shard().size(), Cat::optimizer);
@@ -129,7 +139,7 @@ class ShardedTrainEngine : public Engine {
   Mesh mesh_;
   std::unique_ptr<ShardedSchedule> sched_;
   TspDims t_{};
-  TspParams p_, g_, m_, v_;
+  TspParams p_, g_, m_, v_, master_;
 };
 
 }  // namespace
@@ -142,9 +152,10 @@ std::unique_ptr<Engine> make_sharded_engine(const ModelConfig& c, Mesh mesh, std
 void validate_engine(const Layout& L, const ModelConfig& c, const ParallelOptions& p, Recompute rc,
                      int64_t B, int64_t S) {
   validate_options(L, p, rc);
-  if (p.dtype == DType::bf16 && L.spec->name != std::string("single"))
-    fail("--dtype bf16 is not supported under --layout ", L.spec->name,
-         " yet: the single device and dp run it so far");
+  const std::string name = L.spec->name;
+  if (p.dtype == DType::bf16 && name != "single" && name != "tsp" && name != "fsdp_sp")
+    fail("--dtype bf16 is not supported under --layout ", name,
+         " yet: the single device, tsp, fsdp_sp and their dp compositions run it so far");
   L.spec->validate(L, c, p, B, S);
 }
 

@@ -38,12 +38,15 @@ void TspEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Ten
   Acts tmp;
   Acts& A = a ? *a : tmp;
   auto keepT = [&](std::vector<int64_t> s) { return a ? act(std::move(s)) : ws(std::move(s)); };
+  auto keep32 = [&](std::vector<int64_t> s) {  // statistics: fp32
+    return a ? act32(std::move(s)) : ws32(std::move(s));
+  };
   A.n1 = keepT({T, h});
-  A.rstd1 = keepT({T});
+  A.rstd1 = keep32({T});
   RingStart mlp_start;  // the MLP ring's first shard, in flight during the last head group
   {
     Tensor y1 = ws({T, h});
-    k::rmsnorm_fwd<float>(F(y1), F(A.n1), F(A.rstd1), F(x), F(W.in_norm), T, h, cfg_.rms_norm_eps);
+    k::rmsnorm_fwd(F(y1), F(A.n1), F32(A.rstd1), F(x), F(W.in_norm), T, h, cfg_.rms_norm_eps);
     attn_fwd(
         W, y1, x, a, keep,
         [&] {
@@ -52,9 +55,9 @@ void TspEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Ten
         start);
   }
   A.n2 = keepT({T, h});
-  A.rstd2 = keepT({T});
+  A.rstd2 = keep32({T});
   Tensor y2 = ws({T, h});
-  k::rmsnorm_fwd<float>(F(y2), F(A.n2), F(A.rstd2), F(x), F(W.post_norm), T, h, cfg_.rms_norm_eps);
+  k::rmsnorm_fwd(F(y2), F(A.n2), F32(A.rstd2), F(x), F(W.post_norm), T, h, cfg_.rms_norm_eps);
   // layer l+1's packets, accounted to layer l+1
   auto post_next = [&] {
     CommScope c(comm_, comm_.where() + 1, comm_.phase());
@@ -68,15 +71,15 @@ void TspEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor&
   const int64_t T = z_.local_tokens(), h = t_.h;
   AttnStart start;
   {
-    Tensor y2 = ws({T, h}), dy2 = ws0({T, h});
-    k::rmsnorm_apply<float>(F(y2), F(a.n2), F(W.post_norm), T, h);
+    Tensor y2 = ws({T, h}), dy2 = ws32_0({T, h});  // dy2 sums D shards' GEMMs: fp32
+    k::rmsnorm_apply(F(y2), F(a.n2), F(W.post_norm), T, h);
     mlp_bwd(W, G, a, y2, dx, dy2, [&] { start = attn_bwd_prefetch(W, a, kept != nullptr); });
-    k::rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F(a.rstd2), T, h);
+    k::rmsnorm_bwd(F(dx), F32(G.post_norm), F(dy2), F(a.n2), F(W.post_norm), F32(a.rstd2), T, h);
   }
-  Tensor y1 = ws({T, h}), dy1 = ws0({T, h});
-  k::rmsnorm_apply<float>(F(y1), F(a.n1), F(W.in_norm), T, h);
+  Tensor y1 = ws({T, h}), dy1 = ws32_0({T, h});  // likewise
+  k::rmsnorm_apply(F(y1), F(a.n1), F(W.in_norm), T, h);
   attn_bwd(W, G, a, y1, dx, dy1, kept, std::move(start));
-  k::rmsnorm_bwd<float>(F(dx), F(G.in_norm), F(dy1), F(a.n1), F(W.in_norm), F(a.rstd1), T, h);
+  k::rmsnorm_bwd(F(dx), F32(G.in_norm), F(dy1), F(a.n1), F(W.in_norm), F32(a.rstd1), T, h);
 }
 
 double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch& b, double inv_n) {
@@ -89,7 +92,7 @@ double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch
   std::vector<Tensor> kept;  // --keep-attn-weights: a layer's packets, recompute to backward
   LayerSteps<Acts> s;
   s.embed = [&] {
-    Tensor x = act({T, h});
+    Tensor x = act32({T, h});  // the residual stream (and its gradient): fp32
     embed_fwd(p, b, x, &ids_all);
     return x;
   };
@@ -101,10 +104,10 @@ double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch
     start = std::move(next);
   };
   s.head = [&](const Tensor& x, Tensor& dx) {
-    Tensor nf = ws({T, h}), rstd = ws({T}), yf = ws({T, h}), dyf = ws0({T, h});
-    k::rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
+    Tensor nf = ws({T, h}), rstd = ws32({T}), yf = ws({T, h}), dyf = ws32_0({T, h});
+    k::rmsnorm_fwd(F(yf), F(nf), F32(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
     const double loss = head(p, &g, yf, &dyf, b, inv_n);
-    k::rmsnorm_bwd<float>(F(dx), F(g.final_norm), F(dyf), F(nf), F(p.final_norm), F(rstd), T, h);
+    k::rmsnorm_bwd(F(dx), F32(g.final_norm), F(dyf), F(nf), F(p.final_norm), F32(rstd), T, h);
     return loss;
   };
   s.recompute = [&](size_t l, Tensor& x, Acts& a) {
@@ -131,7 +134,7 @@ Tensor TspEngine::forward_final(const TspParams& p, const Batch& b, KvSink* sink
   z_ = Zigzag{b.B, b.S, D_, r_};
   pos_ = z_.positions();
   const int64_t T = z_.local_tokens(), h = t_.h;
-  Tensor x = ws({T, h});
+  Tensor x = ws32({T, h});  // the residual stream: fp32
   std::vector<int64_t> ids_all;
   {
     CommScope c(comm_, kWhereEmbed, Phase::fwd);
@@ -144,8 +147,8 @@ Tensor TspEngine::forward_final(const TspParams& p, const Batch& b, KvSink* sink
     block_fwd(p.layers[l], x, nullptr, nullptr);
   }
   sink_ = nullptr;
-  Tensor nf = ws({T, h}), rstd = ws({T}), yf = ws({T, h});
-  k::rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
+  Tensor nf = ws({T, h}), rstd = ws32({T}), yf = ws({T, h});
+  k::rmsnorm_fwd(F(yf), F(nf), F32(rstd), F(x), F(p.final_norm), T, h, cfg_.rms_norm_eps);
   return yf;
 }
 

@@ -83,8 +83,8 @@ class TspEngine : public ShardedSchedule {
   AttnStart attn_bwd_prefetch(const TspLayer& W, const Acts& a, bool have);
   // Packet j of the layer being computed: FSDP+SP's gathered layer, a kept packet, the owner's
   // own parameters, or the broadcast buffer.
-  virtual const float* packet(const AttnStart& st, const TspLayer& W, int j,
-                              const std::vector<Tensor>* kept) const;
+  virtual k::CPtr packet(const AttnStart& st, const TspLayer& W, int j,
+                         const std::vector<Tensor>* kept) const;
   // The attention backward's partial weight gradients, this rank's, and their way to the owners:
   // TSP reduces group j's to owner j while later groups compute (two partial buffers), FSDP+SP
   // reduce-scatters all of them at the end. `sum`: what the owner receives, added to its gradient
@@ -104,10 +104,8 @@ class TspEngine : public ShardedSchedule {
   virtual void layer_done(GradReturn&) {}
   // The MLP's weights: the ring (ring.h), FSDP+SP: the gathered layer.
   virtual RingStart mlp_prefetch(const TspLayer& W);
-  virtual void mlp_weights_fwd(const TspLayer& W, const std::function<void(int, const float*)>& f,
-                               RingStart* start);
-  virtual void mlp_weights_bwd(const TspLayer& W, TspLayer& G,
-                               const std::function<void(int, const float*, float*)>& f);
+  virtual void mlp_weights_fwd(const TspLayer& W, const RingFwd& f, RingStart* start);
+  virtual void mlp_weights_bwd(const TspLayer& W, TspLayer& G, const RingBwd& f);
   // The last gradient reduce of an attention backward (TSP: group D−1's partial to its owner;
   // FSDP+SP: the reduce-scatter of all partials): nothing reads the layer's gradient before the
   // optimizer, so it stays in flight through the next layer's MLP backward; the next
@@ -145,7 +143,7 @@ class TspEngine : public ShardedSchedule {
                  const std::vector<Tensor>* kept);
   // helpers
   RingSpec mlp_spec(const TspLayer& W) const {
-    return {t_.mlp_size(), W.mlp.data<float>(), Traffic::mlp_weights, Traffic::grads};
+    return {t_.mlp_size(), {W.mlp.raw(), W.mlp.dtype()}, Traffic::mlp_weights, Traffic::grads};
   }
 
   ModelConfig cfg_;

@@ -51,10 +51,11 @@ using namespace tsp;
 namespace {
 struct Segs {
   std::vector<QSeg> q;
-  std::vector<KvSeg<float>> kv;
+  std::vector<k::Kv> kv;
 };
-// The query chunks of local batch element bb and the 2D key chunks of everyone's tokens.
-Segs segments(const Zigzag& z, int64_t bb, float* K, float* V, float* dK, float* dV, int64_t kw) {
+// The query chunks of local batch element bb and the 2D key chunks of everyone's tokens (K, V in
+// the element type; dK, dV fp32).
+Segs segments(const Zigzag& z, int64_t bb, k::CPtr K, k::CPtr V, float* dK, float* dV, int64_t kw) {
   Segs s;
   const int64_t c = z.chunk(), T = z.local_tokens();
   for (int k = 0; k < 2; ++k) s.q.push_back({(bb * 2 + k) * c, z.chunk_pos0(k), c});
@@ -95,19 +96,19 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     if (j != r_) st.preq[j].wait();  // the root reads its own packet: waited last
     const auto [Wq, Wk, Wv, Wo] = t_.bucket(packet(st, W, j, keep), b, N);
     Unit un{ws({D_ * T, kw}), ws({D_ * T, kw}), {}, {}};
-    float* kown = F(un.Kg) + r_ * T * kw;
-    float* vown = F(un.Vg) + r_ * T * kw;
+    const k::Ptr kown = F(un.Kg) + r_ * T * kw;
+    const k::Ptr vown = F(un.Vg) + r_ * T * kw;
     block::project_rope(kown, F(y1), Wk, T, kw, h, static_cast<int>(kvb), static_cast<int>(d),
                         pos_.data(), cos_, sin_);
-    k::linear_fwd<float>(vown, F(y1), Wv, T, kw, h);
-    un.gk = comm_.iallgather(kown, F(un.Kg), bytes(T * kw), Traffic::kv);
-    un.gv = comm_.iallgather(vown, F(un.Vg), bytes(T * kw), Traffic::kv);
+    k::linear_fwd(vown, F(y1), Wv, T, kw, h);
+    un.gk = comm_.iallgather(kown.p, un.Kg.raw(), bytes(T * kw), Traffic::kv);
+    un.gv = comm_.iallgather(vown.p, un.Vg.raw(), bytes(T * kw), Traffic::kv);
     if (sink_) sink_->store(sink_layer_, j * t_.nkv_loc + b * kvb, kvb, kown, vown);
     if (a) {
       a->k[u] = act({T, kw});
       a->v[u] = act({T, kw});
-      copy_bytes(F(a->k[u]), kown, bytes(T * kw));
-      copy_bytes(F(a->v[u]), vown, bytes(T * kw));
+      copy_bytes(a->k[u].raw(), kown.p, bytes(T * kw));
+      copy_bytes(a->v[u].raw(), vown.p, bytes(T * kw));
     }
     return un;
   };
@@ -131,14 +132,14 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
     cur.gk.wait();
     cur.gv.wait();
     Tensor o = a ? act({T, qw}) : ws({T, qw});
-    Tensor lse = a ? act({qb, T}) : ws({qb, T});
+    Tensor lse = a ? act32({qb, T}) : ws32({qb, T});
     for (int64_t bb = 0; bb < z_.B; ++bb) {
       Segs s = segments(z_, bb, F(cur.Kg), F(cur.Vg), nullptr, nullptr, kw);
-      k::flash_attn_fwd<float>(F(o), F(lse), T, F(q), qw, s.q.data(), 2, s.kv.data(),
-                               static_cast<int>(s.kv.size()), sh, scale);
+      k::flash_attn_fwd(F(o), F32(lse), T, F(q), qw, s.q.data(), 2, s.kv.data(),
+                        static_cast<int>(s.kv.size()), sh, scale);
     }
     comm_.progress();
-    k::gemm<float>(Trans::N, Trans::T, T, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 1.0f, F(x), h);
+    k::gemm(Trans::N, Trans::T, T, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 1.0f, F(x), h);
     if (a) {
       a->q[u] = std::move(q);
       a->o[u] = std::move(o);
@@ -153,8 +154,8 @@ void TspEngine::AttnTail::finish() {
   *this = AttnTail();  // the buffers go
 }
 
-const float* TspEngine::packet(const AttnStart& st, const TspLayer& W, int j,
-                               const std::vector<Tensor>* kept) const {
+k::CPtr TspEngine::packet(const AttnStart& st, const TspLayer& W, int j,
+                          const std::vector<Tensor>* kept) const {
   return kept ? F((*kept)[j]) : (j == r_ ? F(W.attn) : F(st.buf[j % 3]));
 }
 
@@ -164,13 +165,12 @@ void TspEngine::attn_post_packet(AttnStart& st, const TspLayer& W, int j,
   const int64_t P = t_.attn_size();
   Tensor& dst = into ? (*into)[j] : st.buf[j % 3];
   if (into) {
-    dst = Tensor::empty({P}, DType::f32, Cat::comm);
-    if (j == r_) copy_bytes(F(dst), F(W.attn), bytes(P));
+    dst = Tensor::empty({P}, W.attn.dtype(), Cat::comm);
+    if (j == r_) copy_bytes(dst.raw(), W.attn.raw(), bytes(P));
   } else if (!dst.defined()) {
-    dst = Tensor::empty({P}, DType::f32, Cat::comm);
+    dst = Tensor::empty({P}, W.attn.dtype(), Cat::comm);
   }
-  float* p =
-      j == r_ && !into ? const_cast<float*>(F32(W.attn)) : F32(dst);  // the owner sends its own
+  void* p = j == r_ && !into ? const_cast<void*>(W.attn.raw()) : dst.raw();  // the owner's own
   st.preq[j] = comm_.ibcast(p, bytes(P), j, Traffic::attn_weights);
 }
 
@@ -203,7 +203,8 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   if (!st.posted()) st = attn_bwd_prefetch(W, a, kept != nullptr);
   attn_tail_.finish();  // the previous layer's last reduce, hidden behind this layer's MLP
   st.layer_req.wait();
-  GradReturn gr;  // this rank's partial dW and their way to the owners
+  const Tensor dy_e = block::in_elem(dy);  // the fp32 residual gradient, for the GEMMs
+  GradReturn gr;                           // this rank's partial dW and their way to the owners
   grads_alloc(gr);
   gr.sum = Tensor::empty({P}, DType::f32, Cat::comm);  // the owner's reduced gradient
   auto grad = [&](int j) { return grad_of(gr, j); };
@@ -229,45 +230,45 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
     const int64_t b = u % N;
     TraceSpan span(std::string("attention bwd head group ").append(std::to_string(j)));
     if (b == 0) group_begin(gr, st, W, G, j, kept);
-    const float* pk = packet(st, W, j, kept);
+    const k::CPtr pk = packet(st, W, j, kept);
     const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
     const auto [Gq, Gk, Gv, Go] = t_.bucket(grad(j), b, N);
     // B1(u)
     Tensor dO = ws({T, qw});
-    k::gemm<float>(Trans::N, Trans::N, T, qw, h, 1.0f, F(dy), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
+    k::gemm(Trans::N, Trans::N, T, qw, h, 1.0f, F(dy_e), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
     comm_.progress();
-    k::gemm<float>(Trans::T, Trans::N, h, qw, T, 1.0f, F(dy), h, F(a.o[u]), qw, 1.0f, Go,
-                   t_.q_rows);
+    k::gemm(Trans::T, Trans::N, h, qw, T, 1.0f, F(dy_e), h, F(a.o[u]), qw, 1.0f, Go, t_.q_rows);
     comm_.progress();
     // B2(u)
     cur.k.wait();
     cur.v.wait();
     KvGather nxt;
     if (u + 1 < U) nxt = KvGather::post(comm_, a.k[u + 1], a.v[u + 1], T, kw);
-    Tensor dKg = ws0({D_ * T, kw}), dVg = ws0({D_ * T, kw}), dq = ws0({T, qw});
+    // the attention kernels' gradients: fp32
+    Tensor dKg = ws32_0({D_ * T, kw}), dVg = ws32_0({D_ * T, kw}), dq = ws32_0({T, qw});
     for (int64_t bb = 0; bb < z_.B; ++bb) {
-      Segs s = segments(z_, bb, F(cur.K), F(cur.V), F(dKg), F(dVg), kw);
-      k::flash_attn_bwd<float>(F(dq), F(dO), F(a.q[u]), F(a.o[u]), qw, F(a.lse[u]), T, s.q.data(),
-                               2, s.kv.data(), static_cast<int>(s.kv.size()), sh, scale);
+      Segs s = segments(z_, bb, F(cur.K), F(cur.V), F32(dKg), F32(dVg), kw);
+      k::flash_attn_bwd(F32(dq), F(dO), F(a.q[u]), F(a.o[u]), qw, F32(a.lse[u]), T, s.q.data(), 2,
+                        s.kv.data(), static_cast<int>(s.kv.size()), sh, scale);
     }
     cur = std::move(nxt);
     PendingKv posted = PendingKv::post(comm_, u, std::move(dKg), std::move(dVg), T, kw);
     stage_c();  // C(u-1)
-    proj(F(dq), qw, static_cast<int>(qb), true, Wq, Gq);
+    proj(F32(dq), qw, static_cast<int>(qb), true, Wq, Gq);
     pend = std::move(posted);
   }
   stage_c();  // C(U-1)
   for (auto& q : st.preq) q.wait();
   layer_done(gr);
   // the last reduce stays in flight (AttnTail): finished by the next attn_bwd or the caller
-  attn_tail_ = {std::move(gr), F(G.attn)};
+  attn_tail_ = {std::move(gr), F32(G.attn)};
 }
 
 // ---- TSP's gradient return: group j's partial reduced to owner j while later groups compute ----
 
 void TspEngine::GradReturn::finish(float* own_grad) {
   red.wait();
-  if (owner_pending) k::add_inplace<float>(own_grad, F(sum), sum.numel());
+  if (owner_pending) k::add_inplace<float>(own_grad, F32(sum), sum.numel());
   owner_pending = false;
 }
 
@@ -277,20 +278,20 @@ void TspEngine::grads_alloc(GradReturn& g) {
 }
 
 float* TspEngine::grad_of(GradReturn& g, int j) {
-  return F(g.part[j % 2]);
+  return F32(g.part[j % 2]);
 }
 
 void TspEngine::group_begin(GradReturn& g, AttnStart& st, const TspLayer& W, TspLayer& G, int j,
                             const std::vector<Tensor>* kept) {
-  if (j >= 2) g.finish(F(G.attn));  // group j-2's used part[j % 2]; normally long done
-  zero_bytes(grad_of(g, j), bytes(t_.attn_size()));
+  if (j >= 2) g.finish(F32(G.attn));  // group j-2's used part[j % 2]; normally long done
+  zero_bytes(grad_of(g, j), static_cast<size_t>(t_.attn_size()) * sizeof(float));  // fp32
   if (j >= 1 && !kept) attn_post_packet(st, W, j + 1, nullptr);  // buffer of j-2: free
   if (!kept && j != r_) st.preq[j].wait();  // the root's own broadcast is waited last
 }
 
 void TspEngine::group_done(GradReturn& g, TspLayer& G, int j) {
-  g.finish(F(G.attn));  // group j-1's, overlapped with group j
-  g.red = comm_.ireduce(grad_of(g, j), F(g.sum), t_.attn_size(), j, Traffic::grads);
+  g.finish(F32(G.attn));  // group j-1's, overlapped with group j
+  g.red = comm_.ireduce(grad_of(g, j), F32(g.sum), t_.attn_size(), j, Traffic::grads);
   g.owner_pending = j == r_;
 }
 

@@ -17,11 +17,14 @@ struct TspEngine::Acts {
 
 namespace tsp {
 using block::act;
+using block::act32;
 using block::bytes;
 using block::F;
 using block::F32;
 using block::ws;
 using block::ws0;
+using block::ws32;
+using block::ws32_0;
 }  // namespace tsp
 
 }  // namespace origami

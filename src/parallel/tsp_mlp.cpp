@@ -33,7 +33,7 @@ void TspEngine::mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a,
   Tensor s = ws({T, Ir});
   mlp_weights_fwd(
       W,
-      [&](int sh, const float* Wp) {
+      [&](int sh, k::CPtr Wp) {
         if ((r_ - sh + D_) % D_ == D_ - 1 && before_last) before_last();  // the ring's last step
         Tensor g = a ? act({T, Ir}) : ws({T, Ir}), u = a ? act({T, Ir}) : ws({T, Ir});
         const block::MlpShard Ws{Wp, Wp + Ir * h, Wp + 2 * Ir * h, Ir};
@@ -51,8 +51,9 @@ void TspEngine::mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Ten
                         const Tensor& dy, Tensor& dy2, const std::function<void()>& before_last) {
   const int64_t T = z_.local_tokens(), h = t_.h, Ir = t_.Ir;
   Tensor s = ws({T, Ir}), da = ws({T, Ir}), dg = ws({T, Ir}), du = ws({T, Ir});
-  const bool fused = a.g.empty();  // --fused-mlp-recompute: g, u from the arriving shard
-  auto compute = [&](int sh, const float* Wp, float* Gp) {
+  const Tensor dy_e = block::in_elem(dy);  // the fp32 residual gradient, for the GEMMs
+  const bool fused = a.g.empty();          // --fused-mlp-recompute: g, u from the arriving shard
+  auto compute = [&](int sh, k::CPtr Wp, float* Gp) {
     if ((r_ - sh + D_) % D_ == D_ - 1 && before_last) before_last();  // the ring's last step
     Tensor gt, ut;
     if (fused) {
@@ -64,7 +65,7 @@ void TspEngine::mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Ten
     const Tensor& u = fused ? ut : a.u[sh];
     const block::MlpShard Ws{Wp, Wp + Ir * h, Wp + 2 * Ir * h, Ir};
     const auto progress = [&] { comm_.progress(); };
-    block::mlp_down_bwd(Gp + 2 * Ir * h, F(dg), F(du), F(s), F(da), F(dy), F(g), F(u), Ws, T, h,
+    block::mlp_down_bwd(Gp + 2 * Ir * h, F(dg), F(du), F(s), F(da), F(dy_e), F(g), F(u), Ws, T, h,
                         progress);
     block::mlp_up_bwd(Gp, Gp + Ir * h, F(dy2), F(dg), F(du), F(y2), Ws, T, h, progress);
   };
@@ -75,14 +76,12 @@ RingStart TspEngine::mlp_prefetch(const TspLayer& W) {
   return ring_prefetch(comm_, mlp_spec(W));
 }
 
-void TspEngine::mlp_weights_fwd(const TspLayer& W, const std::function<void(int, const float*)>& f,
-                                RingStart* start) {
+void TspEngine::mlp_weights_fwd(const TspLayer& W, const RingFwd& f, RingStart* start) {
   ring_forward(comm_, mlp_spec(W), f, start);
 }
 
-void TspEngine::mlp_weights_bwd(const TspLayer& W, TspLayer& G,
-                                const std::function<void(int, const float*, float*)>& f) {
-  ring_backward(comm_, mlp_spec(W), F(G.mlp), f, &tail_);
+void TspEngine::mlp_weights_bwd(const TspLayer& W, TspLayer& G, const RingBwd& f) {
+  ring_backward(comm_, mlp_spec(W), F32(G.mlp), f, &tail_);
 }
 
 }  // namespace origami

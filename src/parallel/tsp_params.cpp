@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "kernels/dispatch.h"
+
 namespace origami {
 
 TspDims TspDims::of(const ModelConfig& c, int D) {
@@ -19,9 +21,9 @@ TspDims TspDims::of(const ModelConfig& c, int D) {
   return t;
 }
 
-TspParams TspParams::zeros(const ModelConfig& c, int D, Cat cat) {
+TspParams TspParams::zeros(const ModelConfig& c, int D, Cat cat, DType dt) {
   const TspDims t = TspDims::of(c, D);
-  auto z = [&](std::vector<int64_t> s) { return Tensor::zeros(std::move(s), DType::f32, cat); };
+  auto z = [&](std::vector<int64_t> s) { return Tensor::zeros(std::move(s), dt, cat); };
   TspParams p;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l)
     p.layers.push_back({z({t.attn_size()}), z({t.mlp_size()}), z({t.h}), z({t.h})});
@@ -45,6 +47,16 @@ void TspParams::for_each(const std::function<void(Tensor&, bool)>& fn) {
 
 void TspParams::zero() {
   for_each([](Tensor& t, bool) { t.zero(); });
+}
+
+void convert_params(const TspParams& src, TspParams& dst) {
+  std::vector<const Tensor*> s;
+  const_cast<TspParams&>(src).for_each([&](Tensor& t, bool) { s.push_back(&t); });
+  size_t i = 0;
+  dst.for_each([&](Tensor& t, bool) {
+    const Tensor& from = *s[i++];
+    k::convert({t.raw(), t.dtype()}, {from.raw(), from.dtype()}, t.numel());
+  });
 }
 
 namespace {

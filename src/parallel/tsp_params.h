@@ -27,13 +27,13 @@ struct TspDims {
   int64_t attn_size() const { return off_o() + h * q_rows; }
   int64_t mlp_size() const { return 3 * Ir * h; }
   // Bucket b of N of an attention packet: its W_q, W_k, W_v rows and W_o columns (row stride
-  // q_rows), or the same places in a gradient packet.
+  // q_rows), or the same places in a gradient packet. P: a pointer (float*, k::CPtr).
   template <class P>
   struct Bucket {
-    P *q, *k, *v, *o;
+    P q, k, v, o;
   };
   template <class P>
-  Bucket<P> bucket(P* pk, int64_t b, int64_t N) const {
+  Bucket<P> bucket(P pk, int64_t b, int64_t N) const {
     const int64_t qw = q_rows / N, kw = kv_rows / N;
     return {pk + b * qw * h, pk + off_k() + b * kw * h, pk + off_v() + b * kw * h,
             pk + off_o() + b * qw};
@@ -48,7 +48,7 @@ struct TspLayer {
 struct TspParams {
   std::vector<TspLayer> layers;
   Tensor embed, head, final_norm;  // head undefined when tied
-  static TspParams zeros(const ModelConfig& c, int D, Cat cat);
+  static TspParams zeros(const ModelConfig& c, int D, Cat cat, DType dt = DType::f32);
   const Tensor& head_or_embed() const { return head.defined() ? head : embed; }
   Tensor& head_or_embed() { return head.defined() ? head : embed; }
   // Every tensor; `replicated` is true for the norm weights.
@@ -56,7 +56,10 @@ struct TspParams {
   void zero();
 };
 
-// Copy rank r's slices between full HF-named parameters and its shard, either direction.
+// dst := src tensor by tensor, converted where the types differ (the bf16 compute copy of fp32
+// master weights).
+void convert_params(const TspParams& src, TspParams& dst);
+// Copy rank r's slices between full HF-named parameters and its shard, either direction (fp32).
 void full_to_shard(const ModelParams& full, TspParams& shard, const TspDims& t, int r);
 void shard_to_full(const TspParams& shard, ModelParams& full, const TspDims& t, int r);
 

@@ -39,11 +39,14 @@ struct Plan {
   std::vector<int64_t> sb, so, rb, ro;       // bytes / offsets per rank
   std::vector<std::vector<int64_t>> mine;    // ids I need, per owner
   std::vector<std::vector<int64_t>> theirs;  // ids each rank needs from me
-  // As rows of h floats: theirs rank after rank as rows of my shard (the send layout, row j the
+  // As rows of h elements: theirs rank after rank as rows of my shard (the send layout, row j the
   // j-th), and for each of my tokens its id's row in the receive layout (mine owner after owner).
   std::vector<int64_t> shard_rows, token_rows;
 };
-Plan plan(const std::vector<int64_t>& ids_all, int64_t T, int D, int r, int64_t Vr, int64_t h) {
+// esize: bytes of an element of the rows moved (the embedding's type forward; fp32 gradient rows
+// backward).
+Plan plan(const std::vector<int64_t>& ids_all, int64_t T, int D, int r, int64_t Vr, int64_t h,
+          int64_t esize) {
   Plan p;
   p.theirs.resize(D);
   for (int q = 0; q < D; ++q) {
@@ -53,10 +56,10 @@ Plan plan(const std::vector<int64_t>& ids_all, int64_t T, int D, int r, int64_t 
   }
   int64_t so = 0, ro = 0;
   for (int q = 0; q < D; ++q) {
-    p.sb.push_back(bytes(static_cast<int64_t>(p.theirs[q].size()) * h));
+    p.sb.push_back(static_cast<int64_t>(p.theirs[q].size()) * h * esize);
     p.so.push_back(so);
     so += p.sb.back();
-    p.rb.push_back(bytes(static_cast<int64_t>(p.mine[q].size()) * h));
+    p.rb.push_back(static_cast<int64_t>(p.mine[q].size()) * h * esize);
     p.ro.push_back(ro);
     ro += p.rb.back();
   }
@@ -84,32 +87,34 @@ void TspEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x,
                   Traffic::embed_head)
       .wait();
   ids_all->assign(all.begin(), all.end());
-  const Plan pl = plan(*ids_all, T, D_, r_, Vr, h);
-  Tensor send = Tensor::empty({total(pl.sb) / bytes(1) + 1}, DType::f32, Cat::comm);
-  Tensor recv = Tensor::empty({total(pl.rb) / bytes(1) + 1}, DType::f32, Cat::comm);
-  k::index_copy_rows<float>(F(send), F(p.embed), nullptr, pl.shard_rows.data(),
-                            static_cast<int64_t>(pl.shard_rows.size()), h);
+  const Plan pl = plan(*ids_all, T, D_, r_, Vr, h, bytes(1));
+  const DType et = p.embed.dtype();
+  Tensor send = Tensor::empty({total(pl.sb) / bytes(1) + 1}, et, Cat::comm);
+  Tensor recv = Tensor::empty({total(pl.rb) / bytes(1) + 1}, et, Cat::comm);
+  k::index_copy_rows(F(send), F(p.embed), nullptr, pl.shard_rows.data(),
+                     static_cast<int64_t>(pl.shard_rows.size()), h);
   comm_
-      .ialltoallv(F(send), pl.sb.data(), pl.so.data(), F(recv), pl.rb.data(), pl.ro.data(),
+      .ialltoallv(send.raw(), pl.sb.data(), pl.so.data(), recv.raw(), pl.rb.data(), pl.ro.data(),
                   Traffic::embed_head)
       .wait();
-  k::index_copy_rows<float>(F(x), F(recv), nullptr, pl.token_rows.data(), T, h);
+  k::index_copy_rows(F(x), F(recv), nullptr, pl.token_rows.data(), T, h);
 }
 
 void TspEngine::embed_bwd(TspParams& g, const std::vector<int64_t>& ids_all, const Tensor& dx) {
   const int64_t T = z_.local_tokens(), h = t_.h, Vr = t_.Vr;
-  const Plan pl = plan(ids_all, T, D_, r_, Vr, h);
+  constexpr int64_t f32 = sizeof(float);  // gradient rows: fp32
+  const Plan pl = plan(ids_all, T, D_, r_, Vr, h, f32);
   // sum my dx rows per distinct id, in position order, laid out as the owners expect (the
   // forward's receive layout)
-  Tensor send = Tensor::zeros({total(pl.rb) / bytes(1) + 1}, DType::f32, Cat::comm);
-  Tensor recv = Tensor::empty({total(pl.sb) / bytes(1) + 1}, DType::f32, Cat::comm);
-  k::index_add_rows<float>(F(send), F(dx), pl.token_rows.data(), nullptr, T, h);
+  Tensor send = Tensor::zeros({total(pl.rb) / f32 + 1}, DType::f32, Cat::comm);
+  Tensor recv = Tensor::empty({total(pl.sb) / f32 + 1}, DType::f32, Cat::comm);
+  k::index_add_rows(F32(send), F(dx), pl.token_rows.data(), nullptr, T, h);
   comm_
-      .ialltoallv(F(send), pl.rb.data(), pl.ro.data(), F(recv), pl.sb.data(), pl.so.data(),
+      .ialltoallv(F32(send), pl.rb.data(), pl.ro.data(), F32(recv), pl.sb.data(), pl.so.data(),
                   Traffic::embed_head)
       .wait();
   // received rows in source-rank order, each added to its id's row of my shard
-  k::index_add_rows<float>(F(g.embed), F(recv), pl.shard_rows.data(), nullptr,
+  k::index_add_rows<float>(F32(g.embed), F32(recv), pl.shard_rows.data(), nullptr,
                            static_cast<int64_t>(pl.shard_rows.size()), h);
 }
 
@@ -117,28 +122,29 @@ double TspEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tenso
                        const Batch& b, double inv_n) {
   const int64_t T = z_.local_tokens(), h = t_.h, Vr = t_.Vr, V = cfg_.vocab_size;
   const int64_t C = block::logits_chunk(T, Vr);
-  Tensor z = ws({C, Vr}), m = ws({T}), l = ws({T}), zt = ws({T}), lse = ws({T});
-  k::ce_init<float>(F(m), F(l), F(zt), T);
+  // logits and the log-sum-exp statistics: fp32
+  Tensor z = ws32({C, Vr}), m = ws32({T}), l = ws32({T}), zt = ws32({T}), lse = ws32({T});
+  k::ce_init<float>(F32(m), F32(l), F32(zt), T);
   const RingSpec spec{Vr * h, F(p.head_or_embed()), Traffic::embed_head, Traffic::embed_head};
   CommScope fwd(comm_, kWhereHead, Phase::fwd);  // also forward_loss's (not in the layer loop)
-  ring_forward(comm_, spec, [&](int s, const float* Wp) {
+  ring_forward(comm_, spec, [&](int s, k::CPtr Wp) {
     for (int64_t r0 = 0; r0 < T; r0 += C) {
       const int64_t c = std::min(C, T - r0);
-      block::head_chunk_fwd(F(z), F(m) + r0, F(l) + r0, F(zt) + r0, F(yf) + r0 * h, Wp, c, h, Vr,
-                            s * Vr, V, b.targets.data() + r0);
+      block::head_chunk_fwd(F32(z), F32(m) + r0, F32(l) + r0, F32(zt) + r0, F(yf) + r0 * h, Wp, c,
+                            h, Vr, s * Vr, V, b.targets.data() + r0);
       comm_.progress();
     }
   });
-  const double loss = k::ce_finish<float>(F(lse), F(m), F(l), F(zt), T, b.targets.data());
+  const double loss = k::ce_finish<float>(F32(lse), F32(m), F32(l), F32(zt), T, b.targets.data());
   if (!g) return loss;
   CommScope bwd(comm_, kWhereHead, Phase::bwd);
   ring_backward(
-      comm_, spec, F(g->head_or_embed()),
-      [&](int s, const float* Wp, float* Gp) {
+      comm_, spec, F32(g->head_or_embed()),
+      [&](int s, k::CPtr Wp, float* Gp) {
         for (int64_t r0 = 0; r0 < T; r0 += C) {
           const int64_t c = std::min(C, T - r0);
-          block::head_chunk_bwd(F(z), F(*dyf) + r0 * h, Gp, F(lse) + r0, F(yf) + r0 * h, Wp, c, h,
-                                Vr, s * Vr, V, b.targets.data() + r0, static_cast<float>(inv_n),
+          block::head_chunk_bwd(F32(z), F(*dyf) + r0 * h, Gp, F32(lse) + r0, F(yf) + r0 * h, Wp, c,
+                                h, Vr, s * Vr, V, b.targets.data() + r0, static_cast<float>(inv_n),
                                 true);
           comm_.progress();
         }

@@ -63,13 +63,18 @@ void convert(D* dst, const S* src, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = st<D>(ld(src[i]));
 }
 
-template <class T>
-void index_copy_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+template <class T, class D>
+void index_copy_rows(D* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
                      int64_t n, int64_t w) {
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i)
-    std::memcpy(dst + (dst_rows ? dst_rows[i] : i) * w, src + (src_rows ? src_rows[i] : i) * w,
-                sizeof(T) * static_cast<size_t>(w));
+  for (int64_t i = 0; i < n; ++i) {
+    D* y = dst + (dst_rows ? dst_rows[i] : i) * w;
+    const T* x = src + (src_rows ? src_rows[i] : i) * w;
+    if constexpr (std::is_same_v<T, D>)
+      std::memcpy(y, x, sizeof(T) * static_cast<size_t>(w));
+    else
+      for (int64_t c = 0; c < w; ++c) y[c] = st<D>(ld(x[c]));
+  }
 }
 
 template <class T>
@@ -102,6 +107,8 @@ INST(double)
 template void add_inplace<bfloat16>(bfloat16*, const bfloat16*, int64_t);
 template void index_copy_rows<bfloat16>(bfloat16*, const bfloat16*, const int64_t*, const int64_t*,
                                         int64_t, int64_t);
+template void index_copy_rows<bfloat16, float>(float*, const bfloat16*, const int64_t*,
+                                               const int64_t*, int64_t, int64_t);
 template void index_add_rows<bfloat16>(float*, const bfloat16*, const int64_t*, const int64_t*,
                                        int64_t, int64_t);
 template void convert<bfloat16, float>(bfloat16*, const float*, int64_t);

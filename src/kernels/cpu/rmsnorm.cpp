@@ -7,12 +7,12 @@
 
 namespace origami::cpu {
 
-template <class T>
-void rmsnorm_fwd(T* y, T* n, acc_t<T>* rstd, const T* x, const T* w, int64_t rows, int64_t h,
+template <class T, class R>
+void rmsnorm_fwd(T* y, T* n, acc_t<T>* rstd, const R* x, const T* w, int64_t rows, int64_t h,
                  double eps) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * h;
+    const R* xr = x + r * h;
     double ss = 0;
     for (int64_t i = 0; i < h; ++i) ss += static_cast<double>(ld(xr[i])) * ld(xr[i]);
     const acc_t<T> rs = static_cast<acc_t<T>>(1.0 / std::sqrt(ss / h + eps));
@@ -31,19 +31,20 @@ void rmsnorm_apply(T* y, const T* n, const T* w, int64_t rows, int64_t h) {
     for (int64_t i = 0; i < h; ++i) y[r * h + i] = st<T>(ld(w[i]) * ld(n[r * h + i]));
 }
 
-template <class T>
-void rmsnorm_bwd(T* dx, acc_t<T>* dw, const T* dy, const T* n, const T* w, const acc_t<T>* rstd,
+template <class T, class R>
+void rmsnorm_bwd(R* dx, acc_t<T>* dw, const R* dy, const T* n, const T* w, const acc_t<T>* rstd,
                  int64_t rows, int64_t h) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
-    const T *nr = n + r * h, *dyr = dy + r * h;
+    const T* nr = n + r * h;
+    const R* dyr = dy + r * h;
     const acc_t<T> rs = rstd[r];
     double dot = 0;
     for (int64_t i = 0; i < h; ++i) dot += static_cast<double>(ld(w[i]) * ld(dyr[i])) * ld(nr[i]);
     const acc_t<T> c = static_cast<acc_t<T>>(dot / h);
-    T* dxr = dx + r * h;
+    R* dxr = dx + r * h;
     for (int64_t i = 0; i < h; ++i)
-      dxr[i] = st<T>(ld(dxr[i]) + rs * (ld(w[i]) * ld(dyr[i]) - ld(nr[i]) * c));
+      dxr[i] = st<R>(ld(dxr[i]) + rs * (ld(w[i]) * ld(dyr[i]) - ld(nr[i]) * c));
   }
   // dw: a fixed-order reduction over rows (deterministic, independent of threads).
 #pragma omp parallel for schedule(static)
@@ -63,5 +64,9 @@ void rmsnorm_bwd(T* dx, acc_t<T>* dw, const T* dy, const T* n, const T* w, const
 INST(float)
 INST(double)
 INST(bfloat16)
+template void rmsnorm_fwd<bfloat16, float>(bfloat16*, bfloat16*, float*, const float*,
+                                           const bfloat16*, int64_t, int64_t, double);
+template void rmsnorm_bwd<bfloat16, float>(float*, float*, const float*, const bfloat16*,
+                                           const bfloat16*, const float*, int64_t, int64_t);
 
 }  // namespace origami::cpu
