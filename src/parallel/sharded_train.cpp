@@ -152,10 +152,6 @@ std::unique_ptr<Engine> make_sharded_engine(const ModelConfig& c, Mesh mesh, std
 void validate_engine(const Layout& L, const ModelConfig& c, const ParallelOptions& p, Recompute rc,
                      int64_t B, int64_t S) {
   validate_options(L, p, rc);
-  const std::string name = L.spec->name;
-  if (p.dtype == DType::bf16 && name != "single" && name != "tsp" && name != "fsdp_sp")
-    fail("--dtype bf16 is not supported under --layout ", name,
-         " yet: the single device, tsp, fsdp_sp and their dp compositions run it so far");
   L.spec->validate(L, c, p, B, S);
 }
 

@@ -23,7 +23,9 @@
 // log-sum-exp, the (max, sum, target logit) triples all-gathered over tp and merged in rank order.
 //
 // Everything here is exact (same sums as one device, up to float rounding); reductions run in the
-// communicator's fixed order.
+// communicator's fixed order. Under --dtype bf16 the normalised rows and the gathered inputs
+// travel in bf16; the partial sums (row-parallel outputs, input gradients) are fp32 and are
+// reduced in fp32 into the fp32 residual stream, as every sum of partial products is.
 #include "parallel/tpsp.h"
 
 #include <algorithm>
@@ -108,9 +110,9 @@ std::vector<QSeg> TpSpEngine::qsegs(int64_t bb) const {
   return {{(bb * 2) * c, z.chunk_pos0(0), c}, {(bb * 2 + 1) * c, z.chunk_pos0(1), c}};
 }
 
-std::vector<KvSeg<float>> TpSpEngine::kvsegs(int64_t bb, float* K, float* V, float* dK, float* dV,
-                                             int64_t kw) const {
-  std::vector<KvSeg<float>> s;
+std::vector<k::Kv> TpSpEngine::kvsegs(int64_t bb, k::CPtr K, k::CPtr V, float* dK, float* dV,
+                                      int64_t kw) const {
+  std::vector<k::Kv> s;
   auto add = [&](int64_t row, int64_t pos0, int64_t len) {
     s.push_back({K + row * kw, V + row * kw, kw, pos0, len, dK ? dK + row * kw : nullptr,
                  dV ? dV + row * kw : nullptr});
@@ -128,21 +130,22 @@ std::vector<KvSeg<float>> TpSpEngine::kvsegs(int64_t bb, float* K, float* V, flo
 
 Tensor TpSpEngine::gather(const Tensor& x, Traffic t, Cat c) {
   if (!seqp_) return x;
-  Tensor y = Tensor::empty({Ts_, t_.h}, DType::f32, c);
-  tp_.iallgather(F(x), F(y), bytes(Tl_ * t_.h), t).wait();
+  Tensor y = Tensor::empty({Ts_, t_.h}, x.dtype(), c);
+  tp_.iallgather(x.raw(), y.raw(), Tl_ * t_.h * static_cast<int64_t>(dtype_size(x.dtype())), t)
+      .wait();
   return y;
 }
 
 void TpSpEngine::reduce_into(Tensor& P, Tensor& x, Traffic t) {
   const int64_t h = t_.h;
   if (T_ > 1 && seqp_) {
-    Tensor r = ws({Tl_, h});
-    tp_.ireduce_scatter(F(P), F(r), Tl_ * h, t).wait();
-    k::add_inplace<float>(F(x), F(r), Tl_ * h);
+    Tensor r = ws32({Tl_, h});
+    tp_.ireduce_scatter(F32(P), F32(r), Tl_ * h, t).wait();
+    k::add_inplace<float>(F32(x), F32(r), Tl_ * h);
     return;
   }
-  if (T_ > 1) tp_.iallreduce(F(P), Ts_ * h, t).wait();
-  k::add_inplace<float>(F(x), F(P), Ts_ * h);
+  if (T_ > 1) tp_.iallreduce(F32(P), Ts_ * h, t).wait();
+  k::add_inplace<float>(F32(x), F32(P), Ts_ * h);
 }
 
 void TpSpEngine::sp_sum_into(Tensor& scratch, Tensor& grad) {
@@ -152,14 +155,14 @@ void TpSpEngine::sp_sum_into(Tensor& scratch, Tensor& grad) {
 
 TpSpEngine::SpSum TpSpEngine::sp_sum_post(const Tensor& scratch, Tensor& grad) {
   SpSum sum{scratch, &grad, {}};
-  sum.req = sp_.iallreduce(F(sum.scratch), scratch.numel(), Traffic::grads);
+  sum.req = sp_.iallreduce(F32(sum.scratch), scratch.numel(), Traffic::grads);
   return sum;
 }
 
 void TpSpEngine::SpSum::finish() {
   if (!grad) return;
   req.wait();
-  k::add_inplace<float>(F(*grad), F(scratch), grad->numel());
+  k::add_inplace<float>(F32(*grad), F32(scratch), grad->numel());
   *this = SpSum();
 }
 
@@ -174,42 +177,42 @@ void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* 
   const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
-  const float* pk = F(W.attn);
+  const k::CPtr pk = F(W.attn);
   if (a)
     for (auto* v : {&a->q, &a->k, &a->v, &a->o, &a->lse}) v->assign(N, Tensor());
-  Tensor P = ws0({Ts, h});
+  Tensor P = ws32_0({Ts, h});  // the partial output over t: fp32
   for (int64_t b = 0; b < N; ++b) {
     const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
     Tensor Kg = ws({Sg_ * Ts, kw}), Vg = ws({Sg_ * Ts, kw});
-    float* kown = F(Kg) + sr_ * Ts * kw;
-    float* vown = F(Vg) + sr_ * Ts * kw;
+    const k::Ptr kown = F(Kg) + sr_ * Ts * kw;
+    const k::Ptr vown = F(Vg) + sr_ * Ts * kw;
     block::project_rope(kown, F(Y1), Wk, Ts, kw, h, static_cast<int>(kvb), static_cast<int>(d),
                         pos_.data(), cos_, sin_);
-    k::linear_fwd<float>(vown, F(Y1), Wv, Ts, kw, h);
-    Request gk = sp_.iallgather(kown, F(Kg), bytes(Ts * kw), Traffic::kv);
-    Request gv = sp_.iallgather(vown, F(Vg), bytes(Ts * kw), Traffic::kv);
+    k::linear_fwd(vown, F(Y1), Wv, Ts, kw, h);
+    Request gk = sp_.iallgather(kown.p, Kg.raw(), bytes(Ts * kw), Traffic::kv);
+    Request gv = sp_.iallgather(vown.p, Vg.raw(), bytes(Ts * kw), Traffic::kv);
     Tensor q = a ? act({Ts, qw}) : ws({Ts, qw});
-    k::linear_fwd<float>(F(q), F(Y1), Wq, Ts, qw, h);  // while K/V travel
+    k::linear_fwd(F(q), F(Y1), Wq, Ts, qw, h);  // while K/V travel
     sp_.progress();
-    k::rope_fwd<float>(F(q), qw, pos_.data(), Ts, static_cast<int>(qb), static_cast<int>(d),
-                       F(cos_), F(sin_));
+    k::rope_fwd(F(q), qw, pos_.data(), Ts, static_cast<int>(qb), static_cast<int>(d), F32(cos_),
+                F32(sin_));
     if (a) {
       a->k[b] = act({Ts, kw});
       a->v[b] = act({Ts, kw});
-      copy_bytes(F(a->k[b]), kown, bytes(Ts * kw));
-      copy_bytes(F(a->v[b]), vown, bytes(Ts * kw));
+      copy_bytes(a->k[b].raw(), kown.p, bytes(Ts * kw));
+      copy_bytes(a->v[b].raw(), vown.p, bytes(Ts * kw));
     }
     gk.wait();
     gv.wait();
     Tensor o = a ? act({Ts, qw}) : ws({Ts, qw});
-    Tensor lse = a ? act({qb, Ts}) : ws({qb, Ts});
+    Tensor lse = a ? act32({qb, Ts}) : ws32({qb, Ts});
     for (int64_t bb = 0; bb < B_; ++bb) {
       const auto qs = qsegs(bb);
       const auto ks = kvsegs(bb, F(Kg), F(Vg), nullptr, nullptr, kw);
-      k::flash_attn_fwd<float>(F(o), F(lse), Ts, F(q), qw, qs.data(), static_cast<int>(qs.size()),
-                               ks.data(), static_cast<int>(ks.size()), sh, scale);
+      k::flash_attn_fwd(F(o), F32(lse), Ts, F(q), qw, qs.data(), static_cast<int>(qs.size()),
+                        ks.data(), static_cast<int>(ks.size()), sh, scale);
     }
-    k::gemm<float>(Trans::N, Trans::T, Ts, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 1.0f, F(P), h);
+    k::gemm(Trans::N, Trans::T, Ts, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 1.0f, F(P), h);
     if (a) {
       a->q[b] = std::move(q);
       a->o[b] = std::move(o);
@@ -228,7 +231,7 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
   const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
-  const float* pk = F(W.attn);
+  const k::CPtr pk = F(W.attn);
   const ProjBwd proj{sp_, pos_.data(), cos_, sin_, Y1, dY1, Ts, h, static_cast<int>(d)};
   PendingKv pend;  // the bucket between its flash backward and C
   auto stage_c = [&] {
@@ -243,26 +246,26 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
     const auto [Wq, Wk, Wv, Wo] = t_.bucket(pk, b, N);  // W_o: columns of [h, q_rows]
     const auto [Gq, Gk, Gv, Go] = t_.bucket(G, b, N);
     Tensor dO = ws({Ts, qw});
-    k::gemm<float>(Trans::N, Trans::N, Ts, qw, h, 1.0f, F(dX), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
+    k::gemm(Trans::N, Trans::N, Ts, qw, h, 1.0f, F(dX), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
     sp_.progress();
-    k::gemm<float>(Trans::T, Trans::N, h, qw, Ts, 1.0f, F(dX), h, F(a.o[b]), qw, 1.0f, Go,
-                   t_.q_rows);
+    k::gemm(Trans::T, Trans::N, h, qw, Ts, 1.0f, F(dX), h, F(a.o[b]), qw, 1.0f, Go, t_.q_rows);
     cur.k.wait();
     cur.v.wait();
     KvGather nxt;
     if (b + 1 < N) nxt = kv_gather(a, b + 1);
-    Tensor dKg = ws0({Sg_ * Ts, kw}), dVg = ws0({Sg_ * Ts, kw}), dq = ws0({Ts, qw});
+    // the attention kernels' gradients: fp32
+    Tensor dKg = ws32_0({Sg_ * Ts, kw}), dVg = ws32_0({Sg_ * Ts, kw}), dq = ws32_0({Ts, qw});
     for (int64_t bb = 0; bb < B_; ++bb) {
       const auto qs = qsegs(bb);
-      const auto ks = kvsegs(bb, F(cur.K), F(cur.V), F(dKg), F(dVg), kw);
-      k::flash_attn_bwd<float>(F(dq), F(dO), F(a.q[b]), F(a.o[b]), qw, F(a.lse[b]), Ts, qs.data(),
-                               static_cast<int>(qs.size()), ks.data(), static_cast<int>(ks.size()),
-                               sh, scale);
+      const auto ks = kvsegs(bb, F(cur.K), F(cur.V), F32(dKg), F32(dVg), kw);
+      k::flash_attn_bwd(F32(dq), F(dO), F(a.q[b]), F(a.o[b]), qw, F32(a.lse[b]), Ts, qs.data(),
+                        static_cast<int>(qs.size()), ks.data(), static_cast<int>(ks.size()), sh,
+                        scale);
     }
     cur = std::move(nxt);
     PendingKv posted = PendingKv::post(sp_, b, std::move(dKg), std::move(dVg), Ts, kw);
     stage_c();  // C(b-1)
-    proj(F(dq), qw, static_cast<int>(qb), true, Wq, Gq);
+    proj(F32(dq), qw, static_cast<int>(qb), true, Wq, Gq);
     pend = std::move(posted);
   }
   stage_c();  // C(N-1)
@@ -272,9 +275,9 @@ void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tens
 
 void TpSpEngine::mlp_fwd(const TspLayer& W, const Tensor& Y2, Tensor& x, Acts* a) {
   const int64_t Ts = Ts_, h = t_.h, Ir = t_.Ir;
-  const float* Wp = F(W.mlp);
+  const k::CPtr Wp = F(W.mlp);
   Tensor g = a ? act({Ts, Ir}) : ws({Ts, Ir}), u = a ? act({Ts, Ir}) : ws({Ts, Ir});
-  Tensor s = ws({Ts, Ir}), P = ws({Ts, h});
+  Tensor s = ws({Ts, Ir}), P = ws32({Ts, h});  // the partial output over t: fp32
   const block::MlpShard Ws{Wp, Wp + Ir * h, Wp + 2 * Ir * h, Ir};
   block::mlp_up(F(g), F(u), F(Y2), Ws, Ts, h);
   block::mlp_down(F(P), 0.0f, F(s), F(g), F(u), Ws, Ts, h);
@@ -288,7 +291,7 @@ void TpSpEngine::mlp_fwd(const TspLayer& W, const Tensor& Y2, Tensor& x, Acts* a
 void TpSpEngine::mlp_bwd(const TspLayer& W, float* G, const Acts& a, const Tensor& Y2,
                          const Tensor& dX, Tensor& dY2) {
   const int64_t Ts = Ts_, h = t_.h, Ir = t_.Ir;
-  const float* Wp = F(W.mlp);
+  const k::CPtr Wp = F(W.mlp);
   Tensor s = ws({Ts, Ir}), da = ws({Ts, Ir}), dg = ws({Ts, Ir}), du = ws({Ts, Ir});
   const block::MlpShard Ws{Wp, Wp + Ir * h, Wp + 2 * Ir * h, Ir};
   block::mlp_down_bwd(G + 2 * Ir * h, F(dg), F(du), F(s), F(da), F(dX), F(a.g), F(a.u), Ws, Ts, h);
@@ -306,22 +309,22 @@ Tensor TpSpEngine::norm_fwd(const Tensor& x, const Tensor& w, Tensor& N, Tensor&
   rstd = Tensor::empty({Tl}, DType::f32, c);
   Tensor y = ws({Tl, h});
   if (!seqp_) {
-    N = Tensor::empty({Ts, h}, DType::f32, c);
-    k::rmsnorm_fwd<float>(F(y), F(N), F(rstd), F(x), F(w), Tl, h, cfg_.rms_norm_eps);
+    N = Tensor::empty({Ts, h}, block::elem(), c);
+    k::rmsnorm_fwd(F(y), F(N), F32(rstd), F(x), F(w), Tl, h, cfg_.rms_norm_eps);
     return y;
   }
   Tensor n = ws({Tl, h});
-  k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(w), Tl, h, cfg_.rms_norm_eps);
-  N = Tensor::empty({Ts, h}, DType::f32, c);
+  k::rmsnorm_fwd(F(y), F(n), F32(rstd), F(x), F(w), Tl, h, cfg_.rms_norm_eps);
+  N = Tensor::empty({Ts, h}, block::elem(), c);
   // The entry region's all-gather, of the normalised rows (the block keeps them; the weighted
   // input is recomputed from them): its backward is the enter_bwd after the GEMMs' dx.
-  tp_.iallgather(F(n), F(N), bytes(Tl * h), Traffic::acts).wait();
+  tp_.iallgather(n.raw(), N.raw(), bytes(Tl * h), Traffic::acts).wait();
   return reweight(N, w);
 }
 
 Tensor TpSpEngine::reweight(const Tensor& N, const Tensor& w) {
   Tensor y = ws({Ts_, t_.h});
-  k::rmsnorm_apply<float>(F(y), F(N), F(w), Ts_, t_.h);
+  k::rmsnorm_apply(F(y), F(N), F(w), Ts_, t_.h);
   return y;
 }
 
@@ -339,28 +342,27 @@ void TpSpEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a) {
 void TpSpEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor& dx) {
   const int64_t Tl = Tl_, Ts = Ts_, h = t_.h, own = row0_ * h;  // this rank's rows of n1, n2
   // Layer gradients of the shards: straight into G, or (Σ > 1) into scratch summed over sp.
-  Tensor ga = Sg_ > 1 ? ws0({t_.attn_size()}) : G.attn;
-  Tensor gm = Sg_ > 1 ? ws0({t_.mlp_size()}) : G.mlp;
+  Tensor ga = Sg_ > 1 ? ws32_0({t_.attn_size()}) : G.attn;
+  Tensor gm = Sg_ > 1 ? ws32_0({t_.mlp_size()}) : G.mlp;
   KvGather first;  // Σ > 1: bucket 0's K/V re-gather travels during the MLP backward
   SpSum mlp_sum;   // and the MLP gradient's all-reduce during the attention backward
   {
     Tensor dX = exit_bwd(dx, Traffic::acts, Cat::workspace);
     if (Sg_ > 1) first = kv_gather(a, 0);
-    Tensor dY2 = ws0({Ts, h}), dy2 = ws0({Tl, h});
-    mlp_bwd(W, F(gm), a, reweight(a.n2, W.post_norm), dX, dY2);
+    Tensor dY2 = ws32_0({Ts, h}), dy2 = ws32_0({Tl, h});  // partial sums: fp32
+    mlp_bwd(W, F32(gm), a, reweight(a.n2, W.post_norm), dX, dY2);
     enter_bwd(dY2, dy2, Traffic::acts);
     if (Sg_ > 1) mlp_sum = sp_sum_post(gm, G.mlp);
-    k::rmsnorm_bwd<float>(F(dx), F(G.post_norm), F(dy2), F(a.n2) + own, F(W.post_norm), F(a.rstd2),
-                          Tl, h);
+    k::rmsnorm_bwd(F(dx), F32(G.post_norm), F(dy2), F(a.n2) + own, F(W.post_norm), F32(a.rstd2), Tl,
+                   h);
   }
   attn_sum_.finish();  // the layer above's attention gradient, hidden behind this MLP backward
   Tensor dX = exit_bwd(dx, Traffic::acts, Cat::workspace);
-  Tensor dY1 = ws0({Ts, h}), dy1 = ws0({Tl, h});
-  attn_bwd(W, F(ga), a, reweight(a.n1, W.in_norm), dX, dY1, std::move(first));
+  Tensor dY1 = ws32_0({Ts, h}), dy1 = ws32_0({Tl, h});
+  attn_bwd(W, F32(ga), a, reweight(a.n1, W.in_norm), dX, dY1, std::move(first));
   dX = Tensor();
   enter_bwd(dY1, dy1, Traffic::acts);
-  k::rmsnorm_bwd<float>(F(dx), F(G.in_norm), F(dy1), F(a.n1) + own, F(W.in_norm), F(a.rstd1), Tl,
-                        h);
+  k::rmsnorm_bwd(F(dx), F32(G.in_norm), F(dy1), F(a.n1) + own, F(W.in_norm), F32(a.rstd1), Tl, h);
   mlp_sum.finish();
   if (Sg_ > 1) attn_sum_ = sp_sum_post(ga, G.attn);  // finished by the layer below (or the end)
 }
@@ -383,10 +385,10 @@ std::pair<std::vector<int64_t>, std::vector<int64_t>> shard_rows(const Batch& b,
 
 void TpSpEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x) {
   const int64_t h = t_.h, Vr = t_.Vr, v0 = tr_ * Vr;
-  Tensor E = T_ > 1 ? ws0({Ts_, h}) : x;
+  Tensor E = T_ > 1 ? ws32_0({Ts_, h}) : x;  // x, and the partial rows over t: fp32
   const auto [rows, ids] = shard_rows(b, Ts_, v0, Vr);
-  k::index_copy_rows<float>(F(E), F(p.embed), rows.data(), ids.data(),
-                            static_cast<int64_t>(rows.size()), h);
+  k::index_copy_rows(F(E), F(p.embed), rows.data(), ids.data(), static_cast<int64_t>(rows.size()),
+                     h);
   if (T_ > 1) {
     x.zero();
     exit_fwd(E, x, Traffic::embed_head);
@@ -395,12 +397,12 @@ void TpSpEngine::embed_fwd(const TspParams& p, const Batch& b, Tensor& x) {
 
 void TpSpEngine::embed_bwd(TspParams& g, const Batch& b, const Tensor& dx) {
   const int64_t h = t_.h, Vr = t_.Vr, v0 = tr_ * Vr;
-  const Tensor dX = exit_bwd(dx, Traffic::embed_head, Cat::workspace);
+  const Tensor dX = exit_bwd(dx, Traffic::embed_head, Cat::workspace, true);  // fp32 rows
   Tensor target = g.embed;
-  if (Sg_ > 1) target = vocab_scratch_.defined() ? vocab_scratch_ : ws0({Vr, h});
+  if (Sg_ > 1) target = vocab_scratch_.defined() ? vocab_scratch_ : ws32_0({Vr, h});
   const auto [rows, ids] = shard_rows(b, Ts_, v0, Vr);  // position order
-  k::index_add_rows<float>(F(target), F(dX), ids.data(), rows.data(),
-                           static_cast<int64_t>(rows.size()), h);
+  k::index_add_rows(F32(target), F(dX), ids.data(), rows.data(), static_cast<int64_t>(rows.size()),
+                    h);
   if (Sg_ > 1) sp_sum_into(target, g.embed);
   vocab_scratch_ = Tensor();
 }
@@ -411,31 +413,33 @@ double TpSpEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tens
   const int64_t C = block::logits_chunk(Ts, Vr);
   const int64_t* tg = b.targets.data();
   const Tensor Y = enter_fwd(yf, Traffic::embed_head, Cat::workspace);
-  const float* Wv = F(p.head_or_embed());
-  Tensor z = ws({C, Vr}), st = ws({3, Ts}), lse = ws({Ts});
-  float *m = F(st), *l = m + Ts, *zt = l + Ts;
+  const k::CPtr Wv = F(p.head_or_embed());
+  // logits and the log-sum-exp statistics: fp32
+  Tensor z = ws32({C, Vr}), st = ws32({3, Ts}), lse = ws32({Ts});
+  float *m = F32(st), *l = m + Ts, *zt = l + Ts;
   k::ce_init<float>(m, l, zt, Ts);
   for (int64_t r0 = 0; r0 < Ts; r0 += C) {
     const int64_t c = std::min(C, Ts - r0);
-    block::head_chunk_fwd(F(z), m + r0, l + r0, zt + r0, F(Y) + r0 * h, Wv, c, h, Vr, v0, V,
+    block::head_chunk_fwd(F32(z), m + r0, l + r0, zt + r0, F(Y) + r0 * h, Wv, c, h, Vr, v0, V,
                           tg + r0);
   }
   if (T_ > 1) {  // merge the per-shard statistics in rank order (identical on every TP rank)
-    Tensor all = ws({T_, 3 * Ts});
-    tp_.iallgather(F(st), F(all), bytes(3 * Ts), Traffic::embed_head).wait();
+    Tensor all = ws32({T_, 3 * Ts});
+    tp_.iallgather(st.raw(), all.raw(), static_cast<int64_t>(st.nbytes()), Traffic::embed_head)
+        .wait();
     // On the host (3·Ts·T floats; st may be device memory): copied over, merged, copied back.
     Tensor ha = Tensor::empty_host({T_, 3 * Ts}, DType::f32, Cat::workspace);
     Tensor hs = Tensor::empty_host({3, Ts}, DType::f32, Cat::workspace);
     if (!tensors_hold_no_data()) {  // (the dry run's meta tensors: nothing to merge)
       copy_bytes(ha.raw(), all.raw(), all.nbytes());
       copy_bytes(hs.raw(), st.raw(), st.nbytes());
-      float *hm = F(hs), *hl = hm + Ts, *hz = hl + Ts;
+      float *hm = F32(hs), *hl = hm + Ts, *hz = hl + Ts;
       for (int64_t r = 0; r < Ts; ++r) {
         if (tg[r] < 0) continue;
         float M = -std::numeric_limits<float>::infinity(), L = 0, Z = 0;
-        for (int q = 0; q < T_; ++q) M = std::max(M, F(ha)[q * 3 * Ts + r]);
+        for (int q = 0; q < T_; ++q) M = std::max(M, F32(ha)[q * 3 * Ts + r]);
         for (int q = 0; q < T_; ++q) {
-          const float* s = F(ha) + q * 3 * Ts;
+          const float* s = F32(ha) + q * 3 * Ts;
           L += s[Ts + r] * std::exp(s[r] - M);
           Z += s[2 * Ts + r];
         }
@@ -446,19 +450,20 @@ double TpSpEngine::head(const TspParams& p, TspParams* g, const Tensor& yf, Tens
       copy_bytes(st.raw(), hs.raw(), st.nbytes());
     }
   }
-  k::ce_finish<float>(F(lse), m, l, zt, Ts, tg);
+  k::ce_finish<float>(F32(lse), m, l, zt, Ts, tg);
   const auto [own0, own_n] = owned_rows();
-  Tensor tmp = ws({Ts});
-  const double loss = k::ce_finish<float>(F(tmp), m + own0, l + own0, zt + own0, own_n, tg + own0);
+  Tensor tmp = ws32({Ts});
+  const double loss =
+      k::ce_finish<float>(F32(tmp), m + own0, l + own0, zt + own0, own_n, tg + own0);
   if (!g) return loss;
   CommScope bwd({&tp_, &sp_}, kWhereHead, Phase::bwd);
   Tensor Gh = g->head_or_embed();
-  if (Sg_ > 1) Gh = ws0({Vr, h});
-  Tensor dY = ws0({Ts, h});
+  if (Sg_ > 1) Gh = ws32_0({Vr, h});
+  Tensor dY = ws32_0({Ts, h});  // partial over the vocabulary shards: fp32
   for (int64_t r0 = 0; r0 < Ts; r0 += C) {
     const int64_t c = std::min(C, Ts - r0);
-    block::head_chunk_bwd(F(z), F(dY) + r0 * h, F(Gh), F(lse) + r0, F(Y) + r0 * h, Wv, c, h, Vr, v0,
-                          V, tg + r0, static_cast<float>(inv_n), true);
+    block::head_chunk_bwd(F32(z), F(dY) + r0 * h, F32(Gh), F32(lse) + r0, F(Y) + r0 * h, Wv, c, h,
+                          Vr, v0, V, tg + r0, static_cast<float>(inv_n), true);
   }
   enter_bwd(dY, *dyf, Traffic::embed_head);
   if (Sg_ > 1) {
@@ -478,16 +483,16 @@ double TpSpEngine::forward_backward(const TspParams& p, TspParams& g, const Batc
   const int64_t Tl = Tl_, h = t_.h;
   LayerSteps<Acts> s;
   s.embed = [&] {
-    Tensor x = act({Tl, h});
+    Tensor x = act32({Tl, h});  // the residual stream (and its gradient): fp32
     embed_fwd(p, b, x);
     return x;
   };
   s.forward = [&](size_t l, Tensor& x, Acts* a) { block_fwd(p.layers[l], x, a); };
   s.head = [&](const Tensor& x, Tensor& dx) {
-    Tensor nf = ws({Tl, h}), rstd = ws({Tl}), yf = ws({Tl, h}), dyf = ws0({Tl, h});
-    k::rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), Tl, h, cfg_.rms_norm_eps);
+    Tensor nf = ws({Tl, h}), rstd = ws32({Tl}), yf = ws({Tl, h}), dyf = ws32_0({Tl, h});
+    k::rmsnorm_fwd(F(yf), F(nf), F32(rstd), F(x), F(p.final_norm), Tl, h, cfg_.rms_norm_eps);
     const double loss = head(p, &g, yf, &dyf, b, inv_n);
-    k::rmsnorm_bwd<float>(F(dx), F(g.final_norm), F(dyf), F(nf), F(p.final_norm), F(rstd), Tl, h);
+    k::rmsnorm_bwd(F(dx), F32(g.final_norm), F(dyf), F(nf), F(p.final_norm), F32(rstd), Tl, h);
     return loss;
   };
   s.recompute = [&](size_t l, Tensor& x, Acts& a) { block_fwd(p.layers[l], x, &a); };
@@ -500,7 +505,7 @@ double TpSpEngine::forward_backward(const TspParams& p, TspParams& g, const Batc
 double TpSpEngine::forward_loss(const TspParams& p, const Batch& b) {
   begin(b);
   const int64_t Tl = Tl_, h = t_.h;
-  Tensor x = ws({Tl, h});
+  Tensor x = ws32({Tl, h});  // the residual stream: fp32
   {
     CommScope c({&tp_, &sp_}, kWhereEmbed, Phase::fwd);
     embed_fwd(p, b, x);
@@ -510,8 +515,8 @@ double TpSpEngine::forward_loss(const TspParams& p, const Batch& b) {
     block_fwd(p.layers[l], x, nullptr);
   }
   CommScope c({&tp_, &sp_}, kWhereHead, Phase::fwd);
-  Tensor nf = ws({Tl, h}), rstd = ws({Tl}), yf = ws({Tl, h});
-  k::rmsnorm_fwd<float>(F(yf), F(nf), F(rstd), F(x), F(p.final_norm), Tl, h, cfg_.rms_norm_eps);
+  Tensor nf = ws({Tl, h}), rstd = ws32({Tl}), yf = ws({Tl, h});
+  k::rmsnorm_fwd(F(yf), F(nf), F32(rstd), F(x), F(p.final_norm), Tl, h, cfg_.rms_norm_eps);
   return head(p, nullptr, yf, nullptr, b, 0.0);
 }
 
@@ -521,8 +526,8 @@ void TpSpEngine::finish_grads(TspParams& g) {
   CommScope c({&tp_, &sp_}, kWhereStep, Phase::bwd);
   g.for_each([&](Tensor& t, bool replicated) {
     if (!replicated) return;
-    if (seqp_) tp_.iallreduce(F(t), t.numel(), Traffic::other).wait();
-    sp_.iallreduce(F(t), t.numel(), Traffic::other).wait();
+    if (seqp_) tp_.iallreduce(F32(t), t.numel(), Traffic::other).wait();
+    sp_.iallreduce(F32(t), t.numel(), Traffic::other).wait();
   });
 }
 

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "model/block.h"
 #include "parallel/attn_pipeline.h"
 #include "parallel/sharded.h"
 #include "parallel/zigzag.h"
@@ -35,8 +36,8 @@ class TpSpEngine : public ShardedSchedule {
   // token geometry of the current micro-batch
   void begin(const Batch& local);
   std::vector<cpu::QSeg> qsegs(int64_t bb) const;
-  std::vector<cpu::KvSeg<float>> kvsegs(int64_t bb, float* K, float* V, float* dK, float* dV,
-                                        int64_t kw) const;
+  std::vector<k::Kv> kvsegs(int64_t bb, k::CPtr K, k::CPtr V, float* dK, float* dV,
+                            int64_t kw) const;
   // rows this rank reports the loss of: [own0, own0 + own_n)
   std::pair<int64_t, int64_t> owned_rows() const;
   // TP's activation collectives as forward/backward pairs (Megatron-Core's regions): each region
@@ -51,7 +52,11 @@ class TpSpEngine : public ShardedSchedule {
   Tensor enter_fwd(const Tensor& x, Traffic t, Cat c) { return gather(x, t, c); }
   void enter_bwd(Tensor& partial, Tensor& dx, Traffic t) { reduce_into(partial, dx, t); }
   void exit_fwd(Tensor& partial, Tensor& x, Traffic t) { reduce_into(partial, x, t); }
-  Tensor exit_bwd(const Tensor& dx, Traffic t, Cat c) { return gather(dx, t, c); }
+  // dx: the fp32 residual gradient; gathered in the element type (what the GEMMs read), or as it is
+  // (`as_is`: the embedding's gradient rows, fp32).
+  Tensor exit_bwd(const Tensor& dx, Traffic t, Cat c, bool as_is = false) {
+    return gather(as_is ? dx : block::in_elem(dx), t, c);
+  }
   // The two collectives behind them: [Tl] -> [Ts], and the sum over tp of a partial [Ts] added
   // into this rank's rows [Tl].
   Tensor gather(const Tensor& x, Traffic t, Cat c);

@@ -18,9 +18,13 @@ void rmsnorm_fwd(T* y, T* n, acc_t<T>* rstd, const R* x, const T* w, int64_t row
     const acc_t<T> rs = static_cast<acc_t<T>>(1.0 / std::sqrt(ss / h + eps));
     rstd[r] = rs;
     T* yr = y + r * h;
-    for (int64_t i = 0; i < h; ++i) yr[i] = st<T>(ld(w[i]) * (ld(xr[i]) * rs));
-    if (n)
-      for (int64_t i = 0; i < h; ++i) n[r * h + i] = st<T>(ld(xr[i]) * rs);
+    // y = w·n from n as stored (rounded, under bf16): the y a backward recomputes from the saved
+    // n (rmsnorm_apply), and a TP layout from the gathered n, is then the forward's y exactly
+    for (int64_t i = 0; i < h; ++i) {
+      const T ni = st<T>(ld(xr[i]) * rs);
+      yr[i] = st<T>(ld(w[i]) * ld(ni));
+      if (n) n[r * h + i] = ni;
+    }
   }
 }
 
