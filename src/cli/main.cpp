@@ -197,7 +197,7 @@ int cmd_plan(int argc, char** argv) {
   o.seqs = a.i64_list("seq", 1);
   o.layouts = a.list("layout");
   o.micro_batch = a.i64("micro-batch", 1);
-  o.dtype = plan::parse_dtype(a.str("dtype"));
+  o.dtype = parse_compute_dtype(a.str("dtype"));
   const ScheduleFlags sf = schedule_options(a, o.par, true);
   o.recompute = sf.recompute;
   o.tp_sp_both = sf.tp_sp_both;

@@ -182,32 +182,30 @@ class SimBase : public Comm {
   void progress() override {}
 
   Request ibcast(void* buf, int64_t bytes, int root, Traffic t) override {
-    record(t, direct::bcast(rank_, root, meta::payload_bytes(buf, bytes)));
+    record(t, direct::bcast(rank_, root, bytes));
     Call c{buf, buf, bytes, 0, root, DType::f32, {}, {}, {}, {}};
     return collective(Kind::bcast, static_cast<int>(t), std::move(c), {});
   }
   Request iallgather(const void* send, void* recv, int64_t bytes, Traffic t) override {
-    record(t, direct::allgather(size_, meta::payload_bytes(recv, bytes)));
+    record(t, direct::allgather(size_, bytes));
     return collective(Kind::allgather, static_cast<int>(t),
                       Call{send, recv, bytes, 0, 0, DType::f32, {}, {}, {}, {}}, {});
   }
   Request ialltoallv(const void* send, const int64_t* sb, const int64_t* so, void* recv,
                      const int64_t* rb, const int64_t* ro, Traffic t) override {
-    std::vector<int64_t> in(rb, rb + size_);
-    for (auto& b : in) b = meta::payload_bytes(recv, b);
-    record(t, direct::alltoallv(size_, rank_, in.data()));
+    record(t, direct::alltoallv(size_, rank_, rb));
     const auto v = [this](const int64_t* p) { return std::vector<int64_t>(p, p + size_); };
     return collective(Kind::alltoallv, static_cast<int>(t),
                       Call{send, recv, 0, 0, 0, DType::f32, v(sb), v(so), v(rb), v(ro)}, {});
   }
   Request ireduce_scatter(const float* send, float* recv, int64_t n, Traffic t) override {
-    record(t, direct::reduce_scatter(size_, meta::payload_bytes(send, n * 4)));
+    record(t, direct::reduce_scatter(size_, n * 4));
     return collective(Kind::reduce_scatter, static_cast<int>(t),
                       Call{send, recv, 0, n, 0, DType::f32, {}, {}, {}, {}},
                       scratch(send, direct::reduce_scatter_scratch(size_, n), DType::f32));
   }
   Request ireduce(const float* send, float* recv, int64_t n, int root, Traffic t) override {
-    record(t, direct::reduce(size_, rank_, root, meta::payload_bytes(send, n * 4)));
+    record(t, direct::reduce(size_, rank_, root, n * 4));
     return collective(Kind::reduce, static_cast<int>(t),
                       Call{send, recv, 0, n, root, DType::f32, {}, {}, {}, {}},
                       scratch(send, direct::reduce_scratch(size_, rank_, root, n), DType::f32));
@@ -233,7 +231,7 @@ class SimBase : public Comm {
   template <class T>
   Request allreduce(T* buf, int64_t n, Traffic t) {
     record(t,
-           direct::allreduce(size_, meta::payload_bytes(buf, n * static_cast<int64_t>(sizeof(T)))));
+           direct::allreduce(size_, n * static_cast<int64_t>(sizeof(T))));
     return collective(Kind::allreduce, static_cast<int>(t),
                       Call{buf, buf, 0, n, 0, dtype_of<T>(), {}, {}, {}, {}},
                       scratch(buf, direct::allreduce_scratch(size_, n), dtype_of<T>()));
@@ -250,7 +248,7 @@ class SimComm : public SimBase {
     return p2p(true, const_cast<void*>(buf), bytes, rank_, dst, tag, t);
   }
   Request irecv(void* buf, int64_t bytes, int src, int tag, Traffic t) override {
-    record(t, direct::recv(rank_, src, meta::payload_bytes(buf, bytes)));
+    record(t, direct::recv(rank_, src, bytes));
     return p2p(false, buf, bytes, src, rank_, tag, t);
   }
 

@@ -4,17 +4,15 @@
 // engine reports the same peaks as the engine on the CPU; the flash-attention kernels still take
 // their per-thread tiles (host workspace) for the length of the call, as the CPU kernels do.
 // Addresses have bit 63 set (non-canonical on x86-64): any host access faults at once.
-// With bf16 accounting (--dtype bf16 before the engines store bf16): a tensor counts half its fp32
-// bytes, and the optimizer category 1.5 times (AdamW moments and an fp32 master copy per
-// parameter); communicators halve the bytes of a meta payload the same way (sim_comm.h).
+// Under --dtype bf16 the engines allocate bf16 tensors themselves (compute_dtype()), so the
+// counts are theirs: no accounting of its own here. Both kernel tables (fp32 and bf16) are meta.
 #pragma once
 #include <cstdint>
 
 namespace origami::meta {
 
 struct Options {
-  int threads = 1;    // OpenMP threads per rank: the attention kernels hold tiles per thread
-  bool bf16 = false;  // bf16 accounting (above)
+  int threads = 1;  // OpenMP threads per rank: the attention kernels hold tiles per thread
 };
 // From here on new tensors are meta tensors and the kernels are the meta kernels, process-wide;
 // stop() restores host memory and the CPU kernels.
@@ -24,7 +22,5 @@ constexpr uintptr_t kBit = uintptr_t{1} << 63;
 inline bool is_meta(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & kBit) != 0;
 }
-// The bytes a payload of `bytes` at p counts: halved for a meta payload under bf16 accounting.
-int64_t payload_bytes(const void* p, int64_t bytes);
 
 }  // namespace origami::meta

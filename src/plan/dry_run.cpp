@@ -17,12 +17,6 @@
 
 namespace origami::plan {
 
-Dtype parse_dtype(const std::string& s) {
-  if (s == "fp32" || s == "f32") return Dtype::f32;
-  if (s == "bf16") return Dtype::bf16;
-  fail("--dtype=", s, " is not one of: fp32, bf16");
-}
-
 nlohmann::json Result::to_json() const {
   nlohmann::json p;
   for (int i = 0; i < kNumCats; ++i)
@@ -73,7 +67,12 @@ Result dry_run(const Input& in) {
   cpu::AdamW hp{defaults.lr, defaults.beta1, defaults.beta2, 1e-8, defaults.weight_decay};
 
   reset_sim_comms();
-  meta::start({.threads = in.threads, .bf16 = in.dtype == Dtype::bf16});
+  struct DtypeScope {  // the engines compute (and allocate) in the planned type
+    DType was = compute_dtype();
+    explicit DtypeScope(DType t) { set_compute_dtype(t); }
+    ~DtypeScope() { set_compute_dtype(was); }
+  } dtype_scope(in.dtype);
+  meta::start({.threads = in.threads});
   auto rank = [&](int i) {
     try {
       ThreadTracker tt(trackers[i]);

@@ -24,8 +24,6 @@
 
 namespace origami::plan {
 
-enum class Dtype { f32, bf16 };  // bf16: weights, grads, activations, buffers 2 B; AdamW fp32
-Dtype parse_dtype(const std::string& s);
 
 struct Input {
   ModelConfig cfg;
@@ -34,7 +32,7 @@ struct Input {
   Recompute recompute = Recompute::none;
   int64_t micro_batch = 1;  // sequences per replica per micro-step
   int64_t seq = 0;
-  Dtype dtype = Dtype::f32;
+  DType dtype = DType::f32;  // the engines' compute type (--dtype), set for the run
   int threads = 1;  // OpenMP threads per rank (the attention kernels keep tiles per thread)
 };
 

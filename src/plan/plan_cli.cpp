@@ -27,13 +27,13 @@ struct InferRow {
   int64_t weights = 0, cache = 0, step = 0;
 };
 InferRow infer_row(const ModelConfig& c, const std::string& name, int64_t B, int64_t S, int64_t n,
-                   Dtype dt) {
+                   DType dt) {
   InferRow r;
   const Layout L = Layout::parse(name.substr(0, name.find(' ')), -1);
   if (L.dp > 1 || L.spec->infer(L) == InferKind::none) return r;
   const auto il = infer::infer_layout(L);
   const int D = L.model_degree();
-  const int64_t div = dt == Dtype::bf16 ? 2 : 1;
+  const int64_t div = dt == DType::bf16 ? 2 : 1;
   r.ok = true;
   r.weights = infer::weight_bytes(il, c, D) / div;
   r.cache = infer::kv_cache_bytes(il, c, D, B, S, n) / div;
@@ -56,7 +56,7 @@ struct Row {
   std::string error;  // with --new-tokens: why training cannot run this (layout, S)
 };
 const char* dtype_name(const PlanOptions& o) {
-  return o.dtype == Dtype::f32 ? "fp32" : "bf16";
+  return o.dtype == DType::f32 ? "fp32" : "bf16";
 }
 const char* recompute_name(const PlanOptions& o) {
   return o.recompute == Recompute::full ? "full" : "none";
@@ -139,7 +139,7 @@ void print_tables(const PlanOptions& o, const ModelConfig& cfg, const std::vecto
       "--recompute %s; per rank, GiB (worst rank); bytes per layer and micro-step\n",
       o.config.c_str(), static_cast<double>(cfg.num_params()) / 1e9,
       static_cast<long long>(o.micro_batch), dt,
-      o.dtype == Dtype::bf16 ? " (AdamW moments and master weights fp32)" : "", rc);
+      o.dtype == DType::bf16 ? " (AdamW moments and master weights fp32)" : "", rc);
   for (int64_t S : o.seqs) {
     std::printf("\nS = %lld\n", static_cast<long long>(S));
     std::printf("%-18s %5s %8s %8s %9s %11s %9s %8s %8s %10s %10s %10s%s\n", "layout", "ranks",

@@ -15,7 +15,7 @@ struct PlanOptions {
   std::vector<int64_t> seqs;
   std::vector<std::string> layouts;
   int64_t micro_batch = 1;
-  Dtype dtype = Dtype::f32;
+  DType dtype = DType::f32;
   Recompute recompute = Recompute::none;
   ParallelOptions par;
   double device_gib = 0;  // 0: no budget

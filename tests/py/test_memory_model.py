@@ -1,6 +1,7 @@
 """The memory model (`origami plan`, docs/memory-model.md: a dry run of the engines) against the
 tracked peaks of real runs: for every layout with 1, 2 and 4 ranks, two sequence lengths and both
-recompute modes (plus head buckets and kept attention packets), `origami train --synthetic --steps 2`
+recompute modes (plus head buckets, kept attention packets, and --dtype bf16 under every layout),
+`origami train --synthetic --steps 2`
 reports each rank's peak bytes per category; `origami plan --json` predicts them. Every category
 and the total must be exact (the dry run allocates what the engines allocate). Also: the
 per-layer bytes plan prints equal the bytes the run recorded; the tracked total explains the
@@ -26,6 +27,14 @@ LAYOUTS = {1: ["single"],
 EXTRA = [("tsp=2", ["--attn-buckets", "2", "--keep-attn-weights"], "full"), ("tp=2,sp=2", ["--attn-buckets", "2"], "none"),
          ("tsp=2", ["--fused-mlp-recompute"], "full"), ("tsp=4", ["--fused-mlp-recompute", "--keep-attn-weights"], "full"),
          ("fsdp_sp=2", ["--fused-mlp-recompute"], "full")]
+# --dtype bf16: the engines allocate bf16 weights, activations and buffers, fp32 master weights,
+# gradients, statistics and the residual stream; plan's dry run runs the same engines in bf16
+BF16 = ["--dtype", "bf16"]
+EXTRA += [(spec, BF16 + extra, rc) for spec, extra, rc in [
+    ("single", [], "none"), ("single", [], "full"), ("dp=2", [], "none"), ("tsp=2", [], "none"),
+    ("tsp=4", ["--keep-attn-weights"], "full"), ("fsdp_sp=2", [], "full"), ("tp=2", [], "none"),
+    ("tp=2 off", [], "full"), ("sp=2", ["--attn-buckets", "2"], "none"), ("tp=2,sp=2", [], "full"),
+    ("dp=2,tsp=2", [], "none")]]
 
 
 def split(spec):

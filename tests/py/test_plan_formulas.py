@@ -1,9 +1,11 @@
 """docs/memory-model.md's readable formulas against the dry run (`origami plan --json`), which
 allocates and records what the engines do (test_memory_model.py checks that against real runs):
-the persistent categories (weights and grads E·N_r, optimizer 8·N_r, 12·N_r under bf16), the
-bytes per layer of tsp-spec §7 for every layout, phase and category (fp32 and bf16, recompute none
-and full, kept attention packets, the fused MLP recompute), and the activations kept under
---recompute none (L layers' saved tensors plus the residual stream x and dx), all exact.
+the persistent categories (weights E·N_r, grads 4·N_r, optimizer 8·N_r, 12·N_r under bf16), the
+bytes per layer of tsp-spec §7 for every layout, phase and category (fp32 and bf16: what travels
+in the element type counts E bytes an element, the sums — gradients, dK/dV, TP's partial outputs —
+4), recompute none and full, kept attention packets, the fused MLP recompute, and the activations
+kept under --recompute none (L layers' saved tensors plus the residual stream x and dx, which are
+fp32 under bf16 too), all exact.
 Usage: test_plan_formulas.py ORIGAMI_BINARY WORKDIR"""
 import json
 import os
@@ -41,8 +43,9 @@ def held(a):
     return L * (Wa + Wm) // X + 2 * L * h + h + 2 * Vp * h // X
 
 
-def per_layer(a, B, S, rc, flags):
-    """tsp-spec §7, elements received per layer by (category, phase)."""
+def per_layer(a, B, S, rc, flags, E):
+    """tsp-spec §7, bytes received per layer by (category, phase): E per element of what travels
+    in the element type (weights, K/V forward, gathered activations), 4 per element of a sum."""
     full, K = rc == "full", 2 * B * S * kv
     t = {}
     D = a["tsp"] * a["fsdp_sp"]
@@ -53,22 +56,28 @@ def per_layer(a, B, S, rc, flags):
              ("attn_weights", "bwd"): 0 if keep else f * Wa,
              ("mlp_weights", "fwd"): f * Wm, ("mlp_weights", "recompute"): f * Wm * (full and not fused),
              ("mlp_weights", "bwd"): f * Wm,
-             ("kv", "fwd"): f * K, ("kv", "recompute"): f * K * full, ("kv", "bwd"): 2 * f * K,
-             ("grads", "bwd"): f * (Wa + Wm)}
+             ("kv", "fwd"): f * K, ("kv", "recompute"): f * K * full, ("kv", "bwd"): f * K * (E + 4) / E,
+             ("grads", "bwd"): f * (Wa + Wm) * 4 / E}
+        t = {k: E * v for k, v in t.items()}
     T, Sg = a["tp"], a["sp"]
     if T * Sg > 1:
         fT, fS = (T - 1) / T, (Sg - 1) / Sg
-        acts, kvb = 4 * fT * B * S / Sg * h, fS * K / T
+        seqp = T > 1 and "off" not in flags
+        # two gathers (E) and two reduce-scatters (4) a direction under sequence parallelism, else
+        # two all-reduces of 2·fT·Ts·h (4)
+        acts = fT * B * S / Sg * h * ((2 * E + 8) if seqp else 16)
+        kvb = fS * K / T
         t = {("acts", "fwd"): acts, ("acts", "recompute"): acts * full, ("acts", "bwd"): acts,
-             ("kv", "fwd"): kvb, ("kv", "recompute"): kvb * full, ("kv", "bwd"): 2 * kvb,
-             ("grads", "bwd"): 2 * fS * (Wa + Wm) / T}
+             ("kv", "fwd"): E * kvb, ("kv", "recompute"): E * kvb * full, ("kv", "bwd"): (E + 4) * kvb,
+             ("grads", "bwd"): 4 * 2 * fS * (Wa + Wm) / T}
     return t
 
 
-def kept_activations(a, B, S):
-    """--recompute none, single/DP/TSP/FSDP+SP/SP: L · T·(3h + 2q + 2kv + 2I + 2 + n_h) + x, dx."""
+def kept_activations(a, B, S, E):
+    """--recompute none, single/DP/TSP/FSDP+SP/SP, bytes: L · T·(4h + E·(2h + 2q + 2kv + 2I)
+    + 4·(2 + n_h)) + 4·2Th (x, rstd, lse and the residual stream x, dx in fp32)."""
     T = B * S // (a["tsp"] * a["fsdp_sp"] * a["sp"])
-    return L * T * (3 * h + 2 * q + 2 * kv + 2 * I + 2 + nh) + 2 * T * h
+    return L * T * (4 * h + E * (2 * h + 2 * q + 2 * kv + 2 * I) + 4 * (2 + nh)) + 4 * 2 * T * h
 
 
 failures = []
@@ -100,16 +109,16 @@ for layout, rc, flags, S in CASES:
         name = f"{layout} {' '.join(flags)} S={S} {rc} {dtype}"
         N = held(a)
         pk = p["peak_bytes"]
-        check(pk["weights"] == E * N and pk["grads"] == E * N and pk["optimizer"] == opt * N,
+        check(pk["weights"] == E * N and pk["grads"] == 4 * N and pk["optimizer"] == opt * N,
               f"{name}: weights {pk['weights']}, grads {pk['grads']}, optimizer {pk['optimizer']} = "
-              f"{E}, {E}, {opt} x N_r {N}")
-        want = per_layer(a, B, S, rc, flags)
+              f"{E}, 4, {opt} x N_r {N}")
+        want = per_layer(a, B, S, rc, flags, E)
         got = p["comm_bytes_per_layer_by_category"]
-        bad = [(c, ph, v, E * want.get((c, ph), 0)) for c, phs in got.items() for ph, v in phs.items()
-               if v != E * want.get((c, ph), 0)]
+        bad = [(c, ph, v, want.get((c, ph), 0)) for c, phs in got.items() for ph, v in phs.items()
+               if v != round(want.get((c, ph), 0))]
         check(not bad, f"{name}: bytes per layer = tsp-spec §7" + (f" {bad}" if bad else ""))
         if rc == "none" and a["tp"] == 1:
-            ka = E * kept_activations(a, B, S)
+            ka = kept_activations(a, B, S, E)
             check(pk["activations"] == ka,
                   f"{name}: activations {pk['activations']} = E x kept formula {ka}")
 if failures:
