@@ -19,6 +19,7 @@ inline double time_median(int reps, const std::function<void()>& f) {
   return t[t.size() / 2];
 }
 
-double gemm_peak_gflops();  // OpenBLAS sgemm 2048^3, median of five (after one warm-up)
+double gemm_peak_gflops();       // fp32 GEMM (cpu::gemm) 2048^3, median of five (after one warm-up)
+double gemm_bf16_peak_gflops();  // bf16 GEMM (cpu::gemm_bf16, fp32 output) 2048^3, likewise
 
 }  // namespace origami::bench

@@ -1,6 +1,8 @@
 // One training step (forward + backward + AdamW) of a config on synthetic tokens: tokens/s and
 // MFU against the GEMM peak measured in the same process (tsp-spec §10). Prints one JSON line.
-// usage: bench_step CONFIG SEQ [MICRO_BATCH] [REPS] [RECOMPUTE]
+// With DTYPE bf16 the step is the engine's bf16 step (bf16 compute copy of fp32 master weights,
+// refreshed after AdamW) and the peak is oneDNN's bf16 GEMM at 2048³.
+// usage: bench_step CONFIG SEQ [MICRO_BATCH] [REPS] [RECOMPUTE] [DTYPE]
 #include <omp.h>
 
 #include <cmath>
@@ -10,6 +12,7 @@
 
 #include "common.h"
 #include "core/rng.h"
+#include "kernels/dispatch.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/optimizer.h"
@@ -19,20 +22,27 @@ using namespace origami;
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: bench_step CONFIG SEQ [MICRO_BATCH] [REPS] [none|full]\n");
+    std::fprintf(stderr,
+                 "usage: bench_step CONFIG SEQ [MICRO_BATCH] [REPS] [none|full] [fp32|bf16]\n");
     return 2;
   }
   const ModelConfig cfg = ModelConfig::load(argv[1]);
   const int64_t S = std::atoll(argv[2]), B = argc > 3 ? std::atoll(argv[3]) : 1;
   const int reps = argc > 4 ? std::atoi(argv[4]) : 3;
   const Recompute rc = parse_recompute(argc > 5 ? argv[5] : "none");
-  const double peak = bench::gemm_peak_gflops();
+  const DType dt = parse_compute_dtype(argc > 6 ? argv[6] : "fp32");
+  const bool bf16 = dt == DType::bf16;
+  const double peak = bf16 ? bench::gemm_bf16_peak_gflops() : bench::gemm_peak_gflops();
+  set_compute_dtype(dt);
 
   Model model(cfg);
-  ModelParams p = ModelParams::zeros(cfg, Cat::weights), g = ModelParams::zeros(cfg, Cat::grads);
+  ModelParams p = ModelParams::zeros(cfg, Cat::weights, dt),
+              g = ModelParams::zeros(cfg, Cat::grads);
   ModelParams m = ModelParams::zeros(cfg, Cat::optimizer),
               v = ModelParams::zeros(cfg, Cat::optimizer);
-  init_params(p, 1);
+  ModelParams master = bf16 ? ModelParams::zeros(cfg, Cat::optimizer) : p;  // fp32
+  init_params(master, 1);
+  if (bf16) copy_params(master, p);
   Batch b;
   b.B = B;
   b.S = S;
@@ -44,7 +54,8 @@ int main(int argc, char** argv) {
   auto run = [&] {
     g.zero();
     model.forward_backward(p, g, b, 1.0 / (B * S), rc);
-    adamw_update(p, g, m, v, cpu::AdamW{1e-4}, ++step);
+    adamw_update(master, g, m, v, cpu::AdamW{1e-4}, ++step);
+    if (bf16) copy_params(master, p);  // the compute copy, as the engines refresh it
   };
   run();  // warm-up
   const double t = bench::time_median(reps, run);
@@ -56,6 +67,7 @@ int main(int argc, char** argv) {
                       {"seq", S},
                       {"micro_batch", B},
                       {"threads", omp_get_max_threads()},
+                      {"dtype", compute_dtype_name(dt)},
                       {"step_s", t},
                       {"tokens_per_s", tok / t},
                       {"model_gflops", achieved},
@@ -74,26 +86,31 @@ int main(int argc, char** argv) {
       for (int64_t i = 0; i < n; ++i) t.data<float>()[i] = static_cast<float>(rng_normal(key, i));
       return t;
     };
-    Tensor q = rnd(S * nh * d, 1), k = rnd(S * nkv * d, 2), v = rnd(S * nkv * d, 3),
-           dout = rnd(S * nh * d, 4);
-    Tensor o = Tensor::zeros({S * nh * d}, DType::f32, Cat::workspace),
+    // the inputs in the element type; lse, dq, dk, dv fp32 (as the engines hold them)
+    auto elem = [&](Tensor t) {
+      if (!bf16) return t;
+      Tensor e = Tensor::empty(t.shape(), DType::bf16, Cat::workspace);
+      k::convert({e.raw(), e.dtype()}, {t.raw(), t.dtype()}, t.numel());
+      return e;
+    };
+    auto P = [](Tensor& t) { return k::Ptr{t.raw(), t.dtype()}; };
+    Tensor q = elem(rnd(S * nh * d, 1)), k = elem(rnd(S * nkv * d, 2)),
+           v = elem(rnd(S * nkv * d, 3)), dout = elem(rnd(S * nh * d, 4));
+    Tensor o = elem(Tensor::zeros({S * nh * d}, DType::f32, Cat::workspace)),
            lse = Tensor::zeros({nh * S}, DType::f32, Cat::workspace),
            dq = Tensor::zeros({S * nh * d}, DType::f32, Cat::workspace),
            dk = Tensor::zeros({S * nkv * d}, DType::f32, Cat::workspace),
            dv = Tensor::zeros({S * nkv * d}, DType::f32, Cat::workspace);
     const cpu::QSeg qs{0, 0, S};
-    const cpu::KvSeg<float> ks{k.data<float>(),  v.data<float>(), nkv * d, 0, S,
-                               dk.data<float>(), dv.data<float>()};
+    const k::Kv ks{P(k), P(v), nkv * d, 0, S, dk.data<float>(), dv.data<float>()};
     const cpu::AttnShape sh{nh, nkv, d};
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
     auto fwd = [&] {
-      cpu::flash_attn_fwd<float>(o.data<float>(), lse.data<float>(), S, q.data<float>(), nh * d,
-                                 &qs, 1, &ks, 1, sh, scale);
+      k::flash_attn_fwd(P(o), lse.data<float>(), S, P(q), nh * d, &qs, 1, &ks, 1, sh, scale);
     };
     auto bwd = [&] {
-      cpu::flash_attn_bwd<float>(dq.data<float>(), dout.data<float>(), q.data<float>(),
-                                 o.data<float>(), nh * d, lse.data<float>(), S, &qs, 1, &ks, 1, sh,
-                                 scale);
+      k::flash_attn_bwd(dq.data<float>(), P(dout), P(q), P(o), nh * d, lse.data<float>(), S, &qs, 1,
+                        &ks, 1, sh, scale);
     };
     fwd();
     bwd();

@@ -2,7 +2,9 @@
 PyTorch on CPU, for reference: same config, S, micro-batch and thread count. The model is
 tests/py/llama_ref.py run in float32 (plain attention: it materialises S x S scores, as PyTorch
 1.13 in Debian 12 has no fused CPU attention). Prints one JSON line.
-usage: torch_step.py CONFIG SEQ [MICRO_BATCH] [REPS] [THREADS]"""
+With DTYPE bf16 the forward runs under torch.autocast("cpu", dtype=torch.bfloat16) (fp32 weights
+and optimizer, PyTorch's own mixed precision).
+usage: torch_step.py CONFIG SEQ [MICRO_BATCH] [REPS] [THREADS] [DTYPE]"""
 import json
 import os
 import statistics
@@ -21,6 +23,7 @@ def main():
     B = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     reps = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     threads = int(sys.argv[5]) if len(sys.argv) > 5 else os.cpu_count()
+    bf16 = len(sys.argv) > 6 and sys.argv[6] == "bf16"
     torch.set_num_threads(threads)
     cfg["tie_word_embeddings"] = False
     V = cfg["vocab_size"]
@@ -31,7 +34,8 @@ def main():
 
     def step():
         opt.zero_grad(set_to_none=False)
-        loss = forward_loss(cfg, P, ids, ids)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = forward_loss(cfg, P, ids, ids)
         loss.backward()
         opt.step()
 
@@ -42,7 +46,8 @@ def main():
         step()
         times.append(time.perf_counter() - t)
     t = statistics.median(times)
-    print(json.dumps({"engine": "pytorch", "torch": torch.__version__, "seq": S, "micro_batch": B,
+    print(json.dumps({"engine": "pytorch", "torch": torch.__version__, "dtype": "bf16" if bf16 else "fp32",
+                      "seq": S, "micro_batch": B,
                       "threads": torch.get_num_threads(), "step_s": t, "tokens_per_s": B * S / t}))
 
 

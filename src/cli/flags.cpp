@@ -68,8 +68,8 @@ void runtime_flags(Args& a, bool transfers) {
          "fp32 | bf16: the compute type. bf16: weights (a bf16 copy of fp32 master weights), "
          "activations and their gradients in bf16, GEMMs in bf16 with fp32 accumulation; "
          "RMSNorm statistics, attention softmax and log-sum-exp, logits, the loss, parameter "
-         "gradients and AdamW in fp32 (docs/design.md). So far: --device cpu, the single device "
-         "and dp");
+         "gradients, the residual stream and every sum of partial products in fp32 "
+         "(docs/design.md, Precision). Every layout; --device cpu only so far");
   a.flag("comm", "auto",
          "auto | mpi | mpi_staged | nccl: the ranks' communicators. mpi: Open MPI on host memory "
          "(--device cpu); mpi_staged: device buffers through pinned host memory and MPI (any "

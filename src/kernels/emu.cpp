@@ -98,10 +98,10 @@ struct Wrap<F> {
 };
 
 // Key segments carry device pointers inside: a host copy with the real addresses.
-std::vector<k::KvSeg<float>> segs(const k::KvSeg<float>* ks, int n) {
-  std::vector<k::KvSeg<float>> r(ks, ks + n);
-  for (auto& s : r)
-    s.k = device_arg(s.k), s.v = device_arg(s.v), s.dk = arg(s.dk), s.dv = arg(s.dv);
+template <class T>
+std::vector<k::KvSeg<T>> segs(const k::KvSeg<T>* ks, int n) {
+  std::vector<k::KvSeg<T>> r(ks, ks + n);
+  for (auto& s : r) s.k = arg(s.k), s.v = arg(s.v), s.dk = arg(s.dk), s.dv = arg(s.dv);
   return r;
 }
 void attn_fwd(float* o, float* lse, int64_t ls, const float* q, int64_t qs_, const k::QSeg* qs,
@@ -117,6 +117,27 @@ void attn_bwd(float* dq, const float* dout, const float* q, const float* o, int6
   k::cpu_table().flash_attn_bwd(arg(dq), arg(dout), arg(q), arg(o), qs_, arg(lse), ls, qs, nqs,
                                 s.data(), nks, sh, scale);
 }
+
+// bf16 (--dtype bf16): the CPU's bf16 kernels behind the same wrapper
+void attn_fwd16(bfloat16* o, float* lse, int64_t ls, const bfloat16* q, int64_t qs_,
+                const k::QSeg* qs, int nqs, const k::KvSeg<bfloat16>* ks, int nks, k::AttnShape sh,
+                float scale) {
+  const auto s = segs(ks, nks);
+  k::cpu_bf16_table().flash_attn_fwd(arg(o), arg(lse), ls, arg(q), qs_, qs, nqs, s.data(), nks, sh,
+                                     scale);
+}
+void attn_bwd16(float* dq, const bfloat16* dout, const bfloat16* q, const bfloat16* o, int64_t qs_,
+                const float* lse, int64_t ls, const k::QSeg* qs, int nqs,
+                const k::KvSeg<bfloat16>* ks, int nks, k::AttnShape sh, float scale) {
+  const auto s = segs(ks, nks);
+  k::cpu_bf16_table().flash_attn_bwd(arg(dq), arg(dout), arg(q), arg(o), qs_, arg(lse), ls, qs, nqs,
+                                     s.data(), nks, sh, scale);
+}
+constexpr auto kToBf16 = &cpu::convert<bfloat16, float>;
+constexpr auto kToF32 = &cpu::convert<float, bfloat16>;
+constexpr auto kNormFwdRes = &cpu::rmsnorm_fwd<bfloat16, float>;
+constexpr auto kNormBwdRes = &cpu::rmsnorm_bwd<bfloat16, float>;
+constexpr auto kWiden = &cpu::index_copy_rows<bfloat16, float>;
 
 #define W(name) &Wrap<&cpu::name>::call
 const k::Table kTable{W(gemm<float>),
@@ -142,6 +163,23 @@ const k::Table kTable{W(gemm<float>),
                       W(add_inplace<float>),
                       W(index_copy_rows<float>),
                       W(index_add_rows<float>)};
+const k::BTable kBTable{W(gemm_bf16),
+                        W(rmsnorm_fwd<bfloat16>),
+                        W(rmsnorm_apply<bfloat16>),
+                        W(rmsnorm_bwd<bfloat16>),
+                        W(rope_fwd<bfloat16>),
+                        W(swiglu_fwd<bfloat16>),
+                        W(swiglu_bwd<bfloat16>),
+                        &attn_fwd16,
+                        &attn_bwd16,
+                        W(add_inplace<bfloat16>),
+                        W(index_copy_rows<bfloat16>),
+                        W(index_add_rows<bfloat16>),
+                        &Wrap<kToBf16>::call,
+                        &Wrap<kToF32>::call,
+                        &Wrap<kNormFwdRes>::call,
+                        &Wrap<kNormBwdRes>::call,
+                        &Wrap<kWiden>::call};
 #undef W
 
 }  // namespace
@@ -149,6 +187,7 @@ const k::Table kTable{W(gemm<float>),
 void use_emulated_device() {
   use_device(&kOps);
   k::install(&kTable);
+  k::install_bf16(&kBTable);
 }
 
 }  // namespace origami::emu

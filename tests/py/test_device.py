@@ -17,7 +17,8 @@ CPU kernels behind it): each run (grad, train's checkpoints and losses, generate
 logits) bitwise equal to the same layout with --device cpu, so no engine
 touches tensor memory except through the device seam, and the seam changes no arithmetic. Runs in
 the default suite (no GPU needed); also covers the tied-embedding, --attn-buckets, --no-overlap,
---fused-mlp-recompute and --keep-attn-weights paths.
+--fused-mlp-recompute and --keep-attn-weights paths, and grad under --dtype bf16 for every layout
+(the bf16 kernel table behind the seam).
 Usage: test_device.py ORIGAMI_BINARY WORKDIR cuda|emu"""
 import json
 import math
@@ -162,6 +163,11 @@ else:
               ("tsp=2", ["--recompute", "full", "--keep-attn-weights"], "m"),
               ("tp=2", ["--tp-sequence-parallel", "off"], "m"), ("sp=2", ["--attn-buckets", "2"], "m"),
               ("tsp=2", [], "tied"), ("tp=2,sp=2", [], "tied"), ("fsdp_sp=2,dp=2", [], "m")]
+    # --dtype bf16: the bf16 kernel table behind the same seam (issue 18)
+    cases += [(L, ["--dtype", "bf16"] + extra, m) for L, extra, m in [
+        ("", [], "m"), ("tsp=2", ["--recompute", "full"], "m"), ("fsdp_sp=2", [], "tied"),
+        ("tp=2", [], "m"), ("tp=2", ["--tp-sequence-parallel", "off"], "tied"),
+        ("sp=2", ["--attn-buckets", "2"], "m"), ("tp=2,sp=2", [], "m"), ("dp=2", [], "m")]]
     for L, extra, m in cases:
         _, raw_cpu = grad("cpu", L, extra, m)
         _, raw_emu = grad("emu", L, extra, m)
