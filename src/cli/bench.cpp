@@ -200,7 +200,8 @@ class TrainBench {
         << " -x OMP_NUM_THREADS=" << a_.str("threads") << " '" << self_ << "' train --config '"
         << a_.str("config") << "' --synthetic --quiet --eval-every 0 --log-every 0 --steps "
         << steps_ << " --seq " << S << " --micro-batch " << G_ / w.L.dp << schedule_args(a_)
-        << " --progress-thread " << a_.str("progress-thread") << " --report '" << rep.str() << "'"
+        << " --progress-thread " << a_.str("progress-thread") << " --dtype " << a_.str("dtype")
+        << " --report '" << rep.str() << "'"
         << " --layout " << w.L.text << w.sp_flag << extra;
     std::fprintf(stderr, "bench: S=%lld %s%s (run %d of %d)\n", static_cast<long long>(S),
                  w.label.c_str(), extra.c_str(), k + 1, repeat_);
@@ -336,6 +337,7 @@ int cmd_bench(int argc, char** argv) {
          "bytes per step take R times its compute time (measured without a link first)");
   a.flag("progress-thread", "100", "poll interval of the MPI progress thread (us), 0 = off");
   a.flag("threads", "1", "OpenMP threads per rank");
+  a.flag("dtype", "fp32", "fp32 | bf16: the compute type of every train run (as for train)");
   a.flag("out", "build/bench/origami_bench", "directory for the reports (JSON per run)");
   a.flag("plot", "", "write a PNG of tokens/s and peak memory per rank against S");
   a.flag("generate", "",
@@ -344,7 +346,9 @@ int cmd_bench(int argc, char** argv) {
          "first token, KV cache and bytes per decode step per rank");
   if (!a.parse(argc, argv)) return 0;
   const std::vector<int64_t> seqs = a.i64_list("seq", 1);
+  parse_compute_dtype(a.str("dtype"));  // refused here, before any run
   if (a.given("generate")) {
+    if (a.str("dtype") != "fp32") fail("--dtype bf16: generate runs in fp32 so far");
     char exe[4096] = {};
     if (readlink("/proc/self/exe", exe, sizeof exe - 1) < 0) fail("cannot find the origami binary");
     if (a.list("layout").empty() || seqs.empty()) fail("origami bench: give --layout and --seq");

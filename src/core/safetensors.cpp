@@ -122,6 +122,13 @@ Tensor SafeTensorsReader::view(const std::string& name, DType dt,
 }
 
 void SafeTensorsReader::read_into(const std::string& name, Tensor& t) const {
+  if (get(name).dtype == DType::bf16 && t.dtype() == DType::f32) {
+    const Tensor v = view(name, DType::bf16, t.shape());
+    const auto* src = static_cast<const bfloat16*>(v.raw());
+    float* dst = t.data<float>();
+    for (int64_t i = 0; i < v.numel(); ++i) dst[i] = to_float(src[i]);
+    return;
+  }
   const Tensor v = view(name, t.dtype(), t.shape());
   std::memcpy(t.raw(), v.raw(), static_cast<size_t>(v.numel()) * dtype_size(t.dtype()));
 }

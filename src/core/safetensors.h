@@ -32,7 +32,8 @@ class SafeTensorsReader {
   const StEntry& get(const std::string& name) const;
   const std::map<std::string, StEntry>& entries() const { return entries_; }
   const std::string& path() const { return path_; }
-  // Copies `name` into t after checking that dtype and shape match t's.
+  // Copies `name` into t (host memory) after checking that dtype and shape match t's; a BF16
+  // tensor read into an F32 one is widened (exactly): HF's usual torch_dtype bfloat16 checkpoints.
   void read_into(const std::string& name, Tensor& t) const;
   // A read-only view of `name` in the mapped file (alive as long as the reader), after the same
   // checks against dtype and shape: no copy, no tracked memory.

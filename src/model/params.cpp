@@ -102,6 +102,11 @@ ModelParams map_params(const ModelConfig& c, const SafeTensorsReader& r) {
   std::set<std::string> known;
   ModelParams p = ModelParams::make(c, [&](const std::string& name, std::vector<int64_t> shape) {
     known.insert(name);
+    if (r.has(name) && r.get(name).dtype == DType::bf16) {  // widened: an fp32 host copy
+      Tensor t = Tensor::empty_host(std::move(shape), DType::f32, Cat::weights);
+      r.read_into(name, t);
+      return t;
+    }
     return r.view(name, DType::f32, shape);
   });
   no_unknown(r, known);

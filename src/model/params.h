@@ -38,7 +38,9 @@ void init_params(ModelParams& p, uint64_t seed);
 // Loads every parameter by HF name; a missing, unknown, mistyped or misshapen tensor is an error.
 void load_params(ModelParams& p, const SafeTensorsReader& r);
 // The same checks, but every parameter a read-only view into r's mapped file (no copy): for
-// callers that keep only slices (inference shards). r must outlive the result.
+// callers that keep only slices (inference shards). r must outlive the result. A BF16 tensor is
+// widened into an fp32 host copy instead (tracked as weights: the whole model, until the decoders
+// read bf16 themselves).
 ModelParams map_params(const ModelConfig& c, const SafeTensorsReader& r);
 void save_params(ModelParams& p, const std::string& path);
 // dst := src, tensor by tensor (same config; host or device memory on either side; converted

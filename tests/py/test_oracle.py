@@ -120,6 +120,23 @@ def main():
             if case_worst < BF16_ABOVE:
                 failures.append(f"{name} bf16: worst gradient error {case_worst:.2e} is below "
                                 f"{BF16_ABOVE:.0e}: is --dtype bf16 computing in fp32?")
+    # HF's usual checkpoints are bf16 (torch_dtype bfloat16): the same weights written as BF16 give
+    # the gradients of their fp32 widening, bit for bit, in fp32 and in bf16 runs
+    cfg, W, ids, labels, paths = make_case(work, "bf16_file", CASES[0][1], 2, 24, seed=77)
+    w16, w32 = os.path.join(work, "bf16_file.w16.safetensors"), os.path.join(work, "bf16_file.w32.safetensors")
+    st.save(w16, {n: st.BF16(w) for n, w in W.items()})
+    st.save(w32, {n: st.BF16(w).f32 for n, w in W.items()})
+    for dtype in ("fp32", "bf16"):
+        outs = []
+        for wp in (w16, w32):
+            out = wp + "." + dtype + ".grads"
+            subprocess.run([binary, "grad", "--config", paths["config.json"], "--weights", wp, "--tokens",
+                            paths["tokens.safetensors"], "--out", out, "--dtype", dtype], check=True)
+            outs.append(open(out, "rb").read())
+        ok = outs[0] == outs[1]
+        print(f"bf16_file {dtype}: a BF16 weight file equals its fp32 widening bitwise: {ok}")
+        if not ok:
+            failures.append(f"BF16 weights file under {dtype}")
     # N = 0 (every label ignored): loss and gradients exactly 0, a warning, no NaN
     cfg, W, ids, labels, paths = make_case(work, "all_ignored", CASES[0][1], 1, 8, seed=99)
     st.save(paths["tokens.safetensors"], {"input_ids": ids.numpy(), "labels": np.full(ids.shape, -100)})
