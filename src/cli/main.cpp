@@ -95,7 +95,10 @@ int cmd_train(int argc, char** argv) {
   a.flag("tokenizer", "data/tokenizer.model", "sentencepiece model");
   a.boolean("synthetic",
             "train on random tokens keyed by (seed, sample, position) instead of the corpus");
-  a.flag("init", "", "start from these weights (safetensors, HF names) instead of random init");
+  a.flag("init", "",
+         "start from these weights instead of random init: a .safetensors file (HF names; F32 or "
+         "BF16, widened to fp32 on load), or HF's sharded layout: a model.safetensors.index.json "
+         "or the directory holding it");
   a.flag("eval-every", "50", "held-out evaluation every N steps (0 = off; also at the last step)");
   a.flag("eval-batches", "4", "micro-batches per evaluation");
   a.flag("log-every", "1", "progress line every N steps");
@@ -147,7 +150,10 @@ int cmd_grad(int argc, char** argv) {
          "parameter, written as safetensors: `loss` [1] and one fp32 tensor per HF name\n"
          "(tied embeddings: only model.embed_tokens.weight).");
   a.flag("config", "", "HF Llama config.json", true);
-  a.flag("weights", "", "weights (safetensors, HF names, fp32)", true);
+  a.flag("weights", "",
+         "weights: a .safetensors file (HF names; F32 or BF16, widened to fp32 on load), or HF's "
+         "sharded layout: a model.safetensors.index.json or the directory holding it",
+         true);
   a.flag("tokens", "",
          "safetensors with input_ids [B, S+1] (I32/I64) and optional labels (-100 = ignored)",
          true);
@@ -235,7 +241,9 @@ int cmd_generate(int argc, char** argv) {
          "the ids), then time to first token, prefill and decode tokens/s, and per rank the\n"
          "KV-cache bytes and the bytes received per decode step.");
   a.flag("config", "", "HF Llama config.json", true);
-  a.flag("weights", "", "weights (safetensors, HF names, fp32)");
+  a.flag("weights", "",
+         "weights: a .safetensors file (HF names; F32 or BF16, BF16 widened to an fp32 copy), or "
+         "HF's sharded layout: a model.safetensors.index.json or the directory holding it");
   a.flag("checkpoint", "", "or a checkpoint directory of train (its latest) or a step_N directory");
   a.flag("prompt", "", "the prompt as text (tokenised with --tokenizer; B = 1)");
   a.flag("tokens", "", "or the prompt as ids: safetensors with input_ids [B, S] (I32/I64)");

@@ -5,9 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/device.h"
@@ -31,23 +34,73 @@ bool parse_dtype(const std::string& s, DType* dt) {
 }  // namespace
 
 SafeTensorsReader::SafeTensorsReader(const std::string& path) : path_(path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    const fs::path index = fs::path(path) / "model.safetensors.index.json";
+    const fs::path single = fs::path(path) / "model.safetensors";
+    if (fs::exists(index, ec)) {
+      add_index(index.string());
+      return;
+    }
+    if (fs::exists(single, ec)) {
+      add_file(single.string());
+      return;
+    }
+    fail(path, ": a directory without model.safetensors.index.json or model.safetensors");
+  }
+  if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0)
+    add_index(path);
+  else
+    add_file(path);
+}
+
+void SafeTensorsReader::add_index(const std::string& index) {
+  std::ifstream in(index);
+  if (!in) fail(index, ": cannot open: ", std::strerror(errno));
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    fail(index, ": not JSON: ", e.what());
+  }
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    fail(index,
+         ": no \"weight_map\" object (an HF model.safetensors.index.json maps each tensor "
+         "name to its file)");
+  std::map<std::string, std::string> where;  // name -> file
+  std::map<std::string, std::vector<std::string>> files;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    if (!it.value().is_string()) fail(index, ": weight_map['", it.key(), "'] is not a file name");
+    where[it.key()] = it.value().get<std::string>();
+    files[it.value().get<std::string>()];
+  }
+  const auto dir = std::filesystem::path(index).parent_path();
+  for (auto& [file, names] : files) names = add_file((dir / file).string());
+  for (const auto& [name, file] : where) {
+    const auto& in_file = files[file];
+    if (std::find(in_file.begin(), in_file.end(), name) == in_file.end())
+      fail(index, ": weight_map puts '", name, "' in ", file, ", which does not hold it");
+  }
+}
+
+std::vector<std::string> SafeTensorsReader::add_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
   struct stat st {};
   ::fstat(fd, &st);
-  size_ = static_cast<size_t>(st.st_size);
+  const auto size_ = static_cast<size_t>(st.st_size);
   if (size_ < 8) {
     ::close(fd);
     fail(path, ": truncated safetensors file (", size_,
          " bytes; the 8-byte header length is missing)");
   }
-  map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  void* map = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
-  if (map_ == MAP_FAILED) {
-    map_ = nullptr;
-    fail(path, ": cannot map: ", std::strerror(errno));
-  }
-  const auto* base = static_cast<const unsigned char*>(map_);
+  if (map == MAP_FAILED) fail(path, ": cannot map: ", std::strerror(errno));
+  maps_.push_back({map, size_});
+  const auto* base = static_cast<const unsigned char*>(map);
+  std::vector<std::string> names;
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | base[i];
   if (n > size_ - 8)
@@ -95,12 +148,16 @@ SafeTensorsReader::SafeTensorsReader(const std::string& path) : path_(path) {
            numel * dtype_size(se.dtype));
     se.data = base + data0 + b;
     se.bytes = en - b;
+    if (entries_.count(name))
+      fail(path, ": tensor '", name, "' is also in another file of ", path_);
     entries_[name] = std::move(se);
+    names.push_back(name);
   }
+  return names;
 }
 
 SafeTensorsReader::~SafeTensorsReader() {
-  if (map_) ::munmap(map_, size_);
+  for (auto& [m, n] : maps_) ::munmap(m, n);
 }
 
 const StEntry& SafeTensorsReader::get(const std::string& name) const {

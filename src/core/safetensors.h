@@ -21,6 +21,11 @@ struct StEntry {
   size_t bytes;
 };
 
+// A reader of one safetensors file, or of a model HF wrote in several: a
+// `model.safetensors.index.json` ({"weight_map": {name: file}}, files beside it), or a directory
+// holding that index or a `model.safetensors`. Every file is memory-mapped and validated; the
+// entries of all of them are one set (a name in two files, or listed in a file that lacks it, is an
+// error naming both).
 class SafeTensorsReader {
  public:
   explicit SafeTensorsReader(const std::string& path);
@@ -42,9 +47,11 @@ class SafeTensorsReader {
   std::vector<int64_t> load_ints(const std::string& name, std::vector<int64_t>* shape) const;
 
  private:
+  // Maps `file` and adds its entries; returns their names.
+  std::vector<std::string> add_file(const std::string& file);
+  void add_index(const std::string& index);
   std::string path_;
-  void* map_ = nullptr;
-  size_t size_ = 0;
+  std::vector<std::pair<void*, size_t>> maps_;
   std::map<std::string, StEntry> entries_;
 };
 

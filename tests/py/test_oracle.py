@@ -137,6 +137,42 @@ def main():
         print(f"bf16_file {dtype}: a BF16 weight file equals its fp32 widening bitwise: {ok}")
         if not ok:
             failures.append(f"BF16 weights file under {dtype}")
+    # HF's sharded layout: the bf16 weights split over model-0000K-of-00002.safetensors with a
+    # model.safetensors.index.json; --weights the index or its directory gives the one-file result
+    shard_dir = os.path.join(work, "bf16_sharded")
+    os.makedirs(shard_dir, exist_ok=True)
+    names = list(W)
+    parts = [names[: len(names) // 2], names[len(names) // 2:]]
+    weight_map = {}
+    for k, part in enumerate(parts):
+        fname = f"model-{k + 1:05d}-of-{len(parts):05d}.safetensors"
+        st.save(os.path.join(shard_dir, fname), {n: st.BF16(W[n]) for n in part})
+        weight_map.update({n: fname for n in part})
+    index = os.path.join(shard_dir, "model.safetensors.index.json")
+    json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, open(index, "w"))
+    one = open(w16 + ".bf16.grads", "rb").read()
+    for src in (index, shard_dir):
+        out = os.path.join(work, "sharded.grads")
+        subprocess.run([binary, "grad", "--config", paths["config.json"], "--weights", src, "--tokens",
+                        paths["tokens.safetensors"], "--out", out, "--dtype", "bf16"], check=True)
+        ok = open(out, "rb").read() == one
+        print(f"sharded checkpoint ({os.path.basename(src)}): equal to the one-file run bitwise: {ok}")
+        if not ok:
+            failures.append(f"sharded checkpoint via {src}")
+    # an index that puts a tensor in the wrong file is refused, naming both
+    bad = dict(weight_map)
+    first = names[0]
+    bad[first] = f"model-00002-of-{len(parts):05d}.safetensors"
+    bad_index = os.path.join(shard_dir, "bad.index.json")
+    json.dump({"weight_map": bad}, open(bad_index, "w"))
+    r = subprocess.run([binary, "grad", "--config", paths["config.json"], "--weights", bad_index, "--tokens",
+                        paths["tokens.safetensors"], "--out", os.path.join(work, "x.grads")],
+                       capture_output=True, text=True)
+    want = f"weight_map puts '{first}' in model-00002-of-00002.safetensors, which does not hold it"
+    if r.returncode == 0 or want not in r.stderr:
+        failures.append(f"bad index: exit {r.returncode}, stderr {r.stderr!r}")
+    else:
+        print("a wrong weight_map is refused:", r.stderr.strip().splitlines()[-1])
     # N = 0 (every label ignored): loss and gradients exactly 0, a warning, no NaN
     cfg, W, ids, labels, paths = make_case(work, "all_ignored", CASES[0][1], 1, 8, seed=99)
     st.save(paths["tokens.safetensors"], {"input_ids": ids.numpy(), "labels": np.full(ids.shape, -100)})
