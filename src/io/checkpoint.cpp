@@ -123,14 +123,16 @@ nlohmann::json verified(const fs::path& p) {
 void save_checkpoint_sharded(
     const std::string& dir, const TrainerState& st, const ModelConfig& c, int rank,
     const std::function<void()>& barrier,
-    const std::function<void(ModelParams&, ModelParams&, ModelParams&)>& write) {
+    const std::function<void(ModelParams&, ModelParams&, ModelParams&)>& write, DType model_dt) {
   const std::string name = "step_" + std::to_string(st.step);
   const fs::path root(dir), tmp = root / (name + ".tmp");
   const auto shapes = param_shapes(c);
+  const bool bf16 = model_dt == DType::bf16;
   std::vector<std::tuple<std::string, DType, std::vector<int64_t>>> mi, oi;
-  for (const auto& [n, s] : shapes) mi.emplace_back(n, DType::f32, s);
-  for (const char* pre : {"exp_avg.", "exp_avg_sq."})
-    for (const auto& [n, s] : shapes) oi.emplace_back(pre + n, DType::f32, s);
+  for (const auto& [n, s] : shapes) mi.emplace_back(n, model_dt, s);
+  for (const char* pre : {"exp_avg.", "exp_avg_sq.", "master."})
+    if (bf16 || std::string(pre) != "master.")
+      for (const auto& [n, s] : shapes) oi.emplace_back(pre + n, DType::f32, s);
   const StLayout ml = safetensors_layout(mi), ol = safetensors_layout(oi);
   const std::string mpath = (tmp / "model.safetensors").string(),
                     opath = (tmp / "optimizer.safetensors").string();
@@ -152,17 +154,31 @@ void save_checkpoint_sharded(
     auto view = [](Mapped& m, int64_t off, std::vector<int64_t> s) {
       return Tensor::view(static_cast<char*>(m.p) + off, std::move(s), DType::f32);
     };
-    ModelParams p = ModelParams::make(c, [&](const std::string&, std::vector<int64_t> s) {
-      return view(mf, ml.offsets[i++], std::move(s));
-    });
     ModelParams m = ModelParams::make(c, [&](const std::string&, std::vector<int64_t> s) {
       return view(of, ol.offsets[k++], std::move(s));
     });
     ModelParams v = ModelParams::make(c, [&](const std::string&, std::vector<int64_t> s) {
       return view(of, ol.offsets[k++], std::move(s));
     });
+    ModelParams p = ModelParams::make(c, [&](const std::string&, std::vector<int64_t> s) {
+      return bf16 ? view(of, ol.offsets[k++], std::move(s))  // the master weights
+                  : view(mf, ml.offsets[i++], std::move(s));
+    });
     write(p, m, v);
   }  // msync + unmap
+  barrier();
+  if (rank == 0 && bf16) {  // the bf16 model file: the master weights rounded
+    Mapped mf(mpath, static_cast<size_t>(ml.total)), of(opath, static_cast<size_t>(ol.total));
+    const size_t first_master = 2 * shapes.size();
+    for (size_t t = 0; t < shapes.size(); ++t) {
+      const auto* src =
+          reinterpret_cast<const float*>(static_cast<char*>(of.p) + ol.offsets[first_master + t]);
+      auto* dst = reinterpret_cast<bfloat16*>(static_cast<char*>(mf.p) + ml.offsets[t]);
+      int64_t n = 1;
+      for (int64_t d : shapes[t].second) n *= d;
+      for (int64_t e = 0; e < n; ++e) dst[e] = to_bf16(src[e]);
+    }
+  }
   barrier();
   if (rank == 0) {
     write_file_atomic((tmp / "trainer.json").string(), trainer_json(st, tmp).dump(2) + "\n");
@@ -191,9 +207,21 @@ TrainerState read_checkpoint(
       return Tensor::view(const_cast<void*>(e.data), std::move(s), DType::f32);
     };
   };
-  const ModelParams P = ModelParams::make(c, from(model, seen_m, ""));
+  // A bf16 checkpoint: the weights are the master copy in the optimizer file; the model file's
+  // bf16 tensors are checked (names and shapes) but not read.
+  const bool master = opt.has("master.model.embed_tokens.weight");
+  const ModelParams P = master ? ModelParams::make(c, from(opt, seen_o, "master."))
+                               : ModelParams::make(c, from(model, seen_m, ""));
   const ModelParams M = ModelParams::make(c, from(opt, seen_o, "exp_avg."));
   const ModelParams V = ModelParams::make(c, from(opt, seen_o, "exp_avg_sq."));
+  if (master)
+    for (const auto& [n, s] : param_shapes(c)) {
+      const StEntry& e = model.get(n);
+      if (e.shape != s)
+        fail(model.path(), ": tensor '", n, "' has shape ", shape_str(e.shape), ", expected ",
+             shape_str(s));
+      seen_m.insert(n);
+    }
   for (const auto& [n, e] : model.entries())
     if (!seen_m.count(n)) fail(model.path(), ": unknown tensor '", n, "'");
   for (const auto& [n, e] : opt.entries())
@@ -207,16 +235,32 @@ TrainerState read_checkpoint(
 }
 
 void save_checkpoint(const std::string& dir, const TrainerState& st, ModelParams& params,
-                     ModelParams& exp_avg, ModelParams& exp_avg_sq) {
+                     ModelParams& exp_avg, ModelParams& exp_avg_sq, DType model_dt) {
   const std::string name = "step_" + std::to_string(st.step);
   const fs::path root(dir), tmp = root / (name + ".tmp");
   fs::create_directories(root);
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  save_params(params, (tmp / "model.safetensors").string());
+  if (model_dt == DType::bf16) {  // the master weights rounded (host copies)
+    SafeTensorsWriter m;
+    std::vector<Tensor> keep;
+    params.for_each([&](const std::string& n, Tensor& t) {
+      Tensor h = Tensor::empty_host(t.shape(), DType::f32, Cat::workspace);
+      copy_bytes(h.raw(), t.raw(), t.nbytes());
+      Tensor b = Tensor::empty_host(t.shape(), DType::bf16, Cat::workspace);
+      for (int64_t e = 0; e < t.numel(); ++e) b.data<bfloat16>()[e] = to_bf16(h.data<float>()[e]);
+      keep.push_back(b);
+      m.add(n, keep.back());
+    });
+    m.write((tmp / "model.safetensors").string());
+  } else {
+    save_params(params, (tmp / "model.safetensors").string());
+  }
   SafeTensorsWriter w;
   exp_avg.for_each([&](const std::string& n, Tensor& t) { w.add("exp_avg." + n, t); });
   exp_avg_sq.for_each([&](const std::string& n, Tensor& t) { w.add("exp_avg_sq." + n, t); });
+  if (model_dt == DType::bf16)
+    params.for_each([&](const std::string& n, Tensor& t) { w.add("master." + n, t); });
   w.write((tmp / "optimizer.safetensors").string());
   write_file_atomic((tmp / "trainer.json").string(), trainer_json(st, tmp).dump(2) + "\n");
   publish(root, tmp, name);

@@ -57,7 +57,8 @@ class ShardedTrainEngine : public Engine {
             shard_to_full(master(), P, t_, r);
             shard_to_full(m_, M, t_, r);
             shard_to_full(v_, V, t_, r);
-          });
+          },
+          compute_dtype());
     mesh_.model->barrier();
     mesh_.dp->barrier();
   }

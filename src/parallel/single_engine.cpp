@@ -37,7 +37,7 @@ class SingleEngine : public Engine {
   void init_moments() override { moments(); }
   void save_checkpoint(const std::string& dir, const TrainerState& st) override {
     moments();
-    if (dp_->rank() == 0) origami::save_checkpoint(dir, st, master(), m_, v_);
+    if (dp_->rank() == 0) origami::save_checkpoint(dir, st, master(), m_, v_, compute_dtype());
     dp_->barrier();
   }
   int64_t global_targets(const std::vector<Batch>& micro) override {

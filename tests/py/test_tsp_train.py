@@ -5,7 +5,9 @@
   * --no-overlap gives bit-identical losses; a resume under tsp=4 is bit-identical to the
     uninterrupted run (losses and checkpoint files);
   * the tsp=4 checkpoint loaded under tsp=2 and under one rank re-exports byte-identical weights and
-    optimizer state, and the losses that follow match within 1e-4 relative.
+    optimizer state, and the losses that follow match within 1e-4 relative;
+  * the same resume and re-exports under --dtype bf16 (a bf16 model file, fp32 master weights in the
+    optimizer file): bit-identical.
 Usage: test_tsp_train.py ORIGAMI_BINARY WORKDIR"""
 import os
 import shutil
@@ -66,6 +68,28 @@ def main():
         print(f"tsp=4 checkpoint under {name}: re-export byte-identical {ok_bytes}; losses 6-10 rel diff {e:.2e}")
         if not ok_bytes or e > 1e-4:
             fails.append(f"cross-layout resume under {name}")
+    # --dtype bf16: the model file bf16, the master weights in the optimizer file; a tsp=4 resume
+    # bit-identical, and the tsp=4 checkpoint re-exported byte-identical under tsp=2 and one rank
+    bf = args + ["--dtype", "bf16"]
+    ckb = os.path.join(work, "ck_bf16")
+    whole16 = train(work, "whole_bf16", 4, *bf, "--save-dir", ckb, "--save-every", "5")
+    res16 = train(work, "resumed_bf16", 4, *bf, "--save-dir", ckb + "_r", "--resume", os.path.join(ckb, "step_5"))
+    ok = res16["losses"] == whole16["losses"][5:] and same_files(os.path.join(ckb, "step_10"),
+                                                                 os.path.join(ckb + "_r", "step_10"))
+    e = rel(whole16["losses"], whole["losses"])
+    print(f"bf16 resume under tsp=4 bit-identical (losses and step_10 files): {ok}; bf16 losses vs fp32's "
+          f"rel diff {e:.2e}")
+    if not ok:
+        fails.append("bf16 tsp=4 resume not bit-identical")
+    for D in (2, 0):
+        name = f"tsp{D}" if D else "single"
+        out = os.path.join(work, "export_bf16_" + name)
+        train(work, "export_bf16_" + name, D, *bf[:1], "5", *bf[2:], "--save-dir", out, "--resume",
+              os.path.join(ckb, "step_5"))
+        ok_bytes = same_files(os.path.join(ckb, "step_5"), os.path.join(out, "step_5"))
+        print(f"bf16 tsp=4 checkpoint under {name}: re-export byte-identical {ok_bytes}")
+        if not ok_bytes:
+            fails.append(f"bf16 cross-layout re-export under {name}")
     if fails:
         print("FAILED: " + "; ".join(fails))
         sys.exit(1)
