@@ -34,6 +34,15 @@ bool parse_dtype(const std::string& s, DType* dt) {
 }  // namespace
 
 SafeTensorsReader::SafeTensorsReader(const std::string& path) : path_(path) {
+  try {
+    open(path);
+  } catch (...) {  // the destructor does not run for a constructor that throws
+    for (auto& [m, n] : maps_) ::munmap(m, n);
+    throw;
+  }
+}
+
+void SafeTensorsReader::open(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (fs::is_directory(path, ec)) {

@@ -47,6 +47,7 @@ class SafeTensorsReader {
   std::vector<int64_t> load_ints(const std::string& name, std::vector<int64_t>* shape) const;
 
  private:
+  void open(const std::string& path);  // the constructor's work
   // Maps `file` and adds its entries; returns their names.
   std::vector<std::string> add_file(const std::string& file);
   void add_index(const std::string& index);

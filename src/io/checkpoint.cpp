@@ -217,9 +217,10 @@ TrainerState read_checkpoint(
   if (master)
     for (const auto& [n, s] : param_shapes(c)) {
       const StEntry& e = model.get(n);
-      if (e.shape != s)
-        fail(model.path(), ": tensor '", n, "' has shape ", shape_str(e.shape), ", expected ",
-             shape_str(s));
+      if (e.dtype != DType::bf16 || e.shape != s)
+        fail(model.path(), ": tensor '", n, "' has ", dtype_name(e.dtype), " ", shape_str(e.shape),
+             ", expected BF16 ", shape_str(s),
+             " (a bf16 checkpoint: the optimizer file holds master weights)");
       seen_m.insert(n);
     }
   for (const auto& [n, e] : model.entries())

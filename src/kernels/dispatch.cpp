@@ -13,6 +13,7 @@ const Table* g_table = nullptr;
 
 void install(const Table* t) {
   g_table = t;
+  if (!t) install_bf16(nullptr);  // back to the CPU kernels, both tables
 }
 const Table* table() {
   return g_table;

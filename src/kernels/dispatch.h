@@ -48,7 +48,7 @@ struct Table {
   decltype(&cpu::index_copy_rows<float>) index_copy_rows;
   decltype(&cpu::index_add_rows<float>) index_add_rows;
 };
-void install(const Table* t);  // nullptr: the CPU kernels
+void install(const Table* t);  // nullptr: the CPU kernels (the bf16 ones too)
 const Table* table();
 // The table of the CPU kernels (tests compare a device table against it).
 const Table& cpu_table();

@@ -69,26 +69,22 @@ const DeviceOps kOps{"emu", alloc, release, zero, copy, host_alloc, host_free, s
 bool tagged(const void* p) {
   return reinterpret_cast<uintptr_t>(p) & kTag;
 }
-// A GPU kernel can reach device memory only: a tensor argument in host memory is an error here
-// (on a GPU it is an illegal address); positions and targets (int64) are host arrays by contract.
-const float* device_arg(const float* p) {
-  ORIGAMI_CHECK(!p || tagged(p),
-                "emulated device: a kernel was handed host memory for a tensor argument (a GPU "
-                "kernel cannot reach it)");
-  return untag(p);
-}
-
 // A CPU kernel behind a wrapper that strips the tag from its pointer arguments.
 template <class T>
 T arg(T x) {
   return x;
 }
+// A GPU kernel can reach device memory only: a tensor argument (fp32, bf16, gemm_bf16's untyped
+// C) in host memory is an error here (on a GPU it is an illegal address); positions, targets and
+// row indices (int64) are host arrays by contract.
 template <class T>
 T* arg(T* p) {
-  if constexpr (std::is_same_v<std::remove_const_t<T>, float>)
-    return const_cast<T*>(device_arg(p));
-  else
-    return untag(p);
+  using U = std::remove_const_t<T>;
+  if constexpr (std::is_same_v<U, float> || std::is_same_v<U, bfloat16> || std::is_void_v<U>)
+    ORIGAMI_CHECK(!p || tagged(p),
+                  "emulated device: a kernel was handed host memory for a tensor argument (a GPU "
+                  "kernel cannot reach it)");
+  return untag(p);
 }
 template <auto F>
 struct Wrap;

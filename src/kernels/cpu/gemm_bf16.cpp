@@ -1,10 +1,11 @@
 // bf16 GEMM through oneDNN's matmul primitive (Debian's oneDNN 2.6 has no bf16 BLAS-style call):
 // bf16 A and B, fp32 accumulation, C in fp32 or bf16 (rounded once, after beta·C is added in
-// fp32). On AVX-512 BF16 (this Zen 5) oneDNN picks its brgemm kernels; bench/gemm_bf16 measures
-// them against dnnl_sgemm on the step's shapes (docs/results.md). A primitive is made once per
-// (shape, strides, transposes, alpha, beta, C type) and kept: the engines issue a few dozen shapes.
+// fp32). With AVX-512 BF16 (and AMX where present) oneDNN picks its brgemm kernels;
+// bench/gemm_bf16 measures them against dnnl_sgemm on the step's shapes (docs/results.md). A
+// primitive is made once per (shape, strides, transposes, alpha, beta, C type) and thread, and
+// kept: the engines issue a few dozen shapes. Per thread because oneDNN's default build runs a
+// primitive only on the thread that created it (and never on two at once).
 #include <map>
-#include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
 
@@ -35,9 +36,7 @@ memory::desc md(int64_t rows, int64_t cols, bool trans, int64_t ld, memory::data
 }
 
 const Prim& prim(const Key& k) {
-  static std::mutex mu;
-  static std::map<Key, Prim> cache;
-  std::lock_guard<std::mutex> lock(mu);
+  static thread_local std::map<Key, Prim> cache;
   auto it = cache.find(k);
   if (it != cache.end()) return it->second;
   const auto [ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, ct] = k;
