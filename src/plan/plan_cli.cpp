@@ -190,13 +190,28 @@ void print_inference(const PlanOptions& o, const ModelConfig& cfg, const std::ve
   }
 }
 
-void print_crossovers(const ModelConfig& cfg) {
+void print_crossovers(const ModelConfig& cfg, DType dt) {
   // tsp-spec §7: TSP against TP, every term ×f (W = one layer's weights, K = 2BSh/g).
   const double h = static_cast<double>(cfg.hidden_size);
   const double g = static_cast<double>(cfg.num_attention_heads) / cfg.num_key_value_heads;
   const double F = static_cast<double>(cfg.intermediate_size) / h;
   const double Wh = (2 + 2 / g + 3 * F) * h;  // W / h
   const double Wah = (2 + 2 / g) * h;
+  if (dt == DType::bf16) {
+    // In bytes (docs/layouts.md): TSP's weights and K/V 2 B forward and re-sent, its weight
+    // gradients and dK/dV 4 B; TP's two gathers 2 B and two reduce-scatters 4 B a direction.
+    std::printf(
+        "\nTSP moves fewer bytes than TP (tsp-spec §7, bf16 bytes) above these tokens per "
+        "micro-batch (B·S):\n"
+        "  forward only                               %.0f  (2W + 2K < 12BSh)\n"
+        "  training step, --recompute none            %.0f  (8W + 8K < 24BSh)\n"
+        "  training step, --recompute full            %.0f  (10W + 10K < 36BSh)\n"
+        "  training step, full + --keep-attn-weights  %.0f  (10W - 2W_a + 10K < 36BSh)\n"
+        "  ... + --fused-mlp-recompute                %.0f  (8W + 10K < 36BSh)\n",
+        2 * Wh / (12 - 4 / g), 8 * Wh / (24 - 16 / g), 10 * Wh / (36 - 20 / g),
+        (10 * Wh - 2 * Wah) / (36 - 20 / g), 8 * Wh / (36 - 20 / g));
+    return;
+  }
   std::printf(
       "\nTSP moves fewer bytes than TP (tsp-spec §7) above these tokens per micro-batch (B·S):\n"
       "  forward only                               %.0f  (W + K < 4BSh)\n"
@@ -252,7 +267,7 @@ int run_plan(const PlanOptions& o) {
   } else {
     print_tables(o, cfg, rows);
     if (o.new_tokens > 0) print_inference(o, cfg, rows);
-    print_crossovers(cfg);
+    print_crossovers(cfg, o.dtype);
   }
   if (!o.plot.empty()) write_plot(o, rows, names);
   return 0;

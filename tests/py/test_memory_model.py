@@ -118,6 +118,15 @@ def main():
         print(f"plan 7B crossover '{label.strip()}': {got[:1]} (want {want})")
         if got[:1] != [str(want)]:
             fails.append(f"crossover {label}")
+    # in bf16 bytes (TSP's gradients and dK/dV fp32, TP's reduce-scatters fp32): 4h, 16h, 10h
+    out = run([binary, "plan", "--config", "configs/llama7b-paper.json", "--seq", "16384", "--layout", "tsp=8",
+               "--dtype", "bf16"]).stdout
+    for label, want in (("forward only", 16384), ("step, --recompute none", 65536), ("step, --recompute full ", 40960)):
+        line = next((x for x in out.splitlines() if label in x), "")
+        got = [w for w in line.split() if w.isdigit()]
+        print(f"plan 7B bf16 crossover '{label.strip()}': {got[:1]} (want {want})")
+        if got[:1] != [str(want)]:
+            fails.append(f"bf16 crossover {label}")
     png = os.path.join(work, "plan.png")
     run([binary, "plan", "--config", cfgp, "--seq", "64", "--seq", "256", "--layout", "tsp=2", "--layout", "tp=2",
          "--tp-sequence-parallel", "both", "--plot", png])
