@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/safetensors.h"
+#include "kernels/kernels.h"
 
 namespace origami {
 
@@ -176,7 +177,7 @@ void save_checkpoint_sharded(
       auto* dst = reinterpret_cast<bfloat16*>(static_cast<char*>(mf.p) + ml.offsets[t]);
       int64_t n = 1;
       for (int64_t d : shapes[t].second) n *= d;
-      for (int64_t e = 0; e < n; ++e) dst[e] = to_bf16(src[e]);
+      cpu::convert<bfloat16, float>(dst, src, n);
     }
   }
   barrier();
@@ -236,32 +237,17 @@ TrainerState read_checkpoint(
 }
 
 void save_checkpoint(const std::string& dir, const TrainerState& st, ModelParams& params,
-                     ModelParams& exp_avg, ModelParams& exp_avg_sq, DType model_dt) {
+                     ModelParams& exp_avg, ModelParams& exp_avg_sq, ModelParams* master) {
   const std::string name = "step_" + std::to_string(st.step);
   const fs::path root(dir), tmp = root / (name + ".tmp");
   fs::create_directories(root);
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  if (model_dt == DType::bf16) {  // the master weights rounded (host copies)
-    SafeTensorsWriter m;
-    std::vector<Tensor> keep;
-    params.for_each([&](const std::string& n, Tensor& t) {
-      Tensor h = Tensor::empty_host(t.shape(), DType::f32, Cat::workspace);
-      copy_bytes(h.raw(), t.raw(), t.nbytes());
-      Tensor b = Tensor::empty_host(t.shape(), DType::bf16, Cat::workspace);
-      for (int64_t e = 0; e < t.numel(); ++e) b.data<bfloat16>()[e] = to_bf16(h.data<float>()[e]);
-      keep.push_back(b);
-      m.add(n, keep.back());
-    });
-    m.write((tmp / "model.safetensors").string());
-  } else {
-    save_params(params, (tmp / "model.safetensors").string());
-  }
+  save_params(params, (tmp / "model.safetensors").string());
   SafeTensorsWriter w;
   exp_avg.for_each([&](const std::string& n, Tensor& t) { w.add("exp_avg." + n, t); });
   exp_avg_sq.for_each([&](const std::string& n, Tensor& t) { w.add("exp_avg_sq." + n, t); });
-  if (model_dt == DType::bf16)
-    params.for_each([&](const std::string& n, Tensor& t) { w.add("master." + n, t); });
+  if (master) master->for_each([&](const std::string& n, Tensor& t) { w.add("master." + n, t); });
   w.write((tmp / "optimizer.safetensors").string());
   write_file_atomic((tmp / "trainer.json").string(), trainer_json(st, tmp).dump(2) + "\n");
   publish(root, tmp, name);

@@ -19,9 +19,10 @@ struct TrainerState {
   nlohmann::json extra;          // lr schedule, seed, config, layout, ...
 };
 
-// params: the fp32 (master) weights; model_dt: the model file's type (the compute type).
+// params: the weights the run computes with (the model file, in their type); master: under bf16
+// the fp32 master weights they are rounded from (into the optimizer file), else null.
 void save_checkpoint(const std::string& dir, const TrainerState& st, ModelParams& params,
-                     ModelParams& exp_avg, ModelParams& exp_avg_sq, DType model_dt = DType::f32);
+                     ModelParams& exp_avg, ModelParams& exp_avg_sq, ModelParams* master = nullptr);
 std::string sha256_file(const std::string& path);
 
 // The same checkpoint, written by several ranks at once: rank 0 creates step_N.tmp/ and both

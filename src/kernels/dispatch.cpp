@@ -63,8 +63,8 @@ void same(DType a, DType b, const char* what) {
 
 void Ptr::check(DType want) const {
   if (dt != want)
-    fail("an ", dtype_name(want), " kernel was handed ", dtype_name(dt),
-         " elements (a path that does not support --dtype ", compute_dtype_name(dt), ")");
+    fail("a kernel for ", dtype_name(want), " elements was handed ", dtype_name(dt),
+         " ones (a path that does not support --dtype ", compute_dtype_name(dt), ")");
 }
 
 void install_bf16(const BTable* t) {

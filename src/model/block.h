@@ -16,8 +16,7 @@ namespace origami::block {
 // gradients and transfer buffers are stored in — fp32, or bf16 under --dtype bf16
 // (compute_dtype()). Statistics (RMSNorm's rstd, log-sum-exp, the loss), logits, the attention
 // kernels' dq/dk/dv and parameter gradients are fp32 in either case (the `32` helpers). Pointers
-// into tensors are k::Ptr (their type known at run time); elem_t* is an fp32-only path.
-using elem_t = float;
+// into tensors are k::Ptr (their type known at run time); a float* is an fp32-only path.
 using k::CPtr;
 using k::Ptr;
 inline DType elem() {

@@ -37,7 +37,8 @@ class SingleEngine : public Engine {
   void init_moments() override { moments(); }
   void save_checkpoint(const std::string& dir, const TrainerState& st) override {
     moments();
-    if (dp_->rank() == 0) origami::save_checkpoint(dir, st, master(), m_, v_, compute_dtype());
+    if (dp_->rank() == 0)  // under bf16: the bf16 copy as the model file, the master beside AdamW's
+      origami::save_checkpoint(dir, st, p_, m_, v_, master_.embed.defined() ? &master_ : nullptr);
     dp_->barrier();
   }
   int64_t global_targets(const std::vector<Batch>& micro) override {

@@ -110,23 +110,17 @@ def main():
           f"ratio {ratio:.3f} (limits 0.95-1.3)")
     if tracked < 256 * 2**20 or not 0.95 <= ratio <= 1.3:
         fails.append("tracked peak does not explain the process RSS")
-    # crossovers of tsp-spec §7 for the paper's 7B (MHA, F = 4): 8h, 24h, 16h tokens
-    out = run([binary, "plan", "--config", "configs/llama7b-paper.json", "--seq", "16384", "--layout", "tsp=8"]).stdout
-    for label, want in (("forward only", 32768), ("step, --recompute none", 98304), ("step, --recompute full ", 65536)):
-        line = next((x for x in out.splitlines() if label in x), "")
-        got = [w for w in line.split() if w.isdigit()]
-        print(f"plan 7B crossover '{label.strip()}': {got[:1]} (want {want})")
-        if got[:1] != [str(want)]:
-            fails.append(f"crossover {label}")
+    # crossovers of tsp-spec §7 for the paper's 7B (MHA, F = 4): 8h, 24h, 16h tokens in elements;
     # in bf16 bytes (TSP's gradients and dK/dV fp32, TP's reduce-scatters fp32): 4h, 16h, 10h
-    out = run([binary, "plan", "--config", "configs/llama7b-paper.json", "--seq", "16384", "--layout", "tsp=8",
-               "--dtype", "bf16"]).stdout
-    for label, want in (("forward only", 16384), ("step, --recompute none", 65536), ("step, --recompute full ", 40960)):
-        line = next((x for x in out.splitlines() if label in x), "")
-        got = [w for w in line.split() if w.isdigit()]
-        print(f"plan 7B bf16 crossover '{label.strip()}': {got[:1]} (want {want})")
-        if got[:1] != [str(want)]:
-            fails.append(f"bf16 crossover {label}")
+    for dtype, wants in (("fp32", (32768, 98304, 65536)), ("bf16", (16384, 65536, 40960))):
+        out = run([binary, "plan", "--config", "configs/llama7b-paper.json", "--seq", "16384", "--layout", "tsp=8",
+                   "--dtype", dtype]).stdout
+        for label, want in zip(("forward only", "step, --recompute none", "step, --recompute full "), wants):
+            line = next((x for x in out.splitlines() if label in x), "")
+            got = [w for w in line.split() if w.isdigit()]
+            print(f"plan 7B {dtype} crossover '{label.strip()}': {got[:1]} (want {want})")
+            if got[:1] != [str(want)]:
+                fails.append(f"{dtype} crossover {label}")
     png = os.path.join(work, "plan.png")
     run([binary, "plan", "--config", cfgp, "--seq", "64", "--seq", "256", "--layout", "tsp=2", "--layout", "tp=2",
          "--tp-sequence-parallel", "both", "--plot", png])

@@ -24,6 +24,33 @@ def train(work, name, D, *args):
                          layout=f"tsp={D}" if D else None)[0]
 
 
+def check_checkpoints(work, tag, args, whole, ck, fails, continue_losses):
+    """A resume under tsp=4 from ck's step_5 is bit-identical to the uninterrupted run `whole`
+    (losses and step_10 files); the step_5 checkpoint re-exported under tsp=2 and one rank is
+    byte-identical; with continue_losses, the losses that follow there match within 1e-4."""
+    ck2 = ck + "_resumed"
+    res = train(work, tag.strip() + "resumed", 4, *args, "--save-dir", ck2, "--resume", os.path.join(ck, "step_5"))
+    ok = res["losses"] == whole["losses"][5:] and same_files(os.path.join(ck, "step_10"), os.path.join(ck2, "step_10"))
+    print(f"{tag}resume under tsp=4 bit-identical (losses and step_10 files): {ok}")
+    if not ok:
+        fails.append(f"{tag}tsp=4 resume not bit-identical")
+    for D in (2, 0):
+        name = f"tsp{D}" if D else "single"
+        out = os.path.join(work, f"export_{tag.strip()}{name}")
+        train(work, f"export_{tag.strip()}{name}", D, *args[:1], "5", *args[2:], "--save-dir", out, "--resume",
+              os.path.join(ck, "step_5"))
+        ok = same_files(os.path.join(ck, "step_5"), os.path.join(out, "step_5"))
+        msg = f"{tag}tsp=4 checkpoint under {name}: re-export byte-identical {ok}"
+        if continue_losses:
+            cont = train(work, f"cont_{tag.strip()}{name}", D, *args, "--resume", os.path.join(ck, "step_5"))
+            e = rel(cont["losses"], whole["losses"][5:])
+            msg += f"; losses 6-10 rel diff {e:.2e}"
+            ok = ok and e <= 1e-4
+        print(msg)
+        if not ok:
+            fails.append(f"{tag}cross-layout resume under {name}")
+
+
 def main():
     global BIN
     BIN, work = sys.argv[1], sys.argv[2]
@@ -50,46 +77,13 @@ def main():
     print(f"tsp=4 --no-overlap losses bit-identical to overlap on: {noov['losses'] == whole['losses']}")
     if noov["losses"] != whole["losses"]:
         fails.append("--no-overlap changed the losses")
-    ck2 = os.path.join(work, "ck_resumed")
-    res = train(work, "resumed", 4, *args, "--save-dir", ck2, "--resume", os.path.join(ck, "step_5"))
-    ok = res["losses"] == whole["losses"][5:] and same_files(os.path.join(ck, "step_10"), os.path.join(ck2, "step_10"))
-    print(f"resume under tsp=4 bit-identical (losses and step_10 files): {ok}")
-    if not ok:
-        fails.append("tsp=4 resume not bit-identical")
-
-    for D in (2, 0):
-        name = f"tsp{D}" if D else "single"
-        out = os.path.join(work, "export_" + name)
-        train(work, "export_" + name, D, *args[:1], "5", *args[2:], "--save-dir", out, "--resume",
-              os.path.join(ck, "step_5"))
-        ok_bytes = same_files(os.path.join(ck, "step_5"), os.path.join(out, "step_5"))
-        cont = train(work, "cont_" + name, D, *args, "--resume", os.path.join(ck, "step_5"))
-        e = rel(cont["losses"], whole["losses"][5:])
-        print(f"tsp=4 checkpoint under {name}: re-export byte-identical {ok_bytes}; losses 6-10 rel diff {e:.2e}")
-        if not ok_bytes or e > 1e-4:
-            fails.append(f"cross-layout resume under {name}")
-    # --dtype bf16: the model file bf16, the master weights in the optimizer file; a tsp=4 resume
-    # bit-identical, and the tsp=4 checkpoint re-exported byte-identical under tsp=2 and one rank
+    check_checkpoints(work, "", args, whole, ck, fails, continue_losses=True)
+    # --dtype bf16: the model file bf16, the master weights in the optimizer file
     bf = args + ["--dtype", "bf16"]
     ckb = os.path.join(work, "ck_bf16")
     whole16 = train(work, "whole_bf16", 4, *bf, "--save-dir", ckb, "--save-every", "5")
-    res16 = train(work, "resumed_bf16", 4, *bf, "--save-dir", ckb + "_r", "--resume", os.path.join(ckb, "step_5"))
-    ok = res16["losses"] == whole16["losses"][5:] and same_files(os.path.join(ckb, "step_10"),
-                                                                 os.path.join(ckb + "_r", "step_10"))
-    e = rel(whole16["losses"], whole["losses"])
-    print(f"bf16 resume under tsp=4 bit-identical (losses and step_10 files): {ok}; bf16 losses vs fp32's "
-          f"rel diff {e:.2e}")
-    if not ok:
-        fails.append("bf16 tsp=4 resume not bit-identical")
-    for D in (2, 0):
-        name = f"tsp{D}" if D else "single"
-        out = os.path.join(work, "export_bf16_" + name)
-        train(work, "export_bf16_" + name, D, *bf[:1], "5", *bf[2:], "--save-dir", out, "--resume",
-              os.path.join(ckb, "step_5"))
-        ok_bytes = same_files(os.path.join(ckb, "step_5"), os.path.join(out, "step_5"))
-        print(f"bf16 tsp=4 checkpoint under {name}: re-export byte-identical {ok_bytes}")
-        if not ok_bytes:
-            fails.append(f"bf16 cross-layout re-export under {name}")
+    print(f"bf16 losses vs fp32's rel diff {rel(whole16['losses'], whole['losses']):.2e}")
+    check_checkpoints(work, "bf16 ", bf, whole16, ckb, fails, continue_losses=False)
     if fails:
         print("FAILED: " + "; ".join(fails))
         sys.exit(1)
