@@ -634,6 +634,17 @@ TEST(Bf16, FlashAttentionForwardAndBackward) {
   EXPECT_LT(rel(of16(o16), o), kBf);
   EXPECT_GT(rel(of16(o16), o), kAboveFp32);
   EXPECT_LT(rel(Vec(lse32.begin(), lse32.end()), lse), kAcc);
+  // the fp32-output variant (decode's partial results): the unrounded o, fp32-accurate, whose
+  // rounding is the bf16 output bit for bit; the same lse
+  {
+    std::vector<float> ow(o.size()), lw(lse.size());
+    flash_attn_fwd<bfloat16, float>(ow.data(), lw.data(), c.nq, q16.data(), qd, c.qs.data(), 2,
+                                    ks16.data(), 3, sh, static_cast<float>(scale));
+    EXPECT_LT(rel(Vec(ow.begin(), ow.end()), o), kAcc);
+    EXPECT_EQ(lw, lse32);
+    for (size_t i = 0; i < ow.size(); ++i)
+      ASSERT_EQ(origami::to_bf16(ow[i]).bits, o16[i].bits) << "element " << i;
+  }
   // backward, both from the bf16 forward's O and fp32 lse
   const Vec o_saved = of16(o16), lse_saved(lse32.begin(), lse32.end());
   Vec dq(q.size(), 0);

@@ -69,7 +69,8 @@ void runtime_flags(Args& a, bool transfers) {
          "activations and their gradients in bf16, GEMMs in bf16 with fp32 accumulation; "
          "RMSNorm statistics, attention softmax and log-sum-exp, logits, the loss, parameter "
          "gradients, the residual stream and every sum of partial products in fp32 "
-         "(docs/design.md, Precision). Every layout; --device cpu and emu so far");
+         "(docs/design.md, Precision). generate: weights and the KV cache in bf16. Every "
+         "layout; --device cpu and emu so far");
   a.flag("comm", "auto",
          "auto | mpi | mpi_staged | nccl: the ranks' communicators. mpi: Open MPI on host memory "
          "(--device cpu); mpi_staged: device buffers through pinned host memory and MPI (any "

@@ -97,8 +97,9 @@ int cmd_train(int argc, char** argv) {
             "train on random tokens keyed by (seed, sample, position) instead of the corpus");
   a.flag("init", "",
          "start from these weights instead of random init: a .safetensors file (HF names; F32 or "
-         "BF16, widened to fp32 on load), or HF's sharded layout: a model.safetensors.index.json "
-         "or the directory holding it");
+         "BF16), or HF's sharded layout: a model.safetensors.index.json or the directory holding "
+         "it. Memory-mapped: each rank reads only the rows of its own slices (converted to the "
+         "fp32 master weights as it copies them)");
   a.flag("eval-every", "50", "held-out evaluation every N steps (0 = off; also at the last step)");
   a.flag("eval-batches", "4", "micro-batches per evaluation");
   a.flag("log-every", "1", "progress line every N steps");
@@ -151,8 +152,9 @@ int cmd_grad(int argc, char** argv) {
          "(tied embeddings: only model.embed_tokens.weight).");
   a.flag("config", "", "HF Llama config.json", true);
   a.flag("weights", "",
-         "weights: a .safetensors file (HF names; F32 or BF16, widened to fp32 on load), or HF's "
-         "sharded layout: a model.safetensors.index.json or the directory holding it",
+         "weights: a .safetensors file (HF names; F32 or BF16), or HF's sharded layout: a "
+         "model.safetensors.index.json or the directory holding it; memory-mapped, each rank "
+         "reads only the rows of its own slices",
          true);
   a.flag("tokens", "",
          "safetensors with input_ids [B, S+1] (I32/I64) and optional labels (-100 = ignored)",
@@ -242,8 +244,9 @@ int cmd_generate(int argc, char** argv) {
          "KV-cache bytes and the bytes received per decode step.");
   a.flag("config", "", "HF Llama config.json", true);
   a.flag("weights", "",
-         "weights: a .safetensors file (HF names; F32 or BF16, BF16 widened to an fp32 copy), or "
-         "HF's sharded layout: a model.safetensors.index.json or the directory holding it");
+         "weights: a .safetensors file (HF names; F32 or BF16), or HF's sharded layout: a "
+         "model.safetensors.index.json or the directory holding it; memory-mapped, each rank "
+         "reads only the rows of its own shards (converted to --dtype as it copies them)");
   a.flag("checkpoint", "", "or a checkpoint directory of train (its latest) or a step_N directory");
   a.flag("prompt", "", "the prompt as text (tokenised with --tokenizer; B = 1)");
   a.flag("tokens", "", "or the prompt as ids: safetensors with input_ids [B, S] (I32/I64)");
@@ -290,9 +293,6 @@ int cmd_generate(int argc, char** argv) {
   o.report = a.str("report");
   o.quiet = a.on("quiet");
   runtime_options(a, o.par, false);
-  if (o.par.dtype != DType::f32)
-    fail("--dtype ", compute_dtype_name(o.par.dtype),
-         ": generate runs in fp32 so far (the decoders and the KV cache are not bf16 yet)");
   device_hooks(o.par);
   return infer::run_generate(o);
 }

@@ -43,7 +43,7 @@ class TpDecoder : public Decoder {
         r_(comm.rank()),
         B_(B),
         max_new_(max_new) {
-    p_ = TspParams::zeros(c, D_, Cat::weights);
+    p_ = TspParams::zeros(c, D_, Cat::weights, block::elem());
     full_to_shard(full, p_, t_, r_);
     make_rope_tables(c, cos_, sin_);
   }
@@ -57,9 +57,9 @@ class TpDecoder : public Decoder {
     for (int64_t b = 0; b < B_; ++b)
       for (int64_t s = 0; s < S; ++s) pos.push_back(s);
     run_layers(x, pos, S);
-    Tensor last = ws({B_, t_.h});
+    Tensor last = ws32({B_, t_.h});  // the residual stream: fp32
     for (int64_t b = 0; b < B_; ++b)
-      copy_bytes(F(last) + b * t_.h, F(x) + (b * S + S - 1) * t_.h, bytes(t_.h));
+      copy_bytes(F32(last) + b * t_.h, F32(x) + (b * S + S - 1) * t_.h, sizeof(float) * t_.h);
     pos_ = S;
     return head(last);
   }
@@ -76,9 +76,8 @@ class TpDecoder : public Decoder {
 
  private:
   std::vector<float> head(const Tensor& x) {
-    Tensor yf = ws({B_, t_.h}), n = ws({B_, t_.h}), rstd = ws({B_});
-    k::rmsnorm_fwd<float>(F(yf), F(n), F(rstd), F(x), F(p_.final_norm), B_, t_.h,
-                          cfg_.rms_norm_eps);
+    Tensor yf = ws({B_, t_.h}), n = ws({B_, t_.h}), rstd = ws32({B_});
+    k::rmsnorm_fwd(F(yf), F(n), F32(rstd), F(x), F(p_.final_norm), B_, t_.h, cfg_.rms_norm_eps);
     return logits_sharded(comm_, yf, p_.head_or_embed(), B_, t_.Vr, cfg_.vocab_size);
   }
 
@@ -92,27 +91,27 @@ class TpDecoder : public Decoder {
     for (size_t l = 0; l < p_.layers.size(); ++l) {
       CommScope ctx(comm_, static_cast<int>(l), Phase::fwd);
       const TspLayer& W = p_.layers[l];
-      const float* pk = F(W.attn);
-      Tensor y = ws({T, h}), n = ws({T, h}), rstd = ws({T});
-      k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.in_norm), T, h, eps);
+      const CPtr pk = F(W.attn);
+      Tensor y = ws({T, h}), n = ws({T, h}), rstd = ws32({T});
+      k::rmsnorm_fwd(F(y), F(n), F32(rstd), F(x), F(W.in_norm), T, h, eps);
       Tensor q = ws({T, qw}), k = ws({T, kw}), v = ws({T, kw});
       block::project_rope(F(q), F(y), pk, T, qw, h, static_cast<int>(nq), static_cast<int>(d),
                           pos.data(), cos_, sin_);
       block::project_rope(F(k), F(y), pk + t_.off_k(), T, kw, h, static_cast<int>(nkv),
                           static_cast<int>(d), pos.data(), cos_, sin_);
-      k::linear_fwd<float>(F(v), F(y), pk + t_.off_v(), T, kw, h);
+      k::linear_fwd(F(v), F(y), pk + t_.off_v(), T, kw, h);
       {  // slot = position
         std::vector<int64_t> src(static_cast<size_t>(T)), bs(src.size());
         for (int64_t t = 0; t < T; ++t)
           src[static_cast<size_t>(t)] = t, bs[static_cast<size_t>(t)] = t / rows;
         cache_.write(l, F(k), F(v), kw, src, bs, pos);
       }
-      Tensor o = ws({T, qw}), lse = ws({nq, T});
+      Tensor o = ws({T, qw}), lse = ws32({nq, T});
       for (int64_t b = 0; b < B_; ++b) {
         const int64_t p0 = pos[static_cast<size_t>(b * rows)];
         QSeg qs{b * rows, p0, rows};
-        KvSeg<float> ks{cache_.k_row(l, b, 0), cache_.v_row(l, b, 0), kw, 0, p0 + rows};
-        k::flash_attn_fwd<float>(F(o), F(lse), T, F(q), qw, &qs, 1, &ks, 1, sh, scale);
+        const k::Kv ks{cache_.k_row(l, b, 0), cache_.v_row(l, b, 0), kw, 0, p0 + rows};
+        k::flash_attn_fwd(F(o), F32(lse), T, F(q), qw, &qs, 1, &ks, 1, sh, scale);
       }
       tp_tail(comm_, t_, W, F(o), x, T, eps);
     }
@@ -137,7 +136,7 @@ class SpDecoder : public Decoder {
         r_(comm.rank()),
         B_(B),
         max_new_(max_new),
-        P_(ModelParams::zeros(c, Cat::weights)) {
+        P_(ModelParams::zeros(c, Cat::weights, block::elem())) {
     copy_params(full, P_);
     make_rope_tables(c, cos_, sin_);
   }
@@ -158,13 +157,13 @@ class SpDecoder : public Decoder {
         slot[static_cast<size_t>(i)] = cache_.append(pos[static_cast<size_t>(i)]);
     counts_ = prefill_counts(S, D_);
     // Local rows [B, 2, c]: embedding (full table on every rank).
-    Tensor x = ws({T, h});
+    Tensor x = ws32({T, h});  // the residual stream: fp32
     std::vector<int64_t> tok(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) {
       const int64_t b = t / per, p = pos[static_cast<size_t>(t % per)];
       tok[static_cast<size_t>(t)] = p < S ? ids[static_cast<size_t>(b * S + p)] : 0;
     }
-    k::index_copy_rows<float>(F(x), F(P_.embed), nullptr, tok.data(), T, h);
+    k::index_copy_rows(F(x), F(P_.embed), nullptr, tok.data(), T, h);
     const int d = static_cast<int>(cfg_.head_dim());
     const AttnShape sh{static_cast<int>(cfg_.num_attention_heads),
                        static_cast<int>(cfg_.num_key_value_heads), d};
@@ -174,13 +173,13 @@ class SpDecoder : public Decoder {
       const LayerParams& W = P_.layers[l];
       Tensor y = ws({T, h}), q = ws({T, qd}), Kg = ws({D_, T, kvd}), Vg = ws({D_, T, kvd});
       norm(y, x, W.input_norm, T);
-      float* k = F(Kg) + r_ * T * kvd;
-      float* v = F(Vg) + r_ * T * kvd;
+      const Ptr k = F(Kg) + r_ * T * kvd;
+      const Ptr v = F(Vg) + r_ * T * kvd;
       block::project_rope(F(q), F(y), F(W.wq), T, qd, h, static_cast<int>(cfg_.num_attention_heads),
                           d, pos.data(), cos_, sin_);
       block::project_rope(k, F(y), F(W.wk), T, kvd, h, static_cast<int>(cfg_.num_key_value_heads),
                           d, pos.data(), cos_, sin_);
-      k::linear_fwd<float>(v, F(y), F(W.wv), T, kvd, h);
+      k::linear_fwd(v, F(y), F(W.wv), T, kvd, h);
       {
         std::vector<int64_t> src, bs, ss;  // the real (not padding) rows
         for (int64_t t = 0; t < T; ++t) {
@@ -189,23 +188,23 @@ class SpDecoder : public Decoder {
         }
         cache_.write(l, k, v, kvd, src, bs, ss);
       }
-      Request gk = comm_.iallgather(k, F(Kg), bytes(T * kvd), Traffic::kv);
-      Request gv = comm_.iallgather(v, F(Vg), bytes(T * kvd), Traffic::kv);
+      Request gk = comm_.iallgather(k.p, Kg.raw(), bytes(T * kvd), Traffic::kv);
+      Request gv = comm_.iallgather(v.p, Vg.raw(), bytes(T * kvd), Traffic::kv);
       gk.wait(), gv.wait();
-      Tensor o = ws({T, qd}), lse = ws({cfg_.num_attention_heads, T});
+      Tensor o = ws({T, qd}), lse = ws32({cfg_.num_attention_heads, T});
       for (int64_t bb = 0; bb < B_; ++bb) {
         std::vector<QSeg> qs;
-        std::vector<KvSeg<float>> ks;
+        std::vector<k::Kv> ks;
         for (int kk = 0; kk < 2; ++kk) qs.push_back({(bb * 2 + kk) * c, z.chunk_pos0(kk), c});
         for (int src = 0; src < D_; ++src)
           for (int kk = 0; kk < 2; ++kk) {
             const int64_t row = src * T + (bb * 2 + kk) * c;
             ks.push_back({F(Kg) + row * kvd, F(Vg) + row * kvd, kvd, z.chunk_pos0_of(src, kk), c});
           }
-        k::flash_attn_fwd<float>(F(o), F(lse), T, F(q), qd, qs.data(), 2, ks.data(),
-                                 static_cast<int>(ks.size()), sh, scale);
+        k::flash_attn_fwd(F(o), F32(lse), T, F(q), qd, qs.data(), 2, ks.data(),
+                          static_cast<int>(ks.size()), sh, scale);
       }
-      k::linear_fwd<float>(F(x), F(o), F(W.wo), T, h, qd, 1.0f);
+      k::linear_fwd(F(x), F(o), F(W.wo), T, h, qd, 1.0f);
       mlp(x, W, T);
     }
     rebalance(cache_, counts_, comm_);
@@ -213,12 +212,13 @@ class SpDecoder : public Decoder {
     CommScope ctx(comm_, kWhereHead, Phase::fwd);
     const int64_t qc = (S - 1) / c;
     const int holder = static_cast<int>(qc < D_ ? qc : 2 * D_ - 1 - qc);
-    Tensor last = ws({B_, h});
+    Tensor last = ws32({B_, h});  // the residual stream: fp32
     if (holder == r_)
       for (int64_t b = 0; b < B_; ++b)
-        copy_bytes(F(last) + b * h, F(x) + ((b * 2 + (qc < D_ ? 0 : 1)) * c + (S - 1 - qc * c)) * h,
-                   bytes(h));
-    comm_.ibcast(F(last), bytes(B_ * h), holder, Traffic::acts).wait();
+        copy_bytes(F32(last) + b * h,
+                   F32(x) + ((b * 2 + (qc < D_ ? 0 : 1)) * c + (S - 1 - qc * c)) * h,
+                   sizeof(float) * h);
+    comm_.ibcast(last.raw(), static_cast<int64_t>(last.nbytes()), holder, Traffic::acts).wait();
     pos_ = S;
     return head(last);
   }
@@ -228,13 +228,13 @@ class SpDecoder : public Decoder {
     const int64_t h = cfg_.hidden_size, qd = cfg_.q_dim(), kvd = cfg_.kv_dim(), B = B_;
     const int64_t nh = cfg_.num_attention_heads;
     const int d = static_cast<int>(cfg_.head_dim());
-    Tensor x = ws({B, h});
-    k::index_copy_rows<float>(F(x), F(P_.embed), nullptr, ids.data(), B, h);
+    Tensor x = ws32({B, h});  // the residual stream: fp32
+    k::index_copy_rows(F(x), F(P_.embed), nullptr, ids.data(), B, h);
     const int owner = owner_of(counts_, pos_);
     ++counts_[static_cast<size_t>(owner)];
     const int64_t slot = owner == r_ ? cache_.append(pos_) : -1;
     const std::vector<int64_t> pos(static_cast<size_t>(B), pos_);
-    const int64_t blk = B * qd + nh * B;
+    const int64_t blk = B * qd + nh * B;  // a partial (o, lse): fp32
     for (size_t l = 0; l < P_.layers.size(); ++l) {
       CommScope ctx(comm_, static_cast<int>(l), Phase::fwd);
       const LayerParams& W = P_.layers[l];
@@ -244,17 +244,18 @@ class SpDecoder : public Decoder {
                           sin_);
       block::project_rope(F(k), F(y), F(W.wk), B, kvd, h,
                           static_cast<int>(cfg_.num_key_value_heads), d, pos.data(), cos_, sin_);
-      k::linear_fwd<float>(F(v), F(y), F(W.wv), B, kvd, h);
+      k::linear_fwd(F(v), F(y), F(W.wv), B, kvd, h);
       if (owner == r_) {
         std::vector<int64_t> src(static_cast<size_t>(B));
         for (int64_t b = 0; b < B; ++b) src[static_cast<size_t>(b)] = b;
         cache_.write(l, F(k), F(v), kvd, src, src, std::vector<int64_t>(src.size(), slot));
       }
-      Tensor mine = ws({blk}), all = ws({D_, blk}), o = ws({B, qd});
-      attend_cache(cache_, l, cfg_, F(q), F(mine), F(mine) + B * qd);
-      comm_.iallgather(F(mine), F(all), bytes(blk), Traffic::acts).wait();
-      merge_partials(F(all), D_, B, nh, d, F(o));
-      k::linear_fwd<float>(F(x), F(o), F(W.wo), B, h, qd, 1.0f);
+      Tensor mine = ws32({blk}), all = ws32({D_, blk}), o = ws({B, qd});
+      attend_cache(cache_, l, cfg_, F(q), F32(mine), F32(mine) + B * qd);
+      comm_.iallgather(mine.raw(), all.raw(), static_cast<int64_t>(mine.nbytes()), Traffic::acts)
+          .wait();
+      merge_partials(F32(all), D_, B, nh, d, F(o));
+      k::linear_fwd(F(x), F(o), F(W.wo), B, h, qd, 1.0f);
       mlp(x, W, B);
     }
     ++pos_;
@@ -264,8 +265,8 @@ class SpDecoder : public Decoder {
 
  private:
   void norm(Tensor& y, const Tensor& x, const Tensor& w, int64_t T) {
-    Tensor n = ws({T, cfg_.hidden_size}), rstd = ws({T});
-    k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(w), T, cfg_.hidden_size, cfg_.rms_norm_eps);
+    Tensor n = ws({T, cfg_.hidden_size}), rstd = ws32({T});
+    k::rmsnorm_fwd(F(y), F(n), F32(rstd), F(x), F(w), T, cfg_.hidden_size, cfg_.rms_norm_eps);
   }
   void mlp(Tensor& x, const LayerParams& W, int64_t T) {
     const int64_t h = cfg_.hidden_size, I = cfg_.intermediate_size;
@@ -279,9 +280,9 @@ class SpDecoder : public Decoder {
     const int64_t h = cfg_.hidden_size, V = cfg_.vocab_size;
     Tensor yf = ws({B_, h});
     norm(yf, x, P_.final_norm, B_);
-    Tensor z = ws({B_, V});  // on the device, like every kernel output; sampling is the host's
-    k::linear_fwd<float>(F(z), F(yf), F(P_.head()), B_, V, h);
-    return to_host(F(z), B_ * V);
+    Tensor z = ws32({B_, V});  // logits (fp32) on the device; sampling is the host's
+    k::linear_fwd(F(z), F(yf), F(P_.head()), B_, V, h);
+    return to_host(F32(z), B_ * V);
   }
 
   ModelConfig cfg_;
@@ -304,32 +305,35 @@ std::unique_ptr<Decoder> make_decoder(InferLayout l, const ModelConfig& c, Comm&
     case InferLayout::sp:
       return std::make_unique<SpDecoder>(c, comm, full, B, max_new);
     default: {
-      TspParams shard = TspParams::zeros(c, comm.size(), Cat::weights);
+      TspParams shard = TspParams::zeros(c, comm.size(), Cat::weights, block::elem());
       full_to_shard(full, shard, TspDims::of(c, comm.size()), comm.rank());
       return std::make_unique<TspDecoder>(c, comm, std::move(shard), B, max_new);
     }
   }
 }
 
-int64_t weight_bytes(InferLayout l, const ModelConfig& c, int D) {
+int64_t weight_bytes(InferLayout l, const ModelConfig& c, int D, DType dt) {
   const int64_t h = c.hidden_size, L = c.num_hidden_layers, heads = c.tie_word_embeddings ? 1 : 2;
-  if (l == InferLayout::sp) return bytes(c.num_params());  // the full model
-  const TspDims t = TspDims::of(c, D);                     // TSP's shards (tp keeps the same ones)
-  return bytes(heads * t.Vr * h + h + L * (t.attn_size() + t.mlp_size() + 2 * h));
+  const auto e = static_cast<int64_t>(dtype_size(dt));
+  if (l == InferLayout::sp) return e * c.num_params();  // the full model
+  const TspDims t = TspDims::of(c, D);                   // TSP's shards (tp keeps the same ones)
+  return e * (heads * t.Vr * h + h + L * (t.attn_size() + t.mlp_size() + 2 * h));
 }
 
-int64_t decode_step_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B) {
+int64_t decode_step_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B, DType dt) {
   if (D == 1) return 0;
   const int64_t h = c.hidden_size, L = c.num_hidden_layers, nh = c.num_attention_heads;
-  const int64_t ar = 2 * (D - 1) * bytes(B * h) / D;  // an all-reduce of B·h elements
-  if (l == InferLayout::sp) return L * (D - 1) * bytes(B * c.q_dim() + nh * B);
+  const auto e = static_cast<int64_t>(dtype_size(dt)), f = static_cast<int64_t>(sizeof(float));
+  const int64_t ar = 2 * (D - 1) * f * B * h / D;  // an all-reduce of B·h (fp32) elements
+  // the partial (o, lse) of all heads from each other rank (fp32: merged before rounding)
+  if (l == InferLayout::sp) return L * (D - 1) * f * (B * c.q_dim() + nh * B);
   const TspDims t = TspDims::of(c, D);
-  const int64_t head = (D - 1) * bytes(B * t.Vr), embed = ar;
+  const int64_t head = (D - 1) * f * B * t.Vr, embed = ar;  // logits; embedding rows
   if (l == InferLayout::tp) return embed + L * 2 * ar + head;
-  const int64_t layer = (D - 1) * bytes(B * t.q_rows)         // q all-gather
-                        + (D - 1) * bytes(B * 2 * t.kv_rows)  // new k, v (the caching rank)
-                        + (D - 1) * bytes(B * t.q_rows + t.nq_loc * B)  // partial (o, lse)
-                        + 2 * ar;                                       // W_o and MLP all-reduces
+  const int64_t layer = (D - 1) * e * B * t.q_rows          // q all-gather
+                        + (D - 1) * e * B * 2 * t.kv_rows   // new k, v (the caching rank)
+                        + (D - 1) * f * (B * t.q_rows + t.nq_loc * B)  // partial (o, lse)
+                        + 2 * ar;                           // W_o and MLP all-reduces
   return embed + L * layer + head;
 }
 
@@ -343,8 +347,8 @@ InferLayout infer_layout(const Layout& L) {
 }
 
 int64_t kv_cache_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B, int64_t S,
-                       int64_t max_new) {
-  const int64_t per_pos = 2 * c.num_hidden_layers * bytes(B);
+                       int64_t max_new, DType dt) {
+  const int64_t per_pos = 2 * c.num_hidden_layers * B * static_cast<int64_t>(dtype_size(dt));
   if (l == InferLayout::tp) return per_pos * (S + max_new) * (c.kv_dim() / D);
   return per_pos * cache_capacity(S, max_new, D) * c.kv_dim();
 }

@@ -23,8 +23,8 @@ void KvCache::init(int64_t layers, int64_t b, int64_t cap, int64_t kv) {
   B = b, capacity = cap, kvd = kv;
   k.clear(), v.clear(), positions.clear();
   for (int64_t l = 0; l < layers; ++l) {
-    k.push_back(Tensor::zeros({B, capacity, kvd}, DType::f32, Cat::activations));
-    v.push_back(Tensor::zeros({B, capacity, kvd}, DType::f32, Cat::activations));
+    k.push_back(Tensor::zeros({B, capacity, kvd}, block::elem(), Cat::activations));
+    v.push_back(Tensor::zeros({B, capacity, kvd}, block::elem(), Cat::activations));
   }
 }
 
@@ -36,14 +36,14 @@ int64_t KvCache::append(int64_t pos) {
   return size() - 1;
 }
 
-float* KvCache::k_row(size_t layer, int64_t b, int64_t slot) {
-  return k[layer].data<float>() + (b * capacity + slot) * kvd;
+k::Ptr KvCache::k_row(size_t layer, int64_t b, int64_t slot) {
+  return F(k[layer]) + (b * capacity + slot) * kvd;
 }
-float* KvCache::v_row(size_t layer, int64_t b, int64_t slot) {
-  return v[layer].data<float>() + (b * capacity + slot) * kvd;
+k::Ptr KvCache::v_row(size_t layer, int64_t b, int64_t slot) {
+  return F(v[layer]) + (b * capacity + slot) * kvd;
 }
 
-void KvCache::write(size_t layer, const float* kp, const float* vp, int64_t w,
+void KvCache::write(size_t layer, k::CPtr kp, k::CPtr vp, int64_t w,
                     const std::vector<int64_t>& src_rows, const std::vector<int64_t>& b,
                     const std::vector<int64_t>& slot, const std::vector<int64_t>& blk) {
   ORIGAMI_CHECK(w > 0 && kvd % w == 0, "KV cache write: width ", w, " does not divide ", kvd);
@@ -51,8 +51,8 @@ void KvCache::write(size_t layer, const float* kp, const float* vp, int64_t w,
   for (size_t i = 0; i < rows.size(); ++i)
     rows[i] = (b[i] * capacity + slot[i]) * (kvd / w) + (blk.empty() ? 0 : blk[i]);
   const int64_t n = static_cast<int64_t>(rows.size());
-  k::index_copy_rows<float>(k[layer].data<float>(), kp, rows.data(), src_rows.data(), n, w);
-  k::index_copy_rows<float>(v[layer].data<float>(), vp, rows.data(), src_rows.data(), n, w);
+  k::index_copy_rows(F(k[layer]), kp, rows.data(), src_rows.data(), n, w);
+  k::index_copy_rows(F(v[layer]), vp, rows.data(), src_rows.data(), n, w);
 }
 
 std::vector<int64_t> prefill_counts(int64_t S, int D) {
@@ -103,7 +103,7 @@ struct PrefillSink : KvSink {
   KvCache* cache;
   std::vector<int64_t> slot_of_row;  // per local row: its slot, or -1 (padding)
   int64_t rows_per_seq = 0, d = 0;
-  void store(int layer, int64_t head0, int64_t heads, const float* k, const float* v) override {
+  void store(int layer, int64_t head0, int64_t heads, k::CPtr k, k::CPtr v) override {
     const int64_t w = heads * d, T = static_cast<int64_t>(slot_of_row.size());
     ORIGAMI_CHECK(head0 % heads == 0, "KV sink: head ", head0, " starts no ", heads, "-head block");
     std::vector<int64_t> src, bs, slots;  // the real (not padding) rows, into block head0/heads
@@ -153,13 +153,14 @@ std::vector<float> TspDecoder::prefill(const std::vector<int64_t>& ids, int64_t 
   CommScope ctx(comm_, kWhereHead, Phase::fwd);
   const int64_t c = z.chunk(), q = (S - 1) / c;
   const int holder = static_cast<int>(q < D_ ? q : 2 * D_ - 1 - q);
-  Tensor last = ws({B_, h});
+  Tensor last = ws({B_, h});  // final-norm output: the element type
   if (holder == r_) {
     const int k = q < D_ ? 0 : 1;
     for (int64_t b = 0; b < B_; ++b)
-      copy_bytes(F(last) + b * h, F(yf) + ((b * 2 + k) * c + (S - 1 - q * c)) * h, bytes(h));
+      copy_bytes((F(last) + b * h).p, (F(yf) + ((b * 2 + k) * c + (S - 1 - q * c)) * h).p,
+                 bytes(h));
   }
-  comm_.ibcast(F(last), bytes(B_ * h), holder, Traffic::acts).wait();
+  comm_.ibcast(last.raw(), bytes(B_ * h), holder, Traffic::acts).wait();
   pos_ = S;
   return logits_sharded(comm_, last, p_.head_or_embed(), B_, t_.Vr, cfg_.vocab_size);
 }
@@ -192,8 +193,8 @@ std::vector<float> TspDecoder::step(const std::vector<int64_t>& ids) {
     TraceSpan span("decode layer " + std::to_string(l));
     layer_step(l, x, owner, slot);
   }
-  Tensor yf = ws({B_, h}), n = ws({B_, h}), rstd = ws({B_});
-  k::rmsnorm_fwd<float>(F(yf), F(n), F(rstd), F(x), F(p_.final_norm), B_, h, cfg_.rms_norm_eps);
+  Tensor yf = ws({B_, h}), n = ws({B_, h}), rstd = ws32({B_});
+  k::rmsnorm_fwd(F(yf), F(n), F32(rstd), F(x), F(p_.final_norm), B_, h, cfg_.rms_norm_eps);
   ++pos_;
   return logits_sharded(comm_, yf, p_.head_or_embed(), B_, t_.Vr, cfg_.vocab_size);
 }
@@ -204,37 +205,38 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
   const int64_t qd = cfg_.q_dim(), B = B_;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
   const std::vector<int64_t> pos(static_cast<size_t>(B), pos_);
-  Tensor y = ws({B, h}), n = ws({B, h}), rstd = ws({B});
-  k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.in_norm), B, h, eps);
+  Tensor y = ws({B, h}), n = ws({B, h}), rstd = ws32({B});
+  k::rmsnorm_fwd(F(y), F(n), F32(rstd), F(x), F(W.in_norm), B, h, eps);
   // Own head group: q, and [k | v] per row (what the owner of the position stores).
-  const float* pk = F(W.attn);
+  const CPtr pk = F(W.attn);
   Tensor q = ws({B, qw}), kv = ws({B, 2 * kw});
-  k::linear_fwd<float>(F(q), F(y), pk, B, qw, h);
+  k::linear_fwd(F(q), F(y), pk, B, qw, h);
   {
     Tensor k = ws({B, kw}), v = ws({B, kw});
-    k::linear_fwd<float>(F(k), F(y), pk + t_.off_k(), B, kw, h);
-    k::linear_fwd<float>(F(v), F(y), pk + t_.off_v(), B, kw, h);
-    k::rope_fwd<float>(F(q), qw, pos.data(), B, static_cast<int>(nq), static_cast<int>(d), F(cos_),
-                       F(sin_));
-    k::rope_fwd<float>(F(k), kw, pos.data(), B, static_cast<int>(t_.nkv_loc), static_cast<int>(d),
-                       F(cos_), F(sin_));
+    k::linear_fwd(F(k), F(y), pk + t_.off_k(), B, kw, h);
+    k::linear_fwd(F(v), F(y), pk + t_.off_v(), B, kw, h);
+    k::rope_fwd(F(q), qw, pos.data(), B, static_cast<int>(nq), static_cast<int>(d), F32(cos_),
+                F32(sin_));
+    k::rope_fwd(F(k), kw, pos.data(), B, static_cast<int>(t_.nkv_loc), static_cast<int>(d),
+                F32(cos_), F32(sin_));
     // kv as rows of kw: k of sequence b is row 2b, its v row 2b + 1
     std::vector<int64_t> even(static_cast<size_t>(B)), odd(even.size());
     for (int64_t b = 0; b < B; ++b)
       even[static_cast<size_t>(b)] = 2 * b, odd[static_cast<size_t>(b)] = 2 * b + 1;
-    k::index_copy_rows<float>(F(kv), F(k), even.data(), nullptr, B, kw);
-    k::index_copy_rows<float>(F(kv), F(v), odd.data(), nullptr, B, kw);
+    k::index_copy_rows(F(kv), F(k), even.data(), nullptr, B, kw);
+    k::index_copy_rows(F(kv), F(v), odd.data(), nullptr, B, kw);
   }
   Tensor qall = ws({D_, B, qw});
-  Request gq = comm_.iallgather(F(q), F(qall), bytes(B * qw), Traffic::acts);
+  Request gq = comm_.iallgather(q.raw(), qall.raw(), bytes(B * qw), Traffic::acts);
   // The new k, v of every head group to the owner of the position.
   if (owner == r_) {
     Tensor kvall = ws({D_, B, 2 * kw});
     std::vector<Request> rq;
     for (int j = 0; j < D_; ++j)
       if (j != r_)
-        rq.push_back(comm_.irecv(F(kvall) + j * B * 2 * kw, bytes(B * 2 * kw), j, 7, Traffic::kv));
-    copy_bytes(F(kvall) + r_ * B * 2 * kw, F(kv), bytes(B * 2 * kw));
+        rq.push_back(
+            comm_.irecv((F(kvall) + j * B * 2 * kw).p, bytes(B * 2 * kw), j, 7, Traffic::kv));
+    copy_bytes((F(kvall) + r_ * B * 2 * kw).p, kv.raw(), bytes(B * 2 * kw));
     for (auto& r : rq) r.wait();
     // kvall as rows of kw: k of (j, b) is row 2(jB + b), v the row after; head group j is the
     // j-th kw-wide block of a cache row.
@@ -245,60 +247,59 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
     cache_.write(l, F(kvall), F(kvall) + kw, kw, src, bs, std::vector<int64_t>(src.size(), slot),
                  blk);
   } else {
-    comm_.isend(F(kv), bytes(B * 2 * kw), owner, 7, Traffic::kv).wait();
+    comm_.isend(kv.raw(), bytes(B * 2 * kw), owner, 7, Traffic::kv).wait();
   }
   gq.wait();
   // All heads over this rank's cached positions (all at or before pos_: no mask needed beyond
   // "every cached key"), as a query at position n-1 over keys 0..n-1.
-  Tensor qf = ws({B, qd}), o = ws({B, qd});
-  Tensor lse = ws({cfg_.num_attention_heads, B});
+  Tensor qf = ws({B, qd}), o = ws32({B, qd});  // partial: fp32
+  Tensor lse = ws32({cfg_.num_attention_heads, B});
   {  // qf as rows of qw: head group j of sequence b is row bD + j, from row jB + b of qall
     std::vector<int64_t> dst, src;
     for (int j = 0; j < D_; ++j)
       for (int64_t b = 0; b < B; ++b) dst.push_back(b * D_ + j), src.push_back(j * B + b);
-    k::index_copy_rows<float>(F(qf), F(qall), dst.data(), src.data(), D_ * B, qw);
+    k::index_copy_rows(F(qf), F(qall), dst.data(), src.data(), D_ * B, qw);
   }
-  attend_cache(cache_, l, cfg_, F(qf), F(o), F(lse));
-  // Partials of head group j to rank j: [B, qw] of o, then [nq, B] of lse.
-  const int64_t blk = B * qw + nq * B;
-  Tensor sendb = ws({D_, blk}), recvb = ws({D_, blk});
+  attend_cache(cache_, l, cfg_, F(qf), F32(o), F32(lse));
+  // Partials of head group j to rank j: [B, qw] of o, then [nq, B] of lse (fp32).
+  const int64_t blk = B * qw + nq * B, fb = static_cast<int64_t>(sizeof(float));
+  Tensor sendb = ws32({D_, blk}), recvb = ws32({D_, blk});
   std::vector<int64_t> rows(static_cast<size_t>(B));  // o as rows of qw: (b, j) is row bD + j
   for (int j = 0; j < D_; ++j) {
-    float* dst = F(sendb) + j * blk;
+    float* dst = F32(sendb) + j * blk;
     for (int64_t b = 0; b < B; ++b) rows[static_cast<size_t>(b)] = b * D_ + j;
-    k::index_copy_rows<float>(dst, F(o), nullptr, rows.data(), B, qw);
-    copy_bytes(dst + B * qw, F(lse) + j * nq * B, bytes(nq * B));
+    k::index_copy_rows<float>(dst, F32(o), nullptr, rows.data(), B, qw);
+    copy_bytes(dst + B * qw, F32(lse) + j * nq * B, static_cast<size_t>(fb * nq * B));
   }
-  std::vector<int64_t> counts(static_cast<size_t>(D_), bytes(blk)), off(static_cast<size_t>(D_));
-  for (int j = 0; j < D_; ++j) off[static_cast<size_t>(j)] = j * bytes(blk);
+  std::vector<int64_t> counts(static_cast<size_t>(D_), fb * blk), off(static_cast<size_t>(D_));
+  for (int j = 0; j < D_; ++j) off[static_cast<size_t>(j)] = j * fb * blk;
   comm_
-      .ialltoallv(F(sendb), counts.data(), off.data(), F(recvb), counts.data(), off.data(),
+      .ialltoallv(sendb.raw(), counts.data(), off.data(), recvb.raw(), counts.data(), off.data(),
                   Traffic::acts)
       .wait();
   // Merge the D partials of this rank's heads by log-sum-exp, in rank order.
   Tensor om = ws({B, qw});
-  merge_partials(F(recvb), D_, B, nq, d, F(om));
+  merge_partials(F32(recvb), D_, B, nq, d, F(om));
   tp_tail(comm_, t_, W, F(om), x, B, eps);
 }
 
-void detail::tp_tail(Comm& comm, const TspDims& t, const TspLayer& W, const float* o, Tensor& x,
-                     int64_t T, float eps) {
+void detail::tp_tail(Comm& comm, const TspDims& t, const TspLayer& W, CPtr o, Tensor& x, int64_t T,
+                     float eps) {
   const int64_t h = t.h, qw = t.q_rows, Ir = t.Ir;
-  // W_o,r is [h, q_rows] columns at off_o of the packet.
-  Tensor part = ws({T, h});
-  k::gemm<float>(Trans::N, Trans::T, T, h, qw, 1.0f, o, qw, F(W.attn) + t.off_o(), qw, 0.0f,
-                 F(part), h);
-  comm.iallreduce(F(part), T * h, Traffic::acts).wait();
-  k::add_inplace<float>(F(x), F(part), T * h);
-  Tensor y = ws({T, h}), n = ws({T, h}), rstd = ws({T});
-  k::rmsnorm_fwd<float>(F(y), F(n), F(rstd), F(x), F(W.post_norm), T, h, eps);
-  const float* pm = F(W.mlp);
+  // W_o,r is [h, q_rows] columns at off_o of the packet; the partial sums are fp32.
+  Tensor part = ws32({T, h});
+  k::gemm(Trans::N, Trans::T, T, h, qw, 1.0f, o, qw, F(W.attn) + t.off_o(), qw, 0.0f, F(part), h);
+  comm.iallreduce(F32(part), T * h, Traffic::acts).wait();
+  k::add_inplace(F(x), F(part), T * h);
+  Tensor y = ws({T, h}), n = ws({T, h}), rstd = ws32({T});
+  k::rmsnorm_fwd(F(y), F(n), F32(rstd), F(x), F(W.post_norm), T, h, eps);
+  const CPtr pm = F(W.mlp);
   Tensor g = ws({T, Ir}), u = ws({T, Ir}), a = ws({T, Ir});
   const block::MlpShard Ws{pm, pm + Ir * h, pm + 2 * Ir * h, Ir};
   block::mlp_up(F(g), F(u), F(y), Ws, T, h);
   block::mlp_down(F(part), 0.0f, F(a), F(g), F(u), Ws, T, h);
-  comm.iallreduce(F(part), T * h, Traffic::acts).wait();
-  k::add_inplace<float>(F(x), F(part), T * h);
+  comm.iallreduce(F32(part), T * h, Traffic::acts).wait();
+  k::add_inplace(F(x), F(part), T * h);
 }
 
 void detail::rebalance(KvCache& cache_, std::vector<int64_t>& counts_, Comm& comm_) {
@@ -324,39 +325,39 @@ void detail::rebalance(KvCache& cache_, std::vector<int64_t>& counts_, Comm& com
       have[static_cast<size_t>(s)] -= n, have[static_cast<size_t>(d)] += n;
     }
   const int64_t L = static_cast<int64_t>(cache_.k.size()), kvd = cache_.kvd;
+  const int64_t rb = bytes(kvd);  // a k or v row of the cache's type
   for (const Move& m : moves) {
     if (m.src != r_ && m.dst != r_) continue;
-    // Per slot: its position, then per layer and sequence its k and v rows.
-    const int64_t per = 1 + L * B_ * 2 * kvd;
-    Tensor buf = ws({m.n, per});
+    // Per slot: its position (a 4-byte float), then per layer and sequence its k and v rows.
+    const int64_t per = static_cast<int64_t>(sizeof(float)) + L * B_ * 2 * rb;
+    Tensor buf = ws32({(m.n * per + 3) / 4});
+    auto at = [&](int64_t i, int64_t l, int64_t b) {
+      return static_cast<char*>(buf.raw()) + i * per + sizeof(float) + (l * B_ + b) * 2 * rb;
+    };
     if (m.src == r_) {
       const int64_t first = cache_.size() - m.n;
       for (int64_t i = 0; i < m.n; ++i) {
-        float* row = F(buf) + i * per;
         const int64_t slot = first + i;
         const float pos = static_cast<float>(cache_.positions[static_cast<size_t>(slot)]);
-        copy_bytes(row, &pos, sizeof pos);  // buf may be device memory
+        copy_bytes(static_cast<char*>(buf.raw()) + i * per, &pos, sizeof pos);  // maybe device
         for (int64_t l = 0; l < L; ++l)
           for (int64_t b = 0; b < B_; ++b) {
-            float* dst = row + 1 + (l * B_ + b) * 2 * kvd;
-            copy_bytes(dst, cache_.k_row(static_cast<size_t>(l), b, slot), bytes(kvd));
-            copy_bytes(dst + kvd, cache_.v_row(static_cast<size_t>(l), b, slot), bytes(kvd));
+            copy_bytes(at(i, l, b), cache_.k_row(static_cast<size_t>(l), b, slot).p, rb);
+            copy_bytes(at(i, l, b) + rb, cache_.v_row(static_cast<size_t>(l), b, slot).p, rb);
           }
       }
-      comm_.isend(F(buf), bytes(m.n * per), m.dst, 8, Traffic::kv).wait();
+      comm_.isend(buf.raw(), m.n * per, m.dst, 8, Traffic::kv).wait();
       cache_.positions.resize(static_cast<size_t>(first));
     } else {
-      comm_.irecv(F(buf), bytes(m.n * per), m.src, 8, Traffic::kv).wait();
+      comm_.irecv(buf.raw(), m.n * per, m.src, 8, Traffic::kv).wait();
       for (int64_t i = 0; i < m.n; ++i) {
-        const float* row = F(buf) + i * per;
         float pos = 0;
-        copy_bytes(&pos, row, sizeof pos);
+        copy_bytes(&pos, static_cast<char*>(buf.raw()) + i * per, sizeof pos);
         const int64_t slot = cache_.append(static_cast<int64_t>(pos));
         for (int64_t l = 0; l < L; ++l)
           for (int64_t b = 0; b < B_; ++b) {
-            const float* src = row + 1 + (l * B_ + b) * 2 * kvd;
-            copy_bytes(cache_.k_row(static_cast<size_t>(l), b, slot), src, bytes(kvd));
-            copy_bytes(cache_.v_row(static_cast<size_t>(l), b, slot), src + kvd, bytes(kvd));
+            copy_bytes(cache_.k_row(static_cast<size_t>(l), b, slot).p, at(i, l, b), rb);
+            copy_bytes(cache_.v_row(static_cast<size_t>(l), b, slot).p, at(i, l, b) + rb, rb);
           }
       }
     }
@@ -369,10 +370,11 @@ std::vector<float> detail::logits_sharded(Comm& comm, const Tensor& yf, const Te
   CommScope ctx(comm, kWhereHead, Phase::fwd);
   const int D = comm.size();
   const int64_t h = yf.shape()[1];
-  Tensor mine = ws({B, Vr}), all = ws({D, B, Vr});
-  k::linear_fwd<float>(F(mine), F(yf), F(shard), B, Vr, h);
-  comm.iallgather(F(mine), F(all), bytes(B * Vr), Traffic::embed_head).wait();
-  const std::vector<float> a = to_host(F(all), D * B * Vr);  // sampling runs on the host
+  Tensor mine = ws32({B, Vr}), all = ws32({D, B, Vr});  // logits: fp32
+  k::linear_fwd(F(mine), F(yf), F(shard), B, Vr, h);
+  comm.iallgather(mine.raw(), all.raw(), static_cast<int64_t>(mine.nbytes()), Traffic::embed_head)
+      .wait();
+  const std::vector<float> a = to_host(F32(all), D * B * Vr);  // sampling runs on the host
   std::vector<float> out(static_cast<size_t>(B * V));
   for (int r = 0; r < D; ++r)
     for (int64_t b = 0; b < B; ++b)
@@ -402,37 +404,38 @@ Tensor detail::embed_sharded(Comm& comm, const std::vector<int64_t>& ids, const 
     const int64_t id = ids[static_cast<size_t>(b)];
     if (id / Vr == r) rows.push_back(b), local.push_back(id - r * Vr);
   }
-  k::index_copy_rows<float>(F(x), F(shard), rows.data(), local.data(),
-                            static_cast<int64_t>(rows.size()), h);
-  comm.iallreduce(F(x), B * h, Traffic::embed_head).wait();
+  k::index_copy_rows(F(x), F(shard), rows.data(), local.data(), static_cast<int64_t>(rows.size()),
+                     h);  // bf16 rows widened exactly
+  comm.iallreduce(F32(x), B * h, Traffic::embed_head).wait();
   return x;
 }
 
-void detail::attend_cache(KvCache& cache, size_t l, const ModelConfig& c, const float* q, float* o,
+void detail::attend_cache(KvCache& cache, size_t l, const ModelConfig& c, CPtr q, float* o,
                           float* lse) {
   const int64_t B = cache.B, n = cache.size(), qd = c.q_dim(), nh = c.num_attention_heads;
   if (n == 0) {
-    zero_bytes(o, bytes(B * qd));
+    zero_bytes(o, sizeof(float) * static_cast<size_t>(B * qd));
     const std::vector<float> none(static_cast<size_t>(nh * B),
                                   -std::numeric_limits<float>::infinity());
-    copy_bytes(lse, none.data(), bytes(none.size()));
+    copy_bytes(lse, none.data(), sizeof(float) * none.size());
     return;
   }
   const int d = static_cast<int>(c.head_dim());
   const AttnShape sh{static_cast<int>(nh), static_cast<int>(c.num_key_value_heads), d};
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  zero_bytes(o, bytes(B * qd));
+  zero_bytes(o, sizeof(float) * static_cast<size_t>(B * qd));
   for (int64_t b = 0; b < B; ++b) {
     QSeg qs{b, n - 1, 1};  // a query after every cached key
-    KvSeg<float> ks{cache.k_row(l, b, 0), cache.v_row(l, b, 0), cache.kvd, 0, n};
-    k::flash_attn_fwd<float>(o, lse, B, q, qd, &qs, 1, &ks, 1, sh, scale);
+    const k::Kv ks{cache.k_row(l, b, 0), cache.v_row(l, b, 0), cache.kvd, 0, n};
+    k::flash_attn_fwd(o, lse, B, q, qd, &qs, 1, &ks, 1, sh, scale);
   }
 }
 
 void detail::merge_partials(const float* dev_blocks, int D, int64_t B, int64_t nh, int64_t d,
-                            float* dev_out) {
+                            Ptr dev_out) {
   const int64_t w = nh * d, blk = B * w + nh * B;
-  // On the host (B·nh·d per rank: one decode step's attention output): copied over and back.
+  // On the host (B·nh·d per rank: one decode step's attention output): copied over and back,
+  // the merged result rounded to the output's type once.
   const std::vector<float> in = to_host(dev_blocks, D * blk);
   std::vector<float> res(static_cast<size_t>(B * w));
   const float* blocks = in.data();
@@ -454,12 +457,12 @@ void detail::merge_partials(const float* dev_blocks, int D, int64_t B, int64_t n
       }
       for (int64_t k = 0; k < d; ++k) o[k] /= wsum;
     }
-  copy_bytes(dev_out, out, bytes(res.size()));
+  k::upload(dev_out, out, B * w);
 }
 
 std::vector<float> detail::to_host(const float* p, int64_t n) {
   std::vector<float> h(static_cast<size_t>(n));
-  copy_bytes(h.data(), p, bytes(h.size()));
+  copy_bytes(h.data(), p, sizeof(float) * h.size());
   return h;
 }
 

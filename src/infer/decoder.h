@@ -38,7 +38,8 @@
 namespace origami::infer {
 
 // One rank's KV cache: per layer, K and V [B, capacity, n_kv·d] of the positions it caches, all
-// kv heads; slot i holds global position positions[i] in every sequence.
+// kv heads, in the engines' element type (bf16 under --dtype bf16: half the bytes); slot i holds
+// global position positions[i] in every sequence.
 struct KvCache {
   int64_t B = 0, capacity = 0, kvd = 0;
   std::vector<Tensor> k, v;
@@ -46,15 +47,16 @@ struct KvCache {
   void init(int64_t layers, int64_t B, int64_t capacity, int64_t kvd);
   int64_t size() const { return static_cast<int64_t>(positions.size()); }
   int64_t bytes() const {
-    return 2 * static_cast<int64_t>(k.size()) * block::bytes(B * capacity * kvd);
+    return k.empty() ? 0 : 2 * static_cast<int64_t>(k.size() * k[0].nbytes());
   }
   int64_t append(int64_t pos);  // the new slot
-  float* k_row(size_t layer, int64_t b, int64_t slot);
-  float* v_row(size_t layer, int64_t b, int64_t slot);
-  // Rows src_rows[i] of k and v (rows of w floats) into (sequence b[i], slot[i]) of `layer`, at
-  // the blk[i]-th w-wide block of the row (w divides kvd; no blk: the first): one index copy
-  // each (not a copy per row, which on a GPU would be a synchronised copy each).
-  void write(size_t layer, const float* k, const float* v, int64_t w,
+  k::Ptr k_row(size_t layer, int64_t b, int64_t slot);
+  k::Ptr v_row(size_t layer, int64_t b, int64_t slot);
+  // Rows src_rows[i] of k and v (rows of w elements of the cache's type) into (sequence b[i],
+  // slot[i]) of `layer`, at the blk[i]-th w-wide block of the row (w divides kvd; no blk: the
+  // first): one index copy each (not a copy per row, which on a GPU would be a synchronised copy
+  // each).
+  void write(size_t layer, k::CPtr k, k::CPtr v, int64_t w,
              const std::vector<int64_t>& src_rows, const std::vector<int64_t>& b,
              const std::vector<int64_t>& slot, const std::vector<int64_t>& blk = {});
 };
@@ -87,13 +89,16 @@ using InferLayout = InferKind;
 // This rank's decoder; `full` are the full HF-named weights (each layout keeps what it owns).
 std::unique_ptr<Decoder> make_decoder(InferLayout l, const ModelConfig& c, Comm& comm,
                                       const ModelParams& full, int64_t B, int64_t max_new);
-// Per-rank bytes of the weights a layout keeps and of its KV cache (generate's --max-memory).
-int64_t weight_bytes(InferLayout l, const ModelConfig& c, int D);
+// Per-rank bytes of the weights a layout keeps and of its KV cache (generate's --max-memory), in
+// the compute type dt (--dtype: weights and cache in it).
+int64_t weight_bytes(InferLayout l, const ModelConfig& c, int D, DType dt);
 int64_t kv_cache_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B, int64_t S,
-                       int64_t max_new);
+                       int64_t max_new, DType dt);
 // Bytes one rank receives in a decode step of B tokens (docs/inference.md; tsp: the rank that
 // caches the new position, which receives the others' k, v on top of what every rank does).
-int64_t decode_step_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B);
+// Queries, keys, values and attention outputs travel in dt; log-sum-exps, logits and the
+// all-reduced rows of the residual stream in fp32.
+int64_t decode_step_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B, DType dt);
 InferLayout infer_layout(const Layout& L);  // refuses the layouts generate does not run
 
 class TspDecoder : public Decoder {

@@ -94,8 +94,8 @@ class GenerateRun {
     // TSP and TP own TSP's shards (n_kv, I divisible by D); SP pads the prompt as TSP does.
     if (IL_ != InferLayout::sp) validate_tsp(cfg_, D_, (S_ + 2 * D_ - 1) / (2 * D_) * (2 * D_), 1);
     // Memory budget per rank: the weights kept and the KV cache (both exact), before any work.
-    const int64_t shard_bytes = weight_bytes(IL_, cfg_, D_);
-    const int64_t cache_bytes = kv_cache_bytes(IL_, cfg_, D_, B_, S_, o_.max_new_tokens);
+    const int64_t shard_bytes = weight_bytes(IL_, cfg_, D_, o_.par.dtype);
+    const int64_t cache_bytes = kv_cache_bytes(IL_, cfg_, D_, B_, S_, o_.max_new_tokens, o_.par.dtype);
     if (o_.max_memory_gib > 0 &&
         static_cast<double>(shard_bytes + cache_bytes) > o_.max_memory_gib * 1073741824.0)
       fail("--max-memory=", o_.max_memory_gib, " GiB: the weights kept (",
@@ -200,7 +200,9 @@ class GenerateRun {
                            {"kv_positions", dec_->cache().size()},
                            {"decode_step_bytes", step_bytes_},
                            {"decode_weight_bytes", weight_bytes_},
-                           {"peak_bytes", peak_json(MemTracker::get().stats())}};
+                           {"peak_bytes", peak_json(MemTracker::get().stats())},
+                           // the process: tracked tensors, the mapped weight pages it read, code
+                           {"rss_bytes", {{"baseline", rss0_}, {"peak", proc_status_bytes("VmHWM")}}}};
     const auto ranks = gather_to_root(mine.dump());
     if (comm_->rank() != 0) return;
     const double prefill_s = t_first_ - t0_, decode_s = t_end_ - t_first_;
@@ -259,6 +261,7 @@ class GenerateRun {
                    static_cast<long>(r["decode_weight_bytes"].get<int64_t>()));
   }
 
+  const int64_t rss0_ = proc_status_bytes("VmRSS");  // before the first tensor
   const GenerateOptions& o_;
   const Layout L_;
   const InferLayout IL_;

@@ -88,7 +88,8 @@ const BTable& cpu_bf16_table() {
                         &cpu::convert<float, bfloat16>,
                         &cpu::rmsnorm_fwd<bfloat16, float>,
                         &cpu::rmsnorm_bwd<bfloat16, float>,
-                        &cpu::index_copy_rows<bfloat16, float>};
+                        &cpu::index_copy_rows<bfloat16, float>,
+                        &cpu::flash_attn_fwd<bfloat16, float>};
   return t;
 }
 
@@ -184,6 +185,10 @@ void flash_attn_fwd(Ptr o, float* lse, int64_t lse_stride, CPtr q, int64_t q_str
                                s.data(), nks, sh, scale);
   }
   const auto s = segs<bfloat16>(ks, nks);
+  if (o.dt == DType::f32)  // a partial result, merged in fp32 later
+    return bt("flash_attn_fwd")
+        .flash_attn_fwd_wide(o.as<float>(), lse, lse_stride, q.as<bfloat16>(), q_stride, qs, nqs,
+                             s.data(), nks, sh, scale);
   bt("flash_attn_fwd")
       .flash_attn_fwd(o.as<bfloat16>(), lse, lse_stride, q.as<bfloat16>(), q_stride, qs, nqs,
                       s.data(), nks, sh, scale);
@@ -227,6 +232,17 @@ void convert(Ptr dst, CPtr src, int64_t n) {
     return copy_bytes(dst.p, src.p, static_cast<size_t>(n) * dtype_size(dst.dt));
   if (dst.dt == DType::bf16) return bt("convert").to_bf16(dst.as<bfloat16>(), src.as<float>(), n);
   bt("convert").to_f32(dst.as<float>(), src.as<bfloat16>(), n);
+}
+
+void upload(Ptr dst, CPtr src, int64_t n) {
+  const size_t bytes = static_cast<size_t>(n) * dtype_size(dst.dt);
+  if (dst.dt == src.dt) return copy_bytes(dst.p, src.p, bytes);
+  std::vector<char> tmp(bytes);
+  if (dst.dt == DType::bf16)
+    cpu::convert(reinterpret_cast<bfloat16*>(tmp.data()), src.as<float>(), n);
+  else
+    cpu::convert(reinterpret_cast<float*>(tmp.data()), src.as<bfloat16>(), n);
+  copy_bytes(dst.p, tmp.data(), bytes);
 }
 
 }  // namespace origami::k

@@ -75,6 +75,8 @@ struct BTable {
   decltype(&cpu::rmsnorm_fwd<bfloat16, float>) rmsnorm_fwd_res;
   decltype(&cpu::rmsnorm_bwd<bfloat16, float>) rmsnorm_bwd_res;
   decltype(&cpu::index_copy_rows<bfloat16, float>) index_copy_rows_widen;
+  // attention of bf16 Q, K, V into an fp32 o: a partial result merged with others (decode)
+  decltype(&cpu::flash_attn_fwd<bfloat16, float>) flash_attn_fwd_wide;
 };
 void install_bf16(const BTable* t);  // with install(): nullptr = none (or the CPU's, no table)
 const BTable& cpu_bf16_table();
@@ -139,6 +141,7 @@ void rope_fwd(Ptr x, int64_t stride, const int64_t* pos, int64_t rows, int n_hea
               const float* cos, const float* sin);
 void swiglu_fwd(Ptr a, CPtr g, CPtr u, int64_t n);
 void swiglu_bwd(Ptr dg, Ptr du, CPtr da, CPtr g, CPtr u, int64_t n);
+// o: q's type, or fp32 with bf16 q (a partial result merged in fp32 later).
 void flash_attn_fwd(Ptr o, float* lse, int64_t lse_stride, CPtr q, int64_t q_stride, const QSeg* qs,
                     int nqs, const Kv* ks, int nks, AttnShape sh, float scale);
 void flash_attn_bwd(float* dq, CPtr dout, CPtr q, CPtr o, int64_t q_stride, const float* lse,
@@ -152,6 +155,10 @@ void index_add_rows(float* dst, CPtr src, const int64_t* dst_rows, const int64_t
                     int64_t n, int64_t w);
 // dst = src converted (or copied when the types agree).
 void convert(Ptr dst, CPtr src, int64_t n);
+// n elements of host memory (a mapped file, a host tensor) into dst, host or device memory of
+// the selected device: a copy when the types agree, else converted on the host first (by the CPU
+// kernel, whatever device is installed) and then copied.
+void upload(Ptr dst, CPtr host_src, int64_t n);
 
 #define ORIGAMI_K(name)                                                         \
   template <class T, class... A>                                                \

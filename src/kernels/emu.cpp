@@ -122,6 +122,13 @@ void attn_fwd16(bfloat16* o, float* lse, int64_t ls, const bfloat16* q, int64_t 
   k::cpu_bf16_table().flash_attn_fwd(arg(o), arg(lse), ls, arg(q), qs_, qs, nqs, s.data(), nks, sh,
                                      scale);
 }
+void attn_fwd16w(float* o, float* lse, int64_t ls, const bfloat16* q, int64_t qs_,
+                 const k::QSeg* qs, int nqs, const k::KvSeg<bfloat16>* ks, int nks,
+                 k::AttnShape sh, float scale) {
+  const auto s = segs(ks, nks);
+  k::cpu_bf16_table().flash_attn_fwd_wide(arg(o), arg(lse), ls, arg(q), qs_, qs, nqs, s.data(),
+                                          nks, sh, scale);
+}
 void attn_bwd16(float* dq, const bfloat16* dout, const bfloat16* q, const bfloat16* o, int64_t qs_,
                 const float* lse, int64_t ls, const k::QSeg* qs, int nqs,
                 const k::KvSeg<bfloat16>* ks, int nks, k::AttnShape sh, float scale) {
@@ -175,7 +182,8 @@ const k::BTable kBTable{W(gemm_bf16),
                         &Wrap<kToF32>::call,
                         &Wrap<kNormFwdRes>::call,
                         &Wrap<kNormBwdRes>::call,
-                        &Wrap<kWiden>::call};
+                        &Wrap<kWiden>::call,
+                        &attn_fwd16w};
 #undef W
 
 }  // namespace

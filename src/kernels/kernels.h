@@ -113,8 +113,9 @@ struct AttnShape {
 // o: same layout as q. lse: [n_h, lse_stride] natural log-sum-exp of the scaled masked scores.
 // bf16: Q, K, V, O tiles are read as bf16 and widened to fp32 per tile; scores, running max and
 // sums, accumulators, lse and (backward) dq, dk, dv are fp32.
-template <class T>
-void flash_attn_fwd(T* o, acc_t<T>* lse, int64_t lse_stride, const T* q, int64_t q_stride,
+// O: o's type, T's or (bf16 inputs) fp32 — a partial result merged with others later (decode).
+template <class T, class O = T>
+void flash_attn_fwd(O* o, acc_t<T>* lse, int64_t lse_stride, const T* q, int64_t q_stride,
                     const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks, AttnShape sh,
                     acc_t<T> scale);
 // dq (layout of q) += ; each segment's dk, dv +=.

@@ -95,6 +95,7 @@ k::BTable make_bf16_table() {
   nop(t.rmsnorm_bwd_res), nop(t.index_copy_rows_widen);
   t.flash_attn_fwd = &Attn<false, true, decltype(t.flash_attn_fwd)>::call;
   t.flash_attn_bwd = &Attn<true, true, decltype(t.flash_attn_bwd)>::call;
+  t.flash_attn_fwd_wide = &Attn<false, true, decltype(t.flash_attn_fwd_wide)>::call;
   return t;
 }
 const k::BTable kBTable = make_bf16_table();

@@ -89,25 +89,12 @@ void no_unknown(const SafeTensorsReader& r, const std::set<std::string>& known) 
 }
 }  // namespace
 
-void load_params(ModelParams& p, const SafeTensorsReader& r) {
-  std::set<std::string> known;
-  p.for_each([&](const std::string& name, Tensor& t) {
-    known.insert(name);
-    r.read_into(name, t);
-  });
-  no_unknown(r, known);
-}
-
 ModelParams map_params(const ModelConfig& c, const SafeTensorsReader& r) {
   std::set<std::string> known;
   ModelParams p = ModelParams::make(c, [&](const std::string& name, std::vector<int64_t> shape) {
     known.insert(name);
-    if (r.has(name) && r.get(name).dtype == DType::bf16) {  // widened: an fp32 host copy
-      Tensor t = Tensor::empty_host(std::move(shape), DType::f32, Cat::weights);
-      r.read_into(name, t);
-      return t;
-    }
-    return r.view(name, DType::f32, shape);
+    const bool bf16 = r.has(name) && r.get(name).dtype == DType::bf16;
+    return r.view(name, bf16 ? DType::bf16 : DType::f32, shape);
   });
   no_unknown(r, known);
   return p;
@@ -119,8 +106,8 @@ void copy_params(const ModelParams& src, ModelParams& dst) {
   size_t i = 0;
   dst.for_each([&](const std::string&, Tensor& t) {
     const Tensor& from = *s[i++];
-    if (from.dtype() == t.dtype())
-      copy_bytes(t.raw(), from.raw(), t.nbytes());
+    if (!from.on_device())  // host memory (a mapped file): converted on the host if need be
+      k::upload({t.raw(), t.dtype()}, {from.raw(), from.dtype()}, t.numel());
     else
       k::convert({t.raw(), t.dtype()}, {from.raw(), from.dtype()}, t.numel());
   });

@@ -35,12 +35,9 @@ struct ModelParams {
 
 // Element (i) of tensor `name` ~ N(0, 0.02) from the counter-based RNG (tsp-spec §3); norms are 1.
 void init_params(ModelParams& p, uint64_t seed);
-// Loads every parameter by HF name; a missing, unknown, mistyped or misshapen tensor is an error.
-void load_params(ModelParams& p, const SafeTensorsReader& r);
-// The same checks, but every parameter a read-only view into r's mapped file (no copy): for
-// callers that keep only slices (inference shards). r must outlive the result. A BF16 tensor is
-// widened into an fp32 host copy instead (tracked as weights: the whole model, until the decoders
-// read bf16 themselves).
+// Every parameter by HF name (a missing, unknown, mistyped or misshapen tensor is an error) as a
+// read-only view into r's mapped file (no copy), in the file's type (F32 or BF16; full_to_shard and copy_params convert while copying): each rank then
+// reads only the pages of the slices it keeps. r must outlive the result.
 ModelParams map_params(const ModelConfig& c, const SafeTensorsReader& r);
 void save_params(ModelParams& p, const std::string& path);
 // dst := src, tensor by tensor (same config; host or device memory on either side; converted

@@ -27,10 +27,11 @@ struct TspOptions {
 };
 
 // Inference (src/infer): receives, per layer, the rotated k and v of this rank's local tokens for
-// kv heads [head0, head0 + heads) as rows [T, heads·d] in local order (the prefill's KV cache).
+// kv heads [head0, head0 + heads) as rows [T, heads·d] in local order (the prefill's KV cache),
+// in the engines' element type.
 struct KvSink {
   virtual ~KvSink() = default;
-  virtual void store(int layer, int64_t head0, int64_t heads, const float* k, const float* v) = 0;
+  virtual void store(int layer, int64_t head0, int64_t heads, k::CPtr k, k::CPtr v) = 0;
 };
 
 class TspEngine : public ShardedSchedule {

@@ -60,11 +60,15 @@ void convert_params(const TspParams& src, TspParams& dst) {
 }
 
 namespace {
-// Copies a block of `rows` x `cols` between a (row stride fs) and b (row stride ss).
-void block(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows,
-           int64_t cols) {
-  for (int64_t i = 0; i < rows; ++i)
-    copy_bytes(dst + i * dst_stride, src + i * src_stride, 4 * cols);
+// Copies a block of `rows` x `cols` elements from src (row stride ss) to dst (row stride ds).
+// Into a shard the types may differ (an fp32 or bf16 file into fp32 or bf16 weights): the full
+// side is host memory then (a mapped file, a host tensor), converted row by row on the host.
+template <bool ToShard>
+void block(k::Ptr dst, int64_t ds, k::CPtr src, int64_t ss, int64_t rows, int64_t cols) {
+  if constexpr (!ToShard)
+    ORIGAMI_CHECK(dst.dt == src.dt, "shard_to_full: a ", dtype_name(src.dt), " shard into ",
+                  dtype_name(dst.dt), " full weights");
+  for (int64_t i = 0; i < rows; ++i) k::upload(dst + i * ds, src + i * ss, cols);
 }
 
 template <bool ToShard>
@@ -72,33 +76,34 @@ void transfer(std::conditional_t<ToShard, const ModelParams&, ModelParams&> full
               std::conditional_t<ToShard, TspParams&, const TspParams&> sh, const TspDims& t,
               int r) {
   const int64_t h = t.h, qd = t.q_rows * t.D, I = t.Ir * t.D;
-  auto mv = [&](float* shard, int64_t ss, auto* fullp, int64_t fs, int64_t rows, int64_t cols) {
+  auto mv = [&](k::CPtr shard, int64_t ss, k::CPtr fullp, int64_t fs, int64_t rows, int64_t cols) {
+    auto mut = [](k::CPtr p) { return k::Ptr{const_cast<void*>(p.p), p.dt}; };
     if constexpr (ToShard)
-      block(shard, ss, fullp, fs, rows, cols);
+      block<true>(mut(shard), ss, fullp, fs, rows, cols);
     else
-      block(const_cast<float*>(fullp), fs, shard, ss, rows, cols);
+      block<false>(mut(fullp), fs, shard, ss, rows, cols);
   };
-  auto S = [](auto& tensor) { return const_cast<float*>(tensor.template data<float>()); };
+  auto S = [](auto& tensor) { return k::CPtr{tensor.raw(), tensor.dtype()}; };
   for (size_t l = 0; l < sh.layers.size(); ++l) {
     auto& F = full.layers[l];
     auto& L = sh.layers[l];
-    float* a = S(L.attn);
-    mv(a, h, F.wq.template data<float>() + r * t.q_rows * h, h, t.q_rows, h);
-    mv(a + t.off_k(), h, F.wk.template data<float>() + r * t.kv_rows * h, h, t.kv_rows, h);
-    mv(a + t.off_v(), h, F.wv.template data<float>() + r * t.kv_rows * h, h, t.kv_rows, h);
-    mv(a + t.off_o(), t.q_rows, F.wo.template data<float>() + r * t.q_rows, qd, h, t.q_rows);
-    float* m = S(L.mlp);
-    mv(m, h, F.w_gate.template data<float>() + r * t.Ir * h, h, t.Ir, h);
-    mv(m + t.Ir * h, h, F.w_up.template data<float>() + r * t.Ir * h, h, t.Ir, h);
-    mv(m + 2 * t.Ir * h, t.Ir, F.w_down.template data<float>() + r * t.Ir, I, h, t.Ir);
-    mv(S(L.in_norm), h, F.input_norm.template data<float>(), h, 1, h);
-    mv(S(L.post_norm), h, F.post_norm.template data<float>(), h, 1, h);
+    const k::CPtr a = S(L.attn);
+    mv(a, h, S(F.wq) + r * t.q_rows * h, h, t.q_rows, h);
+    mv(a + t.off_k(), h, S(F.wk) + r * t.kv_rows * h, h, t.kv_rows, h);
+    mv(a + t.off_v(), h, S(F.wv) + r * t.kv_rows * h, h, t.kv_rows, h);
+    mv(a + t.off_o(), t.q_rows, S(F.wo) + r * t.q_rows, qd, h, t.q_rows);
+    const k::CPtr m = S(L.mlp);
+    mv(m, h, S(F.w_gate) + r * t.Ir * h, h, t.Ir, h);
+    mv(m + t.Ir * h, h, S(F.w_up) + r * t.Ir * h, h, t.Ir, h);
+    mv(m + 2 * t.Ir * h, t.Ir, S(F.w_down) + r * t.Ir, I, h, t.Ir);
+    mv(S(L.in_norm), h, S(F.input_norm), h, 1, h);
+    mv(S(L.post_norm), h, S(F.post_norm), h, 1, h);
   }
-  mv(S(sh.final_norm), h, full.final_norm.template data<float>(), h, 1, h);
+  mv(S(sh.final_norm), h, S(full.final_norm), h, 1, h);
   const int64_t V = full.embed.dim(0);
   const int64_t row0 = r * t.Vr, n = std::max<int64_t>(0, std::min(t.Vr, V - row0));
-  mv(S(sh.embed), h, full.embed.template data<float>() + row0 * h, h, n, h);
-  if (sh.head.defined()) mv(S(sh.head), h, full.lm_head.template data<float>() + row0 * h, h, n, h);
+  mv(S(sh.embed), h, S(full.embed) + row0 * h, h, n, h);
+  if (sh.head.defined()) mv(S(sh.head), h, S(full.lm_head) + row0 * h, h, n, h);
 }
 }  // namespace
 

@@ -20,8 +20,8 @@ int world(const std::string& name) {  // "tp=8 (SP off)" -> 8
   return Layout::parse(l, -1).world();
 }
 // Inference per rank (infer/decoder.h): weights kept, KV cache for S + new positions, bytes
-// received per decode step; fp32 as the engine runs, halved for --dtype bf16. Empty for layouts
-// inference does not run.
+// received per decode step, in --dtype as generate runs it. Empty for layouts inference does not
+// run.
 struct InferRow {
   bool ok = false;
   int64_t weights = 0, cache = 0, step = 0;
@@ -33,11 +33,10 @@ InferRow infer_row(const ModelConfig& c, const std::string& name, int64_t B, int
   if (L.dp > 1 || L.spec->infer(L) == InferKind::none) return r;
   const auto il = infer::infer_layout(L);
   const int D = L.model_degree();
-  const int64_t div = dt == DType::bf16 ? 2 : 1;
   r.ok = true;
-  r.weights = infer::weight_bytes(il, c, D) / div;
-  r.cache = infer::kv_cache_bytes(il, c, D, B, S, n) / div;
-  r.step = infer::decode_step_bytes(il, c, D, B) / div;
+  r.weights = infer::weight_bytes(il, c, D, dt);
+  r.cache = infer::kv_cache_bytes(il, c, D, B, S, n, dt);
+  r.step = infer::decode_step_bytes(il, c, D, B, dt);
   return r;
 }
 int64_t sum_phase(const nlohmann::json& per_layer, const char* phase) {

@@ -68,8 +68,9 @@ void run_grad(const GradOptions& o) {
   const Batch global = load_token_batch(o.tokens, cfg);
   if (global.B % layout.dp)
     fail(o.tokens, ": the batch has B=", global.B, " sequences, not divisible by dp=", layout.dp);
-  FullState st{ModelParams::zeros_host(cfg, Cat::workspace), ModelParams(), ModelParams()};
-  load_params(st.params, SafeTensorsReader(o.weights));
+  // The weights as views of the mapped file: each rank reads only the rows of its own slices.
+  const SafeTensorsReader weights(o.weights);
+  FullState st{map_params(cfg, weights), ModelParams(), ModelParams()};
   ModelParams grads = ModelParams::zeros_host(cfg, Cat::grads);
   // From here on tensors live on --device and the kernels are its own; the communicators are
   // --comm's (make_engine: by default MPI on the CPU, the staged one on a device).

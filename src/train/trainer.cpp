@@ -135,13 +135,17 @@ class TrainRun {
     return b;
   }
 
-  // A fresh start materialises the full model once on every rank (layout-independent init).
+  // A fresh start from --init maps the file (each rank reads only the rows of its own slices);
+  // a random one materialises the full model once on every rank (layout-independent init).
   int64_t fresh_start() {
+    if (!o_.init_weights.empty()) {
+      const SafeTensorsReader r(o_.init_weights);
+      eng_->load_state(FullState{map_params(cfg_, r), ModelParams(), ModelParams()}, false);
+      eng_->init_moments();
+      return 0;
+    }
     FullState init{ModelParams::zeros_host(cfg_, Cat::workspace), ModelParams(), ModelParams()};
-    if (!o_.init_weights.empty())
-      load_params(init.params, SafeTensorsReader(o_.init_weights));
-    else
-      init_params(init.params, o_.seed);
+    init_params(init.params, o_.seed);
     eng_->load_state(init, false);
     eng_->init_moments();
     return 0;

@@ -18,7 +18,7 @@ logits) bitwise equal to the same layout with --device cpu, so no engine
 touches tensor memory except through the device seam, and the seam changes no arithmetic. Runs in
 the default suite (no GPU needed); also covers the tied-embedding, --attn-buckets, --no-overlap,
 --fused-mlp-recompute and --keep-attn-weights paths, and grad under --dtype bf16 for every layout
-(the bf16 kernel table behind the seam).
+and generate under --dtype bf16 (the bf16 kernel table behind the seam).
 Usage: test_device.py ORIGAMI_BINARY WORKDIR cuda|emu"""
 import json
 import math
@@ -273,6 +273,13 @@ for i, (L, src) in enumerate(GEN):
 if DEVICE == "cuda":
     ids, logits, _ = generate("cuda", "tsp=2", "nccl", "weights", ["--comm", "nccl"])
     gen_close("generate tsp=2 over NCCL on the GPU", ids, logits, gref["weights"])
+else:  # bf16 decoders and KV cache behind the seam
+    for L in ("", "tsp=2", "tp=2", "sp=2"):
+        ids, _, raw = generate("emu", L, f"emu_bf16_{L}", "weights", ["--dtype", "bf16"])
+        cids, _, craw = generate("cpu", L, f"cpu_bf16_{L}", "weights", ["--dtype", "bf16"])
+        check((ids == cids).all() and raw == craw,
+              f"generate --dtype bf16 {L or 'single'}: ids and logits on --device emu bitwise "
+              "equal to --device cpu")
 
 if failures:
     sys.exit(f"{len(failures)} check(s) failed")

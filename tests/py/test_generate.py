@@ -10,6 +10,12 @@ random-weight GQA model:
   no weight byte moves during decode;
 - sampling with a seed is reproducible and the same under tsp=2; another seed differs;
 - a text prompt gives the same text single and under tsp=2;
+- --dtype bf16 (weights and KV cache in bf16, fp32 residual stream, statistics and partial
+  attention results): the single-rank logits within 3e-2 of the float64 PyTorch recompute along
+  its own tokens, and measurably less exact than fp32 (so bf16 really computes in bf16); under
+  tsp, tp and sp with D = 2 and 4 exactly the single rank's bf16 tokens and logits within 1e-5;
+  every rank's KV cache exactly half of fp32's; decode bytes per step equal the formula in bf16
+  elements; `plan --dtype bf16 --new-tokens` predicts the measured cache and step bytes;
 - bad input (too long, empty, ids outside the vocabulary, a cache over --max-memory, a layout
   the config cannot take) fails before any work with a message naming the problem.
 Usage: test_generate.py ORIGAMI_BINARY WORKDIR"""
@@ -140,7 +146,9 @@ def owner(n, p):
     return best
 
 
-for D in (2, 4):
+def check_tsp_steps(D, rep, e, tag=""):
+    """Every rank's bytes in every decode step of a tsp=D run against docs/inference.md's formula:
+    q, the new k and v in e-byte elements; partial (o, lse), logits and all-reduces in fp32."""
     h, L, Bq = CFG["hidden_size"], CFG["num_hidden_layers"], B
     qw = h // D
     kw = h // CFG["num_attention_heads"] * CFG["num_key_value_heads"] // D
@@ -152,28 +160,35 @@ for D in (2, 4):
     for t in range(NEW - 1):
         o = owner(n, S + t)
         n[o] += 1
-        for rr in D_BYTES[D]["ranks"]:
+        for rr in rep["ranks"]:
             r = rr["rank"]
-            layer = ((D - 1) * Bq * qw * 4 + (r == o) * (D - 1) * Bq * 2 * kw * 4
+            layer = ((D - 1) * Bq * qw * e + (r == o) * (D - 1) * Bq * 2 * kw * e
                      + (D - 1) * (Bq * qw + nq * Bq) * 4 + 2 * ar)
             want = ar + L * layer + (D - 1) * Bq * Vr * 4
             if rr["decode_step_bytes"][t] != want:
                 ok = False
                 print(f"  tsp={D} step {t} rank {r}: {rr['decode_step_bytes'][t]} B, formula {want}")
-    check(ok, f"tsp={D}: every rank's bytes in all {NEW - 1} decode steps equal the formula")
-    check(all(rr["decode_weight_bytes"] == 0 for rr in D_BYTES[D]["ranks"]),
-          f"tsp={D}: no weight bytes move during decode")
+    check(ok, f"tsp={D}{tag}: every rank's bytes in all {NEW - 1} decode steps equal the formula")
+    check(all(rr["decode_weight_bytes"] == 0 for rr in rep["ranks"]),
+          f"tsp={D}{tag}: no weight bytes move during decode")
 
-for D in (2, 4):  # the baselines: tp two all-reduces per layer; sp an all-gather of partials
+
+def check_base_steps(D, axis, rep, tag=""):
+    """tp: two fp32 all-reduces per layer; sp: an all-gather of fp32 partials (either dtype)."""
     h, L, nh = CFG["hidden_size"], CFG["num_hidden_layers"], CFG["num_attention_heads"]
     ar = 2 * (D - 1) * B * h * 4 // D
     want = {"tp": ar + L * 2 * ar + (D - 1) * B * (-(-CFG["vocab_size"] // D)) * 4,
-            "sp": L * (D - 1) * (B * h + nh * B) * 4}
+            "sp": L * (D - 1) * (B * h + nh * B) * 4}[axis]
+    got = {b for rr in rep["ranks"] for b in rr["decode_step_bytes"]}
+    check(got == {want}, f"{axis}={D}{tag}: every decode step {sorted(got)} B = formula {want}")
+    check(all(rr["decode_weight_bytes"] == 0 for rr in rep["ranks"]),
+          f"{axis}={D}{tag}: no weight bytes move during decode")
+
+
+for D in (2, 4):
+    check_tsp_steps(D, D_BYTES[D], 4)
     for axis in ("tp", "sp"):
-        got = {b for rr in BASE[(axis, D)]["ranks"] for b in rr["decode_step_bytes"]}
-        check(got == {want[axis]}, f"{axis}={D}: every decode step {sorted(got)} B = formula {want[axis]}")
-        check(all(rr["decode_weight_bytes"] == 0 for rr in BASE[(axis, D)]["ranks"]),
-              f"{axis}={D}: no weight bytes move during decode")
+        check_base_steps(D, axis, BASE[(axis, D)])
 
 # ---- origami plan --new-tokens predicts what the runs measured -------------------------------
 plan = json.loads(run([BIN, "plan", "--config", P("cfg.json"), "--seq", str(S), "--micro-batch",
@@ -189,6 +204,52 @@ for row in plan:
     inf = row["inference"]
     check(inf["kv_cache_bytes"] == cache and inf["decode_step_bytes"] == step,
           f"plan {row['layout']}: KV cache {inf['kv_cache_bytes']} B and decode step "
+          f"{inf['decode_step_bytes']} B = measured {cache}, {step}")
+
+# ---- bf16: weights and KV cache in bf16 -------------------------------------------------------
+BF = ["--dtype", "bf16"]
+outb, zb, repb = generate("bf16_single", 0, BF)
+with torch.no_grad():
+    refb = forward_logits(CFG, Pt, torch.tensor(outb[:, : S + NEW - 1])).numpy()
+errb = [relnorm(zb[t], refb[:, S - 1 + t]) for t in range(NEW)]
+check(max(errb) <= 3e-2, f"bf16 single-rank logits at all {NEW} steps vs the float64 recompute "
+      f"along its own tokens: worst {max(errb):.2e}, median {np.median(errb):.2e} <= 3e-2")
+check(min(errb) > 100 * worst, f"bf16 computes in bf16: its best step ({min(errb):.1e}) is over 100x "
+      f"fp32's worst ({worst:.1e})")
+agree = float((outb[:, S:] == refb[:, S - 1:].argmax(-1)).mean())
+check(agree >= 0.9, f"bf16 tokens are the float64 argmax at {agree:.0%} of the steps (near ties "
+      "may round either way)")
+kv32 = {r["rank"]: r["kv_cache_bytes"] for r in rep1["ranks"]}
+check(all(r["kv_cache_bytes"] * 2 == kv32[r["rank"]] for r in repb["ranks"]),
+      f"bf16 single: KV cache {repb['ranks'][0]['kv_cache_bytes']} B = half of fp32's")
+BF_REP = {}
+for axis in ("tsp", "tp", "sp"):
+    for D in (2, 4):
+        outD, zD, repD = generate(f"bf16_{axis}{D}", D, BF, axis=axis)
+        BF_REP[(axis, D)] = repD
+        check((outD == outb).all(), f"bf16 {axis}={D}: the single rank's bf16 tokens exactly")
+        check(relnorm(zD, zb) <= 1e-5,
+              f"bf16 {axis}={D}: logits within 1e-5 of bf16 single ({relnorm(zD, zb):.1e})")
+        f32 = (D_BYTES[D] if axis == "tsp" else BASE[(axis, D)])["ranks"]
+        check(all(a["kv_cache_bytes"] * 2 == b["kv_cache_bytes"] for a, b in zip(repD["ranks"], f32)),
+              f"bf16 {axis}={D}: every rank's KV cache {[a['kv_cache_bytes'] for a in repD['ranks']]} B "
+              "= half of fp32's")
+        if axis == "tsp":
+            check_tsp_steps(D, repD, 2, " bf16")
+        else:
+            check_base_steps(D, axis, repD, " bf16")
+plan_b = json.loads(run([BIN, "plan", "--config", P("cfg.json"), "--seq", str(S), "--micro-batch",
+                         str(B), "--new-tokens", str(NEW), "--json", "--dtype", "bf16", "--layout",
+                         "single"] + [x for a in ("tsp", "tp", "sp") for D in (2, 4)
+                                      for x in ("--layout", f"{a}={D}")]).stdout)
+for row in plan_b:
+    lay = row["layout"].split(" ")[0]
+    rep_ = repb if lay == "single" else BF_REP[(lay.split("=")[0], int(lay.split("=")[1]))]
+    cache = max(x["kv_cache_bytes"] for x in rep_["ranks"])
+    step = max((b for x in rep_["ranks"] for b in x["decode_step_bytes"]), default=0)
+    inf = row["inference"]
+    check(inf["kv_cache_bytes"] == cache and inf["decode_step_bytes"] == step,
+          f"plan --dtype bf16 {row['layout']}: KV cache {inf['kv_cache_bytes']} B and decode step "
           f"{inf['decode_step_bytes']} B = measured {cache}, {step}")
 
 # ---- sampling ---------------------------------------------------------------------------------

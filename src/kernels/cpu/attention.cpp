@@ -142,8 +142,8 @@ void dscores_tile(double* dP, const double* P, int64_t ld, int64_t nq, int64_t n
 }
 }  // namespace
 
-template <class T>
-void flash_attn_fwd(T* o, acc_t<T>* lse, int64_t lse_stride, const T* q, int64_t q_stride,
+template <class T, class O>
+void flash_attn_fwd(O* o, acc_t<T>* lse, int64_t lse_stride, const T* q, int64_t q_stride,
                     const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks, AttnShape sh,
                     acc_t<T> scale) {
   using A = acc_t<T>;
@@ -194,9 +194,9 @@ void flash_attn_fwd(T* o, acc_t<T>* lse, int64_t lse_stride, const T* q, int64_t
         }
       }
       for (int64_t i = 0; i < nq; ++i) {
-        T* oi = o + (row0 + i) * q_stride + static_cast<int64_t>(w.h) * d;
+        O* oi = o + (row0 + i) * q_stride + static_cast<int64_t>(w.h) * d;
         const A inv = l[i] > 0 ? A(1) / l[i] : A(0);
-        for (int c = 0; c < d; ++c) oi[c] = st<T>(acc[i * d + c] * inv);
+        for (int c = 0; c < d; ++c) oi[c] = st<O>(acc[i * d + c] * inv);
         lse[static_cast<int64_t>(w.h) * lse_stride + row0 + i] =
             l[i] > 0 ? m[i] + std::log(l[i]) : neg_inf;
       }
@@ -279,5 +279,8 @@ void flash_attn_bwd(acc_t<T>* dq, const T* dout, const T* q, const T* o, int64_t
 INST(float)
 INST(double)
 INST(bfloat16)
+template void flash_attn_fwd<bfloat16, float>(float*, float*, int64_t, const bfloat16*, int64_t,
+                                              const QSeg*, int, const KvSeg<bfloat16>*, int,
+                                              AttnShape, float);
 
 }  // namespace origami::cpu
