@@ -3,7 +3,8 @@
 # backend's tests (kernels, GEMM, parity and cuDNN attention, cuDNN planning), the engine on the
 # device (origami-cuda grad --device cuda, every layout on the one GPU, against --device cpu),
 # NCCL over MPI and the device communicators (nccl, staged; two ranks sharing the GPU),
-# compute-sanitizer, the rates (bench_gpu) and PyTorch baselines, and writes OUTDIR/report.json
+# compute-sanitizer, the engine in fp32 and bf16 (train --device cuda [--dtype bf16]) against
+# PyTorch's bf16 step, the rates (bench_gpu) and PyTorch baselines, and writes OUTDIR/report.json
 # (with the card's cuDNN device description, the CI fixture's form) plus 7 logs (8 files: the
 # lent machine returns at most 8).
 # Binaries come from .gpu/ (tools/gpu_pack.sh, built on a machine with the project's packages) when
@@ -112,6 +113,21 @@ for L in single tsp=2; do
     --seq $ESEQ --micro-batch 1 --steps 4 --eval-every 0 --log-every 1 \
     --report /tmp/origami-engine-${L/=/}.json
 done
+# The engine in bf16 (issue 18) on the paper's layer shapes (configs/paper-2layer.json: h 4096,
+# 32 heads, I 16384, 2 layers): train --dtype bf16, one rank and tsp=2 sharing the GPU, against
+# PyTorch's own bf16 step of the same model (tools/gpu_torch_step.py) timed in this session.
+BSEQS="8192 32768"; [ -n "$QUICK" ] && BSEQS=2048
+for S in $BSEQS; do
+  for L in single tsp=2; do
+    n=1; [ $L = tsp=2 ] && n=2
+    run engine_bf16_${L/=/}_S$S bench.log 300 mpirun -np $n --bind-to none -x LD_LIBRARY_PATH \
+      $BIN/origami-cuda train --device cuda --dtype bf16 --layout $L \
+      --config configs/paper-2layer.json --synthetic --seq $S --micro-batch 1 --steps 3 \
+      --eval-every 0 --log-every 1 --report /tmp/origami-engine-bf16-${L/=/}-S$S.json
+  done
+done
+run torch_step bench.log 300 python3 tools/gpu_torch_step.py configs/paper-2layer.json \
+  $(for S in $BSEQS; do printf -- '--seq %s ' $S; done) --json "$OUT/torch_step.json"
 run bench_gpu bench.log 240 $BIN/bench_gpu --json "$OUT/bench.json" $QUICK
 run torch_ref bench.log 90 python3 tools/gpu_torch_ref.py --json "$OUT/torch.json" $QUICK
 
@@ -139,8 +155,33 @@ for L in ("single", "tsp2"):  # the engine's own train runs (tools/gpu_check.sh)
         r = json.load(open(p))
         engine[L] = {k: r.get(k) for k in ("layout", "seq", "tokens_per_s", "step_time_median_s",
                                            "losses")}
+# bf16 engine rows: tokens/s, MFU against PyTorch's bf16 8192^3 GEMM rate measured in this run,
+# and against PyTorch's own bf16 step of the same model at the same S.
+torch_ref, torch_step = load("torch.json"), load("torch_step.json")
+ceiling = None
+for r in (torch_ref or {}).get("rows", []):
+    if r["group"] == "gemm":
+        ceiling = r["value"] * 1e12
+cfg = json.load(open("configs/paper-2layer.json"))
+h, I, L_, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+kvd = h // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
+def flops_per_token(S):  # matmuls 6 per weight (fwd + bwd), causal attention 6·S·h per layer
+    return 6 * (L_ * (2 * h * h + 2 * h * kvd + 3 * h * I) + V * h) + 6 * L_ * S * h
+bf16 = []
+for p in sorted(os.listdir("/tmp")):
+    if p.startswith("origami-engine-bf16-") and p.endswith(".json"):
+        r = json.load(open(os.path.join("/tmp", p)))
+        S, tps = r.get("seq"), r.get("tokens_per_s")
+        row = dict(run=p[:-5], layout=r.get("layout"), seq=S, tokens_per_s=tps,
+                   step_time_median_s=r.get("step_time_median_s"), losses=r.get("losses"))
+        if tps and ceiling:
+            row["mfu"] = tps * flops_per_token(S) / ceiling
+        for t in (torch_step or {}).get("rows", []):
+            if t.get("seq") == S and t.get("tokens_per_s") and tps:
+                row["vs_torch"] = tps / t["tokens_per_s"]
+        bf16.append(row)
 rep = dict(env=open(os.path.join(out, "env.txt")).read(), steps=steps, deviceprop=deviceprop,
-           engine=engine,
+           engine=engine, engine_bf16=bf16, bf16_ceiling_flops=ceiling, torch_step=torch_step,
            passed=all(s["exit"] == 0 for s in steps if not s["step"].endswith("_experiment")), bench=load("bench.json"),
            torch=load("torch.json"), seconds=int(time.time()) - t0)
 json.dump(rep, open(os.path.join(out, "report.json"), "w"), indent=1)

@@ -5,6 +5,29 @@ usage: python3 tools/gpu_torch_ref.py [--json FILE] [--reps N] [--quick]"""
 import argparse
 import json
 import sys
+import time
+
+
+def timed_median_ms(torch, f, reps, warm=2, cpu=False):
+    """The median of `reps` runs of f() after `warm` unmeasured ones, in ms: CUDA events on the
+    GPU, the wall clock with cpu=True (tools/gpu_torch_step.py's smoke test)."""
+    for _ in range(warm):
+        f()
+    ts = []
+    for _ in range(reps):
+        if cpu:
+            t0 = time.perf_counter()
+            f()
+            ts.append((time.perf_counter() - t0) * 1e3)
+            continue
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        f()
+        e.record()
+        e.synchronize()
+        ts.append(s.elapsed_time(e))
+    ts.sort()
+    return ts[len(ts) // 2]
 
 
 def main():
@@ -23,19 +46,8 @@ def main():
         print("SKIPPED: torch sees no CUDA device")
         return 77
 
-    def median_ms(f, warm=2):
-        for _ in range(warm):
-            f()
-        ts = []
-        for _ in range(a.reps):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            f()
-            e.record()
-            e.synchronize()
-            ts.append(s.elapsed_time(e))
-        ts.sort()
-        return ts[len(ts) // 2]
+    def median_ms(f):
+        return timed_median_ms(torch, f, a.reps)
 
     rows = []
 

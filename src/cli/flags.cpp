@@ -70,7 +70,8 @@ void runtime_flags(Args& a, bool transfers) {
          "RMSNorm statistics, attention softmax and log-sum-exp, logits, the loss, parameter "
          "gradients, the residual stream and every sum of partial products in fp32 "
          "(docs/design.md, Precision). generate: weights and the KV cache in bf16. Every "
-         "layout; --device cpu and emu so far");
+         "layout; --device cpu, emu and cuda (cuda: GPU-unverified until a GPU runs "
+         "tools/gpu_check.sh)");
   a.flag("comm", "auto",
          "auto | mpi | mpi_staged | nccl: the ranks' communicators. mpi: Open MPI on host memory "
          "(--device cpu); mpi_staged: device buffers through pinned host memory and MPI (any "

@@ -56,15 +56,15 @@ __global__ void softmax_update_k(const float* S, T* P, float* m, float* l, float
 
 // o row of head b·group + gi (the caller offsets o and lse by gi); heads are group·d apart in o
 // and group·lse_stride apart in lse.
-template <class T>
-__global__ void finalize_k(T* o, int64_t q_stride, int64_t o_head, float* lse, int64_t lse_head,
+template <class O>
+__global__ void finalize_k(O* o, int64_t q_stride, int64_t o_head, float* lse, int64_t lse_head,
                            const float* oacc, const float* m, const float* l, int d, int64_t bs_o,
                            int bq) {
   const int i = blockIdx.x, b = blockIdx.y;
   const float mi = m[static_cast<int64_t>(b) * bq + i], li = l[static_cast<int64_t>(b) * bq + i];
   const float inv = li > 0 ? 1.f / li : 0.f;
   const float* a = oacc + b * bs_o + static_cast<int64_t>(i) * d;
-  T* oi = o + i * q_stride + b * o_head;
+  O* oi = o + i * q_stride + b * o_head;
   for (int c = threadIdx.x; c < d; c += blockDim.x) st(oi + c, a[c] * inv);
   if (threadIdx.x == 0) lse[b * lse_head + i] = li > 0 ? mi + logf(li) : -INFINITY;
 }
@@ -131,13 +131,25 @@ void set_attention_tiles(int bq, int bk) {
   g_bq = bq, g_bk = bk;
 }
 
+namespace {
+// A key segment's K and V as T, whatever element type names them in the segment (cpu's bfloat16
+// and CUDA's __nv_bfloat16 share the bits); its dK, dV in the segment's own gradient type.
+template <class T, class S>
+const T* seg_k(const S& s) {
+  return reinterpret_cast<const T*>(s.k);
+}
+template <class T, class S>
+const T* seg_v(const S& s) {
+  return reinterpret_cast<const T*>(s.v);
+}
+
 // Heads are visited as `group` passes of n_kv-member batches: pass gi takes query heads
 // b·group + gi (b = 0..n_kv−1), which use kv head b, so every operand of a batch is a fixed
 // stride apart (queries group·d, keys d) and one cuBLASLt call covers all kv heads.
-template <class T>
-void flash_attn_fwd(T* o, float* lse, int64_t lse_stride, const T* q, int64_t q_stride,
-                    const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks, AttnShape sh,
-                    float scale) {
+// T: Q, K, V elements; O: o's (T, or fp32 for a partial result); S: the segment type.
+template <class T, class O, class Seg>
+void attn_fwd_impl(O* o, float* lse, int64_t lse_stride, const T* q, int64_t q_stride,
+                   const QSeg* qs, int nqs, const Seg* ks, int nks, AttnShape sh, float scale) {
   check_shape(sh);
   const int d = sh.d, group = sh.n_h / sh.n_kv, nb = sh.n_kv, BQ = g_bq, BK = g_bk;
   const cudaStream_t st_ = current_stream();
@@ -156,22 +168,24 @@ void flash_attn_fwd(T* o, float* lse, int64_t lse_stride, const T* q, int64_t q_
                                                                 int64_t(nb) * BQ, nb * bs_o);
         const dim3 grid(rows, nb);
         for (int ki = 0; ki < nks; ++ki) {
-          const KvSeg<T>& k = ks[ki];
+          const Seg& k = ks[ki];
           for (int64_t kb = 0; kb < k.len; kb += BK) {
             const int64_t kpos0 = k.pos0 + kb;
             if (kpos0 > qpos0 + rows - 1) break;  // this and later tiles are in the future
             const int cols = static_cast<int>(std::min<int64_t>(BK, k.len - kb));
-            gemm_ex(Trans::N, Trans::T, rows, cols, d, scale, qp, q_stride, k.k + kb * k.stride,
+            gemm_ex(Trans::N, Trans::T, rows, cols, d, scale, qp, q_stride,
+                    seg_k<T>(k) + kb * k.stride,
                     k.stride, dtype_of<T>(), 0.f, S.get(), BK, DType::f32, bS);
             softmax_update_k<T><<<grid, kRowThreads, 0, st_>>>(S.get(), P.get(), m.get(), l.get(),
                                                                oacc.get(), cols, BK, d, qpos0,
                                                                kpos0, bs_s, bs_o, BQ);
             check_launch("attention softmax");
-            gemm_ex(Trans::N, Trans::N, rows, d, cols, 1.f, P.get(), BK, k.v + kb * k.stride,
-                    k.stride, dtype_of<T>(), 1.f, oacc.get(), d, DType::f32, bO);
+            gemm_ex(Trans::N, Trans::N, rows, d, cols, 1.f, P.get(), BK,
+                    seg_v<T>(k) + kb * k.stride, k.stride, dtype_of<T>(), 1.f, oacc.get(), d,
+                    DType::f32, bO);
           }
         }
-        finalize_k<T><<<grid, kRowThreads, 0, st_>>>(
+        finalize_k<O><<<grid, kRowThreads, 0, st_>>>(
             o + qrow0 * q_stride + int64_t(gi) * d, q_stride, int64_t(group) * d,
             lse + gi * lse_stride + qrow0, group * lse_stride, oacc.get(), m.get(), l.get(), d,
             bs_o, BQ);
@@ -179,10 +193,11 @@ void flash_attn_fwd(T* o, float* lse, int64_t lse_stride, const T* q, int64_t q_
       }
 }
 
-template <class T>
-void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stride,
-                    const float* lse, int64_t lse_stride, const QSeg* qs, int nqs,
-                    const KvSeg<T>* ks, int nks, AttnShape sh, float scale) {
+// G: dq's type and the segments' dK, dV (T, or fp32 under mixed precision).
+template <class T, class G, class Seg>
+void attn_bwd_impl(G* dq, const T* dout, const T* q, const T* o, int64_t q_stride,
+                   const float* lse, int64_t lse_stride, const QSeg* qs, int nqs, const Seg* ks,
+                   int nks, AttnShape sh, float scale) {
   check_shape(sh);
   const int d = sh.d, group = sh.n_h / sh.n_kv, nb = sh.n_kv, BQ = g_bq, BK = g_bk;
   const cudaStream_t st_ = current_stream();
@@ -205,12 +220,12 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
   ORIGAMI_CUDA_CHECK(cudaMemsetAsync(dqacc.get(), 0, dqacc.size() * sizeof(float), st_));
   const int64_t qh = int64_t(group) * d;  // query-head stride of a batch (columns)
   for (int ki = 0; ki < nks; ++ki) {
-    const KvSeg<T>& k = ks[ki];
+    const Seg& k = ks[ki];
     for (int64_t kb = 0; kb < k.len; kb += BK) {
       const int cols = static_cast<int>(std::min<int64_t>(BK, k.len - kb));
       const int64_t kpos0 = k.pos0 + kb;
-      const T* kp = k.k + kb * k.stride;
-      const T* vp = k.v + kb * k.stride;
+      const T* kp = seg_k<T>(k) + kb * k.stride;
+      const T* vp = seg_v<T>(k) + kb * k.stride;
       ORIGAMI_CUDA_CHECK(cudaMemsetAsync(dkacc.get(), 0, dkacc.size() * sizeof(float), st_));
       ORIGAMI_CUDA_CHECK(cudaMemsetAsync(dvacc.get(), 0, dvacc.size() * sizeof(float), st_));
       for (int gi = 0; gi < group; ++gi)
@@ -241,18 +256,51 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
                     dtype_of<T>(), 1.f, dkacc.get(), d, DType::f32, {nb, bs_s, qh, bs_kv});
           }
       for (int b = 0; b < nb; ++b) {
-        copy_rows<T, float>(k.dk + kb * k.stride + int64_t(b) * d, k.stride,
-                            dkacc.get() + b * bs_kv, d, cols, d, true);
-        copy_rows<T, float>(k.dv + kb * k.stride + int64_t(b) * d, k.stride,
-                            dvacc.get() + b * bs_kv, d, cols, d, true);
+        copy_rows<G, float>(reinterpret_cast<G*>(k.dk) + kb * k.stride + int64_t(b) * d,
+                            k.stride, dkacc.get() + b * bs_kv, d, cols, d, true);
+        copy_rows<G, float>(reinterpret_cast<G*>(k.dv) + kb * k.stride + int64_t(b) * d,
+                            k.stride, dvacc.get() + b * bs_kv, d, cols, d, true);
       }
     }
   }
   // dqacc holds head h = b·group + gi at (gi + b·group)·R·d = h·R·d.
   for (int h = 0; h < sh.n_h; ++h)
     for (int si = 0; si < nqs; ++si)
-      copy_rows<T, float>(dq + qs[si].row0 * q_stride + int64_t(h) * d, q_stride,
+      copy_rows<G, float>(dq + qs[si].row0 * q_stride + int64_t(h) * d, q_stride,
                           dqacc.get() + (h * R + qs[si].row0) * d, d, qs[si].len, d, true);
+}
+}  // namespace
+
+template <class T>
+void flash_attn_fwd(T* o, float* lse, int64_t lse_stride, const T* q, int64_t q_stride,
+                    const QSeg* qs, int nqs, const KvSeg<T>* ks, int nks, AttnShape sh,
+                    float scale) {
+  attn_fwd_impl<T, T>(o, lse, lse_stride, q, q_stride, qs, nqs, ks, nks, sh, scale);
+}
+template <class T>
+void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stride,
+                    const float* lse, int64_t lse_stride, const QSeg* qs, int nqs,
+                    const KvSeg<T>* ks, int nks, AttnShape sh, float scale) {
+  attn_bwd_impl<T, T>(dq, dout, q, o, q_stride, lse, lse_stride, qs, nqs, ks, nks, sh, scale);
+}
+
+void flash_attn_fwd_mixed(void* o, DType o_type, float* lse, int64_t lse_stride,
+                          const bfloat16* q, int64_t q_stride, const QSeg* qs, int nqs,
+                          const KvSeg<bfloat16>* ks, int nks, AttnShape sh, float scale) {
+  const bf16* qq = reinterpret_cast<const bf16*>(q);
+  if (o_type == DType::f32)
+    return attn_fwd_impl<bf16, float>(static_cast<float*>(o), lse, lse_stride, qq, q_stride, qs,
+                                      nqs, ks, nks, sh, scale);
+  attn_fwd_impl<bf16, bf16>(static_cast<bf16*>(o), lse, lse_stride, qq, q_stride, qs, nqs, ks,
+                            nks, sh, scale);
+}
+void flash_attn_bwd_mixed(float* dq, const bfloat16* dout, const bfloat16* q, const bfloat16* o,
+                          int64_t q_stride, const float* lse, int64_t lse_stride, const QSeg* qs,
+                          int nqs, const KvSeg<bfloat16>* ks, int nks, AttnShape sh,
+                          float scale) {
+  attn_bwd_impl<bf16, float>(dq, reinterpret_cast<const bf16*>(dout),
+                             reinterpret_cast<const bf16*>(q), reinterpret_cast<const bf16*>(o),
+                             q_stride, lse, lse_stride, qs, nqs, ks, nks, sh, scale);
 }
 
 #define INST(T)                                                                               \

@@ -109,6 +109,91 @@ const k::Table kTable{&gemm<float>,
                       &index_copy_rows_h,
                       &index_add_rows_h};
 
+// ---- bf16 (--dtype bf16): the CPU's bf16 contract (kernels/dispatch.h, k::BTable) on the CUDA
+// kernels. The engines' bfloat16 and CUDA's __nv_bfloat16 share the bits.
+bf16* B(bfloat16* p) {
+  return reinterpret_cast<bf16*>(p);
+}
+const bf16* B(const bfloat16* p) {
+  return reinterpret_cast<const bf16*>(p);
+}
+void gemm16(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, float alpha, const bfloat16* A,
+            int64_t lda, const bfloat16* Bm, int64_t ldb, float beta, void* C, DType ct,
+            int64_t ldc) {
+  gemm_ex(ta, tb, M, N, K, alpha, A, lda, Bm, ldb, DType::bf16, beta, C, ldc, ct);
+}
+void norm_fwd16(bfloat16* y, bfloat16* n, float* rstd, const bfloat16* x, const bfloat16* w,
+                int64_t rows, int64_t h, double eps) {
+  rmsnorm_fwd<bf16>(B(y), B(n), rstd, B(x), B(w), rows, h, eps);
+}
+void norm_apply16(bfloat16* y, const bfloat16* n, const bfloat16* w, int64_t rows, int64_t h) {
+  rmsnorm_apply<bf16>(B(y), B(n), B(w), rows, h);
+}
+void norm_bwd16(bfloat16* dx, float* dw, const bfloat16* dy, const bfloat16* n, const bfloat16* w,
+                const float* rstd, int64_t rows, int64_t h) {
+  rmsnorm_bwd<bf16, bf16, float>(B(dx), dw, B(dy), B(n), B(w), rstd, rows, h);
+}
+void rope_fwd16(bfloat16* x, int64_t stride, const int64_t* pos, int64_t rows, int nh, int d,
+                const float* cos, const float* sin) {
+  auto p = up(pos, rows);
+  rope_fwd<bf16>(B(x), stride, p.get(), rows, nh, d, cos, sin);
+}
+void swiglu_fwd16(bfloat16* a, const bfloat16* g, const bfloat16* u, int64_t n) {
+  swiglu_fwd<bf16>(B(a), B(g), B(u), n);
+}
+void swiglu_bwd16(bfloat16* dg, bfloat16* du, const bfloat16* da, const bfloat16* g,
+                  const bfloat16* u, int64_t n) {
+  swiglu_bwd<bf16>(B(dg), B(du), B(da), B(g), B(u), n);
+}
+void attn_fwd16(bfloat16* o, float* lse, int64_t ls, const bfloat16* q, int64_t qs_,
+                const QSeg* qs, int nqs, const KvSeg<bfloat16>* ks, int nks, AttnShape sh,
+                float scale) {
+  flash_attn_fwd_mixed(o, DType::bf16, lse, ls, q, qs_, qs, nqs, ks, nks, sh, scale);
+}
+void attn_fwd16_wide(float* o, float* lse, int64_t ls, const bfloat16* q, int64_t qs_,
+                     const QSeg* qs, int nqs, const KvSeg<bfloat16>* ks, int nks, AttnShape sh,
+                     float scale) {
+  flash_attn_fwd_mixed(o, DType::f32, lse, ls, q, qs_, qs, nqs, ks, nks, sh, scale);
+}
+void add16(bfloat16* y, const bfloat16* x, int64_t n) {
+  add_inplace<bf16>(B(y), B(x), n);
+}
+void index_copy_rows16(bfloat16* dst, const bfloat16* src, const int64_t* dr, const int64_t* sr,
+                       int64_t n, int64_t w) {
+  auto d = up_rows(dr, n), s = up_rows(sr, n);
+  index_copy_rows<bf16>(B(dst), B(src), d.get(), s.get(), n, w);
+}
+void index_widen16(float* dst, const bfloat16* src, const int64_t* dr, const int64_t* sr,
+                   int64_t n, int64_t w) {
+  auto d = up_rows(dr, n), s = up_rows(sr, n);
+  index_copy_rows<bf16, float>(dst, B(src), d.get(), s.get(), n, w);
+}
+void index_add_rows16(float* dst, const bfloat16* src, const int64_t* dr, const int64_t* sr,
+                      int64_t n, int64_t w) {
+  auto d = up_rows(dr, n), s = up_rows(sr, n);
+  index_add_rows<bf16, float>(dst, B(src), d.get(), s.get(), n, w);
+}
+void to_bf16(bfloat16* dst, const float* src, int64_t n) {
+  copy_rows<bf16, float>(B(dst), n, src, n, 1, n, false);
+}
+void to_f32(float* dst, const bfloat16* src, int64_t n) {
+  copy_rows<float, bf16>(dst, n, B(src), n, 1, n, false);
+}
+void norm_fwd_res(bfloat16* y, bfloat16* n, float* rstd, const float* x, const bfloat16* w,
+                  int64_t rows, int64_t h, double eps) {
+  rmsnorm_fwd<bf16, float>(B(y), B(n), rstd, x, B(w), rows, h, eps);
+}
+void norm_bwd_res(float* dx, float* dw, const float* dy, const bfloat16* n, const bfloat16* w,
+                  const float* rstd, int64_t rows, int64_t h) {
+  rmsnorm_bwd<bf16, float, float>(dx, dw, dy, B(n), B(w), rstd, rows, h);
+}
+
+const k::BTable kBTable{&gemm16,         &norm_fwd16,       &norm_apply16,     &norm_bwd16,
+                        &rope_fwd16,     &swiglu_fwd16,     &swiglu_bwd16,     &attn_fwd16,
+                        &flash_attn_bwd_mixed, &add16,      &index_copy_rows16, &index_add_rows16,
+                        &to_bf16,        &to_f32,           &norm_fwd_res,     &norm_bwd_res,
+                        &index_widen16,  &attn_fwd16_wide};
+
 }  // namespace
 
 void use_cuda() {
@@ -126,6 +211,7 @@ void use_cuda() {
   ORIGAMI_CUDA_CHECK(cudaSetDevice(local % n));
   use_device(&kOps);
   k::install(&kTable);
+  k::install_bf16(&kBTable);
 }
 
 }  // namespace origami::cuda

@@ -34,15 +34,18 @@ void with_width(int64_t n, std::initializer_list<const void*> ptrs, F&& f) {
 
 // ---- RMSNorm ----
 // One block per row; the row is read twice (the second time from cache).
-template <class T, int N>
-__global__ void rmsnorm_fwd_k(T* y, T* n, float* rstd, const T* x, const T* w, int64_t h,
+// x of type R: T's, or fp32 (a bf16 run's residual stream; then N = 1). y = w·n is formed from
+// n as stored (rounded), as the CPU kernel does: a y recomputed from a saved n is the forward's.
+template <class T, class R, int N>
+__global__ void rmsnorm_fwd_k(T* y, T* n, float* rstd, const R* x, const T* w, int64_t h,
                               float eps) {
   using V = Vec<T, N>;
+  using VR = Vec<R, N>;
   const int64_t r = blockIdx.x, nv = h / N;
-  const V* xr = reinterpret_cast<const V*>(x + r * h);
+  const VR* xr = reinterpret_cast<const VR*>(x + r * h);
   float ss = 0;
   for (int64_t i = threadIdx.x; i < nv; i += blockDim.x) {
-    const V v = xr[i];
+    const VR v = xr[i];
 #pragma unroll
     for (int j = 0; j < N; ++j) {
       const float f = ld(&v.v[j]);
@@ -56,13 +59,13 @@ __global__ void rmsnorm_fwd_k(T* y, T* n, float* rstd, const T* x, const T* w, i
   V* yr = reinterpret_cast<V*>(y + r * h);
   V* nr = n ? reinterpret_cast<V*>(n + r * h) : nullptr;
   for (int64_t i = threadIdx.x; i < nv; i += blockDim.x) {
-    const V v = xr[i], wi = wv[i];
+    const VR v = xr[i];
+    const V wi = wv[i];
     V yo, no;
 #pragma unroll
     for (int j = 0; j < N; ++j) {
-      const float nj = ld(&v.v[j]) * rs;
-      st(&yo.v[j], ld(&wi.v[j]) * nj);
-      st(&no.v[j], nj);
+      st(&no.v[j], ld(&v.v[j]) * rs);
+      st(&yo.v[j], ld(&wi.v[j]) * ld(&no.v[j]));
     }
     yr[i] = yo;
     if (nr) nr[i] = no;
@@ -76,24 +79,26 @@ __global__ void rmsnorm_apply_k(T* y, const T* n, const T* w, int64_t rows, int6
     st(y + e, ld(w + e % h) * ld(n + e));
 }
 
-template <class T>
-__global__ void rmsnorm_bwd_dx_k(T* dx, const T* dy, const T* n, const T* w, const float* rstd,
+// dx, dy of type R: T's or fp32 (a bf16 run's residual gradient).
+template <class T, class R>
+__global__ void rmsnorm_bwd_dx_k(R* dx, const R* dy, const T* n, const T* w, const float* rstd,
                                  int64_t h) {
   const int64_t r = blockIdx.x;
-  const T *nr = n + r * h, *dyr = dy + r * h;
+  const T* nr = n + r * h;
+  const R* dyr = dy + r * h;
   float dot = 0;
   for (int64_t i = threadIdx.x; i < h; i += blockDim.x) dot += ld(w + i) * ld(dyr + i) * ld(nr + i);
   const float c = block_sum(dot) / static_cast<float>(h);
   const float rs = rstd[r];
   for (int64_t i = threadIdx.x; i < h; i += blockDim.x) {
-    T* p = dx + r * h + i;
+    R* p = dx + r * h + i;
     st(p, ld(p) + rs * (ld(w + i) * ld(dyr + i) - ld(nr + i) * c));
   }
 }
 
 // partial[chunk, i] = Σ_{rows of chunk} dy·n, chunk = blockIdx.y
-template <class T>
-__global__ void colsum_dy_n_k(float* partial, const T* dy, const T* n, int64_t rows, int64_t h,
+template <class T, class R>
+__global__ void colsum_dy_n_k(float* partial, const R* dy, const T* n, int64_t rows, int64_t h,
                               int64_t rows_per) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= h) return;
@@ -103,8 +108,8 @@ __global__ void colsum_dy_n_k(float* partial, const T* dy, const T* n, int64_t r
   partial[blockIdx.y * h + i] = s;
 }
 
-template <class T>
-__global__ void colsum_finish_k(T* dw, const float* partial, int64_t chunks, int64_t h) {
+template <class G>
+__global__ void colsum_finish_k(G* dw, const float* partial, int64_t chunks, int64_t h) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= h) return;
   float s = 0;
@@ -274,23 +279,30 @@ __global__ void add_k(T* y, const T* x, int64_t n) {
     st(y + i, ld(y + i) + ld(x + i));
 }
 
-template <class T>
-__global__ void index_copy_rows_k(T* dst, const T* src, const int64_t* dr, const int64_t* sr,
+// dst of type D: T's (a copy of the bits), or fp32 (bf16 rows widened exactly).
+template <class T, class D>
+__global__ void index_copy_rows_k(D* dst, const T* src, const int64_t* dr, const int64_t* sr,
                                   int64_t n, int64_t w) {
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n * w;
        e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e / w, c = e % w;
-    dst[(dr ? dr[i] : i) * w + c] = src[(sr ? sr[i] : i) * w + c];
+    D* y = dst + (dr ? dr[i] : i) * w + c;
+    const T* x = src + (sr ? sr[i] : i) * w + c;
+    if constexpr (std::is_same_v<T, D>)
+      *y = *x;
+    else
+      st(y, ld(x));
   }
 }
 
-template <class T>
-__global__ void index_add_rows_k(T* dst, const T* src, const int64_t* dr, const int64_t* sr,
+// dst of type D: T's, or fp32 (a gradient gaining bf16 rows).
+template <class T, class D>
+__global__ void index_add_rows_k(D* dst, const T* src, const int64_t* dr, const int64_t* sr,
                                  int64_t n, int64_t w) {
   for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < w;
        c += int64_t(gridDim.x) * blockDim.x)
     for (int64_t i = 0; i < n; ++i) {
-      T* y = dst + (dr ? dr[i] : i) * w + c;
+      D* y = dst + (dr ? dr[i] : i) * w + c;
       st(y, ld(y) + ld(src + (sr ? sr[i] : i) * w + c));
     }
 }
@@ -319,14 +331,19 @@ double finish_sum(DBuf<double>& part, int64_t n) {
 
 }  // namespace
 
-template <class T>
-void rmsnorm_fwd(T* y, T* n, float* rstd, const T* x, const T* w, int64_t rows, int64_t h,
+template <class T, class R>
+void rmsnorm_fwd(T* y, T* n, float* rstd, const R* x, const T* w, int64_t rows, int64_t h,
                  double eps) {
   if (rows == 0) return;
-  with_width<T>(h, {y, n, x, w}, [&](auto width) {
-    rmsnorm_fwd_k<T, width.value><<<static_cast<unsigned>(rows), kThreads, 0, current_stream()>>>(
-        y, n, rstd, x, w, h, static_cast<float>(eps));
-  });
+  const unsigned grid = static_cast<unsigned>(rows);
+  if constexpr (std::is_same_v<T, R>)
+    with_width<T>(h, {y, n, x, w}, [&](auto width) {
+      rmsnorm_fwd_k<T, R, width.value><<<grid, kThreads, 0, current_stream()>>>(
+          y, n, rstd, x, w, h, static_cast<float>(eps));
+    });
+  else
+    rmsnorm_fwd_k<T, R, 1>
+        <<<grid, kThreads, 0, current_stream()>>>(y, n, rstd, x, w, h, static_cast<float>(eps));
   check_launch("rmsnorm_fwd");
 }
 
@@ -336,8 +353,8 @@ void rmsnorm_apply(T* y, const T* n, const T* w, int64_t rows, int64_t h) {
   check_launch("rmsnorm_apply");
 }
 
-template <class T>
-void rmsnorm_bwd(T* dx, T* dw, const T* dy, const T* n, const T* w, const float* rstd, int64_t rows,
+template <class T, class R, class G>
+void rmsnorm_bwd(R* dx, G* dw, const R* dy, const T* n, const T* w, const float* rstd, int64_t rows,
                  int64_t h) {
   if (rows == 0) return;
   rmsnorm_bwd_dx_k<<<static_cast<unsigned>(rows), kThreads, 0, current_stream()>>>(dx, dy, n, w,
@@ -457,8 +474,8 @@ void add_inplace(T* y, const T* x, int64_t n) {
   check_launch("add_inplace");
 }
 
-template <class T>
-void index_copy_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+template <class T, class D>
+void index_copy_rows(D* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
                      int64_t n, int64_t w) {
   if (n * w == 0) return;
   index_copy_rows_k<<<grid_for(n * w), kThreads, 0, current_stream()>>>(dst, src, dst_rows,
@@ -466,8 +483,8 @@ void index_copy_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_
   check_launch("index_copy_rows");
 }
 
-template <class T>
-void index_add_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+template <class T, class D>
+void index_add_rows(D* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
                     int64_t n, int64_t w) {
   if (n * w == 0) return;
   index_add_rows_k<<<grid_for(w), kThreads, 0, current_stream()>>>(dst, src, dst_rows, src_rows, n,
@@ -512,5 +529,17 @@ template void copy_rows<float, float>(float*, int64_t, const float*, int64_t, in
                                       bool);
 template void copy_rows<bf16, float>(bf16*, int64_t, const float*, int64_t, int64_t, int64_t, bool);
 template void copy_rows<bf16, bf16>(bf16*, int64_t, const bf16*, int64_t, int64_t, int64_t, bool);
+template void copy_rows<float, bf16>(float*, int64_t, const bf16*, int64_t, int64_t, int64_t, bool);
+// mixed precision (the bf16 kernel table, cuda/backend.cpp): fp32 residual stream and gradients
+template void rmsnorm_fwd<bf16, float>(bf16*, bf16*, float*, const float*, const bf16*, int64_t,
+                                       int64_t, double);
+template void rmsnorm_bwd<bf16, bf16, float>(bf16*, float*, const bf16*, const bf16*, const bf16*,
+                                             const float*, int64_t, int64_t);
+template void rmsnorm_bwd<bf16, float, float>(float*, float*, const float*, const bf16*,
+                                              const bf16*, const float*, int64_t, int64_t);
+template void index_copy_rows<bf16, float>(float*, const bf16*, const int64_t*, const int64_t*,
+                                           int64_t, int64_t);
+template void index_add_rows<bf16, float>(float*, const bf16*, const int64_t*, const int64_t*,
+                                          int64_t, int64_t);
 
 }  // namespace origami::cuda

@@ -53,13 +53,15 @@ void linear_bwd_w(T* dW, const T* dy, const T* x, int64_t M, int64_t N, int64_t 
 
 // ---- RMSNorm
 // ---------------------------------------------------------------------------------------
-template <class T>
-void rmsnorm_fwd(T* y, T* n, float* rstd, const T* x, const T* w, int64_t rows, int64_t h,
+// x (and backward dx, dy) of type R: T's, or fp32 under mixed precision (a bf16 run's residual
+// stream); dw of type G: T's, or fp32 (a parameter gradient).
+template <class T, class R = T>
+void rmsnorm_fwd(T* y, T* n, float* rstd, const R* x, const T* w, int64_t rows, int64_t h,
                  double eps);
 template <class T>
 void rmsnorm_apply(T* y, const T* n, const T* w, int64_t rows, int64_t h);
-template <class T>
-void rmsnorm_bwd(T* dx, T* dw, const T* dy, const T* n, const T* w, const float* rstd, int64_t rows,
+template <class T, class R = T, class G = T>
+void rmsnorm_bwd(R* dx, G* dw, const R* dy, const T* n, const T* w, const float* rstd, int64_t rows,
                  int64_t h);
 
 // ---- RoPE at global positions (tables: fp32 [max_pos, d/2], built on the host by cpu::rope_table)
@@ -102,6 +104,14 @@ template <class T>
 void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stride,
                     const float* lse, int64_t lse_stride, const QSeg* qs, int nqs,
                     const KvSeg<T>* ks, int nks, AttnShape sh, float scale);
+// Mixed precision, the CPU's bf16 contract (cpu::flash_attn_fwd/bwd<bfloat16>): bf16 Q, K, V, O;
+// o bf16 or (o_type f32) an fp32 partial result; dq and the segments' dK, dV fp32.
+void flash_attn_fwd_mixed(void* o, DType o_type, float* lse, int64_t lse_stride,
+                          const bfloat16* q, int64_t q_stride, const QSeg* qs, int nqs,
+                          const KvSeg<bfloat16>* ks, int nks, AttnShape sh, float scale);
+void flash_attn_bwd_mixed(float* dq, const bfloat16* dout, const bfloat16* q, const bfloat16* o,
+                          int64_t q_stride, const float* lse, int64_t lse_stride, const QSeg* qs,
+                          int nqs, const KvSeg<bfloat16>* ks, int nks, AttnShape sh, float scale);
 
 // ---- Optimizer and reductions (master weights and moments fp32; gradients T) -------------------
 template <class T>
@@ -116,11 +126,12 @@ void add_inplace(T* y, const T* x, int64_t n);
 // Rows by index (cpu::index_copy_rows / index_add_rows); the index arrays are device memory here
 // (the table's wrappers upload the engines' host arrays). add: one thread per column walks the
 // rows in order, so repeated destination rows sum in the CPU's order, without atomics.
-template <class T>
-void index_copy_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+// D: T's, or fp32 (copy: bf16 rows widened; add: an fp32 gradient gains bf16 rows).
+template <class T, class D = T>
+void index_copy_rows(D* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
                      int64_t n, int64_t w);
-template <class T>
-void index_add_rows(T* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
+template <class T, class D = T>
+void index_add_rows(D* dst, const T* src, const int64_t* dst_rows, const int64_t* src_rows,
                     int64_t n, int64_t w);
 // y[r, :cols] (+)= x[r, :cols] with row strides (accumulate = add): fp32 accumulators into T.
 template <class Y, class X>

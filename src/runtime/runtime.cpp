@@ -35,10 +35,6 @@ void select_device(const RuntimeOptions& p) {
   if (p.device != "cpu" && c == "mpi")
     fail("--comm mpi hands tensors to MPI directly, which cannot read --device ", p.device,
          " memory (Debian's Open MPI is not CUDA-aware): use --comm mpi_staged or nccl");
-  if (p.dtype == DType::bf16 && p.device == "cuda")
-    fail(
-        "--dtype bf16 runs on --device cpu and emu so far: the cuda backend has no bf16 kernel "
-        "table yet");
   set_compute_dtype(p.dtype);
   if (c == "nccl" && !p.make_nccl)
     fail(

@@ -3,6 +3,7 @@
 #include <mpi.h>
 
 #include <cstdio>
+#include <memory>
 #include <vector>
 
 #include "comm/accounting.h"
@@ -68,9 +69,10 @@ void run_grad(const GradOptions& o) {
   const Batch global = load_token_batch(o.tokens, cfg);
   if (global.B % layout.dp)
     fail(o.tokens, ": the batch has B=", global.B, " sequences, not divisible by dp=", layout.dp);
-  // The weights as views of the mapped file: each rank reads only the rows of its own slices.
-  const SafeTensorsReader weights(o.weights);
-  FullState st{map_params(cfg, weights), ModelParams(), ModelParams()};
+  // The weights as views of the mapped file: each rank reads only the rows of its own slices,
+  // and unmaps the file once the engine holds them.
+  auto weights = std::make_unique<SafeTensorsReader>(o.weights);
+  FullState st{map_params(cfg, *weights), ModelParams(), ModelParams()};
   ModelParams grads = ModelParams::zeros_host(cfg, Cat::grads);
   // From here on tensors live on --device and the kernels are its own; the communicators are
   // --comm's (make_engine: by default MPI on the CPU, the staged one on a device).
@@ -78,6 +80,7 @@ void run_grad(const GradOptions& o) {
   auto eng = make_engine(layout, cfg, o.par, o.recompute, global.B / layout.dp, global.S);
   eng->load_state(st, false);
   st = FullState();
+  weights.reset();
   // This replica's sequences: [p·B/dp, (p+1)·B/dp).
   Batch b;
   b.B = global.B / layout.dp;

@@ -10,7 +10,9 @@ each run against the single-rank --device cpu run of the same binary, weights an
 within 1e-6 and every gradient within 1e-5 norm-wise relative (fp32 on both sides) — and reruns on
 the device bitwise equal; training's losses within 1e-5 and final weights within 1e-4 norm-wise
 of the CPU's (AdamW's first steps are sign-like, so a tiny gradient may round the other way);
-generated ids equal to the CPU's and their logits within 1e-5; the same over NCCL. Exits 77 (Skipped) when the binary finds no CUDA device.
+generated ids equal to the CPU's and their logits within 1e-5; the same over NCCL; under --dtype
+bf16 every layout's loss within 1e-3 and gradients within 1e-2 of the CPU's bf16 single rank, and
+generate's first logits within 1e-2. Exits 77 (Skipped) when the binary finds no CUDA device.
 
 DEVICE emu (the emulated device, kernels/emu.h: tensor memory that faults on any host access, the
 CPU kernels behind it): each run (grad, train's checkpoints and losses, generate's ids and
@@ -149,6 +151,21 @@ if DEVICE == "cuda":
         if L in ("tsp=2", "tp=2,sp=2"):
             _, raw2 = grad("cuda", L, ["--comm", "nccl"])
             check(raw == raw2, f"{name}: a rerun is bitwise equal")
+    # --dtype bf16 (the bf16 kernel table on the GPU): every layout against the CPU's bf16 single
+    # rank within the bound the layouts keep among themselves on the CPU (1e-2 per gradient,
+    # test_layouts), reruns bitwise.
+    bcpu, _ = grad("cpu", "", ["--dtype", "bf16"])
+    for L in LAYOUTS:
+        name = f"{L or 'single'} --dtype bf16 on the GPU"
+        dev, raw = grad("cuda", L, ["--dtype", "bf16"])
+        lrel = abs(float(dev["loss"][0]) - float(bcpu["loss"][0])) / abs(float(bcpu["loss"][0]))
+        worst = max((float(np.linalg.norm(dev[n] - bcpu[n]) / np.linalg.norm(bcpu[n])), n)
+                    for n in bcpu if n != "loss")
+        check(lrel <= 1e-3 and worst[0] <= 1e-2,
+              f"{name}: loss within {lrel:.1e} <= 1e-3 of the CPU's bf16, worst gradient "
+              f"{worst[1]} {worst[0]:.1e} <= 1e-2")
+        if L in ("", "tsp=2"):
+            check(raw == grad("cuda", L, ["--dtype", "bf16"])[1], f"{name}: a rerun is bitwise equal")
     # Without a GPU per rank, --comm nccl is refused on every rank with a message (no hang).
     r = run(["grad", "--config", P("m.json"), "--weights", P("m.safetensors"), "--tokens",
              P("t.safetensors"), "--out", P("x.safetensors"), "--device", "cuda", "--comm", "nccl",
@@ -273,6 +290,15 @@ for i, (L, src) in enumerate(GEN):
 if DEVICE == "cuda":
     ids, logits, _ = generate("cuda", "tsp=2", "nccl", "weights", ["--comm", "nccl"])
     gen_close("generate tsp=2 over NCCL on the GPU", ids, logits, gref["weights"])
+    # bf16: the prefill's logits (the first token's) within 1e-2 of the CPU's bf16 (later steps
+    # follow each run's own tokens, which a near tie may change)
+    bref = generate("cpu", "", "cpu_bf16", "weights", ["--dtype", "bf16"])
+    for L in ("", "tsp=2", "tp=2", "sp=2"):
+        ids, logits, _ = generate("cuda", L, f"cuda_bf16_{L}", "weights", ["--dtype", "bf16"])
+        rel = float(np.linalg.norm(logits[0] - bref[1][0]) / np.linalg.norm(bref[1][0]))
+        same = float((ids == bref[0]).mean())
+        check(rel <= 1e-2, f"generate --dtype bf16 {L or 'single'} on the GPU: first logits within "
+              f"{rel:.1e} <= 1e-2 of the CPU's bf16 ({same:.0%} of the ids equal)")
 else:  # bf16 decoders and KV cache behind the seam
     for L in ("", "tsp=2", "tp=2", "sp=2"):
         ids, _, raw = generate("emu", L, f"emu_bf16_{L}", "weights", ["--dtype", "bf16"])

@@ -191,20 +191,25 @@ for D in (2, 4):
         check_base_steps(D, axis, BASE[(axis, D)])
 
 # ---- origami plan --new-tokens predicts what the runs measured -------------------------------
-plan = json.loads(run([BIN, "plan", "--config", P("cfg.json"), "--seq", str(S), "--micro-batch",
-                       str(B), "--new-tokens", str(NEW), "--json", "--layout", "single"]
-                      + [x for a in ("tsp", "tp", "sp") for D in (2, 4)
-                         for x in ("--layout", f"{a}={D}")]).stdout)
-for row in plan:
-    axis, D = (row["layout"].split("=") + ["1"])[:2] if "=" in row["layout"] else ("single", 1)
-    D = int(D)
-    rep_ = rep1 if axis == "single" else D_BYTES[D] if axis == "tsp" else BASE[(axis, D)]
-    cache = max(x["kv_cache_bytes"] for x in rep_["ranks"])
-    step = max((b for x in rep_["ranks"] for b in x["decode_step_bytes"]), default=0)
-    inf = row["inference"]
-    check(inf["kv_cache_bytes"] == cache and inf["decode_step_bytes"] == step,
-          f"plan {row['layout']}: KV cache {inf['kv_cache_bytes']} B and decode step "
-          f"{inf['decode_step_bytes']} B = measured {cache}, {step}")
+def check_plan(dtype, reps):
+    """`plan --dtype DTYPE --new-tokens` against the measured KV cache and decode-step bytes of
+    reps[(axis, D)] (the worst rank of each run)."""
+    plan = json.loads(run([BIN, "plan", "--config", P("cfg.json"), "--seq", str(S), "--micro-batch",
+                           str(B), "--new-tokens", str(NEW), "--json", "--dtype", dtype, "--layout",
+                           "single"] + [x for a in ("tsp", "tp", "sp") for D in (2, 4)
+                                        for x in ("--layout", f"{a}={D}")]).stdout)
+    for row in plan:
+        lay = row["layout"].split(" ")[0]
+        rep_ = reps[("single", 1) if lay == "single" else (lay.split("=")[0], int(lay.split("=")[1]))]
+        cache = max(x["kv_cache_bytes"] for x in rep_["ranks"])
+        step = max((b for x in rep_["ranks"] for b in x["decode_step_bytes"]), default=0)
+        inf = row["inference"]
+        check(inf["kv_cache_bytes"] == cache and inf["decode_step_bytes"] == step,
+              f"plan --dtype {dtype} {row['layout']}: KV cache {inf['kv_cache_bytes']} B and decode "
+              f"step {inf['decode_step_bytes']} B = measured {cache}, {step}")
+
+
+check_plan("fp32", {("single", 1): rep1, **{("tsp", D): D_BYTES[D] for D in (2, 4)}, **BASE})
 
 # ---- bf16: weights and KV cache in bf16 -------------------------------------------------------
 BF = ["--dtype", "bf16"]
@@ -238,19 +243,7 @@ for axis in ("tsp", "tp", "sp"):
             check_tsp_steps(D, repD, 2, " bf16")
         else:
             check_base_steps(D, axis, repD, " bf16")
-plan_b = json.loads(run([BIN, "plan", "--config", P("cfg.json"), "--seq", str(S), "--micro-batch",
-                         str(B), "--new-tokens", str(NEW), "--json", "--dtype", "bf16", "--layout",
-                         "single"] + [x for a in ("tsp", "tp", "sp") for D in (2, 4)
-                                      for x in ("--layout", f"{a}={D}")]).stdout)
-for row in plan_b:
-    lay = row["layout"].split(" ")[0]
-    rep_ = repb if lay == "single" else BF_REP[(lay.split("=")[0], int(lay.split("=")[1]))]
-    cache = max(x["kv_cache_bytes"] for x in rep_["ranks"])
-    step = max((b for x in rep_["ranks"] for b in x["decode_step_bytes"]), default=0)
-    inf = row["inference"]
-    check(inf["kv_cache_bytes"] == cache and inf["decode_step_bytes"] == step,
-          f"plan --dtype bf16 {row['layout']}: KV cache {inf['kv_cache_bytes']} B and decode step "
-          f"{inf['decode_step_bytes']} B = measured {cache}, {step}")
+check_plan("bf16", {("single", 1): repb, **BF_REP})
 
 # ---- sampling ---------------------------------------------------------------------------------
 samp = ["--temperature", "0.9", "--top-k", "10", "--top-p", "0.95", "--seed", "5"]
