@@ -1,7 +1,10 @@
 #include "cli/args.h"
 
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 
 #include "core/error.h"
 
@@ -90,8 +93,11 @@ std::string Args::str(const std::string& name) const {
 namespace {
 int64_t parse_i64(const std::string& name, const std::string& s, int64_t min) {
   char* end = nullptr;
+  errno = 0;
   const long long v = std::strtoll(s.c_str(), &end, 10);
   if (s.empty() || *end) fail("--", name, "=", s, " is not an integer");
+  if (errno == ERANGE)
+    fail("--", name, "=", s, " is out of range (a 64-bit integer: at most 9223372036854775807)");
   if (v < min) fail("--", name, "=", v, " must be >= ", min);
   return v;
 }
@@ -112,6 +118,16 @@ double Args::f64(const std::string& name) const {
   char* end = nullptr;
   const double v = std::strtod(s.c_str(), &end);
   if (s.empty() || *end) fail("--", name, "=", s, " is not a number");
+  if (!std::isfinite(v)) fail("--", name, "=", s, " is not a finite number");
+  return v;
+}
+
+double Args::f64(const std::string& name, double lo, double hi, bool hi_open) const {
+  const double v = f64(name);
+  if (v < lo || v > hi || (hi_open && v == hi)) {
+    if (std::isinf(hi)) fail("--", name, "=", str(name), " must be >= ", lo);
+    fail("--", name, "=", str(name), " must be in [", lo, ", ", hi, hi_open ? ")" : "]");
+  }
   return v;
 }
 

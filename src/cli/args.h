@@ -25,7 +25,10 @@ class Args {
   int64_t i64(const std::string& name, int64_t min = INT64_MIN) const;
   // Every value of a repeatable flag as an integer >= min.
   std::vector<int64_t> i64_list(const std::string& name, int64_t min = INT64_MIN) const;
+  // A finite number (inf and nan are refused, naming the flag).
   double f64(const std::string& name) const;
+  // A finite number in [lo, hi] ([lo, hi) with hi_open; hi = inf: no upper bound).
+  double f64(const std::string& name, double lo, double hi, bool hi_open = false) const;
   bool on(const std::string& name) const;
   bool given(const std::string& name) const { return given_.count(name) > 0; }
   std::vector<std::string> list(const std::string& name) const;

@@ -3,8 +3,13 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstring>
+#include <limits>
 #include <string>
+#include <vector>
 
 #include "cli/args.h"
 #include "cli/bench.h"
@@ -90,6 +95,9 @@ int cmd_train(int argc, char** argv) {
   a.flag("beta1", "0.9", "AdamW beta1");
   a.flag("beta2", "0.95", "AdamW beta2");
   a.flag("clip", "1.0", "global gradient-norm clipping threshold (0 = off)");
+  a.flag("max-skips", "5",
+         "a step whose loss or gradient norm is not finite applies no update (logged, listed in "
+         "the report's skipped_steps); after N such steps in a row the run stops with an error");
   a.flag("seed", "1", "seed of parameter init and data order");
   a.flag("data", "data/moby_dick.txt", "training corpus (text)");
   a.flag("tokenizer", "data/tokenizer.model", "sentencepiece model");
@@ -106,7 +114,12 @@ int cmd_train(int argc, char** argv) {
   a.flag("save-dir", "",
          "checkpoint directory (step_N/ and latest); saved at the end and every --save-every");
   a.flag("save-every", "0", "checkpoint every N steps (0 = only at the end)");
-  a.flag("resume", "", "resume from a checkpoint directory (its latest) or a step_N directory");
+  a.flag("keep-last", "0",
+         "keep only the N newest checkpoints in --save-dir, deleting older step_* directories "
+         "after each save (0 = keep all)");
+  a.flag("resume", "",
+         "resume from a checkpoint directory (its latest; if that step is missing or corrupt, the "
+         "newest complete step, with a warning) or a step_N directory (that step, or an error)");
   a.flag("report", "", "write the run report (JSON, tsp-spec §10) to this file");
   a.flag("trace", "",
          "write a Chrome/Perfetto trace (JSON) of every rank: compute and communication tracks "
@@ -120,13 +133,15 @@ int cmd_train(int argc, char** argv) {
   o.seq = a.i64("seq", 1);
   o.micro_batch = a.i64("micro-batch", 1);
   o.grad_accum = a.i64("grad-accum", 1);
+  constexpr double inf = std::numeric_limits<double>::infinity();
   o.lr = a.f64("lr");
-  if (a.given("min-lr")) o.min_lr = a.f64("min-lr");
+  if (!(o.lr > 0)) fail("--lr=", a.str("lr"), " must be positive");
+  if (a.given("min-lr")) o.min_lr = a.f64("min-lr", 0, o.lr);
   if (a.given("warmup")) o.warmup = a.i64("warmup", 0);
-  o.weight_decay = a.f64("weight-decay");
-  o.beta1 = a.f64("beta1");
-  o.beta2 = a.f64("beta2");
-  o.clip = a.f64("clip");
+  o.weight_decay = a.f64("weight-decay", 0, inf);
+  o.beta1 = a.f64("beta1", 0, 1, true);
+  o.beta2 = a.f64("beta2", 0, 1, true);
+  o.clip = a.f64("clip", 0, inf);
   o.seed = static_cast<uint64_t>(a.i64("seed", 0));
   o.data = a.str("data");
   o.tokenizer = a.str("tokenizer");
@@ -137,6 +152,8 @@ int cmd_train(int argc, char** argv) {
   o.log_every = a.i64("log-every", 0);
   o.save_dir = a.str("save-dir");
   o.save_every = a.i64("save-every", 0);
+  o.keep_last = a.i64("keep-last", 0);
+  o.max_skips = a.i64("max-skips", 1);
   o.resume = a.str("resume");
   o.report = a.str("report");
   o.trace = a.str("trace");
@@ -297,6 +314,67 @@ int cmd_generate(int argc, char** argv) {
   return infer::run_generate(o);
 }
 
+// One rank's error is the job's error. A rank that fails offers to agree on it (a barrier on a
+// communicator used for nothing else). If every rank fails — the usual case: a verdict on the
+// arguments and files that every rank reaches before its first collective — the barrier completes,
+// the messages are gathered to rank 0 and each distinct one is printed once, and every rank exits
+// 1. If the others do not fail within a few seconds (they are computing, or waiting in a collective
+// this rank will never join), this rank prints its message naming itself and aborts the job
+// (MPI_Abort), so a job never hangs on one rank's error.
+MPI_Comm g_error_comm = MPI_COMM_NULL;
+
+void report_error(bool mpi, const std::string& msg) {
+  int world = 1, rank = 0;
+  if (mpi) MPI_Comm_size(g_error_comm, &world), MPI_Comm_rank(g_error_comm, &rank);
+  if (world == 1) {
+    std::fprintf(stderr, "origami: error: %s\n", msg.c_str());
+    return;
+  }
+  const char* env = std::getenv("ORIGAMI_ERROR_AGREE_S");
+  const double wait_s = env ? std::atof(env) : 5.0;
+  MPI_Request req;
+  MPI_Ibarrier(g_error_comm, &req);
+  const double t0 = MPI_Wtime();
+  int done = 0;
+  while (!done && MPI_Wtime() - t0 < wait_s) {
+    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+    if (!done) usleep(1000);
+  }
+  if (!done) {
+    std::fprintf(stderr, "origami: error on rank %d of %d (ending the job): %s\n", rank, world,
+                 msg.c_str());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  const int len = static_cast<int>(msg.size());
+  std::vector<int> lens(static_cast<size_t>(world)), offs(lens.size());
+  MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, g_error_comm);
+  int total = 0;
+  for (int r = 0; r < world; ++r) offs[static_cast<size_t>(r)] = total, total += lens[static_cast<size_t>(r)];
+  std::string all(static_cast<size_t>(rank == 0 ? total : 0), '\0');
+  MPI_Gatherv(msg.data(), len, MPI_CHAR, all.data(), lens.data(), offs.data(), MPI_CHAR, 0,
+              g_error_comm);
+  if (rank != 0) return;
+  std::vector<std::pair<std::string, std::vector<int>>> distinct;  // message, its ranks
+  for (int r = 0; r < world; ++r) {
+    const std::string m = all.substr(static_cast<size_t>(offs[static_cast<size_t>(r)]),
+                                     static_cast<size_t>(lens[static_cast<size_t>(r)]));
+    auto it = std::find_if(distinct.begin(), distinct.end(), [&](auto& d) { return d.first == m; });
+    if (it == distinct.end())
+      distinct.push_back({m, {r}});
+    else
+      it->second.push_back(r);
+  }
+  for (const auto& [m, ranks] : distinct) {
+    std::string who;
+    for (int r : ranks) who.append(who.empty() ? "" : ",").append(std::to_string(r));
+    if (distinct.size() == 1)
+      std::fprintf(stderr, "origami: error: %s\n", m.c_str());
+    else
+      std::fprintf(stderr, "origami: error (ranks %s): %s\n", who.c_str(), m.c_str());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -304,6 +382,7 @@ int main(int argc, char** argv) {
   if (mpi) {
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    MPI_Comm_dup(MPI_COMM_WORLD, &g_error_comm);
   }
   int rc = 0;
   try {
@@ -328,15 +407,13 @@ int main(int argc, char** argv) {
                    kUsage);
       rc = 2;
     }
-  } catch (const Error& e) {
-    std::fprintf(stderr, "origami: error: %s\n", e.what());
-    rc = 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "origami: error: %s\n", e.what());
+  } catch (const std::exception& e) {  // origami's Error and the library's
+    report_error(mpi, e.what());
     rc = 1;
   }
   if (mpi) {
     set_progress_thread(0);
+    MPI_Comm_free(&g_error_comm);
     MPI_Finalize();
   }
   return rc;

@@ -3,6 +3,7 @@
 #include <sentencepiece_processor.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -165,6 +166,11 @@ class GenerateRun {
     const int64_t V = cfg_.vocab_size;
     std::vector<int64_t> next(static_cast<size_t>(B_));
     for (int64_t t = 0; t < o_.max_new_tokens; ++t) {
+      // The same logits on every rank (gathered): every rank reaches this verdict.
+      for (size_t i = 0; i < z.size(); ++i)
+        if (!std::isfinite(z[i]))
+          fail("the logits of new token ", t, " (sequence ", static_cast<int64_t>(i) / V,
+               ") are not finite (", z[i], "): do the weights hold NaN or Inf?");
       if (!o_.dump_logits.empty()) dumped_.insert(dumped_.end(), z.begin(), z.end());
       bool all_done = true;
       for (int64_t b = 0; b < B_; ++b) {

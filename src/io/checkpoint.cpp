@@ -5,6 +5,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -64,8 +66,25 @@ nlohmann::json trainer_json(const TrainerState& st, const fs::path& dir) {
 void publish(const fs::path& root, const fs::path& tmp, const std::string& name) {
   const fs::path final_dir = root / name;
   fsync_dir(tmp.string());
-  if (fs::exists(final_dir)) fs::remove_all(final_dir);
-  fs::rename(tmp, final_dir);
+  if (!fs::exists(final_dir)) {
+    fs::rename(tmp, final_dir);
+  } else if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) ==
+             0) {
+    // Re-saving a step: the new directory swapped into place in one step, so `latest` never
+    // names a missing or partial step; tmp now holds the old one.
+    fsync_dir(root.string());
+    fs::remove_all(tmp);
+  } else {
+    // A filesystem without RENAME_EXCHANGE: the old step aside, the new one in, the old one
+    // removed. A crash in between leaves `latest` naming a missing step; resuming then falls
+    // back to the newest complete one (resolve).
+    const fs::path old = root / (name + ".old");
+    fs::remove_all(old);
+    fs::rename(final_dir, old);
+    fs::rename(tmp, final_dir);
+    fsync_dir(root.string());
+    fs::remove_all(old);
+  }
   fsync_dir(root.string());
   write_file_atomic((root / "latest").string(), name + "\n");
 }
@@ -87,19 +106,6 @@ struct Mapped {
   }
 };
 
-fs::path resolve(const std::string& path) {
-  fs::path p(path);
-  if (fs::exists(p / "latest")) {
-    std::ifstream f(p / "latest");
-    std::string name;
-    f >> name;
-    p /= name;
-  }
-  if (!fs::exists(p / "trainer.json"))
-    fail(path, ": not a checkpoint (no trainer.json, no 'latest')");
-  return p;
-}
-
 nlohmann::json verified(const fs::path& p) {
   nlohmann::json j;
   try {
@@ -108,8 +114,14 @@ nlohmann::json verified(const fs::path& p) {
   } catch (const std::exception& e) {
     fail((p / "trainer.json").string(), ": not valid JSON: ", e.what());
   }
-  if (j.value("schema_version", 0) != 1)
+  if (!j.is_object() || j.value("schema_version", 0) != 1)
     fail((p / "trainer.json").string(), ": schema_version must be 1");
+  for (const char* k : {"step", "consumed_samples"})
+    if (!j.contains(k) || !j[k].is_number_integer() || j[k].get<int64_t>() < 0)
+      fail((p / "trainer.json").string(), ": '", k, "' must be a non-negative integer, got ",
+           j.contains(k) ? j[k].dump() : "nothing");
+  if (!j.contains("sha256") || !j["sha256"].is_object())
+    fail((p / "trainer.json").string(), ": no 'sha256' object (the files' checksums)");
   for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
     const std::string want = j["sha256"].value(file, "");
     const std::string have = sha256_file((p / file).string());
@@ -118,6 +130,54 @@ nlohmann::json verified(const fs::path& p) {
            "): the checkpoint is corrupt");
   }
   return j;
+}
+
+// The step directories of a checkpoint root, newest first (step_N, not .tmp or .old).
+std::vector<std::pair<int64_t, fs::path>> steps_of(const fs::path& root) {
+  std::vector<std::pair<int64_t, fs::path>> v;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("step_", 0) != 0 || !e.is_directory()) continue;
+    const std::string num = n.substr(5);
+    if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) continue;
+    v.emplace_back(std::stoll(num), e.path());
+  }
+  std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  return v;
+}
+
+// `path`: a checkpoint root (its `latest`) or one step directory, verified (verified()). A root
+// whose `latest` names a missing or corrupt step falls back to the newest complete step, with a
+// warning; a step directory given directly is that step or an error.
+std::pair<fs::path, nlohmann::json> resolve(const std::string& path) {
+  const fs::path p(path);
+  if (!fs::exists(p / "latest")) {
+    if (!fs::exists(p / "trainer.json"))
+      fail(path, ": not a checkpoint (no trainer.json, no 'latest')");
+    return {p, verified(p)};
+  }
+  std::string name;
+  std::ifstream(p / "latest") >> name;
+  std::string why;
+  try {
+    if (!fs::exists(p / name / "trainer.json"))
+      fail((p / "latest").string(), " names '", name, "', which is not a complete checkpoint");
+    return {p / name, verified(p / name)};
+  } catch (const Error& e) {
+    why = e.what();
+  }
+  for (const auto& [step, dir] : steps_of(p)) {
+    if (dir.filename() == name || !fs::exists(dir / "trainer.json")) continue;
+    try {
+      nlohmann::json j = verified(dir);
+      std::fprintf(stderr, "origami: warning: %s; using %s, the newest complete step\n",
+                   why.c_str(), dir.string().c_str());
+      return {dir, std::move(j)};
+    } catch (const Error&) {
+    }
+  }
+  fail(why, " (and no other complete step in ", path, ")");
 }
 }  // namespace
 
@@ -188,11 +248,20 @@ void save_checkpoint_sharded(
   barrier();
 }
 
+void prune_checkpoints(const std::string& dir, int64_t keep_last, int64_t current) {
+  if (keep_last <= 0) return;
+  int64_t kept = 0;
+  for (const auto& [step, path] : steps_of(dir))
+    if (step == current || kept < keep_last)
+      ++kept;
+    else
+      fs::remove_all(path);
+}
+
 TrainerState read_checkpoint(
     const std::string& path, const ModelConfig& c,
     const std::function<void(const ModelParams&, const ModelParams&, const ModelParams&)>& read) {
-  const fs::path p = resolve(path);
-  const nlohmann::json j = verified(p);
+  const auto [p, j] = resolve(path);
   SafeTensorsReader model((p / "model.safetensors").string());
   SafeTensorsReader opt((p / "optimizer.safetensors").string());
   std::set<std::string> seen_m, seen_o;

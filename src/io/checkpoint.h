@@ -36,7 +36,11 @@ void save_checkpoint_sharded(
     const std::function<void()>& barrier,
     const std::function<void(ModelParams&, ModelParams&, ModelParams&)>& write,
     DType model_dt = DType::f32);
-// `path` is a checkpoint root (uses `latest`) or a step_N directory. Verifies the sha256 of both
+// Deletes the step_* directories of `dir` beyond the keep_last newest (never step `current`, the
+// one just written); keep_last <= 0 keeps all. Called by rank 0 after a save.
+void prune_checkpoints(const std::string& dir, int64_t keep_last, int64_t current);
+// `path` is a checkpoint root (uses `latest`; if the step it names is missing or corrupt, the
+// newest complete step, with a warning on stderr) or a step_N directory. Verifies the sha256 of both
 // files and hands views of its tensors (memory-mapped, read-only: a rank touches
 // only the pages of the slices it copies) to `read`: the fp32 weights (the master weights of a
 // bf16 checkpoint) and the moments. Shapes, dtypes and names are checked.

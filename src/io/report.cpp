@@ -29,7 +29,7 @@ nlohmann::json peak_json(const MemStats& m) {
 
 nlohmann::json make_report(const RunSummary& s) {
   const double tmed = step_median(s.step_times);
-  return {{"schema_version", 1},
+  nlohmann::json j = {{"schema_version", 1},
           {"layout", s.layout},
           {"world_size", s.world_size},
           {"config", s.config},
@@ -44,6 +44,8 @@ nlohmann::json make_report(const RunSummary& s) {
           {"grad_norms", s.grad_norms},
           {"eval", s.eval},
           {"ranks", s.ranks}};
+  if (!s.skipped_steps.empty()) j["skipped_steps"] = s.skipped_steps;  // only when there are
+  return j;
 }
 
 void write_report(const std::string& path, const RunSummary& s) {

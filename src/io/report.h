@@ -13,6 +13,7 @@ struct RunSummary {
   nlohmann::json config;
   int64_t seq = 0, micro_batch = 0, grad_accum = 0, steps = 0, tokens_per_step = 0;
   std::vector<double> losses, step_times, grad_norms;
+  std::vector<int64_t> skipped_steps;  // non-finite loss or gradient norm: no update
   nlohmann::json eval = nlohmann::json::array();
   int world_size = 1;
   std::vector<nlohmann::json> ranks;  // per rank: rank, peak_bytes, comm_bytes..., time_s

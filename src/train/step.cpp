@@ -1,6 +1,9 @@
 #include "train/step.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <string>
 
 #include "core/trace.h"
@@ -24,7 +27,12 @@ StepResult train_step(Engine& e, const std::vector<Batch>& micro, const cpu::Ada
   TraceSpan span("gradient sums, clipping, AdamW");
   e.reduce_grads();
   r.grad_norm = e.clip_grads(clip);
-  e.adamw(hp, step + 1);
+  // AdamW squares the (clipped) gradient into fp32 moments: a norm at or above sqrt(FLT_MAX) could
+  // overflow one, so it counts as non-finite too.
+  const double applied = clip > 0 ? std::min(r.grad_norm, clip) : r.grad_norm;
+  r.skipped = !std::isfinite(r.loss) || !std::isfinite(r.grad_norm) ||
+              !(applied < std::sqrt(static_cast<double>(std::numeric_limits<float>::max())));
+  if (!r.skipped) e.adamw(hp, step + 1);
   return r;
 }
 

@@ -219,6 +219,8 @@ class TrainRun {
     losses_.push_back(sr.loss);
     grad_norms_.push_back(sr.grad_norm);
     step_times_.push_back(dt);
+    if (sr.skipped) guard(step, sr);
+    skips_ = sr.skipped ? skips_ + 1 : 0;
     const bool last = step + 1 == o_.steps;
     if (talk_ && (o_.log_every > 0 && ((step + 1) % o_.log_every == 0 || last)))
       progress(step, sr, hp.lr, dt, exposed);
@@ -230,6 +232,25 @@ class TrainRun {
     }
     if (!o_.save_dir.empty() && ((o_.save_every > 0 && (step + 1) % o_.save_every == 0) || last))
       checkpoint(step + 1);
+  }
+
+  // A step whose loss or gradient norm was not finite applied no update (train_step); every rank
+  // sees the same values, so every rank reaches the same verdict here.
+  void guard(int64_t step, const StepResult& sr) {
+    skipped_.push_back(step + 1);
+    if (talk_)
+      std::fprintf(stderr,
+                   "origami: warning: step %lld: loss %g, gradient norm %g: not finite (or the "
+                   "norm's square overflows fp32), the update is skipped (%lld in a row; "
+                   "--max-skips=%lld)\n",
+                   static_cast<long long>(step + 1), sr.loss, sr.grad_norm,
+                   static_cast<long long>(skips_ + 1), static_cast<long long>(o_.max_skips));
+    if (skips_ + 1 >= o_.max_skips)
+      fail("step ", step + 1, ": ", skips_ + 1,
+           " consecutive steps with a non-finite loss or gradient norm (--max-skips=", o_.max_skips,
+           "); stopping. The weights are those of the last finite step",
+           o_.save_dir.empty() ? "" : " (the last checkpoint holds finite state)",
+           ": lower --lr, or check --init and the data");
   }
 
   void progress(int64_t step, const StepResult& sr, double lr, double dt, double exposed) const {
@@ -279,6 +300,7 @@ class TrainRun {
                 {"global_batch", G_},
                 {"seq", S_}};
     eng_->save_checkpoint(o_.save_dir, st);
+    if (eng_->rank() == 0) prune_checkpoints(o_.save_dir, o_.keep_last, steps_done);
     if (talk_)
       std::printf("saved checkpoint %s/step_%lld\n", o_.save_dir.c_str(),
                   static_cast<long long>(steps_done));
@@ -311,6 +333,7 @@ class TrainRun {
     sum.tokens_per_step = G_ * S_;
     sum.losses = losses_;
     sum.grad_norms = grad_norms_;
+    sum.skipped_steps = skipped_;
     sum.step_times = step_times_;
     sum.eval = evals_;
     for (const auto& r : ranks) sum.ranks.push_back(nlohmann::json::parse(r));
@@ -337,6 +360,8 @@ class TrainRun {
   int64_t start_ = 0;
   Clock::time_point t_run_;
   std::vector<double> losses_, step_times_, grad_norms_, t_compute_, t_exposed_, t_skew_;
+  std::vector<int64_t> skipped_;  // steps (1-based) whose update was skipped
+  int64_t skips_ = 0;             // consecutive ones so far
   nlohmann::json evals_ = nlohmann::json::array();
 };
 

@@ -81,9 +81,9 @@ def main():
                                     "--layout", "tsp=4", "--seq", "64", "--micro-batch", "2", *args,
                                     "--resume", os.path.join(ck, "step_5")]), check=False)
     want = "differs from the checkpoint's global_batch=4"
-    print(f"resume with global batch 2 instead of 4: exit {r.returncode}, message on "
-          f"{r.stderr.count(want)}/4 ranks")
-    if r.returncode == 0 or r.stderr.count(want) != 4:
+    print(f"resume with global batch 2 instead of 4: exit {r.returncode}, message "
+          f"{r.stderr.count(want)}x (every rank's verdict, printed once)")
+    if r.returncode == 0 or r.stderr.count(want) != 1:
         fails.append("a resume with another global batch was not refused on every rank")
     if fails:
         print("FAILED: " + "; ".join(fails))

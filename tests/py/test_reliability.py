@@ -1,0 +1,107 @@
+"""Reliability of a training run (issue 20): the numerical guard, checkpoints that survive, and
+metadata that is checked. On configs/tiny.json with synthetic data:
+- a diverging run (--lr 1e3) skips every update whose loss or gradient norm is not finite (a
+  warning naming the step), stops after --max-skips in a row with an error, and every checkpoint
+  it wrote holds finite values only; under tsp=2 every rank stops at the same step and the error
+  is printed once;
+- --keep-last 2 leaves only the two newest steps;
+- re-saving an existing step (resuming into the same --save-dir at the checkpoint's step) swaps it
+  in place: `latest` names a complete step throughout, and it resumes;
+- a corrupt step named by `latest` falls back to the newest complete one with a warning, while the
+  corrupt step given directly is refused naming the file;
+- a trainer.json whose step is negative is refused naming the field.
+Usage: test_reliability.py ORIGAMI_BINARY WORKDIR"""
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+import st  # noqa: E402
+from harness import ROOT, mpi, run  # noqa: E402
+
+BIN, WORK = sys.argv[1], sys.argv[2]
+shutil.rmtree(WORK, ignore_errors=True)
+os.makedirs(WORK)
+P = lambda n: os.path.join(WORK, n)  # noqa: E731
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def train(*extra, check_rc=True):
+    return run([BIN, "train", "--config", os.path.join(ROOT, "configs/tiny.json"), "--synthetic",
+                "--seq", "32", "--micro-batch", "2", "--eval-every", "0", "--log-every", "0",
+                "--warmup", "0"] + list(extra), check=check_rc)
+
+
+def finite(step_dir):
+    return all(np.isfinite(t).all() for f in ("model.safetensors", "optimizer.safetensors")
+               for t in st.load(os.path.join(step_dir, f)).values())
+
+
+# ---- the numerical guard ----------------------------------------------------------------------
+r = train("--steps", "30", "--lr", "1e3", "--clip", "0", "--max-skips", "3", "--save-dir",
+          P("div"), "--save-every", "1", check_rc=False)
+skips = r.stderr.count("the update is skipped")
+check(r.returncode != 0 and "3 consecutive steps with a non-finite loss or gradient norm" in r.stderr
+      and skips == 3, f"--lr 1e3: {skips} skipped steps warned, then stopped (exit {r.returncode})")
+steps = sorted(int(d[5:]) for d in os.listdir(P("div")) if d.startswith("step_") and d[5:].isdigit())
+check(steps and all(finite(P(f"div/step_{s}")) for s in steps),
+      f"every checkpoint of the diverging run holds finite values only (steps {steps[:3]}…{steps[-1:]})")
+
+r = run(mpi(2, [BIN, "train", "--config", os.path.join(ROOT, "configs/tiny.json"), "--synthetic",
+                "--seq", "32", "--micro-batch", "2", "--eval-every", "0", "--log-every", "0",
+                "--warmup", "0", "--steps", "30", "--lr", "1e3", "--clip", "0", "--max-skips", "2",
+                "--layout", "tsp=2"]), check=False, timeout=300)
+check(r.returncode != 0 and r.stderr.count("2 consecutive steps with a non-finite") == 1,
+      f"the same under tsp=2: every rank stops at the same step, the error printed once "
+      f"(exit {r.returncode})")
+
+# ---- --keep-last ----------------------------------------------------------------------------------
+train("--steps", "5", "--save-dir", P("keep"), "--save-every", "1", "--keep-last", "2")
+left = sorted(d for d in os.listdir(P("keep")) if d.startswith("step_"))
+check(left == ["step_4", "step_5"], f"--keep-last 2 leaves {left}")
+
+# ---- re-saving an existing step, then resuming ----------------------------------------------------
+before = open(P("keep/step_5/model.safetensors"), "rb").read()
+train("--steps", "5", "--resume", P("keep"), "--save-dir", P("keep"))
+after = open(P("keep/step_5/model.safetensors"), "rb").read()
+check(open(P("keep/latest")).read().strip() == "step_5" and before == after
+      and not [d for d in os.listdir(P("keep")) if d.endswith((".tmp", ".old"))],
+      "re-saving step 5 in place: the same bytes, latest = step_5, nothing left over")
+r = train("--steps", "6", "--resume", P("keep"), check_rc=False)
+check(r.returncode == 0, "the re-saved checkpoint resumes")
+
+# ---- a corrupt latest step: fallback; given directly: refused ---------------------------------------
+m = P("keep/step_5/model.safetensors")
+b = bytearray(open(m, "rb").read())
+b[-1] ^= 0x40
+open(m, "wb").write(bytes(b))
+rep = P("fallback.json")
+r = train("--steps", "6", "--resume", P("keep"), "--report", rep, check_rc=False)
+check(r.returncode == 0 and "sha256 mismatch" in r.stderr and "step_4, the newest complete step" in r.stderr
+      and json.load(open(rep))["steps"] == 2,
+      "latest names a corrupt step: a warning, and the run resumes from step 4 (2 steps to go)")
+r = train("--steps", "6", "--resume", P("keep/step_5"), check_rc=False)
+check(r.returncode != 0 and "step_5/model.safetensors: sha256 mismatch" in r.stderr,
+      "the corrupt step given directly is refused, naming the file")
+
+# ---- trainer.json metadata -----------------------------------------------------------------------
+shutil.copytree(P("keep/step_4"), P("neg/step_4"))
+j = json.load(open(P("neg/step_4/trainer.json")))
+j["step"] = -5
+json.dump(j, open(P("neg/step_4/trainer.json"), "w"))
+r = train("--steps", "6", "--resume", P("neg/step_4"), check_rc=False)
+check(r.returncode != 0 and "'step' must be a non-negative integer, got -5" in r.stderr,
+      "a negative step in trainer.json is refused naming the field")
+
+if failures:
+    sys.exit(f"{len(failures)} check(s) failed")
+print("all reliability checks passed")
