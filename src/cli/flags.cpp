@@ -78,6 +78,10 @@ void runtime_flags(Args& a, bool transfers) {
          "number of ranks may share a GPU; bitwise the CPU's reduction order); nccl: NCCL on "
          "device memory (origami-cuda built with NCCL; one GPU per rank). auto: mpi on the CPU, "
          "mpi_staged on a device");
+  a.flag("timeout", "600",
+         "SECONDS: a transfer or barrier that has not completed after this long (a rank stopped, "
+         "died or lost its link) prints what it waited for and ends the job (exit 3); 0 = wait "
+         "forever");
   if (transfers)
     a.flag("progress-thread", "100",
            "US: a thread tests every outstanding transfer every US microseconds so that it "
@@ -89,6 +93,7 @@ void runtime_options(const Args& a, RuntimeOptions& p, bool transfers) {
   p.device = a.str("device");
   p.comm = a.str("comm");
   p.dtype = parse_compute_dtype(a.str("dtype"));
+  p.timeout_s = a.f64("timeout", 0, 1e9);
   if (!transfers) return;
   p.overlap = !a.on("no-overlap");
   if (a.given("emulate-link")) parse_emulated_link(a.str("emulate-link"), p);

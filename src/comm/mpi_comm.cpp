@@ -55,6 +55,41 @@ struct Link {
 };
 Link g_link;
 double g_blocked_s = 0;  // time spent blocked in wait() (exposed communication)
+double g_timeout_s = 0;  // --timeout: the longest a wait may go without completing (0: no limit)
+
+// A wait that has gone past --timeout: a peer stopped, died or lost its link. Every other wait of
+// the job is as stuck, so this rank ends the job, saying what it waited for.
+[[noreturn]] void timed_out(const std::string& what, Clock::time_point since) {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::fprintf(stderr,
+               "origami: error on rank %d: %s has not completed after %.0f s (--timeout=%g): a "
+               "rank stopped, died or lost its link; ending the job\n",
+               rank, what.c_str(), std::chrono::duration<double>(Clock::now() - since).count(),
+               g_timeout_s);
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 3);
+  std::abort();
+}
+bool past(Clock::time_point since) {
+  return g_timeout_s > 0 &&
+         std::chrono::duration<double>(Clock::now() - since).count() > g_timeout_s;
+}
+// MPI_Waitall with --timeout: polls (as MPI_Waitall itself spins) and gives up past it; what()
+// names the operation (built only then).
+template <class What>
+void wait_all(std::vector<MPI_Request>& reqs, const What& what, Clock::time_point since) {
+  if (reqs.empty()) return;
+  if (g_timeout_s <= 0) {
+    MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE);
+    return;
+  }
+  int flag = 0;
+  for (int i = 0; !flag; ++i) {
+    MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &flag, MPI_STATUSES_IGNORE);
+    if (!flag && i % 1024 == 1023 && past(since)) timed_out(what(), since);
+  }
+}
 
 // Every operation's state, the registry of live operations, the link and the communicators'
 // records are touched under this lock: by the calling thread and by the progress thread.
@@ -127,20 +162,21 @@ class StagedOp : public Request::Op {
   }
   void wait() override {
     const auto tw = Clock::now();
+    const auto what = [this] { return "the wait for " + name(); };
     std::unique_lock lk(g_mu);
     if (done_) return;
     if (g_progress_on) {
       // The progress thread moves it too: poll and sleep instead of spinning in MPI_Waitall,
       // which would hold a core that another rank's compute may need (ranks ≥ cores here).
       while (!advance_locked()) {
+        if (past(tw)) timed_out(what(), tw);
         lk.unlock();
         std::this_thread::sleep_for(std::chrono::microseconds(20));
         lk.lock();
       }
     }
     while (!mpi_done_) {
-      if (!reqs_.empty())
-        MPI_Waitall(static_cast<int>(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE);
+      wait_all(reqs_, what, tw);
       finish_current();
     }
     lk.unlock();
@@ -383,7 +419,11 @@ class MpiComm : public Comm {
   }
 
   void progress() override { progress_all(); }
-  void barrier() override { MPI_Barrier(comms_[static_cast<int>(Traffic::other)]); }
+  void barrier() override {
+    std::vector<MPI_Request> r(1);
+    MPI_Ibarrier(comms_[static_cast<int>(Traffic::other)], r.data());
+    wait_all(r, [] { return std::string("a barrier"); }, Clock::now());
+  }
 
  private:
   MPI_Comm c(Traffic t) const { return comms_[static_cast<int>(t)]; }
@@ -520,6 +560,27 @@ int mpi_world_size() {
   MPI_Initialized(&init);
   if (init) MPI_Comm_size(MPI_COMM_WORLD, &world);
   return world;
+}
+
+void set_comm_timeout(double seconds) {
+  g_timeout_s = seconds;
+}
+
+bool any_rank(bool flag) {
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (!init || fin) return flag;
+  static MPI_Comm control = [] {
+    MPI_Comm c;
+    MPI_Comm_dup(MPI_COMM_WORLD, &c);
+    return c;
+  }();
+  int v = flag ? 1 : 0;
+  std::vector<MPI_Request> r(1);
+  MPI_Iallreduce(MPI_IN_PLACE, &v, 1, MPI_INT, MPI_MAX, control, r.data());
+  wait_all(r, [] { return std::string("the stop-request agreement"); }, Clock::now());
+  return v != 0;
 }
 
 }  // namespace origami

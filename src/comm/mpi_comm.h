@@ -27,5 +27,13 @@ void set_emulated_link(double gbps, double latency_us);
 bool set_progress_thread(double interval_us);
 // Seconds this process has spent blocked in Request::wait() (exposed communication).
 double comm_blocked_seconds();
+// --timeout SECONDS: a wait or barrier that has not completed after this long (a rank stopped,
+// died or lost its link) prints what it waited for (category, layer, phase) and aborts the job
+// (exit 3). 0: no limit.
+void set_comm_timeout(double seconds);
+// Whether `flag` is set on any rank of the job (a logical or over MPI_COMM_WORLD, on a
+// communicator of its own: not a transfer of the engines, not in their byte counts). Collective:
+// every rank calls it at the same point. Without MPI: flag.
+bool any_rank(bool flag);
 
 }  // namespace origami

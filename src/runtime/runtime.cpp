@@ -36,6 +36,7 @@ void select_device(const RuntimeOptions& p) {
     fail("--comm mpi hands tensors to MPI directly, which cannot read --device ", p.device,
          " memory (Debian's Open MPI is not CUDA-aware): use --comm mpi_staged or nccl");
   set_compute_dtype(p.dtype);
+  set_comm_timeout(p.timeout_s);
   if (c == "nccl" && !p.make_nccl)
     fail(
         "--comm nccl: this binary was built without NCCL (the CUDA build finds it next to the "

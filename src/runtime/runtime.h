@@ -13,6 +13,7 @@ namespace origami {
 struct RuntimeOptions {
   double link_gbps = 0, link_latency_us = 0;  // --emulate-link (0: off)
   double progress_us = 100;                   // --progress-thread (0: off)
+  double timeout_s = 600;                     // --timeout (0: no limit)
   bool overlap = true;  // false (--no-overlap): every transfer complete when posted (serial_comm.h)
   std::string device = "cpu";     // --device cpu|cuda|emu
   DType dtype = DType::f32;       // --dtype fp32|bf16: the compute type (core/dtype.h)

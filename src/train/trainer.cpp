@@ -3,8 +3,11 @@
 #include <mpi.h>
 #include <omp.h>
 
+#include <signal.h>
+
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -25,6 +28,21 @@
 #include "train/step.h"
 
 namespace origami {
+
+namespace {
+// SIGTERM/SIGINT seen by this rank (the training loop polls it at every step's end).
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+}
+void catch_stop_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+}
+}  // namespace
 
 namespace {
 using Clock = std::chrono::steady_clock;
@@ -89,7 +107,13 @@ class TrainRun {
     }
     banner();
     t_run_ = Clock::now();
-    for (int64_t step = start_; step < o_.steps; ++step) train(step);
+    catch_stop_signals();
+    for (int64_t step = start_; step < o_.steps; ++step) {
+      train(step);
+      // SIGTERM or SIGINT on any rank (a scheduler's preemption): every rank stops after the
+      // same step, writes a checkpoint of it and exits with kPreempted.
+      if (step + 1 < o_.steps && any_rank(g_stop_signal != 0)) return preempted(step + 1);
+    }
     if (start_ == o_.steps) checkpoint(start_);  // zero steps: re-export under this layout
     report();
     return 0;
@@ -232,6 +256,20 @@ class TrainRun {
     }
     if (!o_.save_dir.empty() && ((o_.save_every > 0 && (step + 1) % o_.save_every == 0) || last))
       checkpoint(step + 1);
+  }
+
+  int preempted(int64_t steps_done) {
+    const bool saved = !o_.save_dir.empty();
+    if (saved && (o_.save_every <= 0 || steps_done % o_.save_every != 0)) checkpoint(steps_done);
+    report();
+    if (talk_ || eng_->rank() == 0)
+      std::fprintf(stderr,
+                   "origami: stopped by a signal after step %lld of %lld%s%s%s (exit %d)\n",
+                   static_cast<long long>(steps_done), static_cast<long long>(o_.steps),
+                   saved ? "; checkpoint " : "; no --save-dir: nothing saved",
+                   saved ? (o_.save_dir + "/step_" + std::to_string(steps_done)).c_str() : "",
+                   saved ? " written: continue with --resume" : "", kPreempted);
+    return kPreempted;
   }
 
   // A step whose loss or gradient norm was not finite applied no update (train_step); every rank

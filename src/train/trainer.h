@@ -24,6 +24,9 @@ struct TrainOptions {
   Recompute recompute = Recompute::none;
 };
 
+// The exit status of a run stopped by SIGTERM or SIGINT after writing its checkpoint (EX_TEMPFAIL:
+// resumable; schedulers requeue on it).
+constexpr int kPreempted = 75;
 // Learning rate for step (0-based): linear warmup to lr, then cosine to min_lr at `steps`.
 double lr_at(const TrainOptions& o, int64_t step);
 int run_train(const TrainOptions& o);

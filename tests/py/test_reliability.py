@@ -9,18 +9,25 @@ metadata that is checked. On configs/tiny.json with synthetic data:
   in place: `latest` names a complete step throughout, and it resumes;
 - a corrupt step named by `latest` falls back to the newest complete one with a warning, while the
   corrupt step given directly is refused naming the file;
+- SIGTERM to one rank of a tsp=2 run: every rank stops after the same step, writes its checkpoint
+  and exits 75; resuming gives the uninterrupted run's losses bit for bit;
+- a stopped rank (SIGSTOP): with --timeout 3 the other rank ends the job within 3 + 15 s, naming
+  the transfer it waited for;
 - a trainer.json whose step is negative is refused naming the field.
 Usage: test_reliability.py ORIGAMI_BINARY WORKDIR"""
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import st  # noqa: E402
-from harness import ROOT, mpi, run  # noqa: E402
+from harness import MPI_ENV, ROOT, mpi, run  # noqa: E402
 
 BIN, WORK = sys.argv[1], sys.argv[2]
 shutil.rmtree(WORK, ignore_errors=True)
@@ -92,6 +99,61 @@ check(r.returncode == 0 and "sha256 mismatch" in r.stderr and "step_4, the newes
 r = train("--steps", "6", "--resume", P("keep/step_5"), check_rc=False)
 check(r.returncode != 0 and "step_5/model.safetensors: sha256 mismatch" in r.stderr,
       "the corrupt step given directly is refused, naming the file")
+
+# ---- preemption: SIGTERM to one rank of tsp=2 -----------------------------------------------------
+# Constant LR (--min-lr = --lr, no warmup), so a run's --steps does not change its schedule.
+CONST = ["--config", os.path.join(ROOT, "configs/tiny.json"), "--synthetic", "--seq", "64",
+         "--micro-batch", "2", "--eval-every", "0", "--log-every", "0", "--warmup", "0", "--lr",
+         "1e-3", "--min-lr", "1e-3", "--layout", "tsp=2"]
+proc = subprocess.Popen(["mpirun", "-np", "2", "--bind-to", "none", BIN, "train"] + CONST +
+                        ["--steps", "100000", "--save-dir", P("pre"), "--save-every", "1000000"],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=MPI_ENV, cwd=ROOT)
+time.sleep(4)
+ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+if ranks:
+    os.kill(int(ranks[-1]), signal.SIGTERM)  # one rank only, as a scheduler may
+t0 = time.time()
+try:
+    out, err = proc.communicate(timeout=120)
+except subprocess.TimeoutExpired:
+    proc.kill()
+    out, err = proc.communicate()
+dt = time.time() - t0
+latest = open(P("pre/latest")).read().strip() if os.path.exists(P("pre/latest")) else ""
+n = int(latest[5:]) if latest.startswith("step_") else 0
+check(len(ranks) == 2 and proc.returncode == 75 and n > 0 and "stopped by a signal after step" in err,
+      f"SIGTERM to one rank: exit {proc.returncode} after {dt:.1f} s, checkpoint {latest} written")
+if n:
+    cont = P("cont.json")
+    run(mpi(2, [BIN, "train"] + CONST + ["--steps", str(n + 3), "--resume", P("pre"), "--report", cont]))
+    whole = P("whole.json")
+    run(mpi(2, [BIN, "train"] + CONST + ["--steps", str(n + 3), "--report", whole]))
+    a, b = json.load(open(cont))["losses"], json.load(open(whole))["losses"][n:]
+    check(a == b, f"resumed from step {n}: steps {n + 1}-{n + 3} bitwise equal to an uninterrupted run")
+
+# ---- a stopped rank: --timeout ends the job ------------------------------------------------------
+proc = subprocess.Popen(["mpirun", "-np", "2", "--bind-to", "none", BIN, "train"] + CONST +
+                        ["--steps", "100000", "--timeout", "3"],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=MPI_ENV, cwd=ROOT)
+time.sleep(3)
+ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+if ranks:
+    os.kill(int(ranks[-1]), signal.SIGSTOP)
+t0 = time.time()
+try:
+    out, err = proc.communicate(timeout=120)
+except subprocess.TimeoutExpired:
+    proc.kill()
+    out, err = proc.communicate()
+dt = time.time() - t0
+for r in ranks:  # never leave a stopped process behind
+    try:
+        os.kill(int(r), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+check(len(ranks) == 2 and proc.returncode != 0 and "has not completed after" in err and dt < 3 + 15,
+      f"a stopped rank: the other ends the job after {dt:.1f} s (--timeout 3), naming what it "
+      f"waited for: {[l for l in err.splitlines() if 'has not completed' in l][:1]}")
 
 # ---- trainer.json metadata -----------------------------------------------------------------------
 shutil.copytree(P("keep/step_4"), P("neg/step_4"))
