@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -100,11 +102,26 @@ struct Mapped {
     ::close(fd);
     if (p == MAP_FAILED) fail(path, ": cannot map for writing");
   }
-  ~Mapped() {
-    ::msync(p, n, MS_SYNC);
-    ::munmap(p, n);
+  // Flushes the writes to the file; an I/O error is an error (the blocks were allocated up front,
+  // so a full disk cannot surface here as SIGBUS).
+  void sync(const std::string& path) const {
+    if (::msync(p, n, MS_SYNC) != 0) fail(path, ": writing the checkpoint failed: ", std::strerror(errno));
   }
+  ~Mapped() { ::munmap(p, n); }
 };
+
+// A file of `size` bytes whose first bytes are `header`, every block allocated now: a full disk
+// fails here, with a message, instead of as SIGBUS when the ranks write through their mappings.
+void create_allocated(const std::string& path, const std::string& header, int64_t size) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) fail(path, ": cannot create: ", std::strerror(errno));
+  int err = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+  if (err == 0 && ::pwrite(fd, header.data(), header.size(), 0) != static_cast<ssize_t>(header.size()))
+    err = errno;
+  ::close(fd);
+  if (err)
+    fail(path, ": cannot allocate the ", size, " bytes of the checkpoint: ", std::strerror(err));
+}
 
 nlohmann::json verified(const fs::path& p) {
   nlohmann::json j;
@@ -201,11 +218,12 @@ void save_checkpoint_sharded(
     fs::create_directories(root);
     fs::remove_all(tmp);
     fs::create_directories(tmp);
-    for (const auto& [path, L] : {std::pair{mpath, &ml}, std::pair{opath, &ol}}) {
-      std::ofstream f(path, std::ios::binary);
-      f.write(L->header.data(), static_cast<std::streamsize>(L->header.size()));
-      f.close();
-      fs::resize_file(path, static_cast<uintmax_t>(L->total));
+    try {
+      for (const auto& [path, L] : {std::pair{mpath, &ml}, std::pair{opath, &ol}})
+        create_allocated(path, L->header, L->total);
+    } catch (const Error&) {
+      fs::remove_all(tmp);  // the previous checkpoint and `latest` stay as they were
+      throw;
     }
   }
   barrier();
@@ -226,7 +244,9 @@ void save_checkpoint_sharded(
                   : view(mf, ml.offsets[i++], std::move(s));
     });
     write(p, m, v);
-  }  // msync + unmap
+    mf.sync(mpath);
+    of.sync(opath);
+  }  // unmap
   barrier();
   if (rank == 0 && bf16) {  // the bf16 model file: the master weights rounded
     Mapped mf(mpath, static_cast<size_t>(ml.total)), of(opath, static_cast<size_t>(ol.total));
@@ -242,7 +262,12 @@ void save_checkpoint_sharded(
   }
   barrier();
   if (rank == 0) {
-    write_file_atomic((tmp / "trainer.json").string(), trainer_json(st, tmp).dump(2) + "\n");
+    try {
+      write_file_atomic((tmp / "trainer.json").string(), trainer_json(st, tmp).dump(2) + "\n");
+    } catch (const Error&) {
+      fs::remove_all(tmp);
+      throw;
+    }
     publish(root, tmp, name);
   }
   barrier();
@@ -312,13 +337,18 @@ void save_checkpoint(const std::string& dir, const TrainerState& st, ModelParams
   fs::create_directories(root);
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  save_params(params, (tmp / "model.safetensors").string());
-  SafeTensorsWriter w;
-  exp_avg.for_each([&](const std::string& n, Tensor& t) { w.add("exp_avg." + n, t); });
-  exp_avg_sq.for_each([&](const std::string& n, Tensor& t) { w.add("exp_avg_sq." + n, t); });
-  if (master) master->for_each([&](const std::string& n, Tensor& t) { w.add("master." + n, t); });
-  w.write((tmp / "optimizer.safetensors").string());
-  write_file_atomic((tmp / "trainer.json").string(), trainer_json(st, tmp).dump(2) + "\n");
+  try {
+    save_params(params, (tmp / "model.safetensors").string());
+    SafeTensorsWriter w;
+    exp_avg.for_each([&](const std::string& n, Tensor& t) { w.add("exp_avg." + n, t); });
+    exp_avg_sq.for_each([&](const std::string& n, Tensor& t) { w.add("exp_avg_sq." + n, t); });
+    if (master) master->for_each([&](const std::string& n, Tensor& t) { w.add("master." + n, t); });
+    w.write((tmp / "optimizer.safetensors").string());
+    write_file_atomic((tmp / "trainer.json").string(), trainer_json(st, tmp).dump(2) + "\n");
+  } catch (const Error&) {
+    fs::remove_all(tmp);  // a full disk: the previous checkpoint and `latest` stay as they were
+    throw;
+  }
   publish(root, tmp, name);
 }
 

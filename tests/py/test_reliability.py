@@ -13,6 +13,8 @@ metadata that is checked. On configs/tiny.json with synthetic data:
   and exits 75; resuming gives the uninterrupted run's losses bit for bit;
 - a stopped rank (SIGSTOP): with --timeout 3 the other rank ends the job within 3 + 15 s, naming
   the transfer it waited for;
+- a full disk (a 20 MiB tmpfs, mounted where the test may) at a save, single and tsp=2: a clear
+  error, the previous step and `latest` intact, no partial step left; the run resumes from it;
 - a trainer.json whose step is negative is refused naming the field.
 Usage: test_reliability.py ORIGAMI_BINARY WORKDIR"""
 import json
@@ -154,6 +156,32 @@ for r in ranks:  # never leave a stopped process behind
 check(len(ranks) == 2 and proc.returncode != 0 and "has not completed after" in err and dt < 3 + 15,
       f"a stopped rank: the other ends the job after {dt:.1f} s (--timeout 3), naming what it "
       f"waited for: {[l for l in err.splitlines() if 'has not completed' in l][:1]}")
+
+# ---- a full disk (a 20 MiB tmpfs: one checkpoint of tiny fits, two do not) -----------------------
+disk = P("disk")
+os.makedirs(disk)
+if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20M", "tmpfs", disk]).returncode != 0:
+    print("skip the full disk (cannot mount a tmpfs here)")
+else:
+    try:
+        for L, n in (("single", 0), ("tsp=2", 2)):
+            ck = os.path.join(disk, L.replace("=", ""))
+            base = [BIN, "train", "--config", os.path.join(ROOT, "configs/tiny.json"), "--synthetic",
+                    "--seq", "32", "--micro-batch", "2", "--eval-every", "0", "--log-every", "0",
+                    "--steps", "2", "--layout", L]
+            cmd = base + ["--save-dir", ck, "--save-every", "1"]
+            r = run(mpi(n, cmd) if n else cmd, check=False, timeout=120)
+            left = sorted(os.listdir(ck)) if os.path.isdir(ck) else []
+            ok = (r.returncode != 0 and "No space left on device" in r.stderr and left == ["latest", "step_1"]
+                  and open(os.path.join(ck, "latest")).read().strip() == "step_1")
+            check(ok, f"{L}: the disk fills at step 2's save: a clear error (exit {r.returncode}), "
+                  f"step_1 and latest intact, nothing half-written ({left})")
+            cmd = base + ["--resume", ck]
+            r = run(mpi(n, cmd) if n else cmd, check=False, timeout=120)
+            check(r.returncode == 0, f"{L}: the run resumes from the intact step_1")
+            shutil.rmtree(ck)  # the disk to the next case
+    finally:
+        subprocess.run(["umount", disk])
 
 # ---- trainer.json metadata -----------------------------------------------------------------------
 shutil.copytree(P("keep/step_4"), P("neg/step_4"))
