@@ -141,7 +141,10 @@ std::vector<std::string> SafeTensorsReader::add_file(const std::string& path) {
       if (!d.is_number_integer() || d.get<int64_t>() < 0)
         fail(path, ": tensor '", name, "': shape entries must be non-negative integers");
       se.shape.push_back(d.get<int64_t>());
-      numel *= static_cast<size_t>(d.get<int64_t>());
+      if (__builtin_mul_overflow(numel, static_cast<size_t>(d.get<int64_t>()), &numel) ||
+          numel > (size_t(1) << 60))
+        fail(path, ": tensor '", name, "': shape ", e["shape"].dump(),
+             " has more elements than a file can hold");
     }
     const auto& off = e["data_offsets"];
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
@@ -161,6 +164,18 @@ std::vector<std::string> SafeTensorsReader::add_file(const std::string& path) {
       fail(path, ": tensor '", name, "' is also in another file of ", path_);
     entries_[name] = std::move(se);
     names.push_back(name);
+  }
+  // No two tensors share bytes (a writer's bug or a crafted file: a write through one would
+  // change the other).
+  std::vector<std::pair<const char*, const std::string*>> spans;
+  for (const auto& nm : names)
+    if (entries_[nm].bytes) spans.emplace_back(static_cast<const char*>(entries_[nm].data), &nm);
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i) {
+    const StEntry& prev = entries_[*spans[i - 1].second];
+    if (static_cast<const char*>(prev.data) + prev.bytes > spans[i].first)
+      fail(path, ": tensors '", *spans[i - 1].second, "' and '", *spans[i].second,
+           "' overlap in the data section");
   }
   return names;
 }

@@ -49,6 +49,12 @@ def main():
         st.save(P(name), t)
         return P(name)
 
+    def crafted(name, header, data):  # a safetensors file with a hand-written header
+        h = json.dumps(header).encode()
+        with open(P(name), "wb") as f:
+            f.write(len(h).to_bytes(8, "little") + h + data)
+        return P(name)
+
     raw = open(P("w.safetensors"), "rb").read()
     with open(P("trunc.safetensors"), "wb") as f:
         f.write(raw[: len(raw) - 10])
@@ -87,6 +93,13 @@ def main():
         ("tied head present", grad(c=cfg("c6.json", tie_word_embeddings=True)), "tie_word_embeddings=true"),
         ("truncated", grad(w=P("trunc.safetensors")), "outside the data section"),
         ("malformed", grad(w=P("garbage.safetensors")), "not JSON"),
+        ("shape overflow", grad(t=crafted("t6.safetensors", {"input_ids": {
+            "dtype": "F32", "shape": [4611686018427387905, 4], "data_offsets": [0, 16]}}, bytes(16))),
+         "has more elements than a file can hold"),
+        ("overlapping tensors", grad(t=crafted("t7.safetensors", {
+            "input_ids": {"dtype": "I64", "shape": [1, 3], "data_offsets": [0, 24]},
+            "labels": {"dtype": "I64", "shape": [1, 3], "data_offsets": [16, 40]}}, bytes(40))),
+         "tensors 'input_ids' and 'labels' overlap in the data section"),
         ("id outside vocab", grad(t=tokens("t2.safetensors", input_ids=np.array([[1, 2, 3, 99, 4]], np.int32))),
          "input_ids[0, 3]=99 is outside the vocabulary [0, 30)"),
         ("bad label", grad(t=tokens("t3.safetensors", input_ids=np.array([[1, 2, 3]], np.int64),
