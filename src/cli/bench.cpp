@@ -88,8 +88,8 @@ int bench_generate(const Args& a, const std::vector<std::string>& layouts,
       cmd << "mpirun -np " << L.world() << " --bind-to none --oversubscribe" << root
           << " -x OMP_NUM_THREADS=" << a.str("threads") << " '" << self << "' generate --config '"
           << cfgp << "' --weights '" << weights << "' --tokens '" << prompt << "' --max-new-tokens "
-          << N << " --eos-id -1 --quiet --report '" << rep << "' --layout " << L.text
-          << " --dtype " << a.str("dtype");
+          << N << " --eos-id -1 --quiet --report '" << rep << "' --layout " << L.text << " --dtype "
+          << a.str("dtype");
       std::fprintf(stderr, "bench: generate S=%lld %s\n", static_cast<long long>(S),
                    L.text.c_str());
       if (std::system(cmd.str().c_str()) != 0)

@@ -1,11 +1,10 @@
 // origami: one entry point with subcommands.
 #include <mpi.h>
-
-#include <cstdio>
-#include <cstdlib>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -350,7 +349,8 @@ void report_error(bool mpi, const std::string& msg) {
   std::vector<int> lens(static_cast<size_t>(world)), offs(lens.size());
   MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, g_error_comm);
   int total = 0;
-  for (int r = 0; r < world; ++r) offs[static_cast<size_t>(r)] = total, total += lens[static_cast<size_t>(r)];
+  for (int r = 0; r < world; ++r)
+    offs[static_cast<size_t>(r)] = total, total += lens[static_cast<size_t>(r)];
   std::string all(static_cast<size_t>(rank == 0 ? total : 0), '\0');
   MPI_Gatherv(msg.data(), len, MPI_CHAR, all.data(), lens.data(), offs.data(), MPI_CHAR, 0,
               g_error_comm);

@@ -422,7 +422,8 @@ class MpiComm : public Comm {
   void barrier() override {
     std::vector<MPI_Request> r(1);
     MPI_Ibarrier(comms_[static_cast<int>(Traffic::other)], r.data());
-    wait_all(r, [] { return std::string("a barrier"); }, Clock::now());
+    wait_all(
+        r, [] { return std::string("a barrier"); }, Clock::now());
   }
 
  private:
@@ -579,7 +580,8 @@ bool any_rank(bool flag) {
   int v = flag ? 1 : 0;
   std::vector<MPI_Request> r(1);
   MPI_Iallreduce(MPI_IN_PLACE, &v, 1, MPI_INT, MPI_MAX, control, r.data());
-  wait_all(r, [] { return std::string("the stop-request agreement"); }, Clock::now());
+  wait_all(
+      r, [] { return std::string("the stop-request agreement"); }, Clock::now());
   return v != 0;
 }
 

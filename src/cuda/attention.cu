@@ -174,8 +174,8 @@ void attn_fwd_impl(O* o, float* lse, int64_t lse_stride, const T* q, int64_t q_s
             if (kpos0 > qpos0 + rows - 1) break;  // this and later tiles are in the future
             const int cols = static_cast<int>(std::min<int64_t>(BK, k.len - kb));
             gemm_ex(Trans::N, Trans::T, rows, cols, d, scale, qp, q_stride,
-                    seg_k<T>(k) + kb * k.stride,
-                    k.stride, dtype_of<T>(), 0.f, S.get(), BK, DType::f32, bS);
+                    seg_k<T>(k) + kb * k.stride, k.stride, dtype_of<T>(), 0.f, S.get(), BK,
+                    DType::f32, bS);
             softmax_update_k<T><<<grid, kRowThreads, 0, st_>>>(S.get(), P.get(), m.get(), l.get(),
                                                                oacc.get(), cols, BK, d, qpos0,
                                                                kpos0, bs_s, bs_o, BQ);
@@ -195,9 +195,9 @@ void attn_fwd_impl(O* o, float* lse, int64_t lse_stride, const T* q, int64_t q_s
 
 // G: dq's type and the segments' dK, dV (T, or fp32 under mixed precision).
 template <class T, class G, class Seg>
-void attn_bwd_impl(G* dq, const T* dout, const T* q, const T* o, int64_t q_stride,
-                   const float* lse, int64_t lse_stride, const QSeg* qs, int nqs, const Seg* ks,
-                   int nks, AttnShape sh, float scale) {
+void attn_bwd_impl(G* dq, const T* dout, const T* q, const T* o, int64_t q_stride, const float* lse,
+                   int64_t lse_stride, const QSeg* qs, int nqs, const Seg* ks, int nks,
+                   AttnShape sh, float scale) {
   check_shape(sh);
   const int d = sh.d, group = sh.n_h / sh.n_kv, nb = sh.n_kv, BQ = g_bq, BK = g_bk;
   const cudaStream_t st_ = current_stream();
@@ -256,10 +256,10 @@ void attn_bwd_impl(G* dq, const T* dout, const T* q, const T* o, int64_t q_strid
                     dtype_of<T>(), 1.f, dkacc.get(), d, DType::f32, {nb, bs_s, qh, bs_kv});
           }
       for (int b = 0; b < nb; ++b) {
-        copy_rows<G, float>(reinterpret_cast<G*>(k.dk) + kb * k.stride + int64_t(b) * d,
-                            k.stride, dkacc.get() + b * bs_kv, d, cols, d, true);
-        copy_rows<G, float>(reinterpret_cast<G*>(k.dv) + kb * k.stride + int64_t(b) * d,
-                            k.stride, dvacc.get() + b * bs_kv, d, cols, d, true);
+        copy_rows<G, float>(reinterpret_cast<G*>(k.dk) + kb * k.stride + int64_t(b) * d, k.stride,
+                            dkacc.get() + b * bs_kv, d, cols, d, true);
+        copy_rows<G, float>(reinterpret_cast<G*>(k.dv) + kb * k.stride + int64_t(b) * d, k.stride,
+                            dvacc.get() + b * bs_kv, d, cols, d, true);
       }
     }
   }
@@ -284,20 +284,19 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
   attn_bwd_impl<T, T>(dq, dout, q, o, q_stride, lse, lse_stride, qs, nqs, ks, nks, sh, scale);
 }
 
-void flash_attn_fwd_mixed(void* o, DType o_type, float* lse, int64_t lse_stride,
-                          const bfloat16* q, int64_t q_stride, const QSeg* qs, int nqs,
-                          const KvSeg<bfloat16>* ks, int nks, AttnShape sh, float scale) {
+void flash_attn_fwd_mixed(void* o, DType o_type, float* lse, int64_t lse_stride, const bfloat16* q,
+                          int64_t q_stride, const QSeg* qs, int nqs, const KvSeg<bfloat16>* ks,
+                          int nks, AttnShape sh, float scale) {
   const bf16* qq = reinterpret_cast<const bf16*>(q);
   if (o_type == DType::f32)
     return attn_fwd_impl<bf16, float>(static_cast<float*>(o), lse, lse_stride, qq, q_stride, qs,
                                       nqs, ks, nks, sh, scale);
-  attn_fwd_impl<bf16, bf16>(static_cast<bf16*>(o), lse, lse_stride, qq, q_stride, qs, nqs, ks,
-                            nks, sh, scale);
+  attn_fwd_impl<bf16, bf16>(static_cast<bf16*>(o), lse, lse_stride, qq, q_stride, qs, nqs, ks, nks,
+                            sh, scale);
 }
 void flash_attn_bwd_mixed(float* dq, const bfloat16* dout, const bfloat16* q, const bfloat16* o,
                           int64_t q_stride, const float* lse, int64_t lse_stride, const QSeg* qs,
-                          int nqs, const KvSeg<bfloat16>* ks, int nks, AttnShape sh,
-                          float scale) {
+                          int nqs, const KvSeg<bfloat16>* ks, int nks, AttnShape sh, float scale) {
   attn_bwd_impl<bf16, float>(dq, reinterpret_cast<const bf16*>(dout),
                              reinterpret_cast<const bf16*>(q), reinterpret_cast<const bf16*>(o),
                              q_stride, lse, lse_stride, qs, nqs, ks, nks, sh, scale);

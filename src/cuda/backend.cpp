@@ -145,9 +145,8 @@ void swiglu_bwd16(bfloat16* dg, bfloat16* du, const bfloat16* da, const bfloat16
                   const bfloat16* u, int64_t n) {
   swiglu_bwd<bf16>(B(dg), B(du), B(da), B(g), B(u), n);
 }
-void attn_fwd16(bfloat16* o, float* lse, int64_t ls, const bfloat16* q, int64_t qs_,
-                const QSeg* qs, int nqs, const KvSeg<bfloat16>* ks, int nks, AttnShape sh,
-                float scale) {
+void attn_fwd16(bfloat16* o, float* lse, int64_t ls, const bfloat16* q, int64_t qs_, const QSeg* qs,
+                int nqs, const KvSeg<bfloat16>* ks, int nks, AttnShape sh, float scale) {
   flash_attn_fwd_mixed(o, DType::bf16, lse, ls, q, qs_, qs, nqs, ks, nks, sh, scale);
 }
 void attn_fwd16_wide(float* o, float* lse, int64_t ls, const bfloat16* q, int64_t qs_,
@@ -163,8 +162,8 @@ void index_copy_rows16(bfloat16* dst, const bfloat16* src, const int64_t* dr, co
   auto d = up_rows(dr, n), s = up_rows(sr, n);
   index_copy_rows<bf16>(B(dst), B(src), d.get(), s.get(), n, w);
 }
-void index_widen16(float* dst, const bfloat16* src, const int64_t* dr, const int64_t* sr,
-                   int64_t n, int64_t w) {
+void index_widen16(float* dst, const bfloat16* src, const int64_t* dr, const int64_t* sr, int64_t n,
+                   int64_t w) {
   auto d = up_rows(dr, n), s = up_rows(sr, n);
   index_copy_rows<bf16, float>(dst, B(src), d.get(), s.get(), n, w);
 }
@@ -188,11 +187,24 @@ void norm_bwd_res(float* dx, float* dw, const float* dy, const bfloat16* n, cons
   rmsnorm_bwd<bf16, float, float>(dx, dw, dy, B(n), B(w), rstd, rows, h);
 }
 
-const k::BTable kBTable{&gemm16,         &norm_fwd16,       &norm_apply16,     &norm_bwd16,
-                        &rope_fwd16,     &swiglu_fwd16,     &swiglu_bwd16,     &attn_fwd16,
-                        &flash_attn_bwd_mixed, &add16,      &index_copy_rows16, &index_add_rows16,
-                        &to_bf16,        &to_f32,           &norm_fwd_res,     &norm_bwd_res,
-                        &index_widen16,  &attn_fwd16_wide};
+const k::BTable kBTable{&gemm16,
+                        &norm_fwd16,
+                        &norm_apply16,
+                        &norm_bwd16,
+                        &rope_fwd16,
+                        &swiglu_fwd16,
+                        &swiglu_bwd16,
+                        &attn_fwd16,
+                        &flash_attn_bwd_mixed,
+                        &add16,
+                        &index_copy_rows16,
+                        &index_add_rows16,
+                        &to_bf16,
+                        &to_f32,
+                        &norm_fwd_res,
+                        &norm_bwd_res,
+                        &index_widen16,
+                        &attn_fwd16_wide};
 
 }  // namespace
 

@@ -338,8 +338,8 @@ void rmsnorm_fwd(T* y, T* n, float* rstd, const R* x, const T* w, int64_t rows, 
   const unsigned grid = static_cast<unsigned>(rows);
   if constexpr (std::is_same_v<T, R>)
     with_width<T>(h, {y, n, x, w}, [&](auto width) {
-      rmsnorm_fwd_k<T, R, width.value><<<grid, kThreads, 0, current_stream()>>>(
-          y, n, rstd, x, w, h, static_cast<float>(eps));
+      rmsnorm_fwd_k<T, R, width.value>
+          <<<grid, kThreads, 0, current_stream()>>>(y, n, rstd, x, w, h, static_cast<float>(eps));
     });
   else
     rmsnorm_fwd_k<T, R, 1>

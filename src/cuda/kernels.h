@@ -106,9 +106,9 @@ void flash_attn_bwd(T* dq, const T* dout, const T* q, const T* o, int64_t q_stri
                     const KvSeg<T>* ks, int nks, AttnShape sh, float scale);
 // Mixed precision, the CPU's bf16 contract (cpu::flash_attn_fwd/bwd<bfloat16>): bf16 Q, K, V, O;
 // o bf16 or (o_type f32) an fp32 partial result; dq and the segments' dK, dV fp32.
-void flash_attn_fwd_mixed(void* o, DType o_type, float* lse, int64_t lse_stride,
-                          const bfloat16* q, int64_t q_stride, const QSeg* qs, int nqs,
-                          const KvSeg<bfloat16>* ks, int nks, AttnShape sh, float scale);
+void flash_attn_fwd_mixed(void* o, DType o_type, float* lse, int64_t lse_stride, const bfloat16* q,
+                          int64_t q_stride, const QSeg* qs, int nqs, const KvSeg<bfloat16>* ks,
+                          int nks, AttnShape sh, float scale);
 void flash_attn_bwd_mixed(float* dq, const bfloat16* dout, const bfloat16* q, const bfloat16* o,
                           int64_t q_stride, const float* lse, int64_t lse_stride, const QSeg* qs,
                           int nqs, const KvSeg<bfloat16>* ks, int nks, AttnShape sh, float scale);

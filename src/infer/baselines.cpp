@@ -316,7 +316,7 @@ int64_t weight_bytes(InferLayout l, const ModelConfig& c, int D, DType dt) {
   const int64_t h = c.hidden_size, L = c.num_hidden_layers, heads = c.tie_word_embeddings ? 1 : 2;
   const auto e = static_cast<int64_t>(dtype_size(dt));
   if (l == InferLayout::sp) return e * c.num_params();  // the full model
-  const TspDims t = TspDims::of(c, D);                   // TSP's shards (tp keeps the same ones)
+  const TspDims t = TspDims::of(c, D);                  // TSP's shards (tp keeps the same ones)
   return e * (heads * t.Vr * h + h + L * (t.attn_size() + t.mlp_size() + 2 * h));
 }
 
@@ -330,10 +330,10 @@ int64_t decode_step_bytes(InferLayout l, const ModelConfig& c, int D, int64_t B,
   const TspDims t = TspDims::of(c, D);
   const int64_t head = (D - 1) * f * B * t.Vr, embed = ar;  // logits; embedding rows
   if (l == InferLayout::tp) return embed + L * 2 * ar + head;
-  const int64_t layer = (D - 1) * e * B * t.q_rows          // q all-gather
-                        + (D - 1) * e * B * 2 * t.kv_rows   // new k, v (the caching rank)
+  const int64_t layer = (D - 1) * e * B * t.q_rows         // q all-gather
+                        + (D - 1) * e * B * 2 * t.kv_rows  // new k, v (the caching rank)
                         + (D - 1) * f * (B * t.q_rows + t.nq_loc * B)  // partial (o, lse)
-                        + 2 * ar;                           // W_o and MLP all-reduces
+                        + 2 * ar;                                      // W_o and MLP all-reduces
   return embed + L * layer + head;
 }
 

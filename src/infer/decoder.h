@@ -56,9 +56,9 @@ struct KvCache {
   // slot[i]) of `layer`, at the blk[i]-th w-wide block of the row (w divides kvd; no blk: the
   // first): one index copy each (not a copy per row, which on a GPU would be a synchronised copy
   // each).
-  void write(size_t layer, k::CPtr k, k::CPtr v, int64_t w,
-             const std::vector<int64_t>& src_rows, const std::vector<int64_t>& b,
-             const std::vector<int64_t>& slot, const std::vector<int64_t>& blk = {});
+  void write(size_t layer, k::CPtr k, k::CPtr v, int64_t w, const std::vector<int64_t>& src_rows,
+             const std::vector<int64_t>& b, const std::vector<int64_t>& slot,
+             const std::vector<int64_t>& blk = {});
 };
 
 // Positions the prefill of an S-token prompt leaves on each of D ranks (zigzag over S padded to

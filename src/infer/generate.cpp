@@ -96,7 +96,8 @@ class GenerateRun {
     if (IL_ != InferLayout::sp) validate_tsp(cfg_, D_, (S_ + 2 * D_ - 1) / (2 * D_) * (2 * D_), 1);
     // Memory budget per rank: the weights kept and the KV cache (both exact), before any work.
     const int64_t shard_bytes = weight_bytes(IL_, cfg_, D_, o_.par.dtype);
-    const int64_t cache_bytes = kv_cache_bytes(IL_, cfg_, D_, B_, S_, o_.max_new_tokens, o_.par.dtype);
+    const int64_t cache_bytes =
+        kv_cache_bytes(IL_, cfg_, D_, B_, S_, o_.max_new_tokens, o_.par.dtype);
     if (o_.max_memory_gib > 0 &&
         static_cast<double>(shard_bytes + cache_bytes) > o_.max_memory_gib * 1073741824.0)
       fail("--max-memory=", o_.max_memory_gib, " GiB: the weights kept (",
@@ -201,14 +202,15 @@ class GenerateRun {
 
   // Throughput, time to first token, per-rank KV cache and step traffic; the output files.
   void report() {
-    nlohmann::json mine = {{"rank", comm_->rank()},
-                           {"kv_cache_bytes", dec_->cache().bytes()},
-                           {"kv_positions", dec_->cache().size()},
-                           {"decode_step_bytes", step_bytes_},
-                           {"decode_weight_bytes", weight_bytes_},
-                           {"peak_bytes", peak_json(MemTracker::get().stats())},
-                           // the process: tracked tensors, the mapped weight pages it read, code
-                           {"rss_bytes", {{"baseline", rss0_}, {"peak", proc_status_bytes("VmHWM")}}}};
+    nlohmann::json mine = {
+        {"rank", comm_->rank()},
+        {"kv_cache_bytes", dec_->cache().bytes()},
+        {"kv_positions", dec_->cache().size()},
+        {"decode_step_bytes", step_bytes_},
+        {"decode_weight_bytes", weight_bytes_},
+        {"peak_bytes", peak_json(MemTracker::get().stats())},
+        // the process: tracked tensors, the mapped weight pages it read, code
+        {"rss_bytes", {{"baseline", rss0_}, {"peak", proc_status_bytes("VmHWM")}}}};
     const auto ranks = gather_to_root(mine.dump());
     if (comm_->rank() != 0) return;
     const double prefill_s = t_first_ - t0_, decode_s = t_end_ - t_first_;

@@ -105,7 +105,8 @@ struct Mapped {
   // Flushes the writes to the file; an I/O error is an error (the blocks were allocated up front,
   // so a full disk cannot surface here as SIGBUS).
   void sync(const std::string& path) const {
-    if (::msync(p, n, MS_SYNC) != 0) fail(path, ": writing the checkpoint failed: ", std::strerror(errno));
+    if (::msync(p, n, MS_SYNC) != 0)
+      fail(path, ": writing the checkpoint failed: ", std::strerror(errno));
   }
   ~Mapped() { ::munmap(p, n); }
 };
@@ -116,7 +117,8 @@ void create_allocated(const std::string& path, const std::string& header, int64_
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) fail(path, ": cannot create: ", std::strerror(errno));
   int err = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
-  if (err == 0 && ::pwrite(fd, header.data(), header.size(), 0) != static_cast<ssize_t>(header.size()))
+  if (err == 0 &&
+      ::pwrite(fd, header.data(), header.size(), 0) != static_cast<ssize_t>(header.size()))
     err = errno;
   ::close(fd);
   if (err)

@@ -29,21 +29,22 @@ nlohmann::json peak_json(const MemStats& m) {
 
 nlohmann::json make_report(const RunSummary& s) {
   const double tmed = step_median(s.step_times);
-  nlohmann::json j = {{"schema_version", 1},
-          {"layout", s.layout},
-          {"world_size", s.world_size},
-          {"config", s.config},
-          {"seq", s.seq},
-          {"micro_batch", s.micro_batch},
-          {"grad_accum", s.grad_accum},
-          {"steps", s.steps},
-          {"tokens_per_s", tmed > 0 ? static_cast<double>(s.tokens_per_step) / tmed : 0.0},
-          {"step_time_median_s", tmed},
-          {"final_loss", s.losses.empty() ? 0.0 : s.losses.back()},
-          {"losses", s.losses},
-          {"grad_norms", s.grad_norms},
-          {"eval", s.eval},
-          {"ranks", s.ranks}};
+  nlohmann::json j = {
+      {"schema_version", 1},
+      {"layout", s.layout},
+      {"world_size", s.world_size},
+      {"config", s.config},
+      {"seq", s.seq},
+      {"micro_batch", s.micro_batch},
+      {"grad_accum", s.grad_accum},
+      {"steps", s.steps},
+      {"tokens_per_s", tmed > 0 ? static_cast<double>(s.tokens_per_step) / tmed : 0.0},
+      {"step_time_median_s", tmed},
+      {"final_loss", s.losses.empty() ? 0.0 : s.losses.back()},
+      {"losses", s.losses},
+      {"grad_norms", s.grad_norms},
+      {"eval", s.eval},
+      {"ranks", s.ranks}};
   if (!s.skipped_steps.empty()) j["skipped_steps"] = s.skipped_steps;  // only when there are
   return j;
 }

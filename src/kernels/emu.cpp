@@ -123,11 +123,11 @@ void attn_fwd16(bfloat16* o, float* lse, int64_t ls, const bfloat16* q, int64_t 
                                      scale);
 }
 void attn_fwd16w(float* o, float* lse, int64_t ls, const bfloat16* q, int64_t qs_,
-                 const k::QSeg* qs, int nqs, const k::KvSeg<bfloat16>* ks, int nks,
-                 k::AttnShape sh, float scale) {
+                 const k::QSeg* qs, int nqs, const k::KvSeg<bfloat16>* ks, int nks, k::AttnShape sh,
+                 float scale) {
   const auto s = segs(ks, nks);
-  k::cpu_bf16_table().flash_attn_fwd_wide(arg(o), arg(lse), ls, arg(q), qs_, qs, nqs, s.data(),
-                                          nks, sh, scale);
+  k::cpu_bf16_table().flash_attn_fwd_wide(arg(o), arg(lse), ls, arg(q), qs_, qs, nqs, s.data(), nks,
+                                          sh, scale);
 }
 void attn_bwd16(float* dq, const bfloat16* dout, const bfloat16* q, const bfloat16* o, int64_t qs_,
                 const float* lse, int64_t ls, const k::QSeg* qs, int nqs,

@@ -43,8 +43,8 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
   c.hidden_size = get_int(j, src, "hidden_size", true, 0, int64_t(1) << 20);
   c.intermediate_size = get_int(j, src, "intermediate_size", true, 0, int64_t(1) << 22);
   c.num_attention_heads = get_int(j, src, "num_attention_heads", true, 0, int64_t(1) << 16);
-  c.num_key_value_heads = get_int(j, src, "num_key_value_heads", false, c.num_attention_heads,
-                                  int64_t(1) << 16);
+  c.num_key_value_heads =
+      get_int(j, src, "num_key_value_heads", false, c.num_attention_heads, int64_t(1) << 16);
   c.num_hidden_layers = get_int(j, src, "num_hidden_layers", true, 0, int64_t(1) << 16);
   c.vocab_size = get_int(j, src, "vocab_size", true, 0);
   c.max_position_embeddings = get_int(j, src, "max_position_embeddings", false, 2048);
@@ -84,7 +84,8 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& s
   const double h = static_cast<double>(c.hidden_size), L = static_cast<double>(c.num_hidden_layers);
   const double n = static_cast<double>(c.vocab_size) * h * (c.tie_word_embeddings ? 1 : 2) +
                    L * (2 * h * h + 2 * h * static_cast<double>(c.kv_dim()) +
-                        3 * h * static_cast<double>(c.intermediate_size) + 2 * h) + h;
+                        3 * h * static_cast<double>(c.intermediate_size) + 2 * h) +
+                   h;
   if (n > 1e15)
     fail(src, ": the model has ", n, " parameters (hidden_size=", c.hidden_size,
          ", num_hidden_layers=", c.num_hidden_layers, ", vocab_size=", c.vocab_size,

@@ -2,13 +2,12 @@
 
 #include <mpi.h>
 #include <omp.h>
-
 #include <signal.h>
 
 #include <algorithm>
 #include <chrono>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -263,8 +262,7 @@ class TrainRun {
     if (saved && (o_.save_every <= 0 || steps_done % o_.save_every != 0)) checkpoint(steps_done);
     report();
     if (talk_ || eng_->rank() == 0)
-      std::fprintf(stderr,
-                   "origami: stopped by a signal after step %lld of %lld%s%s%s (exit %d)\n",
+      std::fprintf(stderr, "origami: stopped by a signal after step %lld of %lld%s%s%s (exit %d)\n",
                    static_cast<long long>(steps_done), static_cast<long long>(o_.steps),
                    saved ? "; checkpoint " : "; no --save-dir: nothing saved",
                    saved ? (o_.save_dir + "/step_" + std::to_string(steps_done)).c_str() : "",
