@@ -4,7 +4,7 @@ namespaces, the inter-host link shaped by tc netem to RATE), configs/small.json,
 --no-overlap; next to the same layout on one host with --emulate-link at the same bandwidth (every
 rank's inbound link emulated: the prediction origami offers without a network). Prints a table of
 the median step time and the worst rank's exposed communication; needs root (namespaces).
-usage: bench/cluster_overlap.py [--rate 200mbit] [--delay 100us] [--seq 1024] [--steps 4]"""
+usage: bench/cluster_overlap.py [--rate 200mbit] [--delay 100us (needs netem)] [--seq 1024] [--steps 4]"""
 import argparse
 import json
 import os
@@ -28,7 +28,7 @@ def gbps(rate):  # tc's "200mbit" -> 0.2 (GB/s is what --emulate-link takes: byt
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rate", default="200mbit")
-    ap.add_argument("--delay", default="100us")
+    ap.add_argument("--delay", default="")
     ap.add_argument("--seq", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=4)
     a = ap.parse_args()
@@ -47,14 +47,14 @@ def main():
         rows.append((name, j["step_time_median_s"], exposed))
 
     subprocess.run([cl, "down"], env=ENV)
-    subprocess.run([cl, "up", "2", a.rate, a.delay], env=ENV, check=True)
+    subprocess.run([cl, "up", "2", a.rate] + ([a.delay] if a.delay else []), env=ENV, check=True)
     try:
         for ov in ([], ["--no-overlap"]):
-            one(f"2 hosts, {a.rate} {a.delay} link{' --no-overlap' if ov else ''}",
+            one(f"2 hosts, {a.rate} {a.delay} link{' --no-overlap' if ov else ''}".replace("  ", " "),
                 [cl, "run", "2", "2"] + train + ov, f"/tmp/cluster_overlap_{len(ov)}.json")
     finally:
         subprocess.run([cl, "down"], env=ENV)
-    link = f"{gbps(a.rate):g},{a.delay.rstrip('us') if a.delay.endswith('us') else 0}"
+    link = f"{gbps(a.rate):g},{a.delay[:-2] if a.delay.endswith('us') else 0}"
     for ov in ([], ["--no-overlap"]):
         one(f"1 host, --emulate-link {link}{' --no-overlap' if ov else ''}",
             ["mpirun", "-np", "4", "--bind-to", "none"] + train + ["--emulate-link", link] + ov,

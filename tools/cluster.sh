@@ -1,10 +1,10 @@
 #!/bin/bash
 # K "hosts" on this machine: network namespaces ohost1..ohostK, each with one veth link to a
 # switch (a bridge in namespace ohub), addresses 10.77.0.1..K/24 that exist only inside these
-# namespaces (nothing else is ever addressed), each host's link shaped with tc (netem: rate,
-# delay, loss). mpirun runs inside ohost1 and starts the other hosts' daemons through
+# namespaces (nothing else is ever addressed), each host's link shaped with tc (a rate
+# alone: tbf; delay or loss: netem, where the kernel has it). mpirun runs inside ohost1 and starts the other hosts' daemons through
 # tools/cluster_agent.sh (OpenMPI's plm_rsh_agent: `ip netns exec`), over TCP only.
-#   tools/cluster.sh up K [RATE [DELAY [LOSS]]]   e.g. up 2 1gbit 100us 0%   (root)
+#   tools/cluster.sh up K [RATE [DELAY [LOSS]]]   e.g. up 2 1gbit, or up 2 1gbit 100us 1%  (root)
 #   tools/cluster.sh run K PER_HOST CMD...        mpirun -np K*PER_HOST across the hosts
 #   tools/cluster.sh cut I | heal I               take host I's link down / up
 #   tools/cluster.sh down                         remove every namespace it made (and kill
@@ -31,9 +31,16 @@ case $cmd in
       ip -n ohost$i link set vh$i up
       ip -n ohost$i link set lo up
       if [ -n "$RATE$DELAY$LOSS" ]; then  # the host's outbound link (and, on the switch, inbound)
-        netem="netem ${RATE:+rate $RATE} ${DELAY:+delay $DELAY} ${LOSS:+loss $LOSS}"
-        ip netns exec ohost$i tc qdisc add dev vh$i root $netem
-        ip netns exec ohub tc qdisc add dev vb$i root $netem
+        if [ -z "$DELAY$LOSS" ]; then  # rate only: a token bucket (no netem needed)
+          q="tbf rate $RATE burst 64kb latency 100ms"
+        else
+          q="netem ${RATE:+rate $RATE} ${DELAY:+delay $DELAY} ${LOSS:+loss $LOSS}"
+        fi
+        for side in "ohost$i vh$i" "ohub vb$i"; do
+          set -- $side
+          ip netns exec "$1" tc qdisc add dev "$2" root $q ||
+            { echo "tc qdisc $q failed (delay and loss need the kernel's netem)" >&2; exit 1; }
+        done
       fi
     done ;;
   run)
