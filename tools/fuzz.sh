@@ -16,8 +16,8 @@ FLAGS="-O1 -g -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=None -DORIGAMI_CUDA=OFF \
   -DORIGAMI_BENCH=OFF -DBUILD_TESTING=OFF -DORIGAMI_FUZZ=ON -DCMAKE_CXX_FLAGS="$FLAGS" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" > /dev/null &&
-  ninja -C build-fuzz $(for t in $TARGETS; do echo fuzz_$t; done) > build-fuzz.log 2>&1 ||
-  { echo "build failed: see build-fuzz.log"; exit 1; }
+  ninja -C build-fuzz $(for t in $TARGETS; do echo fuzz_$t; done) > build-fuzz/build.log 2>&1 ||
+  { echo "build failed: see build-fuzz/build.log"; exit 1; }
 export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
 fails=0
 for t in $TARGETS; do

@@ -36,8 +36,8 @@ step() {  # step NAME COMMAND...: runs it, counts a failure
 build() {  # build DIR FLAGS
   cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=None -DORIGAMI_CUDA=OFF \
     -DORIGAMI_BENCH=OFF -DCMAKE_CXX_FLAGS="-O1 -g1 $2" -DCMAKE_EXE_LINKER_FLAGS="$2" > /dev/null &&
-    ninja -C "$1" origami test_core test_kernels test_collectives > "$1.log" 2>&1 ||
-    { echo "build of $1 failed: see $1.log"; exit 1; }
+    ninja -C "$1" origami test_core test_kernels test_collectives > "$1/build.log" 2>&1 ||
+    { echo "build of $1 failed: see $1/build.log"; exit 1; }
 }
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
