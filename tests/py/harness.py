@@ -9,6 +9,23 @@ MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CO
                OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
 
 
+def with_fault(cmd, after_s, fault, timeout=120):
+    """Starts cmd (in the repository root), calls fault(pid) after_s seconds later, and waits for
+    cmd to end; returns (returncode, stdout, stderr, seconds from the fault to the end)."""
+    import time
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=MPI_ENV, cwd=ROOT)
+    time.sleep(after_s)
+    fault(proc.pid)
+    t0 = time.time()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return proc.returncode, out, err, time.time() - t0
+
+
 def mpi(n, cmd):
     """cmd under mpirun with n ranks, free to use every core."""
     return ["mpirun", "-np", str(n), "--bind-to", "none"] + list(cmd)

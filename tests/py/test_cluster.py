@@ -12,10 +12,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import MPI_ENV, ROOT, mpi, run  # noqa: E402
+from harness import MPI_ENV, ROOT, mpi, run, with_fault  # noqa: E402
 
 BIN, WORK = os.path.abspath(sys.argv[1]), sys.argv[2]  # the remote daemons start elsewhere
 shutil.rmtree(WORK, ignore_errors=True)
@@ -56,25 +55,14 @@ try:
         check(same, f"{L} across 2 hosts ({per} rank(s) each, TCP): the single-host losses bit for "
               f"bit (exit {r.returncode}{': ' + r.stderr[-300:] if r.returncode else ''})")
     # A host's link cut mid-run.
-    proc = subprocess.Popen([CL, "run", "2", "1", BIN, "train", "--config",
-                             os.path.join(ROOT, "configs/tiny.json"), "--synthetic", "--seq", "64",
-                             "--micro-batch", "2", "--steps", "100000", "--eval-every", "0",
-                             "--log-every", "0", "--layout", "tsp=2", "--timeout", "5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=MPI_ENV,
-                            cwd=ROOT)
-    time.sleep(4)
-    cluster("cut", 2)
-    t0 = time.time()
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    dt = time.time() - t0
+    rc, out, err, dt = with_fault(
+        [CL, "run", "2", "1", BIN, "train", "--config", os.path.join(ROOT, "configs/tiny.json"),
+         "--synthetic", "--seq", "64", "--micro-batch", "2", "--steps", "100000", "--eval-every",
+         "0", "--log-every", "0", "--layout", "tsp=2", "--timeout", "5"], 4,
+        lambda pid: cluster("cut", 2))
     msg = [x for x in err.splitlines() if "has not completed after" in x]
-    check(proc.returncode != 0 and msg and dt < 5 + 15,
-          f"host 2's link cut: the job ends after {dt:.1f} s (--timeout 5), exit {proc.returncode}: "
-          f"{msg[:1]}")
+    check(rc != 0 and msg and dt < 5 + 15,
+          f"host 2's link cut: the job ends after {dt:.1f} s (--timeout 5), exit {rc}: {msg[:1]}")
 finally:
     cluster("down")  # also kills what still runs in the namespaces (a cut host's rank)
 

@@ -23,13 +23,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import st  # noqa: E402
-from harness import MPI_ENV, ROOT, mpi, run  # noqa: E402
+from harness import ROOT, mpi, run, with_fault  # noqa: E402
 
 BIN, WORK = sys.argv[1], sys.argv[2]
 shutil.rmtree(WORK, ignore_errors=True)
@@ -107,24 +106,25 @@ check(r.returncode != 0 and "step_5/model.safetensors: sha256 mismatch" in r.std
 CONST = ["--config", os.path.join(ROOT, "configs/tiny.json"), "--synthetic", "--seq", "64",
          "--micro-batch", "2", "--eval-every", "0", "--log-every", "0", "--warmup", "0", "--lr",
          "1e-3", "--min-lr", "1e-3", "--layout", "tsp=2"]
-proc = subprocess.Popen(["mpirun", "-np", "2", "--bind-to", "none", BIN, "train"] + CONST +
-                        ["--steps", "100000", "--save-dir", P("pre"), "--save-every", "1000000"],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=MPI_ENV, cwd=ROOT)
-time.sleep(4)
-ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-if ranks:
-    os.kill(int(ranks[-1]), signal.SIGTERM)  # one rank only, as a scheduler may
-t0 = time.time()
-try:
-    out, err = proc.communicate(timeout=120)
-except subprocess.TimeoutExpired:
-    proc.kill()
-    out, err = proc.communicate()
-dt = time.time() - t0
+ranks = []
+
+
+def signal_one_rank(sig):
+    """A fault: `sig` to the last rank mpirun (pid) started (one rank only, as a scheduler may)."""
+    def fault(pid):
+        ranks[:] = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        if ranks:
+            os.kill(int(ranks[-1]), sig)
+    return fault
+
+
+rc, out, err, dt = with_fault(["mpirun", "-np", "2", "--bind-to", "none", BIN, "train"] + CONST +
+                              ["--steps", "100000", "--save-dir", P("pre"), "--save-every", "1000000"],
+                              4, signal_one_rank(signal.SIGTERM))
 latest = open(P("pre/latest")).read().strip() if os.path.exists(P("pre/latest")) else ""
 n = int(latest[5:]) if latest.startswith("step_") else 0
-check(len(ranks) == 2 and proc.returncode == 75 and n > 0 and "stopped by a signal after step" in err,
-      f"SIGTERM to one rank: exit {proc.returncode} after {dt:.1f} s, checkpoint {latest} written")
+check(len(ranks) == 2 and rc == 75 and n > 0 and "stopped by a signal after step" in err,
+      f"SIGTERM to one rank: exit {rc} after {dt:.1f} s, checkpoint {latest} written")
 if n:
     cont = P("cont.json")
     run(mpi(2, [BIN, "train"] + CONST + ["--steps", str(n + 3), "--resume", P("pre"), "--report", cont]))
@@ -134,26 +134,14 @@ if n:
     check(a == b, f"resumed from step {n}: steps {n + 1}-{n + 3} bitwise equal to an uninterrupted run")
 
 # ---- a stopped rank: --timeout ends the job ------------------------------------------------------
-proc = subprocess.Popen(["mpirun", "-np", "2", "--bind-to", "none", BIN, "train"] + CONST +
-                        ["--steps", "100000", "--timeout", "3"],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=MPI_ENV, cwd=ROOT)
-time.sleep(3)
-ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-if ranks:
-    os.kill(int(ranks[-1]), signal.SIGSTOP)
-t0 = time.time()
-try:
-    out, err = proc.communicate(timeout=120)
-except subprocess.TimeoutExpired:
-    proc.kill()
-    out, err = proc.communicate()
-dt = time.time() - t0
+rc, out, err, dt = with_fault(["mpirun", "-np", "2", "--bind-to", "none", BIN, "train"] + CONST +
+                              ["--steps", "100000", "--timeout", "3"], 3, signal_one_rank(signal.SIGSTOP))
 for r in ranks:  # never leave a stopped process behind
     try:
         os.kill(int(r), signal.SIGKILL)
     except ProcessLookupError:
         pass
-check(len(ranks) == 2 and proc.returncode != 0 and "has not completed after" in err and dt < 3 + 15,
+check(len(ranks) == 2 and rc != 0 and "has not completed after" in err and dt < 3 + 15,
       f"a stopped rank: the other ends the job after {dt:.1f} s (--timeout 3), naming what it "
       f"waited for: {[l for l in err.splitlines() if 'has not completed' in l][:1]}")
 
