@@ -26,7 +26,6 @@
 namespace origami::infer {
 
 using k::AttnShape;
-using k::KvSeg;
 using k::QSeg;
 using k::Trans;
 using namespace detail;

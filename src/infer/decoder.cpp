@@ -14,7 +14,6 @@
 namespace origami::infer {
 
 using k::AttnShape;
-using k::KvSeg;
 using k::QSeg;
 using k::Trans;
 using namespace detail;

@@ -62,12 +62,14 @@ void convert_params(const TspParams& src, TspParams& dst) {
 namespace {
 // Copies a block of `rows` x `cols` elements from src (row stride ss) to dst (row stride ds).
 // Into a shard the types may differ (an fp32 or bf16 file into fp32 or bf16 weights): the full
-// side is host memory then (a mapped file, a host tensor), converted row by row on the host.
+// side is host memory then (a mapped file, a host tensor), converted on the host. A contiguous
+// block is one copy (on a GPU one synchronised copy, not one per row).
 template <bool ToShard>
 void block(k::Ptr dst, int64_t ds, k::CPtr src, int64_t ss, int64_t rows, int64_t cols) {
   if constexpr (!ToShard)
     ORIGAMI_CHECK(dst.dt == src.dt, "shard_to_full: a ", dtype_name(src.dt), " shard into ",
                   dtype_name(dst.dt), " full weights");
+  if (ds == cols && ss == cols) return k::upload(dst, src, rows * cols);  // contiguous: one copy
   for (int64_t i = 0; i < rows; ++i) k::upload(dst + i * ds, src + i * ss, cols);
 }
 

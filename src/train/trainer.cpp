@@ -261,7 +261,7 @@ class TrainRun {
     const bool saved = !o_.save_dir.empty();
     if (saved && (o_.save_every <= 0 || steps_done % o_.save_every != 0)) checkpoint(steps_done);
     report();
-    if (talk_ || eng_->rank() == 0)
+    if (eng_->rank() == 0)  // even under --quiet: the run did not finish
       std::fprintf(stderr, "origami: stopped by a signal after step %lld of %lld%s%s%s (exit %d)\n",
                    static_cast<long long>(steps_done), static_cast<long long>(o_.steps),
                    saved ? "; checkpoint " : "; no --save-dir: nothing saved",
