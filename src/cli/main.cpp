@@ -116,6 +116,11 @@ int cmd_train(int argc, char** argv) {
   a.flag("keep-last", "0",
          "keep only the N newest checkpoints in --save-dir, deleting older step_* directories "
          "after each save (0 = keep all)");
+  a.flag("memory-limit", "auto",
+         "GIB | auto | off: before allocating, refuse a run whose per-rank peak as `origami plan` "
+         "predicts it (plus what the process already holds) exceeds GIB; auto: this rank's share "
+         "of the host's available memory (MemAvailable, or the cgroup's limit; split among the "
+         "host's ranks) or of the GPU's free memory");
   a.flag("resume", "",
          "resume from a checkpoint directory (its latest; if that step is missing or corrupt, the "
          "newest complete step, with a warning) or a step_N directory (that step, or an error)");
@@ -153,6 +158,10 @@ int cmd_train(int argc, char** argv) {
   o.save_every = a.i64("save-every", 0);
   o.keep_last = a.i64("keep-last", 0);
   o.max_skips = a.i64("max-skips", 1);
+  if (a.str("memory-limit") == "off")
+    o.memory_limit_gib = -2;
+  else if (a.str("memory-limit") != "auto")
+    o.memory_limit_gib = a.f64("memory-limit", 0, 1e9);
   o.resume = a.str("resume");
   o.report = a.str("report");
   o.trace = a.str("trace");

@@ -4,6 +4,7 @@
 // files) stay on the host. copy_bytes moves bytes between any two places.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 #include "core/memory.h"
 
@@ -23,6 +24,9 @@ struct DeviceOps {
   // Tensors without data (the dry run's meta device, kernels/meta.h): host work whose only use
   // is to fill tensors (tables, initial values) may be skipped.
   bool no_data = false;
+  // This rank's share of the device's free memory, when the device has its own (nullptr: host
+  // memory, the host's share is taken instead); local_rank of local_size ranks on this host.
+  int64_t (*free_share)(int local_rank, int local_size) = nullptr;
 };
 // nullptr: host memory again.
 void use_device(const DeviceOps* ops);

@@ -2,6 +2,8 @@
 
 #include <mpi.h>
 
+#include <algorithm>
+
 #include "core/device.h"
 #include "core/error.h"
 #include "cuda/kernels.h"
@@ -36,7 +38,17 @@ void unpin(void* p) {
 void sync_stream() {
   ORIGAMI_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
 }
-const DeviceOps kOps{"cuda", alloc, release, zero, copy, pinned, unpin, sync_stream, false};
+// The node's ranks spread over its devices by local rank modulo the count (use_cuda): this one
+// shares its device with the other ranks of the same residue.
+int64_t free_share(int local_rank, int local_size) {
+  size_t free = 0, total = 0;
+  ORIGAMI_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  const int n = device_count();
+  const int sharers = local_size / n + (local_rank % n < local_size % n ? 1 : 0);
+  return static_cast<int64_t>(free) / std::max(1, sharers);
+}
+const DeviceOps kOps{"cuda", alloc, release,     zero,  copy,
+                     pinned, unpin, sync_stream, false, free_share};
 
 // Host arrays of the engines' calls (positions, targets) copied to the device.
 DBuf<int64_t> up(const int64_t* h, int64_t n) {

@@ -64,7 +64,8 @@ void host_free(void* p) {
   std::free(p);
 }
 void sync() {}  // its kernels run to completion when called
-const DeviceOps kOps{"emu", alloc, release, zero, copy, host_alloc, host_free, sync, false};
+const DeviceOps kOps{"emu",      alloc,     release, zero,  copy,
+                     host_alloc, host_free, sync,    false, nullptr};
 
 bool tagged(const void* p) {
   return reinterpret_cast<uintptr_t>(p) & kTag;

@@ -48,7 +48,8 @@ void host_free(void* p) {
 }
 void sync() {}
 
-const DeviceOps kOps{"meta", alloc, release, zero, copy, host_alloc, host_free, sync, true};
+const DeviceOps kOps{"meta",     alloc,     release, zero, copy,
+                     host_alloc, host_free, sync,    true, nullptr};
 
 // A kernel that does nothing and returns a zero of its result type.
 template <class F>

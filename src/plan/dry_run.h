@@ -24,7 +24,6 @@
 
 namespace origami::plan {
 
-
 struct Input {
   ModelConfig cfg;
   Layout layout;
@@ -48,5 +47,26 @@ struct Result {
 // Validates the layout like `train` does (same errors) and runs one training step in steady state
 // (AdamW state allocated) of every rank of a replica.
 Result dry_run(const Input& in);
+
+}  // namespace origami::plan
+
+namespace origami::plan {
+
+// The memory this rank may use, after select_device: on a device with its own memory (cuda) this
+// rank's share of the device's free memory; on the host (cpu, emu) MemAvailable of
+// /proc/meminfo, lowered to the cgroup's remaining limit where one is set, shared evenly among
+// this host's ranks (the ranks of MPI_COMM_WORLD that share memory with this one).
+struct Capacity {
+  int64_t bytes = -1;  // -1: unknown (no check)
+  std::string what;    // where the number comes from, for the message
+};
+Capacity rank_capacity();
+
+// Refuses a run whose predicted per-rank peak r.total, plus what the process already holds
+// (its resident set when tensors live on the host), exceeds what a rank can use: `limit_gib`
+// GiB when >= 0, else rank_capacity(). Under MPI every rank takes the world's smallest capacity
+// and largest baseline, so all reach the same verdict. The message names the fields that size
+// the run. Called by `train` after select_device, before the engine allocates anything.
+void check_fits(const Input& in, const Result& r, double limit_gib, const std::string& config_path);
 
 }  // namespace origami::plan

@@ -18,6 +18,8 @@ struct TrainOptions {
   int64_t eval_every = 50, eval_batches = 4, log_every = 1, save_every = 0;
   int64_t max_skips = 5;  // consecutive steps with a non-finite loss or gradient norm
   int64_t keep_last = 0;  // checkpoints kept in save_dir (0 = all)
+  // --memory-limit: GiB a rank may use (>= 0), -1 auto (plan::rank_capacity), -2 off
+  double memory_limit_gib = -1;
   double lr = 3e-4, min_lr = -1, clip = 1.0, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95;
   uint64_t seed = 1;
   bool synthetic = false, quiet = false;
