@@ -1,10 +1,12 @@
 #!/usr/bin/python3
 """TSP over a real, shaped TCP link (issue 20): tsp=4 as 2 hosts x 2 ranks (tools/cluster.sh: network
-namespaces, the inter-host link shaped by tc netem to RATE), configs/small.json, overlap on against
+namespaces, the inter-host link shaped to RATE by tc's token bucket, DELAY one-way and LOSS at random
+by netfilter and tools/netdelay.c), configs/small.json, overlap on against
 --no-overlap; next to the same layout on one host with --emulate-link at the same bandwidth (every
 rank's inbound link emulated: the prediction origami offers without a network). Prints a table of
 the median step time and the worst rank's exposed communication; needs root (namespaces).
-usage: bench/cluster_overlap.py [--rate 200mbit] [--delay 100us (needs netem)] [--seq 1024] [--steps 4]"""
+The emulated link has no loss: with --loss its rows are the same link without it.
+usage: bench/cluster_overlap.py [--rate 200mbit] [--delay 500us|1ms] [--loss 1%] [--seq 1024] [--steps 4]"""
 import argparse
 import json
 import os
@@ -29,6 +31,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rate", default="200mbit")
     ap.add_argument("--delay", default="")
+    ap.add_argument("--loss", default="")
     ap.add_argument("--seq", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=4)
     a = ap.parse_args()
@@ -47,14 +50,16 @@ def main():
         rows.append((name, j["step_time_median_s"], exposed))
 
     subprocess.run([cl, "down"], env=ENV)
-    subprocess.run([cl, "up", "2", a.rate] + ([a.delay] if a.delay else []), env=ENV, check=True)
+    subprocess.run([cl, "up", "2", a.rate, a.delay, a.loss], env=ENV, check=True)
     try:
         for ov in ([], ["--no-overlap"]):
-            one(f"2 hosts, {a.rate} {a.delay} link{' --no-overlap' if ov else ''}".replace("  ", " "),
+            one(f"2 hosts, {a.rate} {a.delay} {a.loss} link{' --no-overlap' if ov else ''}".replace("   ", " ").replace("  ", " "),
                 [cl, "run", "2", "2"] + train + ov, f"/tmp/cluster_overlap_{len(ov)}.json")
     finally:
         subprocess.run([cl, "down"], env=ENV)
-    link = f"{gbps(a.rate):g},{a.delay[:-2] if a.delay.endswith('us') else 0}"
+    delay_us = (float(a.delay[:-2]) if a.delay.endswith("us") else float(a.delay[:-2]) * 1e3
+                if a.delay.endswith("ms") else 0)
+    link = f"{gbps(a.rate):g},{delay_us:g}"
     for ov in ([], ["--no-overlap"]):
         one(f"1 host, --emulate-link {link}{' --no-overlap' if ov else ''}",
             ["mpirun", "-np", "4", "--bind-to", "none"] + train + ["--emulate-link", link] + ov,

@@ -28,6 +28,8 @@ const char* traffic_name(Traffic t);
 
 // where: >= 0 a layer index, or one of these
 constexpr int kWhereEmbed = -1, kWhereHead = -2, kWhereStep = -3;
+// An operation for messages: "<category> L<layer>|embed|head|step <phase>", e.g. "kv L3 fwd".
+std::string op_context(Traffic t, int where, Phase p);
 
 struct CommRecord {
   int where;

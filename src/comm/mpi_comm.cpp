@@ -4,6 +4,7 @@
 // order 0..D-1 — deterministic, whatever MPI's algorithm of the day. An all-reduce is such a
 // reduce-scatter followed by an all-gather of the reduced blocks (2(D-1)M/D received).
 #include "comm/mpi_comm.h"
+#include "comm/mpi_wait.h"
 
 #include <mpi.h>
 
@@ -36,6 +37,16 @@ const char* traffic_name(Traffic t) {
                             "embed_head",   "acts",        "other"};
   return n[static_cast<int>(t)];
 }
+std::string op_context(Traffic t, int where, Phase p) {
+  std::ostringstream o;  // (g++ 12 warns falsely on std::string concatenation here)
+  o << traffic_name(t) << ' ';
+  if (where >= 0)
+    o << 'L' << where;
+  else
+    o << (where == kWhereEmbed ? "embed" : where == kWhereHead ? "head" : "step");
+  o << ' ' << phase_name(p);
+  return o.str();
+}
 
 namespace {
 
@@ -60,16 +71,7 @@ double g_timeout_s = 0;  // --timeout: the longest a wait may go without complet
 // A wait that has gone past --timeout: a peer stopped, died or lost its link. Every other wait of
 // the job is as stuck, so this rank ends the job, saying what it waited for.
 [[noreturn]] void timed_out(const std::string& what, Clock::time_point since) {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  std::fprintf(stderr,
-               "origami: error on rank %d: %s has not completed after %.0f s (--timeout=%g): a "
-               "rank stopped, died or lost its link; ending the job\n",
-               rank, what.c_str(), std::chrono::duration<double>(Clock::now() - since).count(),
-               g_timeout_s);
-  std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, 3);
-  std::abort();
+  comm_timed_out(what, std::chrono::duration<double>(Clock::now() - since).count());
 }
 bool past(Clock::time_point since) {
   return g_timeout_s > 0 &&
@@ -197,14 +199,7 @@ class StagedOp : public Request::Op {
  private:
   std::string name() const {
     const CommRecord& r = comm_->records()[rec_];
-    std::ostringstream o;  // (g++ 12 warns falsely on std::string concatenation here)
-    o << traffic_name(r.cat) << ' ';
-    if (r.where >= 0)
-      o << 'L' << r.where;
-    else
-      o << (r.where == kWhereEmbed ? "embed" : r.where == kWhereHead ? "head" : "step");
-    o << ' ' << phase_name(r.phase);
-    return o.str();
+    return op_context(r.cat, r.where, r.phase);
   }
   void start_next() {
     reqs_.clear();
@@ -419,12 +414,7 @@ class MpiComm : public Comm {
   }
 
   void progress() override { progress_all(); }
-  void barrier() override {
-    std::vector<MPI_Request> r(1);
-    MPI_Ibarrier(comms_[static_cast<int>(Traffic::other)], r.data());
-    wait_all(
-        r, [] { return std::string("a barrier"); }, Clock::now());
-  }
+  void barrier() override { bounded_barrier(comms_[static_cast<int>(Traffic::other)]); }
 
  private:
   MPI_Comm c(Traffic t) const { return comms_[static_cast<int>(t)]; }
@@ -565,6 +555,29 @@ int mpi_world_size() {
 
 void set_comm_timeout(double seconds) {
   g_timeout_s = seconds;
+}
+
+double comm_timeout() {
+  return g_timeout_s;
+}
+
+void comm_timed_out(const std::string& what, double waited_s) {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::fprintf(stderr,
+               "origami: error on rank %d: %s has not completed after %.0f s (--timeout=%g): a "
+               "rank stopped, died or lost its link; ending the job\n",
+               rank, what.c_str(), waited_s, g_timeout_s);
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 3);
+  std::abort();
+}
+
+void bounded_barrier(MPI_Comm c) {
+  std::vector<MPI_Request> r(1);
+  MPI_Ibarrier(c, r.data());
+  wait_all(
+      r, [] { return std::string("a barrier"); }, Clock::now());
 }
 
 bool any_rank(bool flag) {

@@ -3,6 +3,7 @@
 // layout's communicators from it.
 #pragma once
 #include <memory>
+#include <string>
 
 #include "comm/comm.h"
 
@@ -31,6 +32,11 @@ double comm_blocked_seconds();
 // died or lost its link) prints what it waited for (category, layer, phase) and aborts the job
 // (exit 3). 0: no limit.
 void set_comm_timeout(double seconds);
+// For communicators outside this file (NCCL's watchdog, cuda/nccl_comm.cpp): --timeout (0: none);
+// the abort on its expiry, naming what was waited for `waited_s` seconds. (MPI_Barrier bounded
+// by it: bounded_barrier, comm/mpi_wait.h.)
+double comm_timeout();
+[[noreturn]] void comm_timed_out(const std::string& what, double waited_s);
 // Whether `flag` is set on any rank of the job (a logical or over MPI_COMM_WORLD, on a
 // communicator of its own: not a transfer of the engines, not in their byte counts). Collective:
 // every rank calls it at the same point. Without MPI: flag.

@@ -1,13 +1,19 @@
 #include "cuda/nccl_comm.h"
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "comm/mpi_comm.h"
+#include "comm/mpi_wait.h"
 #include "core/error.h"
 #include "cuda/runtime.h"
 
@@ -160,6 +166,102 @@ bool is_device_memory(const void* p) {
   return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
 }
 
+// The NCCL watchdog (--timeout on NCCL): Request::wait() only orders streams, so a stuck NCCL
+// operation (a peer stopped, died or lost its link) would hang the host wherever it next
+// synchronises. One thread per process polls every operation posted, and every live NCCL
+// communicator's asynchronous error, every 100 ms: an operation not complete after --timeout,
+// or an asynchronous error, prints what it was (operation, category, layer, phase, peer) and
+// ends the job (comm_timed_out: MPI_Abort, exit 3), as the MPI communicator does in its waits.
+class Watchdog {
+ public:
+  static Watchdog& get() {
+    static Watchdog w;
+    return w;
+  }
+  void add_comm(ncclComm_t c) {
+    std::lock_guard lk(m_);
+    comms_.push_back(c);
+    if (!thread_.joinable() && comm_timeout() > 0) {
+      int dev = 0;
+      ORIGAMI_CUDA_CHECK(cudaGetDevice(&dev));
+      stop_ = false;
+      thread_ = std::thread([this, dev] { loop(dev); });
+    }
+  }
+  // Stops the thread with the last communicator (before MPI_Finalize, as the comms go).
+  void remove_comm(ncclComm_t c) {
+    std::unique_lock lk(m_);
+    comms_.erase(std::remove(comms_.begin(), comms_.end(), c), comms_.end());
+    if (!comms_.empty() || !thread_.joinable()) return;
+    stop_ = true;
+    cv_.notify_all();
+    std::thread t = std::move(thread_);
+    lk.unlock();
+    t.join();
+    std::lock_guard lk2(m_);
+    ops_.clear();
+  }
+  void watch(std::shared_ptr<EventOp> op, std::string what) {
+    if (comm_timeout() <= 0) return;
+    std::lock_guard lk(m_);
+    ops_.push_back({std::move(op), std::move(what), Clock::now()});
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Entry {
+    std::shared_ptr<EventOp> op;
+    std::string what;
+    Clock::time_point posted;
+  };
+  void loop(int dev) {
+    cudaSetDevice(dev);
+    std::unique_lock lk(m_);
+    while (!stop_) {
+      cv_.wait_for(lk, std::chrono::milliseconds(100));
+      if (stop_) break;
+      const auto now = Clock::now();
+      for (size_t i = 0; i < ops_.size();) {
+        bool done = false;
+        try {
+          done = ops_[i].op->test();
+        } catch (const std::exception& e) {
+          failed("NCCL's " + ops_[i].what, e.what());
+        }
+        if (done) {
+          ops_[i] = std::move(ops_.back());
+          ops_.pop_back();
+          continue;
+        }
+        const double waited = std::chrono::duration<double>(now - ops_[i].posted).count();
+        if (waited > comm_timeout()) comm_timed_out("NCCL's " + ops_[i].what, waited);
+        ++i;
+      }
+      for (ncclComm_t c : comms_) {
+        ncclResult_t async = ncclSuccess;
+        if (ncclCommGetAsyncError(c, &async) == ncclSuccess && async != ncclSuccess &&
+            async != ncclInProgress)
+          failed("an NCCL communicator", ncclGetErrorString(async));
+      }
+    }
+  }
+  [[noreturn]] static void failed(const std::string& what, const char* why) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    std::fprintf(stderr, "origami: error on rank %d: %s failed: %s; ending the job\n", rank,
+                 what.c_str(), why);
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 3);
+    std::abort();
+  }
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::thread thread_;
+  bool stop_ = false;
+  std::vector<ncclComm_t> comms_;
+  std::vector<Entry> ops_;
+};
+
 class NcclDeviceComm : public Comm {
  public:
   explicit NcclDeviceComm(MPI_Comm comm) : mpi_(dup(comm)), base_(comm) {
@@ -168,11 +270,13 @@ class NcclDeviceComm : public Comm {
       ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
       check_nccl(ncclCommSplit(base_.get(), 0, rank_, &comms_[t], &cfg), "ncclCommSplit");
       ORIGAMI_CUDA_CHECK(cudaStreamCreateWithFlags(&streams_[t], cudaStreamNonBlocking));
+      Watchdog::get().add_comm(comms_[t]);
     }
   }
   ~NcclDeviceComm() override {
     for (int t = 0; t < kNumTraffic; ++t) {
       cudaStreamSynchronize(streams_[t]);
+      Watchdog::get().remove_comm(comms_[t]);
       ncclCommDestroy(comms_[t]);
       cudaStreamDestroy(streams_[t]);
     }
@@ -183,29 +287,30 @@ class NcclDeviceComm : public Comm {
 
   Request isend(const void* buf, int64_t bytes, int dst, int, Traffic t) override {
     const void* b = in(buf, bytes, t);
-    return op(t, 0, [&](ncclComm_t c, cudaStream_t s) {
+    return op(t, 0, "ncclSend", dst, [&](ncclComm_t c, cudaStream_t s) {
       check_nccl(ncclSend(b, static_cast<size_t>(bytes), ncclChar, dst, c, s), "ncclSend");
     });
   }
   Request irecv(void* buf, int64_t bytes, int src, int, Traffic t) override {
     void* b = out(buf, bytes, false, t);
-    return op(t, bytes, [&](ncclComm_t c, cudaStream_t s) {
+    return op(t, bytes, "ncclRecv", src, [&](ncclComm_t c, cudaStream_t s) {
       check_nccl(ncclRecv(b, static_cast<size_t>(bytes), ncclChar, src, c, s), "ncclRecv");
     });
   }
   Request ibcast(void* buf, int64_t bytes, int root, Traffic t) override {
     void* b = out(buf, bytes, true, t);
-    return op(t, rank_ == root ? 0 : bytes, [&](ncclComm_t c, cudaStream_t s) {
-      check_nccl(ncclBroadcast(b, b, static_cast<size_t>(bytes), ncclChar, root, c, s),
-                 "ncclBroadcast");
-    });
+    return op(t, rank_ == root ? 0 : bytes, "ncclBroadcast", root,
+              [&](ncclComm_t c, cudaStream_t s) {
+                check_nccl(ncclBroadcast(b, b, static_cast<size_t>(bytes), ncclChar, root, c, s),
+                           "ncclBroadcast");
+              });
   }
   Request iallgather(const void* send, void* recv, int64_t bytes, Traffic t) override {
     // send may be recv's own block (in place): then one device copy holds both
     const bool alias = send == static_cast<const char*>(recv) + rank_ * bytes;
     void* r = out(recv, bytes * size_, alias, t);
     const void* snd = alias ? static_cast<char*>(r) + rank_ * bytes : in(send, bytes, t);
-    return op(t, (size_ - 1) * bytes, [&](ncclComm_t c, cudaStream_t s) {
+    return op(t, (size_ - 1) * bytes, "ncclAllGather", -1, [&](ncclComm_t c, cudaStream_t s) {
       check_nccl(ncclAllGather(snd, r, static_cast<size_t>(bytes), ncclChar, c, s),
                  "ncclAllGather");
     });
@@ -213,7 +318,7 @@ class NcclDeviceComm : public Comm {
   Request ireduce_scatter(const float* send, float* recv, int64_t n, Traffic t) override {
     const void* snd = in(send, n * size_ * 4, t);
     void* r = out(recv, n * 4, false, t);
-    return op(t, (size_ - 1) * n * 4, [&](ncclComm_t c, cudaStream_t s) {
+    return op(t, (size_ - 1) * n * 4, "ncclReduceScatter", -1, [&](ncclComm_t c, cudaStream_t s) {
       check_nccl(ncclReduceScatter(snd, r, static_cast<size_t>(n), ncclFloat32, ncclSum, c, s),
                  "ncclReduceScatter");
     });
@@ -221,10 +326,12 @@ class NcclDeviceComm : public Comm {
   Request ireduce(const float* send, float* recv, int64_t n, int root, Traffic t) override {
     const void* snd = in(send, n * 4, t);
     void* r = rank_ == root ? out(recv, n * 4, false, t) : recv;
-    return op(t, rank_ == root ? (size_ - 1) * n * 4 : 0, [&](ncclComm_t c, cudaStream_t s) {
-      check_nccl(ncclReduce(snd, r, static_cast<size_t>(n), ncclFloat32, ncclSum, root, c, s),
-                 "ncclReduce");
-    });
+    return op(t, rank_ == root ? (size_ - 1) * n * 4 : 0, "ncclReduce", root,
+              [&](ncclComm_t c, cudaStream_t s) {
+                check_nccl(
+                    ncclReduce(snd, r, static_cast<size_t>(n), ncclFloat32, ncclSum, root, c, s),
+                    "ncclReduce");
+              });
   }
   Request iallreduce(float* buf, int64_t n, Traffic t) override {
     return allreduce(buf, n, ncclFloat32, 4, t);
@@ -247,7 +354,7 @@ class NcclDeviceComm : public Comm {
     }
     const char* in = static_cast<const char*>(this->in(send, sext, t));
     char* out = static_cast<char*>(this->out(recv, rext, false, t));
-    return op(t, received, [&](ncclComm_t c, cudaStream_t s) {
+    return op(t, received, "all-to-all (ncclSend/ncclRecv)", -1, [&](ncclComm_t c, cudaStream_t s) {
       ORIGAMI_CUDA_CHECK(cudaMemcpyAsync(out + ro[rank_], in + so[rank_],
                                          static_cast<size_t>(rb[rank_]), cudaMemcpyDeviceToDevice,
                                          s));
@@ -268,7 +375,7 @@ class NcclDeviceComm : public Comm {
   void barrier() override {
     for (auto s : streams_) ORIGAMI_CUDA_CHECK(cudaStreamSynchronize(s));
     ORIGAMI_CUDA_CHECK(cudaStreamSynchronize(current_stream()));
-    MPI_Barrier(mpi_);
+    bounded_barrier(mpi_);
   }
   void begin_group() override {
     check_nccl(ncclGroupStart(), "ncclGroupStart");
@@ -278,7 +385,10 @@ class NcclDeviceComm : public Comm {
     check_nccl(ncclGroupEnd(), "ncclGroupEnd");
     --group_;
     // Every stream that took an operation in the group gets its completion event now.
-    for (auto& [slot, stream] : pending_) *slot = event_after(stream);
+    for (Pending& p : pending_) {
+      *p.slot = event_after(p.stream);
+      Watchdog::get().watch(*p.slot, std::move(p.what));
+    }
     pending_.clear();
   }
 
@@ -286,9 +396,11 @@ class NcclDeviceComm : public Comm {
   template <class T>
   Request allreduce(T* buf, int64_t n, ncclDataType_t dt, int64_t es, Traffic t) {
     void* b = out(buf, n * es, true, t);
-    return op(t, 2 * (size_ - 1) * n * es / size_, [&](ncclComm_t c, cudaStream_t s) {
-      check_nccl(ncclAllReduce(b, b, static_cast<size_t>(n), dt, ncclSum, c, s), "ncclAllReduce");
-    });
+    return op(t, 2 * (size_ - 1) * n * es / size_, "ncclAllReduce", -1,
+              [&](ncclComm_t c, cudaStream_t s) {
+                check_nccl(ncclAllReduce(b, b, static_cast<size_t>(n), dt, ncclSum, c, s),
+                           "ncclAllReduce");
+              });
   }
   static MPI_Comm dup(MPI_Comm c) {
     MPI_Comm d;
@@ -327,9 +439,12 @@ class NcclDeviceComm : public Comm {
     return std::make_shared<EventOp>(e);
   }
   // Records the bytes, orders the class stream after the caller's stream, runs f there.
+  // `name` and `peer` (-1: none) describe it to the watchdog.
   template <class F>
-  Request op(Traffic t, int64_t received, F&& f) {
+  Request op(Traffic t, int64_t received, const char* name, int peer, F&& f) {
     record(t, received);
+    std::string what = cat(name, " ", op_context(t, where(), phase()));
+    if (peer >= 0) what += cat(" with rank ", peer);
     const int k = static_cast<int>(t);
     cudaEvent_t ready;
     ORIGAMI_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
@@ -339,13 +454,15 @@ class NcclDeviceComm : public Comm {
     f(comms_[k], streams_[k]);
     if (group_ > 0) {  // completes at end_group(): the Request's op is filled in then
       auto slot = std::make_shared<std::shared_ptr<EventOp>>();
-      pending_.push_back({slot, streams_[k]});
+      pending_.push_back({slot, streams_[k], std::move(what)});
       return Request(std::make_shared<Deferred>(std::move(slot)));
     }
+    auto ev = event_after(streams_[k]);
+    Watchdog::get().watch(ev, std::move(what));
     if (!staged_.empty())
-      return Request(std::make_shared<HostStagedOp>(event_after(streams_[k]), streams_[k],
-                                                    std::exchange(staged_, {})));
-    return Request(event_after(streams_[k]));
+      return Request(
+          std::make_shared<HostStagedOp>(std::move(ev), streams_[k], std::exchange(staged_, {})));
+    return Request(std::move(ev));
   }
   // A grouped operation's request: its event exists once the group has ended.
   struct Deferred : Request::Op {
@@ -363,7 +480,12 @@ class NcclDeviceComm : public Comm {
   int rank_ = 0, size_ = 1, group_ = 0;
   ncclComm_t comms_[kNumTraffic]{};
   cudaStream_t streams_[kNumTraffic]{};
-  std::vector<std::pair<std::shared_ptr<std::shared_ptr<EventOp>>, cudaStream_t>> pending_;
+  struct Pending {
+    std::shared_ptr<std::shared_ptr<EventOp>> slot;
+    cudaStream_t stream;
+    std::string what;
+  };
+  std::vector<Pending> pending_;
   std::vector<HostStage> staged_;  // of the operation being posted
 };
 

@@ -3,6 +3,8 @@ bridge, mpirun over TCP only, the daemons started in each namespace by an rsh ag
 - the quick start's model (configs/small.json on the corpus) trained under tsp=2 with one rank on
   each of 2 hosts gives the single-host run's losses bit for bit;
 - tsp=4 as 2 hosts x 2 ranks gives them too;
+- so does tsp=2 over a link with a 1 ms one-way delay and 2% random loss (TCP retransmits; the
+  shaping by netfilter and tools/netdelay.c, where iptables is present);
 - cutting host 2's link mid-run ends the job within --timeout + 15 s, with the message of the
   rank whose transfer stalled.
 Exits 77 (skipped) where network namespaces cannot be made (not root, no `ip`).
@@ -54,6 +56,21 @@ try:
         same = r.returncode == 0 and json.load(open(two))["losses"] == json.load(open(one))["losses"]
         check(same, f"{L} across 2 hosts ({per} rank(s) each, TCP): the single-host losses bit for "
               f"bit (exit {r.returncode}{': ' + r.stderr[-300:] if r.returncode else ''})")
+    # The same over a delayed, lossy link.
+    cluster("down")
+    if shutil.which("iptables") is None:
+        print("(no iptables here: the delayed, lossy link is not tried)")
+    elif (u := cluster("up", 2, "", "1ms", "2%")).returncode != 0:
+        check(False, f"cluster.sh up 2 '' 1ms 2%: {u.stderr[-300:]}")
+    else:
+        two = P("two_lossy.json")
+        r = cluster("run", 2, 1, BIN, *TRAIN, "--layout", "tsp=2", "--report", two, timeout=300)
+        same = r.returncode == 0 and json.load(open(two))["losses"] == \
+            json.load(open(P("one_tsp=2.json")))["losses"]
+        check(same, f"tsp=2 across 2 hosts over a 1 ms, 2% loss link: the single-host losses bit for "
+              f"bit (exit {r.returncode}{': ' + r.stderr[-300:] if r.returncode else ''})")
+    cluster("down")
+    cluster("up", 2)
     # A host's link cut mid-run.
     rc, out, err, dt = with_fault(
         [CL, "run", "2", "1", BIN, "train", "--config", os.path.join(ROOT, "configs/tiny.json"),
