@@ -224,6 +224,19 @@ int cmd_plan(int argc, char** argv) {
          "step");
   a.boolean("json", "print a JSON list, one object per (layout, seq)");
   a.flag("plot", "", "write a PNG of predicted peak per rank against S per layout (gnuplot)");
+  a.boolean(
+      "time",
+      "also predict time: the dry run keeps a simulated clock per rank (each kernel takes the "
+      "hardware profile's time for its work, each transfer its link's latency and "
+      "bandwidth, each wait advances to the transfer's end); prints the training step and "
+      "the forward pass per layout and S, their exposed communication and tokens/s per "
+      "device. Needs --hardware");
+  a.flag("hardware", "",
+         "FILE: the hardware profile for --time (configs/hardware/*.json, or what `origami "
+         "calibrate` writes)");
+  a.flag("trace", "",
+         "FILE: with --time, the simulated timeline of the first layout at the first S as a "
+         "Chrome/Perfetto trace (the same form as train --trace)");
   if (!a.parse(argc, argv)) return 0;
   plan::PlanOptions o;
   o.config = a.str("config");
@@ -242,6 +255,10 @@ int cmd_plan(int argc, char** argv) {
   o.new_tokens = a.i64("new-tokens", 0);
   o.threads = static_cast<int>(a.i64("threads", 1));
   o.plot = a.str("plot");
+  if (a.on("time") != a.given("hardware"))
+    fail(a.on("time") ? "--time needs --hardware FILE" : "--hardware needs --time");
+  o.hardware = a.str("hardware");
+  o.trace = a.str("trace");
   return plan::run_plan(o);
 }
 

@@ -1,6 +1,7 @@
 #include "comm/sim_comm.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -8,11 +9,13 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <tuple>
 
 #include "comm/direct.h"
 #include "core/error.h"
+#include "core/sim_clock.h"
 #include "core/tensor.h"
 #include "kernels/meta.h"
 
@@ -37,19 +40,29 @@ struct Call {
   int root = 0;
   DType dt = DType::f32;
   std::vector<int64_t> sb, so, rb, ro;
+  int64_t received = 0;  // bytes this rank receives (MpiComm's count), for the simulated clock
+  double posted_at = 0;  // the rank's simulated time when it posted
 };
 struct Slot {
   Kind kind = Kind::barrier;
   std::vector<Call> calls;
   int posted = 0;
+  double done_at = 0;  // simulated completion time (written before done)
   std::atomic<bool> done{false};
 };
 struct P2p {
   const void* send = nullptr;
   void* recv = nullptr;
   int64_t bytes = 0;
+  double posted_at = 0;
+  double done_at = 0;
   std::atomic<bool> done{false};
 };
+
+double sim_now() {
+  const sim::Clock* c = sim::clock();
+  return c ? c->now : 0;
+}
 
 // dst[i] = sum over ranks q in order of src_q[i] (MpiComm's order: acc = first, then +=).
 template <class T>
@@ -122,9 +135,16 @@ void execute(Slot& s) {
 }
 
 struct Group {
-  explicit Group(int n, double timeout) : n(n), timeout_s(timeout), seq(n) {}
+  Group(int n, double timeout, sim::Link l) : n(n), timeout_s(timeout), link(l), seq(n) {}
   const int n;
   const double timeout_s;
+  // The simulated clock: the group's link, and when each traffic class's collectives (and each
+  // class's point-to-point transfers from one rank to another) next find it free. Transfers of
+  // one class queue behind each other; classes do not contend (each completes in an order the
+  // schedule fixes, so the times do not depend on how the threads ran).
+  const sim::Link link;
+  std::array<double, kNumTraffic + 1> coll_free{};
+  std::map<std::tuple<int, int, int>, double> p2p_free;
   std::mutex mu;
   std::vector<std::array<int64_t, kNumTraffic + 1>> seq;  // per rank, per traffic (+ barrier)
   std::map<std::pair<int, int64_t>, std::shared_ptr<Slot>> slots;
@@ -135,8 +155,13 @@ struct Group {
 // request is dropped.
 class SimOp : public Request::Op {
  public:
-  SimOp(std::shared_ptr<Group> g, std::function<bool()> done, std::vector<Tensor> scratch)
-      : g_(std::move(g)), done_(std::move(done)), scratch_(std::move(scratch)) {}
+  SimOp(std::shared_ptr<Group> g, std::function<bool()> done, std::vector<Tensor> scratch,
+        std::function<double()> done_at = nullptr, std::string what = {})
+      : g_(std::move(g)),
+        done_(std::move(done)),
+        scratch_(std::move(scratch)),
+        done_at_(std::move(done_at)),
+        what_(std::move(what)) {}
   // Dropped before it completed (a rank unwinding from an error): its buffers may be about to
   // go, so no peer may complete it any more — the abort, set under the lock, stops every post.
   ~SimOp() override {
@@ -145,10 +170,16 @@ class SimOp : public Request::Op {
     g_abort = true;
   }
   bool test() override { return !g_ || done_(); }
+  void wait() override {
+    spin();
+    if (done_at_) sim::waited(done_at_(), what_.c_str());
+  }
+
+ private:
   // The peers are threads of this process (more of them than cores): yield until they have
   // posted, rather than sleep on a condition variable (a wake-up per operation and rank costs
   // several times more).
-  void wait() override {
+  void spin() {
     if (!g_ || done_()) return;
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t spin = 1; !done_(); ++spin) {
@@ -166,11 +197,11 @@ class SimOp : public Request::Op {
       fail("dry run: a rank waited ", g_->timeout_s, " s for its peers (the schedule would hang)");
     }
   }
-
- private:
   std::shared_ptr<Group> g_;
   std::function<bool()> done_;
   std::vector<Tensor> scratch_;
+  std::function<double()> done_at_;  // the simulated completion time (when a clock runs)
+  std::string what_;
 };
 
 // The accounting and scratch both kinds share.
@@ -230,8 +261,7 @@ class SimBase : public Comm {
   }
   template <class T>
   Request allreduce(T* buf, int64_t n, Traffic t) {
-    record(t,
-           direct::allreduce(size_, n * static_cast<int64_t>(sizeof(T))));
+    record(t, direct::allreduce(size_, n * static_cast<int64_t>(sizeof(T))));
     return collective(Kind::allreduce, static_cast<int>(t),
                       Call{buf, buf, 0, n, 0, dtype_of<T>(), {}, {}, {}, {}},
                       scratch(buf, direct::allreduce_scratch(size_, n), dtype_of<T>()));
@@ -254,6 +284,8 @@ class SimComm : public SimBase {
 
  private:
   Request p2p(bool send, void* buf, int64_t bytes, int src, int dst, int tag, Traffic t) {
+    const bool timed = sim::clock() != nullptr;
+    std::string what = timed ? last_op() : std::string();
     std::lock_guard lk(g_->mu);
     // A failed rank's peers may have unwound: their buffers are gone, so nothing may be matched.
     if (g_abort) fail("dry run: another simulated rank failed");
@@ -266,6 +298,7 @@ class SimComm : public SimBase {
     else
       op->recv = buf;
     op->bytes = bytes;
+    op->posted_at = sim_now();
     if (!other.empty()) {
       auto peer = other.front();
       other.pop_front();
@@ -273,15 +306,28 @@ class SimComm : public SimBase {
       void* to = send ? peer->recv : buf;
       if (host(from) && host(to) && from != to)
         std::memmove(to, from, static_cast<size_t>(std::min(bytes, peer->bytes)));
+      // Sent once both sides have posted and the class's link from src to dst is free.
+      double& free = g_->p2p_free[{static_cast<int>(t), src, dst}];
+      const double start = std::max({op->posted_at, peer->posted_at, free});
+      free = op->done_at = peer->done_at =
+          start + g_->link.time(static_cast<double>(std::min(bytes, peer->bytes)), 1);
       op->done = true;
       peer->done = true;
     } else {
       mine.push_back(op);
     }
+    if (!timed)
+      return Request(std::make_shared<SimOp>(
+          g_, [op] { return op->done.load(); }, std::vector<Tensor>{}));
     return Request(std::make_shared<SimOp>(
-        g_, [op] { return op->done.load(); }, std::vector<Tensor>{}));
+        g_, [op] { return op->done.load(); }, std::vector<Tensor>{}, [op] { return op->done_at; },
+        std::move(what)));
   }
   Request collective(Kind k, int traffic, Call c, std::vector<Tensor> scratch) override {
+    const bool timed = sim::clock() != nullptr;
+    std::string what = !timed ? std::string() : k == Kind::barrier ? "barrier" : last_op();
+    if (k != Kind::barrier) c.received = records().back().bytes;
+    c.posted_at = sim_now();
     std::lock_guard lk(g_->mu);
     if (g_abort) fail("dry run: another simulated rank failed");  // (as in p2p)
     const int64_t seq = g_->seq[rank_][traffic]++;
@@ -296,18 +342,35 @@ class SimComm : public SimBase {
     auto s = slot;
     if (++s->posted == g_->n) {
       execute(*s);
+      // Starts when the last rank has posted and the class's link is free; takes as long as the
+      // rank that receives most needs (one latency: MpiComm's exchanges are direct).
+      double start = g_->coll_free[static_cast<size_t>(traffic)], most = 0;
+      for (const Call& x : s->calls) {
+        start = std::max(start, x.posted_at);
+        most = std::max(most, static_cast<double>(x.received));
+      }
+      s->done_at = start + (k == Kind::barrier ? g_->link.latency_s : g_->link.time(most, 1));
+      g_->coll_free[static_cast<size_t>(traffic)] = s->done_at;
       s->done = true;
       g_->slots.erase({traffic, seq});
     }
+    if (!timed)
+      return Request(std::make_shared<SimOp>(
+          g_, [s] { return s->done.load(); }, std::move(scratch)));
     return Request(std::make_shared<SimOp>(
-        g_, [s] { return s->done.load(); }, std::move(scratch)));
+        g_, [s] { return s->done.load(); }, std::move(scratch), [s] { return s->done_at; },
+        std::move(what)));
+  }
+  std::string last_op() const {
+    const CommRecord& r = records().back();
+    return op_context(r.cat, r.where, r.phase);
   }
   std::shared_ptr<Group> g_;
 };
 
 class SoloComm : public SimBase {
  public:
-  explicit SoloComm(int size) : SimBase(0, size) {}
+  SoloComm(int size, sim::Link link) : SimBase(0, size), link_(link) {}
   Request isend(const void*, int64_t, int, int, Traffic) override {
     fail("internal: point-to-point on a dry run's replica axis");
   }
@@ -316,7 +379,7 @@ class SoloComm : public SimBase {
   }
 
  private:
-  Request collective(Kind k, int, Call c, std::vector<Tensor> scratch) override {
+  Request collective(Kind k, int traffic, Call c, std::vector<Tensor> scratch) override {
     if (k == Kind::allgather)  // the absent replicas' blocks: this rank's
       for (int q = 0; q < size_; ++q) {
         char* dst = static_cast<char*>(c.recv) + q * c.bytes;
@@ -324,22 +387,34 @@ class SoloComm : public SimBase {
           std::memmove(dst, c.send, static_cast<size_t>(c.bytes));
       }
     // The scratch lives as long as the request, as MpiComm's does.
+    if (!sim::clock() || link_.bytes_per_s <= 0)
+      return Request(std::make_shared<SimOp>(
+          nullptr, [] { return true; }, std::move(scratch)));
+    // The replicas run in step with this rank: the transfer starts when it posts (once the
+    // class's link is free) and moves what this rank receives.
+    const CommRecord& r = records().back();
+    double& free = free_[static_cast<size_t>(traffic)];
+    free = std::max(free, sim_now()) + link_.time(static_cast<double>(r.bytes), 1);
+    const double done = free;
     return Request(std::make_shared<SimOp>(
-        nullptr, [] { return true; }, std::move(scratch)));
+        nullptr, [] { return true; }, std::move(scratch), [done] { return done; },
+        op_context(r.cat, r.where, r.phase)));
   }
+  sim::Link link_;
+  std::array<double, kNumTraffic + 1> free_{};
 };
 
 }  // namespace
 
-std::vector<std::unique_ptr<Comm>> make_sim_comms(int n, double timeout_s) {
-  auto g = std::make_shared<Group>(n, timeout_s);
+std::vector<std::unique_ptr<Comm>> make_sim_comms(int n, double timeout_s, sim::Link link) {
+  auto g = std::make_shared<Group>(n, timeout_s, link);
   std::vector<std::unique_ptr<Comm>> out;
   for (int i = 0; i < n; ++i) out.push_back(std::make_unique<SimComm>(g, i));
   return out;
 }
 
-std::unique_ptr<Comm> make_solo_comm(int size) {
-  return std::make_unique<SoloComm>(size);
+std::unique_ptr<Comm> make_solo_comm(int size, sim::Link link) {
+  return std::make_unique<SoloComm>(size, link);
 }
 
 void abort_sim_comms() {

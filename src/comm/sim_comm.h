@@ -10,17 +10,22 @@
 #include <vector>
 
 #include "comm/comm.h"
+#include "core/sim_clock.h"
 
 namespace origami {
 
 // n communicators of one group, rank i the i-th: one per simulated rank (thread). A rank that
-// waits longer than `timeout_s` for its peers fails (a schedule that would hang).
-std::vector<std::unique_ptr<Comm>> make_sim_comms(int n, double timeout_s = 60);
+// waits longer than `timeout_s` for its peers fails (a schedule that would hang). When the
+// posting thread has a simulated clock (core/sim_clock.h), every operation gets a completion
+// time on `link` (see Group in sim_comm.cpp) and a wait advances the clock to it.
+std::vector<std::unique_ptr<Comm>> make_sim_comms(int n, double timeout_s = 60,
+                                                  sim::Link link = {});
 // Rank 0 of `size` ranks whose peers are not simulated (the replicas of a DP axis): every
 // operation completes when posted, with MpiComm's bytes and scratch. Host data: an all-reduce
 // keeps this rank's values, an all-gather repeats its block; other host payloads are not written
 // (the engines send none over the DP axis).
-std::unique_ptr<Comm> make_solo_comm(int size);
+// With a clock, its transfers take their time on `link` (the DP axis's, between nodes).
+std::unique_ptr<Comm> make_solo_comm(int size, sim::Link link = {});
 // Makes every waiting rank of every group fail (a simulated rank threw: its peers must not hang).
 void abort_sim_comms();
 void reset_sim_comms();

@@ -9,6 +9,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/memory.h"
+#include "core/sim_clock.h"
 #include "core/tensor.h"
 #include "kernels/dispatch.h"
 
@@ -51,36 +52,148 @@ void sync() {}
 const DeviceOps kOps{"meta",     alloc,     release, zero, copy,
                      host_alloc, host_free, sync,    true, nullptr};
 
-// A kernel that does nothing and returns a zero of its result type.
-template <class F>
-struct Nop;
-template <class R, class... A>
-struct Nop<R (*)(A...)> {
-  static R call(A...) {
-    if constexpr (!std::is_void_v<R>) return R{};
-  }
-};
+// Visible (query, key) pairs of a query segment and a key segment under the causal mask: the sum
+// over queries p of clamp(p - k.pos0 + 1, 0, k.len), in closed form.
+double causal_pairs(int64_t qpos0, int64_t qlen, int64_t kpos0, int64_t klen) {
+  const auto G = [klen](double x) {  // sum over a = 1..x of min(a, klen)
+    if (x <= 0) return 0.0;
+    const double L = static_cast<double>(klen);
+    return x <= L ? x * (x + 1) / 2 : L * (L + 1) / 2 + (x - L) * L;
+  };
+  const double a0 = static_cast<double>(qpos0 - kpos0 + 1);
+  return G(a0 + static_cast<double>(qlen) - 1) - G(a0 - 1);
+}
+
 // The flash-attention kernels: nothing computed, the CPU kernels' tiles held during the call
-// (fp32; under bf16 with the widened Q, K, V tiles too).
+// (fp32; under bf16 with the widened Q, K, V tiles too); the simulated clock (core/sim_clock.h)
+// is charged 4·d flops per visible pair and query head forward, 10·d backward.
 template <bool Bwd, bool Bf16, class F>
 struct Attn;
 template <bool Bwd, bool Bf16, class... A>
 struct Attn<Bwd, Bf16, void (*)(A...)> {
   static void call(A... a) {
-    const k::AttnShape sh = std::get<sizeof...(A) - 2>(std::forward_as_tuple(a...));
+    constexpr size_t n = sizeof...(A);
+    auto args = std::forward_as_tuple(a...);
+    const k::AttnShape sh = std::get<n - 2>(args);
     Tensor tiles = Tensor::empty_host({g_opt.threads, cpu::flash_attn_tile_elems(Bwd, sh.d, Bf16)},
                                       DType::f32, Cat::workspace);
+    if (!sim::clock()) return;
+    const k::QSeg* qs = std::get<n - 6>(args);
+    const int nqs = std::get<n - 5>(args);
+    const auto* ks = std::get<n - 4>(args);
+    const int nks = std::get<n - 3>(args);
+    double pairs = 0;
+    for (int i = 0; i < nqs; ++i)
+      for (int j = 0; j < nks; ++j)
+        pairs += causal_pairs(qs[i].pos0, qs[i].len, ks[j].pos0, ks[j].len);
+    sim::Work w;
+    w.kind = Bwd ? sim::Work::attn_bwd : sim::Work::attn_fwd;
+    w.flops = pairs * sh.n_h * sh.d * (Bwd ? 10.0 : 4.0);
+    w.bf16 = Bf16;
+    w.name = Bwd ? "flash_attn_bwd" : "flash_attn_fwd";
+    sim::kernel(w);
+  }
+};
+
+// A kernel that does nothing but charge the simulated clock the work `C` makes of its arguments
+// (a GEMM's flops and bytes; a memory-bound kernel's bytes), returning a zero of its result type.
+template <class F, class C>
+struct Timed;
+template <class R, class... A, class C>
+struct Timed<R (*)(A...), C> {
+  static R call(A... a) {
+    if (sim::clock()) sim::kernel(C{}(a...));
+    if constexpr (!std::is_void_v<R>) return R{};
+  }
+};
+template <class F, class C>
+void timed(F& f, C) {
+  f = &Timed<F, C>::call;
+}
+sim::Work gemm_work(int64_t M, int64_t N, int64_t K, double ab_bytes, double c_bytes, bool bf16) {
+  sim::Work w;
+  w.kind = sim::Work::gemm;
+  w.flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+  w.bytes = ab_bytes * static_cast<double>(M * K + N * K) + c_bytes * static_cast<double>(M * N);
+  w.bf16 = bf16;
+  w.name = "gemm";
+  return w;
+}
+sim::Work mem_work(double bytes, bool bf16, const char* name) {
+  sim::Work w;
+  w.bytes = bytes;
+  w.bf16 = bf16;
+  w.name = name;
+  return w;
+}
+double D(int64_t n) {
+  return static_cast<double>(n);
+}
+
+// The work of each kernel, E bytes an element (4: the fp32 table, 2: the bf16 one); the bytes
+// each reads and writes once.
+template <int E>
+struct Costs {
+  static constexpr bool bf = E == 2;
+  static void fill(auto& t) {
+    timed(t.rmsnorm_fwd, [](auto, auto, auto, auto, auto, int64_t rows, int64_t h, auto...) {
+      return mem_work(3.0 * E * D(rows * h), bf, "rmsnorm_fwd");
+    });
+    timed(t.rmsnorm_apply, [](auto, auto, auto, int64_t rows, int64_t h) {
+      return mem_work(2.0 * E * D(rows * h), bf, "rmsnorm_apply");
+    });
+    timed(t.rmsnorm_bwd, [](auto, auto, auto, auto, auto, auto, int64_t rows, int64_t h) {
+      return mem_work(4.0 * E * D(rows * h), bf, "rmsnorm_bwd");
+    });
+    timed(t.rope_fwd, [](auto, auto, auto, int64_t rows, int heads, int d, auto...) {
+      return mem_work(2.0 * E * D(rows * heads * d), bf, "rope");
+    });
+    timed(t.swiglu_fwd,
+          [](auto, auto, auto, int64_t n) { return mem_work(3.0 * E * D(n), bf, "swiglu_fwd"); });
+    timed(t.swiglu_bwd, [](auto, auto, auto, auto, auto, int64_t n) {
+      return mem_work(5.0 * E * D(n), bf, "swiglu_bwd");
+    });
+    timed(t.add_inplace,
+          [](auto, auto, int64_t n) { return mem_work(3.0 * E * D(n), bf, "add_inplace"); });
+    timed(t.index_copy_rows, [](auto, auto, auto, auto, int64_t n, int64_t w) {
+      return mem_work(2.0 * E * D(n * w), bf, "index_copy_rows");
+    });
+    timed(t.index_add_rows, [](auto, auto, auto, auto, int64_t n, int64_t w) {
+      return mem_work((2.0 * 4 + E) * D(n * w), bf, "index_add_rows");
+    });
   }
 };
 
 k::Table make_table() {
   k::Table t{};
-  auto nop = [](auto& f) { f = &Nop<std::remove_reference_t<decltype(f)>>::call; };
-  nop(t.gemm), nop(t.linear_fwd), nop(t.linear_bwd_x), nop(t.linear_bwd_w);
-  nop(t.rmsnorm_fwd), nop(t.rmsnorm_apply), nop(t.rmsnorm_bwd), nop(t.rope_fwd), nop(t.rope_bwd);
-  nop(t.swiglu_fwd), nop(t.swiglu_bwd), nop(t.ce_init), nop(t.ce_update), nop(t.ce_finish);
-  nop(t.ce_bwd), nop(t.adamw_step), nop(t.sum_squares), nop(t.scale_inplace), nop(t.add_inplace);
-  nop(t.index_copy_rows), nop(t.index_add_rows);
+  Costs<4>::fill(t);
+  timed(t.gemm, [](k::Trans, k::Trans, int64_t M, int64_t N, int64_t K, auto...) {
+    return gemm_work(M, N, K, 4, 4, false);
+  });
+  const auto linear = [](auto, auto, auto, int64_t M, int64_t N, int64_t K, auto...) {
+    return gemm_work(M, N, K, 4, 8, false);  // C read and written (accumulating)
+  };
+  timed(t.linear_fwd, linear), timed(t.linear_bwd_x, linear), timed(t.linear_bwd_w, linear);
+  timed(t.rope_bwd, [](auto, auto, auto, int64_t rows, int heads, int d, auto...) {
+    return mem_work(8.0 * D(rows * heads * d), false, "rope_bwd");
+  });
+  timed(t.ce_init,
+        [](auto, auto, auto, int64_t rows) { return mem_work(12.0 * D(rows), false, "ce_init"); });
+  timed(t.ce_update, [](auto, auto, auto, auto, int64_t rows, int64_t vblk, auto...) {
+    return mem_work(4.0 * D(rows * vblk), false, "ce_update");
+  });
+  timed(t.ce_finish, [](auto, auto, auto, auto, int64_t rows, auto) {
+    return mem_work(16.0 * D(rows), false, "ce_finish");
+  });
+  timed(t.ce_bwd, [](auto, auto, auto, int64_t rows, int64_t vblk, auto...) {
+    return mem_work(8.0 * D(rows * vblk), false, "ce_bwd");
+  });
+  timed(t.adamw_step, [](auto, auto, auto, auto, int64_t n, auto...) {
+    return mem_work(28.0 * D(n), false, "adamw");
+  });
+  timed(t.sum_squares, [](auto, int64_t n) { return mem_work(4.0 * D(n), false, "sum_squares"); });
+  timed(t.scale_inplace,
+        [](auto, int64_t n, auto) { return mem_work(8.0 * D(n), false, "scale_inplace"); });
   t.flash_attn_fwd = &Attn<false, false, decltype(t.flash_attn_fwd)>::call;
   t.flash_attn_bwd = &Attn<true, false, decltype(t.flash_attn_bwd)>::call;
   return t;
@@ -89,11 +202,22 @@ const k::Table kTable = make_table();
 
 k::BTable make_bf16_table() {
   k::BTable t{};
-  auto nop = [](auto& f) { f = &Nop<std::remove_reference_t<decltype(f)>>::call; };
-  nop(t.gemm), nop(t.rmsnorm_fwd), nop(t.rmsnorm_apply), nop(t.rmsnorm_bwd), nop(t.rope_fwd);
-  nop(t.swiglu_fwd), nop(t.swiglu_bwd), nop(t.add_inplace), nop(t.index_copy_rows);
-  nop(t.index_add_rows), nop(t.to_bf16), nop(t.to_f32), nop(t.rmsnorm_fwd_res);
-  nop(t.rmsnorm_bwd_res), nop(t.index_copy_rows_widen);
+  Costs<2>::fill(t);
+  timed(t.gemm, [](k::Trans, k::Trans, int64_t M, int64_t N, int64_t K, float, auto, int64_t, auto,
+                   int64_t, float beta, void*, DType ct, int64_t) {
+    return gemm_work(M, N, K, 2, static_cast<double>(dtype_size(ct)) * (beta != 0 ? 2 : 1), true);
+  });
+  timed(t.to_bf16, [](auto, auto, int64_t n) { return mem_work(6.0 * D(n), true, "to_bf16"); });
+  timed(t.to_f32, [](auto, auto, int64_t n) { return mem_work(6.0 * D(n), true, "to_f32"); });
+  timed(t.rmsnorm_fwd_res, [](auto, auto, auto, auto, auto, int64_t rows, int64_t h, auto) {
+    return mem_work(8.0 * D(rows * h), true, "rmsnorm_fwd");
+  });
+  timed(t.rmsnorm_bwd_res, [](auto, auto, auto, auto, auto, auto, int64_t rows, int64_t h) {
+    return mem_work(12.0 * D(rows * h), true, "rmsnorm_bwd");
+  });
+  timed(t.index_copy_rows_widen, [](auto, auto, auto, auto, int64_t n, int64_t w) {
+    return mem_work(6.0 * D(n * w), true, "index_copy_rows");
+  });
   t.flash_attn_fwd = &Attn<false, true, decltype(t.flash_attn_fwd)>::call;
   t.flash_attn_bwd = &Attn<true, true, decltype(t.flash_attn_bwd)>::call;
   t.flash_attn_fwd_wide = &Attn<false, true, decltype(t.flash_attn_fwd_wide)>::call;

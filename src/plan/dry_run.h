@@ -16,11 +16,13 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "core/memory.h"
 #include "model/config.h"
 #include "model/model.h"
 #include "parallel/layout.h"
+#include "plan/hardware.h"
 
 namespace origami::plan {
 
@@ -33,6 +35,20 @@ struct Input {
   int64_t seq = 0;
   DType dtype = DType::f32;  // the engines' compute type (--dtype), set for the run
   int threads = 1;  // OpenMP threads per rank (the attention kernels keep tiles per thread)
+  // With a hardware profile the dry run keeps time (core/sim_clock.h): every kernel takes the
+  // profile's time for its work, every transfer its link's (plan/hardware.h).
+  const Hardware* hw = nullptr;
+  bool trace = false;  // with hw: keep rank 0's simulated timeline
+};
+
+// The simulated times of one training step and of one forward pass (eval_sum, the paper's
+// large-scale figure), seconds.
+struct Timing {
+  double step_s = 0;          // training step: the last rank's end
+  double step_compute_s = 0;  // the busiest rank's kernels
+  double step_exposed_s = 0;  // the worst rank's time waiting for transfers
+  double fwd_s = 0, fwd_exposed_s = 0;
+  std::vector<std::vector<sim::Span>> trace;  // per rank (rank 0 first), when asked
 };
 
 struct Result {
@@ -41,6 +57,7 @@ struct Result {
   // Bytes one rank receives per layer and micro-step, by category and phase (layer 0 of rank 0;
   // tsp-spec §7: every layer and every rank alike).
   nlohmann::json comm_per_layer;
+  Timing time;  // with Input::hw
   nlohmann::json to_json() const;
 };
 

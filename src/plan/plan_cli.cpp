@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "core/error.h"
@@ -63,7 +64,7 @@ const char* recompute_name(const PlanOptions& o) {
 
 // One dry run per (layout, TP sequence-parallel setting, S); `names` gets one name per line.
 std::vector<Row> dry_runs(const PlanOptions& o, const ModelConfig& cfg,
-                          std::vector<std::string>& names) {
+                          std::vector<std::string>& names, const Hardware* hw) {
   std::vector<Row> rows;
   for (const std::string& ls : o.layouts) {
     const Layout L = Layout::parse(ls, -1);
@@ -80,7 +81,8 @@ std::vector<Row> dry_runs(const PlanOptions& o, const ModelConfig& cfg,
       for (int64_t S : o.seqs) {
         Row row{name, S, {}, ""};
         try {
-          row.r = dry_run({cfg, L, par, o.recompute, o.micro_batch, S, o.dtype, o.threads});
+          row.r = dry_run({cfg, L, par, o.recompute, o.micro_batch, S, o.dtype, o.threads, hw,
+                           !o.trace.empty() && rows.empty()});
         } catch (const Error& e) {
           if (o.new_tokens <= 0) throw;
           row.error = e.what();  // e.g. S not divisible by 2D: inference pads, training cannot
@@ -163,6 +165,58 @@ void print_tables(const PlanOptions& o, const ModelConfig& cfg, const std::vecto
                                                                                  : "  no");
     }
   }
+}
+
+// The simulated step times (Input::hw): a training step and a forward pass per layout and S.
+void print_time(const PlanOptions& o, const Hardware& hw, const std::vector<Row>& rows) {
+  std::printf(
+      "\nPredicted time (simulated clock; hardware profile %s: %s): per step of one micro-batch "
+      "of %lld sequence(s) per replica; exposed = the worst rank's time waiting for transfers; "
+      "tokens/s per device\n",
+      hw.path.c_str(), hw.name.c_str(), static_cast<long long>(o.micro_batch));
+  for (int64_t S : o.seqs) {
+    std::printf("\nS = %lld\n%-18s %5s %11s %9s %9s %11s %9s %13s %13s\n",
+                static_cast<long long>(S), "layout", "ranks", "train ms", "compute", "exposed",
+                "forward ms", "exposed", "train tok/s", "fwd tok/s");
+    for (const auto& row : rows) {
+      if (row.seq != S || !row.error.empty()) continue;
+      const Timing& t = row.r.time;
+      const Layout L = Layout::parse(row.layout.substr(0, row.layout.find(' ')), -1);
+      const double tokens = static_cast<double>(o.micro_batch * S) / L.model_degree();
+      std::printf("%-18s %5d %11.2f %8.0f%% %8.0f%% %11.2f %8.0f%% %13.0f %13.0f\n",
+                  row.layout.c_str(), world(row.layout), 1e3 * t.step_s,
+                  100 * t.step_compute_s / t.step_s, 100 * t.step_exposed_s / t.step_s,
+                  1e3 * t.fwd_s, 100 * t.fwd_exposed_s / t.fwd_s, tokens / t.step_s,
+                  tokens / t.fwd_s);
+    }
+  }
+}
+
+// rank r's simulated spans as a Chrome/Perfetto trace (core/trace.h's form: a process per rank,
+// a compute track and a communication track).
+void write_sim_trace(const std::string& path, const Row& row) {
+  nlohmann::json ev = nlohmann::json::array();
+  const auto& tr = row.r.time.trace;
+  for (size_t r = 0; r < tr.size(); ++r) {
+    ev.push_back({{"name", "process_name"},
+                  {"ph", "M"},
+                  {"pid", r},
+                  {"tid", 0},
+                  {"args", {{"name", cat("rank ", r, " (simulated)")}}}});
+    for (const sim::Span& s : tr[r])
+      ev.push_back({{"name", s.name},
+                    {"ph", "X"},
+                    {"pid", r},
+                    {"tid", s.comm ? 1 : 0},
+                    {"ts", 1e6 * s.t0},
+                    {"dur", 1e6 * (s.t1 - s.t0)},
+                    {"cat", s.comm ? "comm" : "compute"}});
+  }
+  std::ofstream f(path);
+  if (!f) fail("cannot write --trace ", path);
+  f << nlohmann::json{{"traceEvents", ev},
+                      {"otherData", {{"layout", row.layout}, {"seq", row.seq}}}}
+           .dump();
 }
 
 void print_inference(const PlanOptions& o, const ModelConfig& cfg, const std::vector<Row>& rows) {
@@ -260,15 +314,25 @@ int run_plan(const PlanOptions& o) {
   if (o.seqs.empty()) fail("origami plan: give at least one --seq");
   if (o.layouts.empty()) fail("origami plan: give at least one --layout");
   std::vector<std::string> names;  // one per plotted line
-  const std::vector<Row> rows = dry_runs(o, cfg, names);
+  std::unique_ptr<Hardware> hw;
+  if (!o.hardware.empty()) hw = std::make_unique<Hardware>(Hardware::load(o.hardware));
+  if (!o.trace.empty() && !hw) fail("origami plan: --trace needs --time --hardware FILE");
+  const std::vector<Row> rows = dry_runs(o, cfg, names, hw.get());
   if (o.json) {
     print_json(o, cfg, rows);
   } else {
     print_tables(o, cfg, rows);
+    if (hw) print_time(o, *hw, rows);
     if (o.new_tokens > 0) print_inference(o, cfg, rows);
     print_crossovers(cfg, o.dtype);
   }
   if (!o.plot.empty()) write_plot(o, rows, names);
+  if (!o.trace.empty() && !rows.empty() && rows[0].error.empty()) {
+    write_sim_trace(o.trace, rows[0]);
+    if (!o.json)
+      std::printf("\ntrace (simulated, %s at S = %lld): %s\n", rows[0].layout.c_str(),
+                  static_cast<long long>(rows[0].seq), o.trace.c_str());
+  }
   return 0;
 }
 

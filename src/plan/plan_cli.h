@@ -23,6 +23,8 @@ struct PlanOptions {
   bool tp_sp_both = false;  // tp layouts with and without sequence parallelism
   int threads = 1;
   int64_t new_tokens = 0;  // > 0: also the inference table (generate with this many new tokens)
+  std::string hardware;    // --time --hardware FILE: simulated step times (plan/hardware.h)
+  std::string trace;       // --trace FILE: the simulated timeline of the first (layout, S)
 };
 
 int run_plan(const PlanOptions& o);

@@ -1,0 +1,41 @@
+#include "core/sim_clock.h"
+
+#include <algorithm>
+
+namespace origami::sim {
+
+namespace {
+thread_local Clock* t_clock = nullptr;
+KernelTime g_time = nullptr;
+const void* g_ctx = nullptr;
+}  // namespace
+
+Clock* clock() {
+  return t_clock;
+}
+void bind(Clock* c) {
+  t_clock = c;
+}
+void set_kernel_time(KernelTime f, const void* ctx) {
+  g_time = f;
+  g_ctx = ctx;
+}
+
+void kernel(const Work& w) {
+  Clock* c = t_clock;
+  if (!c || !g_time) return;
+  const double dt = g_time(w, g_ctx);
+  if (c->trace) c->trace->push_back({c->now, c->now + dt, w.name, false});
+  c->now += dt;
+  c->compute += dt;
+}
+
+void waited(double done, const char* what) {
+  Clock* c = t_clock;
+  if (!c || done <= c->now) return;
+  if (c->trace) c->trace->push_back({c->now, done, what, true});
+  c->exposed += done - c->now;
+  c->now = done;
+}
+
+}  // namespace origami::sim

@@ -1,0 +1,61 @@
+// The simulated clock of a dry run with time (`origami plan --time`, plan/timing.h). Each
+// simulated rank (a thread of the dry run, plan/dry_run.h) binds a Clock; the meta device's
+// kernels (kernels/meta.h) describe their work (a GEMM's flops and bytes, attention's visible
+// pairs, a memory-bound kernel's bytes) and the installed cost model turns it into seconds that
+// advance the rank's clock; the dry run's communicators (comm/sim_comm.h) give every transfer a
+// completion time from its link (latency and bandwidth) and the moments its ranks posted it, and a
+// wait advances the clock to that moment. Overlap, skew and exposed communication then follow
+// from the schedule's own order. Nothing here runs unless a clock is bound.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace origami::sim {
+
+// A kernel's work, as the meta device sees it.
+struct Work {
+  enum Kind { gemm, attn_fwd, attn_bwd, memory };
+  Kind kind = memory;
+  double flops = 0;   // gemm: 2·M·N·K; attention: 4·d per visible (query, key) pair and head
+                      // forward, 10·d backward (QKᵀ and PV again, dP, dQ, dK, dV)
+  double bytes = 0;   // bytes read and written at least once
+  bool bf16 = false;  // the kernel's element type
+  const char* name = "";
+};
+
+// A span of simulated time, for --trace.
+struct Span {
+  double t0 = 0, t1 = 0;
+  std::string name;
+  bool comm = false;  // a wait for a transfer (else a kernel)
+};
+
+struct Clock {
+  double now = 0;                      // seconds since the step began
+  double compute = 0;                  // seconds in kernels
+  double exposed = 0;                  // seconds waiting for transfers
+  std::vector<Span>* trace = nullptr;  // when set, every kernel and wait is appended
+};
+
+// A link: a transfer of `bytes` received by a rank in `steps` latency-bound steps takes
+// steps·latency + bytes/bandwidth. bandwidth 0: transfers take no time.
+struct Link {
+  double latency_s = 0, bytes_per_s = 0;
+  double time(double bytes, int steps) const {
+    return bytes_per_s > 0 ? steps * latency_s + bytes / bytes_per_s : 0;
+  }
+};
+
+// This thread's clock (nullptr: time is not simulated).
+Clock* clock();
+void bind(Clock* c);
+// Seconds a kernel's work takes (installed by the planner; nullptr: kernels take no time).
+using KernelTime = double (*)(const Work&, const void* ctx);
+void set_kernel_time(KernelTime f, const void* ctx);
+// A kernel ran on this thread: advance its clock (when bound).
+void kernel(const Work& w);
+// A wait on this thread ended at `done` (a transfer's completion time): advance the clock to it.
+void waited(double done, const char* what);
+
+}  // namespace origami::sim

@@ -1,0 +1,40 @@
+// A hardware profile for `origami plan --time` (configs/hardware/*.json; `origami calibrate`
+// measures this machine's): what one rank's kernels sustain and what its links carry. Every
+// number says where it came from in the file's "provenance" (measured, datasheet, assumed).
+//
+//   {"name": "...", "provenance": {...},
+//    "gemm_flops":     {"fp32": F, "bf16": F},   sustained GEMM rate of one rank (flop/s)
+//    "attn_fwd_flops": {"fp32": F, "bf16": F},   flash attention forward, 4·d flop per visible
+//    "attn_bwd_flops": {"fp32": F, "bf16": F},   (query, key) pair and head; backward 10·d
+//    "memory_bytes_per_s": B,                     memory-bound kernels (bytes read + written)
+//    "kernel_launch_s": L,                        fixed cost of every kernel call
+//    "ranks_per_node": R,                         ranks sharing the fast links
+//    "intra_node": {"latency_s": l, "bytes_per_s": b},   a rank's link inside a node
+//    "inter_node": {"latency_s": l, "bytes_per_s": b},   and between nodes (its NIC)
+//    "device_memory_bytes": M}                    (optional) for --recommend
+#pragma once
+#include <string>
+
+#include "core/sim_clock.h"
+
+namespace origami::plan {
+
+struct Rates {
+  double fp32 = 0, bf16 = 0;
+  double of(bool bf) const { return bf ? bf16 : fp32; }
+};
+
+struct Hardware {
+  std::string name, path;
+  Rates gemm, attn_fwd, attn_bwd;
+  double memory_bytes_per_s = 0, kernel_launch_s = 0, device_memory_bytes = 0;
+  int ranks_per_node = 1;
+  sim::Link intra, inter;
+
+  static Hardware load(const std::string& path);
+  // Seconds a kernel's work takes on one rank: the launch cost plus the longer of its compute
+  // (flops at the kernel's rate) and its memory traffic.
+  double kernel_time(const sim::Work& w) const;
+};
+
+}  // namespace origami::plan

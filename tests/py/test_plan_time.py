@@ -1,0 +1,104 @@
+"""`origami plan --time` (issue 19): the dry run's simulated clock against formulas it does not
+share code with.
+- A profile where only GEMMs take time (attention, memory-bound kernels, launches and links free):
+  the single rank's training step is 6·P_m·B·S / rate and its forward 2·P_m·B·S / rate exactly
+  (P_m: the matmul parameters, tsp-spec §10), tsp=2's and tp=2's forward half of it.
+- A profile where only attention takes time: the forward is 4·d·n_h·L·B·S(S+1)/2 / rate (the
+  causal pairs of every head and layer), the training step adds 10·d per pair at the backward rate.
+- A slow link: TSP's exposed communication is positive and its step longer than with free links;
+  predictions are identical across reruns.
+Usage: test_plan_time.py ORIGAMI_BINARY WORKDIR"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+BIN, WORK = sys.argv[1], sys.argv[2]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+shutil.rmtree(WORK, ignore_errors=True)
+os.makedirs(WORK)
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def profile(name, gemm=1e30, attn=(1e30, 1e30), mem=1e30, link=1e30, latency=0.0):
+    p = {"name": name, "gemm_flops": {"fp32": gemm, "bf16": 2 * gemm},
+         "attn_fwd_flops": {"fp32": attn[0], "bf16": attn[0]},
+         "attn_bwd_flops": {"fp32": attn[1], "bf16": attn[1]},
+         "memory_bytes_per_s": mem, "kernel_launch_s": 0, "ranks_per_node": 8,
+         "intra_node": {"latency_s": latency, "bytes_per_s": link},
+         "inter_node": {"latency_s": latency, "bytes_per_s": link}}
+    path = os.path.join(WORK, name + ".json")
+    json.dump(p, open(path, "w"))
+    return path
+
+
+def plan(hw, layouts, seq, extra=()):
+    cmd = [BIN, "plan", "--config", os.path.join(ROOT, "configs/small.json"), "--seq", str(seq),
+           "--time", "--hardware", hw, "--json", *extra]
+    for L in layouts:
+        cmd += ["--layout", L]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if r.returncode:
+        sys.exit(f"plan failed: {r.stderr}")
+    return {x["layout"]: x["predicted_seconds"] for x in json.loads(r.stdout)}, r.stdout
+
+
+c = json.load(open(os.path.join(ROOT, "configs/small.json")))
+h, I, L, V = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
+nh, nkv = c["num_attention_heads"], c["num_key_value_heads"]
+d = h // nh
+Pm = L * (2 * h * h + 2 * h * nkv * d + 3 * h * I) + h * V
+S, rate = 1024, 1e12
+rel = lambda a, b: abs(a - b) / b  # noqa: E731
+
+t, _ = plan(profile("gemm_only", gemm=rate), ["single", "tsp=2", "tp=2"], S)
+check(rel(t["single"]["train_step"], 6 * Pm * S / rate) < 1e-9,
+      f"single, GEMMs only: step {t['single']['train_step']:.9f} s = 6·P_m·S/rate {6 * Pm * S / rate:.9f}")
+check(rel(t["single"]["forward"], 2 * Pm * S / rate) < 1e-9,
+      f"single, GEMMs only: forward {t['single']['forward']:.9f} s = 2·P_m·S/rate")
+for lay in ("tsp=2", "tp=2"):
+    check(rel(t[lay]["forward"], Pm * S / rate) < 1e-9,
+          f"{lay}, GEMMs only: forward {t[lay]['forward']:.9f} s = half the single rank's")
+
+fwd_rate, bwd_rate = 1e11, 5e10
+t, _ = plan(profile("attn_only", attn=(fwd_rate, bwd_rate)), ["single", "tsp=2"], S)
+pairs = L * nh * S * (S + 1) / 2
+check(rel(t["single"]["forward"], 4 * d * pairs / fwd_rate) < 1e-9,
+      f"single, attention only: forward {t['single']['forward']:.9f} s = 4·d·pairs/rate")
+want = 4 * d * pairs / fwd_rate + 10 * d * pairs / bwd_rate
+check(rel(t["single"]["train_step"], want) < 1e-9,
+      f"single, attention only: step {t['single']['train_step']:.9f} s = (4·d/fwd + 10·d/bwd)·pairs")
+check(rel(t["tsp=2"]["forward"], 2 * d * pairs / fwd_rate) < 1e-9,
+      f"tsp=2, attention only: forward {t['tsp=2']['forward']:.9f} s = half (zigzag balances the pairs)")
+
+free, _ = plan(profile("free_link", gemm=rate, attn=(fwd_rate, bwd_rate), mem=2e10), ["tsp=2"], S)
+slow, out1 = plan(profile("slow_link", gemm=rate, attn=(fwd_rate, bwd_rate), mem=2e10, link=2e8,
+                          latency=2e-5), ["tsp=2"], S)
+_, out2 = plan(os.path.join(WORK, "slow_link.json"), ["tsp=2"], S)
+# (with free links only skew is left: a rank waiting for a peer with more work)
+check(slow["tsp=2"]["train_step_exposed"] > 0.1 * slow["tsp=2"]["train_step"]
+      and free["tsp=2"]["train_step_exposed"] < 1e-3 * free["tsp=2"]["train_step"],
+      f"tsp=2 over a 200 MB/s link: exposed {slow['tsp=2']['train_step_exposed']:.4f} s "
+      f"(free link: {free['tsp=2']['train_step_exposed']:.2g} s)")
+check(slow["tsp=2"]["train_step"] > free["tsp=2"]["train_step"],
+      f"tsp=2: step {slow['tsp=2']['train_step']:.4f} s over the slow link > "
+      f"{free['tsp=2']['train_step']:.4f} s over a free one")
+check(out1 == out2, "predictions identical across reruns")
+
+# --trace: a Perfetto trace of the simulated timeline, compute and communication tracks.
+tr = os.path.join(WORK, "trace.json")
+plan(os.path.join(WORK, "slow_link.json"), ["tsp=2"], S, ["--trace", tr])
+ev = json.load(open(tr))["traceEvents"]
+check({e.get("cat") for e in ev} >= {"compute", "comm"} and {e["pid"] for e in ev} == {0, 1},
+      f"--trace: {len(ev)} events on 2 ranks with compute and comm spans")
+
+if failures:
+    sys.exit(f"{len(failures)} check(s) failed")
+print("all plan --time checks passed")
