@@ -24,6 +24,7 @@
 #endif
 #include "comm/mpi_comm.h"
 #include "model/params.h"
+#include "plan/calibrate.h"
 #include "plan/plan_cli.h"
 #include "train/grad.h"
 #include "train/trainer.h"
@@ -39,6 +40,8 @@ const char* kUsage =
     "  grad    loss and full gradients of given weights on given tokens (the oracle interface)\n"
     "  init    write freshly initialised weights (counter-based RNG, layout independent)\n"
     "  plan    predict per-rank memory and bytes per layer for layouts and sequence lengths\n"
+    "          (--time: step times on a simulated clock)\n"
+    "  calibrate  measure this machine's kernels and MPI link into a hardware profile for plan\n"
     "  bench   run several layouts on the same model and batch (mpirun each) into one table\n"
     "  generate  text or token ids from a model: TSP prefill with a 1/D KV cache, decode that\n"
     "          never moves a weight\n";
@@ -234,6 +237,9 @@ int cmd_plan(int argc, char** argv) {
   a.flag("hardware", "",
          "FILE: the hardware profile for --time (configs/hardware/*.json, or what `origami "
          "calibrate` writes)");
+  a.flag("emulate-link", "",
+         "GBPS[,LATENCY_US]: with --time, every link of the profile replaced by this one (what "
+         "train --emulate-link GBPS,LATENCY_US runs over)");
   a.flag("trace", "",
          "FILE: with --time, the simulated timeline of the first layout at the first S as a "
          "Chrome/Perfetto trace (the same form as train --trace)");
@@ -258,8 +264,37 @@ int cmd_plan(int argc, char** argv) {
   if (a.on("time") != a.given("hardware"))
     fail(a.on("time") ? "--time needs --hardware FILE" : "--hardware needs --time");
   o.hardware = a.str("hardware");
+  if (a.given("emulate-link")) {
+    if (!a.on("time")) fail("--emulate-link needs --time");
+    RuntimeOptions rt;
+    parse_emulated_link(a.str("emulate-link"), rt);
+    o.link_gbps = rt.link_gbps;
+    o.link_latency_us = rt.link_latency_us;
+  }
   o.trace = a.str("trace");
   return plan::run_plan(o);
+}
+
+int cmd_calibrate(int argc, char** argv) {
+  Args a("calibrate",
+         "Measure this machine into a hardware profile for `origami plan --time`: GEMM rates\n"
+         "over the shapes one layer of --config issues at --tokens rows (fp32 and bf16), causal\n"
+         "flash attention forward and backward, memory bandwidth, a kernel call's fixed cost,\n"
+         "and under mpirun (2+ ranks) the MPI link between ranks 0 and 1. Run it as the runs to\n"
+         "predict run (the same ranks per host and OMP_NUM_THREADS): every rank measures at once.");
+  a.flag("out", "", "the profile to write (JSON; every number with its provenance)", true);
+  a.flag("config", "configs/small.json", "HF Llama config whose layer shapes are measured");
+  a.flag("tokens", "512", "GEMM rows: the tokens per rank (B·S/D) of the runs to predict");
+  a.flag("attn-seq", "1024", "sequence length of the attention measurement");
+  a.flag("reps", "5", "repetitions per measurement (the median is kept)");
+  if (!a.parse(argc, argv)) return 0;
+  plan::CalibrateOptions o;
+  o.out = a.str("out");
+  o.config = a.str("config");
+  o.tokens = a.i64("tokens", 1);
+  o.attn_seq = a.i64("attn-seq", 1);
+  o.reps = static_cast<int>(a.i64("reps", 1));
+  return plan::run_calibrate(o);
 }
 
 int cmd_init(int argc, char** argv) {
@@ -421,6 +456,8 @@ int main(int argc, char** argv) {
       rc = cmd_init(argc - 2, argv + 2);
     else if (cmd == "plan")
       rc = cmd_plan(argc - 2, argv + 2);
+    else if (cmd == "calibrate")
+      rc = cmd_calibrate(argc - 2, argv + 2);
     else if (cmd == "bench")
       rc = cmd_bench(argc - 2, argv + 2);
     else if (cmd == "generate")
