@@ -310,7 +310,7 @@ class SimComm : public SimBase {
       double& free = g_->p2p_free[{static_cast<int>(t), src, dst}];
       const double start = std::max({op->posted_at, peer->posted_at, free});
       free = op->done_at = peer->done_at =
-          start + g_->link.time(static_cast<double>(std::min(bytes, peer->bytes)), 1);
+          start + g_->link.peer_time(static_cast<double>(std::min(bytes, peer->bytes)));
       op->done = true;
       peer->done = true;
     } else {

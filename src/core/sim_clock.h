@@ -39,11 +39,17 @@ struct Clock {
 };
 
 // A link: a transfer of `bytes` received by a rank in `steps` latency-bound steps takes
-// steps·latency + bytes/bandwidth. bandwidth 0: transfers take no time.
+// steps·latency + bytes/bandwidth. bytes_per_s is what a rank receives from all its peers at once
+// (a collective); peer_bytes_per_s from one peer (a point-to-point transfer: on a full mesh one
+// of its links, behind a switch the same as bytes_per_s). bandwidth 0: transfers take no time.
 struct Link {
-  double latency_s = 0, bytes_per_s = 0;
+  double latency_s = 0, bytes_per_s = 0, peer_bytes_per_s = 0;
   double time(double bytes, int steps) const {
     return bytes_per_s > 0 ? steps * latency_s + bytes / bytes_per_s : 0;
+  }
+  double peer_time(double bytes) const {
+    const double bw = peer_bytes_per_s > 0 ? peer_bytes_per_s : bytes_per_s;
+    return bw > 0 ? latency_s + bytes / bw : 0;
   }
 };
 

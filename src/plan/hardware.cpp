@@ -28,7 +28,10 @@ sim::Link link(const nlohmann::json& j, const char* key, const std::string& wher
   const std::string w = where + ": " + key;
   if (!l.contains("latency_s") || !l["latency_s"].is_number() || l["latency_s"].get<double>() < 0)
     fail(w, ": 'latency_s' must be a number >= 0");
-  return {l["latency_s"].get<double>(), positive(l, "bytes_per_s", w)};
+  sim::Link out{l["latency_s"].get<double>(), positive(l, "bytes_per_s", w), 0};
+  out.peer_bytes_per_s =
+      l.contains("peer_bytes_per_s") ? positive(l, "peer_bytes_per_s", w) : out.bytes_per_s;
+  return out;
 }
 
 }  // namespace

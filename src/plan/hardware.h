@@ -9,7 +9,9 @@
 //    "memory_bytes_per_s": B,                     memory-bound kernels (bytes read + written)
 //    "kernel_launch_s": L,                        fixed cost of every kernel call
 //    "ranks_per_node": R,                         ranks sharing the fast links
-//    "intra_node": {"latency_s": l, "bytes_per_s": b},   a rank's link inside a node
+//    "intra_node": {"latency_s": l, "bytes_per_s": b,    a rank's links inside a node: what it
+//                   "peer_bytes_per_s": p},              receives from all peers at once, and from
+//                                                        one (a full mesh: one link; default b)
 //    "inter_node": {"latency_s": l, "bytes_per_s": b},   and between nodes (its NIC)
 //    "device_memory_bytes": M}                    (optional) for --recommend
 #pragma once
