@@ -1,5 +1,6 @@
 // origami: one entry point with subcommands.
 #include <mpi.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -161,10 +162,18 @@ int cmd_train(int argc, char** argv) {
   o.save_every = a.i64("save-every", 0);
   o.keep_last = a.i64("keep-last", 0);
   o.max_skips = a.i64("max-skips", 1);
-  if (a.str("memory-limit") == "off")
-    o.memory_limit_gib = -2;
-  else if (a.str("memory-limit") != "auto")
-    o.memory_limit_gib = a.f64("memory-limit", 0, 1e9);
+  // --memory-limit: the dry run of this very step (plan/dry_run.h) on the meta device, before
+  // select_device; its predicted peak checked against what a rank may use after it.
+  if (a.str("memory-limit") != "off") {
+    const double limit = a.str("memory-limit") == "auto" ? -1 : a.f64("memory-limit", 0, 1e9);
+    o.memory_check = [o, limit](const ModelConfig& cfg, const Layout& L) -> std::function<void()> {
+      const plan::Input in{cfg,           L,     o.par,       o.recompute,
+                           o.micro_batch, o.seq, o.par.dtype, omp_get_max_threads()};
+      return [in, r = plan::dry_run(in), limit, config = o.config] {
+        plan::check_fits(in, r, limit, config);
+      };
+    };
+  }
   o.resume = a.str("resume");
   o.report = a.str("report");
   o.trace = a.str("trace");

@@ -23,7 +23,6 @@
 #include "kernels/kernels.h"
 #include "parallel/engine.h"
 #include "parallel/layout.h"
-#include "plan/dry_run.h"
 #include "train/data.h"
 #include "train/step.h"
 
@@ -94,15 +93,10 @@ class TrainRun {
   int run() {
     check_options();
     load_data();
-    // The dry run of this very step (plan/dry_run.h) on the meta device, before select_device:
-    // a run predicted not to fit is refused before it allocates anything.
-    const plan::Input planned{cfg_, layout_, o_.par,       o_.recompute,
-                              B_,   S_,      o_.par.dtype, omp_get_max_threads()};
-    const plan::Result predicted =
-        o_.memory_limit_gib == -2 ? plan::Result() : plan::dry_run(planned);
+    // A run predicted not to fit is refused before it allocates anything (TrainOptions).
+    const auto fits = o_.memory_check ? o_.memory_check(cfg_, layout_) : nullptr;
     select_device(o_.par);  // from here on new tensors live on --device
-    if (o_.memory_limit_gib != -2)
-      plan::check_fits(planned, predicted, o_.memory_limit_gib, o_.config);
+    if (fits) fits();
     eng_ = make_engine(layout_, cfg_, o_.par, o_.recompute, B_, S_);
     talk_ = !o_.quiet && eng_->rank() == 0;
     start_ = o_.resume.empty() ? fresh_start() : resume();

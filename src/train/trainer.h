@@ -3,6 +3,7 @@
 // periodic eval, atomic checkpoints and bit-identical resume, and the run report.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "model/model.h"
@@ -18,8 +19,10 @@ struct TrainOptions {
   int64_t eval_every = 50, eval_batches = 4, log_every = 1, save_every = 0;
   int64_t max_skips = 5;  // consecutive steps with a non-finite loss or gradient norm
   int64_t keep_last = 0;  // checkpoints kept in save_dir (0 = all)
-  // --memory-limit: GiB a rank may use (>= 0), -1 auto (plan::rank_capacity), -2 off
-  double memory_limit_gib = -1;
+  // Before the engine allocates: the entry point's check that the run fits (cli: plan's dry run
+  // of this step against --memory-limit, plan/dry_run.h check_fits). Called before select_device
+  // with the run's config and layout; the check it returns is called after it. Empty: none.
+  std::function<std::function<void()>(const ModelConfig&, const Layout&)> memory_check;
   double lr = 3e-4, min_lr = -1, clip = 1.0, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95;
   uint64_t seed = 1;
   bool synthetic = false, quiet = false;

@@ -1,0 +1,115 @@
+#!/usr/bin/python3
+"""`origami plan --time` against measured runs on this machine (issue 19). Calibrates a hardware
+profile per world size (`mpirun -np N origami calibrate`: all ranks measure at once, as the runs'
+ranks share the cores), then for every (layout, S[, link]) trains a few steps with --synthetic
+(one run per cell; the median step without the warm-up) and predicts the same step with
+`plan --time`; prints predicted against measured step time and exposed-communication share, the
+median and worst absolute errors, and whether the measured order of the layouts is kept, and
+writes a plot (gnuplot) of predicted against measured.
+usage: bench/plan_validate.py [--config configs/small.json] [--seq 1024 4096] [--steps 4]
+                              [--link 1,20] [--out DIR]"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "build/origami")
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
+LAYOUTS = [("single", 1), ("tsp=2", 2), ("fsdp_sp=2", 2), ("tp=2", 2), ("tp=2 off", 2), ("sp=2", 2),
+           ("tsp=4", 4), ("tp=2,sp=2", 4)]
+
+
+def sh(cmd):
+    r = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
+    return r.stdout
+
+
+def layout_flags(name):
+    lay, *rest = name.split()
+    f = [] if lay == "single" else ["--layout", lay]
+    if rest == ["off"]:
+        f += ["--tp-sequence-parallel", "off"]
+    return f
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="configs/small.json")
+    ap.add_argument("--seq", type=int, nargs="+", default=[1024, 4096])
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--link", default="", help="also with --emulate-link GBPS,LATENCY_US")
+    ap.add_argument("--layouts", nargs="+", default=None)
+    ap.add_argument("--out", default="/tmp/plan_validate")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    layouts = [x for x in LAYOUTS if a.layouts is None or x[0] in a.layouts]
+    profiles = {}
+    for n in sorted({w for _, w in layouts}):
+        p = os.path.join(a.out, f"calibrate_np{n}.json")
+        sh(["mpirun", "-np", str(n), "--bind-to", "none", BIN, "calibrate", "--config", a.config,
+            "--out", p, "--tokens", str(min(a.seq) // n)])
+        profiles[n] = p
+    rows = []
+    for S in a.seq:
+        for link in [""] + ([a.link] if a.link else []):
+            for name, n in layouts:
+                rep = os.path.join(a.out, "report.json")
+                lk = ["--emulate-link", link] if link else []
+                sh(["mpirun", "-np", str(n), "--bind-to", "none", BIN, "train", "--config", a.config,
+                    "--synthetic", "--seq", str(S), "--micro-batch", "1", "--steps", str(a.steps),
+                    "--eval-every", "0", "--log-every", "0", "--quiet", "--report", rep]
+                   + layout_flags(name) + lk)
+                j = json.load(open(rep))
+                meas = j["step_time_median_s"]
+                mexp = max(r["time_s"]["comm_exposed"] for r in j["ranks"]) / meas
+                out = sh([BIN, "plan", "--config", a.config, "--seq", str(S), "--time", "--hardware",
+                          profiles[n], "--json"] + (["--layout", name.split()[0]] if name != "single"
+                                                    else ["--layout", "single"])
+                         + (["--tp-sequence-parallel", "off"] if name.endswith("off") else []) + lk)
+                p = json.loads(out)[0]["predicted_seconds"]
+                pred, pexp = p["train_step"], p["train_step_exposed"] / p["train_step"]
+                rows.append((S, link, name, pred, meas, pexp, mexp))
+                print(f"S={S:6d} {link or 'no link':>9s} {name:10s} predicted {pred:8.3f} s "
+                      f"measured {meas:8.3f} s  error {100 * (pred - meas) / meas:+6.1f}%  exposed "
+                      f"{100 * pexp:4.0f}% vs {100 * mexp:4.0f}%", flush=True)
+    errs = sorted(abs(r[3] - r[4]) / r[4] for r in rows)
+    med = errs[len(errs) // 2]
+    print(f"\n{platform.node()}: {len(rows)} cells; |error| median {100 * med:.1f}%, worst "
+          f"{100 * errs[-1]:.1f}%; exposed share within "
+          f"{100 * max(abs(r[5] - r[6]) for r in rows):.0f} points")
+    # the measured order of layouts kept where they differ by more than 10%
+    bad = []
+    for S in a.seq:
+        for link in [""] + ([a.link] if a.link else []):
+            cell = [r for r in rows if r[0] == S and r[1] == link]
+            for x in cell:
+                for y in cell:
+                    if x[4] < y[4] / 1.1 and not x[3] < y[3]:
+                        bad.append(f"S={S} {link}: {x[2]} faster than {y[2]} measured, not predicted")
+    print("order kept" if not bad else "order NOT kept:\n  " + "\n  ".join(bad))
+    print("\n| S | link | layout | predicted (s) | measured (s) | error | exposed predicted | measured |")
+    print("|---|---|---|---|---|---|---|---|")
+    for S, link, name, pred, meas, pexp, mexp in rows:
+        print(f"| {S} | {link or '—'} | {name} | {pred:.3f} | {meas:.3f} | {100 * (pred - meas) / meas:+.1f}% "
+              f"| {100 * pexp:.0f}% | {100 * mexp:.0f}% |")
+    dat = os.path.join(a.out, "points.dat")
+    with open(dat, "w") as f:
+        for r in rows:
+            f.write(f"{r[4]} {r[3]}\n")
+    png = os.path.join(a.out, "predicted_vs_measured.png")
+    gp = (f"set terminal pngcairo size 700,600\nset output '{png}'\nset logscale xy\n"
+          f"set xlabel 'measured step (s)'\nset ylabel 'predicted step (s)'\nset grid\n"
+          f"set key left top\nplot '{dat}' using 1:2 with points pt 7 title 'cells', x title 'y = x', "
+          f"1.1*x dt 2 title '+10%', 0.9*x dt 2 title '-10%'\n")
+    subprocess.run(["gnuplot"], input=gp, text=True)
+    print(f"\nplot: {png}")
+
+
+if __name__ == "__main__":
+    main()
