@@ -156,12 +156,13 @@ struct Group {
 class SimOp : public Request::Op {
  public:
   SimOp(std::shared_ptr<Group> g, std::function<bool()> done, std::vector<Tensor> scratch,
-        std::function<double()> done_at = nullptr, std::string what = {})
+        std::function<double()> done_at = nullptr, std::string what = {}, double copy = 0)
       : g_(std::move(g)),
         done_(std::move(done)),
         scratch_(std::move(scratch)),
         done_at_(std::move(done_at)),
-        what_(std::move(what)) {}
+        what_(std::move(what)),
+        copy_(copy) {}
   // Dropped before it completed (a rank unwinding from an error): its buffers may be about to
   // go, so no peer may complete it any more — the abort, set under the lock, stops every post.
   ~SimOp() override {
@@ -172,7 +173,7 @@ class SimOp : public Request::Op {
   bool test() override { return !g_ || done_(); }
   void wait() override {
     spin();
-    if (done_at_) sim::waited(done_at_(), what_.c_str());
+    if (done_at_) sim::waited(done_at_(), copy_, what_.c_str());
   }
 
  private:
@@ -202,6 +203,7 @@ class SimOp : public Request::Op {
   std::vector<Tensor> scratch_;
   std::function<double()> done_at_;  // the simulated completion time (when a clock runs)
   std::string what_;
+  double copy_ = 0;  // the rank's own copying (Link::on_cores): what it receives over the link
 };
 
 // The accounting and scratch both kinds share.
@@ -319,15 +321,19 @@ class SimComm : public SimBase {
     if (!timed)
       return Request(std::make_shared<SimOp>(
           g_, [op] { return op->done.load(); }, std::vector<Tensor>{}));
+    const double copy =
+        g_->link.on_cores && !send ? g_->link.peer_time(static_cast<double>(bytes)) : 0;
     return Request(std::make_shared<SimOp>(
         g_, [op] { return op->done.load(); }, std::vector<Tensor>{}, [op] { return op->done_at; },
-        std::move(what)));
+        std::move(what), copy));
   }
   Request collective(Kind k, int traffic, Call c, std::vector<Tensor> scratch) override {
     const bool timed = sim::clock() != nullptr;
     std::string what = !timed ? std::string() : k == Kind::barrier ? "barrier" : last_op();
     if (k != Kind::barrier) c.received = records().back().bytes;
     c.posted_at = sim_now();
+    const double copy =
+        g_->link.on_cores && c.received > 0 ? g_->link.time(static_cast<double>(c.received), 1) : 0;
     std::lock_guard lk(g_->mu);
     if (g_abort) fail("dry run: another simulated rank failed");  // (as in p2p)
     const int64_t seq = g_->seq[rank_][traffic]++;
@@ -359,7 +365,7 @@ class SimComm : public SimBase {
           g_, [s] { return s->done.load(); }, std::move(scratch)));
     return Request(std::make_shared<SimOp>(
         g_, [s] { return s->done.load(); }, std::move(scratch), [s] { return s->done_at; },
-        std::move(what)));
+        std::move(what), copy));
   }
   std::string last_op() const {
     const CommRecord& r = records().back();
@@ -398,7 +404,8 @@ class SoloComm : public SimBase {
     const double done = free;
     return Request(std::make_shared<SimOp>(
         nullptr, [] { return true; }, std::move(scratch), [done] { return done; },
-        op_context(r.cat, r.where, r.phase)));
+        op_context(r.cat, r.where, r.phase),
+        link_.on_cores ? link_.time(static_cast<double>(r.bytes), 1) : 0));
   }
   sim::Link link_;
   std::array<double, kNumTraffic + 1> free_{};

@@ -30,9 +30,11 @@ void kernel(const Work& w) {
   c->compute += dt;
 }
 
-void waited(double done, const char* what) {
+void waited(double done, double copy, const char* what) {
   Clock* c = t_clock;
-  if (!c || done <= c->now) return;
+  if (!c) return;
+  done = std::max(done, c->now + copy);
+  if (done <= c->now) return;
   if (c->trace) c->trace->push_back({c->now, done, what, true});
   c->exposed += done - c->now;
   c->now = done;

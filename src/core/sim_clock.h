@@ -42,8 +42,12 @@ struct Clock {
 // steps·latency + bytes/bandwidth. bytes_per_s is what a rank receives from all its peers at once
 // (a collective); peer_bytes_per_s from one peer (a point-to-point transfer: on a full mesh one
 // of its links, behind a switch the same as bytes_per_s). bandwidth 0: transfers take no time.
+// on_cores: the transfer's data is copied by the ranks' own cores (MPI over shared memory on a
+// host whose cores the ranks fill: no asynchronous progress, no copy engine), so a receiving
+// rank's clock pays the transfer's time at its wait even when the transfer ended long before.
 struct Link {
   double latency_s = 0, bytes_per_s = 0, peer_bytes_per_s = 0;
+  bool on_cores = false;
   double time(double bytes, int steps) const {
     return bytes_per_s > 0 ? steps * latency_s + bytes / bytes_per_s : 0;
   }
@@ -61,7 +65,8 @@ using KernelTime = double (*)(const Work&, const void* ctx);
 void set_kernel_time(KernelTime f, const void* ctx);
 // A kernel ran on this thread: advance its clock (when bound).
 void kernel(const Work& w);
-// A wait on this thread ended at `done` (a transfer's completion time): advance the clock to it.
-void waited(double done, const char* what);
+// A wait on this thread ended at `done` (a transfer's completion time): advance the clock to it,
+// or, when the rank's cores copied the transfer's data (Link::on_cores), by at least `copy`.
+void waited(double done, double copy, const char* what);
 
 }  // namespace origami::sim

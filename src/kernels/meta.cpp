@@ -28,11 +28,24 @@ void* alloc(size_t bytes, Cat c) {
 void release(void* p, size_t bytes, Cat c) {
   if (p) MemTracker::get().note_free(bytes, c);
 }
+// Zeroing and copying device memory take the simulated clock's time for their bytes (written;
+// read and written), as kernels do.
+void charge(double bytes, const char* name) {
+  if (!sim::clock()) return;
+  sim::Work w;
+  w.bytes = bytes;
+  w.name = name;
+  sim::kernel(w);
+}
 void zero(void* p, size_t bytes) {
-  if (!is_meta(p)) std::memset(p, 0, bytes);
+  if (!is_meta(p))
+    std::memset(p, 0, bytes);
+  else
+    charge(static_cast<double>(bytes), "zero");
 }
 // Host to host copies; a host destination of a meta source reads zeros.
 void copy(void* dst, const void* src, size_t bytes) {
+  if (is_meta(dst) || is_meta(src)) charge(2.0 * static_cast<double>(bytes), "copy");
   if (is_meta(dst)) return;
   if (is_meta(src))
     std::memset(dst, 0, bytes);

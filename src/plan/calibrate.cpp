@@ -221,9 +221,9 @@ int run_calibrate(const CalibrateOptions& o) {
   j["memory_bytes_per_s"] = bw;
   j["kernel_launch_s"] = launch;
   j["ranks_per_node"] = world;
-  const nlohmann::json link = world >= 2
-                                  ? nlohmann::json{{"latency_s", lat}, {"bytes_per_s", link_bw}}
-                                  : nlohmann::json{{"latency_s", 1e-6}, {"bytes_per_s", 1e10}};
+  const nlohmann::json link =
+      world >= 2 ? nlohmann::json{{"latency_s", lat}, {"bytes_per_s", link_bw}, {"on_cores", true}}
+                 : nlohmann::json{{"latency_s", 1e-6}, {"bytes_per_s", 1e10}, {"on_cores", true}};
   j["intra_node"] = link;
   j["inter_node"] = link;
   j["provenance"] = {
@@ -237,10 +237,12 @@ int run_calibrate(const CalibrateOptions& o) {
       {"memory_bytes_per_s", cat(measured, ": y += x over 64 MiB fp32 arrays (12 bytes/element)")},
       {"kernel_launch_s", cat(measured, ": y += x over 16 elements")},
       {"ranks_per_node", "the ranks calibrate ran with"},
-      {"intra_node", world >= 2 ? cat(measured,
-                                      ": half an MPI ping-pong between ranks 0 and 1 "
-                                      "(8 bytes: latency; 16 MiB: bandwidth)")
-                                : std::string("assumed (one rank: no link measured)")},
+      {"intra_node", world >= 2
+                         ? cat(measured,
+                               ": half an MPI ping-pong between ranks 0 and 1 "
+                               "(8 bytes: latency; 16 MiB: bandwidth); on_cores: shared-memory MPI "
+                               "copies with the ranks' own cores")
+                         : std::string("assumed (one rank: no link measured)")},
       {"inter_node", "the same link (one host); pass --emulate-link to plan for another"}};
   std::ofstream f(o.out);
   if (!f) fail("cannot write ", o.out);

@@ -31,6 +31,10 @@ sim::Link link(const nlohmann::json& j, const char* key, const std::string& wher
   sim::Link out{l["latency_s"].get<double>(), positive(l, "bytes_per_s", w), 0};
   out.peer_bytes_per_s =
       l.contains("peer_bytes_per_s") ? positive(l, "peer_bytes_per_s", w) : out.bytes_per_s;
+  if (l.contains("on_cores")) {
+    if (!l["on_cores"].is_boolean()) fail(w, ": 'on_cores' must be true or false");
+    out.on_cores = l["on_cores"].get<bool>();
+  }
   return out;
 }
 

@@ -13,6 +13,8 @@
 //                   "peer_bytes_per_s": p},              receives from all peers at once, and from
 //                                                        one (a full mesh: one link; default b)
 //    "inter_node": {"latency_s": l, "bytes_per_s": b},   and between nodes (its NIC)
+//                   (either may say "on_cores": true: the ranks' cores copy the data, as MPI over
+//                   shared memory does on a host the ranks fill; sim::Link)
 //    "device_memory_bytes": M}                    (optional) for --recommend
 #pragma once
 #include <string>

@@ -317,7 +317,9 @@ int run_plan(const PlanOptions& o) {
   std::unique_ptr<Hardware> hw;
   if (!o.hardware.empty()) hw = std::make_unique<Hardware>(Hardware::load(o.hardware));
   if (hw && o.link_gbps > 0) {
-    hw->intra = hw->inter = {o.link_latency_us * 1e-6, o.link_gbps * 1e9, o.link_gbps * 1e9};
+    // (train --emulate-link sleeps until the emulated transfer is due: the cores copy as before)
+    const bool cores = hw->intra.on_cores;
+    hw->intra = hw->inter = {o.link_latency_us * 1e-6, o.link_gbps * 1e9, o.link_gbps * 1e9, cores};
     hw->name += cat(", links --emulate-link ", o.link_gbps, ",", o.link_latency_us);
   }
   if (!o.trace.empty() && !hw) fail("origami plan: --trace needs --time --hardware FILE");
