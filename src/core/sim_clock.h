@@ -20,6 +20,7 @@ struct Work {
   double flops = 0;   // gemm: 2·M·N·K; attention: 4·d per visible (query, key) pair and head
                       // forward, 10·d backward (QKᵀ and PV again, dP, dQ, dK, dV)
   double bytes = 0;   // bytes read and written at least once
+  double exps = 0;    // exponentials (softmax over the vocabulary, SiLU): CPU-bound
   bool bf16 = false;  // the kernel's element type
   const char* name = "";
 };

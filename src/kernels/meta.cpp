@@ -132,9 +132,10 @@ sim::Work gemm_work(int64_t M, int64_t N, int64_t K, double ab_bytes, double c_b
   w.name = "gemm";
   return w;
 }
-sim::Work mem_work(double bytes, bool bf16, const char* name) {
+sim::Work mem_work(double bytes, bool bf16, const char* name, double exps = 0) {
   sim::Work w;
   w.bytes = bytes;
+  w.exps = exps;
   w.bf16 = bf16;
   w.name = name;
   return w;
@@ -161,10 +162,11 @@ struct Costs {
     timed(t.rope_fwd, [](auto, auto, auto, int64_t rows, int heads, int d, auto...) {
       return mem_work(2.0 * E * D(rows * heads * d), bf, "rope");
     });
-    timed(t.swiglu_fwd,
-          [](auto, auto, auto, int64_t n) { return mem_work(3.0 * E * D(n), bf, "swiglu_fwd"); });
+    timed(t.swiglu_fwd, [](auto, auto, auto, int64_t n) {
+      return mem_work(3.0 * E * D(n), bf, "swiglu_fwd", D(n));
+    });
     timed(t.swiglu_bwd, [](auto, auto, auto, auto, auto, int64_t n) {
-      return mem_work(5.0 * E * D(n), bf, "swiglu_bwd");
+      return mem_work(5.0 * E * D(n), bf, "swiglu_bwd", D(n));
     });
     timed(t.add_inplace,
           [](auto, auto, int64_t n) { return mem_work(3.0 * E * D(n), bf, "add_inplace"); });
@@ -193,13 +195,13 @@ k::Table make_table() {
   timed(t.ce_init,
         [](auto, auto, auto, int64_t rows) { return mem_work(12.0 * D(rows), false, "ce_init"); });
   timed(t.ce_update, [](auto, auto, auto, auto, int64_t rows, int64_t vblk, auto...) {
-    return mem_work(4.0 * D(rows * vblk), false, "ce_update");
+    return mem_work(4.0 * D(rows * vblk), false, "ce_update", D(rows * vblk));
   });
   timed(t.ce_finish, [](auto, auto, auto, auto, int64_t rows, auto) {
     return mem_work(16.0 * D(rows), false, "ce_finish");
   });
   timed(t.ce_bwd, [](auto, auto, auto, int64_t rows, int64_t vblk, auto...) {
-    return mem_work(8.0 * D(rows * vblk), false, "ce_bwd");
+    return mem_work(8.0 * D(rows * vblk), false, "ce_bwd", D(rows * vblk));
   });
   timed(t.adamw_step, [](auto, auto, auto, auto, int64_t n, auto...) {
     return mem_work(28.0 * D(n), false, "adamw");

@@ -168,12 +168,25 @@ int run_calibrate(const CalibrateOptions& o) {
   line_up();
   const double bw = 12.0 * static_cast<double>(n) /
                     median_s(reps, [&] { cpu::add_inplace<float>(y.data(), x.data(), n); });
+  // Exponentials: one cross-entropy block update (an exp per logit; the SwiGLU kernels' bound too).
+  const int64_t rows = 512, vblk = 4096;
+  std::vector<float> z(static_cast<size_t>(rows * vblk)), m(rows), l(rows), zt(rows);
+  for (size_t i = 0; i < z.size(); ++i) z[i] = 0.001f * static_cast<float>(i % 1000);
+  std::vector<int64_t> target(static_cast<size_t>(rows), 7);
+  line_up();
+  const double exps = static_cast<double>(rows * vblk) / median_s(reps, [&] {
+                        cpu::ce_init<float>(m.data(), l.data(), zt.data(), rows);
+                        cpu::ce_update<float>(m.data(), l.data(), zt.data(), z.data(), rows, vblk,
+                                              0, vblk, target.data());
+                      });
   // A kernel call's fixed cost: y += x over 16 elements.
   line_up();
   const double launch = median_s(1001, [&] { cpu::add_inplace<float>(y.data(), x.data(), 16); });
   if (talk)
-    std::printf("  memory      %8.1f GB/s (add_inplace over 64 MiB arrays)   kernel call %.2f us\n",
-                bw / 1e9, launch * 1e6);
+    std::printf(
+        "  memory      %8.1f GB/s (add_inplace over 64 MiB arrays)   kernel call %.2f us   "
+        "exp %.0f M/s (cross-entropy block)\n",
+        bw / 1e9, launch * 1e6, exps / 1e6);
 
   // The link between two ranks (shared-memory MPI on one host): half a ping-pong round trip of 8
   // bytes (latency) and of 16 MiB (bandwidth) between ranks 0 and 1; the others wait.
@@ -220,6 +233,7 @@ int run_calibrate(const CalibrateOptions& o) {
   j["attn_bwd_flops"] = {{"fp32", a32.second}, {"bf16", a16.second}};
   j["memory_bytes_per_s"] = bw;
   j["kernel_launch_s"] = launch;
+  j["exp_per_s"] = exps;
   j["ranks_per_node"] = world;
   const nlohmann::json link =
       world >= 2 ? nlohmann::json{{"latency_s", lat}, {"bytes_per_s", link_bw}, {"on_cores", true}}
@@ -236,6 +250,7 @@ int run_calibrate(const CalibrateOptions& o) {
       {"attn_bwd_flops", cat(measured, ", the backward: 10·d flop per visible pair")},
       {"memory_bytes_per_s", cat(measured, ": y += x over 64 MiB fp32 arrays (12 bytes/element)")},
       {"kernel_launch_s", cat(measured, ": y += x over 16 elements")},
+      {"exp_per_s", cat(measured, ": one cross-entropy block update, 512 rows x 4096 logits")},
       {"ranks_per_node", "the ranks calibrate ran with"},
       {"intra_node", world >= 2
                          ? cat(measured,
