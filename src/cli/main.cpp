@@ -246,6 +246,15 @@ int cmd_plan(int argc, char** argv) {
   a.flag("hardware", "",
          "FILE: the hardware profile for --time (configs/hardware/*.json, or what `origami "
          "calibrate` writes)");
+  a.flag("devices", "0",
+         "N: with --time, the job's devices: each layout gets a DP axis of N / its model-parallel "
+         "ranks (the replicas' gradient reduction on the profile's inter-node link) and the table "
+         "adds the whole job's tokens/s");
+  a.boolean(
+      "recommend",
+      "with --time: per S, the layouts whose predicted peak fits the device (--device-memory, "
+      "else the profile's device_memory_bytes) ranked by training throughput, and why the "
+      "winner wins");
   a.flag("emulate-link", "",
          "GBPS[,LATENCY_US]: with --time, every link of the profile replaced by this one (what "
          "train --emulate-link GBPS,LATENCY_US runs over)");
@@ -273,6 +282,10 @@ int cmd_plan(int argc, char** argv) {
   if (a.on("time") != a.given("hardware"))
     fail(a.on("time") ? "--time needs --hardware FILE" : "--hardware needs --time");
   o.hardware = a.str("hardware");
+  o.devices = a.i64("devices", 0);
+  o.recommend = a.on("recommend");
+  if ((o.devices > 0 || o.recommend) && !a.on("time"))
+    fail(o.devices > 0 ? "--devices" : "--recommend", " needs --time");
   if (a.given("emulate-link")) {
     if (!a.on("time")) fail("--emulate-link needs --time");
     RuntimeOptions rt;

@@ -1,5 +1,6 @@
 #include "plan/plan_cli.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -62,11 +63,25 @@ const char* recompute_name(const PlanOptions& o) {
   return o.recompute == Recompute::full ? "full" : "none";
 }
 
+// --devices N: the layout with a DP axis of N / its model degree.
+std::string with_devices(const std::string& ls, int64_t N) {
+  const Layout L = Layout::parse(ls, -1);
+  const int M = L.model_degree();
+  if (L.dp > 1) fail("--layout ", ls, ": give --devices or a dp axis, not both");
+  if (N % M != 0)
+    fail("--devices=", N, " is not a multiple of the ", M, " model-parallel ranks of --layout ",
+         ls);
+  std::string t = cat("dp=", N / M);
+  for (const auto& [axis, n] : L.axes) t += cat(",", axis, "=", n);
+  return t;
+}
+
 // One dry run per (layout, TP sequence-parallel setting, S); `names` gets one name per line.
 std::vector<Row> dry_runs(const PlanOptions& o, const ModelConfig& cfg,
                           std::vector<std::string>& names, const Hardware* hw) {
   std::vector<Row> rows;
-  for (const std::string& ls : o.layouts) {
+  for (const std::string& given : o.layouts) {
+    const std::string ls = o.devices > 0 ? with_devices(given, o.devices) : given;
     const Layout L = Layout::parse(ls, -1);
     for (const bool seqp : {true, false}) {
       ParallelOptions par = o.par;
@@ -174,21 +189,76 @@ void print_time(const PlanOptions& o, const Hardware& hw, const std::vector<Row>
       "of %lld sequence(s) per replica; exposed = the worst rank's time waiting for transfers; "
       "tokens/s per device\n",
       hw.path.c_str(), hw.name.c_str(), static_cast<long long>(o.micro_batch));
+  const bool job = o.devices > 0;
   for (int64_t S : o.seqs) {
-    std::printf("\nS = %lld\n%-18s %5s %11s %9s %9s %11s %9s %13s %13s\n",
+    std::printf("\nS = %lld\n%-22s %5s %11s %9s %9s %11s %9s %13s %13s%s\n",
                 static_cast<long long>(S), "layout", "ranks", "train ms", "compute", "exposed",
-                "forward ms", "exposed", "train tok/s", "fwd tok/s");
+                "forward ms", "exposed", "train tok/s", "fwd tok/s",
+                job ? "   job train tok/s    job fwd tok/s" : "");
     for (const auto& row : rows) {
       if (row.seq != S || !row.error.empty()) continue;
       const Timing& t = row.r.time;
       const Layout L = Layout::parse(row.layout.substr(0, row.layout.find(' ')), -1);
       const double tokens = static_cast<double>(o.micro_batch * S) / L.model_degree();
-      std::printf("%-18s %5d %11.2f %8.0f%% %8.0f%% %11.2f %8.0f%% %13.0f %13.0f\n",
+      std::printf("%-22s %5d %11.2f %8.0f%% %8.0f%% %11.2f %8.0f%% %13.0f %13.0f",
                   row.layout.c_str(), world(row.layout), 1e3 * t.step_s,
                   100 * t.step_compute_s / t.step_s, 100 * t.step_exposed_s / t.step_s,
                   1e3 * t.fwd_s, 100 * t.fwd_exposed_s / t.fwd_s, tokens / t.step_s,
                   tokens / t.fwd_s);
+      const double n = static_cast<double>(L.world());  // per device times every device
+      if (job) std::printf(" %18.4g %16.4g", n * tokens / t.step_s, n * tokens / t.fwd_s);
+      std::printf("\n");
     }
+  }
+}
+
+std::string comma_list(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+// --recommend: per S, the layouts whose predicted peak fits the device, best training throughput
+// first, and why the winner wins (its compute and exposed time against the runner-up's).
+void print_recommendation(const PlanOptions& o, const Hardware& hw, const std::vector<Row>& rows) {
+  const double budget = o.device_gib > 0 ? o.device_gib * (1 << 30) : hw.device_memory_bytes;
+  std::printf("\nRecommendation (%s; training tokens/s per device; %s)\n", hw.name.c_str(),
+              budget > 0
+                  ? cat("layouts whose predicted peak fits ", budget / (1 << 30), " GiB").c_str()
+                  : "no memory budget: every layout");
+  for (int64_t S : o.seqs) {
+    std::vector<const Row*> fit;
+    std::vector<std::string> too_big;
+    for (const auto& row : rows) {
+      if (row.seq != S || !row.error.empty()) continue;
+      if (budget > 0 && static_cast<double>(row.r.total) > budget)
+        too_big.push_back(cat(row.layout, " (", gib(row.r.total), " GiB)"));
+      else
+        fit.push_back(&row);
+    }
+    std::printf("S = %lld: ", static_cast<long long>(S));
+    if (fit.empty()) {
+      std::printf("no layout fits%s\n",
+                  too_big.empty() ? "" : cat(": ", comma_list(too_big)).c_str());
+      continue;
+    }
+    std::sort(fit.begin(), fit.end(),
+              [](const Row* a, const Row* b) { return a->r.time.step_s < b->r.time.step_s; });
+    const Timing& w = fit[0]->r.time;
+    std::printf("%s", fit[0]->layout.c_str());
+    if (fit.size() > 1) {
+      const Timing& r = fit[1]->r.time;
+      std::printf(
+          ", %.2fx the next (%s): its step %.3f s = compute %.3f s + waiting %.3f s, "
+          "against %.3f s = %.3f + %.3f",
+          r.step_s / w.step_s, fit[1]->layout.c_str(), w.step_s, w.step_compute_s,
+          w.step_s - w.step_compute_s, r.step_s, r.step_compute_s, r.step_s - r.step_compute_s);
+      const double dc = r.step_compute_s - w.step_compute_s,
+                   dw = (r.step_s - r.step_compute_s) - (w.step_s - w.step_compute_s);
+      std::printf(" (%s)", dw > dc ? "it exposes less communication" : "it computes less");
+    }
+    if (!too_big.empty()) std::printf("; too big: %s", comma_list(too_big).c_str());
+    std::printf("\n");
   }
 }
 
@@ -329,6 +399,7 @@ int run_plan(const PlanOptions& o) {
   } else {
     print_tables(o, cfg, rows);
     if (hw) print_time(o, *hw, rows);
+    if (hw && o.recommend) print_recommendation(o, *hw, rows);
     if (o.new_tokens > 0) print_inference(o, cfg, rows);
     print_crossovers(cfg, o.dtype);
   }

@@ -92,6 +92,20 @@ check(slow["tsp=2"]["train_step"] > free["tsp=2"]["train_step"],
       f"{free['tsp=2']['train_step']:.4f} s over a free one")
 check(out1 == out2, "predictions identical across reruns")
 
+# --devices: DP fills the rest; its gradient reduction takes the inter-node link's time.
+hw = profile("dp_link", gemm=rate, attn=(fwd_rate, bwd_rate), mem=2e10, link=2e8)
+d2, _ = plan(hw, ["tsp=2"], S, ["--devices", "2"])
+d4, _ = plan(hw, ["tsp=2"], S, ["--devices", "4"])
+check(list(d4) == ["dp=2,tsp=2"] and d4["dp=2,tsp=2"]["train_step"] > d2["tsp=2"]["train_step"]
+      and rel(d4["dp=2,tsp=2"]["forward"], d2["tsp=2"]["forward"]) < 1e-4,  # (its loss sum only)
+      f"--devices 4: dp=2,tsp=2's step {d4['dp=2,tsp=2']['train_step']:.4f} s > tsp=2's "
+      f"{d2['tsp=2']['train_step']:.4f} s (the replicas' all-reduce), forward the same")
+r = subprocess.run([BIN, "plan", "--config", os.path.join(ROOT, "configs/small.json"), "--seq", str(S),
+                    "--layout", "tsp=2", "--layout", "tp=2", "--time", "--hardware", hw, "--recommend"],
+                   capture_output=True, text=True, cwd=ROOT)
+rec = [x for x in r.stdout.splitlines() if x.startswith(f"S = {S}: ")]
+check(r.returncode == 0 and rec and "the next" in rec[0], f"--recommend: {rec[:1]}")
+
 # --trace: a Perfetto trace of the simulated timeline, compute and communication tracks.
 tr = os.path.join(WORK, "trace.json")
 plan(os.path.join(WORK, "slow_link.json"), ["tsp=2"], S, ["--trace", tr])
