@@ -97,12 +97,16 @@ std::string format_bytes(int64_t b) {
   return buf;
 }
 
-int64_t proc_status_bytes(const char* field) {
-  std::ifstream f("/proc/self/status");
+int64_t proc_kb_field(const char* path, const char* field) {
+  std::ifstream f(path);
   std::string line, key = std::string(field) + ":";
   while (std::getline(f, line))
     if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size())) * 1024;  // kB
   return -1;
+}
+
+int64_t proc_status_bytes(const char* field) {
+  return proc_kb_field("/proc/self/status", field);
 }
 
 }  // namespace origami

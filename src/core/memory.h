@@ -54,6 +54,8 @@ class ThreadTracker {
 };
 
 std::string format_bytes(int64_t b);
+// A "Field:   N kB" line of a /proc file (/proc/self/status, /proc/meminfo) in bytes; -1 if absent.
+int64_t proc_kb_field(const char* path, const char* field);
 // A field of /proc/self/status in bytes (e.g. "VmRSS", "VmHWM"); -1 where unavailable.
 int64_t proc_status_bytes(const char* field);
 

@@ -28,14 +28,6 @@ int64_t cgroup_bytes(const char* path) {
   }
 }
 
-int64_t meminfo_bytes(const char* field) {
-  std::ifstream f("/proc/meminfo");
-  std::string line, key = std::string(field) + ":";
-  while (std::getline(f, line))
-    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size())) * 1024;  // kB
-  return -1;
-}
-
 std::string gib(int64_t b) {
   char s[32];
   if (b >= (1 << 30))
@@ -66,7 +58,7 @@ Capacity rank_capacity() {
     c.what = std::string("this rank's share of the ") + d->name + " device's free memory";
     return c;
   }
-  int64_t avail = meminfo_bytes("MemAvailable");
+  int64_t avail = proc_kb_field("/proc/meminfo", "MemAvailable");
   c.what = "MemAvailable in /proc/meminfo";
   const int64_t max = cgroup_bytes("/sys/fs/cgroup/memory.max");
   const int64_t cur = cgroup_bytes("/sys/fs/cgroup/memory.current");
