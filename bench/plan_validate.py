@@ -2,7 +2,7 @@
 """`origami plan --time` against measured runs on this machine (issue 19). Calibrates a hardware
 profile per world size (`mpirun -np N origami calibrate`: all ranks measure at once, as the runs'
 ranks share the cores), then for every (layout, S[, link]) trains a few steps with --synthetic
-(one run per cell; the median step without the warm-up) and predicts the same step with
+(--repeat runs per cell, the median run; each run's median step without the warm-up) and predicts the same step with
 `plan --time`; prints predicted against measured step time and exposed-communication share, the
 median and worst absolute errors, and whether the measured order of the layouts is kept, and
 writes a plot (gnuplot) of predicted against measured.
@@ -45,6 +45,8 @@ def main():
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--link", default="", help="also with --emulate-link GBPS,LATENCY_US")
     ap.add_argument("--layouts", nargs="+", default=None)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per cell: the median step of each run, then the median over runs")
     ap.add_argument("--out", default="/tmp/plan_validate")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
@@ -61,13 +63,18 @@ def main():
             for name, n in layouts:
                 rep = os.path.join(a.out, "report.json")
                 lk = ["--emulate-link", link] if link else []
-                sh(["mpirun", "-np", str(n), "--bind-to", "none", BIN, "train", "--config", a.config,
-                    "--synthetic", "--seq", str(S), "--micro-batch", "1", "--steps", str(a.steps),
-                    "--eval-every", "0", "--log-every", "0", "--quiet", "--report", rep]
-                   + layout_flags(name) + lk)
-                j = json.load(open(rep))
-                meas = j["step_time_median_s"]
-                mexp = max(r["time_s"]["comm_exposed"] for r in j["ranks"]) / meas
+                runs = []
+                for _ in range(a.repeat):
+                    sh(["mpirun", "-np", str(n), "--bind-to", "none", BIN, "train", "--config",
+                        a.config, "--synthetic", "--seq", str(S), "--micro-batch", "1", "--steps",
+                        str(a.steps), "--eval-every", "0", "--log-every", "0", "--quiet", "--report",
+                        rep] + layout_flags(name) + lk)
+                    j = json.load(open(rep))
+                    runs.append((j["step_time_median_s"],
+                                 max(r["time_s"]["comm_exposed"] for r in j["ranks"])))
+                runs.sort()
+                meas, mexp = runs[len(runs) // 2]
+                mexp /= meas
                 out = sh([BIN, "plan", "--config", a.config, "--seq", str(S), "--time", "--hardware",
                           profiles[n], "--json"] + (["--layout", name.split()[0]] if name != "single"
                                                     else ["--layout", "single"])
@@ -76,7 +83,7 @@ def main():
                 pred, pexp = p["train_step"], p["train_step_exposed"] / p["train_step"]
                 rows.append((S, link, name, pred, meas, pexp, mexp))
                 print(f"S={S:6d} {link or 'no link':>9s} {name:10s} predicted {pred:8.3f} s "
-                      f"measured {meas:8.3f} s  error {100 * (pred - meas) / meas:+6.1f}%  exposed "
+                      f"measured {meas:8.3f} s (runs {', '.join(f'{x[0]:.3f}' for x in runs)})  error {100 * (pred - meas) / meas:+6.1f}%  exposed "
                       f"{100 * pexp:4.0f}% vs {100 * mexp:4.0f}%", flush=True)
     errs = sorted(abs(r[3] - r[4]) / r[4] for r in rows)
     med = errs[len(errs) // 2]
