@@ -288,10 +288,7 @@ int cmd_plan(int argc, char** argv) {
     fail(o.devices > 0 ? "--devices" : "--recommend", " needs --time");
   if (a.given("emulate-link")) {
     if (!a.on("time")) fail("--emulate-link needs --time");
-    RuntimeOptions rt;
-    parse_emulated_link(a.str("emulate-link"), rt);
-    o.link_gbps = rt.link_gbps;
-    o.link_latency_us = rt.link_latency_us;
+    parse_emulated_link(a.str("emulate-link"), o.par);
   }
   o.trace = a.str("trace");
   return plan::run_plan(o);

@@ -4,7 +4,6 @@
 // order 0..D-1 — deterministic, whatever MPI's algorithm of the day. An all-reduce is such a
 // reduce-scatter followed by an all-gather of the reduced blocks (2(D-1)M/D received).
 #include "comm/mpi_comm.h"
-#include "comm/mpi_wait.h"
 
 #include <mpi.h>
 
@@ -22,6 +21,7 @@
 #include "comm/comm.h"
 #include "comm/direct.h"
 #include "comm/mesh.h"
+#include "comm/mpi_wait.h"
 #include "core/error.h"
 #include "core/tensor.h"
 #include "core/trace.h"
@@ -561,16 +561,22 @@ double comm_timeout() {
   return g_timeout_s;
 }
 
-void comm_timed_out(const std::string& what, double waited_s) {
+void comm_abort(const std::string& message) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  std::fprintf(stderr,
-               "origami: error on rank %d: %s has not completed after %.0f s (--timeout=%g): a "
-               "rank stopped, died or lost its link; ending the job\n",
-               rank, what.c_str(), waited_s, g_timeout_s);
+  std::fprintf(stderr, "origami: error on rank %d: %s; ending the job\n", rank, message.c_str());
   std::fflush(stderr);
   MPI_Abort(MPI_COMM_WORLD, 3);
   std::abort();
+}
+
+void comm_timed_out(const std::string& what, double waited_s) {
+  char how[160];
+  std::snprintf(how, sizeof how,
+                " has not completed after %.0f s (--timeout=%g): a rank stopped, died or lost "
+                "its link",
+                waited_s, g_timeout_s);
+  comm_abort(what + how);
 }
 
 void bounded_barrier(MPI_Comm c) {

@@ -37,6 +37,9 @@ void set_comm_timeout(double seconds);
 // by it: bounded_barrier, comm/mpi_wait.h.)
 double comm_timeout();
 [[noreturn]] void comm_timed_out(const std::string& what, double waited_s);
+// Prints "origami: error on rank R: <message>; ending the job" and aborts the job (exit 3): a
+// communicator's failure that no agreement can wait for (comm_timed_out, NCCL's watchdog).
+[[noreturn]] void comm_abort(const std::string& message);
 // Whether `flag` is set on any rank of the job (a logical or over MPI_COMM_WORLD, on a
 // communicator of its own: not a transfer of the engines, not in their byte counts). Collective:
 // every rank calls it at the same point. Without MPI: flag.

@@ -318,14 +318,12 @@ class SimComm : public SimBase {
     } else {
       mine.push_back(op);
     }
-    if (!timed)
-      return Request(std::make_shared<SimOp>(
-          g_, [op] { return op->done.load(); }, std::vector<Tensor>{}));
     const double copy =
         g_->link.on_cores && !send ? g_->link.peer_time(static_cast<double>(bytes)) : 0;
     return Request(std::make_shared<SimOp>(
-        g_, [op] { return op->done.load(); }, std::vector<Tensor>{}, [op] { return op->done_at; },
-        std::move(what), copy));
+        g_, [op] { return op->done.load(); }, std::vector<Tensor>{},
+        timed ? std::function<double()>([op] { return op->done_at; }) : nullptr, std::move(what),
+        copy));
   }
   Request collective(Kind k, int traffic, Call c, std::vector<Tensor> scratch) override {
     const bool timed = sim::clock() != nullptr;
@@ -360,12 +358,10 @@ class SimComm : public SimBase {
       s->done = true;
       g_->slots.erase({traffic, seq});
     }
-    if (!timed)
-      return Request(std::make_shared<SimOp>(
-          g_, [s] { return s->done.load(); }, std::move(scratch)));
     return Request(std::make_shared<SimOp>(
-        g_, [s] { return s->done.load(); }, std::move(scratch), [s] { return s->done_at; },
-        std::move(what), copy));
+        g_, [s] { return s->done.load(); }, std::move(scratch),
+        timed ? std::function<double()>([s] { return s->done_at; }) : nullptr, std::move(what),
+        copy));
   }
   std::string last_op() const {
     const CommRecord& r = records().back();

@@ -25,7 +25,7 @@ void kernel(const Work& w) {
   Clock* c = t_clock;
   if (!c || !g_time) return;
   const double dt = g_time(w, g_ctx);
-  if (c->trace) c->trace->push_back({c->now, c->now + dt, w.name, false});
+  if (c->trace) c->trace->push_back({w.name, 0, 1e6 * c->now, 1e6 * (c->now + dt)});
   c->now += dt;
   c->compute += dt;
 }
@@ -35,7 +35,7 @@ void waited(double done, double copy, const char* what) {
   if (!c) return;
   done = std::max(done, c->now + copy);
   if (done <= c->now) return;
-  if (c->trace) c->trace->push_back({c->now, done, what, true});
+  if (c->trace) c->trace->push_back({what, 1, 1e6 * c->now, 1e6 * done});
   c->exposed += done - c->now;
   c->now = done;
 }

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "core/trace.h"
+
 namespace origami::sim {
 
 // A kernel's work, as the meta device sees it.
@@ -25,18 +27,12 @@ struct Work {
   const char* name = "";
 };
 
-// A span of simulated time, for --trace.
-struct Span {
-  double t0 = 0, t1 = 0;
-  std::string name;
-  bool comm = false;  // a wait for a transfer (else a kernel)
-};
-
 struct Clock {
-  double now = 0;                      // seconds since the step began
-  double compute = 0;                  // seconds in kernels
-  double exposed = 0;                  // seconds waiting for transfers
-  std::vector<Span>* trace = nullptr;  // when set, every kernel and wait is appended
+  double now = 0;      // seconds since the step began
+  double compute = 0;  // seconds in kernels
+  double exposed = 0;  // seconds waiting for transfers
+  // When set, every kernel (tid 0) and wait (tid 1) is appended, in microseconds.
+  std::vector<TraceEvent>* trace = nullptr;
 };
 
 // A link: a transfer of `bytes` received by a rank in `steps` latency-bound steps takes

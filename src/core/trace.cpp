@@ -16,6 +16,10 @@ void Trace::span(std::string name, int tid, double t0, double t1, int64_t bytes)
 
 std::string Trace::events_json(int rank) const {
   std::lock_guard lk(mu_);
+  return trace_events_json(rank, ev_);
+}
+
+std::string trace_events_json(int rank, const std::vector<TraceEvent>& ev, const char* suffix) {
   std::string out;
   char buf[512];
   auto add = [&](const char* s) {
@@ -24,8 +28,8 @@ std::string Trace::events_json(int rank) const {
   };
   std::snprintf(buf, sizeof buf,
                 "{\"ph\":\"M\",\"pid\":%d,\"name\":\"process_name\",\"args\":{\"name\":\"rank "
-                "%d\"}}",
-                rank, rank);
+                "%d%s\"}}",
+                rank, rank, suffix);
   add(buf);
   for (int tid = 0; tid < 2; ++tid) {
     std::snprintf(buf, sizeof buf,
@@ -34,7 +38,7 @@ std::string Trace::events_json(int rank) const {
                   rank, tid, tid == 0 ? "compute" : "communication");
     add(buf);
   }
-  for (const Ev& e : ev_) {
+  for (const TraceEvent& e : ev) {
     if (e.bytes >= 0)
       std::snprintf(buf, sizeof buf,
                     "{\"ph\":\"X\",\"pid\":%d,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,\"name\":\"%s\","
@@ -48,6 +52,12 @@ std::string Trace::events_json(int rank) const {
     add(buf);
   }
   return out;
+}
+
+std::string trace_file_json(const std::vector<std::string>& ranks) {
+  std::string all = "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
+  for (size_t i = 0; i < ranks.size(); ++i) all.append(i ? ",\n" : "").append(ranks[i]);
+  return all.append("\n]}\n");
 }
 
 }  // namespace origami

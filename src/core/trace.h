@@ -12,6 +12,19 @@
 
 namespace origami {
 
+// One complete event of a track: tid 0 compute, 1 communication; microseconds; bytes < 0: none.
+struct TraceEvent {
+  std::string name;
+  int tid;
+  double t0, t1;
+  int64_t bytes = -1;
+};
+// A rank's events as a JSON array body (no brackets), pid = rank, the process named
+// "rank R<suffix>" and its two tracks named; trace_file_json joins the ranks' bodies into a
+// Chrome/Perfetto trace file. (Measured: Trace below; simulated: `plan --time --trace`.)
+std::string trace_events_json(int rank, const std::vector<TraceEvent>& ev, const char* suffix = "");
+std::string trace_file_json(const std::vector<std::string>& ranks);
+
 class Trace {
  public:
   static Trace& get();
@@ -28,16 +41,10 @@ class Trace {
   std::string events_json(int rank) const;
 
  private:
-  struct Ev {
-    std::string name;
-    int tid;
-    double t0, t1;
-    int64_t bytes;
-  };
   bool on_ = false;
   mutable std::mutex mu_;  // spans come from the calling thread and the progress thread
   std::chrono::steady_clock::time_point origin_ = std::chrono::steady_clock::now();
-  std::vector<Ev> ev_;
+  std::vector<TraceEvent> ev_;
 };
 
 // "L3 fwd": the span name of a layer in a phase.

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -226,7 +225,7 @@ class Watchdog {
         try {
           done = ops_[i].op->test();
         } catch (const std::exception& e) {
-          failed("NCCL's " + ops_[i].what, e.what());
+          comm_abort("NCCL's " + ops_[i].what + " failed: " + e.what());
         }
         if (done) {
           ops_[i] = std::move(ops_.back());
@@ -241,18 +240,9 @@ class Watchdog {
         ncclResult_t async = ncclSuccess;
         if (ncclCommGetAsyncError(c, &async) == ncclSuccess && async != ncclSuccess &&
             async != ncclInProgress)
-          failed("an NCCL communicator", ncclGetErrorString(async));
+          comm_abort(std::string("an NCCL communicator failed: ") + ncclGetErrorString(async));
       }
     }
-  }
-  [[noreturn]] static void failed(const std::string& what, const char* why) {
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    std::fprintf(stderr, "origami: error on rank %d: %s failed: %s; ending the job\n", rank,
-                 what.c_str(), why);
-    std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, 3);
-    std::abort();
   }
   std::mutex m_;
   std::condition_variable cv_;

@@ -28,14 +28,20 @@ void* alloc(size_t bytes, Cat c) {
 void release(void* p, size_t bytes, Cat c) {
   if (p) MemTracker::get().note_free(bytes, c);
 }
+// A memory-bound kernel's work for the simulated clock (core/sim_clock.h): the bytes it reads
+// and writes once, and its exponentials.
+sim::Work mem_work(double bytes, bool bf16, const char* name, double exps = 0) {
+  sim::Work w;
+  w.bytes = bytes;
+  w.exps = exps;
+  w.bf16 = bf16;
+  w.name = name;
+  return w;
+}
 // Zeroing and copying device memory take the simulated clock's time for their bytes (written;
 // read and written), as kernels do.
 void charge(double bytes, const char* name) {
-  if (!sim::clock()) return;
-  sim::Work w;
-  w.bytes = bytes;
-  w.name = name;
-  sim::kernel(w);
+  if (sim::clock()) sim::kernel(mem_work(bytes, false, name));
 }
 void zero(void* p, size_t bytes) {
   if (!is_meta(p))
@@ -130,14 +136,6 @@ sim::Work gemm_work(int64_t M, int64_t N, int64_t K, double ab_bytes, double c_b
   w.bytes = ab_bytes * static_cast<double>(M * K + N * K) + c_bytes * static_cast<double>(M * N);
   w.bf16 = bf16;
   w.name = "gemm";
-  return w;
-}
-sim::Work mem_work(double bytes, bool bf16, const char* name, double exps = 0) {
-  sim::Work w;
-  w.bytes = bytes;
-  w.exps = exps;
-  w.bf16 = bf16;
-  w.name = name;
   return w;
 }
 double D(int64_t n) {

@@ -73,7 +73,7 @@ Result dry_run(const Input& in) {
   const int M = L.model_degree();
   std::vector<Mesh> meshes = sim_meshes(M, L.tp_degree(), L.dp, in.hw);
   std::vector<sim::Clock> train_clock(static_cast<size_t>(M)), fwd_clock(static_cast<size_t>(M));
-  std::vector<std::vector<sim::Span>> spans(in.trace ? static_cast<size_t>(M) : 0);
+  std::vector<std::vector<TraceEvent>> spans(in.trace ? static_cast<size_t>(M) : 0);
   std::vector<MemTracker> trackers(static_cast<size_t>(M));
   std::vector<MemStats> stats(static_cast<size_t>(M));
   nlohmann::json comm;

@@ -38,7 +38,7 @@ struct Input {
   // With a hardware profile the dry run keeps time (core/sim_clock.h): every kernel takes the
   // profile's time for its work, every transfer its link's (plan/hardware.h).
   const Hardware* hw = nullptr;
-  bool trace = false;  // with hw: keep rank 0's simulated timeline
+  bool trace = false;  // with hw: keep every rank's simulated timeline (Timing::trace)
 };
 
 // The simulated times of one training step and of one forward pass (eval_sum, the paper's
@@ -48,7 +48,7 @@ struct Timing {
   double step_compute_s = 0;  // the busiest rank's kernels
   double step_exposed_s = 0;  // the worst rank's time waiting for transfers
   double fwd_s = 0, fwd_exposed_s = 0;
-  std::vector<std::vector<sim::Span>> trace;  // per rank (rank 0 first), when asked
+  std::vector<std::vector<TraceEvent>> trace;  // per rank (rank 0 first), when asked
 };
 
 struct Result {

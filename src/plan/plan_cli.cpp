@@ -262,31 +262,14 @@ void print_recommendation(const PlanOptions& o, const Hardware& hw, const std::v
   }
 }
 
-// rank r's simulated spans as a Chrome/Perfetto trace (core/trace.h's form: a process per rank,
-// a compute track and a communication track).
+// Every rank's simulated timeline as a Chrome/Perfetto trace, in train --trace's form.
 void write_sim_trace(const std::string& path, const Row& row) {
-  nlohmann::json ev = nlohmann::json::array();
+  std::vector<std::string> ranks;
   const auto& tr = row.r.time.trace;
-  for (size_t r = 0; r < tr.size(); ++r) {
-    ev.push_back({{"name", "process_name"},
-                  {"ph", "M"},
-                  {"pid", r},
-                  {"tid", 0},
-                  {"args", {{"name", cat("rank ", r, " (simulated)")}}}});
-    for (const sim::Span& s : tr[r])
-      ev.push_back({{"name", s.name},
-                    {"ph", "X"},
-                    {"pid", r},
-                    {"tid", s.comm ? 1 : 0},
-                    {"ts", 1e6 * s.t0},
-                    {"dur", 1e6 * (s.t1 - s.t0)},
-                    {"cat", s.comm ? "comm" : "compute"}});
-  }
+  for (size_t r = 0; r < tr.size(); ++r)
+    ranks.push_back(trace_events_json(static_cast<int>(r), tr[r], " (simulated)"));
   std::ofstream f(path);
-  if (!f) fail("cannot write --trace ", path);
-  f << nlohmann::json{{"traceEvents", ev},
-                      {"otherData", {{"layout", row.layout}, {"seq", row.seq}}}}
-           .dump();
+  if (!f || !(f << trace_file_json(ranks))) fail("cannot write --trace ", path);
 }
 
 void print_inference(const PlanOptions& o, const ModelConfig& cfg, const std::vector<Row>& rows) {
@@ -386,11 +369,11 @@ int run_plan(const PlanOptions& o) {
   std::vector<std::string> names;  // one per plotted line
   std::unique_ptr<Hardware> hw;
   if (!o.hardware.empty()) hw = std::make_unique<Hardware>(Hardware::load(o.hardware));
-  if (hw && o.link_gbps > 0) {
+  if (hw && o.par.link_gbps > 0) {  // --emulate-link: every link replaced by it
     // (train --emulate-link sleeps until the emulated transfer is due: the cores copy as before)
-    const bool cores = hw->intra.on_cores;
-    hw->intra = hw->inter = {o.link_latency_us * 1e-6, o.link_gbps * 1e9, o.link_gbps * 1e9, cores};
-    hw->name += cat(", links --emulate-link ", o.link_gbps, ",", o.link_latency_us);
+    const double bw = o.par.link_gbps * 1e9;
+    hw->intra = hw->inter = {o.par.link_latency_us * 1e-6, bw, bw, hw->intra.on_cores};
+    hw->name += cat(", links --emulate-link ", o.par.link_gbps, ",", o.par.link_latency_us);
   }
   if (!o.trace.empty() && !hw) fail("origami plan: --trace needs --time --hardware FILE");
   const std::vector<Row> rows = dry_runs(o, cfg, names, hw.get());

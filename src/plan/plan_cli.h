@@ -25,7 +25,6 @@ struct PlanOptions {
   int64_t new_tokens = 0;  // > 0: also the inference table (generate with this many new tokens)
   std::string hardware;    // --time --hardware FILE: simulated step times (plan/hardware.h)
   std::string trace;       // --trace FILE: the simulated timeline of the first (layout, S)
-  double link_gbps = 0, link_latency_us = 0;  // --emulate-link: replaces the profile's links
   int64_t devices = 0;     // --devices N: DP fills the rest (N / the layout's model degree)
   bool recommend = false;  // --recommend: rank the layouts that fit by predicted throughput
 };

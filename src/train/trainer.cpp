@@ -382,9 +382,7 @@ class TrainRun {
   void write_trace() const {
     const auto tr = gather_to_root(Trace::get().events_json(eng_->rank()));
     if (eng_->rank() != 0) return;
-    std::string all = "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
-    for (size_t i = 0; i < tr.size(); ++i) all.append(i ? ",\n" : "").append(tr[i]);
-    write_file_atomic(o_.trace, all.append("\n]}\n"));
+    write_file_atomic(o_.trace, trace_file_json(tr));
     if (talk_) std::printf("trace: %s (open in https://ui.perfetto.dev)\n", o_.trace.c_str());
   }
 
