@@ -91,6 +91,9 @@ class TrainRun {
         G_(layout_.dp * B_ * k_) {}
 
   int run() {
+    // Before anything slow (data, engine, resume): a preemption during setup is then honoured
+    // after the first step instead of killing the rank.
+    catch_stop_signals();
     check_options();
     load_data();
     // A run predicted not to fit is refused before it allocates anything (TrainOptions).
@@ -109,7 +112,6 @@ class TrainRun {
     }
     banner();
     t_run_ = Clock::now();
-    catch_stop_signals();
     for (int64_t step = start_; step < o_.steps; ++step) {
       train(step);
       // SIGTERM or SIGINT on any rank (a scheduler's preemption): every rank stops after the
@@ -219,6 +221,7 @@ class TrainRun {
         static_cast<long long>(S_), static_cast<long long>(B_), static_cast<long long>(k_),
         static_cast<long long>(G_), o_.synthetic ? "synthetic tokens" : "corpus",
         omp_get_max_threads());
+    std::fflush(stdout);  // a log piped to a file or a supervisor shows the run has started
   }
 
   // One optimizer step and what follows it. Time: exposed communication = blocked in waits; skew

@@ -9,21 +9,33 @@ MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CO
                OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
 
 
-def with_fault(cmd, after_s, fault, timeout=120):
-    """Starts cmd (in the repository root), calls fault(pid) after_s seconds later, and waits for
-    cmd to end; returns (returncode, stdout, stderr, seconds from the fault to the end)."""
+def with_fault(cmd, after_s, fault, timeout=120, ready="origami train:"):
+    """Starts cmd (in the repository root), waits until its stdout shows `ready` (the trainer's
+    banner: the run is past its setup, so the fault hits a training run, however slow the machine's
+    start-up), calls fault(pid) after_s seconds later and waits for cmd to end; returns
+    (returncode, stdout, stderr, seconds from the fault to the end)."""
+    import tempfile
     import time
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=MPI_ENV, cwd=ROOT)
-    time.sleep(after_s)
-    fault(proc.pid)
-    t0 = time.time()
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    return proc.returncode, out, err, time.time() - t0
+    with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
+        proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True, env=MPI_ENV, cwd=ROOT)
+        deadline = time.time() + timeout
+        while ready and proc.poll() is None and time.time() < deadline:
+            out_f.seek(0)
+            if ready in out_f.read():
+                break
+            time.sleep(0.1)
+        time.sleep(after_s)
+        fault(proc.pid)
+        t0 = time.time()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        dt = time.time() - t0
+        out_f.seek(0)
+        err_f.seek(0)
+        return proc.returncode, out_f.read(), err_f.read(), dt
 
 
 def mpi(n, cmd):

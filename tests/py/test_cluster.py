@@ -75,7 +75,7 @@ try:
     rc, out, err, dt = with_fault(
         [CL, "run", "2", "1", BIN, "train", "--config", os.path.join(ROOT, "configs/tiny.json"),
          "--synthetic", "--seq", "64", "--micro-batch", "2", "--steps", "100000", "--eval-every",
-         "0", "--log-every", "0", "--layout", "tsp=2", "--timeout", "5"], 4,
+         "0", "--log-every", "0", "--layout", "tsp=2", "--timeout", "5"], 2,
         lambda pid: cluster("cut", 2))
     msg = [x for x in err.splitlines() if "has not completed after" in x]
     check(rc != 0 and msg and dt < 5 + 15,

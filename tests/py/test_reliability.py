@@ -120,7 +120,7 @@ def signal_one_rank(sig):
 
 rc, out, err, dt = with_fault(["mpirun", "-np", "2", "--bind-to", "none", BIN, "train"] + CONST +
                               ["--steps", "100000", "--save-dir", P("pre"), "--save-every", "1000000"],
-                              4, signal_one_rank(signal.SIGTERM))
+                              2, signal_one_rank(signal.SIGTERM))
 latest = open(P("pre/latest")).read().strip() if os.path.exists(P("pre/latest")) else ""
 n = int(latest[5:]) if latest.startswith("step_") else 0
 check(len(ranks) == 2 and rc == 75 and n > 0 and "stopped by a signal after step" in err,
@@ -135,7 +135,7 @@ if n:
 
 # ---- a stopped rank: --timeout ends the job ------------------------------------------------------
 rc, out, err, dt = with_fault(["mpirun", "-np", "2", "--bind-to", "none", BIN, "train"] + CONST +
-                              ["--steps", "100000", "--timeout", "3"], 3, signal_one_rank(signal.SIGSTOP))
+                              ["--steps", "100000", "--timeout", "3"], 2, signal_one_rank(signal.SIGSTOP))
 for r in ranks:  # never leave a stopped process behind
     try:
         os.kill(int(r), signal.SIGKILL)
