@@ -6,8 +6,12 @@ ranks share the cores), then for every (layout, S[, link]) trains a few steps wi
 `plan --time`; prints predicted against measured step time and exposed-communication share, the
 median and worst absolute errors, and whether the measured order of the layouts is kept, and
 writes a plot (gnuplot) of predicted against measured.
-usage: bench/plan_validate.py [--config configs/small.json] [--seq 1024 4096] [--steps 4]
-                              [--link 1,20] [--out DIR]"""
+The calibration (`calibrate --seq S... --layout L...`: the GEMM shapes those runs issue, the median
+of --rounds rounds) is taken once per world size; --reuse-calibration predicts a second config
+from the profiles already in --out (a config the calibration never saw).
+usage: bench/plan_validate.py [--config configs/small-long.json] [--seq 1024 4096 8192]
+                              [--steps 4] [--link 1,20] [--rounds 5] [--out DIR]
+                              [--reuse-calibration]"""
 import argparse
 import json
 import os
@@ -40,8 +44,11 @@ def layout_flags(name):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--config", default="configs/small.json")
-    ap.add_argument("--seq", type=int, nargs="+", default=[1024, 4096])
+    ap.add_argument("--config", default="configs/small-long.json")
+    ap.add_argument("--seq", type=int, nargs="+", default=[1024, 4096, 8192])
+    ap.add_argument("--rounds", type=int, default=5, help="calibrate --rounds")
+    ap.add_argument("--reuse-calibration", action="store_true",
+                    help="predict from the profiles already in --out (calibrated on another config)")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--link", default="", help="also with --emulate-link GBPS,LATENCY_US")
     ap.add_argument("--layouts", nargs="+", default=None)
@@ -54,8 +61,15 @@ def main():
     profiles = {}
     for n in sorted({w for _, w in layouts}):
         p = os.path.join(a.out, f"calibrate_np{n}.json")
-        sh(["mpirun", "-np", str(n), "--bind-to", "none", BIN, "calibrate", "--config", a.config,
-            "--out", p, "--tokens", str(min(a.seq) // n)])
+        if not a.reuse_calibration:
+            lays = sorted({x.split()[0] for x, w in layouts if w == n})
+            out = sh(["mpirun", "-np", str(n), "--bind-to", "none", BIN, "calibrate", "--config",
+                      a.config, "--out", p, "--rounds", str(a.rounds)] +
+                     [f for S in a.seq for f in ("--seq", str(S))] +
+                     [f for x in lays for f in ("--layout", x)])
+            print(out, flush=True)
+        elif not os.path.exists(p):
+            sys.exit(f"--reuse-calibration: {p} is missing")
         profiles[n] = p
     rows = []
     for S in a.seq:
@@ -105,11 +119,15 @@ def main():
     for S, link, name, pred, meas, pexp, mexp in rows:
         print(f"| {S} | {link or '—'} | {name} | {pred:.3f} | {meas:.3f} | {100 * (pred - meas) / meas:+.1f}% "
               f"| {100 * pexp:.0f}% | {100 * mexp:.0f}% |")
-    dat = os.path.join(a.out, "points.dat")
+    tag = os.path.splitext(os.path.basename(a.config))[0]
+    json.dump({"config": a.config, "machine": platform.node(), "rows": rows,
+               "profiles": {n: json.load(open(p))["provenance"] for n, p in profiles.items()}},
+              open(os.path.join(a.out, f"rows_{tag}.json"), "w"), indent=1)
+    dat = os.path.join(a.out, f"points_{tag}.dat")
     with open(dat, "w") as f:
         for r in rows:
             f.write(f"{r[4]} {r[3]}\n")
-    png = os.path.join(a.out, "predicted_vs_measured.png")
+    png = os.path.join(a.out, f"predicted_vs_measured_{tag}.png")
     gp = (f"set terminal pngcairo size 700,600\nset output '{png}'\nset logscale xy\n"
           f"set xlabel 'measured step (s)'\nset ylabel 'predicted step (s)'\nset grid\n"
           f"set key left top\nplot '{dat}' using 1:2 with points pt 7 title 'cells', x title 'y = x', "

@@ -264,7 +264,7 @@ int cmd_plan(int argc, char** argv) {
   if (!a.parse(argc, argv)) return 0;
   plan::PlanOptions o;
   o.config = a.str("config");
-  o.seqs = a.i64_list("seq", 1);
+  if (a.given("seq")) o.seqs = a.i64_list("seq", 1);
   o.layouts = a.list("layout");
   o.micro_batch = a.i64("micro-batch", 1);
   o.dtype = parse_compute_dtype(a.str("dtype"));
@@ -296,22 +296,32 @@ int cmd_plan(int argc, char** argv) {
 
 int cmd_calibrate(int argc, char** argv) {
   Args a("calibrate",
-         "Measure this machine into a hardware profile for `origami plan --time`: GEMM rates\n"
-         "over the shapes one layer of --config issues at --tokens rows (fp32 and bf16), causal\n"
-         "flash attention forward and backward, memory bandwidth, a kernel call's fixed cost,\n"
-         "and under mpirun (2+ ranks) the MPI link between ranks 0 and 1. Run it as the runs to\n"
-         "predict run (the same ranks per host and OMP_NUM_THREADS): every rank measures at once.");
+         "Measure this machine into a hardware profile for `origami plan --time`: the rate of\n"
+         "every GEMM shape the engines issue (collected by dry runs of --layout at --seq, fp32\n"
+         "and bf16), causal flash attention forward and backward at lengths covering their\n"
+         "calls, memory bandwidth, exponentials, a kernel call's fixed cost and under mpirun\n"
+         "(2+ ranks) the MPI link between ranks 0 and 1. Each quantity is the median of --rounds\n"
+         "interleaved rounds; the profile records their spread. Run it as the runs to predict\n"
+         "run (the same ranks per host and OMP_NUM_THREADS): every rank measures at once.");
   a.flag("out", "", "the profile to write (JSON; every number with its provenance)", true);
-  a.flag("config", "configs/small.json", "HF Llama config whose layer shapes are measured");
-  a.flag("tokens", "512", "GEMM rows: the tokens per rank (B·S/D) of the runs to predict");
-  a.flag("attn-seq", "1024", "sequence length of the attention measurement");
-  a.flag("reps", "5", "repetitions per measurement (the median is kept)");
+  a.flag("config", "configs/small.json", "HF Llama config of the runs to predict");
+  a.repeatable("seq", "", "a sequence length of the runs to predict (default 1024 and 4096)");
+  a.repeatable("layout", "",
+               "a layout of the runs to predict (default: single on 1 rank, else tsp, fsdp_sp, "
+               "tp, sp over all ranks, and tp=2,sp=2 on 4)");
+  a.flag("micro-batch", "1", "sequences per replica per micro-step of the runs to predict");
+  a.flag("attn-seq", "4096", "the longest causal attention measured (longer calls take its rate)");
+  a.flag("rounds", "5", "interleaved rounds over every measurement (the median is kept)");
+  a.flag("reps", "3", "calls per measurement and round, after a warm-up (the median is kept)");
   if (!a.parse(argc, argv)) return 0;
   plan::CalibrateOptions o;
   o.out = a.str("out");
   o.config = a.str("config");
-  o.tokens = a.i64("tokens", 1);
-  o.attn_seq = a.i64("attn-seq", 1);
+  if (a.given("seq")) o.seqs = a.i64_list("seq", 1);
+  o.layouts = a.list("layout");
+  o.micro_batch = a.i64("micro-batch", 1);
+  o.attn_seq = a.i64("attn-seq", 128);
+  o.rounds = static_cast<int>(a.i64("rounds", 1));
   o.reps = static_cast<int>(a.i64("reps", 1));
   return plan::run_calibrate(o);
 }

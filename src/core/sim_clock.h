@@ -25,6 +25,10 @@ struct Work {
   double exps = 0;    // exponentials (softmax over the vocabulary, SiLU): CPU-bound
   bool bf16 = false;  // the kernel's element type
   const char* name = "";
+  // Its shape, for rates that depend on it: a GEMM's op(A)[m,k]·op(B)[k,n] and transposes; an
+  // attention call's visible (query, key) pairs per head (m) and head dimension (n).
+  double m = 0, n = 0, k = 0;
+  bool ta = false, tb = false;
 };
 
 struct Clock {

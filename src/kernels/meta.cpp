@@ -108,6 +108,7 @@ struct Attn<Bwd, Bf16, void (*)(A...)> {
     sim::Work w;
     w.kind = Bwd ? sim::Work::attn_bwd : sim::Work::attn_fwd;
     w.flops = pairs * sh.n_h * sh.d * (Bwd ? 10.0 : 4.0);
+    w.m = pairs, w.n = sh.d;
     w.bf16 = Bf16;
     w.name = Bwd ? "flash_attn_bwd" : "flash_attn_fwd";
     sim::kernel(w);
@@ -129,9 +130,12 @@ template <class F, class C>
 void timed(F& f, C) {
   f = &Timed<F, C>::call;
 }
-sim::Work gemm_work(int64_t M, int64_t N, int64_t K, double ab_bytes, double c_bytes, bool bf16) {
+sim::Work gemm_work(int64_t M, int64_t N, int64_t K, double ab_bytes, double c_bytes, bool bf16,
+                    bool ta = false, bool tb = true) {
   sim::Work w;
   w.kind = sim::Work::gemm;
+  w.m = static_cast<double>(M), w.n = static_cast<double>(N), w.k = static_cast<double>(K);
+  w.ta = ta, w.tb = tb;
   w.flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
   w.bytes = ab_bytes * static_cast<double>(M * K + N * K) + c_bytes * static_cast<double>(M * N);
   w.bf16 = bf16;
@@ -180,13 +184,19 @@ struct Costs {
 k::Table make_table() {
   k::Table t{};
   Costs<4>::fill(t);
-  timed(t.gemm, [](k::Trans, k::Trans, int64_t M, int64_t N, int64_t K, auto...) {
-    return gemm_work(M, N, K, 4, 4, false);
+  timed(t.gemm, [](k::Trans ta, k::Trans tb, int64_t M, int64_t N, int64_t K, auto...) {
+    return gemm_work(M, N, K, 4, 4, false, ta == k::Trans::T, tb == k::Trans::T);
   });
-  const auto linear = [](auto, auto, auto, int64_t M, int64_t N, int64_t K, auto...) {
-    return gemm_work(M, N, K, 4, 8, false);  // C read and written (accumulating)
-  };
-  timed(t.linear_fwd, linear), timed(t.linear_bwd_x, linear), timed(t.linear_bwd_w, linear);
+  // As the GEMMs they are (kernels/cpu/gemm.cpp), C read and written (accumulating).
+  timed(t.linear_fwd, [](auto, auto, auto, int64_t M, int64_t N, int64_t K, auto...) {
+    return gemm_work(M, N, K, 4, 8, false, false, true);
+  });
+  timed(t.linear_bwd_x, [](auto, auto, auto, int64_t M, int64_t N, int64_t K) {
+    return gemm_work(M, K, N, 4, 8, false, false, false);
+  });
+  timed(t.linear_bwd_w, [](auto, auto, auto, int64_t M, int64_t N, int64_t K) {
+    return gemm_work(N, K, M, 4, 8, false, true, false);
+  });
   timed(t.rope_bwd, [](auto, auto, auto, int64_t rows, int heads, int d, auto...) {
     return mem_work(8.0 * D(rows * heads * d), false, "rope_bwd");
   });
@@ -216,9 +226,10 @@ const k::Table kTable = make_table();
 k::BTable make_bf16_table() {
   k::BTable t{};
   Costs<2>::fill(t);
-  timed(t.gemm, [](k::Trans, k::Trans, int64_t M, int64_t N, int64_t K, float, auto, int64_t, auto,
-                   int64_t, float beta, void*, DType ct, int64_t) {
-    return gemm_work(M, N, K, 2, static_cast<double>(dtype_size(ct)) * (beta != 0 ? 2 : 1), true);
+  timed(t.gemm, [](k::Trans ta, k::Trans tb, int64_t M, int64_t N, int64_t K, float, auto, int64_t,
+                   auto, int64_t, float beta, void*, DType ct, int64_t) {
+    return gemm_work(M, N, K, 2, static_cast<double>(dtype_size(ct)) * (beta != 0 ? 2 : 1), true,
+                     ta == k::Trans::T, tb == k::Trans::T);
   });
   timed(t.to_bf16, [](auto, auto, int64_t n) { return mem_work(6.0 * D(n), true, "to_bf16"); });
   timed(t.to_f32, [](auto, auto, int64_t n) { return mem_work(6.0 * D(n), true, "to_f32"); });

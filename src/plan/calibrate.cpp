@@ -6,13 +6,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -20,6 +25,9 @@
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "model/config.h"
+#include "parallel/layout.h"
+#include "plan/dry_run.h"
+#include "plan/hardware.h"
 
 namespace origami::plan {
 
@@ -64,45 +72,44 @@ T val(float f) {
     return to_bf16(f);
 }
 
+// One GEMM the engines issue: op(A)[m,k]·op(B)[k,n].
 struct Shape {
-  int64_t M, N, K;
+  bool bf16, ta, tb;
+  int64_t m, n, k;
+  auto key() const { return std::tie(bf16, ta, tb, m, n, k); }
+  bool operator<(const Shape& o) const { return key() < o.key(); }
 };
 
-// The GEMMs of one layer's forward at B·S/D tokens (tsp-spec §3): Q/K/V and O projections, the
-// MLP's gate/up and down, and the LM head block.
-std::vector<Shape> layer_shapes(const ModelConfig& c, int64_t tokens) {
-  const int64_t h = c.hidden_size, kv = c.kv_dim(), I = c.intermediate_size;
-  return {{tokens, h, h}, {tokens, kv, h}, {tokens, h, h},
-          {tokens, I, h}, {tokens, h, I},  {tokens, std::min<int64_t>(c.vocab_size, 4096), h}};
-}
-
-// flop/s over the shapes, weighted by their work: total flops over total median time.
-template <class T>
-double gemm_rate(const std::vector<Shape>& shapes, int reps) {
-  double flops = 0, secs = 0;
-  for (const Shape& s : shapes) {
-    std::vector<T> A(static_cast<size_t>(s.M * s.K)), B(static_cast<size_t>(s.N * s.K)),
-        C(static_cast<size_t>(s.M * s.N));
-    for (size_t i = 0; i < A.size(); ++i) A[i] = val<T>(0.01f * static_cast<float>(i % 64));
-    for (size_t i = 0; i < B.size(); ++i) B[i] = val<T>(0.01f * static_cast<float>(i % 32));
+// Seconds of one GEMM of shape s (median of reps after a warm-up).
+double gemm_seconds(const Shape& s, int reps) {
+  const size_t a = static_cast<size_t>(s.m * s.k), b = static_cast<size_t>(s.k * s.n),
+               c = static_cast<size_t>(s.m * s.n);
+  const int64_t lda = s.ta ? s.m : s.k, ldb = s.tb ? s.k : s.n;
+  const auto ta = s.ta ? cpu::Trans::T : cpu::Trans::N, tb = s.tb ? cpu::Trans::T : cpu::Trans::N;
+  if (!s.bf16) {
+    std::vector<float> A(a), B(b), C(c);
+    for (size_t i = 0; i < a; ++i) A[i] = 0.01f * static_cast<float>(i % 64);
+    for (size_t i = 0; i < b; ++i) B[i] = 0.01f * static_cast<float>(i % 32);
     line_up();
-    secs += median_s(reps, [&] {
-      if constexpr (std::is_same_v<T, float>)
-        cpu::gemm<float>(cpu::Trans::N, cpu::Trans::T, s.M, s.N, s.K, 1.f, A.data(), s.K, B.data(),
-                         s.K, 0.f, C.data(), s.N);
-      else
-        cpu::gemm_bf16(cpu::Trans::N, cpu::Trans::T, s.M, s.N, s.K, 1.f, A.data(), s.K, B.data(),
-                       s.K, 0.f, C.data(), DType::bf16, s.N);
+    return median_s(reps, [&] {
+      cpu::gemm<float>(ta, tb, s.m, s.n, s.k, 1.f, A.data(), lda, B.data(), ldb, 0.f, C.data(),
+                       s.n);
     });
-    flops += 2.0 * static_cast<double>(s.M) * static_cast<double>(s.N) * static_cast<double>(s.K);
   }
-  return flops / secs;
+  std::vector<bfloat16> A(a), B(b), C(c);
+  for (size_t i = 0; i < a; ++i) A[i] = to_bf16(0.01f * static_cast<float>(i % 64));
+  for (size_t i = 0; i < b; ++i) B[i] = to_bf16(0.01f * static_cast<float>(i % 32));
+  line_up();
+  return median_s(reps, [&] {
+    cpu::gemm_bf16(ta, tb, s.m, s.n, s.k, 1.f, A.data(), lda, B.data(), ldb, 0.f, C.data(),
+                   DType::bf16, s.n);
+  });
 }
 
-// Causal attention over S positions, n_h query heads of d and n_kv KV heads: flop/s forward and
-// backward (4·d and 10·d per visible pair and head).
+// Causal attention over S positions, n_h query heads of d and n_kv KV heads: seconds forward and
+// backward.
 template <class T>
-std::pair<double, double> attn_rates(int64_t S, int n_h, int n_kv, int d, int reps) {
+std::pair<double, double> attn_seconds(int64_t S, int n_h, int n_kv, int d, int reps) {
   const int64_t qw = n_h * d, kw = n_kv * d;
   std::vector<T> q(static_cast<size_t>(S * qw)), k(static_cast<size_t>(S * kw)),
       v(static_cast<size_t>(S * kw)), o(static_cast<size_t>(S * qw)),
@@ -115,7 +122,6 @@ std::pair<double, double> attn_rates(int64_t S, int n_h, int n_kv, int d, int re
   cpu::KvSeg<T> ks{k.data(), v.data(), kw, 0, S, dk.data(), dv.data()};
   const cpu::AttnShape sh{n_h, n_kv, d};
   const float scale = 1.f / std::sqrt(static_cast<float>(d));
-  const double pairs = static_cast<double>(S) * static_cast<double>(S + 1) / 2 * n_h;
   line_up();
   const double f = median_s(reps, [&] {
     cpu::flash_attn_fwd<T>(o.data(), lse.data(), S, q.data(), qw, &qs, 1, &ks, 1, sh, scale);
@@ -125,10 +131,87 @@ std::pair<double, double> attn_rates(int64_t S, int n_h, int n_kv, int d, int re
     cpu::flash_attn_bwd<T>(dq.data(), dout.data(), q.data(), o.data(), qw, lse.data(), S, &qs, 1,
                            &ks, 1, sh, scale);
   });
-  return {4.0 * d * pairs / f, 10.0 * d * pairs / b};
+  return {f, b};
+}
+
+double pairs_of(int64_t S) {
+  return static_cast<double>(S) * static_cast<double>(S + 1) / 2;
+}
+
+// What the dry runs of the layouts at the given lengths issue: every GEMM shape with its flops in
+// one step (all layouts and lengths together), and the smallest and largest attention call
+// (visible pairs per head).
+struct Issued {
+  std::map<Shape, double> gemm_flops;
+  double attn_min = 0, attn_max = 0;
+  std::vector<std::string> runs, skipped;
+};
+Issued collect(const CalibrateOptions& o, const ModelConfig& c, int world) {
+  Issued is;
+  std::mutex mu;
+  Hardware hw;  // any positive rates: only the work is looked at
+  hw.gemm = hw.attn_fwd = hw.attn_bwd = {1e12, 1e12};
+  hw.memory_bytes_per_s = 1e12;
+  hw.observe = [&](const sim::Work& w) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (w.kind == sim::Work::gemm) {
+      const Shape s{w.bf16,
+                    w.ta,
+                    w.tb,
+                    static_cast<int64_t>(w.m),
+                    static_cast<int64_t>(w.n),
+                    static_cast<int64_t>(w.k)};
+      is.gemm_flops[s] += w.flops;
+    } else if (w.kind != sim::Work::memory && w.m > 0) {
+      is.attn_min = is.attn_min > 0 ? std::min(is.attn_min, w.m) : w.m;
+      is.attn_max = std::max(is.attn_max, w.m);
+    }
+  };
+  const auto layouts = o.layouts.empty() ? default_layouts(world) : o.layouts;
+  for (const std::string& name : layouts) {
+    const Layout L = Layout::parse(name, -1);
+    for (const bool seqp : {true, false}) {
+      if (!seqp && !(L.has_tp_axis() && L.tp_degree() > 1)) continue;
+      ParallelOptions par;
+      par.layout = name;
+      par.tp_seq_parallel = seqp;
+      for (const int64_t S : o.seqs)
+        for (const DType dt : {DType::f32, DType::bf16}) {
+          const std::string what = cat(name, seqp ? "" : " (SP off)", " S=", S, " ",
+                                       dt == DType::bf16 ? "bf16" : "fp32");
+          try {
+            dry_run({c, L, par, Recompute::none, o.micro_batch, S, dt, omp_get_max_threads(), &hw,
+                     false});
+            is.runs.push_back(what);
+          } catch (const Error& e) {
+            is.skipped.push_back(cat(what, ": ", e.what()));
+          }
+        }
+    }
+  }
+  return is;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+// (max - min) / median of a quantity's rounds.
+double spread(const std::vector<double>& v) {
+  const double m = median(v);
+  return m > 0 ? (*std::max_element(v.begin(), v.end()) - *std::min_element(v.begin(), v.end())) / m
+               : 0;
 }
 
 }  // namespace
+
+std::vector<std::string> default_layouts(int world) {
+  if (world <= 1) return {"single"};
+  const std::string n = std::to_string(world);
+  std::vector<std::string> l = {"tsp=" + n, "fsdp_sp=" + n, "tp=" + n, "sp=" + n};
+  if (world == 4) l.push_back("tp=2,sp=2");
+  return l;
+}
 
 int run_calibrate(const CalibrateOptions& o) {
   const ModelConfig c = ModelConfig::load(o.config);
@@ -139,81 +222,168 @@ int run_calibrate(const CalibrateOptions& o) {
     MPI_Comm_size(MPI_COMM_WORLD, &world);
   }
   const bool talk = rank == 0;
-  const int reps = o.reps;
-  const int64_t tokens = o.tokens;
-  if (talk)
+  if (o.rounds < 1 || o.reps < 1) fail("--rounds and --reps must be >= 1");
+  const Issued is = collect(o, c, world);
+  if (is.gemm_flops.empty())
+    fail("calibrate: no dry run of the layouts succeeded at the given --seq (",
+         is.skipped.empty() ? std::string("none given") : is.skipped.front(), ")");
+  const std::vector<Shape> shapes = [&] {
+    std::vector<Shape> v;
+    for (const auto& [s, f] : is.gemm_flops) v.push_back(s);
+    return v;
+  }();
+  // Causal lengths whose calls span the issued ones (pairs per head), powers of two from 128,
+  // at most --attn-seq: longer calls take the longest's rate.
+  std::vector<int64_t> attn_lens;
+  for (int64_t S = 128; S <= o.attn_seq; S *= 2)
+    if (pairs_of(S) >= is.attn_min / 4 && (pairs_of(S / 2) <= is.attn_max || attn_lens.empty()))
+      attn_lens.push_back(S);
+  if (attn_lens.empty()) attn_lens.push_back(std::min<int64_t>(o.attn_seq, 1024));
+  if (talk) {
     std::printf(
-        "origami calibrate: %d rank(s), %d thread(s) each, GEMM shapes of %s at %lld "
-        "tokens\n",
-        world, omp_get_max_threads(), o.config.c_str(), static_cast<long long>(tokens));
-  const auto shapes = layer_shapes(c, tokens);
-  const double g32 = gemm_rate<float>(shapes, reps);
-  const double g16 = gemm_rate<bfloat16>(shapes, reps);
-  if (talk)
-    std::printf("  GEMM        fp32 %8.1f GFLOP/s   bf16 %8.1f GFLOP/s\n", g32 / 1e9, g16 / 1e9);
+        "origami calibrate: %d rank(s), %d thread(s) each; %zu GEMM shapes issued by %zu dry "
+        "runs of %s; attention at %zu lengths up to %lld; %d rounds of %d reps\n",
+        world, omp_get_max_threads(), shapes.size(), is.runs.size(), o.config.c_str(),
+        attn_lens.size(), static_cast<long long>(attn_lens.back()), o.rounds, o.reps);
+    for (const auto& sk : is.skipped) std::printf("  (not collected: %s)\n", sk.c_str());
+    std::fflush(stdout);
+  }
   const int d = static_cast<int>(c.head_dim());
   const int n_h = static_cast<int>(c.num_attention_heads),
             n_kv = static_cast<int>(c.num_key_value_heads);
-  const auto a32 = attn_rates<float>(o.attn_seq, n_h, n_kv, d, reps);
-  const auto a16 = attn_rates<bfloat16>(o.attn_seq, n_h, n_kv, d, reps);
-  if (talk)
-    std::printf(
-        "  attention   fp32 fwd %6.1f bwd %6.1f GFLOP/s   bf16 fwd %6.1f bwd %6.1f GFLOP/s "
-        "(S = %lld, causal)\n",
-        a32.first / 1e9, a32.second / 1e9, a16.first / 1e9, a16.second / 1e9,
-        static_cast<long long>(o.attn_seq));
-  // Memory-bound kernels: y += x over arrays far larger than the caches (3 × 4 bytes an element).
+
+  std::vector<std::vector<double>> t_gemm(shapes.size());
+  std::vector<std::array<std::vector<double>, 4>> t_attn(attn_lens.size());  // f32 f/b, bf16 f/b
+  std::vector<double> t_mem, t_exp, t_launch, t_lat, t_big;
   const int64_t n = int64_t{16} << 20;
   std::vector<float> x(static_cast<size_t>(n), 1.f), y(static_cast<size_t>(n), 2.f);
-  line_up();
-  const double bw = 12.0 * static_cast<double>(n) /
-                    median_s(reps, [&] { cpu::add_inplace<float>(y.data(), x.data(), n); });
-  // Exponentials: one cross-entropy block update (an exp per logit; the SwiGLU kernels' bound too).
   const int64_t rows = 512, vblk = 4096;
   std::vector<float> z(static_cast<size_t>(rows * vblk)), m(rows), l(rows), zt(rows);
   for (size_t i = 0; i < z.size(); ++i) z[i] = 0.001f * static_cast<float>(i % 1000);
   std::vector<int64_t> target(static_cast<size_t>(rows), 7);
-  line_up();
-  const double exps = static_cast<double>(rows * vblk) / median_s(reps, [&] {
-                        cpu::ce_init<float>(m.data(), l.data(), zt.data(), rows);
-                        cpu::ce_update<float>(m.data(), l.data(), zt.data(), z.data(), rows, vblk,
-                                              0, vblk, target.data());
-                      });
-  // A kernel call's fixed cost: y += x over 16 elements.
-  line_up();
-  const double launch = median_s(1001, [&] { cpu::add_inplace<float>(y.data(), x.data(), 16); });
-  if (talk)
+  std::unique_ptr<Comm> comm = world >= 2 ? make_mpi_comm() : nullptr;
+  std::vector<char> buf(world >= 2 ? size_t{16} << 20 : 0);
+  const auto t_start = Clock::now();
+  for (int r = 0; r < o.rounds; ++r) {
+    for (size_t i = 0; i < shapes.size(); ++i) t_gemm[i].push_back(gemm_seconds(shapes[i], o.reps));
+    for (size_t i = 0; i < attn_lens.size(); ++i) {
+      const auto a32 = attn_seconds<float>(attn_lens[i], n_h, n_kv, d, o.reps);
+      const auto a16 = attn_seconds<bfloat16>(attn_lens[i], n_h, n_kv, d, o.reps);
+      t_attn[i][0].push_back(a32.first), t_attn[i][1].push_back(a32.second);
+      t_attn[i][2].push_back(a16.first), t_attn[i][3].push_back(a16.second);
+    }
+    // Memory-bound kernels: y += x over arrays far larger than the caches (12 bytes an element).
+    line_up();
+    t_mem.push_back(median_s(o.reps, [&] { cpu::add_inplace<float>(y.data(), x.data(), n); }));
+    // Exponentials: a cross-entropy block update (an exp per logit; the SwiGLU kernels' bound too).
+    line_up();
+    t_exp.push_back(median_s(o.reps, [&] {
+      cpu::ce_init<float>(m.data(), l.data(), zt.data(), rows);
+      cpu::ce_update<float>(m.data(), l.data(), zt.data(), z.data(), rows, vblk, 0, vblk,
+                            target.data());
+    }));
+    // A kernel call's fixed cost: y += x over 16 elements.
+    line_up();
+    t_launch.push_back(median_s(201, [&] { cpu::add_inplace<float>(y.data(), x.data(), 16); }));
+    // The link between ranks 0 and 1 (shared-memory MPI on one host): half a ping-pong round
+    // trip of 8 bytes (latency) and of 16 MiB (bandwidth); the others wait.
+    if (comm) {
+      auto ping = [&](int64_t bytes) {
+        return median_s(o.reps * 4,
+                        [&] {
+                          if (rank == 0) {
+                            comm->isend(buf.data(), bytes, 1, 7, Traffic::other).wait();
+                            comm->irecv(buf.data(), bytes, 1, 7, Traffic::other).wait();
+                          } else if (rank == 1) {
+                            comm->irecv(buf.data(), bytes, 0, 7, Traffic::other).wait();
+                            comm->isend(buf.data(), bytes, 0, 7, Traffic::other).wait();
+                          }
+                        }) /
+               2;
+      };
+      comm->barrier();
+      t_lat.push_back(ping(8));
+      t_big.push_back(ping(int64_t{16} << 20));
+    }
+    if (talk) {
+      std::printf("  round %d/%d done (%.0f s)\n", r + 1, o.rounds,
+                  std::chrono::duration<double>(Clock::now() - t_start).count());
+      std::fflush(stdout);
+    }
+  }
+
+  // Medians over rounds; a dtype's single GEMM rate is the issued flops over their time.
+  nlohmann::json gemm_rows = {{"fp32", nlohmann::json::array()}, {"bf16", nlohmann::json::array()}};
+  double fl[2] = {0, 0}, secs[2] = {0, 0};
+  std::vector<double> gemm_spreads;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const Shape& s = shapes[i];
+    const double t = median(t_gemm[i]);
+    const double rate =
+        2.0 * static_cast<double>(s.m) * static_cast<double>(s.n) * static_cast<double>(s.k) / t;
+    gemm_rows[s.bf16 ? "bf16" : "fp32"].push_back(
+        {s.ta ? 1 : 0, s.tb ? 1 : 0, s.m, s.n, s.k, rate});
+    fl[s.bf16] += is.gemm_flops.at(s);
+    secs[s.bf16] += is.gemm_flops.at(s) / rate;
+    gemm_spreads.push_back(spread(t_gemm[i]));
+  }
+  const double g32 = secs[0] > 0 ? fl[0] / secs[0] : 1e9, g16 = secs[1] > 0 ? fl[1] / secs[1] : 1e9;
+  nlohmann::json attn_rows = {{"fp32", nlohmann::json::array()}, {"bf16", nlohmann::json::array()}};
+  std::vector<double> attn_spreads;
+  double a[4] = {0, 0, 0, 0};  // the rates at the length nearest the issued calls' middle
+  const double mid = std::sqrt(std::max(is.attn_min, 1.0) * std::max(is.attn_max, 1.0));
+  double best = 1e300;
+  for (size_t i = 0; i < attn_lens.size(); ++i) {
+    const double p = pairs_of(attn_lens[i]);
+    double r[4];
+    for (int j = 0; j < 4; ++j) {
+      r[j] = (j % 2 ? 10.0 : 4.0) * d * p * n_h / median(t_attn[i][j]);
+      attn_spreads.push_back(spread(t_attn[i][j]));
+    }
+    attn_rows["fp32"].push_back({p, r[0], r[1]});
+    attn_rows["bf16"].push_back({p, r[2], r[3]});
+    if (std::abs(std::log(p / mid)) < best) {
+      best = std::abs(std::log(p / mid));
+      std::copy(r, r + 4, a);
+    }
+  }
+  const double bw = 12.0 * static_cast<double>(n) / median(t_mem);
+  const double exps = static_cast<double>(rows * vblk) / median(t_exp);
+  const double launch = median(t_launch);
+  const double lat = comm ? median(t_lat) : 0;
+  const double link_bw =
+      comm ? static_cast<double>(int64_t{16} << 20) / std::max(1e-12, median(t_big) - lat) : 0;
+  const auto worst = [](const std::vector<double>& v) {
+    return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end());
+  };
+  std::vector<double> link_spreads;
+  if (comm) link_spreads = {spread(t_lat), spread(t_big)};
+  if (talk) {
+    std::printf(
+        "  GEMM        fp32 %8.1f GFLOP/s   bf16 %8.1f GFLOP/s (the issued flops over their "
+        "time)\n",
+        g32 / 1e9, g16 / 1e9);
+    for (size_t i = 0; i < attn_lens.size(); ++i) {
+      const auto& r32 = attn_rows["fp32"][i];
+      const auto& r16 = attn_rows["bf16"][i];
+      std::printf(
+          "  attention   S=%-5lld fp32 fwd %6.1f bwd %6.1f GFLOP/s   bf16 fwd %6.1f bwd %6.1f "
+          "GFLOP/s\n",
+          static_cast<long long>(attn_lens[i]), r32[1].get<double>() / 1e9,
+          r32[2].get<double>() / 1e9, r16[1].get<double>() / 1e9, r16[2].get<double>() / 1e9);
+    }
     std::printf(
         "  memory      %8.1f GB/s (add_inplace over 64 MiB arrays)   kernel call %.2f us   "
         "exp %.0f M/s (cross-entropy block)\n",
         bw / 1e9, launch * 1e6, exps / 1e6);
-
-  // The link between two ranks (shared-memory MPI on one host): half a ping-pong round trip of 8
-  // bytes (latency) and of 16 MiB (bandwidth) between ranks 0 and 1; the others wait.
-  double lat = 0, link_bw = 0;
-  if (world >= 2) {
-    auto comm = make_mpi_comm();
-    std::vector<char> buf(size_t{16} << 20);
-    auto ping = [&](int64_t bytes) {
-      return median_s(reps * 4,
-                      [&] {
-                        if (rank == 0) {
-                          comm->isend(buf.data(), bytes, 1, 7, Traffic::other).wait();
-                          comm->irecv(buf.data(), bytes, 1, 7, Traffic::other).wait();
-                        } else if (rank == 1) {
-                          comm->irecv(buf.data(), bytes, 0, 7, Traffic::other).wait();
-                          comm->isend(buf.data(), bytes, 0, 7, Traffic::other).wait();
-                        }
-                      }) /
-             2;
-    };
-    comm->barrier();
-    lat = ping(8);
-    const double big = ping(int64_t{16} << 20);
-    link_bw = static_cast<double>(int64_t{16} << 20) / std::max(1e-12, big - lat);
-    if (talk)
+    if (comm)
       std::printf("  MPI link    latency %.2f us, %8.2f GB/s (ranks 0 and 1, shared memory)\n",
                   lat * 1e6, link_bw / 1e9);
+    std::printf(
+        "  spread over rounds ((max - min) / median): GEMM shapes median %.0f%%, worst %.0f%%; "
+        "attention worst %.0f%%; memory %.0f%%; exp %.0f%%; link worst %.0f%%\n",
+        100 * median(gemm_spreads), 100 * worst(gemm_spreads), 100 * worst(attn_spreads),
+        100 * spread(t_mem), 100 * spread(t_exp), 100 * worst(link_spreads));
   }
   if (!talk) return 0;
 
@@ -224,40 +394,56 @@ int run_calibrate(const CalibrateOptions& o) {
   const std::time_t now = std::time(nullptr);
   char date[32];
   std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
-  const std::string measured = cat("measured by `origami calibrate` on ", date, " (", world,
-                                   " rank(s) at once, ", omp_get_max_threads(), " thread(s) each)");
+  const std::string measured =
+      cat("measured by `origami calibrate` on ", date, " (", world, " rank(s) at once, ",
+          omp_get_max_threads(), " thread(s) each; the median of ", o.rounds,
+          " interleaved rounds, each the median of ", o.reps, " calls after a warm-up)");
+  std::string runs;
+  for (const auto& r : is.runs) runs += (runs.empty() ? "" : "; ") + r;
   nlohmann::json j;
   j["name"] = cat(cpu_model(), ", ", world, " rank(s) x ", omp_get_max_threads(), " thread(s)");
   j["gemm_flops"] = {{"fp32", g32}, {"bf16", g16}};
-  j["attn_fwd_flops"] = {{"fp32", a32.first}, {"bf16", a16.first}};
-  j["attn_bwd_flops"] = {{"fp32", a32.second}, {"bf16", a16.second}};
+  j["attn_fwd_flops"] = {{"fp32", a[0]}, {"bf16", a[2]}};
+  j["attn_bwd_flops"] = {{"fp32", a[1]}, {"bf16", a[3]}};
   j["memory_bytes_per_s"] = bw;
   j["kernel_launch_s"] = launch;
   j["exp_per_s"] = exps;
   j["ranks_per_node"] = world;
   const nlohmann::json link =
-      world >= 2 ? nlohmann::json{{"latency_s", lat}, {"bytes_per_s", link_bw}, {"on_cores", true}}
-                 : nlohmann::json{{"latency_s", 1e-6}, {"bytes_per_s", 1e10}, {"on_cores", true}};
+      comm ? nlohmann::json{{"latency_s", lat}, {"bytes_per_s", link_bw}, {"on_cores", true}}
+           : nlohmann::json{{"latency_s", 1e-6}, {"bytes_per_s", 1e10}, {"on_cores", true}};
   j["intra_node"] = link;
   j["inter_node"] = link;
+  j["gemm_shapes"] = gemm_rows;
+  j["attn_sizes"] = attn_rows;
+  j["spread"] = {{"what", "(max - min) / median over the rounds"},
+                 {"gemm_median", median(gemm_spreads)},
+                 {"gemm_worst", worst(gemm_spreads)},
+                 {"attention_worst", worst(attn_spreads)},
+                 {"memory", spread(t_mem)},
+                 {"exp", spread(t_exp)},
+                 {"link_worst", worst(link_spreads)}};
   j["provenance"] = {
       {"machine", cat(host, ": ", cpu_model(), ", ", u.sysname, " ", u.release)},
-      {"gemm_flops", cat(measured, ": oneDNN/BLAS GEMMs of one layer of ", o.config, " at ", tokens,
-                         " tokens (QKV, O, gate/up, down, an LM-head block), total "
-                         "flops over the sum of median times")},
-      {"attn_fwd_flops", cat(measured, ": causal flash attention over S = ", o.attn_seq, ", ", n_h,
-                             "/", n_kv, " heads of ", d, ", 4·d flop per visible pair")},
-      {"attn_bwd_flops", cat(measured, ", the backward: 10·d flop per visible pair")},
+      {"gemm_shapes", cat(measured,
+                          ": every GEMM (transposes, m, n, k) issued by one training "
+                          "step of each dry run: ",
+                          runs)},
+      {"gemm_flops", "the issued GEMMs' flops over their measured time (gemm_shapes)"},
+      {"attn_sizes", cat(measured, ": causal flash attention of ", n_h, "/", n_kv, " heads of ", d,
+                         " at S = 128·2^i, 4·d (forward) and 10·d (backward) flop per visible "
+                         "pair and head; rows: pairs per head, forward, backward flop/s")},
+      {"attn_fwd_flops", "attn_sizes at the length nearest the issued calls' middle"},
+      {"attn_bwd_flops", "attn_sizes at the length nearest the issued calls' middle"},
       {"memory_bytes_per_s", cat(measured, ": y += x over 64 MiB fp32 arrays (12 bytes/element)")},
       {"kernel_launch_s", cat(measured, ": y += x over 16 elements")},
       {"exp_per_s", cat(measured, ": one cross-entropy block update, 512 rows x 4096 logits")},
       {"ranks_per_node", "the ranks calibrate ran with"},
-      {"intra_node", world >= 2
-                         ? cat(measured,
-                               ": half an MPI ping-pong between ranks 0 and 1 "
-                               "(8 bytes: latency; 16 MiB: bandwidth); on_cores: shared-memory MPI "
-                               "copies with the ranks' own cores")
-                         : std::string("assumed (one rank: no link measured)")},
+      {"intra_node", comm ? cat(measured,
+                                ": half an MPI ping-pong between ranks 0 and 1 "
+                                "(8 bytes: latency; 16 MiB: bandwidth); on_cores: shared-memory "
+                                "MPI copies with the ranks' own cores")
+                          : std::string("assumed (one rank: no link measured)")},
       {"inter_node", "the same link (one host); pass --emulate-link to plan for another"}};
   std::ofstream f(o.out);
   if (!f) fail("cannot write ", o.out);

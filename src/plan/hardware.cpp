@@ -1,6 +1,7 @@
 #include "plan/hardware.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -38,6 +39,30 @@ sim::Link link(const nlohmann::json& j, const char* key, const std::string& wher
   return out;
 }
 
+// "gemm_shapes" and "attn_sizes" (optional): per element type, rows of positive numbers.
+std::vector<std::vector<double>> rows_of(const nlohmann::json& j, const char* key, const char* dt,
+                                         size_t width, const std::string& where) {
+  std::vector<std::vector<double>> out;
+  if (!j.contains(key)) return out;
+  const std::string w = where + ": " + key;
+  if (!j[key].is_object()) fail(w, " must be an object {\"fp32\": [...], \"bf16\": [...]}");
+  if (!j[key].contains(dt)) return out;
+  if (!j[key][dt].is_array()) fail(w, ".", dt, " must be an array of rows");
+  for (const auto& r : j[key][dt]) {
+    if (!r.is_array() || r.size() != width)
+      fail(w, ".", dt, ": every row has ", width, " numbers (", r.dump(), ")");
+    std::vector<double> row;
+    for (const auto& x : r) {
+      if (!x.is_number() || !(x.get<double>() >= 0))
+        fail(w, ".", dt, ": ", r.dump(), " is not >= 0");
+      row.push_back(x.get<double>());
+    }
+    if (!(row.back() > 0)) fail(w, ".", dt, ": ", r.dump(), ": the rate must be positive");
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
 }  // namespace
 
 Hardware Hardware::load(const std::string& path) {
@@ -69,18 +94,59 @@ Hardware Hardware::load(const std::string& path) {
   if (j.contains("exp_per_s")) h.exp_per_s = positive(j, "exp_per_s", path);
   if (j.contains("device_memory_bytes"))
     h.device_memory_bytes = positive(j, "device_memory_bytes", path);
+  for (const int bf : {0, 1}) {
+    const char* dt = bf ? "bf16" : "fp32";
+    for (const auto& r : rows_of(j, "gemm_shapes", dt, 6, path))
+      h.gemm_shapes[bf].push_back({r[0] != 0, r[1] != 0, r[2], r[3], r[4], r[5]});
+    for (const auto& r : rows_of(j, "attn_sizes", dt, 3, path)) {
+      if (!(r[0] > 0 && r[1] > 0)) fail(path, ": attn_sizes.", dt, ": rates must be positive");
+      h.attn_sizes[bf].push_back({r[0], r[1], r[2]});
+    }
+    std::sort(h.attn_sizes[bf].begin(), h.attn_sizes[bf].end(),
+              [](const AttnSize& a, const AttnSize& b) { return a.pairs < b.pairs; });
+  }
   return h;
 }
 
+double Hardware::gemm_rate(const sim::Work& w) const {
+  const auto& table = gemm_shapes[w.bf16];
+  if (table.empty() || !(w.m > 0 && w.n > 0 && w.k > 0)) return gemm.of(w.bf16);
+  const auto dist = [&](const GemmShape& s) {
+    const double a = std::log(w.m / std::max(s.m, 1.0)), b = std::log(w.n / std::max(s.n, 1.0)),
+                 c = std::log(w.k / std::max(s.k, 1.0));
+    return a * a + b * b + c * c + (s.ta != w.ta || s.tb != w.tb ? 1e6 : 0);
+  };
+  const GemmShape* best = &table[0];
+  double bd = dist(*best);
+  for (const auto& s : table) {
+    const double d = dist(s);
+    if (d < bd) bd = d, best = &s;
+  }
+  return best->flops;
+}
+
+double Hardware::attn_rate(const sim::Work& w) const {
+  const bool bwd = w.kind == sim::Work::attn_bwd;
+  const auto& t = attn_sizes[w.bf16];
+  if (t.empty() || !(w.m > 0)) return (bwd ? attn_bwd : attn_fwd).of(w.bf16);
+  const auto rate = [&](const AttnSize& a) { return bwd ? a.bwd : a.fwd; };
+  if (w.m <= t.front().pairs) return rate(t.front());
+  if (w.m >= t.back().pairs) return rate(t.back());
+  size_t i = 1;
+  while (t[i].pairs < w.m) ++i;
+  const double f = std::log(w.m / t[i - 1].pairs) / std::log(t[i].pairs / t[i - 1].pairs);
+  return rate(t[i - 1]) + f * (rate(t[i]) - rate(t[i - 1]));
+}
+
 double Hardware::kernel_time(const sim::Work& w) const {
+  if (observe) observe(w);
   const double mem = w.bytes / memory_bytes_per_s;
   switch (w.kind) {
     case sim::Work::gemm:
-      return kernel_launch_s + std::max(w.flops / gemm.of(w.bf16), mem);
+      return kernel_launch_s + std::max(w.flops / gemm_rate(w), mem);
     case sim::Work::attn_fwd:
-      return kernel_launch_s + std::max(w.flops / attn_fwd.of(w.bf16), mem);
     case sim::Work::attn_bwd:
-      return kernel_launch_s + std::max(w.flops / attn_bwd.of(w.bf16), mem);
+      return kernel_launch_s + std::max(w.flops / attn_rate(w), mem);
     case sim::Work::memory:
       break;
   }

@@ -17,9 +17,20 @@
 //    "inter_node": {"latency_s": l, "bytes_per_s": b},   and between nodes (its NIC)
 //                   (either may say "on_cores": true: the ranks' cores copy the data, as MPI over
 //                   shared memory does on a host the ranks fill; sim::Link)
-//    "device_memory_bytes": M}                    (optional) for --recommend
+//    "device_memory_bytes": M,                    (optional) for --recommend
+//    "gemm_shapes": {"fp32": [[ta, tb, m, n, k, flop/s], ...], "bf16": [...]},
+//                                                 (optional, `origami calibrate`) the rate of
+//                                                 each GEMM shape the engines issue; a GEMM takes
+//                                                 the rate of the nearest measured shape with its
+//                                                 transposes (log distance over m, n, k)
+//    "attn_sizes": {"fp32": [[pairs, fwd flop/s, bwd flop/s], ...], "bf16": [...]}}
+//                                                 (optional) attention rates by a call's visible
+//                                                 (query, key) pairs per head, interpolated in
+//                                                 log(pairs) and held at the ends
 #pragma once
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "core/sim_clock.h"
 
@@ -37,11 +48,27 @@ struct Hardware {
   double exp_per_s = 0;  // optional: exponentials per second (0: free)
   int ranks_per_node = 1;
   sim::Link intra, inter;
+  struct GemmShape {
+    bool ta = false, tb = false;
+    double m = 0, n = 0, k = 0, flops = 0;
+  };
+  struct AttnSize {
+    double pairs = 0, fwd = 0, bwd = 0;
+  };
+  std::vector<GemmShape> gemm_shapes[2];  // [bf16]; sorted as measured
+  std::vector<AttnSize> attn_sizes[2];    // [bf16]; by pairs, ascending
+  // Sees every kernel's work before it is timed (`origami calibrate` collects the shapes the
+  // engines issue); called from every simulated rank's thread.
+  std::function<void(const sim::Work&)> observe;
 
   static Hardware load(const std::string& path);
   // Seconds a kernel's work takes on one rank: the launch cost plus the longer of its compute
   // (flops at the kernel's rate) and its memory traffic.
   double kernel_time(const sim::Work& w) const;
+  // The rate a GEMM or an attention call runs at: by its shape when the profile measured shapes,
+  // else the single number.
+  double gemm_rate(const sim::Work& w) const;
+  double attn_rate(const sim::Work& w) const;
 };
 
 }  // namespace origami::plan

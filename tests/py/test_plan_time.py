@@ -7,6 +7,10 @@ share code with.
   causal pairs of every head and layer), the training step adds 10·d per pair at the backward rate.
 - A slow link: TSP's exposed communication is positive and its step longer than with free links;
   predictions are identical across reruns.
+- `origami calibrate` writes a profile with a rate for every GEMM shape the engines issue; with
+  those shapes' rates set by hand, the step follows the shapes' transposes (forward GEMMs at half
+  the rate: forward 4·P_m·S/rate, step 8·P_m·S/rate), and an attention-rate table is interpolated
+  in log(pairs per head).
 Usage: test_plan_time.py ORIGAMI_BINARY WORKDIR"""
 import json
 import os
@@ -113,6 +117,38 @@ ev = json.load(open(tr))["traceEvents"]
 spans = [e for e in ev if e["ph"] == "X"]
 check({e["tid"] for e in spans} == {0, 1} and {e["pid"] for e in spans} == {0, 1},
       f"--trace: {len(spans)} spans on 2 ranks, compute (tid 0) and communication (tid 1)")
+
+# ---- calibrate, and rates by GEMM shape and attention size --------------------------------------
+cal = os.path.join(WORK, "calibrated.json")
+r = subprocess.run([BIN, "calibrate", "--config", os.path.join(ROOT, "configs/small.json"), "--seq",
+                    str(S), "--attn-seq", "256", "--rounds", "2", "--reps", "1", "--out", cal],
+                   capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+check(r.returncode == 0 and os.path.exists(cal), f"calibrate ran (exit {r.returncode}) {r.stderr[-300:]}")
+prof = json.load(open(cal))
+shapes = prof["gemm_shapes"]["fp32"]
+check(len(shapes) >= 6 and all(x[5] > 0 for x in shapes) and len(prof["attn_sizes"]["bf16"]) == 1
+      and 0 <= prof["spread"]["gemm_median"] and "gemm_shapes" in prof["provenance"],
+      f"calibrate: {len(shapes)} fp32 GEMM shapes of single at S={S}, attention at --attn-seq only "
+      f"(the calls are longer), spreads recorded")
+t, _ = plan(cal, ["single"], S)
+check(t["single"]["train_step"] > 0, f"plan --time with the calibrated profile: {t['single']['train_step']:.3f} s")
+# The calibrated shapes with rates set by hand: (N, T) GEMMs (the forward's) at rate / 2.
+p = json.loads(open(profile("by_shape")).read())
+p["gemm_shapes"] = {"fp32": [x[:5] + [rate / 2 if (x[0], x[1]) == (0, 1) else rate] for x in shapes]}
+json.dump(p, open(os.path.join(WORK, "by_shape.json"), "w"))
+t, _ = plan(os.path.join(WORK, "by_shape.json"), ["single"], S)
+check(rel(t["single"]["forward"], 4 * Pm * S / rate) < 1e-9
+      and rel(t["single"]["train_step"], 8 * Pm * S / rate) < 1e-9,
+      f"rates by shape: forward {t['single']['forward']:.9f} s = 4·P_m·S/rate, step "
+      f"{t['single']['train_step']:.9f} s = 8·P_m·S/rate")
+pp = S * (S + 1) / 2  # one call per layer: the causal pairs of a head
+p = json.loads(open(profile("attn_table", attn=(1.0, 1.0))).read())
+p["attn_sizes"] = {"fp32": [[pp / 4, fwd_rate, bwd_rate], [pp * 4, 3 * fwd_rate, 3 * bwd_rate]]}
+json.dump(p, open(os.path.join(WORK, "attn_table.json"), "w"))
+t, _ = plan(os.path.join(WORK, "attn_table.json"), ["single"], S)
+check(rel(t["single"]["forward"], 4 * d * pairs / (2 * fwd_rate)) < 1e-9,
+      f"attention by size: forward {t['single']['forward']:.9f} s at the rate halfway (log pairs) "
+      f"between the table's rows")
 
 if failures:
     sys.exit(f"{len(failures)} check(s) failed")
