@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "build/origami")
+BIN = os.environ.get("ORIGAMI_BIN", os.path.join(ROOT, "build/origami"))
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OMPI_MCA_rmaps_base_oversubscribe="1", OMP_NUM_THREADS="1")
 LAYOUTS = [("single", 1), ("tsp=2", 2), ("fsdp_sp=2", 2), ("tp=2", 2), ("tp=2 off", 2), ("sp=2", 2),
@@ -42,6 +42,22 @@ def layout_flags(name):
     return f
 
 
+def predict(config, S, name, lk, profile):
+    """plan --time's training step (s) and exposed share for one cell."""
+    out = sh([BIN, "plan", "--config", config, "--seq", str(S), "--time", "--hardware", profile,
+              "--json", "--layout", name.split()[0]]
+             + (["--tp-sequence-parallel", "off"] if name.endswith("off") else []) + lk)
+    p = json.loads(out)[0]["predicted_seconds"]
+    return p["train_step"], p["train_step_exposed"] / p["train_step"]
+
+
+def save(a, rows, profiles):
+    tag = os.path.splitext(os.path.basename(a.config))[0]
+    json.dump({"config": a.config, "seq": a.seq, "link": a.link, "machine": platform.node(),
+               "rows": rows, "profiles": {n: p for n, p in profiles.items()}},
+              open(os.path.join(a.out, f"rows_{tag}.json"), "w"), indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="configs/small-long.json")
@@ -55,11 +71,14 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs per cell: the median step of each run, then the median over runs")
     ap.add_argument("--out", default="/tmp/plan_validate")
+    ap.add_argument("--repredict", default="",
+                    help="a rows_*.json this script wrote: predict its measured cells again with "
+                         "the current build (the model changed, the measurements did not)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     layouts = [x for x in LAYOUTS if a.layouts is None or x[0] in a.layouts]
     profiles = {}
-    for n in sorted({w for _, w in layouts}):
+    for n in ([] if a.repredict else sorted({w for _, w in layouts})):
         p = os.path.join(a.out, f"calibrate_np{n}.json")
         if not a.reuse_calibration:
             lays = sorted({x.split()[0] for x, w in layouts if w == n})
@@ -72,7 +91,18 @@ def main():
             sys.exit(f"--reuse-calibration: {p} is missing")
         profiles[n] = p
     rows = []
-    for S in a.seq:
+    if a.repredict:
+        j = json.load(open(a.repredict))
+        a.config, a.seq, a.link, profiles = j["config"], j["seq"], j["link"], j["profiles"]
+        profiles = {int(k): v for k, v in profiles.items()}
+        n_of = dict(LAYOUTS)
+        for S, link, name, _, meas, _, mexp in j["rows"]:
+            lk = ["--emulate-link", link] if link else []
+            pred, pexp = predict(a.config, S, name, lk, profiles[n_of[name]])
+            rows.append((S, link, name, pred, meas, pexp, mexp))
+            print(f"S={S:6d} {link or 'no link':>9s} {name:10s} predicted {pred:8.3f} s measured "
+                  f"{meas:8.3f} s  error {100 * (pred - meas) / meas:+6.1f}%")
+    for S in ([] if a.repredict else a.seq):
         for link in [""] + ([a.link] if a.link else []):
             for name, n in layouts:
                 rep = os.path.join(a.out, "report.json")
@@ -89,13 +119,9 @@ def main():
                 runs.sort()
                 meas, mexp = runs[len(runs) // 2]
                 mexp /= meas
-                out = sh([BIN, "plan", "--config", a.config, "--seq", str(S), "--time", "--hardware",
-                          profiles[n], "--json"] + (["--layout", name.split()[0]] if name != "single"
-                                                    else ["--layout", "single"])
-                         + (["--tp-sequence-parallel", "off"] if name.endswith("off") else []) + lk)
-                p = json.loads(out)[0]["predicted_seconds"]
-                pred, pexp = p["train_step"], p["train_step_exposed"] / p["train_step"]
+                pred, pexp = predict(a.config, S, name, lk, profiles[n])
                 rows.append((S, link, name, pred, meas, pexp, mexp))
+                save(a, rows, profiles)
                 print(f"S={S:6d} {link or 'no link':>9s} {name:10s} predicted {pred:8.3f} s "
                       f"measured {meas:8.3f} s (runs {', '.join(f'{x[0]:.3f}' for x in runs)})  error {100 * (pred - meas) / meas:+6.1f}%  exposed "
                       f"{100 * pexp:4.0f}% vs {100 * mexp:4.0f}%", flush=True)
@@ -120,9 +146,6 @@ def main():
         print(f"| {S} | {link or '—'} | {name} | {pred:.3f} | {meas:.3f} | {100 * (pred - meas) / meas:+.1f}% "
               f"| {100 * pexp:.0f}% | {100 * mexp:.0f}% |")
     tag = os.path.splitext(os.path.basename(a.config))[0]
-    json.dump({"config": a.config, "machine": platform.node(), "rows": rows,
-               "profiles": {n: json.load(open(p))["provenance"] for n, p in profiles.items()}},
-              open(os.path.join(a.out, f"rows_{tag}.json"), "w"), indent=1)
     dat = os.path.join(a.out, f"points_{tag}.dat")
     with open(dat, "w") as f:
         for r in rows:
