@@ -22,8 +22,15 @@ nlohmann::json comm_summary(const std::vector<CommRecord>& recs, int L) {
                  step = empty_table();
   std::vector<nlohmann::json> layers(static_cast<size_t>(L), empty_table());
   double seconds = 0;
+  // Point-to-point bytes received, by category and the peer they came from (the links a
+  // transport uses: --mlp-transport ring takes all from r-1, biring half from each neighbour).
+  nlohmann::json from_peer = nlohmann::json::object();
   for (const auto& r : recs) {
     add(total, r);
+    if (r.peer >= 0 && r.bytes > 0) {
+      auto& slot = from_peer[traffic_name(r.cat)][std::to_string(r.peer)];
+      slot = (slot.is_null() ? 0 : slot.get<int64_t>()) + r.bytes;
+    }
     seconds += r.seconds;
     if (r.where >= 0 && r.where < L)
       add(layers[static_cast<size_t>(r.where)], r);
@@ -34,9 +41,10 @@ nlohmann::json comm_summary(const std::vector<CommRecord>& recs, int L) {
     else
       add(step, r);
   }
-  return {{"comm_bytes", total},     {"comm_bytes_per_layer", layers}, {"comm_bytes_embed", embed},
-          {"comm_bytes_head", head}, {"comm_bytes_step", step},        {"comm_calls", recs.size()},
-          {"comm_wall_s", seconds}};
+  return {{"comm_bytes", total},       {"comm_bytes_per_layer", layers},
+          {"comm_bytes_embed", embed}, {"comm_bytes_head", head},
+          {"comm_bytes_step", step},   {"comm_calls", recs.size()},
+          {"comm_wall_s", seconds},    {"comm_bytes_from_peer", from_peer}};
 }
 
 std::vector<std::string> gather_to_root(const std::string& s) {

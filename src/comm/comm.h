@@ -37,6 +37,7 @@ struct CommRecord {
   Traffic cat;
   int64_t bytes;
   double seconds;
+  int peer = -1;  // a point-to-point receive: the rank (in this communicator) it came from
 };
 
 // One in-flight operation. wait() completes it (idempotent); test() advances it and says whether
@@ -104,8 +105,8 @@ class Comm {
 
   // Called when an operation is posted (the context then is the one that counts); the time is
   // filled in when it completes.
-  size_t record(Traffic t, int64_t bytes) {
-    records_.push_back({where_, phase_, t, bytes, 0.0});
+  size_t record(Traffic t, int64_t bytes, int peer = -1) {
+    records_.push_back({where_, phase_, t, bytes, 0.0, peer});
     return records_.size() - 1;
   }
   void set_seconds(size_t i, double s) { records_[i].seconds = s; }

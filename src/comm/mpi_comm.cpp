@@ -331,7 +331,8 @@ class MpiComm : public Comm {
                       r.emplace_back();
                       MPI_Irecv(buf, icount(bytes), MPI_BYTE, src, tag, c(t), &r.back());
                     },
-                    nullptr}});
+                    nullptr}},
+                  src);
   }
   Request ibcast(void* buf, int64_t bytes, int root, Traffic t) override {
     return staged(t, direct::bcast(rank_, root, bytes),
@@ -428,9 +429,9 @@ class MpiComm : public Comm {
   }
   // Records the operation (`received` bytes at this rank, in the current context) and starts it;
   // under the lock, since the progress thread reads the records and the live operations.
-  Request staged(Traffic t, int64_t received, std::vector<StagedOp::Stage> st) {
+  Request staged(Traffic t, int64_t received, std::vector<StagedOp::Stage> st, int peer = -1) {
     std::lock_guard lk(g_mu);
-    const size_t rec = record(t, received);
+    const size_t rec = record(t, received, peer);
     return Request(std::make_shared<StagedOp>(this, rec, std::move(st)));
   }
 

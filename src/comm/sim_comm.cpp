@@ -280,7 +280,7 @@ class SimComm : public SimBase {
     return p2p(true, const_cast<void*>(buf), bytes, rank_, dst, tag, t);
   }
   Request irecv(void* buf, int64_t bytes, int src, int tag, Traffic t) override {
-    record(t, direct::recv(rank_, src, bytes));
+    record(t, direct::recv(rank_, src, bytes), src);
     return p2p(false, buf, bytes, src, rank_, tag, t);
   }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -432,7 +433,7 @@ class NcclDeviceComm : public Comm {
   // `name` and `peer` (-1: none) describe it to the watchdog.
   template <class F>
   Request op(Traffic t, int64_t received, const char* name, int peer, F&& f) {
-    record(t, received);
+    record(t, received, std::string_view(name) == "ncclRecv" ? peer : -1);
     std::string what = cat(name, " ", op_context(t, where(), phase()));
     if (peer >= 0) what += cat(" with rank ", peer);
     const int k = static_cast<int>(t);

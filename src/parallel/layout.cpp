@@ -148,6 +148,24 @@ void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t B, int64_t se
          " KV heads per rank (num_key_value_heads/tp)");
 }
 
+MlpTransport parse_mlp_transport(const std::string& s) {
+  if (s == "ring") return MlpTransport::ring;
+  if (s == "biring") return MlpTransport::biring;
+  if (s == "broadcast") return MlpTransport::broadcast;
+  fail("--mlp-transport=", s, " is not one of: ring, biring, broadcast");
+}
+const char* mlp_transport_name(MlpTransport t) {
+  switch (t) {
+    case MlpTransport::biring:
+      return "biring";
+    case MlpTransport::broadcast:
+      return "broadcast";
+    case MlpTransport::ring:
+      break;
+  }
+  return "ring";
+}
+
 void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc) {
   // The specs that take an option, named as the messages name them.
   auto takers = [](bool LayoutSpec::*opt, bool axes) {
@@ -175,6 +193,10 @@ void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc) {
     fail("--fused-mlp-recompute needs a ",
          join(takers(&LayoutSpec::fused_mlp_recompute, false), "or"),
          " layout (it fuses their MLP weight ring)");
+  if (p.mlp_transport != MlpTransport::ring && !S.mlp_transport)
+    fail("--mlp-transport ", mlp_transport_name(p.mlp_transport), " needs a ",
+         join(takers(&LayoutSpec::mlp_transport, false), "or"),
+         " layout (it moves their MLP weight shards)");
   if (p.fused_mlp_recompute && rc != Recompute::full)
     fail(
         "--fused-mlp-recompute needs --recompute full (it fuses the recompute of the MLP into its "

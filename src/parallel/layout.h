@@ -36,6 +36,14 @@ struct Layout {
   int tp_degree() const;
 };
 
+// How TSP's MLP weight shards and gradient accumulators travel (--mlp-transport): the
+// one-neighbour ring (tsp-spec §5), a bidirectional ring (each shard in two halves, one per
+// direction: both neighbour links busy), or owner broadcast (every shard gathered by all at once,
+// the partial gradients reduce-scattered home: every link of a full mesh busy, D shards alive).
+enum class MlpTransport { ring, biring, broadcast };
+MlpTransport parse_mlp_transport(const std::string& s);
+const char* mlp_transport_name(MlpTransport t);
+
 // The command-line options that choose and tune a parallel layout (train and grad share them);
 // where it runs (device, communicators, link, progress thread) is runtime/runtime.h's part.
 struct ParallelOptions : RuntimeOptions {
@@ -45,6 +53,7 @@ struct ParallelOptions : RuntimeOptions {
   bool fused_mlp_recompute = false;  // tsp, fsdp_sp with --recompute full
   bool tp_seq_parallel = true;       // --tp-sequence-parallel on|off (Megatron SP inside TP)
   bool tp_seq_parallel_given = false;
+  MlpTransport mlp_transport = MlpTransport::ring;  // tsp
 };
 // What the TSP schedule needs (tsp-spec §3): n_kv mod D, I mod D, S mod 2D, head buckets.
 void validate_tsp(const ModelConfig& c, int D, int64_t seq, int attn_buckets);
@@ -68,7 +77,7 @@ struct LayoutSpec {
   const char* tp_axis;            // the axis of the mesh's TP groups (consecutive ranks), or ""
   const char* help;               // one line of --help
   // The options it takes (validate_options refuses the others with the messages users see).
-  bool attn_buckets, keep_attn_weights, fused_mlp_recompute;
+  bool attn_buckets, keep_attn_weights, fused_mlp_recompute, mlp_transport;
   // What the schedule needs of the config, batch and options (the same error on every rank).
   void (*validate)(const Layout& L, const ModelConfig& c, const ParallelOptions& p,
                    int64_t micro_batch, int64_t seq);

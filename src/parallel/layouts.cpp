@@ -29,6 +29,10 @@ InferKind infer_single(const Layout&) {
 void validate_folded(const Layout& L, const ModelConfig& c, const ParallelOptions& p, int64_t,
                      int64_t S) {
   validate_tsp(c, L.model_degree(), S, p.attn_buckets);
+  const int D = L.model_degree();
+  if (p.mlp_transport == MlpTransport::biring && D > 1 && c.intermediate_size / D % 2 != 0)
+    fail("--mlp-transport biring splits each MLP shard in two: intermediate_size/", D, " = ",
+         c.intermediate_size / D, " must be even");
 }
 // Sched: TspEngine, or FsdpSpEngine (TSP's pieces, whole layers gathered: fsdp_sp.h).
 template <class Sched>
@@ -37,7 +41,8 @@ std::unique_ptr<Engine> folded_engine(const Layout& L, const ModelConfig& c,
   const TspOptions o{.attn_buckets = p.attn_buckets,
                      .keep_attn_weights = p.keep_attn_weights,
                      .recompute = rc,
-                     .fused_mlp = p.fused_mlp_recompute};
+                     .fused_mlp = p.fused_mlp_recompute,
+                     .mlp_transport = p.mlp_transport};
   return make_sharded_engine(c, std::move(mesh), L.text,
                              [&](Mesh& m) { return std::make_unique<Sched>(c, *m.model, o); });
 }
@@ -77,6 +82,7 @@ const LayoutSpec kSingle{.name = "single",
                          .attn_buckets = false,
                          .keep_attn_weights = false,
                          .fused_mlp_recompute = false,
+                         .mlp_transport = false,
                          .validate = validate_single,
                          .make_engine = single_engine,
                          .infer = infer_single};
@@ -89,6 +95,7 @@ const LayoutSpec kTsp{
     .attn_buckets = true,
     .keep_attn_weights = true,
     .fused_mlp_recompute = true,
+    .mlp_transport = true,
     .validate = validate_folded,
     .make_engine = folded_engine<TspEngine>,
     .infer = infer_tsp};
@@ -104,6 +111,7 @@ const LayoutSpec kFsdpSp{
     .attn_buckets = true,
     .keep_attn_weights = false,
     .fused_mlp_recompute = true,
+    .mlp_transport = false,
     .validate = validate_folded,
     .make_engine = folded_engine<FsdpSpEngine>,
     .infer = infer_none};
@@ -118,6 +126,7 @@ const LayoutSpec kTpSp{
     .attn_buckets = true,
     .keep_attn_weights = false,
     .fused_mlp_recompute = false,
+    .mlp_transport = false,
     .validate = validate_tp_sp,
     .make_engine = tp_sp_engine,
     .infer = infer_tp_sp};

@@ -19,6 +19,8 @@
 // stay allocated until then.
 #pragma once
 #include <functional>
+#include <memory>
+#include <vector>
 
 #include "comm/comm.h"
 #include "core/tensor.h"
@@ -44,16 +46,19 @@ class RingTail {
   RingTail() = default;
   RingTail(RingTail&&) = default;
   RingTail& operator=(RingTail&&) = default;
-  // Waits for the home accumulator and the last sends, adds the accumulator to the owner's
-  // gradient and frees the buffers. Idempotent.
+  // Waits for the home accumulators and the last sends, adds each accumulator to the owner's
+  // gradient, runs `then` (biring: unpacks the pieces' gradients) and frees the buffers.
+  // Idempotent.
   void finish();
 
- private:
-  friend void ring_backward(Comm&, const RingSpec&, float*, const RingBwd&, RingTail*, RingStart*);
-  Request sends[2], home;
-  Tensor acc[2], home_buf;
-  float* dst = nullptr;
-  int64_t n = 0;
+  struct Part {  // one lane's home hop
+    Request sends[2], home;
+    Tensor acc[2], home_buf;
+    float* dst = nullptr;
+    int64_t n = 0;
+  };
+  std::vector<Part> parts;
+  std::function<void()> then;
 };
 
 // A ring's first transfer (step 0's send and receive; FSDP+SP: the whole gather), posted ahead of
@@ -63,6 +68,8 @@ struct RingStart {
   Tensor wbuf[2], all;
   Request ws, wr, gather;
   bool posted = false;
+  Tensor own;                        // biring: this lane's packed piece of the own shard
+  std::unique_ptr<RingStart> lane1;  // biring: the other lane's first transfer
 };
 RingStart ring_prefetch(Comm& comm, const RingSpec& spec);
 RingStart gathered_prefetch(Comm& comm, const RingSpec& spec);
@@ -76,6 +83,17 @@ void ring_forward(Comm& comm, const RingSpec& spec, const RingFwd& compute,
 // entry (finished after this ring's compute) and this ring's on return.
 void ring_backward(Comm& comm, const RingSpec& spec, float* own_grad, const RingBwd& compute,
                    RingTail* tail = nullptr, RingStart* start = nullptr);
+
+// --mlp-transport biring: two rings in opposite directions, each carrying one piece of every
+// shard (pieces[0] to rank r+1, as the ring; pieces[1] to rank r-1), so that a rank's two links
+// each carry half the bytes. At step t rank r holds piece 0 of shard (r - t) mod D and piece 1 of
+// shard (r + t) mod D, and calls compute(2·s + lane, piece, G) for both; each piece's accumulator
+// travels its own lane home to own_grad[lane] (a packed piece gradient). `then` runs once both
+// have arrived (with `tail`: when the tail is finished) — the caller unpacks the pieces there.
+RingStart biring_prefetch(Comm& comm, const RingSpec (&pieces)[2]);
+void biring_backward(Comm& comm, const RingSpec (&pieces)[2], float* const (&own_grad)[2],
+                     const RingBwd& compute, const std::function<void()>& then,
+                     RingTail* tail = nullptr, RingStart* start = nullptr);
 
 // FSDP+SP's counterpart: all-gather every rank's shard (the whole layer), compute with each in
 // the ring's order, and (backward) reduce-scatter the partial gradients to their owners. Same

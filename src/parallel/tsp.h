@@ -11,6 +11,7 @@
 #include "comm/comm.h"
 #include "model/model.h"
 #include "parallel/attn_pipeline.h"
+#include "parallel/layout.h"
 #include "parallel/ring.h"
 #include "parallel/sharded.h"
 #include "parallel/tsp_params.h"
@@ -23,6 +24,7 @@ struct TspOptions {
   bool keep_attn_weights = false;  // only with --recompute full
   Recompute recompute = Recompute::none;
   bool fused_mlp = false;  // --fused-mlp-recompute (needs recompute full)
+  MlpTransport mlp_transport = MlpTransport::ring;
   // (validate_options, layout.h, refuses the combinations these options cannot take)
 };
 
@@ -143,6 +145,9 @@ class TspEngine : public ShardedSchedule {
   void block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor& dx,
                  const std::vector<Tensor>* kept);
   // helpers
+  bool biring() const;
+  int64_t mlp_unit_width() const;  // the intermediate units of one MLP compute (shard or piece)
+  int mlp_units() const;           // MLP computes per pass (D, biring 2D)
   RingSpec mlp_spec(const TspLayer& W) const {
     return {t_.mlp_size(), {W.mlp.raw(), W.mlp.dtype()}, Traffic::mlp_weights, Traffic::grads};
   }

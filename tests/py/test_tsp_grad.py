@@ -15,6 +15,9 @@ bitwise, and the bytes with bf16 elements where bf16 travels (weights, K/V forwa
 ring's weights, embedding rows) and fp32 where gradients do (weight gradients, dK/dV).
 It also checks the bytes every rank records per layer, phase and category against the formulas of
 tsp-spec §7 (and, for the embedding, the bytes computed from the ids).
+--mlp-transport biring and broadcast (tsp only): the same results and bytes per category, and
+the bytes by the peer they came from: ring takes all of the MLP's weights and accumulators from
+rank r-1, biring half from each neighbour (D > 2), broadcast none point-to-point (collectives).
 The same checks run for FSDP+SP on one axis (AXIS = fsdp_sp): TSP's ownership map with whole layers
 gathered, so the same results and the same bytes per phase (no kept packets there).
 Usage: test_tsp_grad.py ORIGAMI_BINARY WORKDIR D [AXIS]"""
@@ -124,6 +127,31 @@ def check_bytes(report, cfg, D, ids, recompute_full, keep, fused=False, es=4):
     return bad
 
 
+def check_links(report, cfg, D, transport):
+    """The MLP's point-to-point bytes by the peer they came from: its weights (every pass) and its
+    gradient accumulators (L·(D-1)/D·3·I·h·4 bytes; the attention's gradients return by
+    collectives): ring all from r-1, biring half from r-1 and half from r+1, broadcast none (its
+    gathers and reduce-scatters are collectives)."""
+    bad = []
+    L, I, h = cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["hidden_size"]
+    for rk in report["ranks"]:
+        r = rk["rank"]
+        totals = {"mlp_weights": sum(rk["comm_bytes"]["mlp_weights"].values()),
+                  "grads": L * (D - 1) * 3 * I * h * 4 // D}
+        for cat, total in totals.items():
+            got = {int(k): v for k, v in rk["comm_bytes_from_peer"].get(cat, {}).items()}
+            prev, nxt = (r - 1) % D, (r + 1) % D
+            if transport == "broadcast" or D == 1:
+                want = {}
+            elif transport == "ring" or prev == nxt:
+                want = {prev: total}
+            else:
+                want = {prev: total // 2, nxt: total // 2}
+            if got != want:
+                bad.append(f"rank {r} {cat} ({transport}): by peer {got}, want {want}")
+    return bad
+
+
 def compare(ref, got):
     lr = abs(float(ref["loss"][0]))  # 0 when every target is ignored (D = 1, rank 0 masked)
     le = abs(float(got["loss"][0]) - float(ref["loss"][0])) / (lr if lr else 1.0)
@@ -156,6 +184,13 @@ def main():
         ("bf16_tied_buckets_full", True, False, ["--recompute", "full", "--attn-buckets", "2", "--dtype",
                                                  "bf16"]),
     ]
+    if AXIS == "tsp":
+        cases += [
+            ("biring", False, False, ["--recompute", "none", "--mlp-transport", "biring"]),
+            ("biring_fused_bf16", True, False, ["--recompute", "full", "--fused-mlp-recompute",
+                                                "--mlp-transport", "biring", "--dtype", "bf16"]),
+            ("broadcast", False, False, ["--recompute", "full", "--mlp-transport", "broadcast"]),
+        ]
     failures = []
     for i, (name, tied, mask0, flags) in enumerate(cases):
         if AXIS != "tsp":  # kept packets are a TSP option
@@ -182,6 +217,13 @@ def main():
         if bad:
             print("\n".join(bad[:6]))
             failures.append(name + " bytes")
+        if AXIS == "tsp":
+            bad = check_links(rep, cfg, D,
+                              next((f for f in ("biring", "broadcast") if f in flags), "ring"))
+            print(f"{AXIS}={D} {name:18s} MLP bytes by peer as the transport sends them: {not bad}")
+            if bad:
+                print("\n".join(bad[:4]))
+                failures.append(name + " links")
         if name == "fused_mlp":  # the same gradients as recomputing the MLP in its own ring
             unfused = [x for x in flags if x != "--fused-mlp-recompute"]
             out = os.path.join(work, name + ".unfused.safetensors")
@@ -190,7 +232,7 @@ def main():
             print(f"{AXIS}={D} --fused-mlp-recompute bitwise equal to the separate recompute ring: {same}")
             if not same:
                 failures.append("fused bitwise")
-        if name in ("keep_weights", "bf16_untied"):  # overlap off and a rerun: bit-identical
+        if name in ("keep_weights", "bf16_untied", "biring"):  # overlap off and a rerun: bit-identical
             a = open(os.path.join(work, name + ".tsp.safetensors"), "rb").read()
             grad(cfgp, wp, tp, os.path.join(work, name + ".noov.safetensors"), D, flags + ["--no-overlap"])
             grad(cfgp, wp, tp, os.path.join(work, name + ".rerun.safetensors"), D, flags)
