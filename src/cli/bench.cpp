@@ -145,7 +145,8 @@ class TrainBench {
  private:
   struct Row {
     Layout L;
-    std::string sp_flag, label;
+    std::string sp_flag,
+        label;  // sp_flag: the row's own flags (--tp-sequence-parallel, --mlp-transport)
   };
 
   void make_rows() {
@@ -154,6 +155,14 @@ class TrainBench {
     const std::string tpsp = a_.str("tp-sequence-parallel");
     for (const auto& ls : a_.list("layout")) {
       const Layout L = Layout::parse(ls, -1);
+      if (L.spec->mlp_transport) {  // tsp: the transports asked for (all: one row each)
+        const std::string mt = a_.str("mlp-transport");
+        for (const char* v : {"ring", "biring", "broadcast"})
+          if (mt == "all" || mt == v)
+            rows_.push_back({L, std::string(" --mlp-transport ") + v,
+                             L.text + (std::string(v) == "ring" ? "" : cat(" (", v, ")"))});
+        continue;
+      }
       if (!L.has_tp_axis()) {
         rows_.push_back({L, "", L.text});
         continue;

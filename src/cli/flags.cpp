@@ -22,7 +22,10 @@ void schedule_flags(Args& a, bool both) {
          "tsp: how the MLP's weight shards and gradient accumulators travel: ring (one "
          "neighbour, tsp-spec), biring (each shard in two halves, one per direction: both "
          "neighbour links), broadcast (every shard gathered by all at once: every link of a full "
-         "mesh, D shards alive)");
+         "mesh, D shards alive)" +
+             std::string(both ? "; all = every tsp layout once per transport; other layouts "
+                                "keep theirs"
+                              : ""));
   a.flag("tp-sequence-parallel", "on",
          std::string("tp layouts: on = Megatron sequence parallelism (norms and residuals split "
                      "over the TP ranks, all-gather/reduce-scatter), off = plain TP (replicated "
@@ -36,7 +39,10 @@ ScheduleFlags schedule_options(const Args& a, ParallelOptions& p, bool both) {
   p.attn_buckets = static_cast<int>(a.i64("attn-buckets", 1));
   p.keep_attn_weights = a.on("keep-attn-weights");
   p.fused_mlp_recompute = a.on("fused-mlp-recompute");
-  p.mlp_transport = parse_mlp_transport(a.str("mlp-transport"));
+  if (both && a.str("mlp-transport") == "all")
+    s.mlp_transport_all = true;
+  else
+    p.mlp_transport = parse_mlp_transport(a.str("mlp-transport"));
   const std::string sp = a.str("tp-sequence-parallel");
   if (sp != "on" && sp != "off" && !(both && sp == "both"))
     fail("--tp-sequence-parallel=", sp, " is not one of: on, off", both ? ", both" : "");
@@ -52,7 +58,6 @@ std::string schedule_args(const Args& a) {
   if (a.given("attn-buckets")) s += " --attn-buckets " + a.str("attn-buckets");
   if (a.on("keep-attn-weights")) s += " --keep-attn-weights";
   if (a.on("fused-mlp-recompute")) s += " --fused-mlp-recompute";
-  if (a.given("mlp-transport")) s += " --mlp-transport " + a.str("mlp-transport");
   return s;
 }
 

@@ -83,15 +83,32 @@ std::vector<Row> dry_runs(const PlanOptions& o, const ModelConfig& cfg,
   for (const std::string& given : o.layouts) {
     const std::string ls = o.devices > 0 ? with_devices(given, o.devices) : given;
     const Layout L = Layout::parse(ls, -1);
+    // The variants of this layout: TP's sequence-parallel setting (tp rows), the MLP transport
+    // (tsp rows); each option applies to the layouts that take it.
+    std::vector<std::pair<ParallelOptions, std::string>> variants;
+    const bool tp_axis = L.has_tp_axis();
     for (const bool seqp : {true, false}) {
+      if (!seqp && !(tp_axis && o.tp_sp_both)) continue;
       ParallelOptions par = o.par;
-      const bool tp_axis = L.has_tp_axis();
-      if (tp_axis && o.tp_sp_both)
-        par.tp_seq_parallel = seqp;
-      else if (!seqp)
-        continue;
+      if (tp_axis && o.tp_sp_both) par.tp_seq_parallel = seqp;
+      if (!L.spec->mlp_transport) par.mlp_transport = MlpTransport::ring;
       const std::string name =
           L.text + (tp_axis && L.tp_degree() > 1 && !par.tp_seq_parallel ? " (SP off)" : "");
+      if (L.spec->mlp_transport && o.mlp_transport_all) {
+        for (const MlpTransport t :
+             {MlpTransport::ring, MlpTransport::biring, MlpTransport::broadcast}) {
+          par.mlp_transport = t;
+          variants.push_back(
+              {par, t == MlpTransport::ring ? name : cat(name, " (", mlp_transport_name(t), ")")});
+        }
+      } else {
+        variants.push_back(
+            {par, par.mlp_transport == MlpTransport::ring
+                      ? name
+                      : cat(name, " (", mlp_transport_name(par.mlp_transport), ")")});
+      }
+    }
+    for (const auto& [par, name] : variants) {
       names.push_back(name);
       for (int64_t S : o.seqs) {
         Row row{name, S, {}, ""};
@@ -104,7 +121,6 @@ std::vector<Row> dry_runs(const PlanOptions& o, const ModelConfig& cfg,
         }
         rows.push_back(std::move(row));
       }
-      if (!(tp_axis && o.tp_sp_both)) break;
     }
   }
   return rows;

@@ -20,7 +20,8 @@ struct PlanOptions {
   ParallelOptions par;
   double device_gib = 0;  // 0: no budget
   bool json = false;
-  bool tp_sp_both = false;  // tp layouts with and without sequence parallelism
+  bool tp_sp_both = false;         // tp layouts with and without sequence parallelism
+  bool mlp_transport_all = false;  // tsp layouts once per --mlp-transport
   int threads = 1;
   int64_t new_tokens = 0;  // > 0: also the inference table (generate with this many new tokens)
   std::string hardware;    // --time --hardware FILE: simulated step times (plan/hardware.h)
