@@ -255,6 +255,13 @@ int cmd_plan(int argc, char** argv) {
       "with --time: per S, the layouts whose predicted peak fits the device (--device-memory, "
       "else the profile's device_memory_bytes) ranked by training throughput, and why the "
       "winner wins");
+  a.boolean("dense-attention",
+            "with --time, a counterfactual: attention charged as a masked dense kernel (every "
+            "query-key pair it is given, no causal tile skipped); the engines run causal");
+  a.boolean("no-zigzag",
+            "with --time, a counterfactual: attention charged as if the sequence were split into "
+            "contiguous chunks (rank i: chunks 2i, 2i+1) instead of zigzag; bytes and memory "
+            "unchanged");
   a.flag("emulate-link", "",
          "GBPS[,LATENCY_US]: with --time, every link of the profile replaced by this one (what "
          "train --emulate-link GBPS,LATENCY_US runs over)");
@@ -287,6 +294,10 @@ int cmd_plan(int argc, char** argv) {
   o.recommend = a.on("recommend");
   if ((o.devices > 0 || o.recommend) && !a.on("time"))
     fail(o.devices > 0 ? "--devices" : "--recommend", " needs --time");
+  o.dense_attention = a.on("dense-attention");
+  o.no_zigzag = a.on("no-zigzag");
+  if ((o.dense_attention || o.no_zigzag) && !a.on("time"))
+    fail(o.dense_attention ? "--dense-attention" : "--no-zigzag", " needs --time");
   if (a.given("emulate-link")) {
     if (!a.on("time")) fail("--emulate-link needs --time");
     parse_emulated_link(a.str("emulate-link"), o.par);

@@ -8,7 +8,15 @@ namespace {
 thread_local Clock* t_clock = nullptr;
 KernelTime g_time = nullptr;
 const void* g_ctx = nullptr;
+AttnCharge g_attn;
 }  // namespace
+
+void set_attn_charge(const AttnCharge& a) {
+  g_attn = a;
+}
+const AttnCharge& attn_charge() {
+  return g_attn;
+}
 
 Clock* clock() {
   return t_clock;

@@ -58,6 +58,19 @@ struct Link {
   }
 };
 
+// How attention calls are charged (`plan --time` variants of a baseline's kernels and balance;
+// the engines themselves always run causal zigzag): dense: every (query, key) pair of the
+// segments a call is given, as a masked dense kernel that skips no tile; contiguous (chunk > 0):
+// positions relabelled as if the sequence were split into 2Σ contiguous chunks of `chunk` with
+// rank i holding chunks 2i, 2i+1, instead of zigzag's i and 2Σ-1-i.
+struct AttnCharge {
+  bool dense = false;
+  int64_t chunk = 0;
+  int sigma = 0;
+};
+void set_attn_charge(const AttnCharge& a);  // for every thread (the dry run sets it)
+const AttnCharge& attn_charge();
+
 // This thread's clock (nullptr: time is not simulated).
 Clock* clock();
 void bind(Clock* c);

@@ -1,6 +1,7 @@
 #include "kernels/meta.h"
 
 #include <atomic>
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <tuple>
@@ -83,6 +84,31 @@ double causal_pairs(int64_t qpos0, int64_t qlen, int64_t kpos0, int64_t klen) {
   return G(a0 + static_cast<double>(qlen) - 1) - G(a0 - 1);
 }
 
+// The pairs a call of a query and a key segment is charged (sim::AttnCharge): causal, dense, or
+// causal after relabelling zigzag chunks as contiguous ones (each segment cut at chunk borders).
+double charged_pairs(int64_t qpos0, int64_t qlen, int64_t kpos0, int64_t klen) {
+  const sim::AttnCharge& a = sim::attn_charge();
+  if (a.dense) return static_cast<double>(qlen) * static_cast<double>(klen);
+  if (a.chunk <= 0) return causal_pairs(qpos0, qlen, kpos0, klen);
+  const int64_t C = a.chunk, n = 2 * static_cast<int64_t>(a.sigma);
+  const auto relabel = [&](int64_t p) {  // zigzag chunk c (rank min(c, n-1-c)) -> contiguous
+    const int64_t c = p / C, o = p % C;
+    const int64_t to = c < a.sigma ? 2 * c : 2 * (n - 1 - c) + 1;
+    return to * C + o;
+  };
+  double pairs = 0;
+  for (int64_t q = qpos0; q < qpos0 + qlen;) {
+    const int64_t ql = std::min(qpos0 + qlen, (q / C + 1) * C) - q;
+    for (int64_t k = kpos0; k < kpos0 + klen;) {
+      const int64_t kl = std::min(kpos0 + klen, (k / C + 1) * C) - k;
+      pairs += causal_pairs(relabel(q), ql, relabel(k), kl);
+      k += kl;
+    }
+    q += ql;
+  }
+  return pairs;
+}
+
 // The flash-attention kernels: nothing computed, the CPU kernels' tiles held during the call
 // (fp32; under bf16 with the widened Q, K, V tiles too); the simulated clock (core/sim_clock.h)
 // is charged 4·d flops per visible pair and query head forward, 10·d backward.
@@ -103,8 +129,7 @@ struct Attn<Bwd, Bf16, void (*)(A...)> {
     const int nks = std::get<n - 3>(args);
     double pairs = 0;
     for (int i = 0; i < nqs; ++i)
-      for (int j = 0; j < nks; ++j)
-        pairs += causal_pairs(qs[i].pos0, qs[i].len, ks[j].pos0, ks[j].len);
+      for (int j = 0; j < nks; ++j) pairs += charged_pairs(qs[i].pos0, qs[i].len, ks[j].pos0, ks[j].len);
     sim::Work w;
     w.kind = Bwd ? sim::Work::attn_bwd : sim::Work::attn_fwd;
     w.flops = pairs * sh.n_h * sh.d * (Bwd ? 10.0 : 4.0);

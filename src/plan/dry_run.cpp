@@ -100,6 +100,18 @@ Result dry_run(const Input& in) {
     }
     ~KernelTimeScope() { sim::set_kernel_time(nullptr, nullptr); }
   } kernel_time_scope(in.hw);
+  struct AttnChargeScope {
+    explicit AttnChargeScope(const sim::AttnCharge& a) { sim::set_attn_charge(a); }
+    ~AttnChargeScope() { sim::set_attn_charge({}); }
+  } attn_charge_scope([&] {
+    sim::AttnCharge a;
+    a.dense = in.dense_attention;
+    if (in.contiguous) {  // the sequence axis: TSP's and FSDP+SP's D, SP's Σ (TP alone: none)
+      a.sigma = L.has("sp") ? L.size("sp") : L.has_tp_axis() ? 1 : L.model_degree();
+      a.chunk = S / (2 * a.sigma);
+    }
+    return a;
+  }());
   auto rank = [&](int i) {
     try {
       ThreadTracker tt(trackers[i]);

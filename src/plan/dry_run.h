@@ -39,6 +39,9 @@ struct Input {
   // profile's time for its work, every transfer its link's (plan/hardware.h).
   const Hardware* hw = nullptr;
   bool trace = false;  // with hw: keep every rank's simulated timeline (Timing::trace)
+  // With hw, counterfactual attention charges (sim::AttnCharge): a dense masked kernel, or the
+  // sequence split into contiguous chunks instead of zigzag (the engines still run zigzag).
+  bool dense_attention = false, contiguous = false;
 };
 
 // The simulated times of one training step and of one forward pass (eval_sum, the paper's

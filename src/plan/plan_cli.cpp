@@ -114,7 +114,7 @@ std::vector<Row> dry_runs(const PlanOptions& o, const ModelConfig& cfg,
         Row row{name, S, {}, ""};
         try {
           row.r = dry_run({cfg, L, par, o.recompute, o.micro_batch, S, o.dtype, o.threads, hw,
-                           !o.trace.empty() && rows.empty()});
+                           !o.trace.empty() && rows.empty(), o.dense_attention, o.no_zigzag});
         } catch (const Error& e) {
           if (o.new_tokens <= 0) throw;
           row.error = e.what();  // e.g. S not divisible by 2D: inference pads, training cannot

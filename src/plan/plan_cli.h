@@ -28,6 +28,7 @@ struct PlanOptions {
   std::string trace;       // --trace FILE: the simulated timeline of the first (layout, S)
   int64_t devices = 0;     // --devices N: DP fills the rest (N / the layout's model degree)
   bool recommend = false;  // --recommend: rank the layouts that fit by predicted throughput
+  bool dense_attention = false, no_zigzag = false;  // counterfactual attention charges
 };
 
 int run_plan(const PlanOptions& o);
