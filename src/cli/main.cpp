@@ -132,6 +132,10 @@ int cmd_train(int argc, char** argv) {
   a.flag("trace", "",
          "write a Chrome/Perfetto trace (JSON) of every rank: compute and communication tracks "
          "(open in https://ui.perfetto.dev or chrome://tracing)");
+  a.boolean("profile-kernels",
+            "time every kernel call (host wall clock; CPU devices) and add each kernel's seconds "
+            "per step, without the warm-up step, to the report (kernel_seconds_per_step): the "
+            "measured side of bench/kernel_compare.py");
   parallel_flags(a);
   a.boolean("quiet", "print nothing but errors");
   if (!a.parse(argc, argv)) return 0;
@@ -177,6 +181,7 @@ int cmd_train(int argc, char** argv) {
   o.resume = a.str("resume");
   o.report = a.str("report");
   o.trace = a.str("trace");
+  o.profile_kernels = a.on("profile-kernels");
   o.quiet = a.on("quiet");
   o.par = parallel_options(a, o.recompute);
   return run_train(o);
@@ -324,6 +329,9 @@ int cmd_calibrate(int argc, char** argv) {
   a.flag("micro-batch", "1", "sequences per replica per micro-step of the runs to predict");
   a.flag("attn-seq", "4096", "the longest causal attention measured (longer calls take its rate)");
   a.flag("rounds", "5", "interleaved rounds over every measurement (the median is kept)");
+  a.flag("dtype", "both",
+         "fp32 | bf16 | both: the element types to measure (the other's rates are then copied "
+         "from the measured one, and the profile says so)");
   a.flag("reps", "3", "calls per measurement and round, after a warm-up (the median is kept)");
   if (!a.parse(argc, argv)) return 0;
   plan::CalibrateOptions o;
@@ -334,6 +342,11 @@ int cmd_calibrate(int argc, char** argv) {
   o.micro_batch = a.i64("micro-batch", 1);
   o.attn_seq = a.i64("attn-seq", 128);
   o.rounds = static_cast<int>(a.i64("rounds", 1));
+  const std::string dt = a.str("dtype");
+  if (dt != "fp32" && dt != "bf16" && dt != "both")
+    fail("--dtype=", dt, " is not one of: fp32, bf16, both");
+  o.fp32 = dt != "bf16";
+  o.bf16 = dt != "fp32";
   o.reps = static_cast<int>(a.i64("reps", 1));
   return plan::run_calibrate(o);
 }

@@ -42,6 +42,7 @@ struct Call {
   std::vector<int64_t> sb, so, rb, ro;
   int64_t received = 0;  // bytes this rank receives (MpiComm's count), for the simulated clock
   double posted_at = 0;  // the rank's simulated time when it posted
+  double interval = 0;   // its compute since its last wait
 };
 struct Slot {
   Kind kind = Kind::barrier;
@@ -54,7 +55,7 @@ struct P2p {
   const void* send = nullptr;
   void* recv = nullptr;
   int64_t bytes = 0;
-  double posted_at = 0;
+  double posted_at = 0, interval = 0;
   double done_at = 0;
   std::atomic<bool> done{false};
 };
@@ -62,6 +63,11 @@ struct P2p {
 double sim_now() {
   const sim::Clock* c = sim::clock();
   return c ? c->now : 0;
+}
+// The rank's compute since its last wait (sim::Link::sync_skew).
+double sim_interval() {
+  const sim::Clock* c = sim::clock();
+  return c ? c->since_wait : 0;
 }
 
 // dst[i] = sum over ranks q in order of src_q[i] (MpiComm's order: acc = first, then +=).
@@ -301,6 +307,7 @@ class SimComm : public SimBase {
       op->recv = buf;
     op->bytes = bytes;
     op->posted_at = sim_now();
+    op->interval = sim_interval();
     if (!other.empty()) {
       auto peer = other.front();
       other.pop_front();
@@ -310,7 +317,9 @@ class SimComm : public SimBase {
         std::memmove(to, from, static_cast<size_t>(std::min(bytes, peer->bytes)));
       // Sent once both sides have posted and the class's link from src to dst is free.
       double& free = g_->p2p_free[{static_cast<int>(t), src, dst}];
-      const double start = std::max({op->posted_at, peer->posted_at, free});
+      const double start = std::max(std::max(op->posted_at, peer->posted_at) +
+                                        g_->link.sync_skew * std::max(op->interval, peer->interval),
+                                    free);
       free = op->done_at = peer->done_at =
           start + g_->link.peer_time(static_cast<double>(std::min(bytes, peer->bytes)));
       op->done = true;
@@ -330,6 +339,7 @@ class SimComm : public SimBase {
     std::string what = !timed ? std::string() : k == Kind::barrier ? "barrier" : last_op();
     if (k != Kind::barrier) c.received = records().back().bytes;
     c.posted_at = sim_now();
+    c.interval = sim_interval();
     const double copy =
         g_->link.on_cores && c.received > 0 ? g_->link.time(static_cast<double>(c.received), 1) : 0;
     std::lock_guard lk(g_->mu);
@@ -348,11 +358,13 @@ class SimComm : public SimBase {
       execute(*s);
       // Starts when the last rank has posted and the class's link is free; takes as long as the
       // rank that receives most needs (one latency: MpiComm's exchanges are direct).
-      double start = g_->coll_free[static_cast<size_t>(traffic)], most = 0;
+      double start = g_->coll_free[static_cast<size_t>(traffic)], most = 0, last = 0, lag = 0;
       for (const Call& x : s->calls) {
-        start = std::max(start, x.posted_at);
+        last = std::max(last, x.posted_at);
+        lag = std::max(lag, x.interval);
         most = std::max(most, static_cast<double>(x.received));
       }
+      start = std::max(start, last + g_->link.sync_skew * lag);
       s->done_at = start + (k == Kind::barrier ? g_->link.latency_s : g_->link.time(most, 1));
       g_->coll_free[static_cast<size_t>(traffic)] = s->done_at;
       s->done = true;

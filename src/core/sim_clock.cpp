@@ -36,11 +36,13 @@ void kernel(const Work& w) {
   if (c->trace) c->trace->push_back({w.name, 0, 1e6 * c->now, 1e6 * (c->now + dt)});
   c->now += dt;
   c->compute += dt;
+  c->since_wait += dt;
 }
 
 void waited(double done, double copy, const char* what) {
   Clock* c = t_clock;
   if (!c) return;
+  c->since_wait = 0;
   done = std::max(done, c->now + copy);
   if (done <= c->now) return;
   if (c->trace) c->trace->push_back({what, 1, 1e6 * c->now, 1e6 * done});

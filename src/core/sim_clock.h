@@ -32,9 +32,10 @@ struct Work {
 };
 
 struct Clock {
-  double now = 0;      // seconds since the step began
-  double compute = 0;  // seconds in kernels
-  double exposed = 0;  // seconds waiting for transfers
+  double now = 0;         // seconds since the step began
+  double compute = 0;     // seconds in kernels
+  double exposed = 0;     // seconds waiting for transfers
+  double since_wait = 0;  // seconds in kernels since the rank's last wait (Link::sync_skew)
   // When set, every kernel (tid 0) and wait (tid 1) is appended, in microseconds.
   std::vector<TraceEvent>* trace = nullptr;
 };
@@ -46,9 +47,14 @@ struct Clock {
 // on_cores: the transfer's data is copied by the ranks' own cores (MPI over shared memory on a
 // host whose cores the ranks fill: no asynchronous progress, no copy engine), so a receiving
 // rank's clock pays the transfer's time at its wait even when the transfer ended long before.
+// sync_skew: on a shared host the ranks' compute is noisy, so at every exchange the slowest of
+// them lags the others; a transfer then starts sync_skew × (the compute its ranks did since their
+// last wait) after the last post (the expected lag of the slowest, as `origami calibrate`
+// measures it: a fixed piece of compute on every rank at once, the slowest over the mean).
 struct Link {
   double latency_s = 0, bytes_per_s = 0, peer_bytes_per_s = 0;
   bool on_cores = false;
+  double sync_skew = 0;
   double time(double bytes, int steps) const {
     return bytes_per_s > 0 ? steps * latency_s + bytes / bytes_per_s : 0;
   }

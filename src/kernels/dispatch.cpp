@@ -70,6 +70,9 @@ void Ptr::check(DType want) const {
 void install_bf16(const BTable* t) {
   g_bf16 = t;
 }
+const BTable* bf16_table() {
+  return g_bf16;
+}
 
 const BTable& cpu_bf16_table() {
   static const BTable t{&cpu::gemm_bf16,

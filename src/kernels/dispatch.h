@@ -79,6 +79,7 @@ struct BTable {
   decltype(&cpu::flash_attn_fwd<bfloat16, float>) flash_attn_fwd_wide;
 };
 void install_bf16(const BTable* t);  // with install(): nullptr = none (or the CPU's, no table)
+const BTable* bf16_table();          // the installed one (nullptr: none installed)
 const BTable& cpu_bf16_table();
 
 // A pointer to elements of a run-time type (fp32 or bf16): arithmetic in elements. It converts

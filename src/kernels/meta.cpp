@@ -1,7 +1,7 @@
 #include "kernels/meta.h"
 
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <tuple>
@@ -129,7 +129,8 @@ struct Attn<Bwd, Bf16, void (*)(A...)> {
     const int nks = std::get<n - 3>(args);
     double pairs = 0;
     for (int i = 0; i < nqs; ++i)
-      for (int j = 0; j < nks; ++j) pairs += charged_pairs(qs[i].pos0, qs[i].len, ks[j].pos0, ks[j].len);
+      for (int j = 0; j < nks; ++j)
+        pairs += charged_pairs(qs[i].pos0, qs[i].len, ks[j].pos0, ks[j].len);
     sim::Work w;
     w.kind = Bwd ? sim::Work::attn_bwd : sim::Work::attn_fwd;
     w.flops = pairs * sh.n_h * sh.d * (Bwd ? 10.0 : 4.0);

@@ -177,6 +177,7 @@ Issued collect(const CalibrateOptions& o, const ModelConfig& c, int world) {
       par.tp_seq_parallel = seqp;
       for (const int64_t S : o.seqs)
         for (const DType dt : {DType::f32, DType::bf16}) {
+          if (!(dt == DType::bf16 ? o.bf16 : o.fp32)) continue;
           const std::string what = cat(name, seqp ? "" : " (SP off)", " S=", S, " ",
                                        dt == DType::bf16 ? "bf16" : "fp32");
           try {
@@ -254,7 +255,10 @@ int run_calibrate(const CalibrateOptions& o) {
 
   std::vector<std::vector<double>> t_gemm(shapes.size());
   std::vector<std::array<std::vector<double>, 4>> t_attn(attn_lens.size());  // f32 f/b, bf16 f/b
-  std::vector<double> t_mem, t_exp, t_launch, t_lat, t_big;
+  std::vector<double> t_mem, t_exp, t_launch, t_lat, t_big, skews;
+  // Noise between ranks: the same GEMMs (~5 ms) on every rank at once after a barrier.
+  const Shape noise_shape{false, false, true, 256, 512, 512};
+  std::vector<float> na(256 * 512), nb(512 * 512), nc(256 * 512);
   const int64_t n = int64_t{16} << 20;
   std::vector<float> x(static_cast<size_t>(n), 1.f), y(static_cast<size_t>(n), 2.f);
   const int64_t rows = 512, vblk = 4096;
@@ -267,8 +271,12 @@ int run_calibrate(const CalibrateOptions& o) {
   for (int r = 0; r < o.rounds; ++r) {
     for (size_t i = 0; i < shapes.size(); ++i) t_gemm[i].push_back(gemm_seconds(shapes[i], o.reps));
     for (size_t i = 0; i < attn_lens.size(); ++i) {
-      const auto a32 = attn_seconds<float>(attn_lens[i], n_h, n_kv, d, o.reps);
-      const auto a16 = attn_seconds<bfloat16>(attn_lens[i], n_h, n_kv, d, o.reps);
+      // (an element type not measured takes the other's times: its rows mirror them)
+      const auto a32 = o.fp32 ? attn_seconds<float>(attn_lens[i], n_h, n_kv, d, o.reps)
+                              : attn_seconds<bfloat16>(attn_lens[i], n_h, n_kv, d, o.reps);
+      const auto a16 =
+          o.bf16 ? (o.fp32 ? attn_seconds<bfloat16>(attn_lens[i], n_h, n_kv, d, o.reps) : a32)
+                 : a32;
       t_attn[i][0].push_back(a32.first), t_attn[i][1].push_back(a32.second);
       t_attn[i][2].push_back(a16.first), t_attn[i][3].push_back(a16.second);
     }
@@ -288,6 +296,21 @@ int run_calibrate(const CalibrateOptions& o) {
     // The link between ranks 0 and 1 (shared-memory MPI on one host): half a ping-pong round
     // trip of 8 bytes (latency) and of 16 MiB (bandwidth); the others wait.
     if (comm) {
+      // The slowest rank's time over the mean: the lag a rank's peers wait at an exchange.
+      for (int i = 0; i < 20; ++i) {
+        line_up();
+        const auto t0 = Clock::now();
+        for (int j = 0; j < 4; ++j)
+          cpu::gemm<float>(cpu::Trans::N, cpu::Trans::T, noise_shape.m, noise_shape.n,
+                           noise_shape.k, 1.f, na.data(), noise_shape.k, nb.data(), noise_shape.k,
+                           0.f, nc.data(), noise_shape.n);
+        double t = std::chrono::duration<double>(Clock::now() - t0).count();
+        std::vector<double> all(static_cast<size_t>(world));
+        MPI_Allgather(&t, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, MPI_COMM_WORLD);
+        double mean = 0, most = 0;
+        for (const double x : all) mean += x / world, most = std::max(most, x);
+        skews.push_back((most - mean) / mean);
+      }
       auto ping = [&](int64_t bytes) {
         return median_s(o.reps * 4,
                         [&] {
@@ -327,7 +350,9 @@ int run_calibrate(const CalibrateOptions& o) {
     secs[s.bf16] += is.gemm_flops.at(s) / rate;
     gemm_spreads.push_back(spread(t_gemm[i]));
   }
-  const double g32 = secs[0] > 0 ? fl[0] / secs[0] : 1e9, g16 = secs[1] > 0 ? fl[1] / secs[1] : 1e9;
+  double g32 = secs[0] > 0 ? fl[0] / secs[0] : 0, g16 = secs[1] > 0 ? fl[1] / secs[1] : 0;
+  if (!o.bf16) g16 = g32;  // not measured: the other type's rate (the provenance says so)
+  if (!o.fp32) g32 = g16;
   nlohmann::json attn_rows = {{"fp32", nlohmann::json::array()}, {"bf16", nlohmann::json::array()}};
   std::vector<double> attn_spreads;
   double a[4] = {0, 0, 0, 0};  // the rates at the length nearest the issued calls' middle
@@ -353,6 +378,8 @@ int run_calibrate(const CalibrateOptions& o) {
   const double lat = comm ? median(t_lat) : 0;
   const double link_bw =
       comm ? static_cast<double>(int64_t{16} << 20) / std::max(1e-12, median(t_big) - lat) : 0;
+  double sync_skew = 0;  // the mean lag (the runs pay the mean, not the median)
+  for (const double x : skews) sync_skew += x / static_cast<double>(skews.size());
   const auto worst = [](const std::vector<double>& v) {
     return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end());
   };
@@ -377,8 +404,10 @@ int run_calibrate(const CalibrateOptions& o) {
         "exp %.0f M/s (cross-entropy block)\n",
         bw / 1e9, launch * 1e6, exps / 1e6);
     if (comm)
-      std::printf("  MPI link    latency %.2f us, %8.2f GB/s (ranks 0 and 1, shared memory)\n",
-                  lat * 1e6, link_bw / 1e9);
+      std::printf(
+          "  MPI link    latency %.2f us, %8.2f GB/s (ranks 0 and 1, shared memory); the slowest "
+          "rank lags by %.1f%% of a compute interval\n",
+          lat * 1e6, link_bw / 1e9, 100 * sync_skew);
     std::printf(
         "  spread over rounds ((max - min) / median): GEMM shapes median %.0f%%, worst %.0f%%; "
         "attention worst %.0f%%; memory %.0f%%; exp %.0f%%; link worst %.0f%%\n",
@@ -410,7 +439,10 @@ int run_calibrate(const CalibrateOptions& o) {
   j["exp_per_s"] = exps;
   j["ranks_per_node"] = world;
   const nlohmann::json link =
-      comm ? nlohmann::json{{"latency_s", lat}, {"bytes_per_s", link_bw}, {"on_cores", true}}
+      comm ? nlohmann::json{{"latency_s", lat},
+                            {"bytes_per_s", link_bw},
+                            {"on_cores", true},
+                            {"sync_skew", sync_skew}}
            : nlohmann::json{{"latency_s", 1e-6}, {"bytes_per_s", 1e10}, {"on_cores", true}};
   j["intra_node"] = link;
   j["inter_node"] = link;
@@ -423,6 +455,11 @@ int run_calibrate(const CalibrateOptions& o) {
                  {"memory", spread(t_mem)},
                  {"exp", spread(t_exp)},
                  {"link_worst", worst(link_spreads)}};
+  if (!(o.fp32 && o.bf16))
+    j["not_measured"] =
+        cat(o.fp32 ? "bf16" : "fp32", ": calibrate --dtype ", o.fp32 ? "fp32" : "bf16",
+            " measured the other type only; its rates "
+            "are copied");
   j["provenance"] = {
       {"machine", cat(host, ": ", cpu_model(), ", ", u.sysname, " ", u.release)},
       {"gemm_shapes", cat(measured,
@@ -442,7 +479,9 @@ int run_calibrate(const CalibrateOptions& o) {
       {"intra_node", comm ? cat(measured,
                                 ": half an MPI ping-pong between ranks 0 and 1 "
                                 "(8 bytes: latency; 16 MiB: bandwidth); on_cores: shared-memory "
-                                "MPI copies with the ranks' own cores")
+                                "MPI copies with the ranks' own cores; sync_skew: 4 GEMMs of "
+                                "256x512x512 on every rank at once after a barrier, the mean over "
+                                "20 samples a round of (slowest - mean) / mean")
                           : std::string("assumed (one rank: no link measured)")},
       {"inter_node", "the same link (one host); pass --emulate-link to plan for another"}};
   std::ofstream f(o.out);

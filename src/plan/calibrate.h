@@ -20,7 +20,8 @@ struct CalibrateOptions {
   std::vector<int64_t> seqs = {1024, 4096};  // the runs to predict
   std::vector<std::string> layouts;          // empty: those of this world size (default_layouts)
   int64_t micro_batch = 1;
-  int64_t attn_seq = 4096;  // the longest causal attention measured
+  int64_t attn_seq = 4096;        // the longest causal attention measured
+  bool fp32 = true, bf16 = true;  // the element types measured (--dtype)
   int rounds = 5;
   int reps = 3;
 };

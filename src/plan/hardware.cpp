@@ -32,6 +32,11 @@ sim::Link link(const nlohmann::json& j, const char* key, const std::string& wher
   sim::Link out{l["latency_s"].get<double>(), positive(l, "bytes_per_s", w), 0};
   out.peer_bytes_per_s =
       l.contains("peer_bytes_per_s") ? positive(l, "peer_bytes_per_s", w) : out.bytes_per_s;
+  if (l.contains("sync_skew")) {
+    if (!l["sync_skew"].is_number() || !(l["sync_skew"].get<double>() >= 0))
+      fail(w, ": 'sync_skew' must be a number >= 0");
+    out.sync_skew = l["sync_skew"].get<double>();
+  }
   if (l.contains("on_cores")) {
     if (!l["on_cores"].is_boolean()) fail(w, ": 'on_cores' must be true or false");
     out.on_cores = l["on_cores"].get<bool>();

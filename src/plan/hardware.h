@@ -16,7 +16,9 @@
 //                                                        one (a full mesh: one link; default b)
 //    "inter_node": {"latency_s": l, "bytes_per_s": b},   and between nodes (its NIC)
 //                   (either may say "on_cores": true: the ranks' cores copy the data, as MPI over
-//                   shared memory does on a host the ranks fill; sim::Link)
+//                   shared memory does on a host the ranks fill; and "sync_skew": f, the lag of
+//                   the slowest rank at an exchange as a fraction of the compute since the last
+//                   one, measured by calibrate on a noisy host; sim::Link)
 //    "device_memory_bytes": M,                    (optional) for --recommend
 //    "gemm_shapes": {"fp32": [[ta, tb, m, n, k, flop/s], ...], "bf16": [...]},
 //                                                 (optional, `origami calibrate`) the rate of

@@ -388,7 +388,8 @@ int run_plan(const PlanOptions& o) {
   if (hw && o.par.link_gbps > 0) {  // --emulate-link: every link replaced by it
     // (train --emulate-link sleeps until the emulated transfer is due: the cores copy as before)
     const double bw = o.par.link_gbps * 1e9;
-    hw->intra = hw->inter = {o.par.link_latency_us * 1e-6, bw, bw, hw->intra.on_cores};
+    hw->intra =
+        hw->inter = {o.par.link_latency_us * 1e-6, bw, bw, hw->intra.on_cores, hw->intra.sync_skew};
     hw->name += cat(", links --emulate-link ", o.par.link_gbps, ",", o.par.link_latency_us);
   }
   if (!o.trace.empty() && !hw) fail("origami plan: --trace needs --time --hardware FILE");

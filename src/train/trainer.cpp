@@ -21,6 +21,7 @@
 #include "io/checkpoint.h"
 #include "io/report.h"
 #include "kernels/kernels.h"
+#include "kernels/profile.h"
 #include "parallel/engine.h"
 #include "parallel/layout.h"
 #include "train/data.h"
@@ -101,6 +102,7 @@ class TrainRun {
     select_device(o_.par);  // from here on new tensors live on --device
     if (fits) fits();
     eng_ = make_engine(layout_, cfg_, o_.par, o_.recompute, B_, S_);
+    if (o_.profile_kernels) k::profile_start();
     talk_ = !o_.quiet && eng_->rank() == 0;
     start_ = o_.resume.empty() ? fresh_start() : resume();
     MemTracker::get().reset_peaks();
@@ -114,6 +116,7 @@ class TrainRun {
     t_run_ = Clock::now();
     for (int64_t step = start_; step < o_.steps; ++step) {
       train(step);
+      if (step == start_ && o_.profile_kernels) k::profile_reset();  // without the warm-up step
       // SIGTERM or SIGINT on any rank (a scheduler's preemption): every rank stops after the
       // same step, writes a checkpoint of it and exits with kPreempted.
       if (step + 1 < o_.steps && any_rank(g_stop_signal != 0)) return preempted(step + 1);
@@ -360,6 +363,12 @@ class TrainRun {
                     {"compute", step_median(t_compute_)},
                     {"comm_exposed", step_median(t_exposed_)},
                     {"skew", step_median(t_skew_)}};
+    if (o_.profile_kernels) {  // seconds per step in each kernel, the warm-up step left out
+      nlohmann::json kp = k::profile_report();
+      const double n = static_cast<double>(std::max<int64_t>(1, o_.steps - start_ - 1));
+      for (auto& [name, e] : kp.items()) e["seconds"] = e["seconds"].get<double>() / n;
+      me["kernel_seconds_per_step"] = kp;
+    }
     const auto ranks = gather_to_root(me.dump());
     if (!o_.trace.empty()) write_trace();
     if (talk_) print_memory(ranks);

@@ -26,6 +26,7 @@ struct TrainOptions {
   double lr = 3e-4, min_lr = -1, clip = 1.0, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95;
   uint64_t seed = 1;
   bool synthetic = false, quiet = false;
+  bool profile_kernels = false;  // every kernel call timed (kernels/profile.h), in the report
   Recompute recompute = Recompute::none;
 };
 
