@@ -19,11 +19,12 @@ namespace origami::sim {
 struct Work {
   enum Kind { gemm, attn_fwd, attn_bwd, memory };
   Kind kind = memory;
-  double flops = 0;   // gemm: 2·M·N·K; attention: 4·d per visible (query, key) pair and head
-                      // forward, 10·d backward (QKᵀ and PV again, dP, dQ, dK, dV)
-  double bytes = 0;   // bytes read and written at least once
-  double exps = 0;    // exponentials (softmax over the vocabulary, SiLU): CPU-bound
-  bool bf16 = false;  // the kernel's element type
+  double flops = 0;    // gemm: 2·M·N·K; attention: 4·d per visible (query, key) pair and head
+                       // forward, 10·d backward (QKᵀ and PV again, dP, dQ, dK, dV)
+  double bytes = 0;    // bytes read and written at least once
+  double exps = 0;     // exponentials (softmax over the vocabulary, SiLU): CPU-bound
+  double updates = 0;  // AdamW element updates (a square root and a division each): CPU-bound
+  bool bf16 = false;   // the kernel's element type
   const char* name = "";
   // Its shape, for rates that depend on it: a GEMM's op(A)[m,k]·op(B)[k,n] and transposes; an
   // attention call's visible (query, key) pairs per head (m) and head dimension (n).

@@ -238,7 +238,9 @@ k::Table make_table() {
     return mem_work(8.0 * D(rows * vblk), false, "ce_bwd", D(rows * vblk));
   });
   timed(t.adamw_step, [](auto, auto, auto, auto, int64_t n, auto...) {
-    return mem_work(28.0 * D(n), false, "adamw");
+    sim::Work w = mem_work(28.0 * D(n), false, "adamw");
+    w.updates = D(n);
+    return w;
   });
   timed(t.sum_squares, [](auto, int64_t n) { return mem_work(4.0 * D(n), false, "sum_squares"); });
   timed(t.scale_inplace,

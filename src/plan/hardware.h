@@ -10,6 +10,8 @@
 //    "kernel_launch_s": L,                        fixed cost of every kernel call
 //    "exp_per_s": E,                              (optional) exponentials per second: the
 //                                                 cross-entropy and SwiGLU kernels' bound on a CPU
+//    "update_per_s": U,                           (optional) AdamW element updates per second
+//                                                 (a square root and a division each on a CPU)
 //    "ranks_per_node": R,                         ranks sharing the fast links
 //    "intra_node": {"latency_s": l, "bytes_per_s": b,    a rank's links inside a node: what it
 //                   "peer_bytes_per_s": p},              receives from all peers at once, and from
@@ -47,7 +49,8 @@ struct Hardware {
   std::string name, path;
   Rates gemm, attn_fwd, attn_bwd;
   double memory_bytes_per_s = 0, kernel_launch_s = 0, device_memory_bytes = 0;
-  double exp_per_s = 0;  // optional: exponentials per second (0: free)
+  double exp_per_s = 0;     // optional: exponentials per second (0: free)
+  double update_per_s = 0;  // optional: AdamW element updates per second (0: memory-bound only)
   int ranks_per_node = 1;
   sim::Link intra, inter;
   struct GemmShape {

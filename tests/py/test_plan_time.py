@@ -118,6 +118,16 @@ spans = [e for e in ev if e["ph"] == "X"]
 check({e["tid"] for e in spans} == {0, 1} and {e["pid"] for e in spans} == {0, 1},
       f"--trace: {len(spans)} spans on 2 ranks, compute (tid 0) and communication (tid 1)")
 
+# AdamW at a profile's update rate: the step is every parameter's update, P / rate.
+P = V * h * (1 if c.get("tie_word_embeddings") else 2) + h + L * (
+    2 * h * h + 2 * h * nkv * d + 3 * h * I + 2 * h)
+pa = json.loads(open(profile("adam_only")).read())
+pa["update_per_s"] = 1e9
+json.dump(pa, open(os.path.join(WORK, "adam_only.json"), "w"))
+t, _ = plan(os.path.join(WORK, "adam_only.json"), ["single"], S)
+check(rel(t["single"]["train_step"], P / 1e9) < 1e-9,
+      f"AdamW at update_per_s: step {t['single']['train_step']:.9f} s = P/rate {P / 1e9:.9f} (P = {P})")
+
 # ---- calibrate, and rates by GEMM shape and attention size --------------------------------------
 cal = os.path.join(WORK, "calibrated.json")
 r = subprocess.run([BIN, "calibrate", "--config", os.path.join(ROOT, "configs/small.json"), "--seq",
