@@ -162,13 +162,15 @@ struct Group {
 class SimOp : public Request::Op {
  public:
   SimOp(std::shared_ptr<Group> g, std::function<bool()> done, std::vector<Tensor> scratch,
-        std::function<double()> done_at = nullptr, std::string what = {}, double copy = 0)
+        std::function<double()> done_at = nullptr, std::string what = {}, double copy = 0,
+        double wire = 0)
       : g_(std::move(g)),
         done_(std::move(done)),
         scratch_(std::move(scratch)),
         done_at_(std::move(done_at)),
         what_(std::move(what)),
-        copy_(copy) {}
+        copy_(copy),
+        wire_(wire) {}
   // Dropped before it completed (a rank unwinding from an error): its buffers may be about to
   // go, so no peer may complete it any more — the abort, set under the lock, stops every post.
   ~SimOp() override {
@@ -179,7 +181,8 @@ class SimOp : public Request::Op {
   bool test() override { return !g_ || done_(); }
   void wait() override {
     spin();
-    if (done_at_) sim::waited(done_at_(), copy_, what_.c_str());
+    if (done_at_) sim::waited(done_at_(), copy_, what_.c_str(), wire_);
+    wire_ = 0;  // counted once
   }
 
  private:
@@ -210,6 +213,7 @@ class SimOp : public Request::Op {
   std::function<double()> done_at_;  // the simulated completion time (when a clock runs)
   std::string what_;
   double copy_ = 0;  // the rank's own copying (Link::on_cores): what it receives over the link
+  double wire_ = 0;  // the transfer's bytes over its link's bandwidth (Clock::link_busy)
 };
 
 // The accounting and scratch both kinds share.
@@ -329,10 +333,14 @@ class SimComm : public SimBase {
     }
     const double copy =
         g_->link.on_cores && !send ? g_->link.peer_time(static_cast<double>(bytes)) : 0;
+    // (utilisation of the rank's inbound capacity, all its links at once: a ring's one link of a
+    // full mesh shows as a seventh of it)
+    const double wire =
+        !send && g_->link.bytes_per_s > 0 ? static_cast<double>(bytes) / g_->link.bytes_per_s : 0;
     return Request(std::make_shared<SimOp>(
         g_, [op] { return op->done.load(); }, std::vector<Tensor>{},
         timed ? std::function<double()>([op] { return op->done_at; }) : nullptr, std::move(what),
-        copy));
+        copy, wire));
   }
   Request collective(Kind k, int traffic, Call c, std::vector<Tensor> scratch) override {
     const bool timed = sim::clock() != nullptr;
@@ -342,6 +350,8 @@ class SimComm : public SimBase {
     c.interval = sim_interval();
     const double copy =
         g_->link.on_cores && c.received > 0 ? g_->link.time(static_cast<double>(c.received), 1) : 0;
+    const double wire =
+        g_->link.bytes_per_s > 0 ? static_cast<double>(c.received) / g_->link.bytes_per_s : 0;
     std::lock_guard lk(g_->mu);
     if (g_abort) fail("dry run: another simulated rank failed");  // (as in p2p)
     const int64_t seq = g_->seq[rank_][traffic]++;
@@ -373,7 +383,7 @@ class SimComm : public SimBase {
     return Request(std::make_shared<SimOp>(
         g_, [s] { return s->done.load(); }, std::move(scratch),
         timed ? std::function<double()>([s] { return s->done_at; }) : nullptr, std::move(what),
-        copy));
+        copy, wire));
   }
   std::string last_op() const {
     const CommRecord& r = records().back();
@@ -413,7 +423,8 @@ class SoloComm : public SimBase {
     return Request(std::make_shared<SimOp>(
         nullptr, [] { return true; }, std::move(scratch), [done] { return done; },
         op_context(r.cat, r.where, r.phase),
-        link_.on_cores ? link_.time(static_cast<double>(r.bytes), 1) : 0));
+        link_.on_cores ? link_.time(static_cast<double>(r.bytes), 1) : 0,
+        static_cast<double>(r.bytes) / link_.bytes_per_s));
   }
   sim::Link link_;
   std::array<double, kNumTraffic + 1> free_{};

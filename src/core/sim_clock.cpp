@@ -39,9 +39,10 @@ void kernel(const Work& w) {
   c->since_wait += dt;
 }
 
-void waited(double done, double copy, const char* what) {
+void waited(double done, double copy, const char* what, double wire) {
   Clock* c = t_clock;
   if (!c) return;
+  c->link_busy += wire;
   c->since_wait = 0;
   done = std::max(done, c->now + copy);
   if (done <= c->now) return;

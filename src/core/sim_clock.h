@@ -37,6 +37,7 @@ struct Clock {
   double compute = 0;     // seconds in kernels
   double exposed = 0;     // seconds waiting for transfers
   double since_wait = 0;  // seconds in kernels since the rank's last wait (Link::sync_skew)
+  double link_busy = 0;   // its received bytes over its inbound capacity (Link::bytes_per_s)
   // When set, every kernel (tid 0) and wait (tid 1) is appended, in microseconds.
   std::vector<TraceEvent>* trace = nullptr;
 };
@@ -88,6 +89,7 @@ void set_kernel_time(KernelTime f, const void* ctx);
 void kernel(const Work& w);
 // A wait on this thread ended at `done` (a transfer's completion time): advance the clock to it,
 // or, when the rank's cores copied the transfer's data (Link::on_cores), by at least `copy`.
-void waited(double done, double copy, const char* what);
+// `wire`: the transfer's bytes over its link's bandwidth (Clock::link_busy).
+void waited(double done, double copy, const char* what, double wire = 0);
 
 }  // namespace origami::sim

@@ -28,6 +28,7 @@ nlohmann::json Result::to_json() const {
     j["predicted_seconds"] = {{"train_step", time.step_s},
                               {"train_step_compute", time.step_compute_s},
                               {"train_step_exposed", time.step_exposed_s},
+                              {"train_step_link_busy", time.step_link_busy_s},
                               {"forward", time.fwd_s},
                               {"forward_exposed", time.fwd_exposed_s}};
   return j;
@@ -172,6 +173,7 @@ Result dry_run(const Input& in) {
       r.time.step_s = std::max(r.time.step_s, t.now);
       r.time.step_compute_s = std::max(r.time.step_compute_s, t.compute);
       r.time.step_exposed_s = std::max(r.time.step_exposed_s, t.exposed);
+      r.time.step_link_busy_s = std::max(r.time.step_link_busy_s, t.link_busy);
       r.time.fwd_s = std::max(r.time.fwd_s, f.now);
       r.time.fwd_exposed_s = std::max(r.time.fwd_exposed_s, f.exposed);
     }

@@ -47,9 +47,10 @@ struct Input {
 // The simulated times of one training step and of one forward pass (eval_sum, the paper's
 // large-scale figure), seconds.
 struct Timing {
-  double step_s = 0;          // training step: the last rank's end
-  double step_compute_s = 0;  // the busiest rank's kernels
-  double step_exposed_s = 0;  // the worst rank's time waiting for transfers
+  double step_s = 0;            // training step: the last rank's end
+  double step_compute_s = 0;    // the busiest rank's kernels
+  double step_exposed_s = 0;    // the worst rank's time waiting for transfers
+  double step_link_busy_s = 0;  // the busiest rank's wire time (received bytes / bandwidth)
   double fwd_s = 0, fwd_exposed_s = 0;
   std::vector<std::vector<TraceEvent>> trace;  // per rank (rank 0 first), when asked
 };

@@ -203,24 +203,25 @@ void print_time(const PlanOptions& o, const Hardware& hw, const std::vector<Row>
   std::printf(
       "\nPredicted time (simulated clock; hardware profile %s: %s): per step of one micro-batch "
       "of %lld sequence(s) per replica; exposed = the worst rank's time waiting for transfers; "
-      "tokens/s per device\n",
+      "link = the busiest rank's received bytes over its inbound capacity (all its links at once) "
+      "and the step; tokens/s per device\n",
       hw.path.c_str(), hw.name.c_str(), static_cast<long long>(o.micro_batch));
   const bool job = o.devices > 0;
   for (int64_t S : o.seqs) {
-    std::printf("\nS = %lld\n%-22s %5s %11s %9s %9s %11s %9s %13s %13s%s\n",
+    std::printf("\nS = %lld\n%-22s %5s %11s %9s %9s %9s %11s %9s %13s %13s%s\n",
                 static_cast<long long>(S), "layout", "ranks", "train ms", "compute", "exposed",
-                "forward ms", "exposed", "train tok/s", "fwd tok/s",
+                "link", "forward ms", "exposed", "train tok/s", "fwd tok/s",
                 job ? "   job train tok/s    job fwd tok/s" : "");
     for (const auto& row : rows) {
       if (row.seq != S || !row.error.empty()) continue;
       const Timing& t = row.r.time;
       const Layout L = Layout::parse(row.layout.substr(0, row.layout.find(' ')), -1);
       const double tokens = static_cast<double>(o.micro_batch * S) / L.model_degree();
-      std::printf("%-22s %5d %11.2f %8.0f%% %8.0f%% %11.2f %8.0f%% %13.0f %13.0f",
+      std::printf("%-22s %5d %11.2f %8.0f%% %8.0f%% %8.0f%% %11.2f %8.0f%% %13.0f %13.0f",
                   row.layout.c_str(), world(row.layout), 1e3 * t.step_s,
                   100 * t.step_compute_s / t.step_s, 100 * t.step_exposed_s / t.step_s,
-                  1e3 * t.fwd_s, 100 * t.fwd_exposed_s / t.fwd_s, tokens / t.step_s,
-                  tokens / t.fwd_s);
+                  100 * t.step_link_busy_s / t.step_s, 1e3 * t.fwd_s,
+                  100 * t.fwd_exposed_s / t.fwd_s, tokens / t.step_s, tokens / t.fwd_s);
       const double n = static_cast<double>(L.world());  // per device times every device
       if (job) std::printf(" %18.4g %16.4g", n * tokens / t.step_s, n * tokens / t.fwd_s);
       std::printf("\n");

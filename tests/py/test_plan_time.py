@@ -6,7 +6,8 @@ share code with.
 - A profile where only attention takes time: the forward is 4·d·n_h·L·B·S(S+1)/2 / rate (the
   causal pairs of every head and layer), the training step adds 10·d per pair at the backward rate.
 - A slow link: TSP's exposed communication is positive and its step longer than with free links;
-  predictions are identical across reruns.
+  predictions are identical across reruns; the link's utilisation (received bytes over the
+  bandwidth) doubles when the bandwidth halves.
 - `origami calibrate` writes a profile with a rate for every GEMM shape the engines issue; with
   those shapes' rates set by hand, the step follows the shapes' transposes (forward GEMMs at half
   the rate: forward 4·P_m·S/rate, step 8·P_m·S/rate), and an attention-rate table is interpolated
@@ -95,6 +96,15 @@ check(slow["tsp=2"]["train_step"] > free["tsp=2"]["train_step"],
       f"tsp=2: step {slow['tsp=2']['train_step']:.4f} s over the slow link > "
       f"{free['tsp=2']['train_step']:.4f} s over a free one")
 check(out1 == out2, "predictions identical across reruns")
+# Link utilisation: the busiest rank's received bytes over the bandwidth — half the bandwidth,
+# twice the wire time, and never more than the step.
+half, _ = plan(profile("half_link", gemm=rate, attn=(fwd_rate, bwd_rate), mem=2e10, link=1e8,
+                       latency=2e-5), ["tsp=2"], S)
+b1, b2 = slow["tsp=2"]["train_step_link_busy"], half["tsp=2"]["train_step_link_busy"]
+check(0 < b1 <= slow["tsp=2"]["train_step"] and rel(b2, 2 * b1) < 1e-9
+      and free["tsp=2"]["train_step_link_busy"] < 1e-12,
+      f"link busy {b1:.4f} s of a {slow['tsp=2']['train_step']:.4f} s step at 200 MB/s, "
+      f"{b2:.4f} s at 100 MB/s (twice), ~0 on a free link")
 
 # --devices: DP fills the rest; its gradient reduction takes the inter-node link's time.
 hw = profile("dp_link", gemm=rate, attn=(fwd_rate, bwd_rate), mem=2e10, link=2e8)
