@@ -41,7 +41,6 @@ def main():
     a = ap.parse_args()
     n = 1
     if a.layout != "single":
-        n = 1
         for part in a.layout.split(","):
             n *= int(part.split("=")[1])
     tmp = tempfile.mkdtemp()

@@ -157,10 +157,11 @@ class TrainBench {
       const Layout L = Layout::parse(ls, -1);
       if (L.spec->mlp_transport) {  // tsp: the transports asked for (all: one row each)
         const std::string mt = a_.str("mlp-transport");
-        for (const char* v : {"ring", "biring", "broadcast"})
-          if (mt == "all" || mt == v)
-            rows_.push_back({L, std::string(" --mlp-transport ") + v,
-                             L.text + (std::string(v) == "ring" ? "" : cat(" (", v, ")"))});
+        for (const MlpTransport t :
+             {MlpTransport::ring, MlpTransport::biring, MlpTransport::broadcast})
+          if (mt == "all" || mt == mlp_transport_name(t))
+            rows_.push_back({L, cat(" --mlp-transport ", mlp_transport_name(t)),
+                             L.text + mlp_transport_suffix(t)});
         continue;
       }
       if (!L.has_tp_axis()) {

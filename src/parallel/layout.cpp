@@ -166,6 +166,10 @@ const char* mlp_transport_name(MlpTransport t) {
   return "ring";
 }
 
+std::string mlp_transport_suffix(MlpTransport t) {
+  return t == MlpTransport::ring ? "" : cat(" (", mlp_transport_name(t), ")");
+}
+
 void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc) {
   // The specs that take an option, named as the messages name them.
   auto takers = [](bool LayoutSpec::*opt, bool axes) {

@@ -43,6 +43,8 @@ struct Layout {
 enum class MlpTransport { ring, biring, broadcast };
 MlpTransport parse_mlp_transport(const std::string& s);
 const char* mlp_transport_name(MlpTransport t);
+// How a row of plan or bench names a transport after its layout: "" (ring), " (biring)".
+std::string mlp_transport_suffix(MlpTransport t);
 
 // The command-line options that choose and tune a parallel layout (train and grad share them);
 // where it runs (device, communicators, link, progress thread) is runtime/runtime.h's part.

@@ -148,6 +148,7 @@ class TspEngine : public ShardedSchedule {
   bool biring() const;
   int64_t mlp_unit_width() const;  // the intermediate units of one MLP compute (shard or piece)
   int mlp_units() const;           // MLP computes per pass (D, biring 2D)
+  int mlp_last_step_call() const;  // the first compute of the ring's last step (before_last)
   RingSpec mlp_spec(const TspLayer& W) const {
     return {t_.mlp_size(), {W.mlp.raw(), W.mlp.dtype()}, Traffic::mlp_weights, Traffic::grads};
   }

@@ -67,13 +67,15 @@ int64_t TspEngine::mlp_unit_width() const {
 int TspEngine::mlp_units() const {
   return biring() ? 2 * D_ : D_;
 }
+int TspEngine::mlp_last_step_call() const {
+  return mlp_units() - (biring() ? 2 : 1);
+}
 
 void TspEngine::mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a, RingStart* start,
                         const std::function<void()>& before_last) {
-  // Ir: the units of one piece of work (a shard, or biring's half shard); the ring's last step
-  // starts at call `last` (biring: two pieces a step).
+  // Ir: the units of one piece of work (a shard, or biring's half shard).
   const int64_t T = z_.local_tokens(), h = t_.h, Ir = mlp_unit_width();
-  const int units = mlp_units(), last = biring() ? units - 2 : units - 1;
+  const int units = mlp_units(), last = mlp_last_step_call();
   if (a) {
     a->g.assign(units, Tensor());
     a->u.assign(units, Tensor());
@@ -99,7 +101,7 @@ void TspEngine::mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a,
 void TspEngine::mlp_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Tensor& y2,
                         const Tensor& dy, Tensor& dy2, const std::function<void()>& before_last) {
   const int64_t T = z_.local_tokens(), h = t_.h, Ir = mlp_unit_width();
-  const int last = biring() ? mlp_units() - 2 : mlp_units() - 1;
+  const int last = mlp_last_step_call();
   Tensor s = ws({T, Ir}), da = ws({T, Ir}), dg = ws({T, Ir}), du = ws({T, Ir});
   const Tensor dy_e = block::in_elem(dy);  // the fp32 residual gradient, for the GEMMs
   const bool fused = a.g.empty();          // --fused-mlp-recompute: g, u from the arriving shard

@@ -23,6 +23,7 @@
 
 #include "comm/mpi_comm.h"
 #include "core/error.h"
+#include "io/report.h"
 #include "kernels/kernels.h"
 #include "model/config.h"
 #include "parallel/layout.h"
@@ -44,8 +45,7 @@ double median_s(int reps, const std::function<void()>& f) {
     f();
     t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return median(t);
 }
 
 // Every rank measures at once (under mpirun the ranks of a node share its cores and memory, as a
@@ -80,30 +80,27 @@ struct Shape {
   bool operator<(const Shape& o) const { return key() < o.key(); }
 };
 
-// Seconds of one GEMM of shape s (median of reps after a warm-up).
+// Seconds of one GEMM of shape s in element type T (median of reps after a warm-up).
+template <class T>
 double gemm_seconds(const Shape& s, int reps) {
-  const size_t a = static_cast<size_t>(s.m * s.k), b = static_cast<size_t>(s.k * s.n),
-               c = static_cast<size_t>(s.m * s.n);
+  std::vector<T> A(static_cast<size_t>(s.m * s.k)), B(static_cast<size_t>(s.k * s.n)),
+      C(static_cast<size_t>(s.m * s.n));
+  for (size_t i = 0; i < A.size(); ++i) A[i] = val<T>(0.01f * static_cast<float>(i % 64));
+  for (size_t i = 0; i < B.size(); ++i) B[i] = val<T>(0.01f * static_cast<float>(i % 32));
   const int64_t lda = s.ta ? s.m : s.k, ldb = s.tb ? s.k : s.n;
   const auto ta = s.ta ? cpu::Trans::T : cpu::Trans::N, tb = s.tb ? cpu::Trans::T : cpu::Trans::N;
-  if (!s.bf16) {
-    std::vector<float> A(a), B(b), C(c);
-    for (size_t i = 0; i < a; ++i) A[i] = 0.01f * static_cast<float>(i % 64);
-    for (size_t i = 0; i < b; ++i) B[i] = 0.01f * static_cast<float>(i % 32);
-    line_up();
-    return median_s(reps, [&] {
-      cpu::gemm<float>(ta, tb, s.m, s.n, s.k, 1.f, A.data(), lda, B.data(), ldb, 0.f, C.data(),
-                       s.n);
-    });
-  }
-  std::vector<bfloat16> A(a), B(b), C(c);
-  for (size_t i = 0; i < a; ++i) A[i] = to_bf16(0.01f * static_cast<float>(i % 64));
-  for (size_t i = 0; i < b; ++i) B[i] = to_bf16(0.01f * static_cast<float>(i % 32));
   line_up();
   return median_s(reps, [&] {
-    cpu::gemm_bf16(ta, tb, s.m, s.n, s.k, 1.f, A.data(), lda, B.data(), ldb, 0.f, C.data(),
-                   DType::bf16, s.n);
+    if constexpr (std::is_same_v<T, float>)
+      cpu::gemm<float>(ta, tb, s.m, s.n, s.k, 1.f, A.data(), lda, B.data(), ldb, 0.f, C.data(),
+                       s.n);
+    else
+      cpu::gemm_bf16(ta, tb, s.m, s.n, s.k, 1.f, A.data(), lda, B.data(), ldb, 0.f, C.data(),
+                     DType::bf16, s.n);
   });
+}
+double gemm_seconds(const Shape& s, int reps) {
+  return s.bf16 ? gemm_seconds<bfloat16>(s, reps) : gemm_seconds<float>(s, reps);
 }
 
 // Causal attention over S positions, n_h query heads of d and n_kv KV heads: seconds forward and
@@ -193,10 +190,6 @@ Issued collect(const CalibrateOptions& o, const ModelConfig& c, int world) {
   return is;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
 // (max - min) / median of a quantity's rounds.
 double spread(const std::vector<double>& v) {
   const double m = median(v);

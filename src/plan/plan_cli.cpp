@@ -94,18 +94,12 @@ std::vector<Row> dry_runs(const PlanOptions& o, const ModelConfig& cfg,
       if (!L.spec->mlp_transport) par.mlp_transport = MlpTransport::ring;
       const std::string name =
           L.text + (tp_axis && L.tp_degree() > 1 && !par.tp_seq_parallel ? " (SP off)" : "");
-      if (L.spec->mlp_transport && o.mlp_transport_all) {
-        for (const MlpTransport t :
-             {MlpTransport::ring, MlpTransport::biring, MlpTransport::broadcast}) {
-          par.mlp_transport = t;
-          variants.push_back(
-              {par, t == MlpTransport::ring ? name : cat(name, " (", mlp_transport_name(t), ")")});
-        }
-      } else {
-        variants.push_back(
-            {par, par.mlp_transport == MlpTransport::ring
-                      ? name
-                      : cat(name, " (", mlp_transport_name(par.mlp_transport), ")")});
+      std::vector<MlpTransport> transports = {par.mlp_transport};
+      if (L.spec->mlp_transport && o.mlp_transport_all)
+        transports = {MlpTransport::ring, MlpTransport::biring, MlpTransport::broadcast};
+      for (const MlpTransport t : transports) {
+        par.mlp_transport = t;
+        variants.push_back({par, name + mlp_transport_suffix(t)});
       }
     }
     for (const auto& [par, name] : variants) {
