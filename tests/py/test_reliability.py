@@ -145,6 +145,15 @@ check(len(ranks) == 2 and rc != 0 and "has not completed after" in err and dt < 
       f"a stopped rank: the other ends the job after {dt:.1f} s (--timeout 3), naming what it "
       f"waited for: {[l for l in err.splitlines() if 'has not completed' in l][:1]}")
 
+# ---- a dead rank (kill -9 mid-step): the job ends within 15 s, naming the rank ---------------------
+for L, n in (("tsp=2", 2), ("tp=2,sp=2", 4)):
+    cmd = ["mpirun", "-np", str(n), "--bind-to", "none", BIN, "train"] + CONST[:-1] + [L, "--steps", "100000"]
+    rc, out, err, dt = with_fault(cmd, 2, signal_one_rank(signal.SIGKILL))
+    dead = n - 1  # the last rank mpirun started
+    named = [l for l in err.splitlines() if f"rank {dead}" in l and "signal 9" in l]
+    check(len(ranks) == n and rc != 0 and dt < 15 and named,
+          f"{L}: a rank killed mid-step ends the job after {dt:.1f} s (exit {rc}), naming it: {named[:1]}")
+
 # ---- a full disk (a 20 MiB tmpfs: one checkpoint of tiny fits, two do not) -----------------------
 disk = P("disk")
 os.makedirs(disk)
