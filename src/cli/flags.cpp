@@ -26,6 +26,12 @@ void schedule_flags(Args& a, bool both) {
              std::string(both ? "; all = every tsp layout once per transport; other layouts "
                                 "keep theirs"
                               : ""));
+  a.flag("sp-comm", "allgather",
+         "sp (tp=1), and fsdp_sp: how attention sees every token: allgather (K/V all-gathered, "
+         "Megatron's all_gather context parallelism), p2p (K/V passed around a ring, one "
+         "neighbour's chunk at a time: ring attention), a2a (all-to-all of q, k, v into head "
+         "shards and of o back: DeepSpeed Ulysses; KV heads replicated when fewer than the ranks)" +
+             std::string(both ? "; all = every such layout once per method" : ""));
   a.flag("tp-sequence-parallel", "on",
          std::string("tp layouts: on = Megatron sequence parallelism (norms and residuals split "
                      "over the TP ranks, all-gather/reduce-scatter), off = plain TP (replicated "
@@ -43,6 +49,10 @@ ScheduleFlags schedule_options(const Args& a, ParallelOptions& p, bool both) {
     s.mlp_transport_all = true;
   else
     p.mlp_transport = parse_mlp_transport(a.str("mlp-transport"));
+  if (both && a.str("sp-comm") == "all")
+    s.sp_comm_all = true;
+  else
+    p.sp_comm = parse_sp_comm(a.str("sp-comm"));
   const std::string sp = a.str("tp-sequence-parallel");
   if (sp != "on" && sp != "off" && !(both && sp == "both"))
     fail("--tp-sequence-parallel=", sp, " is not one of: on, off", both ? ", both" : "");

@@ -11,17 +11,18 @@
 namespace origami {
 
 // --recompute, --attn-buckets, --keep-attn-weights, --fused-mlp-recompute,
-// --tp-sequence-parallel (with `both`: on | off | both, a row each in plan and bench).
+// --sp-comm, --tp-sequence-parallel (with `both`: on | off | both, a row each in plan and bench).
 void schedule_flags(Args& a, bool both = false);
 struct ScheduleFlags {
   Recompute recompute = Recompute::none;
   bool tp_sp_both = false;         // --tp-sequence-parallel both
   bool mlp_transport_all = false;  // --mlp-transport all (plan): every transport for tsp rows
+  bool sp_comm_all = false;        // --sp-comm all (plan): every method for the layouts taking it
 };
 // Into p's schedule fields; the rest of the choice is returned. `both` as declared.
 ScheduleFlags schedule_options(const Args& a, ParallelOptions& p, bool both = false);
 // The schedule flags given, as command-line arguments for a child run (bench's train runs; not
-// --tp-sequence-parallel and --mlp-transport, which bench sets per row).
+// --tp-sequence-parallel, --mlp-transport and --sp-comm, which bench sets per row).
 std::string schedule_args(const Args& a);
 
 // --device, --comm; with `transfers` also --no-overlap, --emulate-link, --progress-thread.

@@ -284,6 +284,7 @@ int cmd_plan(int argc, char** argv) {
   o.recompute = sf.recompute;
   o.tp_sp_both = sf.tp_sp_both;
   o.mlp_transport_all = sf.mlp_transport_all;
+  o.sp_comm_all = sf.sp_comm_all;
   if (a.given("device-memory")) {
     o.device_gib = a.f64("device-memory");
     if (!(o.device_gib > 0)) fail("--device-memory=", a.str("device-memory"), " must be positive");

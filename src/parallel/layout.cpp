@@ -130,7 +130,25 @@ void validate_tsp(const ModelConfig& c, int D, int64_t seq, int buckets) {
 }
 
 void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t B, int64_t seq, int buckets,
-                   bool seq_parallel) {
+                   bool seq_parallel, SpComm sp_comm) {
+  if (sp_comm != SpComm::allgather && Sigma > 1) {  // (no sp axis: nothing to change)
+    const char* name = sp_comm_name(sp_comm);
+    if (sp_comm == SpComm::p2p) fail("--sp-comm p2p is not built yet; use allgather or a2a");
+    if (T > 1)
+      fail("--sp-comm ", name, " needs tp=1 (got tp=", T,
+           "): the hierarchical form inside TP groups is not built; use --sp-comm allgather");
+    if (buckets != 1)
+      fail("--sp-comm ", name, " takes no --attn-buckets (got ", buckets,
+           "): it processes a rank's heads at once");
+    const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads;
+    if (sp_comm == SpComm::a2a && nh % Sigma)
+      fail("num_attention_heads=", nh, " is not divisible by sp=", Sigma,
+           " (--sp-comm a2a gives each rank num_attention_heads/sp query heads)");
+    if (sp_comm == SpComm::a2a && nkv % Sigma && Sigma % nkv)
+      fail("num_key_value_heads=", nkv, " and sp=", Sigma,
+           ": --sp-comm a2a needs one to divide the other (KV heads split over the ranks, or each "
+           "replicated on sp/num_key_value_heads ranks)");
+  }
   if (c.num_key_value_heads % T)
     fail("num_key_value_heads=", c.num_key_value_heads, " is not divisible by tp=", T,
          " (each rank owns whole KV heads)");
@@ -170,6 +188,28 @@ std::string mlp_transport_suffix(MlpTransport t) {
   return t == MlpTransport::ring ? "" : cat(" (", mlp_transport_name(t), ")");
 }
 
+SpComm parse_sp_comm(const std::string& s) {
+  if (s == "allgather") return SpComm::allgather;
+  if (s == "p2p") return SpComm::p2p;
+  if (s == "a2a") return SpComm::a2a;
+  fail("--sp-comm=", s, " is not one of: allgather, p2p, a2a");
+}
+const char* sp_comm_name(SpComm c) {
+  switch (c) {
+    case SpComm::p2p:
+      return "p2p";
+    case SpComm::a2a:
+      return "a2a";
+    case SpComm::allgather:
+      break;
+  }
+  return "allgather";
+}
+
+std::string sp_comm_suffix(SpComm c) {
+  return c == SpComm::allgather ? "" : cat(" (", sp_comm_name(c), ")");
+}
+
 void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc) {
   // The specs that take an option, named as the messages name them.
   auto takers = [](bool LayoutSpec::*opt, bool axes) {
@@ -201,6 +241,13 @@ void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc) {
     fail("--mlp-transport ", mlp_transport_name(p.mlp_transport), " needs a ",
          join(takers(&LayoutSpec::mlp_transport, false), "or"),
          " layout (it moves their MLP weight shards)");
+  if (p.sp_comm != SpComm::allgather && !S.sp_comm) {
+    std::vector<std::string> seq_axes;  // of the layouts that take it: sp (not tp), fsdp_sp
+    for (const std::string& a : takers(&LayoutSpec::sp_comm, true))
+      if (a.size() >= 2 && a.compare(a.size() - 2, 2, "sp") == 0) seq_axes.push_back(a + "=N");
+    fail("--sp-comm ", sp_comm_name(p.sp_comm), " needs a sequence-parallel layout (--layout ",
+         join(seq_axes, "or"), ")");
+  }
   if (p.fused_mlp_recompute && rc != Recompute::full)
     fail(
         "--fused-mlp-recompute needs --recompute full (it fuses the recompute of the MLP into its "

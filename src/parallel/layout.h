@@ -46,6 +46,15 @@ const char* mlp_transport_name(MlpTransport t);
 // How a row of plan or bench names a transport after its layout: "" (ring), " (biring)".
 std::string mlp_transport_suffix(MlpTransport t);
 
+// How the sp axis's attention sees every token (--sp-comm): all-gather K/V (Megatron's
+// all_gather context parallelism, the default), pass K/V around a ring (p2p: ring attention), or
+// all-to-all q, k, v into head shards and o back (a2a: DeepSpeed Ulysses).
+enum class SpComm { allgather, p2p, a2a };
+SpComm parse_sp_comm(const std::string& s);
+const char* sp_comm_name(SpComm c);
+// How a row of plan or bench names it after its layout: "" (allgather), " (a2a)".
+std::string sp_comm_suffix(SpComm c);
+
 // The command-line options that choose and tune a parallel layout (train and grad share them);
 // where it runs (device, communicators, link, progress thread) is runtime/runtime.h's part.
 struct ParallelOptions : RuntimeOptions {
@@ -56,13 +65,14 @@ struct ParallelOptions : RuntimeOptions {
   bool tp_seq_parallel = true;       // --tp-sequence-parallel on|off (Megatron SP inside TP)
   bool tp_seq_parallel_given = false;
   MlpTransport mlp_transport = MlpTransport::ring;  // tsp
+  SpComm sp_comm = SpComm::allgather;               // sp
 };
 // What the TSP schedule needs (tsp-spec §3): n_kv mod D, I mod D, S mod 2D, head buckets.
 void validate_tsp(const ModelConfig& c, int D, int64_t seq, int attn_buckets);
 // What TP(T)+SP(Σ) needs: n_kv mod T, I mod T, S mod 2Σ (Σ > 1), with Megatron sequence
 // parallelism the B·S/Σ tokens of an SP rank split evenly over T, head buckets.
 void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t micro_batch, int64_t seq,
-                   int attn_buckets, bool seq_parallel);
+                   int attn_buckets, bool seq_parallel, SpComm sp_comm = SpComm::allgather);
 // Options that only some layouts or only --recompute full take, refused before any work (train,
 // grad and plan share this, so all three give the same message).
 void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc);
@@ -79,7 +89,7 @@ struct LayoutSpec {
   const char* tp_axis;            // the axis of the mesh's TP groups (consecutive ranks), or ""
   const char* help;               // one line of --help
   // The options it takes (validate_options refuses the others with the messages users see).
-  bool attn_buckets, keep_attn_weights, fused_mlp_recompute, mlp_transport;
+  bool attn_buckets, keep_attn_weights, fused_mlp_recompute, mlp_transport, sp_comm;
   // What the schedule needs of the config, batch and options (the same error on every rank).
   void (*validate)(const Layout& L, const ModelConfig& c, const ParallelOptions& p,
                    int64_t micro_batch, int64_t seq);

@@ -56,13 +56,15 @@ InferKind infer_none(const Layout&) {
 // ---- tp, sp, tp+sp: Megatron TP (± sequence parallelism) on a T×Σ mesh, context-parallel SP ----
 void validate_tp_sp(const Layout& L, const ModelConfig& c, const ParallelOptions& p, int64_t B,
                     int64_t S) {
-  validate_tpsp(c, L.size("tp"), L.size("sp"), B, S, p.attn_buckets, p.tp_seq_parallel);
+  validate_tpsp(c, L.size("tp"), L.size("sp"), B, S, p.attn_buckets, p.tp_seq_parallel, p.sp_comm);
 }
 std::unique_ptr<Engine> tp_sp_engine(const Layout& L, const ModelConfig& c,
                                      const ParallelOptions& p, Recompute rc, Mesh mesh) {
-  const TpSpOptions o{
-      .seq_parallel = p.tp_seq_parallel, .attn_buckets = p.attn_buckets, .recompute = rc};
-  std::string name = L.text;
+  const TpSpOptions o{.seq_parallel = p.tp_seq_parallel,
+                      .attn_buckets = p.attn_buckets,
+                      .recompute = rc,
+                      .sp_comm = p.sp_comm};
+  std::string name = L.text + sp_comm_suffix(p.sp_comm);
   if (L.size("tp") > 1 && !p.tp_seq_parallel) name += " (no sequence parallelism)";
   return make_sharded_engine(c, std::move(mesh), name, [&](Mesh& m) {
     return std::make_unique<TpSpEngine>(c, *m.tp, *m.sp, o);
@@ -83,6 +85,7 @@ const LayoutSpec kSingle{.name = "single",
                          .keep_attn_weights = false,
                          .fused_mlp_recompute = false,
                          .mlp_transport = false,
+                         .sp_comm = false,
                          .validate = validate_single,
                          .make_engine = single_engine,
                          .infer = infer_single};
@@ -96,6 +99,7 @@ const LayoutSpec kTsp{
     .keep_attn_weights = true,
     .fused_mlp_recompute = true,
     .mlp_transport = true,
+    .sp_comm = false,
     .validate = validate_folded,
     .make_engine = folded_engine<TspEngine>,
     .infer = infer_tsp};
@@ -112,6 +116,7 @@ const LayoutSpec kFsdpSp{
     .keep_attn_weights = false,
     .fused_mlp_recompute = true,
     .mlp_transport = false,
+    .sp_comm = false,
     .validate = validate_folded,
     .make_engine = folded_engine<FsdpSpEngine>,
     .infer = infer_none};
@@ -122,11 +127,12 @@ const LayoutSpec kTpSp{
     .tp_axis = "tp",
     .help =
         "tp=T, sp=S or both: Megatron TP (with or without sequence parallelism) inside "
-        "all-gather-K/V context parallelism, TP innermost",
+        "context parallelism (K/V all-gathered, or --sp-comm p2p | a2a with tp=1), TP innermost",
     .attn_buckets = true,
     .keep_attn_weights = false,
     .fused_mlp_recompute = false,
     .mlp_transport = false,
+    .sp_comm = true,
     .validate = validate_tp_sp,
     .make_engine = tp_sp_engine,
     .infer = infer_tp_sp};

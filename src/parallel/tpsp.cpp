@@ -47,14 +47,6 @@ using k::QSeg;
 using k::Trans;
 using namespace tsp;
 
-struct TpSpEngine::Acts {
-  Tensor x;             // block input [Tl, h] (all that full recompute keeps)
-  Tensor n1, n2;        // normalised inputs of both norms, all Ts rows (gathered under SP)
-  Tensor rstd1, rstd2;  // this rank's rows
-  std::vector<Tensor> q, k, v, o, lse;  // per head bucket; k, v this SP rank's tokens
-  Tensor g, u;                          // [Ts, I/T]
-};
-
 TpSpEngine::TpSpEngine(const ModelConfig& c, Comm& tp, Comm& sp, TpSpOptions o)
     : cfg_(c),
       tp_(tp),
@@ -66,6 +58,8 @@ TpSpEngine::TpSpEngine(const ModelConfig& c, Comm& tp, Comm& sp, TpSpOptions o)
       tr_(tp.rank()),
       sr_(sp.rank()) {
   seqp_ = o_.seq_parallel && T_ > 1;
+  a2a_ = Sg_ > 1 && o_.sp_comm == SpComm::a2a;
+  p2p_ = Sg_ > 1 && o_.sp_comm == SpComm::p2p;
   make_rope_tables(c, cos_, sin_);
 }
 
@@ -173,6 +167,7 @@ KvGather TpSpEngine::kv_gather(const Acts& a, int64_t b) {
 // ---- attention ------------------------------------------------------------------------------
 
 void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a) {
+  if (a2a_) return attn_fwd_a2a(W, Y1, x, a);
   const int64_t Ts = Ts_, h = t_.h, d = t_.d, N = o_.attn_buckets;
   const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
@@ -227,6 +222,7 @@ void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* 
 // of b+1; dY1 accumulates dq(0), dk(0), dv(0), dq(1), ... as without the pipeline.
 void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tensor& Y1,
                           const Tensor& dX, Tensor& dY1, KvGather first) {
+  if (a2a_) return attn_bwd_a2a(W, G, a, Y1, dX, dY1);
   const int64_t Ts = Ts_, h = t_.h, d = t_.d, N = o_.attn_buckets;
   const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
@@ -348,7 +344,7 @@ void TpSpEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor
   SpSum mlp_sum;   // and the MLP gradient's all-reduce during the attention backward
   {
     Tensor dX = exit_bwd(dx, Traffic::acts, Cat::workspace);
-    if (Sg_ > 1) first = kv_gather(a, 0);
+    if (Sg_ > 1 && !a2a_ && !p2p_) first = kv_gather(a, 0);
     Tensor dY2 = ws32_0({Ts, h}), dy2 = ws32_0({Tl, h});  // partial sums: fp32
     mlp_bwd(W, F32(gm), a, reweight(a.n2, W.post_norm), dX, dY2);
     enter_bwd(dY2, dy2, Traffic::acts);

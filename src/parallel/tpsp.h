@@ -6,6 +6,7 @@
 #include "kernels/kernels.h"
 #include "model/block.h"
 #include "parallel/attn_pipeline.h"
+#include "parallel/layout.h"
 #include "parallel/sharded.h"
 #include "parallel/zigzag.h"
 
@@ -15,6 +16,7 @@ struct TpSpOptions {
   bool seq_parallel = true;  // Megatron sequence parallelism inside TP
   int attn_buckets = 1;
   Recompute recompute = Recompute::none;
+  SpComm sp_comm = SpComm::allgather;  // T = 1 (validate_tpsp)
 };
 
 class TpSpEngine : public ShardedSchedule {
@@ -63,6 +65,28 @@ class TpSpEngine : public ShardedSchedule {
   void reduce_into(Tensor& partial, Tensor& x, Traffic t);
 
   void attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a);
+  // --sp-comm a2a (DeepSpeed Ulysses, ulysses.cpp): q, k, v all-to-all'ed from this rank's
+  // tokens and every head into every token and this rank's heads; o back the same way.
+  struct Heads {
+    int64_t qh, kh;  // query and KV heads of a rank (kh = 1 when KV heads are replicated)
+    int64_t qw, kw;  // their widths qh·d, kh·d
+    std::vector<int> q_of, kv_of;  // the head block each rank takes of q (its own) and of k, v
+  };
+  Heads heads() const;
+  // One all-to-all in flight and its buffers.
+  struct A2a {
+    Tensor send, recv;
+    Request req;
+  };
+  // tokens → heads: x [Ts, nblk·w] to recv [Σ·Ts, w], rank-major, block_of[r] going to rank r.
+  A2a to_heads(const Tensor& x, int64_t w, int64_t nblk, const std::vector<int>& block_of,
+               Traffic t, Cat c);
+  // heads → tokens: X [Σ·Ts, w] to recv [Σ, Ts, w]: rank r's head block of this rank's tokens.
+  A2a from_heads(const Tensor& X, int64_t w, Traffic t);
+  std::vector<cpu::QSeg> all_qsegs(int64_t bb) const;  // every rank's queries, rank-major
+  void attn_fwd_a2a(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a);
+  void attn_bwd_a2a(const TspLayer& W, float* G, const Acts& a, const Tensor& Y1, const Tensor& dX,
+                    Tensor& dY1);
   // A bucket's K/V re-gather over sp (backward).
   KvGather kv_gather(const Acts& a, int64_t b);
   // `first`: bucket 0's gather, posted during the MLP backward (Σ > 1), or not yet posted.
@@ -99,11 +123,24 @@ class TpSpEngine : public ShardedSchedule {
   TspDims t_;
   int T_, Sg_, tr_, sr_;
   bool seqp_ = false;
+  bool a2a_ = false, p2p_ = false;  // --sp-comm with Σ > 1
   int64_t B_ = 0, S_ = 0, Ts_ = 0, Tl_ = 0, row0_ = 0;
   std::vector<int64_t> pos_;
   Tensor cos_, sin_;
   Tensor vocab_scratch_;  // tied embeddings under Σ > 1: head and embedding gradients together
   SpSum attn_sum_;        // the last layer's attention-gradient all-reduce, still in flight
+};
+
+// What a block keeps (tpsp.cpp, ulysses.cpp).
+struct TpSpEngine::Acts {
+  Tensor x;             // block input [Tl, h] (all that full recompute keeps)
+  Tensor n1, n2;        // normalised inputs of both norms, all Ts rows (gathered under SP)
+  Tensor rstd1, rstd2;  // this rank's rows
+  std::vector<Tensor> q, k, v, o, lse;  // per head bucket; k, v this SP rank's tokens
+  // (a2a: q, k, v, lse of this rank's heads and every token; o this rank's tokens, every head,
+  // and O this rank's heads' output, every token)
+  Tensor O;
+  Tensor g, u;  // [Ts, I/T]
 };
 
 }  // namespace origami

@@ -94,13 +94,19 @@ std::vector<Row> dry_runs(const PlanOptions& o, const ModelConfig& cfg,
       if (!L.spec->mlp_transport) par.mlp_transport = MlpTransport::ring;
       const std::string name =
           L.text + (tp_axis && L.tp_degree() > 1 && !par.tp_seq_parallel ? " (SP off)" : "");
+      if (!L.spec->sp_comm) par.sp_comm = SpComm::allgather;
       std::vector<MlpTransport> transports = {par.mlp_transport};
       if (L.spec->mlp_transport && o.mlp_transport_all)
         transports = {MlpTransport::ring, MlpTransport::biring, MlpTransport::broadcast};
-      for (const MlpTransport t : transports) {
-        par.mlp_transport = t;
-        variants.push_back({par, name + mlp_transport_suffix(t)});
-      }
+      std::vector<SpComm> sp_comms = {par.sp_comm};
+      if (L.spec->sp_comm && o.sp_comm_all && L.size("tp") == 1)
+        sp_comms = {SpComm::allgather, SpComm::p2p, SpComm::a2a};
+      for (const MlpTransport t : transports)
+        for (const SpComm c : sp_comms) {
+          par.mlp_transport = t;
+          par.sp_comm = c;
+          variants.push_back({par, name + mlp_transport_suffix(t) + sp_comm_suffix(c)});
+        }
     }
     for (const auto& [par, name] : variants) {
       names.push_back(name);

@@ -22,6 +22,7 @@ struct PlanOptions {
   bool json = false;
   bool tp_sp_both = false;         // tp layouts with and without sequence parallelism
   bool mlp_transport_all = false;  // tsp layouts once per --mlp-transport
+  bool sp_comm_all = false;        // sp layouts (tp = 1) once per --sp-comm
   int threads = 1;
   int64_t new_tokens = 0;  // > 0: also the inference table (generate with this many new tokens)
   std::string hardware;    // --time --hardware FILE: simulated step times (plan/hardware.h)

@@ -40,6 +40,13 @@ BF16 = ["--dtype", "bf16"]
 CASES[2] += [("tp=2", BF16, False), ("sp=2", BF16 + FULL, True)]
 CASES[4] += [("tp=2,sp=2", BF16, False), ("tp=4", BF16 + OFF, True), ("dp=2,tsp=2", BF16 + BUCKETS, False)]
 CASES[8] += [("dp=2,tp=2,sp=2", BF16 + FULL, True), ("dp=8", BF16, False)]
+# --sp-comm a2a (Ulysses): the test model's n_kv = 2N KV heads split over the ranks; "kvrep" cases
+# use a model with n_kv = N/2 (1 at N = 2), each KV head replicated on 2 ranks at sp = N.
+A2A = ["--sp-comm", "a2a"]
+CASES[2] += [("sp=2", A2A, False), ("sp=2", A2A + FULL, True, "kvrep")]
+CASES[4] += [("sp=4", A2A, True), ("sp=4", A2A + FULL, False, "kvrep"), ("dp=2,sp=2", A2A, False),
+             ("sp=4", A2A + BF16, False, "kvrep")]
+CASES[8] += [("sp=8", A2A, False), ("sp=8", A2A, True, "kvrep"), ("dp=2,sp=4", A2A + FULL, False)]
 CATS = ("attn_weights", "mlp_weights", "kv", "grads", "embed_head", "acts", "other")
 
 
@@ -60,11 +67,15 @@ def table(unit=4, **cells):
     return t
 
 
-def tpsp_bytes(cfg, T, Sg, seqp, B, S, full, tied, es=4):
+def tpsp_bytes(cfg, T, Sg, seqp, B, S, full, tied, es=4, sp_comm="allgather"):
     """tsp-spec §7 for TP+SP (per layer), and our embedding/head formulas (docs/layouts.md), in
-    bytes: es per element of what travels in the element type, 4 for the fp32 sums."""
+    bytes: es per element of what travels in the element type, 4 for the fp32 sums. sp_comm a2a
+    (T = 1): each all-to-all receives (Σ-1)/Σ of what a rank holds after it — q and o forward, dO
+    (es) and dQ (4) backward as acts; k, v forward, dK, dV (4) backward as kv, a rank's KV block
+    kh·d wide (kh = max(n_kv/Σ, 1))."""
     h, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
-    kvd = h // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
+    d = h // cfg["num_attention_heads"]
+    kvd = d * cfg["num_key_value_heads"]
     seqp = seqp and T > 1
     Ts, fT, fS = B * S / Sg, (T - 1) / T, (Sg - 1) / Sg
     W = (2 * h * h + 2 * h * kvd + 3 * I * h) / T  # one layer's weights on this rank
@@ -74,6 +85,11 @@ def tpsp_bytes(cfg, T, Sg, seqp, B, S, full, tied, es=4):
     kv = fS * 2 * B * S * kvd / T
     layer = table(1, acts=(acts, acts if full else 0, acts),
                   kv=(es * kv, es * kv if full else 0, (es + 4) * kv), grads=(0, 0, 4 * 2 * fS * W))
+    if sp_comm == "a2a" and Sg > 1:
+        kw = max(cfg["num_key_value_heads"] // Sg, 1) * d
+        qo, kv = fS * Ts * h, 2 * (Sg - 1) * Ts * kw
+        layer = table(1, acts=(2 * es * qo, 2 * es * qo if full else 0, (es + 4) * qo),
+                      kv=(es * kv, es * kv if full else 0, 4 * kv), grads=(0, 0, 4 * 2 * fS * W))
     Vr = -(-V // T)
     gather = fT * Ts * h if seqp else 0
     embed = table(embed_head=(gather if seqp else 2 * fT * Ts * h, 0, gather),
@@ -114,8 +130,9 @@ def expected(cfg, layout, flags, ids, rank):
         head["embed_head"] = {"fwd": hd["fwd"], "recompute": 0, "bwd": hd["bwd"]}
         shard = D
     elif a["tp"] > 1 or a["sp"] > 1:
+        sp_comm = flags[flags.index("--sp-comm") + 1] if "--sp-comm" in flags else "allgather"
         layer, embed, head = tpsp_bytes(cfg, a["tp"], a["sp"], "off" not in flags, B, S, full,
-                                        cfg["tie_word_embeddings"], es)
+                                        cfg["tie_word_embeddings"], es, sp_comm)
         shard = a["tp"]
     else:
         layer, embed, head, shard = zero, zero, zero, 1
@@ -147,9 +164,17 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     models = {}
-    for tied in (False, True):
-        name = "tied" if tied else "untied"
-        cfgp, wp, tp = tg.make(work, name, N, tied, False, seed=20 + tied)
+    kinds = [(tied, "") for tied in (False, True)]
+    kinds += sorted({(c[2], c[3]) for c in CASES[N] if len(c) > 3})
+    for tied, kind in kinds:
+        name = ("tied" if tied else "untied") + kind
+        config = tg.config
+        if kind == "kvrep":  # fewer KV heads than ranks
+            tg.config = lambda D, t: dict(config(D, t), num_key_value_heads=max(D // 2, 1))
+        try:
+            cfgp, wp, tp = tg.make(work, name, N, tied, False, seed=20 + tied)
+        finally:
+            tg.config = config
         rng = np.random.default_rng(30 + tied)
         cfg = json.load(open(cfgp))
         ids = rng.integers(0, cfg["vocab_size"], (N, 6 * N + 1))  # B = N: every dp degree fits
@@ -159,10 +184,10 @@ def main():
         ref = tg.grad(cfgp, wp, tp, os.path.join(work, name + ".ref.safetensors"))
         ref16 = tg.grad(cfgp, wp, tp, os.path.join(work, name + ".ref16.safetensors"), None,
                         ["--dtype", "bf16"])
-        models[tied] = (cfgp, wp, tp, cfg, ids, ref, ref16)
+        models[tied, kind] = (cfgp, wp, tp, cfg, ids, ref, ref16)
     fails = []
-    for k, (layout, flags, tied) in enumerate(CASES[N]):
-        cfgp, wp, tp, cfg, ids, ref32, ref16 = models[tied]
+    for k, (layout, flags, tied, *kind) in enumerate(CASES[N]):
+        cfgp, wp, tp, cfg, ids, ref32, ref16 = models[tied, kind[0] if kind else ""]
         bf16 = "bf16" in flags
         ref = ref16 if bf16 else ref32
         out = os.path.join(work, f"case{k}.safetensors")
@@ -173,14 +198,15 @@ def main():
         bad = check_bytes(json.load(open(out + ".json")), cfg, layout, flags, ids)
         tol_l, tol_g = (1e-4, 1e-2) if bf16 else (1e-6, 1e-5)
         ok = le <= tol_l and ge <= tol_g and not bad
-        desc = f"{layout} {' '.join(flags)}{' tied' if tied else ''}"
+        desc = f"{layout} {' '.join(flags)}{' tied' if tied else ''}{' ' + kind[0] if kind else ''}"
         print(f"{desc:58s} loss rel {le:.1e}  worst grad rel {ge:.1e} ({where}); bytes == §7: {not bad}"
               f"  {'ok' if ok else 'FAIL'}")
         if bad:
             print("\n".join(bad[:6]))
         if not ok:
             fails.append(desc)
-        if k == 0 or (bf16 and k == len(CASES[N]) - 1):  # overlap off and a rerun: bit-identical
+        # overlap off and a rerun: bit-identical
+        if k == 0 or (bf16 and k == len(CASES[N]) - 1) or (flags == A2A and layout.startswith("sp")):
             a = open(out, "rb").read()
             same = []
             for extra in (["--no-overlap"], []):
