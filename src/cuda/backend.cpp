@@ -119,7 +119,8 @@ const k::Table kTable{&gemm<float>,
                       &scale_inplace<float>,
                       &add_inplace<float>,
                       &index_copy_rows_h,
-                      &index_add_rows_h};
+                      &index_add_rows_h,
+                      &attn_merge};
 
 // ---- bf16 (--dtype bf16): the CPU's bf16 contract (kernels/dispatch.h, k::BTable) on the CUDA
 // kernels. The engines' bfloat16 and CUDA's __nv_bfloat16 share the bits.

@@ -492,6 +492,35 @@ void index_add_rows(D* dst, const T* src, const int64_t* dst_rows, const int64_t
   check_launch("index_add_rows");
 }
 
+__global__ void attn_merge_k(float* o, float* lse, const float* o2, const float* lse2,
+                             int64_t rows, int n_h, int d, int64_t stride, int64_t lse_stride) {
+  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (idx >= rows * n_h) return;
+  const int64_t h = idx / rows, i = idx % rows;
+  float& a = lse[h * lse_stride + i];
+  const float b = lse2[h * lse_stride + i];
+  if (b == -INFINITY) return;
+  float* oi = o + i * stride + h * d;
+  const float* pi = o2 + i * stride + h * d;
+  if (a == -INFINITY) {
+    for (int c = 0; c < d; ++c) oi[c] = pi[c];
+    a = b;
+    return;
+  }
+  const float m = fmaxf(a, b), ea = expf(a - m), eb = expf(b - m), s = ea + eb;
+  const float wa = ea / s, wb = eb / s;
+  for (int c = 0; c < d; ++c) oi[c] = wa * oi[c] + wb * pi[c];
+  a = m + logf(s);
+}
+
+void attn_merge(float* o, float* lse, const float* o2, const float* lse2, int64_t rows, int n_h,
+                int d, int64_t stride, int64_t lse_stride) {
+  if (rows * n_h == 0) return;
+  attn_merge_k<<<grid_for(rows * n_h), kThreads, 0, current_stream()>>>(o, lse, o2, lse2, rows,
+                                                                        n_h, d, stride, lse_stride);
+  check_launch("attn_merge");
+}
+
 template <class Y, class X>
 void copy_rows(Y* y, int64_t ldy, const X* x, int64_t ldx, int64_t rows, int64_t cols,
                bool accumulate) {

@@ -113,6 +113,11 @@ void flash_attn_bwd_mixed(float* dq, const bfloat16* dout, const bfloat16* q, co
                           int64_t q_stride, const float* lse, int64_t lse_stride, const QSeg* qs,
                           int nqs, const KvSeg<bfloat16>* ks, int nks, AttnShape sh, float scale);
 
+// cpu::attn_merge (ring attention's merge of two fp32 partial results), one thread per row and
+// head.
+void attn_merge(float* o, float* lse, const float* o2, const float* lse2, int64_t rows, int n_h,
+                int d, int64_t stride, int64_t lse_stride);
+
 // ---- Optimizer and reductions (master weights and moments fp32; gradients T) -------------------
 template <class T>
 void adamw_step(float* p, const T* g, float* m, float* v, int64_t n, const AdamW& h, int64_t step);

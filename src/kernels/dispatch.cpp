@@ -31,7 +31,7 @@ const Table& cpu_table() {
                        &cpu::ce_bwd<float>,         &cpu::adamw_step<float>,
                        &cpu::sum_squares<float>,    &cpu::scale_inplace<float>,
                        &cpu::add_inplace<float>,    &cpu::index_copy_rows<float>,
-                       &cpu::index_add_rows<float>};
+                       &cpu::index_add_rows<float>, &cpu::attn_merge};
   return t;
 }
 

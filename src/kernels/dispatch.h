@@ -47,6 +47,7 @@ struct Table {
   decltype(&cpu::add_inplace<float>) add_inplace;
   decltype(&cpu::index_copy_rows<float>) index_copy_rows;
   decltype(&cpu::index_add_rows<float>) index_add_rows;
+  decltype(&cpu::attn_merge) attn_merge;
 };
 void install(const Table* t);  // nullptr: the CPU kernels (the bf16 ones too)
 const Table* table();
@@ -196,6 +197,12 @@ ORIGAMI_K(scale_inplace)
 ORIGAMI_K(add_inplace)
 ORIGAMI_K(index_copy_rows)
 ORIGAMI_K(index_add_rows)
+// (fp32 only: ring attention's partial results are fp32 under bf16 too)
+inline void attn_merge(float* o, float* lse, const float* o2, const float* lse2, int64_t rows,
+                       int n_h, int d, int64_t stride, int64_t lse_stride) {
+  const Table* t = table();
+  (t ? t->attn_merge : cpu_table().attn_merge)(o, lse, o2, lse2, rows, n_h, d, stride, lse_stride);
+}
 #undef ORIGAMI_K
 
 }  // namespace origami::k

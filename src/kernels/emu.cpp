@@ -166,7 +166,8 @@ const k::Table kTable{W(gemm<float>),
                       W(scale_inplace<float>),
                       W(add_inplace<float>),
                       W(index_copy_rows<float>),
-                      W(index_add_rows<float>)};
+                      W(index_add_rows<float>),
+                      W(attn_merge)};
 const k::BTable kBTable{W(gemm_bf16),
                         W(rmsnorm_fwd<bfloat16>),
                         W(rmsnorm_apply<bfloat16>),

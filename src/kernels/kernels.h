@@ -123,6 +123,12 @@ template <class T>
 void flash_attn_bwd(acc_t<T>* dq, const T* dout, const T* q, const T* o, int64_t q_stride,
                     const acc_t<T>* lse, int64_t lse_stride, const QSeg* qs, int nqs,
                     const KvSeg<T>* ks, int nks, AttnShape sh, acc_t<T> scale);
+// Ring attention's merge of two partial results over disjoint keys (fp32): (o, lse) becomes the
+// attention over both key sets, o = (e^lse·o + e^lse2·o2) / (e^lse + e^lse2), lse their log-sum-
+// exp; a row whose lse2 is -inf (no visible key) is left as it is. o, o2: [rows, stride], head h
+// at columns h·d; lse, lse2: [n_h, lse_stride].
+void attn_merge(float* o, float* lse, const float* o2, const float* lse2, int64_t rows, int n_h,
+                int d, int64_t stride, int64_t lse_stride);
 // Each OpenMP thread's tiles, in elements of acc_t, held (workspace, host) during one call:
 // forward a score tile, an accumulator and two row statistics; backward two score tiles and a row
 // sum; under bf16 also the widened Q, K, V (and dO) tiles.

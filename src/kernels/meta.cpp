@@ -245,6 +245,9 @@ k::Table make_table() {
   timed(t.sum_squares, [](auto, int64_t n) { return mem_work(4.0 * D(n), false, "sum_squares"); });
   timed(t.scale_inplace,
         [](auto, int64_t n, auto) { return mem_work(8.0 * D(n), false, "scale_inplace"); });
+  timed(t.attn_merge, [](auto, auto, auto, auto, int64_t rows, int n_h, int d, auto...) {
+    return mem_work(4.0 * D(rows * n_h) * (3.0 * d + 3), false, "attn_merge", 3.0 * D(rows * n_h));
+  });
   t.flash_attn_fwd = &Attn<false, false, decltype(t.flash_attn_fwd)>::call;
   t.flash_attn_bwd = &Attn<true, false, decltype(t.flash_attn_bwd)>::call;
   return t;

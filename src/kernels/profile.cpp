@@ -82,6 +82,7 @@ void profile_start() {
   ORIGAMI_WRAP(g_ft, add_inplace, "add_inplace");
   ORIGAMI_WRAP(g_ft, index_copy_rows, "index_copy_rows");
   ORIGAMI_WRAP(g_ft, index_add_rows, "index_add_rows");
+  ORIGAMI_WRAP(g_ft, attn_merge, "attn_merge");
   install(&g_ft);
   if (has_bt) {
     ORIGAMI_WRAP(g_bt, gemm, "gemm");

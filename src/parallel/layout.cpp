@@ -133,7 +133,6 @@ void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t B, int64_t se
                    bool seq_parallel, SpComm sp_comm) {
   if (sp_comm != SpComm::allgather && Sigma > 1) {  // (no sp axis: nothing to change)
     const char* name = sp_comm_name(sp_comm);
-    if (sp_comm == SpComm::p2p) fail("--sp-comm p2p is not built yet; use allgather or a2a");
     if (T > 1)
       fail("--sp-comm ", name, " needs tp=1 (got tp=", T,
            "): the hierarchical form inside TP groups is not built; use --sp-comm allgather");

@@ -168,6 +168,7 @@ KvGather TpSpEngine::kv_gather(const Acts& a, int64_t b) {
 
 void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a) {
   if (a2a_) return attn_fwd_a2a(W, Y1, x, a);
+  if (p2p_) return attn_fwd_p2p(W, Y1, x, a);
   const int64_t Ts = Ts_, h = t_.h, d = t_.d, N = o_.attn_buckets;
   const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
@@ -223,6 +224,7 @@ void TpSpEngine::attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* 
 void TpSpEngine::attn_bwd(const TspLayer& W, float* G, const Acts& a, const Tensor& Y1,
                           const Tensor& dX, Tensor& dY1, KvGather first) {
   if (a2a_) return attn_bwd_a2a(W, G, a, Y1, dX, dY1);
+  if (p2p_) return attn_bwd_p2p(W, G, a, Y1, dX, dY1);
   const int64_t Ts = Ts_, h = t_.h, d = t_.d, N = o_.attn_buckets;
   const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));

@@ -87,6 +87,12 @@ class TpSpEngine : public ShardedSchedule {
   void attn_fwd_a2a(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a);
   void attn_bwd_a2a(const TspLayer& W, float* G, const Acts& a, const Tensor& Y1, const Tensor& dX,
                     Tensor& dY1);
+  // --sp-comm p2p (ring attention, ring_attention.cpp): each rank's K, V [2·Ts, kw] (k rows, then
+  // v rows) passed around the ring, one block resident beside the one arriving.
+  std::vector<k::Kv> block_kvsegs(int64_t bb, int src, k::CPtr KV, float* dKV, int64_t kw) const;
+  void attn_fwd_p2p(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a);
+  void attn_bwd_p2p(const TspLayer& W, float* G, const Acts& a, const Tensor& Y1, const Tensor& dX,
+                    Tensor& dY1);
   // A bucket's K/V re-gather over sp (backward).
   KvGather kv_gather(const Acts& a, int64_t b);
   // `first`: bucket 0's gather, posted during the MLP backward (Σ > 1), or not yet posted.
@@ -138,7 +144,7 @@ struct TpSpEngine::Acts {
   Tensor rstd1, rstd2;  // this rank's rows
   std::vector<Tensor> q, k, v, o, lse;  // per head bucket; k, v this SP rank's tokens
   // (a2a: q, k, v, lse of this rank's heads and every token; o this rank's tokens, every head,
-  // and O this rank's heads' output, every token)
+  // and O this rank's heads' output, every token; p2p: k holds this rank's K and V, v none)
   Tensor O;
   Tensor g, u;  // [Ts, I/T]
 };

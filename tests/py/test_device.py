@@ -137,6 +137,10 @@ if DEVICE == "cuda":
             if rc == "none" or L in ("", "tsp=2"):
                 _, raw2 = grad("cuda", L, ["--recompute", rc])
                 check(raw == raw2, f"{name}: a rerun is bitwise equal")
+    # the sp axis's other two methods (ring attention's merge kernel, Ulysses' row shuffles)
+    for comm in ("p2p", "a2a"):
+        compare(f"sp=2 --sp-comm {comm} on the GPU", grad("cuda", "sp=2", ["--sp-comm", comm])[0],
+                grad("cpu", "", [])[0])
     dev, _ = grad("cuda", "tp=2", ["--tp-sequence-parallel", "off"])
     compare("tp=2 without sequence parallelism on the GPU", dev, grad("cpu", "", [])[0])
     tcpu, _ = grad("cpu", "", [], "tied")
@@ -180,12 +184,14 @@ else:
               ("tsp=2", ["--recompute", "full", "--fused-mlp-recompute"], "m"),
               ("tsp=2", ["--recompute", "full", "--keep-attn-weights"], "m"),
               ("tp=2", ["--tp-sequence-parallel", "off"], "m"), ("sp=2", ["--attn-buckets", "2"], "m"),
-              ("tsp=2", [], "tied"), ("tp=2,sp=2", [], "tied"), ("fsdp_sp=2,dp=2", [], "m")]
+              ("tsp=2", [], "tied"), ("tp=2,sp=2", [], "tied"), ("fsdp_sp=2,dp=2", [], "m"),
+              ("sp=2", ["--sp-comm", "p2p"], "m"), ("sp=2", ["--sp-comm", "a2a"], "m")]
     # --dtype bf16: the bf16 kernel table behind the same seam (issue 18)
     cases += [(L, ["--dtype", "bf16"] + extra, m) for L, extra, m in [
         ("", [], "m"), ("tsp=2", ["--recompute", "full"], "m"), ("fsdp_sp=2", [], "tied"),
         ("tp=2", [], "m"), ("tp=2", ["--tp-sequence-parallel", "off"], "tied"),
-        ("sp=2", ["--attn-buckets", "2"], "m"), ("tp=2,sp=2", [], "m"), ("dp=2", [], "m")]]
+        ("sp=2", ["--attn-buckets", "2"], "m"), ("tp=2,sp=2", [], "m"), ("dp=2", [], "m"),
+        ("sp=2", ["--sp-comm", "p2p"], "m")]]
     for L, extra, m in cases:
         _, raw_cpu = grad("cpu", L, extra, m)
         _, raw_emu = grad("emu", L, extra, m)

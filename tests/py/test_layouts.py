@@ -1,7 +1,8 @@
 """Every layout of tsp-spec §9 under `origami grad` with N ranks (one mpirun job per case, one test
 per world size), against the single-rank file of the same weights and tokens: loss <= 1e-6 and
 every gradient <= 1e-5 norm-wise relative, GQA (g = 2), masked labels, tied and untied, head
-buckets, --recompute none/full, Megatron sequence parallelism on and off.
+buckets, --recompute none/full, Megatron sequence parallelism on and off, and the sp axis's three
+methods (--sp-comm allgather, p2p, a2a; a2a with KV heads split and replicated).
 Cases with --dtype bf16 compare with the single rank in bf16 (loss <= 1e-4, gradients <= 1e-2, as
 test_tsp_grad.py states why) and check the bytes with bf16 where bf16 travels (weights, K/V
 forward, the gathered normalised rows and input gradients of TP) and fp32 where sums do (the
@@ -47,6 +48,12 @@ CASES[2] += [("sp=2", A2A, False), ("sp=2", A2A + FULL, True, "kvrep")]
 CASES[4] += [("sp=4", A2A, True), ("sp=4", A2A + FULL, False, "kvrep"), ("dp=2,sp=2", A2A, False),
              ("sp=4", A2A + BF16, False, "kvrep")]
 CASES[8] += [("sp=8", A2A, False), ("sp=8", A2A, True, "kvrep"), ("dp=2,sp=4", A2A + FULL, False)]
+# --sp-comm p2p (ring attention): K/V blocks around the sp ring; the all-gather schedule's bytes
+P2P = ["--sp-comm", "p2p"]
+CASES[2] += [("sp=2", P2P, False), ("sp=2", P2P + FULL + BF16, True)]
+CASES[4] += [("sp=4", P2P, True), ("sp=4", P2P + FULL, False, "kvrep"), ("dp=2,sp=2", P2P, False),
+             ("sp=4", P2P + BF16, False)]
+CASES[8] += [("sp=8", P2P, False), ("dp=2,sp=4", P2P + FULL, True)]
 CATS = ("attn_weights", "mlp_weights", "kv", "grads", "embed_head", "acts", "other")
 
 
@@ -206,7 +213,7 @@ def main():
         if not ok:
             fails.append(desc)
         # overlap off and a rerun: bit-identical
-        if k == 0 or (bf16 and k == len(CASES[N]) - 1) or (flags == A2A and layout.startswith("sp")):
+        if k == 0 or (bf16 and k == len(CASES[N]) - 1) or (flags in (A2A, P2P) and layout.startswith("sp")):
             a = open(out, "rb").read()
             same = []
             for extra in (["--no-overlap"], []):

@@ -270,6 +270,29 @@ void flash_attn_bwd(acc_t<T>* dq, const T* dout, const T* q, const T* o, int64_t
   }
 }
 
+void attn_merge(float* o, float* lse, const float* o2, const float* lse2, int64_t rows, int n_h,
+                int d, int64_t stride, int64_t lse_stride) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int h = 0; h < n_h; ++h)
+    for (int64_t i = 0; i < rows; ++i) {
+      float& a = lse[h * lse_stride + i];
+      const float b = lse2[h * lse_stride + i];
+      if (b == neg_inf) continue;
+      float* oi = o + i * stride + static_cast<int64_t>(h) * d;
+      const float* pi = o2 + i * stride + static_cast<int64_t>(h) * d;
+      if (a == neg_inf) {
+        std::copy(pi, pi + d, oi);
+        a = b;
+        continue;
+      }
+      const float m = std::max(a, b), ea = std::exp(a - m), eb = std::exp(b - m), s = ea + eb;
+      const float wa = ea / s, wb = eb / s;
+      for (int c = 0; c < d; ++c) oi[c] = wa * oi[c] + wb * pi[c];
+      a = m + std::log(s);
+    }
+}
+
 #define INST(T)                                                                                \
   template void flash_attn_fwd<T>(T*, acc_t<T>*, int64_t, const T*, int64_t, const QSeg*, int, \
                                   const KvSeg<T>*, int, AttnShape, acc_t<T>);                  \
