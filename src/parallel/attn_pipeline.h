@@ -3,6 +3,7 @@
 // backward and the C stage, and the end of a projection's backward (tsp-spec §6).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "comm/comm.h"
 #include "core/tensor.h"
@@ -24,6 +25,19 @@ struct KvGather {
     return g;
   }
 };
+
+// An all-to-all of equal contiguous blocks of `block` bytes (Ulysses, --sp-comm a2a): block
+// block_of[r] of send (block r without block_of) to rank r, block s of recv from rank s.
+inline Request alltoall_blocks(Comm& c, const void* send, void* recv, int64_t block, Traffic t,
+                               const std::vector<int>* block_of = nullptr) {
+  const size_t n = static_cast<size_t>(c.size());
+  std::vector<int64_t> cnt(n, block), so(n), ro(n);
+  for (size_t r = 0; r < n; ++r) {
+    so[r] = (block_of ? (*block_of)[r] : static_cast<int64_t>(r)) * block;
+    ro[r] = static_cast<int64_t>(r) * block;
+  }
+  return c.ialltoallv(send, cnt.data(), so.data(), recv, cnt.data(), ro.data(), t);
+}
 
 // A projection's output gradient dp [T, w] (dq, or this rank's dk, dv after their
 // reduce-scatter; fp32), RoPE undone where it was applied, gives dW += dpᵀ·y1 and dy1 += dp·W in

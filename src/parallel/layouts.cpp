@@ -30,6 +30,12 @@ void validate_folded(const Layout& L, const ModelConfig& c, const ParallelOption
                      int64_t S) {
   validate_tsp(c, L.model_degree(), S, p.attn_buckets);
   const int D = L.model_degree();
+  if (p.sp_comm == SpComm::p2p && D > 1)
+    fail("--sp-comm p2p is built for the sp axis only (--layout sp=", D,
+         "); fsdp_sp takes allgather or a2a");
+  if (p.sp_comm == SpComm::a2a && D > 1 && p.attn_buckets != 1)
+    fail("--sp-comm a2a takes no --attn-buckets (got ", p.attn_buckets,
+         "): it processes a rank's heads at once");
   if (p.mlp_transport == MlpTransport::biring && D > 1 && c.intermediate_size / D % 2 != 0)
     fail("--mlp-transport biring splits each MLP shard in two: intermediate_size/", D, " = ",
          c.intermediate_size / D, " must be even");
@@ -42,8 +48,9 @@ std::unique_ptr<Engine> folded_engine(const Layout& L, const ModelConfig& c,
                      .keep_attn_weights = p.keep_attn_weights,
                      .recompute = rc,
                      .fused_mlp = p.fused_mlp_recompute,
-                     .mlp_transport = p.mlp_transport};
-  return make_sharded_engine(c, std::move(mesh), L.text,
+                     .mlp_transport = p.mlp_transport,
+                     .sp_comm = p.sp_comm};
+  return make_sharded_engine(c, std::move(mesh), L.text + sp_comm_suffix(p.sp_comm),
                              [&](Mesh& m) { return std::make_unique<Sched>(c, *m.model, o); });
 }
 InferKind infer_tsp(const Layout&) {
@@ -111,12 +118,14 @@ const LayoutSpec kFsdpSp{
     .title = "FSDP+SP",
     .axes = {"fsdp_sp"},
     .tp_axis = "",
-    .help = "fsdp_sp=D: TSP's shards and tokens, each layer's weights gathered whole before use",
+    .help =
+        "fsdp_sp=D: TSP's shards and tokens, each layer's weights gathered whole before use "
+        "(with --sp-comm a2a: FSDP+Ulysses)",
     .attn_buckets = true,
     .keep_attn_weights = false,
     .fused_mlp_recompute = true,
     .mlp_transport = false,
-    .sp_comm = false,
+    .sp_comm = true,
     .validate = validate_folded,
     .make_engine = folded_engine<FsdpSpEngine>,
     .infer = infer_none};

@@ -25,6 +25,7 @@ struct TspOptions {
   Recompute recompute = Recompute::none;
   bool fused_mlp = false;  // --fused-mlp-recompute (needs recompute full)
   MlpTransport mlp_transport = MlpTransport::ring;
+  SpComm sp_comm = SpComm::allgather;  // fsdp_sp: a2a = FSDP+Ulysses (fsdp_ulysses.cpp)
   // (validate_options, layout.h, refuses the combinations these options cannot take)
 };
 
@@ -124,6 +125,13 @@ class TspEngine : public ShardedSchedule {
                 const std::function<void()>& before_last, AttnStart* start);
   void attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Tensor& y1, const Tensor& dy,
                 Tensor& dy1, const std::vector<Tensor>* kept, AttnStart st);
+  // --sp-comm a2a (fsdp_sp only): the gathered layer's head groups computed Ulysses' way
+  // (fsdp_ulysses.cpp): q, k, v of every group for this rank's tokens all-to-all'ed so that rank
+  // j attends head group j over every token, o back.
+  void attn_fwd_a2a(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a,
+                    const std::function<void()>& before_last, AttnStart* start);
+  void attn_bwd_a2a(const TspLayer& W, TspLayer& G, const Acts& a, const Tensor& y1,
+                    const Tensor& dy, Tensor& dy1, AttnStart st);
   // MLP ring (tsp_mlp.cpp)
   void mlp_fwd(const TspLayer& W, const Tensor& y2, Tensor& x, Acts* a, RingStart* start,
                const std::function<void()>& before_last);

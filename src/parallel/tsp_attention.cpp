@@ -76,6 +76,7 @@ void TspEngine::attn_fwd(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a
   const int64_t qb = t_.nq_loc / N, kvb = t_.nkv_loc / N, qw = qb * d, kw = kvb * d;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const AttnShape sh{static_cast<int>(qb), static_cast<int>(kvb), static_cast<int>(d)};
+  if (o_.sp_comm == SpComm::a2a && D_ > 1) return attn_fwd_a2a(W, y1, x, a, before_last, start);
   // Pipeline (tsp-spec §4): units u = (head group j, bucket b) in order. While unit u computes,
   // the K/V all-gather of unit u+1 and the broadcast of packet j+2 are in flight: three packet
   // buffers (D kept packets with --keep-attn-weights), two units of gathered K/V.
@@ -187,6 +188,7 @@ TspEngine::AttnStart TspEngine::attn_start(const TspLayer& W, std::vector<Tensor
 
 TspEngine::AttnStart TspEngine::attn_bwd_prefetch(const TspLayer& W, const Acts& a, bool have) {
   AttnStart st = attn_start(W, nullptr, have);
+  if (o_.sp_comm == SpComm::a2a && D_ > 1) return st;  // no K/V gather: Ulysses' all-to-alls
   st.first = KvGather::post(comm_, a.k[0], a.v[0], z_.local_tokens(), t_.kv_rows / o_.attn_buckets);
   return st;
 }
@@ -201,6 +203,7 @@ void TspEngine::attn_bwd(const TspLayer& W, TspLayer& G, const Acts& a, const Te
   const int64_t P = t_.attn_size();
   // The pipeline B1 B2 C over units: the diagram at the top of this file.
   if (!st.posted()) st = attn_bwd_prefetch(W, a, kept != nullptr);
+  if (o_.sp_comm == SpComm::a2a && D_ > 1) return attn_bwd_a2a(W, G, a, y1, dy, dy1, std::move(st));
   attn_tail_.finish();  // the previous layer's last reduce, hidden behind this layer's MLP
   st.layer_req.wait();
   const Tensor dy_e = block::in_elem(dy);  // the fp32 residual gradient, for the GEMMs

@@ -12,7 +12,10 @@ struct TspEngine::Acts {
   Tensor x;                             // block input
   Tensor n1, rstd1, n2, rstd2;          // normalised inputs of both norms and their rstd
   std::vector<Tensor> q, k, v, o, lse;  // per (head group j, bucket b), index j*N + b; k, v local
-  std::vector<Tensor> g, u;             // per MLP shard s
+  // (--sp-comm a2a: q, k, v, lse of head group r over every token; o [D, T, ·] every group's
+  // output for this rank's tokens; O head group r's output over every token)
+  Tensor O;
+  std::vector<Tensor> g, u;  // per MLP shard s
 };
 
 namespace tsp {

@@ -73,22 +73,14 @@ TpSpEngine::A2a TpSpEngine::to_heads(const Tensor& x, int64_t w, int64_t nblk,
     k::index_copy_rows(F(m.send), F(x), blk.data(), tok.data(), nblk * Ts, w);
   }
   m.recv = Tensor::empty({Sg_ * Ts, w}, x.dtype(), c);
-  const int64_t n = Ts * w * es;
-  std::vector<int64_t> sb(static_cast<size_t>(Sg_), n), so(sb.size()), rb(sb), ro(sb.size());
-  for (int r = 0; r < Sg_; ++r) {
-    so[static_cast<size_t>(r)] = block_of[static_cast<size_t>(r)] * n;
-    ro[static_cast<size_t>(r)] = r * n;
-  }
-  m.req = sp_.ialltoallv(m.send.raw(), sb.data(), so.data(), m.recv.raw(), rb.data(), ro.data(), t);
+  m.req = alltoall_blocks(sp_, m.send.raw(), m.recv.raw(), Ts * w * es, t, &block_of);
   return m;
 }
 
 TpSpEngine::A2a TpSpEngine::from_heads(const Tensor& X, int64_t w, Traffic t) {
-  const int64_t n = Ts_ * w * static_cast<int64_t>(dtype_size(X.dtype()));
   A2a m{X, Tensor::empty({Sg_ * Ts_, w}, X.dtype(), Cat::workspace), {}};
-  std::vector<int64_t> cnt(static_cast<size_t>(Sg_), n), off(cnt.size());
-  for (int r = 0; r < Sg_; ++r) off[static_cast<size_t>(r)] = r * n;
-  m.req = sp_.ialltoallv(X.raw(), cnt.data(), off.data(), m.recv.raw(), cnt.data(), off.data(), t);
+  m.req = alltoall_blocks(sp_, X.raw(), m.recv.raw(),
+                          Ts_ * w * static_cast<int64_t>(dtype_size(X.dtype())), t);
   return m;
 }
 

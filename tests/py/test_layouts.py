@@ -48,6 +48,10 @@ CASES[2] += [("sp=2", A2A, False), ("sp=2", A2A + FULL, True, "kvrep")]
 CASES[4] += [("sp=4", A2A, True), ("sp=4", A2A + FULL, False, "kvrep"), ("dp=2,sp=2", A2A, False),
              ("sp=4", A2A + BF16, False, "kvrep")]
 CASES[8] += [("sp=8", A2A, False), ("sp=8", A2A, True, "kvrep"), ("dp=2,sp=4", A2A + FULL, False)]
+# FSDP+Ulysses (fsdp_sp --sp-comm a2a)
+CASES[2] += [("fsdp_sp=2", A2A, False), ("fsdp_sp=2", A2A + FULL + ["--fused-mlp-recompute"], True)]
+CASES[4] += [("fsdp_sp=4", A2A, True), ("dp=2,fsdp_sp=2", A2A + FULL, False), ("fsdp_sp=4", A2A + BF16, False)]
+CASES[8] += [("fsdp_sp=8", A2A + FULL, False), ("dp=2,fsdp_sp=4", A2A, True)]
 # --sp-comm p2p (ring attention): K/V blocks around the sp ring; the all-gather schedule's bytes
 P2P = ["--sp-comm", "p2p"]
 CASES[2] += [("sp=2", P2P, False), ("sp=2", P2P + FULL + BF16, True)]
@@ -128,10 +132,18 @@ def expected(cfg, layout, flags, ids, rank):
     zero = table()
     if a["tsp"] > 1 or a["fsdp_sp"] > 1:
         D = M
-        lay, hd, em = tg.expected_bytes(cfg, D, i, rep, full, "--keep-attn-weights" in flags, es=es)
+        lay, hd, em = tg.expected_bytes(cfg, D, i, rep, full, "--keep-attn-weights" in flags,
+                                          "--fused-mlp-recompute" in flags, es=es)
         layer = table()
         for c in CATS:
             layer[c] = lay[c]
+        if "a2a" in flags:  # FSDP+Ulysses: the all-to-alls of tpsp_bytes' a2a in place of K/V's gathers
+            h, d = cfg["hidden_size"], cfg["hidden_size"] // cfg["num_attention_heads"]
+            Ts, f = B * S / D, (D - 1) / D
+            qo, kv = f * Ts * h, 2 * f * Ts * d * cfg["num_key_value_heads"]
+            a2a = table(1, acts=(2 * es * qo, 2 * es * qo if full else 0, (es + 4) * qo),
+                        kv=(es * kv, es * kv if full else 0, 4 * kv))
+            layer["acts"], layer["kv"] = a2a["acts"], a2a["kv"]
         embed, head = table(), table()
         embed["embed_head"] = {"fwd": em["fwd"], "recompute": 0, "bwd": em["bwd"]}
         head["embed_head"] = {"fwd": hd["fwd"], "recompute": 0, "bwd": hd["bwd"]}
@@ -213,7 +225,7 @@ def main():
         if not ok:
             fails.append(desc)
         # overlap off and a rerun: bit-identical
-        if k == 0 or (bf16 and k == len(CASES[N]) - 1) or (flags in (A2A, P2P) and layout.startswith("sp")):
+        if k == 0 or (bf16 and k == len(CASES[N]) - 1) or (flags in (A2A, P2P) and "dp" not in layout):
             a = open(out, "rb").read()
             same = []
             for extra in (["--no-overlap"], []):

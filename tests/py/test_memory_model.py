@@ -30,7 +30,8 @@ EXTRA = [("tsp=2", ["--attn-buckets", "2", "--keep-attn-weights"], "full"), ("tp
 # --sp-comm a2a (Ulysses): head-sharded q, k, v, O kept; KV heads split (sp=2, n_kv = 4) and
 # replicated (sp=8 would; here sp=4 splits them one each)
 A2A = ["--sp-comm", "a2a"]
-EXTRA += [("sp=2", A2A, "none"), ("sp=4", A2A, "full"), ("dp=2,sp=2", A2A, "none")]
+EXTRA += [("sp=2", A2A, "none"), ("sp=4", A2A, "full"), ("dp=2,sp=2", A2A, "none"),
+          ("fsdp_sp=2", A2A, "none"), ("fsdp_sp=4", A2A, "full"), ("dp=2,fsdp_sp=2", A2A, "none")]
 # --sp-comm p2p (ring attention): two K/V blocks resident, fp32 running output and accumulators
 P2P = ["--sp-comm", "p2p"]
 EXTRA += [("sp=2", P2P, "none"), ("sp=4", P2P, "full"), ("dp=2,sp=2", P2P, "full")]
@@ -41,7 +42,8 @@ EXTRA += [(spec, BF16 + extra, rc) for spec, extra, rc in [
     ("single", [], "none"), ("single", [], "full"), ("dp=2", [], "none"), ("tsp=2", [], "none"),
     ("tsp=4", ["--keep-attn-weights"], "full"), ("fsdp_sp=2", [], "full"), ("tp=2", [], "none"),
     ("tp=2 off", [], "full"), ("sp=2", ["--attn-buckets", "2"], "none"), ("tp=2,sp=2", [], "full"),
-    ("dp=2,tsp=2", [], "none"), ("sp=2", A2A, "full"), ("sp=4", P2P, "none")]]
+    ("dp=2,tsp=2", [], "none"), ("sp=2", A2A, "full"), ("sp=4", P2P, "none"),
+    ("fsdp_sp=2", A2A, "full")]]
 
 
 def split(spec):

@@ -49,7 +49,7 @@ def main():
         (2, ["--layout", "tp=2", "--recompute", "full", "--fused-mlp-recompute"],
          "--fused-mlp-recompute needs a tsp or fsdp_sp layout"),
         (2, ["--layout", "tsp=2", "--sp-comm", "a2a"],
-         "--sp-comm a2a needs a sequence-parallel layout (--layout sp=N)"),
+         "--sp-comm a2a needs a sequence-parallel layout (--layout fsdp_sp=N or sp=N)"),
         # the dry run's predicted peak against the memory a rank may use, one verdict for all
         (2, ["--layout", "tsp=2", "--memory-limit", "0.001"], "a rank can use (--memory-limit)"),
     ]
