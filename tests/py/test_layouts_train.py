@@ -1,9 +1,10 @@
 """Training under the baselines on the corpus (configs/tiny.json: 8/4 heads, GQA), tsp-spec §9-§10:
-  * 30 steps under dp=2,tsp=2, tp=2,sp=2, tp=4 (with and without sequence parallelism) and
-    fsdp_sp=4 follow the single-rank losses within 1e-4 relative: same seed, same global batch
+  * 30 steps under dp=2,tsp=2, tp=2,sp=2, tp=4 (with and without sequence parallelism),
+    fsdp_sp=4, sp=4 with ring attention (--sp-comm p2p) and FSDP+Ulysses (fsdp_sp=4 --sp-comm
+    a2a) follow the single-rank losses within 1e-4 relative: same seed, same global batch
     (4 sequences: 2 per micro-step x grad accumulation 2, split over dp), clipping active;
   * a resume under tp=2,sp=2 is bit-identical to the uninterrupted run (losses, checkpoint files);
-  * a tp=2,sp=2 checkpoint loaded under tsp=4 and under dp=4 re-exports byte-identical weights and
+  * a tp=2,sp=2 checkpoint loaded under tsp=4, dp=4 and sp=4 --sp-comm a2a re-exports byte-identical weights and
     optimizer state, and the losses that follow match the uninterrupted tp=2,sp=2 run within 1e-4;
     a resume with another global batch is refused on every rank.
 Usage: test_layouts_train.py ORIGAMI_BINARY WORKDIR"""
@@ -44,7 +45,8 @@ def main():
         fails.append("clipping never active")
     two = ["--micro-batch", "2"]
     for layout, extra in (("dp=2,tsp=2", ["--micro-batch", "1"]), ("tp=2,sp=2", two), ("tp=4", two),
-                          ("tp=4", two + ["--tp-sequence-parallel", "off"]), ("fsdp_sp=4", two)):
+                          ("tp=4", two + ["--tp-sequence-parallel", "off"]), ("fsdp_sp=4", two),
+                          ("sp=4", two + ["--sp-comm", "p2p"]), ("fsdp_sp=4", two + ["--sp-comm", "a2a"])):
         got = train(work, layout + "".join(extra), layout, *common, *clip, *extra)
         e = rel(got["losses"], ref["losses"])
         print(f"30 steps {layout} {' '.join(extra):40s} vs single: worst loss rel diff {e:.2e} (limit 1e-4)")
@@ -64,18 +66,19 @@ def main():
     print(f"resume under tp=2,sp=2 bit-identical (losses and step_10 files): {ok}")
     if not ok:
         fails.append("tp=2,sp=2 resume not bit-identical")
-    for layout, mb in (("tsp=4", "4"), ("dp=4", "1")):
-        out = os.path.join(work, "export_" + layout)
-        train(work, "export_" + layout, layout, "--steps", "5", *args[2:], "--micro-batch", mb,
-              "--save-dir", out, "--resume", os.path.join(ck, "step_5"))
+    for layout, mb, extra in (("tsp=4", "4", []), ("dp=4", "1", []), ("sp=4", "4", ["--sp-comm", "a2a"])):
+        name = layout + "".join(extra)
+        out = os.path.join(work, "export_" + name)
+        train(work, "export_" + name, layout, "--steps", "5", *args[2:], "--micro-batch", mb,
+              "--save-dir", out, "--resume", os.path.join(ck, "step_5"), *extra)
         ok_bytes = same_files(os.path.join(ck, "step_5"), os.path.join(out, "step_5"))
-        cont = train(work, "cont_" + layout, layout, *args, "--micro-batch", mb, "--resume",
-                     os.path.join(ck, "step_5"))
+        cont = train(work, "cont_" + name, layout, *args, "--micro-batch", mb, "--resume",
+                     os.path.join(ck, "step_5"), *extra)
         e = rel(cont["losses"], whole["losses"][5:])
-        print(f"tp=2,sp=2 checkpoint under {layout}: re-export byte-identical {ok_bytes}; "
-              f"losses 6-10 rel diff {e:.2e}")
+        print(f"tp=2,sp=2 checkpoint under {layout} {' '.join(extra)}: re-export byte-identical "
+              f"{ok_bytes}; losses 6-10 rel diff {e:.2e}")
         if not ok_bytes or e > 1e-4:
-            fails.append(f"cross-layout resume under {layout}")
+            fails.append(f"cross-layout resume under {name}")
     # a different global batch would read different samples: refused on every rank
     r = harness.run(harness.mpi(4, [BIN, "train", "--config", os.path.join(harness.ROOT, "configs/tiny.json"),
                                     "--layout", "tsp=4", "--seq", "64", "--micro-batch", "2", *args,
