@@ -146,7 +146,7 @@ class TrainBench {
   struct Row {
     Layout L;
     std::string sp_flag,
-        label;  // sp_flag: the row's own flags (--tp-sequence-parallel, --mlp-transport)
+        label;  // sp_flag: the row's own flags (--tp-sequence-parallel, --mlp-transport, --sp-comm)
   };
 
   void make_rows() {
@@ -162,6 +162,14 @@ class TrainBench {
           if (mt == "all" || mt == mlp_transport_name(t))
             rows_.push_back({L, cat(" --mlp-transport ", mlp_transport_name(t)),
                              L.text + mlp_transport_suffix(t)});
+        continue;
+      }
+      if (L.spec->sp_comm && L.tp_degree() == 1) {  // sp, fsdp_sp: the methods asked for
+        const std::string sc = a_.str("sp-comm");
+        for (const SpComm c : sp_comms_of(L)) {
+          if (sc != "all" && sc != sp_comm_name(c)) continue;
+          rows_.push_back({L, cat(" --sp-comm ", sp_comm_name(c)), L.text + sp_comm_suffix(c)});
+        }
         continue;
       }
       if (!L.has_tp_axis()) {

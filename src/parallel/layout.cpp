@@ -205,6 +205,12 @@ const char* sp_comm_name(SpComm c) {
   return "allgather";
 }
 
+std::vector<SpComm> sp_comms_of(const Layout& L) {
+  if (!L.spec->sp_comm || L.tp_degree() > 1) return {SpComm::allgather};
+  if (!L.has("sp")) return {SpComm::allgather, SpComm::a2a};
+  return {SpComm::allgather, SpComm::p2p, SpComm::a2a};
+}
+
 std::string sp_comm_suffix(SpComm c) {
   return c == SpComm::allgather ? "" : cat(" (", sp_comm_name(c), ")");
 }

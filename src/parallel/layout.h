@@ -54,6 +54,9 @@ SpComm parse_sp_comm(const std::string& s);
 const char* sp_comm_name(SpComm c);
 // How a row of plan or bench names it after its layout: "" (allgather), " (a2a)".
 std::string sp_comm_suffix(SpComm c);
+// The methods a layout takes (allgather alone where it has no choice; p2p on the sp axis only):
+// what plan and bench run for --sp-comm all.
+std::vector<SpComm> sp_comms_of(const Layout& L);
 
 // The command-line options that choose and tune a parallel layout (train and grad share them);
 // where it runs (device, communicators, link, progress thread) is runtime/runtime.h's part.

@@ -99,8 +99,7 @@ std::vector<Row> dry_runs(const PlanOptions& o, const ModelConfig& cfg,
       if (L.spec->mlp_transport && o.mlp_transport_all)
         transports = {MlpTransport::ring, MlpTransport::biring, MlpTransport::broadcast};
       std::vector<SpComm> sp_comms = {par.sp_comm};
-      if (L.spec->sp_comm && o.sp_comm_all && L.size("tp") == 1)
-        sp_comms = {SpComm::allgather, SpComm::p2p, SpComm::a2a};
+      if (o.sp_comm_all) sp_comms = sp_comms_of(L);
       for (const MlpTransport t : transports)
         for (const SpComm c : sp_comms) {
           par.mlp_transport = t;
