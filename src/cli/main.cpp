@@ -391,7 +391,11 @@ int cmd_generate(int argc, char** argv) {
   a.flag("eos-id", "",
          "stop a sequence at this id [default: the tokenizer's for text prompts, none for ids; "
          "-1 = never]");
-  a.flag("layout", "", "single, or tsp=D (under mpirun -np D)");
+  a.flag("layout", "", "single, tsp=D, tp=D or sp=D (under mpirun -np D)");
+  a.flag("sp-comm", "allgather",
+         "--layout sp=N: the prefill's attention: allgather (K/V all-gathered), p2p (ring "
+         "attention: K/V passed one neighbour a step) or a2a (Ulysses: all-to-all into head "
+         "shards)");
   a.flag("max-memory", "",
          "per-rank budget in GiB: refuse (before any work) when the weight shards and the KV "
          "cache would not fit");
@@ -425,6 +429,7 @@ int cmd_generate(int argc, char** argv) {
   o.report = a.str("report");
   o.quiet = a.on("quiet");
   runtime_options(a, o.par, false);
+  o.par.sp_comm = parse_sp_comm(a.str("sp-comm"));
   device_hooks(o.par);
   return infer::run_generate(o);
 }

@@ -21,6 +21,7 @@
 #include "kernels/dispatch.h"
 #include "model/model.h"
 #include "model/params.h"
+#include "parallel/sp_attention.h"
 #include "parallel/zigzag.h"
 
 namespace origami::infer {
@@ -128,8 +129,10 @@ class TpDecoder : public Decoder {
 
 class SpDecoder : public Decoder {
  public:
-  SpDecoder(const ModelConfig& c, Comm& comm, const ModelParams& full, int64_t B, int64_t max_new)
+  SpDecoder(const ModelConfig& c, Comm& comm, const ModelParams& full, int64_t B, int64_t max_new,
+            SpComm sp_comm)
       : cfg_(c),
+        sp_comm_(comm.size() > 1 ? sp_comm : SpComm::allgather),
         comm_(comm),
         D_(comm.size()),
         r_(comm.rank()),
@@ -170,10 +173,21 @@ class SpDecoder : public Decoder {
     for (size_t l = 0; l < P_.layers.size(); ++l) {
       CommScope ctx(comm_, static_cast<int>(l), Phase::fwd);
       const LayerParams& W = P_.layers[l];
-      Tensor y = ws({T, h}), q = ws({T, qd}), Kg = ws({D_, T, kvd}), Vg = ws({D_, T, kvd});
+      // k, v of the local tokens: in the all-gather's buffers (own block r), ring attention's
+      // block [2T, kvd], or as they are for Ulysses' all-to-all
+      Tensor y = ws({T, h}), q = ws({T, qd}), Kg, Vg, own, kt, vt;
+      Ptr k, v;
+      if (sp_comm_ == SpComm::allgather) {
+        Kg = ws({D_, T, kvd}), Vg = ws({D_, T, kvd});
+        k = F(Kg) + r_ * T * kvd, v = F(Vg) + r_ * T * kvd;
+      } else if (sp_comm_ == SpComm::p2p) {
+        own = ws({2 * T, kvd});
+        k = F(own), v = F(own) + T * kvd;
+      } else {
+        kt = ws({T, kvd}), vt = ws({T, kvd});
+        k = F(kt), v = F(vt);
+      }
       norm(y, x, W.input_norm, T);
-      const Ptr k = F(Kg) + r_ * T * kvd;
-      const Ptr v = F(Vg) + r_ * T * kvd;
       block::project_rope(F(q), F(y), F(W.wq), T, qd, h, static_cast<int>(cfg_.num_attention_heads),
                           d, pos.data(), cos_, sin_);
       block::project_rope(k, F(y), F(W.wk), T, kvd, h, static_cast<int>(cfg_.num_key_value_heads),
@@ -187,21 +201,26 @@ class SpDecoder : public Decoder {
         }
         cache_.write(l, k, v, kvd, src, bs, ss);
       }
-      Request gk = comm_.iallgather(k.p, Kg.raw(), bytes(T * kvd), Traffic::kv);
-      Request gv = comm_.iallgather(v.p, Vg.raw(), bytes(T * kvd), Traffic::kv);
-      gk.wait(), gv.wait();
-      Tensor o = ws({T, qd}), lse = ws32({cfg_.num_attention_heads, T});
-      for (int64_t bb = 0; bb < B_; ++bb) {
-        std::vector<QSeg> qs;
-        std::vector<k::Kv> ks;
-        for (int kk = 0; kk < 2; ++kk) qs.push_back({(bb * 2 + kk) * c, z.chunk_pos0(kk), c});
-        for (int src = 0; src < D_; ++src)
-          for (int kk = 0; kk < 2; ++kk) {
-            const int64_t row = src * T + (bb * 2 + kk) * c;
-            ks.push_back({F(Kg) + row * kvd, F(Vg) + row * kvd, kvd, z.chunk_pos0_of(src, kk), c});
-          }
-        k::flash_attn_fwd(F(o), F32(lse), T, F(q), qd, qs.data(), 2, ks.data(),
-                          static_cast<int>(ks.size()), sh, scale);
+      Tensor o = ws({T, qd});
+      if (sp_comm_ == SpComm::p2p) {
+        Tensor lse = ws32({cfg_.num_attention_heads, T});
+        spattn::ring_fwd(
+            comm_, z, own, kvd, [&] { return q; }, qd, sh, scale, o, lse);
+      } else if (sp_comm_ == SpComm::a2a) {
+        spattn::ulysses_fwd(
+            comm_, z, kt, vt, [&] { return q; }, cfg_.num_attention_heads, cfg_.num_key_value_heads,
+            d, scale, o, Cat::workspace);
+      } else {
+        Request gk = comm_.iallgather(k.p, Kg.raw(), bytes(T * kvd), Traffic::kv);
+        Request gv = comm_.iallgather(v.p, Vg.raw(), bytes(T * kvd), Traffic::kv);
+        gk.wait(), gv.wait();
+        Tensor lse = ws32({cfg_.num_attention_heads, T});
+        for (int64_t bb = 0; bb < B_; ++bb) {
+          const auto qs = spattn::own_qsegs(z, bb);
+          const auto ks = spattn::all_kvsegs(z, bb, F(Kg), F(Vg), nullptr, nullptr, kvd);
+          k::flash_attn_fwd(F(o), F32(lse), T, F(q), qd, qs.data(), 2, ks.data(),
+                            static_cast<int>(ks.size()), sh, scale);
+        }
       }
       k::linear_fwd(F(x), F(o), F(W.wo), T, h, qd, 1.0f);
       mlp(x, W, T);
@@ -285,6 +304,7 @@ class SpDecoder : public Decoder {
   }
 
   ModelConfig cfg_;
+  SpComm sp_comm_;  // the prefill's attention (--sp-comm)
   Comm& comm_;
   int D_, r_;
   int64_t B_, max_new_, pos_ = 0;
@@ -297,12 +317,13 @@ class SpDecoder : public Decoder {
 }  // namespace
 
 std::unique_ptr<Decoder> make_decoder(InferLayout l, const ModelConfig& c, Comm& comm,
-                                      const ModelParams& full, int64_t B, int64_t max_new) {
+                                      const ModelParams& full, int64_t B, int64_t max_new,
+                                      SpComm sp_comm) {
   switch (l) {
     case InferLayout::tp:
       return std::make_unique<TpDecoder>(c, comm, full, B, max_new);
     case InferLayout::sp:
-      return std::make_unique<SpDecoder>(c, comm, full, B, max_new);
+      return std::make_unique<SpDecoder>(c, comm, full, B, max_new, sp_comm);
     default: {
       TspParams shard = TspParams::zeros(c, comm.size(), Cat::weights, block::elem());
       full_to_shard(full, shard, TspDims::of(c, comm.size()), comm.rank());

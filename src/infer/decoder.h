@@ -86,9 +86,11 @@ class Decoder {
 
 // The decoder of a layout (LayoutSpec::infer): tsp (with D = 1: the single device), tp or sp.
 using InferLayout = InferKind;
-// This rank's decoder; `full` are the full HF-named weights (each layout keeps what it owns).
+// This rank's decoder; `full` are the full HF-named weights (each layout keeps what it owns);
+// sp_comm: the SP decoder's prefill attention (--sp-comm; the others take allgather).
 std::unique_ptr<Decoder> make_decoder(InferLayout l, const ModelConfig& c, Comm& comm,
-                                      const ModelParams& full, int64_t B, int64_t max_new);
+                                      const ModelParams& full, int64_t B, int64_t max_new,
+                                      SpComm sp_comm = SpComm::allgather);
 // Per-rank bytes of the weights a layout keeps and of its KV cache (generate's --max-memory), in
 // the compute type dt (--dtype: weights and cache in it).
 int64_t weight_bytes(InferLayout l, const ModelConfig& c, int D, DType dt);

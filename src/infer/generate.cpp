@@ -93,6 +93,13 @@ class GenerateRun {
            S_ + o_.max_new_tokens,
            " exceeds max_position_embeddings=", cfg_.max_position_embeddings);
     // TSP and TP own TSP's shards (n_kv, I divisible by D); SP pads the prompt as TSP does.
+    if (o_.par.sp_comm != SpComm::allgather) {
+      if (IL_ != InferLayout::sp)
+        fail("--sp-comm ", sp_comm_name(o_.par.sp_comm),
+             " needs --layout sp=N (the SP decoder's "
+             "prefill)");
+      validate_sp_comm(cfg_, D_, o_.par.sp_comm);
+    }
     if (IL_ != InferLayout::sp) validate_tsp(cfg_, D_, (S_ + 2 * D_ - 1) / (2 * D_) * (2 * D_), 1);
     // Memory budget per rank: the weights kept and the KV cache (both exact), before any work.
     const int64_t shard_bytes = weight_bytes(IL_, cfg_, D_, o_.par.dtype);
@@ -124,13 +131,14 @@ class GenerateRun {
   void load_decoder() {
     if (!o_.weights.empty()) {
       SafeTensorsReader r(o_.weights);
-      dec_ = make_decoder(IL_, cfg_, *comm_, map_params(cfg_, r), B_, o_.max_new_tokens);
+      dec_ = make_decoder(IL_, cfg_, *comm_, map_params(cfg_, r), B_, o_.max_new_tokens,
+                          o_.par.sp_comm);
       return;
     }
-    read_checkpoint(o_.checkpoint, cfg_,
-                    [&](const ModelParams& P, const ModelParams&, const ModelParams&) {
-                      dec_ = make_decoder(IL_, cfg_, *comm_, P, B_, o_.max_new_tokens);
-                    });
+    read_checkpoint(
+        o_.checkpoint, cfg_, [&](const ModelParams& P, const ModelParams&, const ModelParams&) {
+          dec_ = make_decoder(IL_, cfg_, *comm_, P, B_, o_.max_new_tokens, o_.par.sp_comm);
+        });
   }
 
   // Text mode, B = 1: print pieces as they come (U+2581, the sentencepiece word boundary, as a

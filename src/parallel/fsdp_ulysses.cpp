@@ -21,33 +21,13 @@
 
 #include "core/trace.h"
 #include "kernels/dispatch.h"
+#include "parallel/sp_attention.h"
 #include "parallel/tsp_internal.h"
 
 namespace origami {
 
 using k::Trans;
 using namespace tsp;
-
-namespace {
-// Every rank's queries (or keys) of batch element bb as 2D segments of the rank-major rows of
-// an all-to-all's result.
-std::vector<k::QSeg> all_q(const Zigzag& z, int64_t bb) {
-  const int64_t c = z.chunk(), T = z.local_tokens();
-  std::vector<k::QSeg> s;
-  for (int src = 0; src < z.D; ++src)
-    for (int k = 0; k < 2; ++k)
-      s.push_back({src * T + (bb * 2 + k) * c, z.chunk_pos0_of(src, k), c});
-  return s;
-}
-std::vector<k::Kv> all_kv(const Zigzag& z, int64_t bb, k::CPtr K, k::CPtr V, float* dK, float* dV,
-                          int64_t kw) {
-  std::vector<k::Kv> s;
-  for (const k::QSeg& q : all_q(z, bb))
-    s.push_back({K + q.row0 * kw, V + q.row0 * kw, kw, q.pos0, q.len,
-                 dK ? dK + q.row0 * kw : nullptr, dV ? dV + q.row0 * kw : nullptr});
-  return s;
-}
-}  // namespace
 
 void TspEngine::attn_fwd_a2a(const TspLayer& W, const Tensor& y1, Tensor& x, Acts* a,
                              const std::function<void()>& before_last, AttnStart* start) {
@@ -88,8 +68,8 @@ void TspEngine::attn_fwd_a2a(const TspLayer& W, const Tensor& y1, Tensor& x, Act
   Tensor O = a ? act({n, qw}) : ws({n, qw});
   Tensor lse = a ? act32({nq, n}) : ws32({nq, n});
   for (int64_t bb = 0; bb < z_.B; ++bb) {
-    const auto qs = all_q(z_, bb);
-    const auto ks = all_kv(z_, bb, K, V, nullptr, nullptr, kw);
+    const auto qs = spattn::all_qsegs(z_, bb);
+    const auto ks = spattn::all_kvsegs(z_, bb, K, V, nullptr, nullptr, kw);
     k::flash_attn_fwd(F(O), F32(lse), n, F(Q), qw, qs.data(), static_cast<int>(qs.size()),
                       ks.data(), static_cast<int>(ks.size()), sh, scale);
   }
@@ -145,8 +125,8 @@ void TspEngine::attn_bwd_a2a(const TspLayer& W, TspLayer& G, const Acts& a, cons
   const k::CPtr K = F(a.k[0]), V = F(a.k[0]) + n * kw;
   Tensor dQ = ws32_0({n, qw}), dKV = ws32_0({2, n, kw});
   for (int64_t bb = 0; bb < z_.B; ++bb) {
-    const auto qs = all_q(z_, bb);
-    const auto ks = all_kv(z_, bb, K, V, F32(dKV), F32(dKV) + n * kw, kw);
+    const auto qs = spattn::all_qsegs(z_, bb);
+    const auto ks = spattn::all_kvsegs(z_, bb, K, V, F32(dKV), F32(dKV) + n * kw, kw);
     k::flash_attn_bwd(F32(dQ), F(dOh), F(a.q[0]), F(a.O), qw, F32(a.lse[0]), n, qs.data(),
                       static_cast<int>(qs.size()), ks.data(), static_cast<int>(ks.size()), sh,
                       scale);

@@ -129,6 +129,17 @@ void validate_tsp(const ModelConfig& c, int D, int64_t seq, int buckets) {
          " KV heads per rank (num_key_value_heads/tsp)");
 }
 
+void validate_sp_comm(const ModelConfig& c, int Sigma, SpComm sp_comm) {
+  const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads;
+  if (sp_comm == SpComm::a2a && nh % Sigma)
+    fail("num_attention_heads=", nh, " is not divisible by sp=", Sigma,
+         " (--sp-comm a2a gives each rank num_attention_heads/sp query heads)");
+  if (sp_comm == SpComm::a2a && nkv % Sigma && Sigma % nkv)
+    fail("num_key_value_heads=", nkv, " and sp=", Sigma,
+         ": --sp-comm a2a needs one to divide the other (KV heads split over the ranks, or each "
+         "replicated on sp/num_key_value_heads ranks)");
+}
+
 void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t B, int64_t seq, int buckets,
                    bool seq_parallel, SpComm sp_comm) {
   if (sp_comm != SpComm::allgather && Sigma > 1) {  // (no sp axis: nothing to change)
@@ -139,14 +150,7 @@ void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t B, int64_t se
     if (buckets != 1)
       fail("--sp-comm ", name, " takes no --attn-buckets (got ", buckets,
            "): it processes a rank's heads at once");
-    const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads;
-    if (sp_comm == SpComm::a2a && nh % Sigma)
-      fail("num_attention_heads=", nh, " is not divisible by sp=", Sigma,
-           " (--sp-comm a2a gives each rank num_attention_heads/sp query heads)");
-    if (sp_comm == SpComm::a2a && nkv % Sigma && Sigma % nkv)
-      fail("num_key_value_heads=", nkv, " and sp=", Sigma,
-           ": --sp-comm a2a needs one to divide the other (KV heads split over the ranks, or each "
-           "replicated on sp/num_key_value_heads ranks)");
+    validate_sp_comm(c, Sigma, sp_comm);
   }
   if (c.num_key_value_heads % T)
     fail("num_key_value_heads=", c.num_key_value_heads, " is not divisible by tp=", T,

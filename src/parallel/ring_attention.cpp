@@ -20,89 +20,37 @@
 // K, V in each direction's pass and Σ−1 fp32 accumulators.
 #include <cmath>
 
-#include "core/error.h"
 #include "kernels/dispatch.h"
+#include "parallel/sp_attention.h"
 #include "parallel/tpsp.h"
 #include "parallel/tsp_internal.h"
-#include "parallel/zigzag.h"
 
 namespace origami {
 
 using k::Trans;
 using namespace tsp;
-
-namespace {
-constexpr int kTagKv = 11, kTagAcc = 12;
-}  // namespace
-
-std::vector<k::Kv> TpSpEngine::block_kvsegs(int64_t bb, int src, k::CPtr KV, float* dKV,
-                                            int64_t kw) const {
-  const Zigzag z{B_, S_, Sg_, sr_};
-  const int64_t c = z.chunk(), vrows = Ts_ * kw;  // V follows K
-  std::vector<k::Kv> s;
-  for (int k = 0; k < 2; ++k) {
-    const int64_t row = (bb * 2 + k) * c;
-    s.push_back({KV + row * kw, KV + vrows + row * kw, kw, z.chunk_pos0_of(src, k), c,
-                 dKV ? dKV + row * kw : nullptr, dKV ? dKV + vrows + row * kw : nullptr});
-  }
-  return s;
-}
+using spattn::kTagAcc;
+using spattn::kTagKv;
 
 void TpSpEngine::attn_fwd_p2p(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a) {
   const int64_t Ts = Ts_, h = t_.h, d = t_.d, qw = t_.q_rows, kw = t_.kv_rows;
-  const int nq = static_cast<int>(t_.nq_loc), nkv = static_cast<int>(t_.nkv_loc), S = Sg_;
+  const int nq = static_cast<int>(t_.nq_loc), nkv = static_cast<int>(t_.nkv_loc);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  const k::AttnShape sh{nq, nkv, static_cast<int>(d)};
   const auto [Wq, Wk, Wv, Wo] = t_.bucket(F(W.attn), 0, 1);
   Tensor own = a ? act({2 * Ts, kw}) : ws({2 * Ts, kw});
   block::project_rope(F(own), F(Y1), Wk, Ts, kw, h, nkv, static_cast<int>(d), pos_.data(), cos_,
                       sin_);
   k::linear_fwd(F(own) + Ts * kw, F(Y1), Wv, Ts, kw, h);
-  const int next = (sr_ + 1) % S, prev = (sr_ + S - 1) % S;
-  const int64_t blk = bytes(2 * Ts * kw);
-  Tensor cur = own, nxt;
-  Request rs, rr;
-  auto pass = [&](int j) {  // the block of step j on to r+1, that of step j+1 in from r−1
-    if (j + 1 >= S) return;
-    nxt = ws({2 * Ts, kw});
-    sp_.begin_group();
-    rr = sp_.irecv(nxt.raw(), blk, prev, kTagKv, Traffic::kv);
-    rs = sp_.isend(cur.raw(), blk, next, kTagKv, Traffic::kv);
-    sp_.end_group();
-  };
-  pass(0);
   Tensor q = a ? act({Ts, qw}) : ws({Ts, qw});
-  k::linear_fwd(F(q), F(Y1), Wq, Ts, qw, h);
-  sp_.progress();
-  k::rope_fwd(F(q), qw, pos_.data(), Ts, nq, static_cast<int>(d), F32(cos_), F32(sin_));
-  // The running result and each step's partial: fp32 (under bf16 too), rounded once at the end.
-  Tensor oacc = ws32({Ts, qw}), lse = a ? act32({nq, Ts}) : ws32({nq, Ts});
-  Tensor opart, lpart;
-  for (int j = 0; j < S; ++j) {
-    const int src = (sr_ - j + S) % S;
-    if (j == 1) opart = ws32({Ts, qw}), lpart = ws32({nq, Ts});
-    Tensor &o = j ? opart : oacc, &l = j ? lpart : lse;
-    for (int64_t bb = 0; bb < B_; ++bb) {
-      const auto qs = qsegs(bb);
-      const auto ks = block_kvsegs(bb, src, F(cur), nullptr, kw);
-      k::flash_attn_fwd(F32(o), F32(l), Ts, F(q), qw, qs.data(), static_cast<int>(qs.size()),
-                        ks.data(), static_cast<int>(ks.size()), sh, scale);
-      sp_.progress();
-    }
-    if (j)
-      k::attn_merge(F32(oacc), F32(lse), F32(opart), F32(lpart), Ts, nq, static_cast<int>(d), qw,
-                    Ts);
-    if (j + 1 < S) {
-      rs.wait();
-      rr.wait();
-      cur = std::move(nxt);
-      pass(j + 1);
-    }
-  }
-  cur = Tensor();
-  Tensor o = a ? act({Ts, qw}) : ws({Ts, qw});
-  k::convert(F(o), F32(oacc), Ts * qw);
-  oacc = Tensor();
+  auto make_q = [&] {  // while the first block travels
+    k::linear_fwd(F(q), F(Y1), Wq, Ts, qw, h);
+    sp_.progress();
+    k::rope_fwd(F(q), qw, pos_.data(), Ts, nq, static_cast<int>(d), F32(cos_), F32(sin_));
+    return q;
+  };
+  Tensor o = a ? act({Ts, qw}) : ws({Ts, qw}), lse = a ? act32({nq, Ts}) : ws32({nq, Ts});
+  spattn::ring_fwd(sp_, Zigzag{B_, S_, Sg_, sr_}, own, kw, make_q, qw,
+                   {nq, nkv, static_cast<int>(d)}, scale, o, lse);
   Tensor P = ws32({Ts, h});
   k::gemm(Trans::N, Trans::T, Ts, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 0.0f, F(P), h);
   if (a) {
@@ -123,6 +71,7 @@ void TpSpEngine::attn_bwd_p2p(const TspLayer& W, float* G, const Acts& a, const 
   const auto [Wq, Wk, Wv, Wo] = t_.bucket(F(W.attn), 0, 1);
   const auto [Gq, Gk, Gv, Go] = t_.bucket(G, 0, 1);
   const ProjBwd proj{sp_, pos_.data(), cos_, sin_, Y1, dY1, Ts, h, static_cast<int>(d)};
+  const Zigzag z{B_, S_, Sg_, sr_};
   const int next = (sr_ + 1) % S, prev = (sr_ + S - 1) % S;
   const int64_t blk = bytes(2 * Ts * kw), acc_bytes = 4 * 2 * Ts * kw;
   Tensor cur = a.k[0], nxt;
@@ -149,8 +98,8 @@ void TpSpEngine::attn_bwd_p2p(const TspLayer& W, float* G, const Acts& a, const 
     if (j) part = ws32_0({2 * Ts, kw});
     float* dkv = F32(j ? part : mine);
     for (int64_t bb = 0; bb < B_; ++bb) {
-      const auto qs = qsegs(bb);
-      const auto ks = block_kvsegs(bb, src, F(cur), dkv, kw);
+      const auto qs = spattn::own_qsegs(z, bb);
+      const auto ks = spattn::block_kvsegs(z, bb, src, F(cur), dkv, kw);
       k::flash_attn_bwd(F32(dq), F(dO), F(a.q[0]), F(a.o[0]), qw, F32(a.lse[0]), Ts, qs.data(),
                         static_cast<int>(qs.size()), ks.data(), static_cast<int>(ks.size()), sh,
                         scale);

@@ -65,31 +65,11 @@ class TpSpEngine : public ShardedSchedule {
   void reduce_into(Tensor& partial, Tensor& x, Traffic t);
 
   void attn_fwd(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a);
-  // --sp-comm a2a (DeepSpeed Ulysses, ulysses.cpp): q, k, v all-to-all'ed from this rank's
-  // tokens and every head into every token and this rank's heads; o back the same way.
-  struct Heads {
-    int64_t qh, kh;  // query and KV heads of a rank (kh = 1 when KV heads are replicated)
-    int64_t qw, kw;  // their widths qh·d, kh·d
-    std::vector<int> q_of, kv_of;  // the head block each rank takes of q (its own) and of k, v
-  };
-  Heads heads() const;
-  // One all-to-all in flight and its buffers.
-  struct A2a {
-    Tensor send, recv;
-    Request req;
-  };
-  // tokens → heads: x [Ts, nblk·w] to recv [Σ·Ts, w], rank-major, block_of[r] going to rank r.
-  A2a to_heads(const Tensor& x, int64_t w, int64_t nblk, const std::vector<int>& block_of,
-               Traffic t, Cat c);
-  // heads → tokens: X [Σ·Ts, w] to recv [Σ, Ts, w]: rank r's head block of this rank's tokens.
-  A2a from_heads(const Tensor& X, int64_t w, Traffic t);
-  std::vector<cpu::QSeg> all_qsegs(int64_t bb) const;  // every rank's queries, rank-major
+  // --sp-comm a2a (DeepSpeed Ulysses, ulysses.cpp) and p2p (ring attention,
+  // ring_attention.cpp): sp_attention.h's methods on the sp communicator.
   void attn_fwd_a2a(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a);
   void attn_bwd_a2a(const TspLayer& W, float* G, const Acts& a, const Tensor& Y1, const Tensor& dX,
                     Tensor& dY1);
-  // --sp-comm p2p (ring attention, ring_attention.cpp): each rank's K, V [2·Ts, kw] (k rows, then
-  // v rows) passed around the ring, one block resident beside the one arriving.
-  std::vector<k::Kv> block_kvsegs(int64_t bb, int src, k::CPtr KV, float* dKV, int64_t kw) const;
   void attn_fwd_p2p(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a);
   void attn_bwd_p2p(const TspLayer& W, float* G, const Acts& a, const Tensor& Y1, const Tensor& dX,
                     Tensor& dY1);

@@ -100,6 +100,17 @@ for axis in ("tsp", "tp", "sp"):
         check(relnorm(zD, z1) <= 1e-5, f"{axis}={D}: logits within 1e-5 of single ({relnorm(zD, z1):.1e})")
         (D_BYTES if axis == "tsp" else BASE)[(axis, D) if axis != "tsp" else D] = repD
 
+# the SP decoder's prefill by ring attention and by Ulysses (CFG: 4 KV heads; sp=4 splits them)
+for comm in ("p2p", "a2a"):
+    for D in (2, 4):
+        outD, zD, repD = generate(f"sp{D}_{comm}", D, ["--sp-comm", comm], axis="sp")
+        check((outD == out1).all() and relnorm(zD, z1) <= 1e-5,
+              f"sp={D} --sp-comm {comm}: the single-rank tokens exactly, logits within "
+              f"{relnorm(zD, z1):.1e} <= 1e-5")
+bad_comm = generate("tsp_a2a", 2, ["--sp-comm", "a2a"], check_rc=False)
+check(bad_comm.returncode != 0 and "--sp-comm a2a needs --layout sp=N" in bad_comm.stderr,
+      "generate --sp-comm a2a under tsp=2 is refused")
+
 # ---- KV cache balance after the prefill (no decode step) and after decoding -----------------
 for axis in ("tsp", "sp"):
     for D in (2, 4):
