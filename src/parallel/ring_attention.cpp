@@ -30,7 +30,6 @@ namespace origami {
 using k::Trans;
 using namespace tsp;
 using spattn::kTagAcc;
-using spattn::kTagKv;
 
 void TpSpEngine::attn_fwd_p2p(const TspLayer& W, const Tensor& Y1, Tensor& x, Acts* a) {
   const int64_t Ts = Ts_, h = t_.h, d = t_.d, qw = t_.q_rows, kw = t_.kv_rows;
@@ -73,18 +72,8 @@ void TpSpEngine::attn_bwd_p2p(const TspLayer& W, float* G, const Acts& a, const 
   const ProjBwd proj{sp_, pos_.data(), cos_, sin_, Y1, dY1, Ts, h, static_cast<int>(d)};
   const Zigzag z{B_, S_, Sg_, sr_};
   const int next = (sr_ + 1) % S, prev = (sr_ + S - 1) % S;
-  const int64_t blk = bytes(2 * Ts * kw), acc_bytes = 4 * 2 * Ts * kw;
-  Tensor cur = a.k[0], nxt;
-  Request rs, rr;
-  auto pass = [&](int j) {  // as the forward's
-    if (j + 1 >= S) return;
-    nxt = ws({2 * Ts, kw});
-    sp_.begin_group();
-    rr = sp_.irecv(nxt.raw(), blk, prev, kTagKv, Traffic::kv);
-    rs = sp_.isend(cur.raw(), blk, next, kTagKv, Traffic::kv);
-    sp_.end_group();
-  };
-  pass(0);
+  const int64_t acc_bytes = 4 * 2 * Ts * kw;
+  spattn::KvRing ring(sp_, a.k[0], Ts, kw);
   Tensor dO = ws({Ts, qw});
   k::gemm(Trans::N, Trans::N, Ts, qw, h, 1.0f, F(dX), h, Wo, t_.q_rows, 0.0f, F(dO), qw);
   sp_.progress();
@@ -99,7 +88,7 @@ void TpSpEngine::attn_bwd_p2p(const TspLayer& W, float* G, const Acts& a, const 
     float* dkv = F32(j ? part : mine);
     for (int64_t bb = 0; bb < B_; ++bb) {
       const auto qs = spattn::own_qsegs(z, bb);
-      const auto ks = spattn::block_kvsegs(z, bb, src, F(cur), dkv, kw);
+      const auto ks = spattn::block_kvsegs(z, bb, src, F(ring.cur()), dkv, kw);
       k::flash_attn_bwd(F32(dq), F(dO), F(a.q[0]), F(a.o[0]), qw, F32(a.lse[0]), Ts, qs.data(),
                         static_cast<int>(qs.size()), ks.data(), static_cast<int>(ks.size()), sh,
                         scale);
@@ -123,14 +112,9 @@ void TpSpEngine::attn_bwd_p2p(const TspLayer& W, float* G, const Acts& a, const 
       as = sp_.isend(F32(acc_out), acc_bytes, next, kTagAcc, Traffic::kv);
       sp_.end_group();
     }
-    if (j + 1 < S) {
-      rs.wait();
-      rr.wait();
-      cur = std::move(nxt);
-      pass(j + 1);
-    }
+    if (j + 1 < S) ring.advance();
   }
-  cur = Tensor();
+  ring.release();
   proj(F32(dq), qw, nq, true, Wq, Gq);  // while this rank's accumulator comes home
   as.wait();
   ar.wait();

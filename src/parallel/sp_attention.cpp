@@ -49,22 +49,36 @@ std::vector<k::Kv> block_kvsegs(const Zigzag& z, int64_t bb, int src, k::CPtr KV
   return s;
 }
 
+KvRing::KvRing(Comm& c, Tensor own, int64_t T, int64_t kw)
+    : c_(c), cur_(std::move(own)), T_(T), kw_(kw) {
+  post();
+}
+
+void KvRing::post() {
+  const int S = c_.size(), r = c_.rank();
+  if (j_ + 1 >= S) return;
+  const int64_t blk = bytes(2 * T_ * kw_);
+  nxt_ = ws({2 * T_, kw_});
+  c_.begin_group();
+  rr_ = c_.irecv(nxt_.raw(), blk, (r + S - 1) % S, kTagKv, Traffic::kv);
+  rs_ = c_.isend(cur_.raw(), blk, (r + 1) % S, kTagKv, Traffic::kv);
+  c_.end_group();
+}
+
+void KvRing::advance() {
+  rs_.wait();
+  rr_.wait();
+  cur_ = std::move(nxt_);
+  ++j_;
+  post();
+}
+
 void ring_fwd(Comm& c, const Zigzag& z, const Tensor& own, int64_t kw,
               const std::function<Tensor()>& make_q, int64_t qw, k::AttnShape sh, float scale,
               Tensor& o, Tensor& lse) {
-  const int S = c.size(), r = c.rank(), next = (r + 1) % S, prev = (r + S - 1) % S;
-  const int64_t T = z.local_tokens(), blk = bytes(2 * T * kw);
-  Tensor cur = own, nxt;
-  Request rs, rr;
-  auto pass = [&](int j) {  // the block of step j on to r+1, that of step j+1 in from r−1
-    if (j + 1 >= S) return;
-    nxt = ws({2 * T, kw});
-    c.begin_group();
-    rr = c.irecv(nxt.raw(), blk, prev, kTagKv, Traffic::kv);
-    rs = c.isend(cur.raw(), blk, next, kTagKv, Traffic::kv);
-    c.end_group();
-  };
-  pass(0);
+  const int S = c.size(), r = c.rank();
+  const int64_t T = z.local_tokens();
+  KvRing ring(c, own, T, kw);
   const Tensor q = make_q();
   // The running result and each step's partial: fp32 (under bf16 too), rounded once at the end.
   Tensor oacc = ws32({T, qw}), opart, lpart;
@@ -74,18 +88,13 @@ void ring_fwd(Comm& c, const Zigzag& z, const Tensor& own, int64_t kw,
     Tensor &po = j ? opart : oacc, &pl = j ? lpart : lse;
     for (int64_t bb = 0; bb < z.B; ++bb) {
       const auto qs = own_qsegs(z, bb);
-      const auto ks = block_kvsegs(z, bb, src, F(cur), nullptr, kw);
+      const auto ks = block_kvsegs(z, bb, src, F(ring.cur()), nullptr, kw);
       k::flash_attn_fwd(F32(po), F32(pl), T, F(q), qw, qs.data(), static_cast<int>(qs.size()),
                         ks.data(), static_cast<int>(ks.size()), sh, scale);
       c.progress();
     }
     if (j) k::attn_merge(F32(oacc), F32(lse), F32(opart), F32(lpart), T, sh.n_h, sh.d, qw, T);
-    if (j + 1 < S) {
-      rs.wait();
-      rr.wait();
-      cur = std::move(nxt);
-      pass(j + 1);
-    }
+    if (j + 1 < S) ring.advance();
   }
   k::convert(F(o), F32(oacc), T * qw);
 }

@@ -28,6 +28,23 @@ std::vector<k::Kv> block_kvsegs(const Zigzag& z, int64_t bb, int src, k::CPtr KV
 // ---- ring attention (p2p) --------------------------------------------------------------------
 // K, V blocks travel one neighbour a step (tag kTagKv; a send and a receive per step, grouped).
 constexpr int kTagKv = 11, kTagAcc = 12;
+// The K, V blocks [2T, kw] around the ring: at step j this rank holds rank r−j's block (cur())
+// while it sends it on to r+1 and receives r−j−1's from r−1 (a grouped send and receive).
+class KvRing {
+ public:
+  KvRing(Comm& c, Tensor own, int64_t T, int64_t kw);  // step 0: posts its transfers
+  const Tensor& cur() const { return cur_; }
+  void advance();  // the arriving block becomes current; the next step's transfers are posted
+  void release() { cur_ = nxt_ = Tensor(); }
+
+ private:
+  void post();
+  Comm& c_;
+  Tensor cur_, nxt_;
+  Request rs_, rr_;
+  int64_t T_, kw_;
+  int j_ = 0;
+};
 // o [T, qw] (compute type) and lse [n_h, T] (fp32) of this rank's queries against every rank's
 // block, passed around the ring from `own` [2T, kw]; each step's partial merged in fp32
 // (k::attn_merge), o rounded once. make_q runs while the first block travels and returns q
