@@ -129,7 +129,10 @@ void validate_tsp(const ModelConfig& c, int D, int64_t seq, int buckets) {
          " KV heads per rank (num_key_value_heads/tsp)");
 }
 
-void validate_sp_comm(const ModelConfig& c, int Sigma, SpComm sp_comm) {
+void validate_sp_comm(const ModelConfig& c, int Sigma, SpComm sp_comm, int buckets) {
+  if (sp_comm != SpComm::allgather && buckets != 1)
+    fail("--sp-comm ", sp_comm_name(sp_comm), " takes no --attn-buckets (got ", buckets,
+         "): it processes a rank's heads at once");
   const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads;
   if (sp_comm == SpComm::a2a && nh % Sigma)
     fail("num_attention_heads=", nh, " is not divisible by sp=", Sigma,
@@ -147,10 +150,7 @@ void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t B, int64_t se
     if (T > 1)
       fail("--sp-comm ", name, " needs tp=1 (got tp=", T,
            "): the hierarchical form inside TP groups is not built; use --sp-comm allgather");
-    if (buckets != 1)
-      fail("--sp-comm ", name, " takes no --attn-buckets (got ", buckets,
-           "): it processes a rank's heads at once");
-    validate_sp_comm(c, Sigma, sp_comm);
+    validate_sp_comm(c, Sigma, sp_comm, buckets);
   }
   if (c.num_key_value_heads % T)
     fail("num_key_value_heads=", c.num_key_value_heads, " is not divisible by tp=", T,

@@ -77,8 +77,8 @@ void validate_tsp(const ModelConfig& c, int D, int64_t seq, int attn_buckets);
 void validate_tpsp(const ModelConfig& c, int T, int Sigma, int64_t micro_batch, int64_t seq,
                    int attn_buckets, bool seq_parallel, SpComm sp_comm = SpComm::allgather);
 // What --sp-comm p2p | a2a need of Σ ranks' heads and options (train, grad, plan, and generate's
-// SP prefill share the messages): a2a n_h mod Σ and n_kv | Σ or Σ | n_kv.
-void validate_sp_comm(const ModelConfig& c, int Sigma, SpComm sp_comm);
+// SP prefill share the messages): no head buckets, a2a n_h mod Σ and n_kv | Σ or Σ | n_kv.
+void validate_sp_comm(const ModelConfig& c, int Sigma, SpComm sp_comm, int attn_buckets = 1);
 // Options that only some layouts or only --recompute full take, refused before any work (train,
 // grad and plan share this, so all three give the same message).
 void validate_options(const Layout& L, const ParallelOptions& p, Recompute rc);

@@ -33,9 +33,7 @@ void validate_folded(const Layout& L, const ModelConfig& c, const ParallelOption
   if (p.sp_comm == SpComm::p2p && D > 1)
     fail("--sp-comm p2p is built for the sp axis only (--layout sp=", D,
          "); fsdp_sp takes allgather or a2a");
-  if (p.sp_comm == SpComm::a2a && D > 1 && p.attn_buckets != 1)
-    fail("--sp-comm a2a takes no --attn-buckets (got ", p.attn_buckets,
-         "): it processes a rank's heads at once");
+  if (D > 1) validate_sp_comm(c, D, p.sp_comm, p.attn_buckets);
   if (p.mlp_transport == MlpTransport::biring && D > 1 && c.intermediate_size / D % 2 != 0)
     fail("--mlp-transport biring splits each MLP shard in two: intermediate_size/", D, " = ",
          c.intermediate_size / D, " must be even");

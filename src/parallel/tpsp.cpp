@@ -37,6 +37,7 @@
 #include "kernels/dispatch.h"
 #include "model/layer_loop.h"
 #include "parallel/layout.h"
+#include "parallel/sp_attention.h"
 #include "parallel/tsp_internal.h"
 
 namespace origami {
@@ -96,30 +97,20 @@ int64_t TpSpEngine::owned_targets(const Batch& local) const {
 }
 
 // Queries of local batch element bb, and the keys of every SP rank's tokens (rank-major after the
-// all-gather), as segments of consecutive global positions.
+// all-gather), as segments of consecutive global positions (sp_attention.h's, Σ > 1).
 std::vector<QSeg> TpSpEngine::qsegs(int64_t bb) const {
   if (Sg_ == 1) return {{bb * S_, 0, S_}};
-  const Zigzag z{B_, S_, Sg_, sr_};
-  const int64_t c = z.chunk();
-  return {{(bb * 2) * c, z.chunk_pos0(0), c}, {(bb * 2 + 1) * c, z.chunk_pos0(1), c}};
+  return spattn::own_qsegs(Zigzag{B_, S_, Sg_, sr_}, bb);
 }
 
 std::vector<k::Kv> TpSpEngine::kvsegs(int64_t bb, k::CPtr K, k::CPtr V, float* dK, float* dV,
                                       int64_t kw) const {
-  std::vector<k::Kv> s;
-  auto add = [&](int64_t row, int64_t pos0, int64_t len) {
-    s.push_back({K + row * kw, V + row * kw, kw, pos0, len, dK ? dK + row * kw : nullptr,
-                 dV ? dV + row * kw : nullptr});
-  };
   if (Sg_ == 1) {
-    add(bb * S_, 0, S_);
-    return s;
+    const int64_t row = bb * S_;
+    return {{K + row * kw, V + row * kw, kw, 0, S_, dK ? dK + row * kw : nullptr,
+             dV ? dV + row * kw : nullptr}};
   }
-  const Zigzag z{B_, S_, Sg_, sr_};
-  const int64_t c = z.chunk();
-  for (int src = 0; src < Sg_; ++src)
-    for (int k = 0; k < 2; ++k) add(src * Ts_ + (bb * 2 + k) * c, z.chunk_pos0_of(src, k), c);
-  return s;
+  return spattn::all_kvsegs(Zigzag{B_, S_, Sg_, sr_}, bb, K, V, dK, dV, kw);
 }
 
 Tensor TpSpEngine::gather(const Tensor& x, Traffic t, Cat c) {

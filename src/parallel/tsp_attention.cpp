@@ -38,6 +38,7 @@
 
 #include "core/trace.h"
 #include "kernels/dispatch.h"
+#include "parallel/sp_attention.h"
 #include "parallel/tsp_internal.h"
 
 namespace origami {
@@ -56,16 +57,7 @@ struct Segs {
 // The query chunks of local batch element bb and the 2D key chunks of everyone's tokens (K, V in
 // the element type; dK, dV fp32).
 Segs segments(const Zigzag& z, int64_t bb, k::CPtr K, k::CPtr V, float* dK, float* dV, int64_t kw) {
-  Segs s;
-  const int64_t c = z.chunk(), T = z.local_tokens();
-  for (int k = 0; k < 2; ++k) s.q.push_back({(bb * 2 + k) * c, z.chunk_pos0(k), c});
-  for (int src = 0; src < z.D; ++src)
-    for (int k = 0; k < 2; ++k) {
-      const int64_t row = src * T + (bb * 2 + k) * c;
-      s.kv.push_back({K + row * kw, V + row * kw, kw, z.chunk_pos0_of(src, k), c,
-                      dK ? dK + row * kw : nullptr, dV ? dV + row * kw : nullptr});
-    }
-  return s;
+  return {spattn::own_qsegs(z, bb), spattn::all_kvsegs(z, bb, K, V, dK, dV, kw)};
 }
 }  // namespace
 
