@@ -182,6 +182,20 @@ struct AttnCase {
   int64_t nq = 90;
   // key segments: global positions [75,150), [0,40), [40,75) with different strides
   std::vector<std::array<int64_t, 3>> kseg{{75, 75, 3}, {0, 40, 0}, {40, 35, 1}};  // pos0, len, pad
+  // Document masks (packed documents): the first position of each position's document.
+  std::vector<int64_t> doc0;
+  // Documents starting at 0, 5, 6 (a one-token document), 7, 70 and 130: they cross the query
+  // and key segments' boundaries and the 64-row tiles, and the second query segment's last tile
+  // (rows at 144..149, documents from 130) skips the keys before 128 as whole tiles.
+  void with_docs() {
+    doc0.assign(S, 0);
+    const int64_t starts[] = {0, 5, 6, 7, 70, 130};
+    for (int64_t p = 0; p < S; ++p)
+      for (int64_t st : starts)
+        if (st <= p) doc0[p] = st;
+    for (QSeg& q : qs) q.lo = doc0.data() + q.pos0;
+  }
+  int64_t first_key(int64_t qp) const { return doc0.empty() ? 0 : doc0[qp]; }
 };
 
 template <class T>
@@ -219,7 +233,7 @@ void naive(const AttnCase& c, const Vec& q, const Vec* k, const Vec* v, Vec& o, 
         for (int s = 0; s < 3; ++s) {
           const int64_t stride = c.nkv * c.d + c.kseg[s][2];
           for (int64_t j = 0; j < c.kseg[s][1]; ++j) {
-            if (c.kseg[s][0] + j > qp) continue;
+            if (c.kseg[s][0] + j > qp || c.kseg[s][0] + j < c.first_key(qp)) continue;
             double dd = 0;
             for (int e = 0; e < c.d; ++e)
               dd += q[row * qd + h * c.d + e] * k[s][j * stride + kvh * c.d + e];
@@ -245,8 +259,11 @@ void rand_kv(const AttnCase& c, Vec* k, Vec* v, uint32_t seed_k, uint32_t seed_v
 }
 }  // namespace
 
-TEST(FlashAttention, ForwardMatchesNaiveAcrossSegmentsTilesAndGQA) {
+class FlashAttention : public ::testing::TestWithParam<bool> {};  // param: document masks
+
+TEST_P(FlashAttention, ForwardMatchesNaiveAcrossSegmentsTilesAndGQA) {
   AttnCase c;
+  if (GetParam()) c.with_docs();
   const int64_t qd = c.nh * c.d;
   Vec q = randn(c.nq * qd, 12), k[3], v[3];
   rand_kv(c, k, v, 20, 30);
@@ -266,8 +283,9 @@ TEST(FlashAttention, ForwardMatchesNaiveAcrossSegmentsTilesAndGQA) {
   EXPECT_LT(rel(Vec(lf.begin(), lf.end()), rlse), 1e-6);
 }
 
-TEST(FlashAttention, BackwardFiniteDifferences) {
+TEST_P(FlashAttention, BackwardFiniteDifferences) {
   AttnCase c;
+  if (GetParam()) c.with_docs();
   c.nh = 4;
   c.nkv = 1;  // MQA: every query head accumulates into the one kv head
   c.d = 4;
@@ -302,8 +320,9 @@ TEST(FlashAttention, BackwardFiniteDifferences) {
 }
 
 // The float backward (vectorised exp and dS tiles) against the double backward.
-TEST(FlashAttention, FloatBackwardMatchesDouble) {
+TEST_P(FlashAttention, FloatBackwardMatchesDouble) {
   AttnCase c;
+  if (GetParam()) c.with_docs();
   const int64_t qd = c.nh * c.d;
   Vec q = randn(c.nq * qd, 80), k[3], v[3], dout = randn(c.nq * qd, 81);
   rand_kv(c, k, v, 82, 85);
@@ -337,6 +356,9 @@ TEST(FlashAttention, FloatBackwardMatchesDouble) {
     EXPECT_LT(rel(Vec(fv[s].begin(), fv[s].end()), dv[s]), 1e-5) << "segment " << s;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Masks, FlashAttention, ::testing::Values(false, true),
+                         [](const auto& i) { return i.param ? "documents" : "causal"; });
 
 TEST(FastExp, RelativeErrorAndRange) {
   double worst = 0;
@@ -596,8 +618,11 @@ TEST(Bf16, ElementwiseKernels) {
 
 // The bf16 flash attention: bf16 Q, K, V, O, dO; fp32 scores, statistics and dq/dk/dv. Against
 // the double kernel on the same rounded inputs (and, backward, the bf16 forward's own O).
-TEST(Bf16, FlashAttentionForwardAndBackward) {
+class Bf16Attention : public ::testing::TestWithParam<bool> {};  // param: document masks
+
+TEST_P(Bf16Attention, ForwardAndBackward) {
   AttnCase c;
+  if (GetParam()) c.with_docs();
   const int64_t qd = c.nh * c.d;
   const Vec q = rounded(randn(c.nq * qd, 90)), dout = rounded(randn(c.nq * qd, 91));
   Vec k[3], v[3];
@@ -659,3 +684,5 @@ TEST(Bf16, FlashAttentionForwardAndBackward) {
     EXPECT_LT(rel(Vec(dv32[s].begin(), dv32[s].end()), dv[s]), kAcc) << "segment " << s;
   }
 }
+INSTANTIATE_TEST_SUITE_P(Masks, Bf16Attention, ::testing::Values(false, true),
+                         [](const auto& i) { return i.param ? "documents" : "causal"; });

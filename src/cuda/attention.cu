@@ -4,8 +4,8 @@
 // O, dV, dQ, dK in fp32 buffers that are added into the outputs at the end. Tiles are visited in a
 // fixed order, so results are deterministic; any dtype cuBLASLt takes works, fp32 included (cuDNN
 // has no fp32 attention, so this is what fp32 parity runs on). A query at position p sees keys at
-// positions
-// <= p; key tiles wholly after a query tile are skipped.
+// positions <= p (and, with document masks, >= its document's start: QSeg::lo, uploaded once a
+// call); key tiles wholly after a query tile, or wholly before its first document, are skipped.
 #include <algorithm>
 #include <vector>
 
@@ -23,10 +23,10 @@ int g_bq = 512, g_bk = 512;
 
 template <class T>
 __global__ void softmax_update_k(const float* S, T* P, float* m, float* l, float* oacc, int cols,
-                                 int ld, int d, int64_t qpos0, int64_t kpos0, int64_t bs_s,
-                                 int64_t bs_o, int bq) {
+                                 int ld, int d, int64_t qpos0, const int64_t* lo, int64_t kpos0,
+                                 int64_t bs_s, int64_t bs_o, int bq) {
   const int i = blockIdx.x, b = blockIdx.y;
-  const int64_t qp = qpos0 + i;
+  const int64_t qp = qpos0 + i, first = lo ? lo[i] : 0;  // visible: first <= key <= qp
   const float* s = S + b * bs_s + static_cast<int64_t>(i) * ld;
   T* p = P + b * bs_s + static_cast<int64_t>(i) * ld;
   float* mi = m + static_cast<int64_t>(b) * bq + i;
@@ -34,7 +34,7 @@ __global__ void softmax_update_k(const float* S, T* P, float* m, float* l, float
   const float mold = *mi;
   float mx = -INFINITY;
   for (int c = threadIdx.x; c < cols; c += blockDim.x)
-    if (kpos0 + c <= qp) mx = fmaxf(mx, s[c]);
+    if (kpos0 + c <= qp && kpos0 + c >= first) mx = fmaxf(mx, s[c]);
   mx = block_max(mx);
   const float mnew = fmaxf(mold, mx);
   if (mnew == -INFINITY) {  // nothing visible yet: the state stays empty
@@ -43,7 +43,7 @@ __global__ void softmax_update_k(const float* S, T* P, float* m, float* l, float
   }
   float sum = 0;
   for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-    const float e = kpos0 + c <= qp ? expf(s[c] - mnew) : 0.f;
+    const float e = kpos0 + c <= qp && kpos0 + c >= first ? expf(s[c] - mnew) : 0.f;
     st(p + c, e);
     sum += e;
   }
@@ -81,13 +81,14 @@ __global__ void init_state_k(float* m, float* l, float* oacc, int64_t n_state, i
 // lse + b·lse_head.
 template <class T>
 __global__ void probs_k(float* S, T* Pt, const float* lse, int64_t lse_head, int cols, int ld,
-                        int64_t qpos0, int64_t kpos0, int64_t bs_s) {
+                        int64_t qpos0, const int64_t* lo, int64_t kpos0, int64_t bs_s) {
   const int i = blockIdx.x, b = blockIdx.y;
-  const int64_t qp = qpos0 + i;
+  const int64_t qp = qpos0 + i, first = lo ? lo[i] : 0;
   const float L = lse[b * lse_head + i];
   for (int c = threadIdx.x; c < cols; c += blockDim.x) {
     const int64_t e = b * bs_s + static_cast<int64_t>(i) * ld + c;
-    const float p = (kpos0 + c <= qp && L != -INFINITY) ? expf(S[e] - L) : 0.f;
+    const bool vis = kpos0 + c <= qp && kpos0 + c >= first;
+    const float p = (vis && L != -INFINITY) ? expf(S[e] - L) : 0.f;
     S[e] = p;
     st(Pt + e, p);
   }
@@ -132,6 +133,38 @@ void set_attention_tiles(int bq, int bk) {
 }
 
 namespace {
+// Document masks: every query segment's QSeg::lo on the device (one upload a call; pageable
+// host memory, so the host arrays may change once the copy is issued). Null rows: plain causal.
+class DocBounds {
+ public:
+  DocBounds(const QSeg* qs, int nqs) : off_(static_cast<size_t>(nqs), -1) {
+    int64_t n = 0;
+    for (int si = 0; si < nqs; ++si)
+      if (qs[si].lo) off_[static_cast<size_t>(si)] = n, n += qs[si].len;
+    if (n == 0) return;
+    buf_ = DBuf<int64_t>(n, Cat::workspace);
+    for (int si = 0; si < nqs; ++si)
+      if (qs[si].lo)
+        ORIGAMI_CUDA_CHECK(cudaMemcpyAsync(buf_.get() + off_[static_cast<size_t>(si)], qs[si].lo,
+                                           static_cast<size_t>(qs[si].len) * sizeof(int64_t),
+                                           cudaMemcpyHostToDevice, current_stream()));
+  }
+  // Rows from qb of segment si on the device, or null.
+  const int64_t* rows(int si, int64_t qb) const {
+    const int64_t o = off_[static_cast<size_t>(si)];
+    return o < 0 ? nullptr : buf_.get() + o + qb;
+  }
+
+ private:
+  std::vector<int64_t> off_;
+  DBuf<int64_t> buf_;
+};
+// The first key a query tile's rows may see (0 without document masks): earlier key tiles are
+// skipped.
+inline int64_t first_key(const QSeg& q, int64_t qb) {
+  return q.lo ? q.lo[qb] : 0;
+}
+
 // A key segment's K and V as T, whatever element type names them in the segment (cpu's bfloat16
 // and CUDA's __nv_bfloat16 share the bits); its dK, dV in the segment's own gradient type.
 template <class T, class S>
@@ -157,6 +190,7 @@ void attn_fwd_impl(O* o, float* lse, int64_t lse_stride, const T* q, int64_t q_s
   DBuf<float> S(nb * bs_s, Cat::workspace), oacc(nb * bs_o, Cat::workspace),
       m(int64_t(nb) * BQ, Cat::workspace), l(int64_t(nb) * BQ, Cat::workspace);
   DBuf<T> P(nb * bs_s, Cat::workspace);
+  const DocBounds docs(qs, nqs);
   const Batch bS{nb, int64_t(group) * d, d, bs_s}, bO{nb, bs_s, d, bs_o};
   for (int gi = 0; gi < group; ++gi)
     for (int si = 0; si < nqs; ++si)
@@ -173,12 +207,13 @@ void attn_fwd_impl(O* o, float* lse, int64_t lse_stride, const T* q, int64_t q_s
             const int64_t kpos0 = k.pos0 + kb;
             if (kpos0 > qpos0 + rows - 1) break;  // this and later tiles are in the future
             const int cols = static_cast<int>(std::min<int64_t>(BK, k.len - kb));
+            if (kpos0 + cols <= first_key(qs[si], qb)) continue;  // before every row's document
             gemm_ex(Trans::N, Trans::T, rows, cols, d, scale, qp, q_stride,
                     seg_k<T>(k) + kb * k.stride, k.stride, dtype_of<T>(), 0.f, S.get(), BK,
                     DType::f32, bS);
-            softmax_update_k<T><<<grid, kRowThreads, 0, st_>>>(S.get(), P.get(), m.get(), l.get(),
-                                                               oacc.get(), cols, BK, d, qpos0,
-                                                               kpos0, bs_s, bs_o, BQ);
+            softmax_update_k<T><<<grid, kRowThreads, 0, st_>>>(
+                S.get(), P.get(), m.get(), l.get(), oacc.get(), cols, BK, d, qpos0,
+                docs.rows(si, qb), kpos0, bs_s, bs_o, BQ);
             check_launch("attention softmax");
             gemm_ex(Trans::N, Trans::N, rows, d, cols, 1.f, P.get(), BK,
                     seg_v<T>(k) + kb * k.stride, k.stride, dtype_of<T>(), 1.f, oacc.get(), d,
@@ -217,6 +252,7 @@ void attn_bwd_impl(G* dq, const T* dout, const T* q, const T* o, int64_t q_strid
       dqacc(int64_t(sh.n_h) * R * d, Cat::workspace), dkacc(nb * bs_kv, Cat::workspace),
       dvacc(nb * bs_kv, Cat::workspace);
   DBuf<T> Pt(nb * bs_s, Cat::workspace);
+  const DocBounds docs(qs, nqs);
   ORIGAMI_CUDA_CHECK(cudaMemsetAsync(dqacc.get(), 0, dqacc.size() * sizeof(float), st_));
   const int64_t qh = int64_t(group) * d;  // query-head stride of a batch (columns)
   for (int ki = 0; ki < nks; ++ki) {
@@ -233,14 +269,15 @@ void attn_bwd_impl(G* dq, const T* dout, const T* q, const T* o, int64_t q_strid
           for (int64_t qb = 0; qb < qs[si].len; qb += BQ) {
             const int rows = static_cast<int>(std::min<int64_t>(BQ, qs[si].len - qb));
             const int64_t qpos0 = qs[si].pos0 + qb, qrow0 = qs[si].row0 + qb;
-            if (kpos0 > qpos0 + rows - 1) continue;  // keys all in this tile's future
+            if (kpos0 > qpos0 + rows - 1) continue;               // keys all in this tile's future
+            if (kpos0 + cols <= first_key(qs[si], qb)) continue;  // before its documents
             const int64_t qoff = qrow0 * q_stride + int64_t(gi) * d;
             const dim3 grid(rows, nb);
             gemm_ex(Trans::N, Trans::T, rows, cols, d, scale, q + qoff, q_stride, kp, k.stride,
                     dtype_of<T>(), 0.f, S.get(), BK, DType::f32, {nb, qh, d, bs_s});
-            probs_k<T>
-                <<<grid, kRowThreads, 0, st_>>>(S.get(), Pt.get(), lse + gi * lse_stride + qrow0,
-                                                group * lse_stride, cols, BK, qpos0, kpos0, bs_s);
+            probs_k<T><<<grid, kRowThreads, 0, st_>>>(
+                S.get(), Pt.get(), lse + gi * lse_stride + qrow0, group * lse_stride, cols, BK,
+                qpos0, docs.rows(si, qb), kpos0, bs_s);
             check_launch("attention probs");
             gemm_ex(Trans::T, Trans::N, cols, d, rows, 1.f, Pt.get(), BK, dout + qoff, q_stride,
                     dtype_of<T>(), 1.f, dvacc.get(), d, DType::f32, {nb, bs_s, qh, bs_kv});

@@ -54,6 +54,7 @@ void attn_fwd(bf16* o, float* lse, int64_t lse_stride, const bf16* q, int64_t q_
   const int64_t hd = static_cast<int64_t>(sh.n_h) * sh.d;
   for (int i = 0; i < nqs; ++i) {
     const QSeg& seg = qs[i];
+    ORIGAMI_CHECK(!seg.lo, "cuDNN SDPA: document masks (QSeg::lo) are the parity kernels' only");
     auto calls = calls_for(seg, ks, nks);
     bf16* o0 = o + seg.row0 * q_stride;
     float* lse0 = lse + seg.row0;
@@ -88,6 +89,7 @@ void attn_bwd(bf16* dq, const bf16* dout, const bf16* q, const bf16* o, int64_t 
                 kvd = static_cast<int64_t>(sh.n_kv) * sh.d;
   for (int i = 0; i < nqs; ++i) {
     const QSeg& seg = qs[i];
+    ORIGAMI_CHECK(!seg.lo, "cuDNN SDPA: document masks (QSeg::lo) are the parity kernels' only");
     for (const Call& c : calls_for(seg, ks, nks)) {
       const KvSeg<bf16>& kv = ks[c.kv];
       const int64_t row = seg.row0 + c.r0;

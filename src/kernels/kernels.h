@@ -91,11 +91,16 @@ void swiglu_bwd(T* dg, T* du, const T* da, const T* g, const T* u, int64_t n);
 // Queries: rows of q (row stride q_stride, n_h heads of d), given as segments of consecutive
 // global positions. Keys/values: segments (pointer, row stride, first global position, length)
 // with n_kv heads of d; query head i uses kv head i / (n_h / n_kv). A query at position p attends
-// keys at positions <= p. Never materialises more than a tile of scores.
+// keys at positions <= p, and, with document masks (`lo`), >= the first position of its own
+// document: packed documents each attend only to themselves. Never materialises more than a tile
+// of scores; key tiles wholly before a query tile's first document are skipped, not masked.
 struct QSeg {
   int64_t row0;  // first row of q / o / dq
   int64_t pos0;  // its global position
   int64_t len;
+  // Document masks: lo[i] = the first key position row i may see (its document's start; a host
+  // array of len, nondecreasing). Null: plain causal.
+  const int64_t* lo = nullptr;
 };
 template <class T>
 struct KvSeg {

@@ -84,6 +84,17 @@ double causal_pairs(int64_t qpos0, int64_t qlen, int64_t kpos0, int64_t klen) {
   return G(a0 + static_cast<double>(qlen) - 1) - G(a0 - 1);
 }
 
+// Visible pairs under document masks (QSeg::lo): per query row, the keys of the segment in
+// [its document's start, its position].
+double doc_pairs(const k::QSeg& q, int64_t kpos0, int64_t klen) {
+  double n = 0;
+  for (int64_t i = 0; i < q.len; ++i) {
+    const int64_t a = std::max(q.lo[i], kpos0), b = std::min(q.pos0 + i, kpos0 + klen - 1);
+    if (b >= a) n += static_cast<double>(b - a + 1);
+  }
+  return n;
+}
+
 // The pairs a call of a query and a key segment is charged (sim::AttnCharge): causal, dense, or
 // causal after relabelling zigzag chunks as contiguous ones (each segment cut at chunk borders).
 double charged_pairs(int64_t qpos0, int64_t qlen, int64_t kpos0, int64_t klen) {
@@ -130,7 +141,8 @@ struct Attn<Bwd, Bf16, void (*)(A...)> {
     double pairs = 0;
     for (int i = 0; i < nqs; ++i)
       for (int j = 0; j < nks; ++j)
-        pairs += charged_pairs(qs[i].pos0, qs[i].len, ks[j].pos0, ks[j].len);
+        pairs += qs[i].lo ? doc_pairs(qs[i], ks[j].pos0, ks[j].len)
+                          : charged_pairs(qs[i].pos0, qs[i].len, ks[j].pos0, ks[j].len);
     sim::Work w;
     w.kind = Bwd ? sim::Work::attn_bwd : sim::Work::attn_fwd;
     w.flops = pairs * sh.n_h * sh.d * (Bwd ? 10.0 : 4.0);

@@ -37,9 +37,51 @@ Tensor reweight(const Tensor& n, const Tensor& w, int64_t rows, int64_t h) {
 std::vector<int64_t> positions(const Batch& b) {
   std::vector<int64_t> p(static_cast<size_t>(b.B * b.S));
   for (int64_t t = 0; t < b.B * b.S; ++t) p[static_cast<size_t>(t)] = t % b.S;
+  rope_positions(b, p, b.S);
   return p;
 }
 }  // namespace
+
+void set_positions(Batch& b, std::vector<int64_t> pos, const std::string& src) {
+  if (static_cast<int64_t>(pos.size()) != b.B * b.S)
+    fail(src, ": position_ids has ", pos.size(), " elements, expected B*S=", b.B * b.S);
+  b.doc_start.assign(pos.size(), 0);
+  for (int64_t i = 0; i < b.B; ++i)
+    for (int64_t p = 0; p < b.S; ++p) {
+      const size_t t = static_cast<size_t>(i * b.S + p);
+      if (pos[t] < 0) fail(src, ": position_ids[", i, ", ", p, "]=", pos[t], " is negative");
+      if (p == 0 || pos[t] == 0) {
+        b.doc_start[t] = p;
+        continue;
+      }
+      if (pos[t] != pos[t - 1] + 1)
+        fail(src, ": position_ids[", i, ", ", p, "]=", pos[t], " neither starts a document (0) ",
+             "nor continues one (position_ids[", i, ", ", p - 1, "] + 1 = ", pos[t - 1] + 1, ")");
+      b.doc_start[t] = b.doc_start[t - 1];
+    }
+  b.positions = std::move(pos);
+}
+
+Batch batch_rows(const Batch& b, int64_t first, int64_t n) {
+  Batch r;
+  r.B = n;
+  r.S = b.S;
+  const auto part = [&](const std::vector<int64_t>& v) {
+    return v.empty() ? v
+                     : std::vector<int64_t>(v.begin() + first * b.S, v.begin() + (first + n) * b.S);
+  };
+  r.inputs = part(b.inputs);
+  r.targets = part(b.targets);
+  r.positions = part(b.positions);
+  r.doc_start = part(b.doc_start);
+  return r;
+}
+
+void rope_positions(const Batch& b, std::vector<int64_t>& pos, int64_t rows_per_seq) {
+  if (!b.packed()) return;
+  for (size_t i = 0; i < pos.size(); ++i)
+    pos[i] = b.rope_pos(static_cast<int64_t>(i) / rows_per_seq, pos[i]);
+}
 
 struct Model::Acts {
   Tensor x, n1, rstd1, q, k, v, o, lse, n2, rstd2, g, u;
@@ -55,6 +97,11 @@ void validate_batch(const ModelConfig& c, const Batch& b, const std::string& src
   if (b.S > c.max_position_embeddings)
     fail(src, ": sequence length ", b.S,
          " exceeds max_position_embeddings=", c.max_position_embeddings);
+  for (size_t t = 0; t < b.positions.size(); ++t)
+    if (b.positions[t] >= c.max_position_embeddings)
+      fail(src, ": position_ids[", static_cast<int64_t>(t) / b.S, ", ",
+           static_cast<int64_t>(t) % b.S, "]=", b.positions[t],
+           " is not below max_position_embeddings=", c.max_position_embeddings);
   for (int64_t i = 0; i < b.B * b.S; ++i) {
     const int64_t id = b.inputs[static_cast<size_t>(i)], tg = b.targets[static_cast<size_t>(i)];
     if (id < 0 || id >= c.vocab_size)
@@ -101,7 +148,7 @@ void Model::attention(Tensor& o, Tensor& lse, const Tensor& q, const Tensor& k, 
                      static_cast<int>(cfg_.num_key_value_heads), static_cast<int>(cfg_.head_dim())};
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(cfg_.head_dim())));
   for (int64_t s = 0; s < b.B; ++s) {
-    QSeg qs{0, 0, b.S};
+    QSeg qs{0, 0, b.S, b.doc_lo(s)};
     k::Kv ks{F(k) + s * b.S * kvd, F(v) + s * b.S * kvd, kvd, 0, b.S};
     k::flash_attn_fwd(F(o) + s * b.S * qd, F32(lse) + s * b.S, T, F(q) + s * b.S * qd, qd, &qs, 1,
                       &ks, 1, sh, scale);
@@ -191,7 +238,7 @@ void Model::block_backward(const LayerParams& W, LayerParams& G, const Acts& a, 
     const AttnShape sh{static_cast<int>(nh), static_cast<int>(cfg_.num_key_value_heads), d};
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
     for (int64_t s = 0; s < b.B; ++s) {
-      QSeg qs{0, 0, b.S};
+      QSeg qs{0, 0, b.S, b.doc_lo(s)};
       const int64_t ko = s * b.S * kvd;
       k::Kv ks{F(a.k) + ko, F(a.v) + ko, kvd, 0, b.S, F32(dk) + ko, F32(dv) + ko};
       const int64_t qo = s * b.S * qd;

@@ -48,8 +48,8 @@ void TpSpEngine::attn_fwd_p2p(const TspLayer& W, const Tensor& Y1, Tensor& x, Ac
     return q;
   };
   Tensor o = a ? act({Ts, qw}) : ws({Ts, qw}), lse = a ? act32({nq, Ts}) : ws32({nq, Ts});
-  spattn::ring_fwd(sp_, Zigzag{B_, S_, Sg_, sr_}, own, kw, make_q, qw,
-                   {nq, nkv, static_cast<int>(d)}, scale, o, lse);
+  spattn::ring_fwd(sp_, zigzag(), own, kw, make_q, qw, {nq, nkv, static_cast<int>(d)}, scale, o,
+                   lse);
   Tensor P = ws32({Ts, h});
   k::gemm(Trans::N, Trans::T, Ts, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 0.0f, F(P), h);
   if (a) {
@@ -70,7 +70,7 @@ void TpSpEngine::attn_bwd_p2p(const TspLayer& W, float* G, const Acts& a, const 
   const auto [Wq, Wk, Wv, Wo] = t_.bucket(F(W.attn), 0, 1);
   const auto [Gq, Gk, Gv, Go] = t_.bucket(G, 0, 1);
   const ProjBwd proj{sp_, pos_.data(), cos_, sin_, Y1, dY1, Ts, h, static_cast<int>(d)};
-  const Zigzag z{B_, S_, Sg_, sr_};
+  const Zigzag z = zigzag();
   const int next = (sr_ + 1) % S, prev = (sr_ + S - 1) % S;
   const int64_t acc_bytes = 4 * 2 * Ts * kw;
   spattn::KvRing ring(sp_, a.k[0], Ts, kw);

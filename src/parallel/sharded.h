@@ -19,6 +19,8 @@ inline Batch zigzag_batch(const Batch& g, int D, int r) {
   b.targets.resize(b.inputs.size());
   z.shard(b.inputs.data(), g.inputs.data(), 1);
   z.shard(b.targets.data(), g.targets.data(), 1);
+  b.positions = g.positions;  // global: the rows' RoPE positions and document masks
+  b.doc_start = g.doc_start;
   return b;
 }
 

@@ -19,7 +19,8 @@ std::vector<k::QSeg> all_qsegs(const Zigzag& z, int64_t bb) {
   std::vector<k::QSeg> s;
   for (int src = 0; src < z.D; ++src)
     for (int k = 0; k < 2; ++k)
-      s.push_back({src * T + (bb * 2 + k) * c, z.chunk_pos0_of(src, k), c});
+      s.push_back({src * T + (bb * 2 + k) * c, z.chunk_pos0_of(src, k), c,
+                   z.lo(bb, z.chunk_pos0_of(src, k))});
   return s;
 }
 
@@ -34,7 +35,8 @@ std::vector<k::Kv> all_kvsegs(const Zigzag& z, int64_t bb, k::CPtr K, k::CPtr V,
 
 std::vector<k::QSeg> own_qsegs(const Zigzag& z, int64_t bb) {
   const int64_t c = z.chunk();
-  return {{(bb * 2) * c, z.chunk_pos0(0), c}, {(bb * 2 + 1) * c, z.chunk_pos0(1), c}};
+  return {{(bb * 2) * c, z.chunk_pos0(0), c, z.lo(bb, z.chunk_pos0(0))},
+          {(bb * 2 + 1) * c, z.chunk_pos0(1), c, z.lo(bb, z.chunk_pos0(1))}};
 }
 
 std::vector<k::Kv> block_kvsegs(const Zigzag& z, int64_t bb, int src, k::CPtr KV, float* dKV,

@@ -75,12 +75,14 @@ void TpSpEngine::begin(const Batch& b) {
   Ts_ = b.B * b.S / Sg_;
   Tl_ = seqp_ ? Ts_ / T_ : Ts_;
   row0_ = seqp_ ? tr_ * Tl_ : 0;
+  docs_ = b.doc_start;
   if (Sg_ > 1) {
-    pos_ = Zigzag{B_, S_, Sg_, sr_}.positions();
+    pos_ = zigzag().positions();
   } else {
     pos_.resize(static_cast<size_t>(Ts_));
     for (int64_t t = 0; t < Ts_; ++t) pos_[static_cast<size_t>(t)] = t % S_;
   }
+  rope_positions(b, pos_, Ts_ / B_);
 }
 
 std::pair<int64_t, int64_t> TpSpEngine::owned_rows() const {
@@ -99,8 +101,8 @@ int64_t TpSpEngine::owned_targets(const Batch& local) const {
 // Queries of local batch element bb, and the keys of every SP rank's tokens (rank-major after the
 // all-gather), as segments of consecutive global positions (sp_attention.h's, Σ > 1).
 std::vector<QSeg> TpSpEngine::qsegs(int64_t bb) const {
-  if (Sg_ == 1) return {{bb * S_, 0, S_}};
-  return spattn::own_qsegs(Zigzag{B_, S_, Sg_, sr_}, bb);
+  if (Sg_ == 1) return {{bb * S_, 0, S_, zigzag().lo(bb, 0)}};
+  return spattn::own_qsegs(zigzag(), bb);
 }
 
 std::vector<k::Kv> TpSpEngine::kvsegs(int64_t bb, k::CPtr K, k::CPtr V, float* dK, float* dV,
@@ -110,7 +112,7 @@ std::vector<k::Kv> TpSpEngine::kvsegs(int64_t bb, k::CPtr K, k::CPtr V, float* d
     return {{K + row * kw, V + row * kw, kw, 0, S_, dK ? dK + row * kw : nullptr,
              dV ? dV + row * kw : nullptr}};
   }
-  return spattn::all_kvsegs(Zigzag{B_, S_, Sg_, sr_}, bb, K, V, dK, dV, kw);
+  return spattn::all_kvsegs(zigzag(), bb, K, V, dK, dV, kw);
 }
 
 Tensor TpSpEngine::gather(const Tensor& x, Traffic t, Cat c) {

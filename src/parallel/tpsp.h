@@ -111,7 +111,10 @@ class TpSpEngine : public ShardedSchedule {
   bool seqp_ = false;
   bool a2a_ = false, p2p_ = false;  // --sp-comm with Σ > 1
   int64_t B_ = 0, S_ = 0, Ts_ = 0, Tl_ = 0, row0_ = 0;
-  std::vector<int64_t> pos_;
+  std::vector<int64_t> pos_;   // RoPE position of each local row
+  std::vector<int64_t> docs_;  // packed documents: the batch's document starts (else empty)
+  // The sp axis's zigzag split of the current batch (document masks included).
+  Zigzag zigzag() const { return {B_, S_, Sg_, sr_, docs_.empty() ? nullptr : docs_.data()}; }
   Tensor cos_, sin_;
   Tensor vocab_scratch_;  // tied embeddings under Σ > 1: head and embedding gradients together
   SpSum attn_sum_;        // the last layer's attention-gradient all-reduce, still in flight

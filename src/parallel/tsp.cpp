@@ -82,9 +82,15 @@ void TspEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor&
   k::rmsnorm_bwd(F(dx), F32(G.in_norm), F(dy1), F(a.n1), F(W.in_norm), F32(a.rstd1), T, h);
 }
 
-double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch& b, double inv_n) {
-  z_ = Zigzag{b.B, b.S, D_, r_};
+void TspEngine::begin(const Batch& b) {
+  docs_ = b.doc_start;
+  z_ = Zigzag{b.B, b.S, D_, r_, docs_.empty() ? nullptr : docs_.data()};
   pos_ = z_.positions();
+  rope_positions(b, pos_, z_.local_tokens() / b.B);
+}
+
+double TspEngine::forward_backward(const TspParams& p, TspParams& g, const Batch& b, double inv_n) {
+  begin(b);
   const int64_t T = z_.local_tokens(), h = t_.h;
   const size_t L = p.layers.size();
   std::vector<int64_t> ids_all;
@@ -131,8 +137,7 @@ double TspEngine::forward_loss(const TspParams& p, const Batch& b) {
 }
 
 Tensor TspEngine::forward_final(const TspParams& p, const Batch& b, KvSink* sink) {
-  z_ = Zigzag{b.B, b.S, D_, r_};
-  pos_ = z_.positions();
+  begin(b);
   const int64_t T = z_.local_tokens(), h = t_.h;
   Tensor x = ws32({T, h});  // the residual stream: fp32
   std::vector<int64_t> ids_all;

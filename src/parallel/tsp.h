@@ -167,7 +167,10 @@ class TspEngine : public ShardedSchedule {
   TspDims t_;
   int D_, r_;
   Zigzag z_{};
-  std::vector<int64_t> pos_;  // global position of each local row
+  std::vector<int64_t> pos_;   // RoPE position of each local row
+  std::vector<int64_t> docs_;  // packed documents: the batch's document starts (else empty)
+  // z_ and pos_ for batch b (document masks included).
+  void begin(const Batch& b);
   Tensor cos_, sin_;
   RingTail tail_;           // the last backward ring's home hop, still in flight
   AttnTail attn_tail_;      // the last attention backward's gradient reduce, still in flight

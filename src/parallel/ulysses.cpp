@@ -48,8 +48,8 @@ void TpSpEngine::attn_fwd_a2a(const TspLayer& W, const Tensor& Y1, Tensor& x, Ac
                   F32(sin_));
       return q;
     };
-    u = spattn::ulysses_fwd(sp_, Zigzag{B_, S_, Sg_, sr_}, k, v, make_q, nq, nkv,
-                            static_cast<int>(d), scale, o, a ? Cat::activations : Cat::workspace);
+    u = spattn::ulysses_fwd(sp_, zigzag(), k, v, make_q, nq, nkv, static_cast<int>(d), scale, o,
+                            a ? Cat::activations : Cat::workspace);
   }
   Tensor P = ws32({Ts, h});  // fp32, as the all-gather schedule's
   k::gemm(Trans::N, Trans::T, Ts, h, qw, 1.0f, F(o), qw, Wo, t_.q_rows, 0.0f, F(P), h);
@@ -69,7 +69,7 @@ void TpSpEngine::attn_bwd_a2a(const TspLayer& W, float* G, const Acts& a, const 
   const int64_t Ts = Ts_, h = t_.h, d = t_.d, n = Sg_ * Ts;
   const int64_t nq = t_.nq_loc, nkv = t_.nkv_loc, qw = t_.q_rows, kw = t_.kv_rows;
   const spattn::Heads H = spattn::Heads::of(nq, nkv, d, Sg_);
-  const Zigzag z{B_, S_, Sg_, sr_};
+  const Zigzag z = zigzag();
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   const k::AttnShape sh{static_cast<int>(H.qh), static_cast<int>(H.kh), static_cast<int>(d)};
   const auto [Wq, Wk, Wv, Wo] = t_.bucket(F(W.attn), 0, 1);

@@ -15,6 +15,10 @@ namespace origami {
 struct Zigzag {
   int64_t B, S;
   int D, r;
+  // Packed documents: the batch's global document starts [B, S] (Batch::doc_start), or null.
+  const int64_t* doc = nullptr;
+  // The attention kernels' lower bounds for sequence b's queries from position pos0 (QSeg::lo).
+  const int64_t* lo(int64_t b, int64_t pos0) const { return doc ? doc + b * S + pos0 : nullptr; }
   int64_t chunk() const { return S / (2 * D); }
   int64_t local_tokens() const { return B * 2 * chunk(); }
   // Global position (within its sequence) of the first token of local chunk k (0 or 1).

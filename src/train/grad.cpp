@@ -19,8 +19,9 @@ namespace origami {
 Batch load_token_batch(const std::string& path, const ModelConfig& cfg) {
   SafeTensorsReader r(path);
   for (const auto& [name, e] : r.entries())
-    if (name != "input_ids" && name != "labels")
-      fail(path, ": unknown tensor '", name, "' (expected input_ids and optionally labels)");
+    if (name != "input_ids" && name != "labels" && name != "position_ids")
+      fail(path, ": unknown tensor '", name,
+           "' (expected input_ids and optionally labels and position_ids)");
   std::vector<int64_t> shape;
   const std::vector<int64_t> ids = r.load_ints("input_ids", &shape);
   if (shape.size() != 2 || shape[1] < 2)
@@ -57,6 +58,17 @@ Batch load_token_batch(const std::string& path, const ModelConfig& cfg) {
       else
         b.targets.push_back(t);
     }
+  if (r.has("position_ids")) {  // packed documents: the inputs' positions (first S columns)
+    std::vector<int64_t> pshape;
+    const std::vector<int64_t> pos = r.load_ints("position_ids", &pshape);
+    if (pshape != shape)
+      fail(path, ": position_ids has shape ", shape_str(pshape), ", expected input_ids' shape ",
+           shape_str(shape));
+    std::vector<int64_t> p;
+    for (int64_t i = 0; i < b.B; ++i)
+      for (int64_t s = 0; s < b.S; ++s) p.push_back(pos[static_cast<size_t>(i * W + s)]);
+    set_positions(b, std::move(p), path);
+  }
   validate_batch(cfg, b, path);
   return b;
 }
@@ -82,13 +94,8 @@ void run_grad(const GradOptions& o) {
   st = FullState();
   weights.reset();
   // This replica's sequences: [p·B/dp, (p+1)·B/dp).
-  Batch b;
-  b.B = global.B / layout.dp;
-  b.S = global.S;
-  const auto first = global.inputs.begin() + eng->dp_rank() * b.B * b.S;
-  b.inputs.assign(first, first + b.B * b.S);
-  const auto tfirst = global.targets.begin() + eng->dp_rank() * b.B * b.S;
-  b.targets.assign(tfirst, tfirst + b.B * b.S);
+  const int64_t Br = global.B / layout.dp;
+  const Batch b = batch_rows(global, eng->dp_rank() * Br, Br);
 
   const int64_t N = eng->global_targets({b});  // before the first backward
   eng->zero_grads();

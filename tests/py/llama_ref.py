@@ -32,10 +32,12 @@ def rmsnorm(x, w, eps):
 
 
 def rope(x, pos, theta):
-    # x: [B, H, S, d]
+    # x: [B, H, S, d]; pos: [S] or [B, S]
     d = x.shape[-1]
     inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
-    ang = pos[:, None].double() * inv_freq[None, :]
+    ang = pos[..., None].double() * inv_freq
+    if ang.dim() == 3:  # per-sequence positions: broadcast over heads
+        ang = ang[:, None]
     emb = torch.cat([ang, ang], dim=-1)
     cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
     x1, x2 = x[..., : d // 2], x[..., d // 2 :]
@@ -43,16 +45,30 @@ def rope(x, pos, theta):
     return x * cos + rot * sin
 
 
-def forward_loss(cfg, P, input_ids, labels):
-    """P: dict of float64 tensors with HF names (requires_grad); input_ids/labels: [B, S+1]."""
-    logits = forward_logits(cfg, P, input_ids[:, :-1])
+def doc_mask(position_ids):
+    """Block-diagonal causal mask [B, 1, S, S] of packed documents (HF's convention: a document
+    starts at each sequence's first token and wherever its position is 0)."""
+    B, S = position_ids.shape
+    start = position_ids == 0
+    start[:, 0] = True
+    doc = start.long().cumsum(-1)
+    same = doc[:, :, None] == doc[:, None, :]
+    return (same & torch.ones(S, S, dtype=torch.bool).tril())[:, None]
+
+
+def forward_loss(cfg, P, input_ids, labels, position_ids=None):
+    """P: dict of float64 tensors with HF names (requires_grad); input_ids/labels: [B, S+1];
+    position_ids (packed documents): [B, S+1] too, or None (one document a sequence)."""
+    pos = None if position_ids is None else position_ids[:, :-1]
+    logits = forward_logits(cfg, P, input_ids[:, :-1], pos)
     tgt = labels[:, 1:]
     return torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100, reduction="mean")
 
 
-def forward_logits(cfg, P, ids):
-    """Logits [B, S, V] of every position of ids [B, S] (a full recompute, no cache)."""
+def forward_logits(cfg, P, ids, position_ids=None):
+    """Logits [B, S, V] of every position of ids [B, S] (a full recompute, no cache); with
+    position_ids [B, S], packed documents (RoPE at those positions, doc_mask)."""
     h, nh, nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     d, L = h // nh, cfg["num_hidden_layers"]
     eps, theta = cfg.get("rms_norm_eps", 1e-6), cfg.get("rope_theta", 10000.0)
@@ -60,6 +76,8 @@ def forward_logits(cfg, P, ids):
     x = P["model.embed_tokens.weight"][ids]
     pos = torch.arange(S)
     mask = torch.ones(S, S, dtype=torch.bool).tril()
+    if position_ids is not None:
+        pos, mask = position_ids, doc_mask(position_ids)
     for l in range(L):
         p = f"model.layers.{l}."
         y = rmsnorm(x, P[p + "input_layernorm.weight"], eps)

@@ -58,6 +58,16 @@ CASES[2] += [("sp=2", P2P, False), ("sp=2", P2P + FULL + BF16, True)]
 CASES[4] += [("sp=4", P2P, True), ("sp=4", P2P + FULL, False, "kvrep"), ("dp=2,sp=2", P2P, False),
              ("sp=4", P2P + BF16, False)]
 CASES[8] += [("sp=8", P2P, False), ("dp=2,sp=4", P2P + FULL, True)]
+# Packed documents (`position_ids`, document masks): documents crossing rank and chunk boundaries,
+# one-token documents; every layout family against the single rank's packed run (itself checked
+# against PyTorch's block-diagonal mask in test_oracle.py).
+PK = "packed"
+CASES[2] += [("tsp=2", [], False, PK), ("tp=2", [], True, PK), ("sp=2", P2P, False, PK),
+             ("fsdp_sp=2", A2A, True, PK), ("sp=2", FULL, False, PK)]
+CASES[4] += [("tsp=4", FULL, False, PK), ("tp=2,sp=2", [], True, PK), ("sp=4", A2A, False, PK),
+             ("dp=2,tsp=2", [], True, PK), ("fsdp_sp=4", BF16, False, PK), ("sp=4", P2P, True, PK)]
+CASES[8] += [("tsp=8", [], True, PK), ("dp=2,tp=2,sp=2", FULL, False, PK), ("sp=8", P2P, False, PK),
+             ("dp=2,fsdp_sp=4", A2A, False, PK)]
 CATS = ("attn_weights", "mlp_weights", "kv", "grads", "embed_head", "acts", "other")
 
 
@@ -118,6 +128,19 @@ def weight_elems(cfg, D):
     Vp = -(-V // D) * D
     n_vocab = 1 if cfg["tie_word_embeddings"] else 2
     return L * ((2 * h * h + 2 * h * kvd + 3 * I * h) // D + 2 * h) + n_vocab * Vp * h // D + h
+
+
+def packed_positions(rng, B, W):
+    """position_ids [B, W] of packed documents: lengths drawn from 1..9 (one-token documents
+    included), so documents cross the zigzag chunks (3 tokens a chunk at 6N positions) and ranks."""
+    pos = np.zeros((B, W), dtype=np.int64)
+    for b in range(B):
+        p = 0
+        while p < W:
+            n = int(rng.choice([1, 2, 4, 7, 9]))
+            pos[b, p:p + n] = np.arange(min(n, W - p))
+            p += n
+    return pos
 
 
 def expected(cfg, layout, flags, ids, rank):
@@ -199,7 +222,11 @@ def main():
         ids = rng.integers(0, cfg["vocab_size"], (N, 6 * N + 1))  # B = N: every dp degree fits
         labels = ids.copy()
         labels[rng.random(ids.shape) < 0.15] = -100
-        st.save(tp, {"input_ids": ids, "labels": labels})
+        tokens = {"input_ids": ids, "labels": labels}
+        if kind == PK:  # a document's first token is not a target (the boundary prediction)
+            tokens["position_ids"] = packed_positions(rng, *ids.shape)
+            labels[:, 1:][tokens["position_ids"][:, 1:] == 0] = -100
+        st.save(tp, tokens)
         ref = tg.grad(cfgp, wp, tp, os.path.join(work, name + ".ref.safetensors"))
         ref16 = tg.grad(cfgp, wp, tp, os.path.join(work, name + ".ref16.safetensors"), None,
                         ["--dtype", "bf16"])

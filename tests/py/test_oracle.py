@@ -23,7 +23,7 @@ from llama_ref import forward_loss, param_shapes  # noqa: E402
 TOL = 1e-5
 BF16_LOSS, BF16_GRAD, BF16_VS_TORCH, BF16_ABOVE = 2e-3, 6e-2, 1.5, 1e-3
 CASES = [
-    # name, config overrides, B, S, recompute
+    # name, config overrides, B, S, recompute[, packed documents: lengths per sequence]
     ("gqa_untied", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
                         num_hidden_layers=2, vocab_size=61, tie_word_embeddings=False), 2, 24, "none"),
     ("mha_tied", dict(hidden_size=32, intermediate_size=40, num_attention_heads=2, num_key_value_heads=2,
@@ -31,10 +31,24 @@ CASES = [
     ("mqa_long_tiles_recompute", dict(hidden_size=48, intermediate_size=64, num_attention_heads=4,
                                       num_key_value_heads=1, num_hidden_layers=3, vocab_size=40,
                                       tie_word_embeddings=False, rope_theta=500.0), 1, 150, "full"),
+    # packed documents (position_ids, block-diagonal causal mask): one-token documents, documents
+    # crossing the kernels' 64-row tiles, a tile wholly before a query tile's document (skipped)
+    ("packed_gqa", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+                        num_hidden_layers=2, vocab_size=61, tie_word_embeddings=False), 2, 24, "none",
+     [[1, 10, 3, 1, 10], [25]]),
+    ("packed_mqa_tiles_recompute", dict(hidden_size=48, intermediate_size=64, num_attention_heads=4,
+                                        num_key_value_heads=1, num_hidden_layers=3, vocab_size=40,
+                                        tie_word_embeddings=True, rope_theta=500.0), 2, 150, "full",
+     [[1, 66, 1, 70, 13], [130, 2, 1, 18]]),
 ]
 
 
-def make_case(work, name, over, B, S, seed):
+def positions_of(docs):
+    """position_ids [B, S+1] of documents of the given lengths (each row's lengths sum to S+1)."""
+    return torch.tensor([[p for n in row for p in range(n)] for row in docs], dtype=torch.int64)
+
+
+def make_case(work, name, over, B, S, seed, docs=None):
     gen = torch.Generator().manual_seed(seed)
     cfg = dict(model_type="llama", hidden_act="silu", max_position_embeddings=256, rms_norm_eps=1e-5,
                rope_theta=10000.0)
@@ -55,9 +69,45 @@ def make_case(work, name, over, B, S, seed):
     with open(paths["config.json"], "w") as f:
         json.dump(cfg, f)
     st.save(paths["weights.safetensors"], W)
-    st.save(paths["tokens.safetensors"], {"input_ids": ids.numpy().astype(np.int64),
-                                          "labels": labels.numpy().astype(np.int32)})
-    return cfg, W, ids, labels, paths
+    tokens = {"input_ids": ids.numpy().astype(np.int64), "labels": labels.numpy().astype(np.int32)}
+    pos = None
+    if docs:
+        pos = positions_of(docs)
+        labels[:, 1:][pos[:, 1:] == 0] = -100  # the prediction across a boundary does not count
+        tokens.update(labels=labels.numpy().astype(np.int32), position_ids=pos.numpy())
+    st.save(paths["tokens.safetensors"], tokens)
+    return cfg, W, ids, labels, paths, pos
+
+
+def run_grad(binary, cfgp, wp, tokens, out, extra=()):
+    subprocess.run([binary, "grad", "--config", cfgp, "--weights", wp, "--tokens", tokens, "--out", out]
+                   + list(extra), check=True, capture_output=True)
+    return st.load(out)
+
+
+def documents_one_at_a_time(binary, work, name, paths, ids, labels, pos, packed_loss):
+    """A packed batch's CE sum equals the sum of its documents' CE sums, each document run alone
+    as its own sequence (no position_ids) — so a kernel that ignored the document mask (or RoPE
+    positions that did not restart) fails here, independently of the PyTorch model."""
+    n_packed = int((labels[:, 1:] != -100).sum())
+    total, docs = 0.0, 0
+    for b in range(ids.shape[0]):
+        starts = [p for p in range(ids.shape[1]) if p == 0 or pos[b, p] == 0] + [ids.shape[1]]
+        for s0, s1 in zip(starts[:-1], starts[1:]):
+            lab = labels[b:b + 1, s0:s1]
+            n = int((lab[:, 1:] != -100).sum())
+            if s1 - s0 < 2 or n == 0:
+                continue  # no target in this document
+            tp = os.path.join(work, f"{name}.doc{b}_{s0}.safetensors")
+            st.save(tp, {"input_ids": ids[b:b + 1, s0:s1].numpy(), "labels": lab.numpy()})
+            got = run_grad(binary, paths["config.json"], paths["weights.safetensors"], tp, tp + ".grads")
+            total += float(got["loss"][0]) * n
+            docs += 1
+    packed_sum = packed_loss * n_packed
+    e = abs(packed_sum - total) / abs(total)
+    print(f"{name:28s} packed CE sum {packed_sum:.6f} = sum over {docs} documents run alone "
+          f"{total:.6f}: rel {e:.1e}")
+    return e
 
 
 def relerr(a, ref):
@@ -67,11 +117,11 @@ def relerr(a, ref):
     return float(np.linalg.norm(a - ref) / nref)
 
 
-def torch_bf16_worst(cfg, W, ids, labels, ref):
+def torch_bf16_worst(cfg, W, ids, labels, ref, pos=None):
     """Worst per-tensor gradient error of PyTorch's autocast bf16 against the float64 grads."""
     P = {n: torch.tensor(w, dtype=torch.float32, requires_grad=True) for n, w in W.items()}
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = forward_loss(cfg, P, ids, labels)
+        loss = forward_loss(cfg, P, ids, labels, pos)
     loss.backward()
     return max(relerr(P[n].grad.double().numpy(), ref[n]) for n in P)
 
@@ -81,13 +131,20 @@ def main():
     os.makedirs(work, exist_ok=True)
     worst, failures = 0.0, []
     worst_bf16 = 0.0
-    for i, (name, over, B, S, rc) in enumerate(CASES):
-        cfg, W, ids, labels, paths = make_case(work, name, over, B, S, seed=1234 + i)
+    for i, (name, over, B, S, rc, *docs) in enumerate(CASES):
+        cfg, W, ids, labels, paths, pos = make_case(work, name, over, B, S, seed=1234 + i,
+                                                    docs=docs[0] if docs else None)
         P = {n: torch.tensor(w, dtype=torch.float64, requires_grad=True) for n, w in W.items()}
-        loss = forward_loss(cfg, P, ids, labels)
+        loss = forward_loss(cfg, P, ids, labels, pos)
+        if pos is not None:
+            # the mask matters: without it the oracle's loss is another number
+            unmasked = forward_loss(cfg, P, ids, labels).item()
+            print(f"{name:28s} oracle loss packed {loss.item():.6f}, same tokens unmasked {unmasked:.6f}")
+            if abs(unmasked - loss.item()) < 1e-4 * abs(loss.item()):
+                failures.append(f"{name}: the document mask does not change the oracle's loss")
         loss.backward()
         ref = {n: p.grad.numpy() for n, p in P.items()}
-        torch_worst = torch_bf16_worst(cfg, W, ids, labels, ref)
+        torch_worst = torch_bf16_worst(cfg, W, ids, labels, ref, pos)
         for dtype in ("fp32", "bf16"):
             subprocess.run([binary, "grad", "--config", paths["config.json"], "--weights",
                             paths["weights.safetensors"], "--tokens", paths["tokens.safetensors"],
@@ -110,6 +167,11 @@ def main():
             if dtype == "fp32":
                 print(f"{name:28s} fp32 worst gradient rel err {case_worst:.2e}")
                 worst = max(worst, e, case_worst)
+                if pos is not None:
+                    d = documents_one_at_a_time(binary, work, name, paths, ids, labels, pos,
+                                                float(got["loss"][0]))
+                    if d > TOL:
+                        failures.append(f"{name}: packed CE sum differs from its documents' by {d:.1e}")
                 continue
             print(f"{name:28s} bf16 worst gradient rel err {case_worst:.2e} "
                   f"(PyTorch autocast bf16: {torch_worst:.2e})")
@@ -122,7 +184,7 @@ def main():
                                 f"{BF16_ABOVE:.0e}: is --dtype bf16 computing in fp32?")
     # HF's usual checkpoints are bf16 (torch_dtype bfloat16): the same weights written as BF16 give
     # the gradients of their fp32 widening, bit for bit, in fp32 and in bf16 runs
-    cfg, W, ids, labels, paths = make_case(work, "bf16_file", CASES[0][1], 2, 24, seed=77)
+    cfg, W, ids, labels, paths, _ = make_case(work, "bf16_file", CASES[0][1], 2, 24, seed=77)
     w16, w32 = os.path.join(work, "bf16_file.w16.safetensors"), os.path.join(work, "bf16_file.w32.safetensors")
     st.save(w16, {n: st.BF16(w) for n, w in W.items()})
     st.save(w32, {n: st.BF16(w).f32 for n, w in W.items()})
@@ -174,7 +236,7 @@ def main():
     else:
         print("a wrong weight_map is refused:", r.stderr.strip().splitlines()[-1])
     # N = 0 (every label ignored): loss and gradients exactly 0, a warning, no NaN
-    cfg, W, ids, labels, paths = make_case(work, "all_ignored", CASES[0][1], 1, 8, seed=99)
+    cfg, W, ids, labels, paths, _ = make_case(work, "all_ignored", CASES[0][1], 1, 8, seed=99)
     st.save(paths["tokens.safetensors"], {"input_ids": ids.numpy(), "labels": np.full(ids.shape, -100)})
     r = subprocess.run([binary, "grad", "--config", paths["config.json"], "--weights", paths["weights.safetensors"],
                         "--tokens", paths["tokens.safetensors"], "--out", paths["grads.safetensors"]],

@@ -62,28 +62,36 @@ struct Item {
   int64_t t0, n;
 };
 
-// Number of keys j in [0, nk) of a tile starting at global position kp0 visible to query qp.
-inline int64_t visible(int64_t qp, int64_t kp0, int64_t nk) {
-  return std::clamp<int64_t>(qp - kp0 + 1, 0, nk);
+// Keys j in [first, lim) of a tile of nk keys starting at global position kp0 are visible to
+// query qp whose document starts at lo (0 without document masks).
+struct Vis {
+  int64_t first, lim;
+};
+inline Vis visible(int64_t qp, int64_t lo, int64_t kp0, int64_t nk) {
+  const int64_t lim = std::clamp<int64_t>(qp - kp0 + 1, 0, nk);
+  return {std::clamp<int64_t>(lo - kp0, 0, lim), lim};
 }
 
 // Forward, one [nq, nk] score tile (row stride ld): P = exp(S − m_new) on the visible keys, 0
 // past them; the running max m, sum l and the accumulator rows acc [nq, d] are updated.
+// lo: the rows' document starts (null: none).
 template <class T>
 ORIGAMI_SIMD_INLINE void softmax_tile_t(T* S, int64_t ld, int64_t nq, int64_t nk, int64_t qp0,
-                                        int64_t kp0, T* m, T* l, T* acc, int d) {
+                                        const int64_t* lo, int64_t kp0, T* m, T* l, T* acc, int d) {
   const T neg_inf = -std::numeric_limits<T>::infinity();
   for (int64_t i = 0; i < nq; ++i) {
     T* Si = S + i * ld;
-    const int64_t lim = visible(qp0 + i, kp0, nk);
-    if (lim == 0) {
+    const Vis v = visible(qp0 + i, lo ? lo[i] : 0, kp0, nk);
+    if (v.first >= v.lim) {
       std::fill(Si, Si + nk, T(0));
       continue;
     }
-    const T mnew = std::max(m[i], lane_max(Si, lim));
+    const int64_t n = v.lim - v.first;
+    const T mnew = std::max(m[i], lane_max(Si + v.first, n));
     const T alpha = m[i] == neg_inf ? T(0) : exp_of(m[i] - mnew);
-    const T sum = lane_exp_sum<true>(Si, Si, mnew, lim);
-    std::fill(Si + lim, Si + nk, T(0));
+    const T sum = lane_exp_sum<true>(Si + v.first, Si + v.first, mnew, n);
+    std::fill(Si, Si + v.first, T(0));
+    std::fill(Si + v.lim, Si + nk, T(0));
     l[i] = l[i] * alpha + sum;
     m[i] = mnew;
     if (alpha != T(1)) {
@@ -96,14 +104,16 @@ ORIGAMI_SIMD_INLINE void softmax_tile_t(T* S, int64_t ld, int64_t nq, int64_t nk
 // Backward: P = exp(S − lse) on the visible keys, 0 past them (rows with lse = −∞ see nothing).
 template <class T>
 ORIGAMI_SIMD_INLINE void probs_tile_t(T* P, int64_t ld, int64_t nq, int64_t nk, int64_t qp0,
-                                      int64_t kp0, const T* L) {
+                                      const int64_t* lo, int64_t kp0, const T* L) {
   const T neg_inf = -std::numeric_limits<T>::infinity();
   for (int64_t i = 0; i < nq; ++i) {
     T* Pi = P + i * ld;
-    const int64_t lim = L[i] == neg_inf ? 0 : visible(qp0 + i, kp0, nk);
+    Vis v = visible(qp0 + i, lo ? lo[i] : 0, kp0, nk);
+    if (L[i] == neg_inf) v = {0, 0};
     const T c = L[i];
-    for (int64_t j = 0; j < lim; ++j) Pi[j] = exp_of(Pi[j] - c);
-    std::fill(Pi + lim, Pi + nk, T(0));
+    std::fill(Pi, Pi + v.first, T(0));
+    for (int64_t j = v.first; j < v.lim; ++j) Pi[j] = exp_of(Pi[j] - c);
+    std::fill(Pi + std::max(v.first, v.lim), Pi + nk, T(0));
   }
 }
 
@@ -117,20 +127,21 @@ ORIGAMI_SIMD_INLINE void dscores_tile_t(T* dP, const T* P, int64_t ld, int64_t n
 
 // float: cloned per ISA (simd.h); double: plain.
 ORIGAMI_SIMD void softmax_tile(float* S, int64_t ld, int64_t nq, int64_t nk, int64_t qp0,
-                               int64_t kp0, float* m, float* l, float* acc, int d) {
-  softmax_tile_t(S, ld, nq, nk, qp0, kp0, m, l, acc, d);
+                               const int64_t* lo, int64_t kp0, float* m, float* l, float* acc,
+                               int d) {
+  softmax_tile_t(S, ld, nq, nk, qp0, lo, kp0, m, l, acc, d);
 }
-void softmax_tile(double* S, int64_t ld, int64_t nq, int64_t nk, int64_t qp0, int64_t kp0,
-                  double* m, double* l, double* acc, int d) {
-  softmax_tile_t(S, ld, nq, nk, qp0, kp0, m, l, acc, d);
+void softmax_tile(double* S, int64_t ld, int64_t nq, int64_t nk, int64_t qp0, const int64_t* lo,
+                  int64_t kp0, double* m, double* l, double* acc, int d) {
+  softmax_tile_t(S, ld, nq, nk, qp0, lo, kp0, m, l, acc, d);
 }
-ORIGAMI_SIMD void probs_tile(float* P, int64_t ld, int64_t nq, int64_t nk, int64_t qp0, int64_t kp0,
-                             const float* L) {
-  probs_tile_t(P, ld, nq, nk, qp0, kp0, L);
+ORIGAMI_SIMD void probs_tile(float* P, int64_t ld, int64_t nq, int64_t nk, int64_t qp0,
+                             const int64_t* lo, int64_t kp0, const float* L) {
+  probs_tile_t(P, ld, nq, nk, qp0, lo, kp0, L);
 }
-void probs_tile(double* P, int64_t ld, int64_t nq, int64_t nk, int64_t qp0, int64_t kp0,
-                const double* L) {
-  probs_tile_t(P, ld, nq, nk, qp0, kp0, L);
+void probs_tile(double* P, int64_t ld, int64_t nq, int64_t nk, int64_t qp0, const int64_t* lo,
+                int64_t kp0, const double* L) {
+  probs_tile_t(P, ld, nq, nk, qp0, lo, kp0, L);
 }
 ORIGAMI_SIMD void dscores_tile(float* dP, const float* P, int64_t ld, int64_t nq, int64_t nk,
                                const float* Dr) {
@@ -173,6 +184,8 @@ void flash_attn_fwd(O* o, acc_t<T>* lse, int64_t lse_stride, const T* q, int64_t
       const Item& w = items[it];
       const QSeg& qsg = qs[w.s];
       const int64_t row0 = qsg.row0 + w.t0, qp0 = qsg.pos0 + w.t0, nq = w.n;
+      const int64_t* lo = qsg.lo ? qsg.lo + w.t0 : nullptr;
+      const int64_t lo0 = lo ? lo[0] : 0;  // the tile's earliest visible key
       const Rows<T> Q =
           rows(q + row0 * q_stride + static_cast<int64_t>(w.h) * d, q_stride, nq, d, wq);
       const int kvh = w.h / g;
@@ -185,11 +198,12 @@ void flash_attn_fwd(O* o, acc_t<T>* lse, int64_t lse_stride, const T* q, int64_t
           const int64_t kp0 = kv.pos0 + k0;
           if (kp0 > qp0 + nq - 1) break;
           const int64_t nk = std::min(BK, kv.len - k0);
+          if (kp0 + nk <= lo0) continue;  // before every row's document: skipped
           const int64_t koff = k0 * kv.stride + static_cast<int64_t>(kvh) * d;
           const Rows<T> K = rows(kv.k + koff, kv.stride, nk, d, wk);
           const Rows<T> V = rows(kv.v + koff, kv.stride, nk, d, wv);
           gemm<A>(Trans::N, Trans::T, nq, nk, d, scale, Q.p, Q.ld, K.p, K.ld, A(0), S, BK);
-          softmax_tile(S, BK, nq, nk, qp0, kp0, m, l, acc, d);
+          softmax_tile(S, BK, nq, nk, qp0, lo, kp0, m, l, acc, d);
           gemm<A>(Trans::N, Trans::N, nq, d, nk, A(1), S, BK, V.p, V.ld, A(1), acc, d);
         }
       }
@@ -231,6 +245,8 @@ void flash_attn_bwd(acc_t<T>* dq, const T* dout, const T* q, const T* o, int64_t
           for (int64_t t0 = 0; t0 < qs[s].len; t0 += BQ) {
             const int64_t nq = std::min(BQ, qs[s].len - t0);
             const int64_t row0 = qs[s].row0 + t0, qp0 = qs[s].pos0 + t0;
+            const int64_t* lo = qs[s].lo ? qs[s].lo + t0 : nullptr;
+            const int64_t lo0 = lo ? lo[0] : 0;
             const int64_t hoff = static_cast<int64_t>(h) * d;
             const Rows<T> Q = rows(q + row0 * q_stride + hoff, q_stride, nq, d, wq);
             const Rows<T> dO = rows(dout + row0 * q_stride + hoff, q_stride, nq, d, wdo);
@@ -248,11 +264,12 @@ void flash_attn_bwd(acc_t<T>* dq, const T* dout, const T* q, const T* o, int64_t
                 const int64_t kp0 = kv.pos0 + k0;
                 if (kp0 > qp0 + nq - 1) break;
                 const int64_t nk = std::min(BK, kv.len - k0);
+                if (kp0 + nk <= lo0) continue;
                 const int64_t koff = k0 * kv.stride + static_cast<int64_t>(kvh) * d;
                 const Rows<T> K = rows(kv.k + koff, kv.stride, nk, d, wk);
                 const Rows<T> V = rows(kv.v + koff, kv.stride, nk, d, wv);
                 gemm<A>(Trans::N, Trans::T, nq, nk, d, scale, Q.p, Q.ld, K.p, K.ld, A(0), P, BK);
-                probs_tile(P, BK, nq, nk, qp0, kp0, L);
+                probs_tile(P, BK, nq, nk, qp0, lo, kp0, L);
                 gemm<A>(Trans::T, Trans::N, nk, d, nq, A(1), P, BK, dO.p, dO.ld, A(1), kv.dv + koff,
                         kv.stride);
                 gemm<A>(Trans::N, Trans::T, nq, nk, d, A(1), dO.p, dO.ld, V.p, V.ld, A(0), dP, BK);
