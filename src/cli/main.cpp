@@ -13,6 +13,7 @@
 
 #include "cli/args.h"
 #include "cli/bench.h"
+#include "cli/data_cli.h"
 #include "cli/flags.h"
 #include "comm/comm.h"
 #include "core/error.h"
@@ -45,7 +46,9 @@ const char* kUsage =
     "  calibrate  measure this machine's kernels and MPI link into a hardware profile for plan\n"
     "  bench   run several layouts on the same model and batch (mpirun each) into one table\n"
     "  generate  text or token ids from a model: TSP prefill with a 1/D KV cache, decode that\n"
-    "          never moves a weight\n";
+    "          never moves a weight\n"
+    "  data    prepare a tokenized dataset (numpy files, memory-mapped by training) or describe "
+    "one\n";
 
 // Started by mpirun (or another PMI launcher)? Then MPI is initialised; a plain `origami ...`
 // runs as one process without MPI (OpenMPI's singleton start-up costs seconds on some machines).
@@ -104,6 +107,15 @@ int cmd_train(int argc, char** argv) {
   a.flag("seed", "1", "seed of parameter init and data order");
   a.flag("data", "data/moby_dick.txt", "training corpus (text)");
   a.flag("tokenizer", "data/tokenizer.model", "sentencepiece model");
+  a.flag(
+      "dataset", "",
+      "DIR: train on a prepared dataset (origami data prepare) instead of --data, memory-mapped; "
+      "the last 5% of its documents are held out");
+  a.flag("pack", "none",
+         "none | documents (needs --dataset): none cuts windows of S+1 tokens across documents; "
+         "documents fills each sequence with whole documents (shuffled by --seed; one longer "
+         "than S is split), RoPE positions restarting at each document, attention causal within "
+         "a document only, the prediction across a boundary not counted");
   a.boolean("synthetic",
             "train on random tokens keyed by (seed, sample, position) instead of the corpus");
   a.flag("init", "",
@@ -158,6 +170,14 @@ int cmd_train(int argc, char** argv) {
   o.data = a.str("data");
   o.tokenizer = a.str("tokenizer");
   o.synthetic = a.on("synthetic");
+  o.dataset = a.str("dataset");
+  const std::string pack = a.str("pack");
+  if (pack != "none" && pack != "documents")
+    fail("--pack=", pack, " is not one of none, documents");
+  o.pack_documents = pack == "documents";
+  if (o.pack_documents && o.dataset.empty())
+    fail("--pack=documents needs --dataset DIR (origami data prepare)");
+  if (!o.dataset.empty() && o.synthetic) fail("--dataset and --synthetic exclude each other");
   o.init_weights = a.str("init");
   o.eval_every = a.i64("eval-every", 0);
   o.eval_batches = a.i64("eval-batches", 1);
@@ -522,6 +542,8 @@ int main(int argc, char** argv) {
       rc = cmd_bench(argc - 2, argv + 2);
     else if (cmd == "generate")
       rc = cmd_generate(argc - 2, argv + 2);
+    else if (cmd == "data")
+      rc = cmd_data(argc - 2, argv + 2);
     else if (cmd == "--help" || cmd == "-h" || cmd == "help")
       std::fputs(kUsage, stdout);
     else {

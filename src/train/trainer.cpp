@@ -10,6 +10,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "comm/accounting.h"
@@ -25,6 +26,7 @@
 #include "parallel/engine.h"
 #include "parallel/layout.h"
 #include "train/data.h"
+#include "train/dataset.h"
 #include "train/step.h"
 
 namespace origami {
@@ -139,6 +141,21 @@ class TrainRun {
 
   void load_data() {
     if (o_.synthetic) return;
+    if (!o_.dataset.empty()) {
+      dataset_ = std::make_unique<Dataset>(Dataset::open(o_.dataset));
+      const Dataset& d = *dataset_;
+      if (d.vocab_used() > cfg_.vocab_size)
+        fail(o_.config, ": vocab_size=", cfg_.vocab_size, " is smaller than ", o_.dataset,
+             "'s token ids (up to ", d.vocab_used() - 1, ")");
+      if (o_.pack_documents) {
+        dataset_->plan_packing(o_.seed, S_);
+      } else if (d.train_tokens() <= S_ + 1 || d.eval_windows(S_) < 1) {
+        fail("--seq=", S_, " is too long for ", o_.dataset, " (", d.train_tokens(),
+             " training tokens; held out ", d.tokens() - d.train_tokens(),
+             "): use --pack documents, or a shorter --seq");
+      }
+      return;
+    }
     corpus_ = Corpus::load(o_.data, o_.tokenizer);
     if (corpus_.vocab_used() > cfg_.vocab_size)
       fail(o_.config, ": vocab_size=", cfg_.vocab_size,
@@ -155,14 +172,25 @@ class TrainRun {
     b.S = S_;
     b.inputs.resize(static_cast<size_t>(B_ * S_));
     b.targets.resize(static_cast<size_t>(B_ * S_));
+    std::vector<int64_t> pos(o_.pack_documents ? b.inputs.size() : 0);
     for (int64_t i = 0; i < B_; ++i) {
       int64_t* in = b.inputs.data() + i * S_;
       int64_t* tg = b.targets.data() + i * S_;
-      if (eval)
-        corpus_.eval_sample(first_index + i, S_, in, tg);
+      const int64_t j = first_index + i;
+      if (o_.pack_documents && eval)
+        dataset_->packed_eval(j, S_, in, tg, pos.data() + i * S_);
+      else if (o_.pack_documents)
+        dataset_->packed_sample(j, S_, in, tg, pos.data() + i * S_);
+      else if (dataset_ && eval)
+        dataset_->eval_window(j, S_, in, tg);
+      else if (dataset_)
+        dataset_->train_window(o_.seed, j, S_, in, tg);
+      else if (eval)
+        corpus_.eval_sample(j, S_, in, tg);
       else
-        corpus_.train_sample(o_.seed, first_index + i, S_, in, tg);
+        corpus_.train_sample(o_.seed, j, S_, in, tg);
     }
+    if (o_.pack_documents) set_positions(b, std::move(pos), o_.dataset);
     return b;
   }
 
@@ -202,6 +230,9 @@ class TrainRun {
       if (st.extra.contains(c.key) && st.extra[c.key].get<int64_t>() != c.value)
         fail(c.flag, "=", c.value, " differs from the checkpoint's ", c.key, "=",
              st.extra[c.key].get<int64_t>(), ": the resumed run would read different samples");
+    if (st.extra.contains("data") && st.extra["data"].get<std::string>() != data_kind())
+      fail("the data (", data_kind(), ") differs from the checkpoint's (",
+           st.extra["data"].get<std::string>(), "): the resumed run would read different samples");
     if (start > o_.steps)
       fail("--steps=", o_.steps, " but the checkpoint is already at step ", start);
     if (start == o_.steps && o_.save_dir.empty())
@@ -215,6 +246,15 @@ class TrainRun {
     return start;
   }
 
+  // What the samples are (the checkpoint records it: a resume must read the same ones). The
+  // dataset by its token checksum, so a moved directory still resumes.
+  std::string data_kind() const {
+    if (o_.synthetic) return "synthetic";
+    if (o_.dataset.empty()) return "corpus";
+    return std::string(o_.pack_documents ? "packed documents" : "windows") + " of dataset " +
+           dataset_->checksum();
+  }
+
   void banner() const {
     if (!talk_) return;
     std::printf(
@@ -222,8 +262,22 @@ class TrainRun {
         "seqs/step, %s, %d threads/rank\n",
         o_.config.c_str(), cfg_.num_params() / 1e6, eng_->layout().c_str(),
         static_cast<long long>(S_), static_cast<long long>(B_), static_cast<long long>(k_),
-        static_cast<long long>(G_), o_.synthetic ? "synthetic tokens" : "corpus",
+        static_cast<long long>(G_),
+        o_.synthetic          ? "synthetic tokens"
+        : o_.pack_documents   ? "packed documents"
+        : !o_.dataset.empty() ? "dataset windows"
+                              : "corpus",
         omp_get_max_threads());
+    if (o_.pack_documents) {
+      const Dataset& d = *dataset_;
+      const PackingStats& p = d.packing_stats();
+      std::printf(
+          "packed %lld training documents into %lld sequences of %lld (%lld split, "
+          "%.1f%% padding); held out: %lld sequences\n",
+          static_cast<long long>(d.train_documents()), static_cast<long long>(p.sequences),
+          static_cast<long long>(S_), static_cast<long long>(p.split_documents),
+          100 * p.padding_fraction, static_cast<long long>(d.packed_eval_count(S_)));
+    }
     std::fflush(stdout);  // a log piped to a file or a supervisor shows the run has started
   }
 
@@ -343,7 +397,8 @@ class TrainRun {
                 {"micro_batch", B_},
                 {"grad_accum", k_},
                 {"global_batch", G_},
-                {"seq", S_}};
+                {"seq", S_},
+                {"data", data_kind()}};
     eng_->save_checkpoint(o_.save_dir, st);
     if (eng_->rank() == 0) prune_checkpoints(o_.save_dir, o_.keep_last, steps_done);
     if (talk_)
@@ -404,6 +459,7 @@ class TrainRun {
   const ModelConfig cfg_;
   const int64_t B_, S_, k_, G_;
   Corpus corpus_;
+  std::unique_ptr<Dataset> dataset_;  // --dataset (memory-mapped)
   std::unique_ptr<Engine> eng_;
   bool talk_ = false;
   int64_t start_ = 0;

@@ -13,6 +13,8 @@ namespace origami {
 
 struct TrainOptions {
   std::string config, data = "data/moby_dick.txt", tokenizer = "data/tokenizer.model";
+  std::string dataset;  // a prepared dataset directory (origami data prepare), instead of --data
+  bool pack_documents = false;  // --pack documents: whole documents, document masks
   std::string init_weights, save_dir, resume, report, trace;
   ParallelOptions par;
   int64_t steps = 100, seq = 256, micro_batch = 4, grad_accum = 1, warmup = -1;
