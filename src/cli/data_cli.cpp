@@ -5,16 +5,20 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "cli/args.h"
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "model/model.h"
+#include "parallel/sharded.h"
 #include "train/dataset.h"
 
 namespace origami {
@@ -199,6 +203,71 @@ int cmd_data_prepare(int argc, char** argv) {
   return 0;
 }
 
+std::vector<int> parse_ranks(const std::string& list) {
+  std::vector<int> v;
+  std::stringstream ss(list);
+  for (std::string item; std::getline(ss, item, ',');) {
+    char* end = nullptr;
+    const long d = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end || d < 1 || d > 4096)
+      fail("--ranks=", list, ": each entry must be an integer in [1, 4096]");
+    v.push_back(static_cast<int>(d));
+  }
+  return v;
+}
+
+// Attention work (visible query-key pairs) per rank of the packed training batches, for zigzag's
+// deal and --balance documents', with the same chunk_owners the engines use.
+void balance_table(const Dataset& ds, int64_t S, int64_t B, const std::vector<int>& ranks) {
+  const int64_t nb = ds.packed_count(S) / B;
+  if (nb < 1) fail("--micro-batch=", B, " exceeds the ", ds.packed_count(S), " packed sequences");
+  std::printf("  attention work of %lld packed training batches of %lld x S=%lld (one epoch):\n",
+              static_cast<long long>(nb), static_cast<long long>(B), static_cast<long long>(S));
+  std::printf("  %6s  %10s  %20s  %20s\n", "ranks", "work/causal", "worst/mean zigzag",
+              "worst/mean documents");
+  std::printf("  %6s  %10s  %9s  %9s  %9s  %9s\n", "", "(mean)", "mean", "max", "mean", "max");
+  for (const int D : ranks) {
+    if (S % (2 * D)) fail("--seq=", S, " is not divisible by 2*", D);
+    const int64_t c = S / (2 * D);
+    double frac = 0, imb[2][2] = {{0, 0}, {0, 0}};  // [deal][mean, max]
+    for (int64_t i = 0; i < nb; ++i) {
+      Batch b;
+      b.B = B;
+      b.S = S;
+      b.inputs.resize(static_cast<size_t>(B * S));
+      b.targets.resize(b.inputs.size());
+      std::vector<int64_t> pos(b.inputs.size());
+      for (int64_t j = 0; j < B; ++j)
+        ds.packed_sample(i * B + j, S, b.inputs.data() + j * S, b.targets.data() + j * S,
+                         pos.data() + j * S);
+      set_positions(b, std::move(pos), ds.dir());
+      std::vector<double> chunk(static_cast<size_t>(2 * D), 0.0);
+      double total = 0;
+      for (int64_t j = 0; j < B; ++j)
+        for (int64_t p = 0; p < S; ++p) {
+          const double w = static_cast<double>(p - b.doc_start[static_cast<size_t>(j * S + p)] + 1);
+          chunk[static_cast<size_t>(p / c)] += w;
+          total += w;
+        }
+      frac += total / (static_cast<double>(B) * static_cast<double>(S) * (S + 1) / 2);
+      for (int m = 0; m < 2; ++m) {
+        std::vector<int> own = chunk_owners(b, D, m ? Balance::documents : Balance::zigzag);
+        double worst = 0;
+        for (int q = 0; q < D; ++q) {
+          const int c0 = own.empty() ? q : own[static_cast<size_t>(2 * q)];
+          const int c1 = own.empty() ? 2 * D - 1 - q : own[static_cast<size_t>(2 * q + 1)];
+          worst = std::max(worst, chunk[static_cast<size_t>(c0)] + chunk[static_cast<size_t>(c1)]);
+        }
+        const double r = worst / (total / D);
+        imb[m][0] += r / static_cast<double>(nb);
+        imb[m][1] = std::max(imb[m][1], r);
+      }
+    }
+    std::printf("  %6d  %10.3f  %9.3f  %9.3f  %9.3f  %9.3f\n", D, frac / static_cast<double>(nb),
+                imb[0][0], imb[0][1], imb[1][0], imb[1][1]);
+  }
+}
+
 int cmd_data_info(int argc, char** argv) {
   Args a("data info",
          "origami data info DIR [flags]: describe the dataset in DIR (documents, tokens, the\n"
@@ -209,6 +278,11 @@ int cmd_data_info(int argc, char** argv) {
   a.flag("seed", "1", "seed of the training documents' order (as train's --seed)");
   a.flag("eval-fraction", "0.05", "the held-out fraction of the documents");
   a.boolean("verify", "read every token and check the files against the manifest");
+  a.flag("ranks", "",
+         "D[,D...] (with --seq): the attention work of the packed training batches on each of D "
+         "ranks of a sequence axis, dealt by --balance zigzag and documents: worst rank over "
+         "the mean, and the work document masks leave of the causal attention");
+  a.flag("micro-batch", "1", "sequences per batch B for --ranks (the deal balances their sum)");
   std::vector<char*> flags;
   const std::vector<std::string> dirs = split_positional(argc, argv, {"verify"}, flags);
   if (!a.parse(static_cast<int>(flags.size()), flags.data())) return 0;
@@ -236,6 +310,10 @@ int cmd_data_info(int argc, char** argv) {
           static_cast<long long>(p.sequences), static_cast<long long>(p.pieces),
           static_cast<long long>(p.split_documents), 100.0 * p.padding_fraction);
     }
+  }
+  if (a.given("ranks")) {
+    if (!a.given("seq")) fail("--ranks needs --seq");
+    balance_table(ds, a.i64("seq", 1), a.i64("micro-batch", 1), parse_ranks(a.str("ranks")));
   }
   if (a.on("verify")) {
     ds.verify();

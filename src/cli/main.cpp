@@ -74,12 +74,19 @@ void device_hooks(RuntimeOptions& p) {
 void parallel_flags(Args& a) {
   a.flag("layout", "", layout_help());
   schedule_flags(a);
+  a.flag("balance", "zigzag",
+         "layouts with a sequence axis (tsp, fsdp_sp, sp): how its 2D chunks of each batch are "
+         "dealt to the ranks: zigzag (rank r takes chunks r and 2D-1-r: equal causal work for one "
+         "document a sequence) or documents (the chunks' attention work under the batch's "
+         "document masks, sorted; each rank takes one light and one heavy chunk; zigzag itself "
+         "without --pack documents). The same result either way");
   runtime_flags(a, true);
 }
 ParallelOptions parallel_options(const Args& a, Recompute& rc) {
   ParallelOptions p;
   p.layout = a.str("layout");
   rc = schedule_options(a, p).recompute;
+  p.balance = parse_balance(a.str("balance"));
   runtime_options(a, p, true);
   device_hooks(p);
   return p;

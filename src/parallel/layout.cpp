@@ -191,6 +191,12 @@ std::string mlp_transport_suffix(MlpTransport t) {
   return t == MlpTransport::ring ? "" : cat(" (", mlp_transport_name(t), ")");
 }
 
+Balance parse_balance(const std::string& s) {
+  if (s == "zigzag") return Balance::zigzag;
+  if (s == "documents") return Balance::documents;
+  fail("--balance=", s, " is not one of: zigzag, documents");
+}
+
 SpComm parse_sp_comm(const std::string& s) {
   if (s == "allgather") return SpComm::allgather;
   if (s == "p2p") return SpComm::p2p;

@@ -54,6 +54,13 @@ SpComm parse_sp_comm(const std::string& s);
 const char* sp_comm_name(SpComm c);
 // How a row of plan or bench names it after its layout: "" (allgather), " (a2a)".
 std::string sp_comm_suffix(SpComm c);
+// How the sequence axis's 2D chunks of a batch are dealt to its ranks (--balance): zigzag (rank r
+// takes chunks r and 2D-1-r: equal causal work for one document a sequence), or documents (the
+// chunks' attention work under the batch's document masks, summed over its sequences, sorted;
+// rank i takes the i-th lightest and the i-th heaviest: zigzag again without packing).
+enum class Balance { zigzag, documents };
+Balance parse_balance(const std::string& s);
+
 // The methods a layout takes (allgather alone where it has no choice; p2p on the sp axis only):
 // what plan and bench run for --sp-comm all.
 std::vector<SpComm> sp_comms_of(const Layout& L);
@@ -69,6 +76,7 @@ struct ParallelOptions : RuntimeOptions {
   bool tp_seq_parallel_given = false;
   MlpTransport mlp_transport = MlpTransport::ring;  // tsp
   SpComm sp_comm = SpComm::allgather;               // sp
+  Balance balance = Balance::zigzag;                // layouts with a sequence axis
 };
 // What the TSP schedule needs (tsp-spec §3): n_kv mod D, I mod D, S mod 2D, head buckets.
 void validate_tsp(const ModelConfig& c, int D, int64_t seq, int attn_buckets);

@@ -47,7 +47,8 @@ std::unique_ptr<Engine> folded_engine(const Layout& L, const ModelConfig& c,
                      .recompute = rc,
                      .fused_mlp = p.fused_mlp_recompute,
                      .mlp_transport = p.mlp_transport,
-                     .sp_comm = p.sp_comm};
+                     .sp_comm = p.sp_comm,
+                     .balance = p.balance};
   return make_sharded_engine(c, std::move(mesh), L.text + sp_comm_suffix(p.sp_comm),
                              [&](Mesh& m) { return std::make_unique<Sched>(c, *m.model, o); });
 }
@@ -68,7 +69,8 @@ std::unique_ptr<Engine> tp_sp_engine(const Layout& L, const ModelConfig& c,
   const TpSpOptions o{.seq_parallel = p.tp_seq_parallel,
                       .attn_buckets = p.attn_buckets,
                       .recompute = rc,
-                      .sp_comm = p.sp_comm};
+                      .sp_comm = p.sp_comm,
+                      .balance = p.balance};
   std::string name = L.text + sp_comm_suffix(p.sp_comm);
   if (L.size("tp") > 1 && !p.tp_seq_parallel) name += " (no sequence parallelism)";
   return make_sharded_engine(c, std::move(mesh), name, [&](Mesh& m) {

@@ -2,19 +2,46 @@
 // packed parameters (TspParams): TSP and FSDP+SP (shard degree D) and TP+SP (shard degree T,
 // replicated over Σ). One replica's communicators are owned by the caller.
 #pragma once
+#include <algorithm>
+#include <vector>
+
 #include "comm/comm.h"
 #include "model/model.h"
+#include "parallel/layout.h"
 #include "parallel/tsp_params.h"
 #include "parallel/zigzag.h"
 
 namespace origami {
 
-// Rank r's zigzag share of a batch (tsp-spec §3) over D ranks.
-inline Batch zigzag_batch(const Batch& g, int D, int r) {
+// The chunk owners of --balance for batch g over D ranks (Zigzag::own; empty for zigzag).
+inline std::vector<int> chunk_owners(const Batch& g, int D, Balance m) {
+  if (m == Balance::zigzag) return {};
+  const int n = 2 * D;
+  const int64_t c = g.S / n;
+  std::vector<double> work(static_cast<size_t>(n), 0.0);  // visible (query, key) pairs
+  for (int64_t b = 0; b < g.B; ++b)
+    for (int64_t p = 0; p < g.S; ++p)
+      work[static_cast<size_t>(std::min<int64_t>(p / c, n - 1))] += static_cast<double>(
+          p - (g.packed() ? g.doc_start[static_cast<size_t>(b * g.S + p)] : 0) + 1);
+  std::vector<int> order(static_cast<size_t>(n));
+  for (int j = 0; j < n; ++j) order[static_cast<size_t>(j)] = j;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return work[static_cast<size_t>(a)] < work[static_cast<size_t>(b)];
+  });
+  std::vector<int> own(static_cast<size_t>(n));
+  for (int q = 0; q < D; ++q) {
+    own[static_cast<size_t>(2 * q)] = order[static_cast<size_t>(q)];
+    own[static_cast<size_t>(2 * q + 1)] = order[static_cast<size_t>(n - 1 - q)];
+  }
+  return own;
+}
+
+// Rank r's share of a batch over D ranks: zigzag (tsp-spec §3), or the chunks `own` names.
+inline Batch zigzag_batch(const Batch& g, int D, int r, const std::vector<int>& own = {}) {
   Batch b;
   b.B = g.B;
   b.S = g.S;
-  const Zigzag z{g.B, g.S, D, r};
+  const Zigzag z{g.B, g.S, D, r, nullptr, own.empty() ? nullptr : own.data()};
   b.inputs.resize(static_cast<size_t>(z.local_tokens()));
   b.targets.resize(b.inputs.size());
   z.shard(b.inputs.data(), g.inputs.data(), 1);

@@ -66,7 +66,7 @@ TpSpEngine::TpSpEngine(const ModelConfig& c, Comm& tp, Comm& sp, TpSpOptions o)
 
 Batch TpSpEngine::shard_batch(const Batch& g) const {
   validate_tpsp(cfg_, T_, Sg_, g.B, g.S, o_.attn_buckets, o_.seq_parallel);
-  return Sg_ == 1 ? g : zigzag_batch(g, Sg_, sr_);
+  return Sg_ == 1 ? g : zigzag_batch(g, Sg_, sr_, chunk_owners(g, Sg_, o_.balance));
 }
 
 void TpSpEngine::begin(const Batch& b) {
@@ -76,6 +76,7 @@ void TpSpEngine::begin(const Batch& b) {
   Tl_ = seqp_ ? Ts_ / T_ : Ts_;
   row0_ = seqp_ ? tr_ * Tl_ : 0;
   docs_ = b.doc_start;
+  owners_ = Sg_ > 1 ? chunk_owners(b, Sg_, o_.balance) : std::vector<int>();
   if (Sg_ > 1) {
     pos_ = zigzag().positions();
   } else {

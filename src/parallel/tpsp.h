@@ -17,6 +17,7 @@ struct TpSpOptions {
   int attn_buckets = 1;
   Recompute recompute = Recompute::none;
   SpComm sp_comm = SpComm::allgather;  // T = 1 (validate_tpsp)
+  Balance balance = Balance::zigzag;
 };
 
 class TpSpEngine : public ShardedSchedule {
@@ -113,8 +114,16 @@ class TpSpEngine : public ShardedSchedule {
   int64_t B_ = 0, S_ = 0, Ts_ = 0, Tl_ = 0, row0_ = 0;
   std::vector<int64_t> pos_;   // RoPE position of each local row
   std::vector<int64_t> docs_;  // packed documents: the batch's document starts (else empty)
-  // The sp axis's zigzag split of the current batch (document masks included).
-  Zigzag zigzag() const { return {B_, S_, Sg_, sr_, docs_.empty() ? nullptr : docs_.data()}; }
+  std::vector<int> owners_;    // --balance documents: the batch's chunk owners (else empty)
+  // The sp axis's split of the current batch (document masks and chunk owners included).
+  Zigzag zigzag() const {
+    return {B_,
+            S_,
+            Sg_,
+            sr_,
+            docs_.empty() ? nullptr : docs_.data(),
+            owners_.empty() ? nullptr : owners_.data()};
+  }
   Tensor cos_, sin_;
   Tensor vocab_scratch_;  // tied embeddings under Σ > 1: head and embedding gradients together
   SpSum attn_sum_;        // the last layer's attention-gradient all-reduce, still in flight

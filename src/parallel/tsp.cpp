@@ -29,7 +29,7 @@ TspEngine::TspEngine(const ModelConfig& c, Comm& comm, TspOptions o)
 
 Batch TspEngine::shard_batch(const Batch& g) const {
   validate_tsp(cfg_, D_, g.S, o_.attn_buckets);
-  return zigzag_batch(g, D_, r_);
+  return zigzag_batch(g, D_, r_, chunk_owners(g, D_, o_.balance));
 }
 
 void TspEngine::block_fwd(const TspLayer& W, Tensor& x, Acts* a, std::vector<Tensor>* keep,
@@ -84,7 +84,13 @@ void TspEngine::block_bwd(const TspLayer& W, TspLayer& G, const Acts& a, Tensor&
 
 void TspEngine::begin(const Batch& b) {
   docs_ = b.doc_start;
-  z_ = Zigzag{b.B, b.S, D_, r_, docs_.empty() ? nullptr : docs_.data()};
+  owners_ = chunk_owners(b, D_, o_.balance);
+  z_ = Zigzag{b.B,
+              b.S,
+              D_,
+              r_,
+              docs_.empty() ? nullptr : docs_.data(),
+              owners_.empty() ? nullptr : owners_.data()};
   pos_ = z_.positions();
   rope_positions(b, pos_, z_.local_tokens() / b.B);
 }

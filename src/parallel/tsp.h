@@ -26,6 +26,7 @@ struct TspOptions {
   bool fused_mlp = false;  // --fused-mlp-recompute (needs recompute full)
   MlpTransport mlp_transport = MlpTransport::ring;
   SpComm sp_comm = SpComm::allgather;  // fsdp_sp: a2a = FSDP+Ulysses (fsdp_ulysses.cpp)
+  Balance balance = Balance::zigzag;
   // (validate_options, layout.h, refuses the combinations these options cannot take)
 };
 
@@ -169,6 +170,7 @@ class TspEngine : public ShardedSchedule {
   Zigzag z_{};
   std::vector<int64_t> pos_;   // RoPE position of each local row
   std::vector<int64_t> docs_;  // packed documents: the batch's document starts (else empty)
+  std::vector<int> owners_;    // --balance documents: the batch's chunk owners (else empty)
   // z_ and pos_ for batch b (document masks included).
   void begin(const Batch& b);
   Tensor cos_, sin_;

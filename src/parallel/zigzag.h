@@ -17,14 +17,16 @@ struct Zigzag {
   int D, r;
   // Packed documents: the batch's global document starts [B, S] (Batch::doc_start), or null.
   const int64_t* doc = nullptr;
+  // --balance documents: rank q's chunks are own[2q] and own[2q+1] (2D entries); null: zigzag.
+  const int* own = nullptr;
   // The attention kernels' lower bounds for sequence b's queries from position pos0 (QSeg::lo).
   const int64_t* lo(int64_t b, int64_t pos0) const { return doc ? doc + b * S + pos0 : nullptr; }
   int64_t chunk() const { return S / (2 * D); }
   int64_t local_tokens() const { return B * 2 * chunk(); }
   // Global position (within its sequence) of the first token of local chunk k (0 or 1).
-  int64_t chunk_pos0(int k) const { return (k == 0 ? r : 2 * D - 1 - r) * chunk(); }
+  int64_t chunk_pos0(int k) const { return chunk_pos0_of(r, k); }
   int64_t chunk_pos0_of(int rank, int k) const {
-    return (k == 0 ? rank : 2 * D - 1 - rank) * chunk();
+    return (own ? own[2 * rank + k] : k == 0 ? rank : 2 * D - 1 - rank) * chunk();
   }
   // Global position of every local row, [B, 2, c] order.
   std::vector<int64_t> positions() const {

@@ -68,6 +68,13 @@ CASES[4] += [("tsp=4", FULL, False, PK), ("tp=2,sp=2", [], True, PK), ("sp=4", A
              ("dp=2,tsp=2", [], True, PK), ("fsdp_sp=4", BF16, False, PK), ("sp=4", P2P, True, PK)]
 CASES[8] += [("tsp=8", [], True, PK), ("dp=2,tp=2,sp=2", FULL, False, PK), ("sp=8", P2P, False, PK),
              ("dp=2,fsdp_sp=4", A2A, False, PK)]
+# --balance documents: the chunks dealt by their attention work under the document masks (the
+# test checks that the deal differs from zigzag's for these batches, so the cases can fail).
+BAL = ["--balance", "documents"]
+CASES[2] += [("tsp=2", BAL, False, PK), ("sp=2", BAL + A2A, False, PK)]
+CASES[4] += [("tsp=4", BAL + FULL, True, PK), ("tp=2,sp=2", BAL, False, PK), ("sp=4", BAL + P2P, False, PK),
+             ("fsdp_sp=4", BAL, True, PK), ("dp=2,sp=2", BAL, False, PK)]
+CASES[8] += [("tsp=8", BAL, False, PK), ("sp=8", BAL + A2A, True, PK), ("dp=2,tp=2,sp=2", BAL, False, PK)]
 CATS = ("attn_weights", "mlp_weights", "kv", "grads", "embed_head", "acts", "other")
 
 
@@ -143,7 +150,22 @@ def packed_positions(rng, B, W):
     return pos
 
 
-def expected(cfg, layout, flags, ids, rank):
+def chunk_owners(pos, D):
+    """--balance documents' deal (parallel/sharded.h chunk_owners) of a batch's position_ids [B, S]."""
+    B, S = pos.shape
+    c, n = S // (2 * D), 2 * D
+    work = [0.0] * n
+    for b in range(B):
+        start = 0
+        for p in range(S):
+            if p == 0 or pos[b, p] == 0:
+                start = p
+            work[min(p // c, n - 1)] += p - start + 1
+    order = sorted(range(n), key=lambda j: (work[j], j))
+    return [order[q] if k == 0 else order[n - 1 - q] for q in range(D) for k in (0, 1)]
+
+
+def expected(cfg, layout, flags, ids, rank, pos=None):
     a = axes(layout)
     full = "full" in flags
     es = 2 if "bf16" in flags else 4
@@ -155,8 +177,11 @@ def expected(cfg, layout, flags, ids, rank):
     zero = table()
     if a["tsp"] > 1 or a["fsdp_sp"] > 1:
         D = M
+        owners = None
+        if "documents" in flags:
+            owners = chunk_owners(pos[(rank // M) * rows:(rank // M + 1) * rows, :-1], D)
         lay, hd, em = tg.expected_bytes(cfg, D, i, rep, full, "--keep-attn-weights" in flags,
-                                          "--fused-mlp-recompute" in flags, es=es)
+                                          "--fused-mlp-recompute" in flags, es=es, owners=owners)
         layer = table()
         for c in CATS:
             layer[c] = lay[c]
@@ -182,11 +207,11 @@ def expected(cfg, layout, flags, ids, rank):
     return layer, embed, head, dp_term
 
 
-def check_bytes(rep, cfg, layout, flags, ids):
+def check_bytes(rep, cfg, layout, flags, ids, pos=None):
     bad = []
     for rk in rep["ranks"]:
         r = rk["rank"]
-        layer, embed, head, dp_term = expected(cfg, layout, flags, ids, r)
+        layer, embed, head, dp_term = expected(cfg, layout, flags, ids, r, pos)
         for l, got in enumerate(rk["comm_bytes_per_layer"]):
             if got != layer:
                 bad.append(f"rank {r} layer {l}: got {got} want {layer}")
@@ -241,7 +266,16 @@ def main():
                "--layout", layout, "--report", out + ".json"] + flags
         run(mpi(N, cmd), timeout=300)
         le, ge, where = tg.compare(ref, st.load(out))
-        bad = check_bytes(json.load(open(out + ".json")), cfg, layout, flags, ids)
+        pos = st.load(tp)["position_ids"] if kind and kind[0] == PK else None
+        if "documents" in flags:  # the case can fail only if some replica's deal is not zigzag's
+            a = axes(layout)
+            D, dp = N // a["dp"] // max(a["tp"], 1), a["dp"]
+            rows = pos.shape[0] // dp
+            zig = [j for q in range(D) for j in (q, 2 * D - 1 - q)]
+            deals = [chunk_owners(pos[r * rows:(r + 1) * rows, :-1], D) for r in range(dp)]
+            if all(d == zig for d in deals):
+                fails.append(f"{layout} {flags}: every replica's batch is dealt as zigzag (cannot fail)")
+        bad = check_bytes(json.load(open(out + ".json")), cfg, layout, flags, ids, pos)
         tol_l, tol_g = (1e-4, 1e-2) if bf16 else (1e-6, 1e-5)
         ok = le <= tol_l and ge <= tol_g and not bad
         desc = f"{layout} {' '.join(flags)}{' tied' if tied else ''}{' ' + kind[0] if kind else ''}"

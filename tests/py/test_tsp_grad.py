@@ -79,7 +79,7 @@ def grad(cfgp, wp, tp, out, D=None, extra=()):
     return st.load(out)
 
 
-def expected_bytes(cfg, D, r, ids, recompute_full, keep, fused=False, es=4):
+def expected_bytes(cfg, D, r, ids, recompute_full, keep, fused=False, es=4, owners=None):
     """Per-rank bytes received, from tsp-spec §7: elements x 4, or under bf16 (es = 2) x 2 for what
     travels in bf16 (weights, K/V forward, embedding rows forward) and x 4 for gradients."""
     h, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
@@ -102,7 +102,12 @@ def expected_bytes(cfg, D, r, ids, recompute_full, keep, fused=False, es=4):
     head = {"fwd": int(round(es * f * Vp * h)), "bwd": int(round((es + 4) * f * Vp * h))}
     # embedding: ids all-gather + one row per distinct id needed from each other owner
     Vr = Vp // D
-    toks = [ids[:, :-1][:, zigzag_positions(S, D, q)].ravel() for q in range(D)]
+    def positions(q):  # zigzag, or the chunks --balance documents dealt (owners: 2D entries)
+        if owners is None:
+            return zigzag_positions(S, D, q)
+        c = S // (2 * D)
+        return [owners[2 * q + k] * c + i for k in (0, 1) for i in range(c)]
+    toks = [ids[:, :-1][:, positions(q)].ravel() for q in range(D)]
     def rows(q, o):
         return len({int(t) for t in toks[q] if t // Vr == o})
     emb_fwd = (D - 1) * B * S // D * 4 + sum(rows(r, o) for o in range(D) if o != r) * h * es
