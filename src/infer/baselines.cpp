@@ -48,8 +48,10 @@ class TpDecoder : public Decoder {
     make_rope_tables(c, cos_, sin_);
   }
 
-  std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S) override {
+  std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S,
+                             const Padding& pad = {}) override {
     if (S < 1) fail("prefill: the prompt is empty");
+    pad_ = pad;
     cache_.init(static_cast<int64_t>(p_.layers.size()), B_, S + max_new_, t_.kv_rows);
     for (int64_t s = 0; s < S; ++s) cache_.append(s);
     Tensor x = embed_sharded(comm_, ids, p_.embed, t_.Vr, t_.h);
@@ -83,6 +85,13 @@ class TpDecoder : public Decoder {
 
   // x [B·rows, h] (replicated) at positions pos (rows per sequence consecutive).
   void run_layers(Tensor& x, const std::vector<int64_t>& pos, int64_t rows) {
+    std::vector<int64_t> rope(pos.size());  // RoPE positions; the queries' first visible keys
+    std::vector<std::vector<int64_t>> lo(static_cast<size_t>(B_));
+    for (size_t i = 0; i < pos.size(); ++i)
+      rope[i] = pad_.rope(static_cast<int64_t>(i) / rows, pos[i]);
+    if (!pad_.pads.empty())
+      for (int64_t b = 0; b < B_; ++b)
+        lo[static_cast<size_t>(b)] = pad_.lo(b, pos[static_cast<size_t>(b * rows)], rows);
     const int64_t T = B_ * rows, h = t_.h, d = t_.d, qw = t_.q_rows, kw = t_.kv_rows;
     const int64_t nq = t_.nq_loc, nkv = t_.nkv_loc;
     const float eps = static_cast<float>(cfg_.rms_norm_eps);
@@ -96,9 +105,9 @@ class TpDecoder : public Decoder {
       k::rmsnorm_fwd(F(y), F(n), F32(rstd), F(x), F(W.in_norm), T, h, eps);
       Tensor q = ws({T, qw}), k = ws({T, kw}), v = ws({T, kw});
       block::project_rope(F(q), F(y), pk, T, qw, h, static_cast<int>(nq), static_cast<int>(d),
-                          pos.data(), cos_, sin_);
+                          rope.data(), cos_, sin_);
       block::project_rope(F(k), F(y), pk + t_.off_k(), T, kw, h, static_cast<int>(nkv),
-                          static_cast<int>(d), pos.data(), cos_, sin_);
+                          static_cast<int>(d), rope.data(), cos_, sin_);
       k::linear_fwd(F(v), F(y), pk + t_.off_v(), T, kw, h);
       {  // slot = position
         std::vector<int64_t> src(static_cast<size_t>(T)), bs(src.size());
@@ -109,7 +118,8 @@ class TpDecoder : public Decoder {
       Tensor o = ws({T, qw}), lse = ws32({nq, T});
       for (int64_t b = 0; b < B_; ++b) {
         const int64_t p0 = pos[static_cast<size_t>(b * rows)];
-        QSeg qs{b * rows, p0, rows};
+        QSeg qs{b * rows, p0, rows,
+                pad_.pads.empty() ? nullptr : lo[static_cast<size_t>(b)].data()};
         const k::Kv ks{cache_.k_row(l, b, 0), cache_.v_row(l, b, 0), kw, 0, p0 + rows};
         k::flash_attn_fwd(F(o), F32(lse), T, F(q), qw, &qs, 1, &ks, 1, sh, scale);
       }
@@ -125,6 +135,7 @@ class TpDecoder : public Decoder {
   TspParams p_;
   KvCache cache_;
   Tensor cos_, sin_;
+  Padding pad_;
 };
 
 class SpDecoder : public Decoder {
@@ -143,15 +154,22 @@ class SpDecoder : public Decoder {
     make_rope_tables(c, cos_, sin_);
   }
 
-  std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S) override {
+  std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S,
+                             const Padding& pad = {}) override {
     if (S < 1) fail("prefill: the prompt is empty");
+    pad_ = pad;
     const int64_t Sp = padded(S, D_), h = cfg_.hidden_size, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
     if (Sp > cfg_.max_position_embeddings)
       fail("the prompt of ", S, " tokens, padded to ", Sp, " (a multiple of 2·sp=", 2 * D_,
            "), exceeds max_position_embeddings=", cfg_.max_position_embeddings);
-    const Zigzag z{B_, Sp, D_, r_};
+    Batch g;  // the padding's document masks and RoPE positions
+    g.B = B_, g.S = Sp;
+    if (!pad.pads.empty()) set_positions(g, pad.positions(B_, Sp), "the prompts' attention_mask");
+    const Zigzag z{B_, Sp, D_, r_, g.packed() ? g.doc_start.data() : nullptr};
     const int64_t c = z.chunk(), T = z.local_tokens(), per = 2 * c;
     const std::vector<int64_t> pos = z.positions();
+    std::vector<int64_t> rope = pos;
+    rope_positions(g, rope, per);
     cache_.init(static_cast<int64_t>(P_.layers.size()), B_, cache_capacity(S, max_new_, D_), kvd);
     std::vector<int64_t> slot(static_cast<size_t>(per), -1);
     for (int64_t i = 0; i < per; ++i)
@@ -189,9 +207,9 @@ class SpDecoder : public Decoder {
       }
       norm(y, x, W.input_norm, T);
       block::project_rope(F(q), F(y), F(W.wq), T, qd, h, static_cast<int>(cfg_.num_attention_heads),
-                          d, pos.data(), cos_, sin_);
+                          d, rope.data(), cos_, sin_);
       block::project_rope(k, F(y), F(W.wk), T, kvd, h, static_cast<int>(cfg_.num_key_value_heads),
-                          d, pos.data(), cos_, sin_);
+                          d, rope.data(), cos_, sin_);
       k::linear_fwd(v, F(y), F(W.wv), T, kvd, h);
       {
         std::vector<int64_t> src, bs, ss;  // the real (not padding) rows
@@ -251,7 +269,8 @@ class SpDecoder : public Decoder {
     const int owner = owner_of(counts_, pos_);
     ++counts_[static_cast<size_t>(owner)];
     const int64_t slot = owner == r_ ? cache_.append(pos_) : -1;
-    const std::vector<int64_t> pos(static_cast<size_t>(B), pos_);
+    std::vector<int64_t> pos(static_cast<size_t>(B));  // RoPE positions
+    for (int64_t b = 0; b < B; ++b) pos[static_cast<size_t>(b)] = pad_.rope(b, pos_);
     const int64_t blk = B * qd + nh * B;  // a partial (o, lse): fp32
     for (size_t l = 0; l < P_.layers.size(); ++l) {
       CommScope ctx(comm_, static_cast<int>(l), Phase::fwd);
@@ -269,7 +288,7 @@ class SpDecoder : public Decoder {
         cache_.write(l, F(k), F(v), kvd, src, src, std::vector<int64_t>(src.size(), slot));
       }
       Tensor mine = ws32({blk}), all = ws32({D_, blk}), o = ws({B, qd});
-      attend_cache(cache_, l, cfg_, F(q), F32(mine), F32(mine) + B * qd);
+      attend_cache(cache_, l, cfg_, F(q), F32(mine), F32(mine) + B * qd, pad_);
       comm_.iallgather(mine.raw(), all.raw(), static_cast<int64_t>(mine.nbytes()), Traffic::acts)
           .wait();
       merge_partials(F32(all), D_, B, nh, d, F(o));
@@ -311,6 +330,7 @@ class SpDecoder : public Decoder {
   ModelParams P_;
   KvCache cache_;
   std::vector<int64_t> counts_;
+  Padding pad_;
   Tensor cos_, sin_;
 };
 

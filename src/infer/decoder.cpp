@@ -116,7 +116,22 @@ struct PrefillSink : KvSink {
 };
 }  // namespace
 
-std::vector<float> TspDecoder::prefill(const std::vector<int64_t>& ids, int64_t S) {
+std::vector<int64_t> Padding::positions(int64_t B, int64_t S) const {
+  std::vector<int64_t> p(static_cast<size_t>(B * S));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t s = 0; s < S; ++s) p[static_cast<size_t>(b * S + s)] = rope(b, s);
+  return p;
+}
+
+std::vector<int64_t> Padding::lo(int64_t b, int64_t p0, int64_t n) const {
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = p0 + i < of(b) ? 0 : of(b);
+  return v;
+}
+
+std::vector<float> TspDecoder::prefill(const std::vector<int64_t>& ids, int64_t S,
+                                       const Padding& pad) {
+  pad_ = pad;
   const int64_t Sp = padded(S, D_), h = t_.h;
   if (S < 1) fail("prefill: the prompt is empty");
   if (Sp > cfg_.max_position_embeddings)
@@ -129,6 +144,7 @@ std::vector<float> TspDecoder::prefill(const std::vector<int64_t>& ids, int64_t 
       g.inputs.push_back(s < S ? ids[static_cast<size_t>(b * S + s)] : 0);
       g.targets.push_back(-1);
     }
+  if (!pad.pads.empty()) set_positions(g, pad.positions(B_, Sp), "the prompts' attention_mask");
   const Batch local = engine_.shard_batch(g);
   const Zigzag z{B_, Sp, D_, r_};
   // Slots: this rank's positions below S in ascending order (chunk r, then chunk 2D-1-r).
@@ -203,7 +219,8 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
   const int64_t h = t_.h, d = t_.d, qw = t_.q_rows, kw = t_.kv_rows, nq = t_.nq_loc;
   const int64_t qd = cfg_.q_dim(), B = B_;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
-  const std::vector<int64_t> pos(static_cast<size_t>(B), pos_);
+  std::vector<int64_t> pos(static_cast<size_t>(B));  // RoPE positions
+  for (int64_t b = 0; b < B; ++b) pos[static_cast<size_t>(b)] = pad_.rope(b, pos_);
   Tensor y = ws({B, h}), n = ws({B, h}), rstd = ws32({B});
   k::rmsnorm_fwd(F(y), F(n), F32(rstd), F(x), F(W.in_norm), B, h, eps);
   // Own head group: q, and [k | v] per row (what the owner of the position stores).
@@ -259,7 +276,7 @@ void TspDecoder::layer_step(size_t l, Tensor& x, int owner, int64_t slot) {
       for (int64_t b = 0; b < B; ++b) dst.push_back(b * D_ + j), src.push_back(j * B + b);
     k::index_copy_rows(F(qf), F(qall), dst.data(), src.data(), D_ * B, qw);
   }
-  attend_cache(cache_, l, cfg_, F(qf), F32(o), F32(lse));
+  attend_cache(cache_, l, cfg_, F(qf), F32(o), F32(lse), pad_);
   // Partials of head group j to rank j: [B, qw] of o, then [nq, B] of lse (fp32).
   const int64_t blk = B * qw + nq * B, fb = static_cast<int64_t>(sizeof(float));
   Tensor sendb = ws32({D_, blk}), recvb = ws32({D_, blk});
@@ -410,7 +427,7 @@ Tensor detail::embed_sharded(Comm& comm, const std::vector<int64_t>& ids, const 
 }
 
 void detail::attend_cache(KvCache& cache, size_t l, const ModelConfig& c, CPtr q, float* o,
-                          float* lse) {
+                          float* lse, const Padding& pad) {
   const int64_t B = cache.B, n = cache.size(), qd = c.q_dim(), nh = c.num_attention_heads;
   if (n == 0) {
     zero_bytes(o, sizeof(float) * static_cast<size_t>(B * qd));
@@ -425,8 +442,26 @@ void detail::attend_cache(KvCache& cache, size_t l, const ModelConfig& c, CPtr q
   zero_bytes(o, sizeof(float) * static_cast<size_t>(B * qd));
   for (int64_t b = 0; b < B; ++b) {
     QSeg qs{b, n - 1, 1};  // a query after every cached key
-    const k::Kv ks{cache.k_row(l, b, 0), cache.v_row(l, b, 0), cache.kvd, 0, n};
-    k::flash_attn_fwd(o, lse, B, q, qd, &qs, 1, &ks, 1, sh, scale);
+    // the runs of slots at or past the padding (slots are not in position order after the
+    // prefill's rebalance); without padding, one segment of every slot
+    std::vector<k::Kv> ks;
+    for (int64_t s0 = 0; s0 < n;) {
+      if (cache.positions[static_cast<size_t>(s0)] < pad.of(b)) {
+        ++s0;
+        continue;
+      }
+      int64_t s1 = s0 + 1;
+      while (s1 < n && cache.positions[static_cast<size_t>(s1)] >= pad.of(b)) ++s1;
+      ks.push_back({cache.k_row(l, b, s0), cache.v_row(l, b, s0), cache.kvd, s0, s1 - s0});
+      s0 = s1;
+    }
+    if (ks.empty()) {  // this rank caches none of the sequence's visible positions
+      const std::vector<float> none(static_cast<size_t>(nh),
+                                    -std::numeric_limits<float>::infinity());
+      for (int64_t h = 0; h < nh; ++h) copy_bytes(lse + h * B + b, none.data(), sizeof(float));
+      continue;
+    }
+    k::flash_attn_fwd(o, lse, B, q, qd, &qs, 1, ks.data(), static_cast<int>(ks.size()), sh, scale);
   }
 }
 

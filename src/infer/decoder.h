@@ -72,13 +72,30 @@ int owner_of(const std::vector<int64_t>& counts, int64_t p);
 // Slots a rank needs for a prompt of S tokens and `new_tokens` generated ones.
 int64_t cache_capacity(int64_t S, int64_t new_tokens, int D);
 
+// Prompts of different lengths (generate's attention_mask: HF's left padding): sequence b's first
+// pads[b] positions are padding, a document of their own (docs/design.md, document masks) that
+// neither the prompt nor the tokens generated after it attend to; the prompt's RoPE positions
+// start at 0 where it starts. Empty: every prompt S long.
+struct Padding {
+  std::vector<int64_t> pads;
+  int64_t of(int64_t b) const { return pads.empty() ? 0 : pads[static_cast<size_t>(b)]; }
+  // RoPE position of (global) position p of sequence b.
+  int64_t rope(int64_t b, int64_t p) const { return p < of(b) ? p : p - of(b); }
+  // The positions [B, S] of a batch of the padded prompts (HF's position_ids; past the prompt,
+  // trailing padding continues the count).
+  std::vector<int64_t> positions(int64_t B, int64_t S) const;
+  // The first key position sequence b's queries at positions [p0, p0 + n) may see.
+  std::vector<int64_t> lo(int64_t b, int64_t p0, int64_t n) const;
+};
+
 // What generate needs from a layout's inference.
 class Decoder {
  public:
   virtual ~Decoder() = default;
-  // The prompt [B, S] (row-major ids, every sequence S long) → logits [B, V] of its last
-  // position, the same on every rank.
-  virtual std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S) = 0;
+  // The prompt [B, S] (row-major ids, every sequence S long, the first pad.of(b) positions of
+  // sequence b padding) → logits [B, V] of its last position, the same on every rank.
+  virtual std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S,
+                                     const Padding& pad = {}) = 0;
   // The tokens [B] at the next position → logits [B, V] of that position.
   virtual std::vector<float> step(const std::vector<int64_t>& ids) = 0;
   virtual const KvCache& cache() const = 0;
@@ -107,11 +124,13 @@ class TspDecoder : public Decoder {
  public:
   // params: this rank's TSP shards; B sequences, at most max_new tokens after the prompt.
   TspDecoder(const ModelConfig& c, Comm& comm, TspParams params, int64_t B, int64_t max_new);
-  std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S) override;
+  std::vector<float> prefill(const std::vector<int64_t>& ids, int64_t S,
+                             const Padding& pad = {}) override;
   std::vector<float> step(const std::vector<int64_t>& ids) override;
   const KvCache& cache() const override { return cache_; }
 
  private:
+  Padding pad_;
   void layer_step(size_t l, Tensor& x, int owner, int64_t slot);
 
   ModelConfig cfg_;

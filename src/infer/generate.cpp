@@ -27,12 +27,15 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// input_ids [B, S] (I32/I64) of a token file, checked against the vocabulary.
+// input_ids [B, S] (I32/I64) of a token file, checked against the vocabulary; with an
+// attention_mask [B, S] (HF's left padding: 0s, then 1s), each sequence's padding.
 std::vector<int64_t> load_prompt_ids(const std::string& path, const ModelConfig& c, int64_t* B,
-                                     int64_t* S) {
+                                     int64_t* S, Padding* pad) {
   SafeTensorsReader r(path);
   for (const auto& [name, e] : r.entries())
-    if (name != "input_ids") fail(path, ": unknown tensor '", name, "' (expected input_ids)");
+    if (name != "input_ids" && name != "attention_mask")
+      fail(path, ": unknown tensor '", name,
+           "' (expected input_ids and optionally attention_mask)");
   std::vector<int64_t> shape;
   auto ids = r.load_ints("input_ids", &shape);
   if (shape.size() != 2 || shape[0] < 1)
@@ -43,6 +46,24 @@ std::vector<int64_t> load_prompt_ids(const std::string& path, const ModelConfig&
     if (ids[i] < 0 || ids[i] >= c.vocab_size)
       fail(path, ": input_ids[", static_cast<int64_t>(i) / *S, ", ", static_cast<int64_t>(i) % *S,
            "]=", ids[i], " is outside the vocabulary [0, ", c.vocab_size, ")");
+  if (r.has("attention_mask")) {  // prompts of different lengths, left-padded
+    std::vector<int64_t> mshape;
+    const auto m = r.load_ints("attention_mask", &mshape);
+    if (mshape != shape)
+      fail(path, ": attention_mask has shape ", shape_str(mshape), ", expected input_ids' shape ",
+           shape_str(shape));
+    pad->pads.assign(static_cast<size_t>(*B), 0);
+    for (int64_t b = 0; b < *B; ++b) {
+      int64_t n = 0;
+      while (n < *S && m[static_cast<size_t>(b * *S + n)] == 0) ++n;
+      if (n == *S) fail(path, ": attention_mask[", b, "] is all 0: sequence ", b, " has no prompt");
+      for (int64_t s = n; s < *S; ++s)
+        if (m[static_cast<size_t>(b * *S + s)] != 1)
+          fail(path, ": attention_mask[", b, ", ", s, "]=", m[static_cast<size_t>(b * *S + s)],
+               ": expected left padding (0s, then 1s to the end)");
+      pad->pads[static_cast<size_t>(b)] = n;
+    }
+  }
   return ids;
 }
 
@@ -87,7 +108,7 @@ class GenerateRun {
     if (!o_.prompt.empty())
       encode_prompt();
     else
-      ids_ = load_prompt_ids(o_.tokens, cfg_, &B_, &S_);
+      ids_ = load_prompt_ids(o_.tokens, cfg_, &B_, &S_, &pad_);
     if (S_ + o_.max_new_tokens > cfg_.max_position_embeddings)
       fail("prompt of ", S_, " tokens + --max-new-tokens=", o_.max_new_tokens, " = ",
            S_ + o_.max_new_tokens,
@@ -170,7 +191,7 @@ class GenerateRun {
     }
     comm_->barrier();
     t0_ = now();
-    std::vector<float> z = dec_->prefill(ids_, S_);
+    std::vector<float> z = dec_->prefill(ids_, S_, pad_);
     t_first_ = now();
     const int64_t V = cfg_.vocab_size;
     std::vector<int64_t> next(static_cast<size_t>(B_));
@@ -286,6 +307,7 @@ class GenerateRun {
   int64_t eos_;
   int64_t B_ = 1, S_ = 0;
   std::vector<int64_t> ids_;
+  Padding pad_;  // --tokens with an attention_mask: left padding per sequence
   sentencepiece::SentencePieceProcessor sp_;
   Mesh mesh_;  // before dec_: the decoder keeps a reference to its communicator
   Comm* comm_ = nullptr;

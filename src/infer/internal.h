@@ -33,7 +33,9 @@ std::vector<float> logits_sharded(Comm& comm, const Tensor& yf, const Tensor& sh
 // Every query head of q [B, n_h·d] against all positions this rank caches (all at or before
 // the query's): a partial result, fp32 whatever the element type (merged with the other ranks'
 // before it is rounded): o [B, n_h·d], lse [n_h, B] (−inf where nothing is cached).
-void attend_cache(KvCache& cache, size_t layer, const ModelConfig& c, CPtr q, float* o, float* lse);
+// (pad: sequence b sees only the cached positions >= pad.of(b))
+void attend_cache(KvCache& cache, size_t layer, const ModelConfig& c, CPtr q, float* o, float* lse,
+                  const Padding& pad = {});
 // D partial results, block i = [B, nh·d] of o then [nh, B] of lse (fp32), merged by log-sum-exp
 // in rank order into out [B, nh·d] (rounded once to its type).
 void merge_partials(const float* blocks, int D, int64_t B, int64_t nh, int64_t d, Ptr out);

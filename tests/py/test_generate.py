@@ -16,6 +16,9 @@ random-weight GQA model:
   tsp, tp and sp with D = 2 and 4 exactly the single rank's bf16 tokens and logits within 1e-5;
   every rank's KV cache exactly half of fp32's; decode bytes per step equal the formula in bf16
   elements; `plan --dtype bf16 --new-tokens` predicts the measured cache and step bytes;
+- prompts of different lengths (input_ids left-padded, attention_mask): under single, tsp=2, 4,
+  tp=2, 4 and sp=2, 4 (allgather, p2p, a2a) each sequence generates exactly its prompt's tokens
+  alone, logits within 1e-5 — the padding is a document of its own that nothing attends to;
 - bad input (too long, empty, ids outside the vocabulary, a cache over --max-memory, a layout
   the config cannot take) fails before any work with a message naming the problem.
 Usage: test_generate.py ORIGAMI_BINARY WORKDIR"""
@@ -278,6 +281,34 @@ check(t1.startswith("Call me Ishmael.") and len(t1) > len("Call me Ishmael.") an
       f"text prompt: the same text single and tsp=2 ({t1.strip()!r})")
 
 
+# ---- prompts of different lengths (attention_mask, HF's left padding) -------------------------
+# Three prompts of 14, 9 and 4 tokens behind random padding ids: each sequence's tokens and logits
+# equal its prompt generated alone (B = 1, no padding) under every decoder; padding that leaked
+# into attention or shifted RoPE positions would change them.
+LENS = (14, 9, 4)
+ragged = rng.integers(0, CFG["vocab_size"], (3, S))
+mask = np.zeros((3, S), np.int64)
+for b, n in enumerate(LENS):
+    mask[b, S - n:] = 1
+st.save(P("ragged.safetensors"), {"input_ids": ragged.astype(np.int64), "attention_mask": mask})
+alone = []
+for b, n in enumerate(LENS):
+    st.save(P(f"alone{b}.safetensors"), {"input_ids": ragged[b:b + 1, S - n:].astype(np.int64)})
+    o, z, _ = generate(f"alone{b}", tokens=P(f"alone{b}.safetensors"))
+    alone.append((o[0, n:], z[:, 0]))
+for axis, D, extra in (("tsp", 0, []), ("tsp", 2, []), ("tsp", 4, []), ("tp", 2, []), ("tp", 4, []),
+                       ("sp", 2, []), ("sp", 2, ["--sp-comm", "p2p"]), ("sp", 4, ["--sp-comm", "a2a"])):
+    o, z, _ = generate(f"ragged_{axis}{D}{''.join(extra)}", D, extra, tokens=P("ragged.safetensors"),
+                       axis=axis)
+    same = all((o[b, S:] == alone[b][0]).all() for b in range(3))
+    e = max(relnorm(z[:, b], alone[b][1]) for b in range(3))
+    name = "single" if D == 0 else f"{axis}={D} {' '.join(extra)}"
+    check(same and e <= 1e-5, f"prompts of 14, 9, 4 tokens left-padded, {name}: each sequence's tokens "
+          f"are its prompt's alone, logits within {e:.1e} <= 1e-5")
+st.save(P("badmask.safetensors"), {"input_ids": ragged.astype(np.int64),
+                                   "attention_mask": np.ones((3, S), np.int64) - np.eye(3, S, 5, dtype=np.int64)})
+
+
 # ---- bad input: a clear error before any work, nothing written --------------------------------
 def bad(name, extra, want, ranks=0, tokens=None):
     r = generate(name, ranks, extra, check_rc=False, tokens=tokens)
@@ -295,6 +326,8 @@ st.save(P("oov.safetensors"), {"input_ids": oov.astype(np.int64)})
 bad("outside_vocab", [], "input_ids[1, 3]=97 is outside the vocabulary [0, 97)", tokens=P("oov.safetensors"))
 bad("max_memory", ["--max-memory", "0.0001"], "--max-memory=0.0001 GiB", ranks=2)
 bad("layout", [], "num_key_value_heads=4 is not divisible by tsp=3", ranks=3)
+bad("mask_not_left_padding", [], "attention_mask[0, 5]=0: expected left padding (0s, then 1s to the end)",
+    tokens=P("badmask.safetensors"))
 
 if failures:
     sys.exit(f"{len(failures)} check(s) failed")
