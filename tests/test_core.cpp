@@ -14,6 +14,7 @@
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "error_of.h"
 #include "infer/decoder.h"
 #include "infer/sample.h"
 #include "io/checkpoint.h"
@@ -39,15 +40,7 @@ std::string read_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(f), {});
 }
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using test::error_of;
 nlohmann::json base_config() {
   return {{"hidden_size", 32},        {"intermediate_size", 64}, {"num_attention_heads", 4},
           {"num_key_value_heads", 2}, {"num_hidden_layers", 2},  {"vocab_size", 50}};

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -560,37 +561,57 @@ void Dataset::eval_window(int64_t j, int64_t S, int64_t* in, int64_t* tg) const 
 
 // --- packing ------------------------------------------------------------------------------------
 
+// First fit over the kOpen most recently opened sequences that are not full: a piece goes into
+// the oldest with room for it, else opens a new one; past kOpen open sequences the oldest closes
+// (its rest is padding). A document longer than S is split: its first piece fills what is left of
+// the oldest open sequence (or is S long), then pieces of S, the rest placed like a short
+// document. A sequence is emitted when it fills or closes, the rest in opening order at the end.
 void Dataset::build_plan(Plan& p, const std::vector<int64_t>& order, int64_t S) const {
+  constexpr size_t kOpen = 8;
+  struct Open {
+    std::vector<Piece> pieces;
+    int64_t fill = 0;
+  };
   p = Plan{};
   p.pieces.reserve(order.size() + static_cast<size_t>(ntok_ / S) + 1);
   p.seq_begin.push_back(0);
-  int64_t fill = 0, pad = 0;
+  std::deque<Open> open;
+  int64_t pad = 0;
+  const auto emit = [&](const Open& o) {
+    p.pieces.insert(p.pieces.end(), o.pieces.begin(), o.pieces.end());
+    p.seq_begin.push_back(static_cast<int64_t>(p.pieces.size()));
+    pad += S - o.fill;
+  };
+  const auto place = [&](size_t k, const Piece& pc) {  // into open[k]; emitted once full
+    open[k].pieces.push_back(pc);
+    open[k].fill += pc.len;
+    if (open[k].fill == S) {
+      emit(open[k]);
+      open.erase(open.begin() + static_cast<std::ptrdiff_t>(k));
+    }
+  };
   for (const int64_t d : order) {
     const int64_t b = off_[static_cast<size_t>(d)], e = off_[static_cast<size_t>(d + 1)];
     const bool split = e - b > S;
     if (split) ++p.stats.split_documents;
     for (int64_t s = b, len = 0; s < e; s += len) {
-      // A document longer than S is split anyway: its first piece fills what is left of the
-      // current sequence (no padding); a shorter one stays whole.
-      len = std::min(split && fill > 0 ? S - fill : S, e - s);
-      if (fill + len > S) {  // does not fit: pad the rest, start the next sequence
-        pad += S - fill;
-        p.seq_begin.push_back(static_cast<int64_t>(p.pieces.size()));
-        fill = 0;
+      len = std::min(S, e - s);
+      size_t k = 0;
+      if (split && s == b && !open.empty()) {  // the first piece fills the oldest open sequence
+        len = S - open.front().fill;
+      } else {
+        while (k < open.size() && open[k].fill + len > S) ++k;
+        if (k == open.size()) open.push_back({});
       }
-      p.pieces.push_back({s, static_cast<int32_t>(len), s + len == e});
+      place(k, {s, static_cast<int32_t>(len), s + len == e});
       p.stats.tokens += len;
-      fill += len;
-      if (fill == S) {
-        p.seq_begin.push_back(static_cast<int64_t>(p.pieces.size()));
-        fill = 0;
+      if (open.size() > kOpen) {
+        emit(open.front());
+        open.pop_front();
       }
     }
   }
-  if (fill > 0) {
-    pad += S - fill;
-    p.seq_begin.push_back(static_cast<int64_t>(p.pieces.size()));
-  }
+  for (const Open& o : open) emit(o);
   p.stats.sequences = static_cast<int64_t>(p.seq_begin.size()) - 1;
   p.stats.pieces = static_cast<int64_t>(p.pieces.size());
   p.stats.padding_fraction =

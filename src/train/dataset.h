@@ -17,10 +17,11 @@
 // so any layout, micro-batching or resume point reads the same tokens; either
 //   - an unpacked window of S+1 consecutive tokens at a counter-based random start (exactly
 //     Corpus::train_sample's scheme over the training documents' tokens), or
-//   - a packed sequence: the training documents shuffled by the seed and placed in order into
-//     sequences of S slots: a document of at most S tokens whole (when it does not fit in what is
-//     left of a sequence, the rest is padding and it starts the next one); a longer one split,
-//     its first piece filling what is left of the current sequence, then pieces of S. Per slot:
+//   - a packed sequence: the training documents shuffled by the seed and placed in order, first
+//     fit, into sequences of S slots: a document of at most S tokens whole, into the oldest of
+//     the 8 most recent sequences with room (else a new one; the oldest of 9 open closes, its
+//     rest padding); a longer one split, its first piece filling the oldest open sequence, then
+//     pieces of S, the rest placed like a short document. Per slot:
 //     in = the token; tg = the same document's next token (also across a piece boundary), -1 at the
 //     document's last token (its EOS) and on padding; pos = position within the piece (0 at each
 //     piece's start). Padding slots: in = eos_id, tg = -1, pos 0, 1, 2, ... from its first slot.

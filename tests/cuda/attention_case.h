@@ -15,6 +15,7 @@ struct AttnCase {
   int64_t c;
   int bq, bk;
   int64_t split = 0;  // end of the first key segment (0: c); < c splits a query chunk's keys
+  bool docs = false;  // document masks (QSeg::lo): documents across the chunks and tiles
 };
 
 enum class AttnPath { parity, cudnn };
@@ -27,6 +28,14 @@ void attention_case(const AttnCase& ac, AttnPath path) {
   const int64_t c = ac.c, D = 2, r = 0;
   const int64_t rows = 2 * c, q_stride = n_h * d + 16, kv_stride = n_kv * d + 8;
   std::vector<QSeg> qs = {{0, r * c, c}, {c, (2 * D - 1 - r) * c, c}};
+  std::vector<int64_t> doc0(static_cast<size_t>(4 * c), 0);  // each position's document start
+  if (ac.docs) {
+    const int64_t starts[] = {0, c / 3, c / 3 + 1, c + 5, 2 * c + c / 2, 3 * c + 1, 3 * c + 2};
+    for (int64_t p = 0; p < 4 * c; ++p)
+      for (int64_t s : starts)
+        if (s <= p) doc0[static_cast<size_t>(p)] = s;
+    for (QSeg& s : qs) s.lo = doc0.data() + s.pos0;
+  }
   // Keys: positions [0, s1), [s1, 3c) and [3c, 4c) held in three buffers (s1 = c unless split).
   const int64_t s1 = ac.split ? ac.split : c;
   std::vector<int64_t> kpos = {0, s1, 3 * c}, klen = {s1, 3 * c - s1, c};

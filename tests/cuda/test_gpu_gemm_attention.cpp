@@ -87,6 +87,11 @@ TYPED_TEST(GpuGemm, AttentionDefaultTilesGqa4) {
 TYPED_TEST(GpuGemm, AttentionHeadDim128) {
   attention_case<TypeParam>({4, 4, 128, 64, 32, 64}, AttnPath::parity);
 }
+// Packed documents (QSeg::lo, issue 21): a one-token document, documents across the chunks and
+// the 16 x 24 tiles, key tiles wholly before a query tile's documents skipped.
+TYPED_TEST(GpuGemm, AttentionDocumentMasks) {
+  attention_case<TypeParam>({4, 2, 32, 40, 16, 24, 0, true}, AttnPath::parity);
+}
 
 }  // namespace
 }  // namespace origami::cuda::test
