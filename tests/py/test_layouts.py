@@ -139,7 +139,8 @@ def weight_elems(cfg, D):
 
 def packed_positions(rng, B, W):
     """position_ids [B, W] of packed documents: lengths drawn from 1..9 (one-token documents
-    included), so documents cross the zigzag chunks (3 tokens a chunk at 6N positions) and ranks."""
+    included), so documents cross the zigzag chunks (3 tokens a chunk at 6N positions) and ranks;
+    the last sequence's first document continues one longer than S (positions from 20)."""
     pos = np.zeros((B, W), dtype=np.int64)
     for b in range(B):
         p = 0
@@ -147,6 +148,8 @@ def packed_positions(rng, B, W):
             n = int(rng.choice([1, 2, 4, 7, 9]))
             pos[b, p:p + n] = np.arange(min(n, W - p))
             p += n
+    first = next((p for p in range(1, W) if pos[B - 1, p] == 0), W)
+    pos[B - 1, :first] += 20  # the last sequence opens with a document longer than S, continued
     return pos
 
 

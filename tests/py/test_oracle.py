@@ -35,7 +35,7 @@ CASES = [
     # crossing the kernels' 64-row tiles, a tile wholly before a query tile's document (skipped)
     ("packed_gqa", dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
                         num_hidden_layers=2, vocab_size=61, tie_word_embeddings=False), 2, 24, "none",
-     [[1, 10, 3, 1, 10], [25]]),
+     [[1, 10, 3, 1, 10], [(12, 40), 13]]),  # row 2: a document longer than S, continued from 40
     ("packed_mqa_tiles_recompute", dict(hidden_size=48, intermediate_size=64, num_attention_heads=4,
                                         num_key_value_heads=1, num_hidden_layers=3, vocab_size=40,
                                         tie_word_embeddings=True, rope_theta=500.0), 2, 150, "full",
@@ -44,8 +44,12 @@ CASES = [
 
 
 def positions_of(docs):
-    """position_ids [B, S+1] of documents of the given lengths (each row's lengths sum to S+1)."""
-    return torch.tensor([[p for n in row for p in range(n)] for row in docs], dtype=torch.int64)
+    """position_ids [B, S+1] of documents of the given lengths (each row's lengths sum to S+1); an
+    entry (n, p0) is the continuation of a document longer than S, its positions from p0."""
+    def pos(d):
+        n, p0 = d if isinstance(d, tuple) else (d, 0)
+        return range(p0, p0 + n)
+    return torch.tensor([[p for d in row for p in pos(d)] for row in docs], dtype=torch.int64)
 
 
 def make_case(work, name, over, B, S, seed, docs=None):
@@ -99,7 +103,9 @@ def documents_one_at_a_time(binary, work, name, paths, ids, labels, pos, packed_
             if s1 - s0 < 2 or n == 0:
                 continue  # no target in this document
             tp = os.path.join(work, f"{name}.doc{b}_{s0}.safetensors")
-            st.save(tp, {"input_ids": ids[b:b + 1, s0:s1].numpy(), "labels": lab.numpy()})
+            # its own positions (a continuation of a document longer than S keeps them)
+            st.save(tp, {"input_ids": ids[b:b + 1, s0:s1].numpy(), "labels": lab.numpy(),
+                         "position_ids": pos[b:b + 1, s0:s1].numpy()})
             got = run_grad(binary, paths["config.json"], paths["weights.safetensors"], tp, tp + ".grads")
             total += float(got["loss"][0]) * n
             docs += 1
