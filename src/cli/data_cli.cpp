@@ -180,11 +180,15 @@ int cmd_data_prepare(int argc, char** argv) {
       }
     } else {
       doc.clear();
+      bool text = false;  // a non-empty line since the document began (the text before a file's
+                          // first --split-at line may be none: no document, not an empty one)
       while (std::getline(in, line)) {
         if (!split.empty() && line.compare(0, split.size(), split) == 0) {
-          if (!w.add(doc)) ++empty;
+          if (!w.add(doc) && text) ++empty;
           doc.clear();
+          text = false;
         }
+        text = text || line.find_first_not_of(" \t\r") != std::string::npos;
         tk.encode_line(line, f, doc);
       }
       if (!w.add(doc)) ++empty;

@@ -415,6 +415,9 @@ Dataset Dataset::open(const std::string& dir, double eval_fraction) {
 
   // tokens.npy, mapped.
   const std::string tpath = (d / "tokens.npy").string();
+  // A manifest without the checksum (not ours: prepare writes it): computed here, once, so a
+  // checkpoint still names the tokens it trained on (train refuses a resume on other tokens).
+  if (ds.tokens_fnv_.empty()) ds.tokens_fnv_ = fnv1a64_file(tpath);
   const int fd = ::open(tpath.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(tpath, ": cannot open: ", std::strerror(errno));
   struct stat st {};
