@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "error_of.h"
+#include "io/checkpoint.h"
 #include "train/data.h"
 #include "train/dataset.h"
 
@@ -149,7 +150,7 @@ TEST(Dataset, WriteAndRead) {
   EXPECT_EQ(m["eos_id"], 1);
   EXPECT_EQ(m["vocab_size"], 10);
   EXPECT_EQ(m["dtype"], "<u2");
-  EXPECT_EQ(m["tokens_fnv1a64"], fnv1a64_file(dir + "/tokens.npy"));
+  EXPECT_EQ(m["tokens_sha256"], sha256_file(dir + "/tokens.npy"));
   EXPECT_EQ(m["sources"], nlohmann::json::array({"a"}));
   EXPECT_EQ(read_bytes(dir + "/tokens.npy").size(), 128u + 14 * 2);
 
@@ -464,7 +465,7 @@ TEST(Dataset, Errors) {
   b = good;
   b[128] = 5;
   write_bytes(tokens, b);
-  EXPECT_NE(error_of([&] { Dataset::open(dir, 0.4).verify(); }).find(tokens + ": checksum"),
+  EXPECT_NE(error_of([&] { Dataset::open(dir, 0.4).verify(); }).find(tokens + ": sha256"),
             std::string::npos);
   b[128 + 2 * 3] = 5;  // document 0's EOS replaced
   write_bytes(tokens, b);

@@ -232,35 +232,22 @@ void balance_table(const Dataset& ds, int64_t S, int64_t B, const std::vector<in
   std::printf("  %6s  %10s  %9s  %9s  %9s  %9s\n", "", "(mean)", "mean", "max", "mean", "max");
   for (const int D : ranks) {
     if (S % (2 * D)) fail("--seq=", S, " is not divisible by 2*", D);
-    const int64_t c = S / (2 * D);
     double frac = 0, imb[2][2] = {{0, 0}, {0, 0}};  // [deal][mean, max]
     for (int64_t i = 0; i < nb; ++i) {
-      Batch b;
-      b.B = B;
-      b.S = S;
-      b.inputs.resize(static_cast<size_t>(B * S));
-      b.targets.resize(b.inputs.size());
-      std::vector<int64_t> pos(b.inputs.size());
-      for (int64_t j = 0; j < B; ++j)
-        ds.packed_sample(i * B + j, S, b.inputs.data() + j * S, b.targets.data() + j * S,
-                         pos.data() + j * S);
-      set_positions(b, std::move(pos), ds.dir());
-      std::vector<double> chunk(static_cast<size_t>(2 * D), 0.0);
+      const Batch b = ds.packed_batch(i * B, B, S);
+      const std::vector<double> work = chunk_work(b, D);
       double total = 0;
-      for (int64_t j = 0; j < B; ++j)
-        for (int64_t p = 0; p < S; ++p) {
-          const double w = static_cast<double>(p - b.doc_start[static_cast<size_t>(j * S + p)] + 1);
-          chunk[static_cast<size_t>(p / c)] += w;
-          total += w;
-        }
+      for (double w : work) total += w;
       frac += total / (static_cast<double>(B) * static_cast<double>(S) * (S + 1) / 2);
       for (int m = 0; m < 2; ++m) {
-        std::vector<int> own = chunk_owners(b, D, m ? Balance::documents : Balance::zigzag);
+        const std::vector<int> own = chunk_owners(b, D, m ? Balance::documents : Balance::zigzag);
+        const Zigzag z{B, S, D, 0, nullptr, own.empty() ? nullptr : own.data()};
         double worst = 0;
         for (int q = 0; q < D; ++q) {
-          const int c0 = own.empty() ? q : own[static_cast<size_t>(2 * q)];
-          const int c1 = own.empty() ? 2 * D - 1 - q : own[static_cast<size_t>(2 * q + 1)];
-          worst = std::max(worst, chunk[static_cast<size_t>(c0)] + chunk[static_cast<size_t>(c1)]);
+          double w = 0;
+          for (int k = 0; k < 2; ++k)
+            w += work[static_cast<size_t>(z.chunk_pos0_of(q, k) / z.chunk())];
+          worst = std::max(worst, w);
         }
         const double r = worst / (total / D);
         imb[m][0] += r / static_cast<double>(nb);
@@ -321,7 +308,7 @@ int cmd_data_info(int argc, char** argv) {
   }
   if (a.on("verify")) {
     ds.verify();
-    std::printf("  verify: ok (checksum, EOS at every document end, ids)\n");
+    std::printf("  verify: ok (sha256, EOS at every document end, ids)\n");
   }
   return 0;
 }

@@ -456,9 +456,8 @@ void detail::attend_cache(KvCache& cache, size_t l, const ModelConfig& c, CPtr q
       s0 = s1;
     }
     if (ks.empty()) {  // this rank caches none of the sequence's visible positions
-      const std::vector<float> none(static_cast<size_t>(nh),
-                                    -std::numeric_limits<float>::infinity());
-      for (int64_t h = 0; h < nh; ++h) copy_bytes(lse + h * B + b, none.data(), sizeof(float));
+      const float none = -std::numeric_limits<float>::infinity();  // o stays 0
+      for (int64_t h = 0; h < nh; ++h) copy_bytes(lse + h * B + b, &none, sizeof none);
       continue;
     }
     k::flash_attn_fwd(o, lse, B, q, qd, &qs, 1, ks.data(), static_cast<int>(ks.size()), sh, scale);

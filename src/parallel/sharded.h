@@ -13,16 +13,24 @@
 
 namespace origami {
 
-// The chunk owners of --balance for batch g over D ranks (Zigzag::own; empty for zigzag).
-inline std::vector<int> chunk_owners(const Batch& g, int D, Balance m) {
-  if (m == Balance::zigzag) return {};
+// The attention work (visible query-key pairs under the batch's document masks, summed over its
+// sequences) of each of the 2D chunks of batch g's sequence axis over D ranks.
+inline std::vector<double> chunk_work(const Batch& g, int D) {
   const int n = 2 * D;
   const int64_t c = g.S / n;
-  std::vector<double> work(static_cast<size_t>(n), 0.0);  // visible (query, key) pairs
+  std::vector<double> work(static_cast<size_t>(n), 0.0);
   for (int64_t b = 0; b < g.B; ++b)
     for (int64_t p = 0; p < g.S; ++p)
       work[static_cast<size_t>(std::min<int64_t>(p / c, n - 1))] += static_cast<double>(
           p - (g.packed() ? g.doc_start[static_cast<size_t>(b * g.S + p)] : 0) + 1);
+  return work;
+}
+
+// The chunk owners of --balance for batch g over D ranks (Zigzag::own; empty for zigzag).
+inline std::vector<int> chunk_owners(const Batch& g, int D, Balance m) {
+  if (m == Balance::zigzag) return {};
+  const int n = 2 * D;
+  const std::vector<double> work = chunk_work(g, D);
   std::vector<int> order(static_cast<size_t>(n));
   for (int j = 0; j < n; ++j) order[static_cast<size_t>(j)] = j;
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) {

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "io/checkpoint.h"
 
 namespace origami {
 
@@ -142,22 +143,6 @@ int itemsize_of(const std::string& descr, const std::string& path) {
   fail(path, ": token dtype '", descr, "' (expected '<u2' or '<u4')");
 }
 
-// Writes `bytes` to a new file and fsyncs it.
-void write_synced(const std::string& path, const std::string& bytes) {
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) fail(path, ": cannot create: ", std::strerror(errno));
-  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() &&
-                  std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
-  const int err = errno;
-  if (std::fclose(f) != 0 || !ok) fail(path, ": write failed: ", std::strerror(ok ? errno : err));
-}
-
-std::string hex64(uint64_t h) {
-  char s[17];
-  std::snprintf(s, sizeof s, "%016llx", static_cast<unsigned long long>(h));
-  return s;
-}
-
 }  // namespace
 
 // --- .npy ---------------------------------------------------------------------------------------
@@ -202,20 +187,6 @@ NpyHeader parse_npy_header(std::string_view b, const std::string& path) {
   return h;
 }
 
-std::string fnv1a64_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path, ": cannot open");
-  uint64_t h = 0xCBF29CE484222325ull;
-  std::vector<char> buf(1 << 20);
-  while (f) {
-    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    const auto n = static_cast<size_t>(f.gcount());
-    for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<unsigned char>(buf[i])) * 0x100000001B3ull;
-  }
-  if (f.bad()) fail(path, ": read failed");
-  return hex64(h);
-}
-
 // --- writing ------------------------------------------------------------------------------------
 
 DatasetWriter::DatasetWriter(std::string dir, int64_t vocab_size, int32_t eos_id)
@@ -235,8 +206,6 @@ DatasetWriter::DatasetWriter(std::string dir, int64_t vocab_size, int32_t eos_id
   fsync_dir(dir_);
   const std::string tmp = ".tmp-" + std::to_string(::getpid()) + "-";
   tmp_tokens_ = (d / (tmp + "tokens.npy")).string();
-  tmp_docs_ = (d / (tmp + "docs.npy")).string();
-  tmp_manifest_ = (d / (tmp + "manifest.json")).string();
   f_ = std::fopen(tmp_tokens_.c_str(), "wb");
   if (!f_) fail(tmp_tokens_, ": cannot create: ", std::strerror(errno));
   const std::string h = npy_header(itemsize_ == 2 ? "<u2" : "<u4", 0);  // rewritten by finish
@@ -247,8 +216,7 @@ DatasetWriter::~DatasetWriter() {
   if (f_) std::fclose(f_);
   if (!done_) {
     std::error_code ec;
-    for (const auto& p : {tmp_tokens_, tmp_docs_, tmp_manifest_})
-      if (!p.empty()) fs::remove(p, ec);
+    if (!tmp_tokens_.empty()) fs::remove(tmp_tokens_, ec);
   }
 }
 
@@ -304,7 +272,6 @@ PrepareSummary DatasetWriter::finish(const DatasetSource& src) {
   const size_t h0 = docs.size();
   docs.resize(h0 + off_.size() * 8);
   std::memcpy(docs.data() + h0, off_.data(), off_.size() * 8);
-  write_synced(tmp_docs_, docs);
 
   PrepareSummary s;
   s.documents = documents();
@@ -331,17 +298,15 @@ PrepareSummary DatasetWriter::finish(const DatasetSource& src) {
   j["documents"] = s.documents;
   j["tokens"] = s.tokens;
   j["max_token_id"] = s.max_token_id;
-  j["tokens_fnv1a64"] = fnv1a64_file(tmp_tokens_);
+  j["tokens_sha256"] = sha256_file(tmp_tokens_);
   j["sources"] = src.sources;
-  write_synced(tmp_manifest_, j.dump(2) + "\n");
-
+  // tokens and offsets into place, the manifest last (each write_file_atomic: tmp, fsync, rename,
+  // fsync of the directory)
   const fs::path d(dir_);
   fs::rename(tmp_tokens_, d / "tokens.npy");
-  fs::rename(tmp_docs_, d / "docs.npy");
-  fsync_dir(dir_);
-  fs::rename(tmp_manifest_, d / "manifest.json");
-  fsync_dir(dir_);
   done_ = true;
+  write_file_atomic((d / "docs.npy").string(), docs);
+  write_file_atomic((d / "manifest.json").string(), j.dump(2) + "\n");
   return s;
 }
 
@@ -410,14 +375,14 @@ Dataset Dataset::open(const std::string& dir, double eval_fraction) {
   if (ds.itemsize_ == 2 && ds.vocab_size_ > 65536)
     fail(mpath, ": vocab_size ", ds.vocab_size_, " does not fit dtype <u2");
   if (j.contains("max_token_id")) ds.max_id_ = integer("max_token_id", 0, ds.vocab_size_ - 1);
-  if (j.contains("tokens_fnv1a64") && j["tokens_fnv1a64"].is_string())
-    ds.tokens_fnv_ = j["tokens_fnv1a64"].get<std::string>();
+  if (j.contains("tokens_sha256") && j["tokens_sha256"].is_string())
+    ds.tokens_sha256_ = j["tokens_sha256"].get<std::string>();
 
   // tokens.npy, mapped.
   const std::string tpath = (d / "tokens.npy").string();
   // A manifest without the checksum (not ours: prepare writes it): computed here, once, so a
   // checkpoint still names the tokens it trained on (train refuses a resume on other tokens).
-  if (ds.tokens_fnv_.empty()) ds.tokens_fnv_ = fnv1a64_file(tpath);
+  if (ds.tokens_sha256_.empty()) ds.tokens_sha256_ = sha256_file(tpath);
   const int fd = ::open(tpath.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(tpath, ": cannot open: ", std::strerror(errno));
   struct stat st {};
@@ -519,11 +484,9 @@ void Dataset::verify() const {
   for (int64_t d = 0; d < documents(); ++d)
     if (token(off_[static_cast<size_t>(d + 1)] - 1) != eos_)
       fail(tpath, ": document ", d, " does not end with the end-of-document id ", eos_);
-  if (!tokens_fnv_.empty()) {
-    const std::string h = fnv1a64_file(tpath);
-    if (h != tokens_fnv_)
-      fail(tpath, ": checksum ", h, " but the manifest says ", tokens_fnv_, " (file changed?)");
-  }
+  const std::string h = sha256_file(tpath);
+  if (h != tokens_sha256_)
+    fail(tpath, ": sha256 ", h, " but the manifest says ", tokens_sha256_, " (file changed?)");
 }
 
 // --- unpacked windows ---------------------------------------------------------------------------
@@ -688,6 +651,25 @@ void Dataset::packed_eval(int64_t j, int64_t S, int64_t* in, int64_t* tg, int64_
   const Plan& p = plan_for(true, S);
   if (j < 0) fail("held-out sequence ", j, " is negative");
   fill_packed(p, j % p.stats.sequences, S, in, tg, pos);
+}
+
+Batch Dataset::packed_batch(int64_t first, int64_t B, int64_t S, bool eval) const {
+  Batch b;
+  b.B = B;
+  b.S = S;
+  b.inputs.resize(static_cast<size_t>(B * S));
+  b.targets.resize(b.inputs.size());
+  std::vector<int64_t> pos(b.inputs.size());
+  for (int64_t i = 0; i < B; ++i) {
+    int64_t* in = b.inputs.data() + i * S;
+    int64_t* tg = b.targets.data() + i * S;
+    if (eval)
+      packed_eval(first + i, S, in, tg, pos.data() + i * S);
+    else
+      packed_sample(first + i, S, in, tg, pos.data() + i * S);
+  }
+  set_positions(b, std::move(pos), dir_);
+  return b;
 }
 
 int64_t Dataset::packed_fill(int64_t index, int64_t S, bool eval) const {

@@ -7,7 +7,7 @@
 //                      EOS included
 //   DIR/manifest.json  {"format": "origami-dataset-1", tokenizer, tokenizer_sha256,
 //                      tokenizer_vocab_size, vocab_size, eos_id, dtype, documents, tokens,
-//                      max_token_id, tokens_fnv1a64, sources}
+//                      max_token_id, tokens_sha256, sources}
 //
 // Plain numpy files: numpy.load(DIR + "/tokens.npy", mmap_mode="r") reads them. The manifest is
 // renamed into place last, so a directory with a manifest holds a complete dataset.
@@ -32,6 +32,8 @@
 #include <string_view>
 #include <vector>
 
+#include "model/model.h"
+
 namespace origami {
 
 // --- .npy (format version 1.0 written; 1.0, 2.0 and 3.0 read) -------------------------------
@@ -48,9 +50,6 @@ std::string npy_header(const std::string& descr, int64_t n);
 // Parses the header at the start of `bytes` (a file's first bytes, at least the whole header);
 // errors name `path`.
 NpyHeader parse_npy_header(std::string_view bytes, const std::string& path);
-
-// FNV-1a 64 of a file's bytes, as 16 hex digits.
-std::string fnv1a64_file(const std::string& path);
 
 // --- writing ----------------------------------------------------------------------------------
 
@@ -70,7 +69,7 @@ struct PrepareSummary {
 };
 
 // Writes a dataset one document at a time: tokens stream into DIR/.tmp-<pid>-tokens.npy; finish()
-// writes docs.npy and the manifest beside it and renames the three into place, manifest last. A
+// renames it into place, then writes docs.npy and, last, the manifest (atomically each). A
 // manifest already in DIR is removed first, so a failure at any point leaves no manifest (and the
 // destructor removes the temporary files).
 class DatasetWriter {
@@ -92,7 +91,7 @@ class DatasetWriter {
 
  private:
   void flush();
-  std::string dir_, tmp_tokens_, tmp_docs_, tmp_manifest_;
+  std::string dir_, tmp_tokens_;
   int64_t vocab_size_;
   int32_t eos_;
   int itemsize_;
@@ -137,7 +136,7 @@ class Dataset {
   int64_t vocab_size() const { return vocab_size_; }  // the manifest's
   int64_t vocab_used() const { return max_id_ + 1; }  // 1 + the largest token id
   int32_t eos_id() const { return eos_; }
-  const std::string& checksum() const { return tokens_fnv_; }  // the manifest's tokens_fnv1a64
+  const std::string& checksum() const { return tokens_sha256_; }  // the manifest's
   int64_t train_documents() const { return n_train_docs_; }
   int64_t eval_documents() const { return documents() - n_train_docs_; }
   int64_t train_tokens() const { return off_[static_cast<size_t>(n_train_docs_)]; }
@@ -161,6 +160,9 @@ class Dataset {
   void plan_packing(uint64_t seed, int64_t S);
   int64_t packed_count(int64_t S) const;
   void packed_sample(int64_t index, int64_t S, int64_t* in, int64_t* tg, int64_t* pos) const;
+  // Packed samples [first, first + B) (held-out sequences with eval) as a batch with their
+  // positions (document masks).
+  Batch packed_batch(int64_t first, int64_t B, int64_t S, bool eval = false) const;
   int64_t packed_eval_count(int64_t S) const;
   void packed_eval(int64_t j, int64_t S, int64_t* in, int64_t* tg, int64_t* pos) const;
   // Document slots of packed training sample `index` (held-out sequence `index` with eval; the
@@ -199,7 +201,7 @@ class Dataset {
   int itemsize_ = 2;
   int64_t ntok_ = 0, vocab_size_ = 0, max_id_ = -1, n_train_docs_ = 0;
   int32_t eos_ = 0;
-  std::string tokens_fnv_;
+  std::string tokens_sha256_;  // the manifest's (or computed at open when it has none)
   std::vector<int64_t> off_;
   int64_t plan_S_ = 0;
   uint64_t plan_seed_ = 0;

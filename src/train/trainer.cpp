@@ -167,21 +167,17 @@ class TrainRun {
   // B samples from global index first_index: synthetic, held-out windows, or training windows.
   Batch make_batch(int64_t first_index, bool eval) const {
     if (o_.synthetic) return synthetic_batch(o_.seed, first_index, B_, S_, cfg_.vocab_size);
+    if (o_.pack_documents) return dataset_->packed_batch(first_index, B_, S_, eval);
     Batch b;
     b.B = B_;
     b.S = S_;
     b.inputs.resize(static_cast<size_t>(B_ * S_));
     b.targets.resize(static_cast<size_t>(B_ * S_));
-    std::vector<int64_t> pos(o_.pack_documents ? b.inputs.size() : 0);
     for (int64_t i = 0; i < B_; ++i) {
       int64_t* in = b.inputs.data() + i * S_;
       int64_t* tg = b.targets.data() + i * S_;
       const int64_t j = first_index + i;
-      if (o_.pack_documents && eval)
-        dataset_->packed_eval(j, S_, in, tg, pos.data() + i * S_);
-      else if (o_.pack_documents)
-        dataset_->packed_sample(j, S_, in, tg, pos.data() + i * S_);
-      else if (dataset_ && eval)
+      if (dataset_ && eval)
         dataset_->eval_window(j, S_, in, tg);
       else if (dataset_)
         dataset_->train_window(o_.seed, j, S_, in, tg);
@@ -190,7 +186,6 @@ class TrainRun {
       else
         corpus_.train_sample(o_.seed, j, S_, in, tg);
     }
-    if (o_.pack_documents) set_positions(b, std::move(pos), o_.dataset);
     return b;
   }
 
