@@ -38,6 +38,8 @@ def main():
     ap.add_argument("--seq", type=int, default=1024)
     ap.add_argument("--layout", default="single")
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--by-kernel", action="store_true",
+                    help="also a row per kernel name (measured against predicted)")
     a = ap.parse_args()
     n = 1
     if a.layout != "single":
@@ -55,20 +57,22 @@ def main():
         sys.exit(r.stderr[-2000:])
     j = json.load(open(rep))
     r0 = next(x for x in j["ranks"] if x["rank"] == 0)
-    meas, step = {}, j["step_time_median_s"]
+    meas, step, meas_k = {}, j["step_time_median_s"], {}
     for name, e in r0["kernel_seconds_per_step"].items():
         meas[classify(name)] = meas.get(classify(name), 0) + e["seconds"]
+        meas_k[name] = e["seconds"]
     r = subprocess.run([BIN, "plan", "--config", a.config, "--seq", str(a.seq), "--layout", a.layout,
                         "--time", "--hardware", a.hardware, "--trace", tr, "--json"],
                        env=ENV, cwd=ROOT, capture_output=True, text=True)
     if r.returncode:
         sys.exit(r.stderr[-2000:])
     pstep = json.loads(r.stdout)[0]["predicted_seconds"]["train_step"]
-    pred = {}
+    pred, pred_k = {}, {}
     for e in json.load(open(tr))["traceEvents"]:
         if e.get("ph") == "X" and e.get("pid") == 0 and e.get("tid") == 0:
             c = classify(e["name"])
             pred[c] = pred.get(c, 0) + e["dur"] * 1e-6
+            pred_k[e["name"]] = pred_k.get(e["name"], 0) + e["dur"] * 1e-6
     print(f"{a.layout} S={a.seq} {a.config}, rank 0, seconds per training step "
           f"(measured: the mean of steps 2-{a.steps}; predicted: {a.hardware})\n")
     print("| kernels | measured (s) | predicted (s) | predicted / measured |")
@@ -79,6 +83,12 @@ def main():
     mk, pk = sum(meas.values()), sum(pred.values())
     print(f"| all kernels | {mk:.3f} | {pk:.3f} | {pk / mk:.2f} |")
     print(f"| the step (kernels, waits, the rest) | {step:.3f} | {pstep:.3f} | {pstep / step:.2f} |")
+    if a.by_kernel:
+        print("\n| kernel | measured (s) | predicted (s) | predicted / measured |")
+        print("|---|---|---|---|")
+        for k in sorted(set(meas_k) | set(pred_k), key=lambda k: -meas_k.get(k, 0)):
+            m, p = meas_k.get(k, 0), pred_k.get(k, 0)
+            print(f"| {k} | {m:.4f} | {p:.4f} | {p / m if m else float('nan'):.2f} |")
 
 
 if __name__ == "__main__":
