@@ -65,7 +65,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=5, help="calibrate --rounds")
     ap.add_argument("--reuse-calibration", action="store_true",
                     help="predict from the profiles already in --out (calibrated on another config)")
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=4,
+                    help="steps a run trains at least (its median step excludes the first)")
+    ap.add_argument("--min-seconds", type=float, default=6.0,
+                    help="short steps: train more steps (up to 12), so that the measured steps "
+                         "last about this long (chosen from the prediction, before the run)")
     ap.add_argument("--link", default="", help="also with --emulate-link GBPS,LATENCY_US")
     ap.add_argument("--layouts", nargs="+", default=None)
     ap.add_argument("--repeat", type=int, default=1,
@@ -107,11 +111,13 @@ def main():
             for name, n in layouts:
                 rep = os.path.join(a.out, "report.json")
                 lk = ["--emulate-link", link] if link else []
+                pred, pexp = predict(a.config, S, name, lk, profiles[n])
+                steps = max(a.steps, min(12, int(a.min_seconds / pred) + 2))
                 runs = []
                 for _ in range(a.repeat):
                     sh(["mpirun", "-np", str(n), "--bind-to", "none", BIN, "train", "--config",
                         a.config, "--synthetic", "--seq", str(S), "--micro-batch", "1", "--steps",
-                        str(a.steps), "--eval-every", "0", "--log-every", "0", "--quiet", "--report",
+                        str(steps), "--eval-every", "0", "--log-every", "0", "--quiet", "--report",
                         rep] + layout_flags(name) + lk)
                     j = json.load(open(rep))
                     runs.append((j["step_time_median_s"],
@@ -119,7 +125,6 @@ def main():
                 runs.sort()
                 meas, mexp = runs[len(runs) // 2]
                 mexp /= meas
-                pred, pexp = predict(a.config, S, name, lk, profiles[n])
                 rows.append((S, link, name, pred, meas, pexp, mexp))
                 save(a, rows, profiles)
                 print(f"S={S:6d} {link or 'no link':>9s} {name:10s} predicted {pred:8.3f} s "

@@ -24,6 +24,8 @@ struct Work {
   double bytes = 0;    // bytes read and written at least once
   double exps = 0;     // exponentials (softmax over the vocabulary, SiLU): CPU-bound
   double updates = 0;  // AdamW element updates (a square root and a division each): CPU-bound
+  double chain = 0;    // additions of a fixed-order sum in double (one dependent chain per
+                       // row or block, kept for bitwise reproducibility): latency-bound on a CPU
   bool bf16 = false;   // the kernel's element type
   const char* name = "";
   // Its shape, for rates that depend on it: a GEMM's op(A)[m,k]·op(B)[k,n] and transposes; an

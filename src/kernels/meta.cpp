@@ -39,6 +39,11 @@ sim::Work mem_work(double bytes, bool bf16, const char* name, double exps = 0) {
   w.name = name;
   return w;
 }
+// ... and a fixed-order sum's dependent additions (sim::Work::chain).
+sim::Work chain_work(sim::Work w, double chain) {
+  w.chain = chain;
+  return w;
+}
 // Zeroing and copying device memory take the simulated clock's time for their bytes (written;
 // read and written), as kernels do.
 void charge(double bytes, const char* name) {
@@ -190,14 +195,15 @@ template <int E>
 struct Costs {
   static constexpr bool bf = E == 2;
   static void fill(auto& t) {
+    // (a row's sum of squares, and backward its dot product, is one dependent chain in double)
     timed(t.rmsnorm_fwd, [](auto, auto, auto, auto, auto, int64_t rows, int64_t h, auto...) {
-      return mem_work(3.0 * E * D(rows * h), bf, "rmsnorm_fwd");
+      return chain_work(mem_work(3.0 * E * D(rows * h), bf, "rmsnorm_fwd"), D(rows * h));
     });
     timed(t.rmsnorm_apply, [](auto, auto, auto, int64_t rows, int64_t h) {
       return mem_work(2.0 * E * D(rows * h), bf, "rmsnorm_apply");
     });
     timed(t.rmsnorm_bwd, [](auto, auto, auto, auto, auto, auto, int64_t rows, int64_t h) {
-      return mem_work(4.0 * E * D(rows * h), bf, "rmsnorm_bwd");
+      return chain_work(mem_work(4.0 * E * D(rows * h), bf, "rmsnorm_bwd"), D(rows * h));
     });
     timed(t.rope_fwd, [](auto, auto, auto, int64_t rows, int heads, int d, auto...) {
       return mem_work(2.0 * E * D(rows * heads * d), bf, "rope");
@@ -254,7 +260,9 @@ k::Table make_table() {
     w.updates = D(n);
     return w;
   });
-  timed(t.sum_squares, [](auto, int64_t n) { return mem_work(4.0 * D(n), false, "sum_squares"); });
+  timed(t.sum_squares, [](auto, int64_t n) {
+    return chain_work(mem_work(4.0 * D(n), false, "sum_squares"), D(n));
+  });
   timed(t.scale_inplace,
         [](auto, int64_t n, auto) { return mem_work(8.0 * D(n), false, "scale_inplace"); });
   timed(t.attn_merge, [](auto, auto, auto, auto, int64_t rows, int n_h, int d, auto...) {
@@ -277,10 +285,10 @@ k::BTable make_bf16_table() {
   timed(t.to_bf16, [](auto, auto, int64_t n) { return mem_work(6.0 * D(n), true, "to_bf16"); });
   timed(t.to_f32, [](auto, auto, int64_t n) { return mem_work(6.0 * D(n), true, "to_f32"); });
   timed(t.rmsnorm_fwd_res, [](auto, auto, auto, auto, auto, int64_t rows, int64_t h, auto) {
-    return mem_work(8.0 * D(rows * h), true, "rmsnorm_fwd");
+    return chain_work(mem_work(8.0 * D(rows * h), true, "rmsnorm_fwd"), D(rows * h));
   });
   timed(t.rmsnorm_bwd_res, [](auto, auto, auto, auto, auto, auto, int64_t rows, int64_t h) {
-    return mem_work(12.0 * D(rows * h), true, "rmsnorm_bwd");
+    return chain_work(mem_work(12.0 * D(rows * h), true, "rmsnorm_bwd"), D(rows * h));
   });
   timed(t.index_copy_rows_widen, [](auto, auto, auto, auto, int64_t n, int64_t w) {
     return mem_work(6.0 * D(n * w), true, "index_copy_rows");

@@ -248,7 +248,7 @@ int run_calibrate(const CalibrateOptions& o) {
 
   std::vector<std::vector<double>> t_gemm(shapes.size());
   std::vector<std::array<std::vector<double>, 4>> t_attn(attn_lens.size());  // f32 f/b, bf16 f/b
-  std::vector<double> t_mem, t_exp, t_launch, t_lat, t_big, skews, t_adam;
+  std::vector<double> t_mem, t_exp, t_launch, t_lat, t_big, skews, t_adam, t_chain;
   // AdamW over 4 Mi elements (p, g, m, v: 64 MiB, beyond the caches as a model's are).
   const int64_t n_adam = int64_t{4} << 20;
   std::vector<float> ap(static_cast<size_t>(n_adam), 0.5f), ag(ap.size(), 0.01f),
@@ -291,6 +291,13 @@ int run_calibrate(const CalibrateOptions& o) {
     t_adam.push_back(median_s(o.reps, [&] {
       cpu::adamw_step<float>(ap.data(), ag.data(), am.data(), av.data(), n_adam,
                              {1e-4, 0.9, 0.95, 1e-8, 0.1}, 10);
+    }));
+    // A fixed-order sum in double (the gradient norm's; RMSNorm's row statistics alike): over
+    // AdamW's 4 Mi gradient elements.
+    line_up();
+    t_chain.push_back(median_s(o.reps, [&] {
+      volatile double s = cpu::sum_squares<float>(ag.data(), n_adam);
+      (void)s;
     }));
     // A kernel call's fixed cost: y += x over 16 elements.
     line_up();
@@ -378,6 +385,7 @@ int run_calibrate(const CalibrateOptions& o) {
   const double exps = static_cast<double>(rows * vblk) / median(t_exp);
   const double launch = median(t_launch);
   const double updates = static_cast<double>(n_adam) / median(t_adam);
+  const double chain = static_cast<double>(n_adam) / median(t_chain);
   const double lat = comm ? median(t_lat) : 0;
   const double link_bw =
       comm ? static_cast<double>(int64_t{16} << 20) / std::max(1e-12, median(t_big) - lat) : 0;
@@ -404,8 +412,8 @@ int run_calibrate(const CalibrateOptions& o) {
     }
     std::printf(
         "  memory      %8.1f GB/s (add_inplace over 64 MiB arrays)   kernel call %.2f us   "
-        "exp %.0f M/s (cross-entropy block)   AdamW %.0f M elements/s\n",
-        bw / 1e9, launch * 1e6, exps / 1e6, updates / 1e6);
+        "exp %.0f M/s (cross-entropy block)   AdamW %.0f M elements/s   fixed-order sum %.0f M/s\n",
+        bw / 1e9, launch * 1e6, exps / 1e6, updates / 1e6, chain / 1e6);
     if (comm)
       std::printf(
           "  MPI link    latency %.2f us, %8.2f GB/s (ranks 0 and 1, shared memory); the slowest "
@@ -441,6 +449,7 @@ int run_calibrate(const CalibrateOptions& o) {
   j["kernel_launch_s"] = launch;
   j["exp_per_s"] = exps;
   j["update_per_s"] = updates;
+  j["chain_per_s"] = chain;
   j["ranks_per_node"] = world;
   const nlohmann::json link =
       comm ? nlohmann::json{{"latency_s", lat},
@@ -480,6 +489,8 @@ int run_calibrate(const CalibrateOptions& o) {
       {"kernel_launch_s", cat(measured, ": y += x over 16 elements")},
       {"exp_per_s", cat(measured, ": one cross-entropy block update, 512 rows x 4096 logits")},
       {"update_per_s", cat(measured, ": AdamW over 4 Mi fp32 elements (p, g, m, v)")},
+      {"chain_per_s",
+       cat(measured, ": the gradient norm's fixed-order sum of squares over 4 Mi fp32 elements")},
       {"ranks_per_node", "the ranks calibrate ran with"},
       {"intra_node", comm ? cat(measured,
                                 ": half an MPI ping-pong between ranks 0 and 1 "

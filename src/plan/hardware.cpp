@@ -98,6 +98,7 @@ Hardware Hardware::load(const std::string& path) {
   h.inter = link(j, "inter_node", path);
   if (j.contains("exp_per_s")) h.exp_per_s = positive(j, "exp_per_s", path);
   if (j.contains("update_per_s")) h.update_per_s = positive(j, "update_per_s", path);
+  if (j.contains("chain_per_s")) h.chain_per_s = positive(j, "chain_per_s", path);
   if (j.contains("device_memory_bytes"))
     h.device_memory_bytes = positive(j, "device_memory_bytes", path);
   for (const int bf : {0, 1}) {
@@ -157,7 +158,8 @@ double Hardware::kernel_time(const sim::Work& w) const {
       break;
   }
   return kernel_launch_s + std::max({mem, exp_per_s > 0 ? w.exps / exp_per_s : 0.0,
-                                     update_per_s > 0 ? w.updates / update_per_s : 0.0});
+                                     update_per_s > 0 ? w.updates / update_per_s : 0.0,
+                                     chain_per_s > 0 ? w.chain / chain_per_s : 0.0});
 }
 
 }  // namespace origami::plan

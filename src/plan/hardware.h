@@ -12,6 +12,9 @@
 //                                                 cross-entropy and SwiGLU kernels' bound on a CPU
 //    "update_per_s": U,                           (optional) AdamW element updates per second
 //                                                 (a square root and a division each on a CPU)
+//    "chain_per_s": C,                            (optional) additions per second of a sum in a
+//                                                 fixed order (RMSNorm's row statistics, the
+//                                                 gradient norm): one dependent chain on a CPU
 //    "ranks_per_node": R,                         ranks sharing the fast links
 //    "intra_node": {"latency_s": l, "bytes_per_s": b,    a rank's links inside a node: what it
 //                   "peer_bytes_per_s": p},              receives from all peers at once, and from
@@ -51,6 +54,7 @@ struct Hardware {
   double memory_bytes_per_s = 0, kernel_launch_s = 0, device_memory_bytes = 0;
   double exp_per_s = 0;     // optional: exponentials per second (0: free)
   double update_per_s = 0;  // optional: AdamW element updates per second (0: memory-bound only)
+  double chain_per_s = 0;   // optional: fixed-order additions per second (0: memory-bound only)
   int ranks_per_node = 1;
   sim::Link intra, inter;
   struct GemmShape {

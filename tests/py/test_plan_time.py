@@ -8,6 +8,8 @@ share code with.
 - A slow link: TSP's exposed communication is positive and its step longer than with free links;
   predictions are identical across reruns; the link's utilisation (received bytes over the
   bandwidth) doubles when the bandwidth halves.
+- AdamW at the profile's update rate is P / rate; the fixed-order sums (RMSNorm's statistics, the
+  gradient norm) at its chain rate are (2·(2L+1)·S·h + P) / rate.
 - `origami calibrate` writes a profile with a rate for every GEMM shape the engines issue; with
   those shapes' rates set by hand, the step follows the shapes' transposes (forward GEMMs at half
   the rate: forward 4·P_m·S/rate, step 8·P_m·S/rate), and an attention-rate table is interpolated
@@ -138,6 +140,18 @@ t, _ = plan(os.path.join(WORK, "adam_only.json"), ["single"], S)
 check(rel(t["single"]["train_step"], P / 1e9) < 1e-9,
       f"AdamW at update_per_s: step {t['single']['train_step']:.9f} s = P/rate {P / 1e9:.9f} (P = {P})")
 
+# Fixed-order sums at a profile's chain rate: RMSNorm's row statistics (2L + 1 norms over S rows
+# of h, forward and again backward) and the gradient norm over every parameter.
+pc = json.loads(open(profile("chain_only")).read())
+pc["chain_per_s"] = 1e9
+json.dump(pc, open(os.path.join(WORK, "chain_only.json"), "w"))
+t, _ = plan(os.path.join(WORK, "chain_only.json"), ["single"], S)
+norms = (2 * L + 1) * S * h
+check(rel(t["single"]["forward"], norms / 1e9) < 1e-9
+      and rel(t["single"]["train_step"], (2 * norms + P) / 1e9) < 1e-9,
+      f"fixed-order sums at chain_per_s: forward {t['single']['forward']:.9f} s = (2L+1)·S·h/rate, "
+      f"step {t['single']['train_step']:.9f} s = (2·(2L+1)·S·h + P)/rate {(2 * norms + P) / 1e9:.9f}")
+
 # ---- calibrate, and rates by GEMM shape and attention size --------------------------------------
 cal = os.path.join(WORK, "calibrated.json")
 r = subprocess.run([BIN, "calibrate", "--config", os.path.join(ROOT, "configs/small.json"), "--seq",
@@ -147,6 +161,7 @@ check(r.returncode == 0 and os.path.exists(cal), f"calibrate ran (exit {r.return
 prof = json.load(open(cal))
 shapes = prof["gemm_shapes"]["fp32"]
 check(len(shapes) >= 6 and all(x[5] > 0 for x in shapes) and len(prof["attn_sizes"]["bf16"]) == 1
+      and prof["chain_per_s"] > 0 and "chain_per_s" in prof["provenance"]
       and 0 <= prof["spread"]["gemm_median"] and "gemm_shapes" in prof["provenance"],
       f"calibrate: {len(shapes)} fp32 GEMM shapes of single at S={S}, attention at --attn-seq only "
       f"(the calls are longer), spreads recorded")
