@@ -51,7 +51,7 @@ def main():
            "1", "--steps", str(a.steps), "--eval-every", "0", "--log-every", "0", "--quiet",
            "--profile-kernels", "--report", rep] + ([] if n == 1 else ["--layout", a.layout])
     if n > 1:
-        cmd = ["mpirun", "-np", str(n), "--bind-to", "none"] + cmd
+        cmd = ["mpirun", "-np", str(n), "--bind-to", "core:overload-allowed"] + cmd
     r = subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True)
     if r.returncode:
         sys.exit(r.stderr[-2000:])

@@ -51,10 +51,11 @@ def predict(config, S, name, lk, profile):
     return p["train_step"], p["train_step_exposed"] / p["train_step"]
 
 
-def save(a, rows, profiles):
+def save(a, rows, profiles, row_profiles):
     tag = os.path.splitext(os.path.basename(a.config))[0]
     json.dump({"config": a.config, "seq": a.seq, "link": a.link, "machine": platform.node(),
-               "rows": rows, "profiles": {n: p for n, p in profiles.items()}},
+               "rows": rows, "profiles": {n: p for n, p in profiles.items()},
+               "row_profiles": row_profiles},
               open(os.path.join(a.out, f"rows_{tag}.json"), "w"), indent=1)
 
 
@@ -75,6 +76,16 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs per cell: the median step of each run, then the median over runs")
     ap.add_argument("--out", default="/tmp/plan_validate")
+    ap.add_argument("--calibrate-each", action="store_true",
+                    help="calibrate again right before every cell (its world size, S and layout, "
+                         "fp32, --rounds rounds): the prediction uses the host as it is then")
+    ap.add_argument("--calibrate-config", default=None,
+                    help="with --calibrate-each: calibrate on this config's shapes instead (to "
+                         "predict a config the calibration never saw)")
+    ap.add_argument("--bind", default="core:overload-allowed",
+                    help="mpirun --bind-to for calibrate and the runs (the same rank on the same "
+                         "core in both, so that the profile's rank_slowdown applies); 'none' to "
+                         "let the ranks move")
     ap.add_argument("--repredict", default="",
                     help="a rows_*.json this script wrote: predict its measured cells again with "
                          "the current build (the model changed, the measurements did not)")
@@ -82,11 +93,11 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     layouts = [x for x in LAYOUTS if a.layouts is None or x[0] in a.layouts]
     profiles = {}
-    for n in ([] if a.repredict else sorted({w for _, w in layouts})):
+    for n in ([] if a.repredict or a.calibrate_each else sorted({w for _, w in layouts})):
         p = os.path.join(a.out, f"calibrate_np{n}.json")
         if not a.reuse_calibration:
             lays = sorted({x.split()[0] for x, w in layouts if w == n})
-            out = sh(["mpirun", "-np", str(n), "--bind-to", "none", BIN, "calibrate", "--config",
+            out = sh(["mpirun", "-np", str(n), "--bind-to", a.bind, BIN, "calibrate", "--config",
                       a.config, "--out", p, "--rounds", str(a.rounds)] +
                      [f for S in a.seq for f in ("--seq", str(S))] +
                      [f for x in lays for f in ("--layout", x)])
@@ -94,15 +105,16 @@ def main():
         elif not os.path.exists(p):
             sys.exit(f"--reuse-calibration: {p} is missing")
         profiles[n] = p
-    rows = []
+    rows, row_profiles = [], []
     if a.repredict:
         j = json.load(open(a.repredict))
         a.config, a.seq, a.link, profiles = j["config"], j["seq"], j["link"], j["profiles"]
         profiles = {int(k): v for k, v in profiles.items()}
         n_of = dict(LAYOUTS)
-        for S, link, name, _, meas, _, mexp in j["rows"]:
+        for i, (S, link, name, _, meas, _, mexp) in enumerate(j["rows"]):
             lk = ["--emulate-link", link] if link else []
-            pred, pexp = predict(a.config, S, name, lk, profiles[n_of[name]])
+            prof = j["row_profiles"][i] if "row_profiles" in j else profiles[n_of[name]]
+            pred, pexp = predict(a.config, S, name, lk, prof)
             rows.append((S, link, name, pred, meas, pexp, mexp))
             print(f"S={S:6d} {link or 'no link':>9s} {name:10s} predicted {pred:8.3f} s measured "
                   f"{meas:8.3f} s  error {100 * (pred - meas) / meas:+6.1f}%")
@@ -111,11 +123,17 @@ def main():
             for name, n in layouts:
                 rep = os.path.join(a.out, "report.json")
                 lk = ["--emulate-link", link] if link else []
+                if a.calibrate_each:
+                    profiles[n] = os.path.join(
+                        a.out, f"calibrate_S{S}_{name.replace(' ', '_')}_{len(rows)}.json")
+                    sh(["mpirun", "-np", str(n), "--bind-to", a.bind, BIN, "calibrate", "--config",
+                        a.calibrate_config or a.config, "--out", profiles[n], "--rounds", str(a.rounds), "--seq",
+                        str(S), "--dtype", "fp32", "--layout", name.split()[0]])
                 pred, pexp = predict(a.config, S, name, lk, profiles[n])
                 steps = max(a.steps, min(12, int(a.min_seconds / pred) + 2))
                 runs = []
                 for _ in range(a.repeat):
-                    sh(["mpirun", "-np", str(n), "--bind-to", "none", BIN, "train", "--config",
+                    sh(["mpirun", "-np", str(n), "--bind-to", a.bind, BIN, "train", "--config",
                         a.config, "--synthetic", "--seq", str(S), "--micro-batch", "1", "--steps",
                         str(steps), "--eval-every", "0", "--log-every", "0", "--quiet", "--report",
                         rep] + layout_flags(name) + lk)
@@ -126,7 +144,8 @@ def main():
                 meas, mexp = runs[len(runs) // 2]
                 mexp /= meas
                 rows.append((S, link, name, pred, meas, pexp, mexp))
-                save(a, rows, profiles)
+                row_profiles.append(profiles[n])
+                save(a, rows, profiles, row_profiles)
                 print(f"S={S:6d} {link or 'no link':>9s} {name:10s} predicted {pred:8.3f} s "
                       f"measured {meas:8.3f} s (runs {', '.join(f'{x[0]:.3f}' for x in runs)})  error {100 * (pred - meas) / meas:+6.1f}%  exposed "
                       f"{100 * pexp:4.0f}% vs {100 * mexp:4.0f}%", flush=True)

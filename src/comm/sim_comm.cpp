@@ -30,6 +30,14 @@ bool host(const void* p) {
 }
 
 enum class Kind { bcast, allgather, alltoallv, reduce_scatter, reduce, allreduce, barrier };
+// The kind's measured collective (sim::Link::coll), -1: none.
+int coll_of(Kind k) {
+  return k == Kind::allgather        ? sim::Link::allgather
+         : k == Kind::reduce_scatter ? sim::Link::reduce_scatter
+         : k == Kind::allreduce      ? sim::Link::allreduce
+         : k == Kind::alltoallv      ? sim::Link::alltoall
+                                     : -1;
+}
 
 // One rank's arguments of a collective (counts and offsets copied: the caller's may not outlive
 // the post).
@@ -331,8 +339,7 @@ class SimComm : public SimBase {
     } else {
       mine.push_back(op);
     }
-    const double copy =
-        g_->link.on_cores && !send ? g_->link.peer_time(static_cast<double>(bytes)) : 0;
+    const double copy = send ? 0 : g_->link.copy_time(static_cast<double>(bytes), true);
     // (utilisation of the rank's inbound capacity, all its links at once: a ring's one link of a
     // full mesh shows as a seventh of it)
     const double wire =
@@ -349,7 +356,7 @@ class SimComm : public SimBase {
     c.posted_at = sim_now();
     c.interval = sim_interval();
     const double copy =
-        g_->link.on_cores && c.received > 0 ? g_->link.time(static_cast<double>(c.received), 1) : 0;
+        c.received > 0 ? g_->link.copy_time(static_cast<double>(c.received), false) : 0;
     const double wire =
         g_->link.bytes_per_s > 0 ? static_cast<double>(c.received) / g_->link.bytes_per_s : 0;
     std::lock_guard lk(g_->mu);
@@ -375,7 +382,9 @@ class SimComm : public SimBase {
         most = std::max(most, static_cast<double>(x.received));
       }
       start = std::max(start, last + g_->link.sync_skew * lag);
-      s->done_at = start + (k == Kind::barrier ? g_->link.latency_s : g_->link.time(most, 1));
+
+      s->done_at =
+          start + (k == Kind::barrier ? g_->link.latency_s : g_->link.coll_time(coll_of(k), most));
       g_->coll_free[static_cast<size_t>(traffic)] = s->done_at;
       s->done = true;
       g_->slots.erase({traffic, seq});
@@ -418,12 +427,11 @@ class SoloComm : public SimBase {
     // class's link is free) and moves what this rank receives.
     const CommRecord& r = records().back();
     double& free = free_[static_cast<size_t>(traffic)];
-    free = std::max(free, sim_now()) + link_.time(static_cast<double>(r.bytes), 1);
+    free = std::max(free, sim_now()) + link_.coll_time(coll_of(k), static_cast<double>(r.bytes));
     const double done = free;
     return Request(std::make_shared<SimOp>(
         nullptr, [] { return true; }, std::move(scratch), [done] { return done; },
-        op_context(r.cat, r.where, r.phase),
-        link_.on_cores ? link_.time(static_cast<double>(r.bytes), 1) : 0,
+        op_context(r.cat, r.where, r.phase), link_.copy_time(static_cast<double>(r.bytes), false),
         static_cast<double>(r.bytes) / link_.bytes_per_s));
   }
   sim::Link link_;

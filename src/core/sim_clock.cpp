@@ -32,7 +32,7 @@ void set_kernel_time(KernelTime f, const void* ctx) {
 void kernel(const Work& w) {
   Clock* c = t_clock;
   if (!c || !g_time) return;
-  const double dt = g_time(w, g_ctx);
+  const double dt = g_time(w, g_ctx) * c->slowdown;
   if (c->trace) c->trace->push_back({w.name, 0, 1e6 * c->now, 1e6 * (c->now + dt)});
   c->now += dt;
   c->compute += dt;

@@ -7,6 +7,8 @@
 // wait advances the clock to that moment. Overlap, skew and exposed communication then follow
 // from the schedule's own order. Nothing here runs unless a clock is bound.
 #pragma once
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -36,6 +38,7 @@ struct Work {
 
 struct Clock {
   double now = 0;         // seconds since the step began
+  double slowdown = 1;    // this rank's kernels take slowdown × the profile's time (a slower core)
   double compute = 0;     // seconds in kernels
   double exposed = 0;     // seconds waiting for transfers
   double since_wait = 0;  // seconds in kernels since the rank's last wait (Link::sync_skew)
@@ -50,7 +53,9 @@ struct Clock {
 // of its links, behind a switch the same as bytes_per_s). bandwidth 0: transfers take no time.
 // on_cores: the transfer's data is copied by the ranks' own cores (MPI over shared memory on a
 // host whose cores the ranks fill: no asynchronous progress, no copy engine), so a receiving
-// rank's clock pays the transfer's time at its wait even when the transfer ended long before.
+// rank's clock pays the transfer's time at its wait even when the transfer ended long before;
+// copy_bytes_per_s, when set, is that copy's rate where it differs from the link's (an emulated
+// link: the wire's time is a sleep, the cores still copy at shared memory's rate).
 // sync_skew: on a shared host the ranks' compute is noisy, so at every exchange the slowest of
 // them lags the others; a transfer then starts sync_skew × (the compute its ranks did since their
 // last wait) after the last post (the expected lag of the slowest, as `origami calibrate`
@@ -59,8 +64,27 @@ struct Link {
   double latency_s = 0, bytes_per_s = 0, peer_bytes_per_s = 0;
   bool on_cores = false;
   double sync_skew = 0;
+  double copy_bytes_per_s = 0;
+  // Measured collectives (`origami calibrate`: MpiComm's all-gather, reduce-scatter, all-reduce,
+  // all-to-all, blocking, at two sizes): {received bytes, seconds} twice; a transfer of that kind
+  // takes the line through them (at least the link's own time). All zero: not measured.
+  enum Coll { allgather, reduce_scatter, allreduce, alltoall, kColls };
+  std::array<std::array<double, 4>, kColls> coll{};
   double time(double bytes, int steps) const {
     return bytes_per_s > 0 ? steps * latency_s + bytes / bytes_per_s : 0;
+  }
+  double coll_time(int kind, double bytes) const {
+    const double own = time(bytes, 1);
+    if (kind < 0 || kind >= kColls || bytes <= 0) return own;
+    const auto& c = coll[static_cast<size_t>(kind)];
+    if (!(c[2] > c[0])) return own;
+    return std::max(own, c[1] + (bytes - c[0]) * (c[3] - c[1]) / (c[2] - c[0]));
+  }
+  // What a receiving rank's cores spend copying `bytes` (on_cores); peer: from one peer.
+  double copy_time(double bytes, bool peer) const {
+    if (!on_cores) return 0;
+    if (copy_bytes_per_s > 0) return bytes / copy_bytes_per_s;
+    return peer ? peer_time(bytes) : time(bytes, 1);
   }
   double peer_time(double bytes) const {
     const double bw = peer_bytes_per_s > 0 ? peer_bytes_per_s : bytes_per_s;

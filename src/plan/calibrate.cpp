@@ -21,6 +21,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "comm/direct.h"
 #include "comm/mpi_comm.h"
 #include "core/error.h"
 #include "io/report.h"
@@ -248,7 +249,21 @@ int run_calibrate(const CalibrateOptions& o) {
 
   std::vector<std::vector<double>> t_gemm(shapes.size());
   std::vector<std::array<std::vector<double>, 4>> t_attn(attn_lens.size());  // f32 f/b, bf16 f/b
-  std::vector<double> t_mem, t_exp, t_launch, t_lat, t_big, skews, t_adam, t_chain;
+  std::vector<double> t_mem, t_exp, t_launch, t_lat, t_big, t_adam, t_chain;
+  std::vector<std::vector<double>> skew_samples;  // every rank's time of the same GEMMs
+  // The collectives as the engines post them (MpiComm: all-gather, the staged reduce-scatter and
+  // all-reduce, all-to-all), blocking, over 1 MiB and 16 MiB a rank: seconds per kind and size.
+  constexpr int kColls = sim::Link::kColls;
+  const int64_t coll_floats[2] = {int64_t{256} << 10, int64_t{4} << 20};
+  std::array<std::array<std::vector<double>, 2>, kColls> t_coll;
+  const auto coll_received = [&](int k, int64_t floats) {
+    const int64_t blk = floats / world;  // a rank's block
+    return static_cast<double>(k == sim::Link::allgather ? direct::allgather(world, blk * 4)
+                               : k == sim::Link::reduce_scatter
+                                   ? direct::reduce_scatter(world, blk * 4)
+                               : k == sim::Link::allreduce ? direct::allreduce(world, floats * 4)
+                                                           : (world - 1) * blk * 4);
+  };
   // AdamW over 4 Mi elements (p, g, m, v: 64 MiB, beyond the caches as a model's are).
   const int64_t n_adam = int64_t{4} << 20;
   std::vector<float> ap(static_cast<size_t>(n_adam), 0.5f), ag(ap.size(), 0.01f),
@@ -316,9 +331,7 @@ int run_calibrate(const CalibrateOptions& o) {
         double t = std::chrono::duration<double>(Clock::now() - t0).count();
         std::vector<double> all(static_cast<size_t>(world));
         MPI_Allgather(&t, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, MPI_COMM_WORLD);
-        double mean = 0, most = 0;
-        for (const double x : all) mean += x / world, most = std::max(most, x);
-        skews.push_back((most - mean) / mean);
+        skew_samples.push_back(all);
       }
       auto ping = [&](int64_t bytes) {
         return median_s(o.reps * 4,
@@ -334,6 +347,28 @@ int run_calibrate(const CalibrateOptions& o) {
                2;
       };
       comm->barrier();
+      for (int size = 0; size < 2; ++size) {
+        const int64_t floats = coll_floats[size];
+        float* f = reinterpret_cast<float*>(buf.data());
+        const int64_t blk = floats / world;  // a rank's block
+        std::vector<float> out(static_cast<size_t>(floats)), in(out.size(), 1.f);
+        std::vector<int64_t> cnt(static_cast<size_t>(world), blk * 4), off(cnt.size());
+        for (int q = 0; q < world; ++q) off[static_cast<size_t>(q)] = q * blk * 4;
+        const std::function<void()> ops[kColls] = {
+            [&] { comm->iallgather(in.data(), out.data(), blk * 4, Traffic::other).wait(); },
+            [&] { comm->ireduce_scatter(in.data(), out.data(), blk, Traffic::other).wait(); },
+            [&] { comm->iallreduce(f, floats, Traffic::other).wait(); },
+            [&] {
+              comm->ialltoallv(in.data(), cnt.data(), off.data(), out.data(), cnt.data(),
+                               off.data(), Traffic::other)
+                  .wait();
+            }};
+        for (int k = 0; k < kColls; ++k) {
+          comm->barrier();
+          t_coll[static_cast<size_t>(k)][static_cast<size_t>(size)].push_back(
+              median_s(o.reps, ops[k]));
+        }
+      }
       t_lat.push_back(ping(8));
       t_big.push_back(ping(int64_t{16} << 20));
     }
@@ -389,8 +424,44 @@ int run_calibrate(const CalibrateOptions& o) {
   const double lat = comm ? median(t_lat) : 0;
   const double link_bw =
       comm ? static_cast<double>(int64_t{16} << 20) / std::max(1e-12, median(t_big) - lat) : 0;
-  double sync_skew = 0;  // the mean lag (the runs pay the mean, not the median)
-  for (const double x : skews) sync_skew += x / static_cast<double>(skews.size());
+  // The ranks' cores need not be alike (a shared host's vCPUs): each rank's time for one step's
+  // GEMMs (every shape's calls at its median) and the attention ladder, over rank 0's, is its
+  // slowdown; the tables written are rank 0's.
+  double mine = 0;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const Shape& s = shapes[i];
+    mine += is.gemm_flops.at(s) /
+            (2.0 * static_cast<double>(s.m) * static_cast<double>(s.n) * static_cast<double>(s.k)) *
+            median(t_gemm[i]);
+  }
+  for (const auto& a : t_attn)
+    for (const auto& v : a) mine += median(v);
+  std::vector<double> slowdown(static_cast<size_t>(world), 1.0);
+  if (comm) {
+    MPI_Allgather(&mine, 1, MPI_DOUBLE, slowdown.data(), 1, MPI_DOUBLE, MPI_COMM_WORLD);
+    const double t0 = slowdown[0];
+    for (double& x : slowdown) x /= t0;
+  }
+  // The lag of the slowest rank beyond the cores' steady difference: each rank's samples over
+  // its own median, then the mean over samples of (slowest - mean) / mean (the runs pay the
+  // mean, not the median).
+  double sync_skew = 0;
+  if (!skew_samples.empty()) {
+    std::vector<double> own(static_cast<size_t>(world));
+    for (int r = 0; r < world; ++r) {
+      std::vector<double> v;
+      for (const auto& s : skew_samples) v.push_back(s[static_cast<size_t>(r)]);
+      own[static_cast<size_t>(r)] = median(v);
+    }
+    for (const auto& s : skew_samples) {
+      double mean = 0, most = 0;
+      for (int r = 0; r < world; ++r) {
+        const double u = s[static_cast<size_t>(r)] / own[static_cast<size_t>(r)];
+        mean += u / world, most = std::max(most, u);
+      }
+      sync_skew += (most - mean) / mean / static_cast<double>(skew_samples.size());
+    }
+  }
   const auto worst = [](const std::vector<double>& v) {
     return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end());
   };
@@ -417,8 +488,23 @@ int run_calibrate(const CalibrateOptions& o) {
     if (comm)
       std::printf(
           "  MPI link    latency %.2f us, %8.2f GB/s (ranks 0 and 1, shared memory); the slowest "
-          "rank lags by %.1f%% of a compute interval\n",
+          "rank lags by %.1f%% of a compute interval beyond the ranks' steady difference\n",
           lat * 1e6, link_bw / 1e9, 100 * sync_skew);
+    if (comm) {
+      const char* names[kColls] = {"all-gather", "reduce-scatter", "all-reduce", "all-to-all"};
+      for (int size = 0; size < 2; ++size) {
+        std::printf("  collectives, %s a rank (received bytes over time):",
+                    size ? "16 MiB" : "1 MiB");
+        for (int k = 0; k < kColls; ++k)
+          std::printf(" %s %.2f GB/s", names[k],
+                      coll_received(k, coll_floats[size]) /
+                          median(t_coll[static_cast<size_t>(k)][static_cast<size_t>(size)]) / 1e9);
+        std::printf("\n");
+      }
+      std::printf("  ranks' kernels over rank 0's (rank_slowdown):");
+      for (const double x : slowdown) std::printf(" %.3f", x);
+      std::printf("\n");
+    }
     std::printf(
         "  spread over rounds ((max - min) / median): GEMM shapes median %.0f%%, worst %.0f%%; "
         "attention worst %.0f%%; memory %.0f%%; exp %.0f%%; link worst %.0f%%\n",
@@ -451,11 +537,21 @@ int run_calibrate(const CalibrateOptions& o) {
   j["update_per_s"] = updates;
   j["chain_per_s"] = chain;
   j["ranks_per_node"] = world;
+  if (comm) j["rank_slowdown"] = slowdown;
+  nlohmann::json colls;
+  if (comm) {
+    const char* keys[kColls] = {"allgather", "reduce_scatter", "allreduce", "alltoall"};
+    for (int k = 0; k < kColls; ++k)
+      colls[keys[k]] = {coll_received(k, coll_floats[0]), median(t_coll[static_cast<size_t>(k)][0]),
+                        coll_received(k, coll_floats[1]),
+                        median(t_coll[static_cast<size_t>(k)][1])};
+  }
   const nlohmann::json link =
       comm ? nlohmann::json{{"latency_s", lat},
                             {"bytes_per_s", link_bw},
                             {"on_cores", true},
-                            {"sync_skew", sync_skew}}
+                            {"sync_skew", sync_skew},
+                            {"collectives", colls}}
            : nlohmann::json{{"latency_s", 1e-6}, {"bytes_per_s", 1e10}, {"on_cores", true}};
   j["intra_node"] = link;
   j["inter_node"] = link;
@@ -492,12 +588,19 @@ int run_calibrate(const CalibrateOptions& o) {
       {"chain_per_s",
        cat(measured, ": the gradient norm's fixed-order sum of squares over 4 Mi fp32 elements")},
       {"ranks_per_node", "the ranks calibrate ran with"},
+      {"rank_slowdown",
+       cat(measured,
+           ": each rank's time for one step's GEMMs (every issued shape at its median) and the "
+           "attention ladder, over rank 0's (whose rates the tables hold)")},
       {"intra_node", comm ? cat(measured,
                                 ": half an MPI ping-pong between ranks 0 and 1 "
                                 "(8 bytes: latency; 16 MiB: bandwidth); on_cores: shared-memory "
                                 "MPI copies with the ranks' own cores; sync_skew: 4 GEMMs of "
                                 "256x512x512 on every rank at once after a barrier, the mean over "
-                                "20 samples a round of (slowest - mean) / mean")
+                                "20 samples a round of (slowest - mean) / mean, each rank's "
+                                "over its own median; collectives: MpiComm's all-gather, "
+                                "reduce-scatter, all-reduce and all-to-all, blocking, over 1 MiB "
+                                "and 16 MiB a rank: [received bytes, seconds] at each")
                           : std::string("assumed (one rank: no link measured)")},
       {"inter_node", "the same link (one host); pass --emulate-link to plan for another"}};
   std::ofstream f(o.out);

@@ -123,6 +123,7 @@ Result dry_run(const Input& in) {
       const Batch batch = synthetic_batch(defaults.seed, 0, B, S, c.vocab_size);
       if (in.hw) {
         if (in.trace) train_clock[i].trace = &spans[i];
+        train_clock[i].slowdown = in.hw->slowdown_of(i);
         sim::bind(&train_clock[i]);
       }
       train_step(*eng, {batch}, hp, defaults.clip, 0);

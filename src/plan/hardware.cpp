@@ -37,6 +37,24 @@ sim::Link link(const nlohmann::json& j, const char* key, const std::string& wher
       fail(w, ": 'sync_skew' must be a number >= 0");
     out.sync_skew = l["sync_skew"].get<double>();
   }
+  if (l.contains("collectives")) {
+    const auto& c = l["collectives"];
+    if (!c.is_object()) fail(w, ": 'collectives' must be an object");
+    const char* names[sim::Link::kColls] = {"allgather", "reduce_scatter", "allreduce", "alltoall"};
+    for (int k = 0; k < sim::Link::kColls; ++k) {
+      if (!c.contains(names[k])) continue;
+      const auto& v = c[names[k]];
+      if (!v.is_array() || v.size() != 4)
+        fail(w, ": collectives.", names[k], " must be [bytes, seconds, bytes, seconds]");
+      for (int i = 0; i < 4; ++i) {
+        if (!v[i].is_number() || !(v[i].get<double>() > 0))
+          fail(w, ": collectives.", names[k], " must hold positive numbers");
+        out.coll[static_cast<size_t>(k)][static_cast<size_t>(i)] = v[i].get<double>();
+      }
+      if (!(out.coll[static_cast<size_t>(k)][2] > out.coll[static_cast<size_t>(k)][0]))
+        fail(w, ": collectives.", names[k], ": the second size must be the larger");
+    }
+  }
   if (l.contains("on_cores")) {
     if (!l["on_cores"].is_boolean()) fail(w, ": 'on_cores' must be true or false");
     out.on_cores = l["on_cores"].get<bool>();
@@ -99,6 +117,16 @@ Hardware Hardware::load(const std::string& path) {
   if (j.contains("exp_per_s")) h.exp_per_s = positive(j, "exp_per_s", path);
   if (j.contains("update_per_s")) h.update_per_s = positive(j, "update_per_s", path);
   if (j.contains("chain_per_s")) h.chain_per_s = positive(j, "chain_per_s", path);
+  if (j.contains("rank_slowdown")) {
+    if (!j["rank_slowdown"].is_array() || j["rank_slowdown"].empty())
+      fail(path, ": 'rank_slowdown' must be a non-empty array of positive numbers");
+    for (const auto& x : j["rank_slowdown"]) {
+      if (!x.is_number() || !(x.get<double>() > 0))
+        fail(path, ": 'rank_slowdown' must be a non-empty array of positive numbers (", x.dump(),
+             ")");
+      h.rank_slowdown.push_back(x.get<double>());
+    }
+  }
   if (j.contains("device_memory_bytes"))
     h.device_memory_bytes = positive(j, "device_memory_bytes", path);
   for (const int bf : {0, 1}) {

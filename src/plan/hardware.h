@@ -25,6 +25,10 @@
 //                   the slowest rank at an exchange as a fraction of the compute since the last
 //                   one, measured by calibrate on a noisy host; sim::Link)
 //    "device_memory_bytes": M,                    (optional) for --recommend
+//    "rank_slowdown": [s0, s1, ...],              (optional, `origami calibrate` under mpirun)
+//                                                 rank r's kernels take s[r mod n] × the time
+//                                                 the tables give (the rates are rank 0's; cores
+//                                                 of a shared host differ)
 //    "gemm_shapes": {"fp32": [[ta, tb, m, n, k, flop/s], ...], "bf16": [...]},
 //                                                 (optional, `origami calibrate`) the rate of
 //                                                 each GEMM shape the engines issue; a GEMM takes
@@ -55,6 +59,11 @@ struct Hardware {
   double exp_per_s = 0;     // optional: exponentials per second (0: free)
   double update_per_s = 0;  // optional: AdamW element updates per second (0: memory-bound only)
   double chain_per_s = 0;   // optional: fixed-order additions per second (0: memory-bound only)
+  std::vector<double> rank_slowdown;  // optional: per rank, its kernels' time over rank 0's
+  double slowdown_of(int rank) const {
+    return rank_slowdown.empty() ? 1.0
+                                 : rank_slowdown[static_cast<size_t>(rank) % rank_slowdown.size()];
+  }
   int ranks_per_node = 1;
   sim::Link intra, inter;
   struct GemmShape {

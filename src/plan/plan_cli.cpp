@@ -386,10 +386,17 @@ int run_plan(const PlanOptions& o) {
   std::unique_ptr<Hardware> hw;
   if (!o.hardware.empty()) hw = std::make_unique<Hardware>(Hardware::load(o.hardware));
   if (hw && o.par.link_gbps > 0) {  // --emulate-link: every link replaced by it
-    // (train --emulate-link sleeps until the emulated transfer is due: the cores copy as before)
+    // (train --emulate-link sleeps until the emulated transfer is due: the cores copy as before,
+    // at the profile's own link rate)
     const double bw = o.par.link_gbps * 1e9;
-    hw->intra =
-        hw->inter = {o.par.link_latency_us * 1e-6, bw, bw, hw->intra.on_cores, hw->intra.sync_skew};
+    const sim::Link own = hw->intra;
+    hw->intra = hw->inter = {o.par.link_latency_us * 1e-6,
+                             bw,
+                             bw,
+                             own.on_cores,
+                             own.sync_skew,
+                             own.copy_bytes_per_s > 0 ? own.copy_bytes_per_s : own.bytes_per_s};
+    hw->intra.coll = hw->inter.coll = own.coll;  // a collective takes at least what MPI measured
     hw->name += cat(", links --emulate-link ", o.par.link_gbps, ",", o.par.link_latency_us);
   }
   if (!o.trace.empty() && !hw) fail("origami plan: --trace needs --time --hardware FILE");
