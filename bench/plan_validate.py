@@ -9,9 +9,14 @@ writes a plot (gnuplot) of predicted against measured.
 The calibration (`calibrate --seq S... --layout L...`: the GEMM shapes those runs issue, the median
 of --rounds rounds) is taken once per world size; --reuse-calibration predicts a second config
 from the profiles already in --out (a config the calibration never saw).
+--calibrate-each calibrates right before every cell instead (its world size, S and layout; with
+--bracket also right after it, predicting from both), so that a prediction meets the shared host
+as the run does; --calibrate-config calibrates on another config's shapes (to predict a config the
+calibration never saw). Runs and calibrations bind their ranks to the same cores (--bind).
 usage: bench/plan_validate.py [--config configs/small-long.json] [--seq 1024 4096 8192]
                               [--steps 4] [--link 1,20] [--rounds 5] [--out DIR]
-                              [--reuse-calibration]"""
+                              [--reuse-calibration | --calibrate-each [--bracket]
+                               [--calibrate-config C]] [--layouts L ...]"""
 import argparse
 import json
 import os
@@ -51,6 +56,12 @@ def predict(config, S, name, lk, profile):
     return p["train_step"], p["train_step_exposed"] / p["train_step"]
 
 
+def predict_mean(config, S, name, lk, profs):
+    """The mean of the predictions from several profiles (a cell bracketed by calibrations)."""
+    p = [predict(config, S, name, lk, x) for x in profs]
+    return sum(x[0] for x in p) / len(p), sum(x[1] for x in p) / len(p)
+
+
 def save(a, rows, profiles, row_profiles):
     tag = os.path.splitext(os.path.basename(a.config))[0]
     json.dump({"config": a.config, "seq": a.seq, "link": a.link, "machine": platform.node(),
@@ -79,6 +90,9 @@ def main():
     ap.add_argument("--calibrate-each", action="store_true",
                     help="calibrate again right before every cell (its world size, S and layout, "
                          "fp32, --rounds rounds): the prediction uses the host as it is then")
+    ap.add_argument("--bracket", action="store_true",
+                    help="with --calibrate-each: calibrate again right after the cell's run and "
+                         "predict from both (the mean): the host's drift during the run bracketed")
     ap.add_argument("--calibrate-config", default=None,
                     help="with --calibrate-each: calibrate on this config's shapes instead (to "
                          "predict a config the calibration never saw)")
@@ -114,7 +128,7 @@ def main():
         for i, (S, link, name, _, meas, _, mexp) in enumerate(j["rows"]):
             lk = ["--emulate-link", link] if link else []
             prof = j["row_profiles"][i] if "row_profiles" in j else profiles[n_of[name]]
-            pred, pexp = predict(a.config, S, name, lk, prof)
+            pred, pexp = predict_mean(a.config, S, name, lk, prof if isinstance(prof, list) else [prof])
             rows.append((S, link, name, pred, meas, pexp, mexp))
             print(f"S={S:6d} {link or 'no link':>9s} {name:10s} predicted {pred:8.3f} s measured "
                   f"{meas:8.3f} s  error {100 * (pred - meas) / meas:+6.1f}%")
@@ -123,12 +137,15 @@ def main():
             for name, n in layouts:
                 rep = os.path.join(a.out, "report.json")
                 lk = ["--emulate-link", link] if link else []
-                if a.calibrate_each:
-                    profiles[n] = os.path.join(
-                        a.out, f"calibrate_S{S}_{name.replace(' ', '_')}_{len(rows)}.json")
+                def calibrate(tag):
+                    out = os.path.join(
+                        a.out, f"calibrate_S{S}_{name.replace(' ', '_')}_{len(rows)}{tag}.json")
                     sh(["mpirun", "-np", str(n), "--bind-to", a.bind, BIN, "calibrate", "--config",
-                        a.calibrate_config or a.config, "--out", profiles[n], "--rounds", str(a.rounds), "--seq",
-                        str(S), "--dtype", "fp32", "--layout", name.split()[0]])
+                        a.calibrate_config or a.config, "--out", out, "--rounds", str(a.rounds),
+                        "--seq", str(S), "--dtype", "fp32", "--layout", name.split()[0]])
+                    return out
+                if a.calibrate_each:
+                    profiles[n] = calibrate("")
                 pred, pexp = predict(a.config, S, name, lk, profiles[n])
                 steps = max(a.steps, min(12, int(a.min_seconds / pred) + 2))
                 runs = []
@@ -143,8 +160,12 @@ def main():
                 runs.sort()
                 meas, mexp = runs[len(runs) // 2]
                 mexp /= meas
+                used = [profiles[n]]
+                if a.calibrate_each and a.bracket:
+                    used.append(calibrate("_after"))
+                    pred, pexp = predict_mean(a.config, S, name, lk, used)
                 rows.append((S, link, name, pred, meas, pexp, mexp))
-                row_profiles.append(profiles[n])
+                row_profiles.append(used if len(used) > 1 else used[0])
                 save(a, rows, profiles, row_profiles)
                 print(f"S={S:6d} {link or 'no link':>9s} {name:10s} predicted {pred:8.3f} s "
                       f"measured {meas:8.3f} s (runs {', '.join(f'{x[0]:.3f}' for x in runs)})  error {100 * (pred - meas) / meas:+6.1f}%  exposed "

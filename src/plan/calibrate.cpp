@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -37,14 +38,26 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Median seconds of `reps` calls of f after one warm-up call.
-double median_s(int reps, const std::function<void()>& f) {
+// With more ranks than cores on the node, a kernel shorter than the scheduler's time slice runs
+// at a whole core's speed when timed alone, while a run's rank gets its share of the core over
+// time: each measurement then times a batch of calls lasting at least this long (0: one call).
+double g_min_batch_s = 0;
+
+// Median seconds of one call of f over `reps` measurements after a warm-up call; batch: each
+// measurement a batch of calls of at least g_min_batch_s (kernels only: collectives and
+// ping-pongs must post the same calls on every rank).
+double median_s(int reps, const std::function<void()>& f, bool batch = true) {
+  auto t0 = Clock::now();
   f();
+  const double warm = std::chrono::duration<double>(Clock::now() - t0).count();
+  const int k = batch && g_min_batch_s > warm
+                    ? static_cast<int>(std::ceil(g_min_batch_s / std::max(warm, 1e-7)))
+                    : 1;
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {
-    const auto t0 = Clock::now();
-    f();
-    t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    t0 = Clock::now();
+    for (int j = 0; j < k; ++j) f();
+    t.push_back(std::chrono::duration<double>(Clock::now() - t0).count() / k);
   }
   return median(t);
 }
@@ -218,6 +231,15 @@ int run_calibrate(const CalibrateOptions& o) {
   }
   const bool talk = rank == 0;
   if (o.rounds < 1 || o.reps < 1) fail("--rounds and --reps must be >= 1");
+  int node_ranks = 1;  // ranks sharing this rank's node
+  if (init) {
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+    MPI_Comm_size(node, &node_ranks);
+    MPI_Comm_free(&node);
+  }
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  g_min_batch_s = node_ranks * omp_get_max_threads() > cores ? 0.02 : 0;
   const Issued is = collect(o, c, world);
   if (is.gemm_flops.empty())
     fail("calibrate: no dry run of the layouts succeeded at the given --seq (",
@@ -334,16 +356,18 @@ int run_calibrate(const CalibrateOptions& o) {
         skew_samples.push_back(all);
       }
       auto ping = [&](int64_t bytes) {
-        return median_s(o.reps * 4,
-                        [&] {
-                          if (rank == 0) {
-                            comm->isend(buf.data(), bytes, 1, 7, Traffic::other).wait();
-                            comm->irecv(buf.data(), bytes, 1, 7, Traffic::other).wait();
-                          } else if (rank == 1) {
-                            comm->irecv(buf.data(), bytes, 0, 7, Traffic::other).wait();
-                            comm->isend(buf.data(), bytes, 0, 7, Traffic::other).wait();
-                          }
-                        }) /
+        return median_s(
+                   o.reps * 4,
+                   [&] {
+                     if (rank == 0) {
+                       comm->isend(buf.data(), bytes, 1, 7, Traffic::other).wait();
+                       comm->irecv(buf.data(), bytes, 1, 7, Traffic::other).wait();
+                     } else if (rank == 1) {
+                       comm->irecv(buf.data(), bytes, 0, 7, Traffic::other).wait();
+                       comm->isend(buf.data(), bytes, 0, 7, Traffic::other).wait();
+                     }
+                   },
+                   false) /
                2;
       };
       comm->barrier();
@@ -366,7 +390,7 @@ int run_calibrate(const CalibrateOptions& o) {
         for (int k = 0; k < kColls; ++k) {
           comm->barrier();
           t_coll[static_cast<size_t>(k)][static_cast<size_t>(size)].push_back(
-              median_s(o.reps, ops[k]));
+              median_s(o.reps, ops[k], false));
         }
       }
       t_lat.push_back(ping(8));
@@ -523,7 +547,12 @@ int run_calibrate(const CalibrateOptions& o) {
   const std::string measured =
       cat("measured by `origami calibrate` on ", date, " (", world, " rank(s) at once, ",
           omp_get_max_threads(), " thread(s) each; the median of ", o.rounds,
-          " interleaved rounds, each the median of ", o.reps, " calls after a warm-up)");
+          " interleaved rounds, each the median of ", o.reps, " calls after a warm-up",
+          g_min_batch_s > 0 ? cat("; more ranks than cores: each kernel measurement a batch of "
+                                  "calls lasting at least ",
+                                  g_min_batch_s * 1e3, " ms, the cores' time slices averaged")
+                            : std::string(),
+          ")");
   std::string runs;
   for (const auto& r : is.runs) runs += (runs.empty() ? "" : "; ") + r;
   nlohmann::json j;
