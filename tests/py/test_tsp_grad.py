@@ -4,7 +4,7 @@ the cases: GQA, B = 2, tied and untied, head buckets, --recompute none/full, --k
 --fused-mlp-recompute (also bitwise equal to the unfused recompute),
 labels masked differently on different ranks (rank 0's targets all ignored), overlap on/off
 (bit-identical) and reruns (bit-identical).
-Under --dtype bf16 (cases bf16_*): the layout against the single rank in bf16, loss <= 1e-4 and
+Under --dtype bf16 (cases bf16_*): the layout against the single rank in bf16, loss <= 3e-4 and
 every gradient <= 1e-2 relative. The residual stream and every sum of partial products are fp32,
 so the layouts differ only in fp32 summation order, not in where bf16 rounds: with the same
 summation structure they agree to ~1e-7 (bf16_untied); with attention buckets W_o's partial
@@ -206,7 +206,12 @@ def main():
                    ["--dtype", "bf16"] if bf16 else [])
         got = grad(cfgp, wp, tp, os.path.join(work, name + ".tsp.safetensors"), D, flags)
         le, ge, where = compare(ref, got)
-        tol_l, tol_g = (1e-4, 1e-2) if bf16 else (1e-6, 1e-5)
+        # bf16 loss: 3e-4. The layouts round to bf16 where the single rank does, but the last-bit
+        # fp32 differences of another summation order flip a few roundings (docstring); how many
+        # depends on the machine's bf16 GEMM: biring_fused_bf16 at D = 3 reads 1.4e-4 on the AMD
+        # Zen 5 machine (AVX512-BF16), at 29d1708 as since, under 1e-4 on the Intel one. The
+        # bf16 single rank's own loss is 2.2-2.5e-4 from float64 (test_oracle).
+        tol_l, tol_g = (3e-4, 1e-2) if bf16 else (1e-6, 1e-5)
         ok = le <= tol_l and ge <= tol_g and all(np.all(np.isfinite(v)) for v in got.values())
         print(f"{AXIS}={D} {name:18s} loss rel {le:.1e}  worst grad rel {ge:.1e} ({where})  {'ok' if ok else 'FAIL'}")
         if not ok:
