@@ -382,7 +382,6 @@ class SimComm : public SimBase {
         most = std::max(most, static_cast<double>(x.received));
       }
       start = std::max(start, last + g_->link.sync_skew * lag);
-
       s->done_at =
           start + (k == Kind::barrier ? g_->link.latency_s : g_->link.coll_time(coll_of(k), most));
       g_->coll_free[static_cast<size_t>(traffic)] = s->done_at;

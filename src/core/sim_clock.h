@@ -69,6 +69,8 @@ struct Link {
   // all-to-all, blocking, at two sizes): {received bytes, seconds} twice; a transfer of that kind
   // takes the line through them (at least the link's own time). All zero: not measured.
   enum Coll { allgather, reduce_scatter, allreduce, alltoall, kColls };
+  static constexpr const char* kCollNames[kColls] = {"allgather", "reduce_scatter", "allreduce",
+                                                     "alltoall"};  // the profile's keys
   std::array<std::array<double, 4>, kColls> coll{};
   double time(double bytes, int steps) const {
     return bytes_per_s > 0 ? steps * latency_s + bytes / bytes_per_s : 0;

@@ -569,11 +569,10 @@ int run_calibrate(const CalibrateOptions& o) {
   if (comm) j["rank_slowdown"] = slowdown;
   nlohmann::json colls;
   if (comm) {
-    const char* keys[kColls] = {"allgather", "reduce_scatter", "allreduce", "alltoall"};
     for (int k = 0; k < kColls; ++k)
-      colls[keys[k]] = {coll_received(k, coll_floats[0]), median(t_coll[static_cast<size_t>(k)][0]),
-                        coll_received(k, coll_floats[1]),
-                        median(t_coll[static_cast<size_t>(k)][1])};
+      colls[sim::Link::kCollNames[k]] = {
+          coll_received(k, coll_floats[0]), median(t_coll[static_cast<size_t>(k)][0]),
+          coll_received(k, coll_floats[1]), median(t_coll[static_cast<size_t>(k)][1])};
   }
   const nlohmann::json link =
       comm ? nlohmann::json{{"latency_s", lat},

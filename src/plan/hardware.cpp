@@ -40,7 +40,7 @@ sim::Link link(const nlohmann::json& j, const char* key, const std::string& wher
   if (l.contains("collectives")) {
     const auto& c = l["collectives"];
     if (!c.is_object()) fail(w, ": 'collectives' must be an object");
-    const char* names[sim::Link::kColls] = {"allgather", "reduce_scatter", "allreduce", "alltoall"};
+    const auto& names = sim::Link::kCollNames;
     for (int k = 0; k < sim::Link::kColls; ++k) {
       if (!c.contains(names[k])) continue;
       const auto& v = c[names[k]];

@@ -1,0 +1,70 @@
+#!/usr/bin/python3
+"""Tables of `bench/plan_validate.py`'s rows (rows_*.json), as docs/results.md prints them: per
+(S, link) a row, per layout "measured step, error (predicted/measured exposed %)", then the median
+and worst |error|, the exposed shares' gap, and how many pairs of layouts measured more than 10%
+apart keep their order in the prediction. --replace takes the cells of a second rows file over
+the first's (the same cells measured again, e.g. after a calibration fix).
+usage: bench/plan_validate_table.py ROWS_JSON [--replace ROWS_JSON]"""
+import argparse
+import json
+
+LAYOUTS = ["single", "tsp=2", "fsdp_sp=2", "tp=2", "tp=2 off", "sp=2", "tsp=4", "tp=2,sp=2"]
+
+
+def load(path):
+    return [tuple(r) for r in json.load(open(path))["rows"]]
+
+
+def merge(base, repl):
+    new = {r[:3]: r for r in repl}
+    return [new.get(r[:3], r) for r in base]
+
+
+def table(rows):
+    out = ["| S | link | " + " | ".join(x.replace(" off", " (SP off)") for x in LAYOUTS) + " |",
+           "|---|---|" + "---|" * len(LAYOUTS)]
+    for S in sorted({r[0] for r in rows}):
+        for link in sorted({r[1] for r in rows}):
+            cells = []
+            for name in LAYOUTS:
+                r = [x for x in rows if x[0] == S and x[1] == link and x[2] == name]
+                if not r:
+                    cells.append("—")
+                    continue
+                _, _, _, p, m, pe, me = r[0]
+                cells.append(f"{m:.2f} s, {100 * (p - m) / m:+.0f}% ({100 * pe:.0f}/{100 * me:.0f})")
+            lk = "—" if not link else f"{link.split(',')[0]} GB/s, {link.split(',')[1]} µs"
+            out.append(f"| {S} | {lk} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def stats(rows):
+    err = sorted(abs(r[3] - r[4]) / r[4] for r in rows)
+    gap = sorted(abs(r[5] - r[6]) for r in rows)
+    pairs = kept = 0
+    for S, link in {(r[0], r[1]) for r in rows}:
+        cell = [r for r in rows if r[0] == S and r[1] == link]
+        for a in cell:
+            for b in cell:
+                if a[4] < b[4] / 1.1:
+                    pairs += 1
+                    kept += a[3] < b[3]
+    return (f"{len(rows)} cells: |error| median {100 * err[len(err) // 2]:.1f}%, worst "
+            f"{100 * err[-1]:.1f}%; exposed share |predicted − measured| median "
+            f"{100 * gap[len(gap) // 2]:.0f} points, worst {100 * gap[-1]:.0f}; measured order "
+            f"(pairs > 10% apart) kept in {kept} of {pairs}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("rows")
+    ap.add_argument("--replace", default=None)
+    a = ap.parse_args()
+    rows = load(a.rows)
+    if a.replace:
+        rows = merge(rows, load(a.replace))
+    print(table(rows) + "\n\n" + stats(rows))
+
+
+if __name__ == "__main__":
+    main()
