@@ -39,8 +39,8 @@ inline int64_t allreduce_block(int size, int64_t n) {
   return (n + size - 1) / size;
 }
 // Scratch shapes, in the order allocated. A reduce-scatter of own block n, and a reduce's root:
-// the size-1 received blocks. An all-reduce (size > 1): the padded copy [size, m] (zeroed), the
-// reduced block [m], the size-1 received blocks [size-1, m].
+// the size-1 received blocks. An all-reduce (size > 1) reduces and gathers in place: only its
+// reduce-scatter's size-1 received blocks [size-1, m].
 inline std::vector<std::vector<int64_t>> reduce_scatter_scratch(int size, int64_t n) {
   if (size <= 1) return {};
   return {{size - 1, n}};
@@ -51,10 +51,7 @@ inline std::vector<std::vector<int64_t>> reduce_scratch(int size, int rank, int 
 }
 inline std::vector<std::vector<int64_t>> allreduce_scratch(int size, int64_t n) {
   if (size <= 1) return {};
-  const int64_t m = allreduce_block(size, n);
-  std::vector<std::vector<int64_t>> s{{size, m}, {m}};
-  for (auto& b : reduce_scatter_scratch(size, m)) s.push_back(b);  // its reduce-scatter's
-  return s;
+  return reduce_scatter_scratch(size, allreduce_block(size, n));
 }
 
 }  // namespace origami::direct

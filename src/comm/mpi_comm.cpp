@@ -168,12 +168,21 @@ class StagedOp : public Request::Op {
     std::unique_lock lk(g_mu);
     if (done_) return;
     if (g_progress_on) {
-      // The progress thread moves it too: poll and sleep instead of spinning in MPI_Waitall,
-      // which would hold a core that another rank's compute may need (ranks ≥ cores here).
+      // The progress thread moves it too. Poll, yielding the core between tests, for up to
+      // kSpin: a rendezvous takes several handshakes, each needing a test on both sides, and a
+      // sleep is at least the timer slack (50 us) — a 1 MiB all-gather took 4x MPI's time when
+      // every poll slept. Past kSpin (the peer is computing) poll and sleep instead of spinning in
+      // MPI_Waitall, which would hold a core that another rank's compute may need (ranks >= cores
+      // here).
+      constexpr auto kSpin = std::chrono::microseconds(200);
       while (!advance_locked()) {
+        const auto now = Clock::now();
         if (past(tw)) timed_out(what(), tw);
         lk.unlock();
-        std::this_thread::sleep_for(std::chrono::microseconds(20));
+        if (now - tw < kSpin)
+          std::this_thread::yield();
+        else
+          std::this_thread::sleep_for(std::chrono::microseconds(20));
         lk.lock();
       }
     }
@@ -375,7 +384,8 @@ class MpiComm : public Comm {
 
   Request ireduce_scatter(const float* send, float* recv, int64_t n, Traffic t) override {
     return staged(t, direct::reduce_scatter(size_, n * 4),
-                  {reduce_blocks<float>(send, recv, n, n, t, next_tag(t))});
+                  {reduce_blocks<float>([send, n](int q) { return send + q * n; }, recv, n,
+                                        [n](int) { return n; }, t, next_tag(t))});
   }
 
   Request ireduce(const float* send, float* recv, int64_t n, int root, Traffic t) override {
@@ -400,7 +410,7 @@ class MpiComm : public Comm {
                     },
                     [=, this] {
                       if (rank_ != root) return;
-                      sum_in_rank_order<float>(recv, send, tmp.get(), n, root);
+                      sum_in_rank_order<float>(recv, send, tmp.get(), n, n, root);
                     }}});
   }
 
@@ -435,72 +445,77 @@ class MpiComm : public Comm {
     return Request(std::make_shared<StagedOp>(this, rec, std::move(st)));
   }
 
-  // dst[i] = sum over ranks q in order 0..D-1 of (q == own ? own_src : tmp row k(q))
+  // dst[i] = sum over ranks q in order 0..D-1 of (q == own ? own_src[i] : tmp[k(q) * row + i]),
+  // i < n: per element the same additions in the same order as one scalar loop, run in blocks so
+  // that they vectorise. Every source is read before dst's block is written: dst may alias
+  // own_src.
   template <class T>
-  void sum_in_rank_order(T* dst, const T* own_src, const Tensor* tmp, int64_t n, int own) {
+  void sum_in_rank_order(T* dst, const T* own_src, const Tensor* tmp, int64_t n, int64_t row,
+                         int own) {
     const T* t0 = tmp->defined() ? static_cast<const T*>(tmp->raw()) : nullptr;
-    // Element i is read from every source before dst[i] is written: dst may alias own_src.
-    for (int64_t i = 0; i < n; ++i) {
-      T acc = 0;
+    constexpr int64_t kBlock = 1024;
+    T acc[kBlock];
+    for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+      const int64_t b = std::min(kBlock, n - i0);
       for (int q = 0, k = 0; q < size_; ++q) {
-        const T v = q == own ? own_src[i] : t0[(k++) * n + i];
-        acc = q == 0 ? v : acc + v;
+        const T* s = (q == own ? own_src : t0 + (k++) * row) + i0;
+        if (q == 0)
+          std::copy(s, s + b, acc);
+        else
+          for (int64_t j = 0; j < b; ++j) acc[j] += s[j];
       }
-      dst[i] = acc;
+      std::copy(acc, acc + b, dst + i0);
     }
   }
 
-  // Each rank sends block q of `send` (blocks of m elements, stride `stride`) to rank q and sums
-  // the D contributions to its own block, in rank order, into recv (m elements).
-  template <class T>
-  StagedOp::Stage reduce_blocks(const T* send, T* recv, int64_t m, int64_t stride, Traffic t,
-                                int tag) {
+  // Each rank sends block q of the payload (len(q) elements at from(q)) to rank q and sums the D
+  // contributions to its own block, in rank order, into recv (len(rank) elements; recv may be the
+  // own block). The received blocks go to scratch rows of m >= len(q) elements.
+  template <class T, class From, class Len>
+  StagedOp::Stage reduce_blocks(From from, T* recv, int64_t m, Len len, Traffic t, int tag) {
     auto tmp = std::make_shared<Tensor>();
     for (auto& shape : direct::reduce_scatter_scratch(size_, m))
       *tmp = Tensor::empty_host(shape, dtype_of<T>(), Cat::comm);
-    return {[=, this](std::vector<MPI_Request>& r) {
-              for (int q = 0, k = 0; q < size_; ++q) {
-                if (q == rank_) continue;
-                r.emplace_back();
-                MPI_Isend(send + q * stride, icount(m * sizeof(T)), MPI_BYTE, q, tag, c(t),
-                          &r.back());
-                r.emplace_back();
-                MPI_Irecv(static_cast<T*>(tmp->raw()) + (k++) * m, icount(m * sizeof(T)), MPI_BYTE,
-                          q, tag, c(t), &r.back());
-              }
-            },
-            [=, this] { sum_in_rank_order<T>(recv, send + rank_ * stride, tmp.get(), m, rank_); }};
+    return {
+        [=, this](std::vector<MPI_Request>& r) {
+          for (int q = 0, k = 0; q < size_; ++q) {
+            if (q == rank_) continue;
+            r.emplace_back();
+            MPI_Isend(from(q), icount(len(q) * sizeof(T)), MPI_BYTE, q, tag, c(t), &r.back());
+            r.emplace_back();
+            MPI_Irecv(static_cast<T*>(tmp->raw()) + (k++) * m, icount(len(rank_) * sizeof(T)),
+                      MPI_BYTE, q, tag, c(t), &r.back());
+          }
+        },
+        [=, this] { sum_in_rank_order<T>(recv, from(rank_), tmp.get(), len(rank_), m, rank_); }};
   }
 
-  // In place: reduce-scatter of D near-equal blocks, then all-gather of the reduced blocks.
+  // In place: a reduce-scatter of D blocks of m = ceil(n / D) elements (the last ones shorter,
+  // possibly empty), each rank's block summed into buf itself, then an all-gather of the reduced
+  // blocks straight into buf. Scratch: the reduce-scatter's received blocks only
+  // (direct::allreduce_scratch).
   template <class T>
   Request allreduce(T* buf, int64_t n, Traffic t) {
     const int64_t received = direct::allreduce(size_, n * static_cast<int64_t>(sizeof(T)));
     if (size_ == 1) return staged(t, received, {});
-    // Blocks padded to equal size m; the padded copy keeps the arithmetic simple (the received
-    // blocks are reduce_blocks' scratch: direct::allreduce_scratch).
     const int64_t m = direct::allreduce_block(size_, n);
-    const auto shapes = direct::allreduce_scratch(size_, n);  // pad, red, then reduce_blocks'
-    auto pad = std::make_shared<Tensor>(Tensor::zeros_host(shapes[0], dtype_of<T>(), Cat::comm));
-    auto red = std::make_shared<Tensor>(Tensor::empty_host(shapes[1], dtype_of<T>(), Cat::comm));
-    std::memcpy(pad->raw(), buf, n * sizeof(T));
+    const auto len = [n, m](int q) { return std::clamp<int64_t>(n - q * m, 0, m); };
+    const auto block = [buf, n, m](int q) { return buf + std::min<int64_t>(q * m, n); };
     const int tag1 = next_tag(t), tag2 = next_tag(t);
     std::vector<StagedOp::Stage> st;
-    st.push_back(reduce_blocks<T>(static_cast<const T*>(pad->raw()), static_cast<T*>(red->raw()), m,
-                                  m, t, tag1));
-    st.push_back(
-        {[=, this](std::vector<MPI_Request>& r) {
-           T* p = static_cast<T*>(pad->raw());
-           std::memcpy(p + rank_ * m, red->raw(), m * sizeof(T));
-           for (int q = 0; q < size_; ++q) {
-             if (q == rank_) continue;
-             r.emplace_back();
-             MPI_Isend(p + rank_ * m, icount(m * sizeof(T)), MPI_BYTE, q, tag2, c(t), &r.back());
-             r.emplace_back();
-             MPI_Irecv(p + q * m, icount(m * sizeof(T)), MPI_BYTE, q, tag2, c(t), &r.back());
-           }
-         },
-         [=] { std::memcpy(buf, pad->raw(), n * sizeof(T)); }});
+    st.push_back(reduce_blocks<T>(block, block(rank_), m, len, t, tag1));
+    st.push_back({[=, this](std::vector<MPI_Request>& r) {
+                    for (int q = 0; q < size_; ++q) {
+                      if (q == rank_) continue;
+                      r.emplace_back();
+                      MPI_Isend(block(rank_), icount(len(rank_) * sizeof(T)), MPI_BYTE, q, tag2,
+                                c(t), &r.back());
+                      r.emplace_back();
+                      MPI_Irecv(block(q), icount(len(q) * sizeof(T)), MPI_BYTE, q, tag2, c(t),
+                                &r.back());
+                    }
+                  },
+                  nullptr});
     return staged(t, received, std::move(st));
   }
 

@@ -269,8 +269,7 @@ class SimBase : public Comm {
  protected:
   virtual Request collective(Kind k, int traffic, Call c, std::vector<Tensor> scratch) = 0;
   // MpiComm's scratch for a payload at p: host memory for a host payload, else on the meta device.
-  // Only counted, never read (execute() sums straight from the ranks' buffers), so MpiComm's
-  // zeroing of the all-reduce's padded copy is left out.
+  // Only counted, never read (execute() sums straight from the ranks' buffers).
   static std::vector<Tensor> scratch(const void* p, const std::vector<std::vector<int64_t>>& shapes,
                                      DType dt) {
     std::vector<Tensor> out;

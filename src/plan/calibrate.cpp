@@ -388,6 +388,10 @@ int run_calibrate(const CalibrateOptions& o) {
                   .wait();
             }};
         for (int k = 0; k < kColls; ++k) {
+          // Warm-up: the scratch a reduction allocates lands on pages the heap has not held yet
+          // for its first calls, and a first touch costs ~11 us a page on the VMs here (0.4 GB/s:
+          // bench_comm --raw); a run's steps reuse the heap, so time the settled calls.
+          for (int w = 0; w < 10; ++w) ops[k]();
           comm->barrier();
           t_coll[static_cast<size_t>(k)][static_cast<size_t>(size)].push_back(
               median_s(o.reps, ops[k], false));

@@ -52,17 +52,18 @@ TEST_F(Fixture, AllGatherInPlaceAndOutOfPlace) {
 }
 
 TEST_F(Fixture, ReduceScatterSumsOwnBlock) {
-  const int64_t m = 7;
-  std::vector<float> send(D * m), recv(m);
-  for (int q = 0; q < D; ++q)
-    for (int64_t i = 0; i < m; ++i) send[q * m + i] = code(r, q * m + i);
-  comm->ireduce_scatter(send.data(), recv.data(), m, Traffic::kv).wait();
-  for (int64_t i = 0; i < m; ++i) {
-    float want = 0;
-    for (int q = 0; q < D; ++q) want += code(q, r * m + i);
-    ASSERT_EQ(recv[i], want);
+  for (int64_t m : {7, 2500}) {  // 2500: across the sum's blocks of 1024
+    std::vector<float> send(D * m), recv(m);
+    for (int q = 0; q < D; ++q)
+      for (int64_t i = 0; i < m; ++i) send[q * m + i] = code(r, q * m + i);
+    comm->ireduce_scatter(send.data(), recv.data(), m, Traffic::kv).wait();
+    for (int64_t i = 0; i < m; ++i) {
+      float want = 0;
+      for (int q = 0; q < D; ++q) want += code(q, r * m + i);
+      ASSERT_EQ(recv[i], want);
+    }
+    EXPECT_EQ(last_bytes(), (D - 1) * m * 4);
   }
-  EXPECT_EQ(last_bytes(), (D - 1) * m * 4);
 }
 
 TEST_F(Fixture, ReduceToEveryRootInPlace) {
@@ -81,7 +82,7 @@ TEST_F(Fixture, ReduceToEveryRootInPlace) {
 }
 
 TEST_F(Fixture, AllReduceAllTypesAndUnevenSizes) {
-  for (int64_t n : {1, 3, 8, 13}) {
+  for (int64_t n : {1, 3, 8, 13, 4099}) {  // 4099: blocks longer than the sum's 1024
     std::vector<float> f(n);
     std::vector<double> d(n);
     std::vector<int64_t> k(n);
