@@ -47,6 +47,19 @@ std::vector<double> timed(int reps, const std::function<void()>& f) {
   return t;
 }
 
+// "A,B,...": positive numbers; empty when malformed.
+std::vector<double> sizes(const char* p) {
+  std::vector<double> out;
+  for (;;) {
+    char* end = nullptr;
+    const double v = std::strtod(p, &end);
+    if (end == p || !(v > 0) || (*end && *end != ',')) return {};
+    out.push_back(v);
+    if (!*end) return out;
+    p = end + 1;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -70,14 +83,7 @@ int main(int argc, char** argv) {
       raw = true;
     } else if (a == "--progress-thread" && more) {
       progress_us = std::atof(argv[++i]);
-    } else if (a == "--mib" && more) {
-      mib.clear();
-      for (const char* p = argv[++i]; *p;) {
-        char* end = nullptr;
-        mib.push_back(std::strtod(p, &end));
-        p = *end == ',' ? end + 1 : end;
-        if (end == p && *p) break;
-      }
+    } else if (a == "--mib" && more && !(mib = sizes(argv[++i])).empty()) {
     } else {
       if (rank == 0)
         std::fprintf(
