@@ -9,14 +9,31 @@ Trace& Trace::get() {
   return t;
 }
 
-void Trace::span(std::string name, int tid, double t0, double t1, int64_t bytes) {
+void Trace::span(std::string_view name, int tid, double t0, double t1, int64_t bytes) {
   std::lock_guard lk(mu_);
-  ev_.push_back({std::move(name), tid, t0, t1, bytes});
+  auto it = index_.find(name);
+  if (it == index_.end()) {
+    it = index_.emplace(std::string(name), static_cast<uint32_t>(names_.size())).first;
+    names_.emplace_back(name);
+  }
+  if (blocks_.empty() || blocks_.back().size() == kBlock) {
+    blocks_.emplace_back();
+    blocks_.back().reserve(kBlock);
+  }
+  blocks_.back().push_back({it->second, tid, t0, t1, bytes});
+}
+
+size_t Trace::events() const {
+  std::lock_guard lk(mu_);
+  return blocks_.empty() ? 0 : (blocks_.size() - 1) * kBlock + blocks_.back().size();
 }
 
 std::string Trace::events_json(int rank) const {
   std::lock_guard lk(mu_);
-  return trace_events_json(rank, ev_);
+  std::vector<TraceEvent> ev;
+  for (const auto& b : blocks_)
+    for (const Ev& e : b) ev.push_back({names_[e.name], e.tid, e.t0, e.t1, e.bytes});
+  return trace_events_json(rank, ev);
 }
 
 std::string trace_events_json(int rank, const std::vector<TraceEvent>& ev, const char* suffix) {
