@@ -171,14 +171,15 @@ class SimOp : public Request::Op {
  public:
   SimOp(std::shared_ptr<Group> g, std::function<bool()> done, std::vector<Tensor> scratch,
         std::function<double()> done_at = nullptr, std::string what = {}, double copy = 0,
-        double wire = 0)
+        double wire = 0, double background = 0)
       : g_(std::move(g)),
         done_(std::move(done)),
         scratch_(std::move(scratch)),
         done_at_(std::move(done_at)),
         what_(std::move(what)),
         copy_(copy),
-        wire_(wire) {}
+        wire_(wire),
+        background_(background) {}
   // Dropped before it completed (a rank unwinding from an error): its buffers may be about to
   // go, so no peer may complete it any more — the abort, set under the lock, stops every post.
   ~SimOp() override {
@@ -189,8 +190,8 @@ class SimOp : public Request::Op {
   bool test() override { return !g_ || done_(); }
   void wait() override {
     spin();
-    if (done_at_) sim::waited(done_at_(), copy_, what_.c_str(), wire_);
-    wire_ = 0;  // counted once
+    if (done_at_) sim::waited(done_at_(), copy_, what_.c_str(), wire_, background_);
+    wire_ = background_ = 0;  // counted once
   }
 
  private:
@@ -222,6 +223,7 @@ class SimOp : public Request::Op {
   std::string what_;
   double copy_ = 0;  // the rank's own copying (Link::on_cores): what it receives over the link
   double wire_ = 0;  // the transfer's bytes over its link's bandwidth (Clock::link_busy)
+  double background_ = 0;  // its copy's cost when it completed before the wait (sim::waited)
 };
 
 // The accounting and scratch both kinds share.
@@ -346,7 +348,7 @@ class SimComm : public SimBase {
     return Request(std::make_shared<SimOp>(
         g_, [op] { return op->done.load(); }, std::vector<Tensor>{},
         timed ? std::function<double()>([op] { return op->done_at; }) : nullptr, std::move(what),
-        copy, wire));
+        copy, wire, send ? 0 : g_->link.background_copy_time(static_cast<double>(bytes))));
   }
   Request collective(Kind k, int traffic, Call c, std::vector<Tensor> scratch) override {
     const bool timed = sim::clock() != nullptr;
@@ -390,7 +392,7 @@ class SimComm : public SimBase {
     return Request(std::make_shared<SimOp>(
         g_, [s] { return s->done.load(); }, std::move(scratch),
         timed ? std::function<double()>([s] { return s->done_at; }) : nullptr, std::move(what),
-        copy, wire));
+        copy, wire, g_->link.background_copy_time(static_cast<double>(c.received))));
   }
   std::string last_op() const {
     const CommRecord& r = records().back();
@@ -430,7 +432,8 @@ class SoloComm : public SimBase {
     return Request(std::make_shared<SimOp>(
         nullptr, [] { return true; }, std::move(scratch), [done] { return done; },
         op_context(r.cat, r.where, r.phase), link_.copy_time(static_cast<double>(r.bytes), false),
-        static_cast<double>(r.bytes) / link_.bytes_per_s));
+        static_cast<double>(r.bytes) / link_.bytes_per_s,
+        link_.background_copy_time(static_cast<double>(r.bytes))));
   }
   sim::Link link_;
   std::array<double, kNumTraffic + 1> free_{};

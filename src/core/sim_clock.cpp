@@ -39,11 +39,19 @@ void kernel(const Work& w) {
   c->since_wait += dt;
 }
 
-void waited(double done, double copy, const char* what, double wire) {
+void waited(double done, double copy, const char* what, double wire, double background) {
   Clock* c = t_clock;
   if (!c) return;
   c->link_busy += wire;
   c->since_wait = 0;
+  if (background > 0 && done < c->now) {  // copied meanwhile, beside the rank's kernels
+    if (c->trace)
+      c->trace->push_back(
+          {std::string("copy ") + what, 0, 1e6 * c->now, 1e6 * (c->now + background)});
+    c->now += background;
+    c->compute += background;
+    return;
+  }
   done = std::max(done, c->now + copy);
   if (done <= c->now) return;
   if (c->trace) c->trace->push_back({what, 1, 1e6 * c->now, 1e6 * done});

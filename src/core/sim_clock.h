@@ -56,6 +56,11 @@ struct Clock {
 // rank's clock pays the transfer's time at its wait even when the transfer ended long before;
 // copy_bytes_per_s, when set, is that copy's rate where it differs from the link's (an emulated
 // link: the wire's time is a sleep, the cores still copy at shared memory's rate).
+// background_copy_bytes_per_s, when set: a transfer that completed while the rank computed
+// (before its wait) was copied by the rank's MPI progress thread meanwhile, on the same core, at
+// this rate (measured by calibrate: the compute lost to an exchange posted beside GEMMs, slower
+// than a copy alone since both share the core and its caches); the rank's clock pays that as
+// compute, not at the wait. Unset: such a copy is paid at the wait (the transfer's own rate).
 // sync_skew: on a shared host the ranks' compute is noisy, so at every exchange the slowest of
 // them lags the others; a transfer then starts sync_skew × (the compute its ranks did since their
 // last wait) after the last post (the expected lag of the slowest, as `origami calibrate`
@@ -65,6 +70,7 @@ struct Link {
   bool on_cores = false;
   double sync_skew = 0;
   double copy_bytes_per_s = 0;
+  double background_copy_bytes_per_s = 0;
   // Measured collectives (`origami calibrate`: MpiComm's all-gather, reduce-scatter, all-reduce,
   // all-to-all, blocking, at two sizes): {received bytes, seconds} twice; a transfer of that kind
   // takes the line through them (at least the link's own time). All zero: not measured.
@@ -87,6 +93,10 @@ struct Link {
     if (!on_cores) return 0;
     if (copy_bytes_per_s > 0) return bytes / copy_bytes_per_s;
     return peer ? peer_time(bytes) : time(bytes, 1);
+  }
+  // What copying `bytes` in the background (background_copy_bytes_per_s) costs the rank's compute.
+  double background_copy_time(double bytes) const {
+    return on_cores && background_copy_bytes_per_s > 0 ? bytes / background_copy_bytes_per_s : 0;
   }
   double peer_time(double bytes) const {
     const double bw = peer_bytes_per_s > 0 ? peer_bytes_per_s : bytes_per_s;
@@ -117,7 +127,9 @@ void set_kernel_time(KernelTime f, const void* ctx);
 void kernel(const Work& w);
 // A wait on this thread ended at `done` (a transfer's completion time): advance the clock to it,
 // or, when the rank's cores copied the transfer's data (Link::on_cores), by at least `copy`.
-// `wire`: the transfer's bytes over its link's bandwidth (Clock::link_busy).
-void waited(double done, double copy, const char* what, double wire = 0);
+// `wire`: the transfer's bytes over its link's bandwidth (Clock::link_busy). `background`: when
+// the transfer had completed before the wait, its copy's cost to the rank's compute
+// (Link::background_copy_bytes_per_s), paid instead of `copy`.
+void waited(double done, double copy, const char* what, double wire = 0, double background = 0);
 
 }  // namespace origami::sim

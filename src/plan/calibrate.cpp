@@ -271,7 +271,7 @@ int run_calibrate(const CalibrateOptions& o) {
 
   std::vector<std::vector<double>> t_gemm(shapes.size());
   std::vector<std::array<std::vector<double>, 4>> t_attn(attn_lens.size());  // f32 f/b, bf16 f/b
-  std::vector<double> t_mem, t_exp, t_launch, t_lat, t_big, t_adam, t_chain;
+  std::vector<double> t_mem, t_exp, t_launch, t_lat, t_big, t_adam, t_chain, t_bg;
   std::vector<std::vector<double>> skew_samples;  // every rank's time of the same GEMMs
   // The collectives as the engines post them (MpiComm: all-gather, the staged reduce-scatter and
   // all-reduce, all-to-all), blocking, over 1 MiB and 16 MiB a rank: seconds per kind and size.
@@ -399,6 +399,35 @@ int run_calibrate(const CalibrateOptions& o) {
       }
       t_lat.push_back(ping(8));
       t_big.push_back(ping(int64_t{16} << 20));
+      // A copy beside compute: with train's MPI progress thread (--progress-thread 100), ranks
+      // 2i and 2i+1 exchange 4 MiB while each computes 4 GEMMs, then wait; against the same
+      // GEMMs alone (interleaved, medians), the compute lost is what the copy cost the rank —
+      // more than a copy alone, since the progress thread and the GEMMs share the core and its
+      // caches.
+      const int peer = (rank ^ 1) < world ? rank ^ 1 : -1;
+      const int64_t bg_bytes = int64_t{4} << 20;
+      std::vector<char> bg_in(static_cast<size_t>(bg_bytes)), bg_out(bg_in.size(), 1);
+      const bool threaded = set_progress_thread(100);
+      std::vector<double> with, alone;
+      for (int i = 0; i < 2 * o.reps + 2; ++i) {
+        line_up();
+        const auto t0 = Clock::now();
+        Request rr, rs;
+        if (i % 2 && peer >= 0) {
+          rr = comm->irecv(bg_in.data(), bg_bytes, peer, 9, Traffic::other);
+          rs = comm->isend(bg_out.data(), bg_bytes, peer, 9, Traffic::other);
+        }
+        for (int j = 0; j < 4; ++j)
+          cpu::gemm<float>(cpu::Trans::N, cpu::Trans::T, noise_shape.m, noise_shape.n,
+                           noise_shape.k, 1.f, na.data(), noise_shape.k, nb.data(), noise_shape.k,
+                           0.f, nc.data(), noise_shape.n);
+        if (i % 2 && peer >= 0) rr.wait(), rs.wait();
+        if (i >= 2)  // (the first pair warms the buffers up)
+          (i % 2 ? with : alone)
+              .push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+      }
+      if (threaded) set_progress_thread(0);
+      t_bg.push_back(threaded ? std::max(1e-9, median(with) - median(alone)) / bg_bytes : 0);
     }
     if (talk) {
       std::printf("  round %d/%d done (%.0f s)\n", r + 1, o.rounds,
@@ -452,6 +481,8 @@ int run_calibrate(const CalibrateOptions& o) {
   const double lat = comm ? median(t_lat) : 0;
   const double link_bw =
       comm ? static_cast<double>(int64_t{16} << 20) / std::max(1e-12, median(t_big) - lat) : 0;
+  // (0: no progress thread here, MPI without MPI_THREAD_MULTIPLE: such copies happen in waits)
+  const double bg_copy = comm && median(t_bg) > 0 ? 1 / median(t_bg) : 0;
   // The ranks' cores need not be alike (a shared host's vCPUs): each rank's time for one step's
   // GEMMs (every shape's calls at its median) and the attention ladder, over rank 0's, is its
   // slowdown; the tables written are rank 0's.
@@ -518,6 +549,11 @@ int run_calibrate(const CalibrateOptions& o) {
           "  MPI link    latency %.2f us, %8.2f GB/s (ranks 0 and 1, shared memory); the slowest "
           "rank lags by %.1f%% of a compute interval beyond the ranks' steady difference\n",
           lat * 1e6, link_bw / 1e9, 100 * sync_skew);
+    if (bg_copy > 0)
+      std::printf(
+          "  MPI copy    %8.2f GB/s beside compute (the progress thread's copy of an exchange, "
+          "as the GEMMs it interleaves with lose it)\n",
+          bg_copy / 1e9);
     if (comm) {
       const char* names[kColls] = {"all-gather", "reduce-scatter", "all-reduce", "all-to-all"};
       for (int size = 0; size < 2; ++size) {
@@ -578,13 +614,14 @@ int run_calibrate(const CalibrateOptions& o) {
           coll_received(k, coll_floats[0]), median(t_coll[static_cast<size_t>(k)][0]),
           coll_received(k, coll_floats[1]), median(t_coll[static_cast<size_t>(k)][1])};
   }
-  const nlohmann::json link =
+  nlohmann::json link =
       comm ? nlohmann::json{{"latency_s", lat},
                             {"bytes_per_s", link_bw},
                             {"on_cores", true},
                             {"sync_skew", sync_skew},
                             {"collectives", colls}}
            : nlohmann::json{{"latency_s", 1e-6}, {"bytes_per_s", 1e10}, {"on_cores", true}};
+  if (bg_copy > 0) link["background_copy_bytes_per_s"] = bg_copy;
   j["intra_node"] = link;
   j["inter_node"] = link;
   j["gemm_shapes"] = gemm_rows;
@@ -632,7 +669,11 @@ int run_calibrate(const CalibrateOptions& o) {
                                 "20 samples a round of (slowest - mean) / mean, each rank's "
                                 "over its own median; collectives: MpiComm's all-gather, "
                                 "reduce-scatter, all-reduce and all-to-all, blocking, over 1 MiB "
-                                "and 16 MiB a rank: [received bytes, seconds] at each")
+                                "and 16 MiB a rank: [received bytes, seconds] at each; "
+                                "background_copy_bytes_per_s: 4 MiB exchanged by ranks 2i and "
+                                "2i+1 beside 4 GEMMs of 256x512x512 with the progress thread at "
+                                "100 us, over the time those GEMMs lost against the same alone "
+                                "(medians)")
                           : std::string("assumed (one rank: no link measured)")},
       {"inter_node", "the same link (one host); pass --emulate-link to plan for another"}};
   std::ofstream f(o.out);

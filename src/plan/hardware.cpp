@@ -59,6 +59,8 @@ sim::Link link(const nlohmann::json& j, const char* key, const std::string& wher
     if (!l["on_cores"].is_boolean()) fail(w, ": 'on_cores' must be true or false");
     out.on_cores = l["on_cores"].get<bool>();
   }
+  if (l.contains("background_copy_bytes_per_s"))
+    out.background_copy_bytes_per_s = positive(l, "background_copy_bytes_per_s", w);
   return out;
 }
 

@@ -23,7 +23,9 @@
 //                   (either may say "on_cores": true: the ranks' cores copy the data, as MPI over
 //                   shared memory does on a host the ranks fill; and "sync_skew": f, the lag of
 //                   the slowest rank at an exchange as a fraction of the compute since the last
-//                   one, measured by calibrate on a noisy host; sim::Link)
+//                   one, measured by calibrate on a noisy host; and
+//                   "background_copy_bytes_per_s": c, what a copy that an MPI progress thread
+//                   does beside the rank's compute costs it; sim::Link)
 //    "device_memory_bytes": M,                    (optional) for --recommend
 //    "rank_slowdown": [s0, s1, ...],              (optional, `origami calibrate` under mpirun)
 //                                                 rank r's kernels take s[r mod n] × the time

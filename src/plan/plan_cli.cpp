@@ -397,6 +397,8 @@ int run_plan(const PlanOptions& o) {
                              own.sync_skew,
                              own.copy_bytes_per_s > 0 ? own.copy_bytes_per_s : own.bytes_per_s};
     hw->intra.coll = hw->inter.coll = own.coll;  // a collective takes at least what MPI measured
+    hw->intra.background_copy_bytes_per_s = hw->inter.background_copy_bytes_per_s =
+        own.background_copy_bytes_per_s;
     hw->name += cat(", links --emulate-link ", o.par.link_gbps, ",", o.par.link_latency_us);
   }
   if (!o.trace.empty() && !hw) fail("origami plan: --trace needs --time --hardware FILE");

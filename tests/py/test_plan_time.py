@@ -130,6 +130,31 @@ spans = [e for e in ev if e["ph"] == "X"]
 check({e["tid"] for e in spans} == {0, 1} and {e["pid"] for e in spans} == {0, 1},
       f"--trace: {len(spans)} spans on 2 ranks, compute (tid 0) and communication (tid 1)")
 
+# A copy beside compute (background_copy_bytes_per_s, on_cores): a transfer that completed while
+# the rank computed costs the rank its received bytes at that rate, as compute, not as a wait.
+# GEMMs only and a link so fast that a transfer is done before its wait unless the wait follows
+# its post at once (those copies happen in the wait): the step grows by at most the received
+# bytes (the link's utilisation times its bandwidth) over the rate and by most of them, and
+# twice that at half the rate (to 1e-4: the slower copies move a few of the ranks' posts, so a
+# transfer or two lands after its wait instead).
+def bg_profile(name, bg=None):
+    pb = json.loads(open(profile(name, gemm=rate, link=1e15)).read())
+    for k in ("intra_node", "inter_node"):
+        pb[k]["on_cores"] = True
+        if bg:
+            pb[k]["background_copy_bytes_per_s"] = bg
+    json.dump(pb, open(os.path.join(WORK, name + ".json"), "w"))
+    return os.path.join(WORK, name + ".json")
+t0, _ = plan(bg_profile("bg_none"), ["tsp=2"], S)
+t1, _ = plan(bg_profile("bg_fast", 1e10), ["tsp=2"], S)
+t2, _ = plan(bg_profile("bg_slow", 5e9), ["tsp=2"], S)
+got = [t1["tsp=2"]["train_step"] - t0["tsp=2"]["train_step"],
+       t2["tsp=2"]["train_step"] - t0["tsp=2"]["train_step"]]
+most = t0["tsp=2"]["train_step_link_busy"] * 1e15 / 1e10  # received bytes / 10 GB/s
+check(0.9 * most < got[0] <= most * (1 + 1e-9) and rel(got[1], 2 * got[0]) < 1e-4,
+      f"background copies: +{got[0]:.6f} s at 10 GB/s (received bytes / rate: {most:.6f} s), "
+      f"+{got[1]:.6f} s at 5 GB/s")
+
 # AdamW at a profile's update rate: the step is every parameter's update, P / rate.
 P = V * h * (1 if c.get("tie_word_embeddings") else 2) + h + L * (
     2 * h * h + 2 * h * nkv * d + 3 * h * I + 2 * h)
