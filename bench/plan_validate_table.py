@@ -3,8 +3,11 @@
 (S, link) a row, per layout "measured step, error (predicted/measured exposed %)", then the median
 and worst |error|, the exposed shares' gap, and how many pairs of layouts measured more than 10%
 apart keep their order in the prediction. --replace takes the cells of a second rows file over
-the first's (the same cells measured again, e.g. after a calibration fix).
-usage: bench/plan_validate_table.py ROWS_JSON [--replace ROWS_JSON]"""
+the first's (the same cells measured again, e.g. after a calibration fix). --noise takes a second
+grid's measurements of the same cells (the same engine, another hour) as if they were the
+prediction and prints the same statistics: the error a perfect model would still show on this
+machine, one run per cell.
+usage: bench/plan_validate_table.py ROWS_JSON [--replace ROWS_JSON] [--noise ROWS_JSON]"""
 import argparse
 import json
 
@@ -59,11 +62,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("rows")
     ap.add_argument("--replace", default=None)
+    ap.add_argument("--noise", default=None,
+                    help="another grid's rows of the same cells: its measurements as the "
+                         "prediction of this one's")
     a = ap.parse_args()
     rows = load(a.rows)
     if a.replace:
         rows = merge(rows, load(a.replace))
     print(table(rows) + "\n\n" + stats(rows))
+    if a.noise:
+        again = {r[:3]: r for r in load(a.noise)}
+        replay = [(S, link, name, again[(S, link, name)][4], m, again[(S, link, name)][6], me)
+                  for S, link, name, _, m, _, me in rows if (S, link, name) in again]
+        print(f"\nthe other grid's measurements as the prediction (the machine's own noise): "
+              f"{stats(replay)}")
 
 
 if __name__ == "__main__":
