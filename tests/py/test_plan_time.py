@@ -192,6 +192,26 @@ check(len(shapes) >= 6 and all(x[5] > 0 for x in shapes) and len(prof["attn_size
       f"(the calls are longer), spreads recorded")
 t, _ = plan(cal, ["single"], S)
 check(t["single"]["train_step"] > 0, f"plan --time with the calibrated profile: {t['single']['train_step']:.3f} s")
+# Under mpirun: the link between ranks, measured (latency, bandwidth, collectives, sync_skew, and
+# the cost of a copy beside compute), and plan predicts tsp=2 from it.
+cal2 = os.path.join(WORK, "calibrated_np2.json")
+r = subprocess.run(["mpirun", "-np", "2", "--bind-to", "none", BIN, "calibrate", "--config",
+                    os.path.join(ROOT, "configs/small.json"), "--seq", str(S), "--layout", "tsp=2",
+                    "--attn-seq", "256", "--rounds", "1", "--reps", "3", "--out", cal2],
+                   capture_output=True, text=True, cwd=ROOT,
+                   env=dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
+                            OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                            OMPI_MCA_rmaps_base_oversubscribe="1"))
+check(r.returncode == 0 and os.path.exists(cal2), f"calibrate under mpirun -np 2 ran (exit {r.returncode}) {r.stderr[-300:]}")
+link = json.load(open(cal2))["intra_node"]
+check(link.get("on_cores") is True and link["bytes_per_s"] > 0 and link["sync_skew"] >= 0
+      and set(link["collectives"]) == {"allgather", "reduce_scatter", "allreduce", "alltoall"}
+      and link.get("background_copy_bytes_per_s", 0) > 0
+      and "background_copy_bytes_per_s" in json.load(open(cal2))["provenance"]["intra_node"],
+      f"calibrate -np 2: link {link['bytes_per_s'] / 1e9:.1f} GB/s, a copy beside compute "
+      f"{link.get('background_copy_bytes_per_s', 0) / 1e9:.1f} GB/s, collectives and sync_skew")
+t, _ = plan(cal2, ["tsp=2"], S)
+check(t["tsp=2"]["train_step"] > 0, f"plan --time tsp=2 with it: {t['tsp=2']['train_step']:.3f} s")
 # The calibrated shapes with rates set by hand: (N, T) GEMMs (the forward's) at rate / 2.
 p = json.loads(open(profile("by_shape")).read())
 p["gemm_shapes"] = {"fp32": [x[:5] + [rate / 2 if (x[0], x[1]) == (0, 1) else rate] for x in shapes]}
