@@ -293,6 +293,12 @@ int run_calibrate(const CalibrateOptions& o) {
   // Noise between ranks: the same GEMMs (~5 ms) on every rank at once after a barrier.
   const Shape noise_shape{false, false, true, 256, 512, 512};
   std::vector<float> na(256 * 512), nb(512 * 512), nc(256 * 512);
+  const auto noise_gemms = [&] {
+    for (int j = 0; j < 4; ++j)
+      cpu::gemm<float>(cpu::Trans::N, cpu::Trans::T, noise_shape.m, noise_shape.n, noise_shape.k,
+                       1.f, na.data(), noise_shape.k, nb.data(), noise_shape.k, 0.f, nc.data(),
+                       noise_shape.n);
+  };
   const int64_t n = int64_t{16} << 20;
   std::vector<float> x(static_cast<size_t>(n), 1.f), y(static_cast<size_t>(n), 2.f);
   const int64_t rows = 512, vblk = 4096;
@@ -346,10 +352,7 @@ int run_calibrate(const CalibrateOptions& o) {
       for (int i = 0; i < 20; ++i) {
         line_up();
         const auto t0 = Clock::now();
-        for (int j = 0; j < 4; ++j)
-          cpu::gemm<float>(cpu::Trans::N, cpu::Trans::T, noise_shape.m, noise_shape.n,
-                           noise_shape.k, 1.f, na.data(), noise_shape.k, nb.data(), noise_shape.k,
-                           0.f, nc.data(), noise_shape.n);
+        noise_gemms();
         double t = std::chrono::duration<double>(Clock::now() - t0).count();
         std::vector<double> all(static_cast<size_t>(world));
         MPI_Allgather(&t, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, MPI_COMM_WORLD);
@@ -417,10 +420,7 @@ int run_calibrate(const CalibrateOptions& o) {
           rr = comm->irecv(bg_in.data(), bg_bytes, peer, 9, Traffic::other);
           rs = comm->isend(bg_out.data(), bg_bytes, peer, 9, Traffic::other);
         }
-        for (int j = 0; j < 4; ++j)
-          cpu::gemm<float>(cpu::Trans::N, cpu::Trans::T, noise_shape.m, noise_shape.n,
-                           noise_shape.k, 1.f, na.data(), noise_shape.k, nb.data(), noise_shape.k,
-                           0.f, nc.data(), noise_shape.n);
+        noise_gemms();
         if (i % 2 && peer >= 0) rr.wait(), rs.wait();
         if (i >= 2)  // (the first pair warms the buffers up)
           (i % 2 ? with : alone)

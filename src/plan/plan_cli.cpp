@@ -389,16 +389,13 @@ int run_plan(const PlanOptions& o) {
     // (train --emulate-link sleeps until the emulated transfer is due: the cores copy as before,
     // at the profile's own link rate)
     const double bw = o.par.link_gbps * 1e9;
-    const sim::Link own = hw->intra;
-    hw->intra = hw->inter = {o.par.link_latency_us * 1e-6,
-                             bw,
-                             bw,
-                             own.on_cores,
-                             own.sync_skew,
-                             own.copy_bytes_per_s > 0 ? own.copy_bytes_per_s : own.bytes_per_s};
-    hw->intra.coll = hw->inter.coll = own.coll;  // a collective takes at least what MPI measured
-    hw->intra.background_copy_bytes_per_s = hw->inter.background_copy_bytes_per_s =
-        own.background_copy_bytes_per_s;
+    // (the measured collectives, skew and copy rates stay: a collective takes at least what MPI
+    // measured)
+    sim::Link l = hw->intra;
+    if (!(l.copy_bytes_per_s > 0)) l.copy_bytes_per_s = l.bytes_per_s;
+    l.latency_s = o.par.link_latency_us * 1e-6;
+    l.bytes_per_s = l.peer_bytes_per_s = bw;
+    hw->intra = hw->inter = l;
     hw->name += cat(", links --emulate-link ", o.par.link_gbps, ",", o.par.link_latency_us);
   }
   if (!o.trace.empty() && !hw) fail("origami plan: --trace needs --time --hardware FILE");
