@@ -62,11 +62,11 @@ def predict_mean(config, S, name, lk, profs):
     return sum(x[0] for x in p) / len(p), sum(x[1] for x in p) / len(p)
 
 
-def save(a, rows, profiles, row_profiles):
+def save(a, rows, profiles, row_profiles, row_runs):
     tag = os.path.splitext(os.path.basename(a.config))[0]
     json.dump({"config": a.config, "seq": a.seq, "link": a.link, "machine": platform.node(),
                "rows": rows, "profiles": {n: p for n, p in profiles.items()},
-               "row_profiles": row_profiles},
+               "row_profiles": row_profiles, "row_runs": row_runs},
               open(os.path.join(a.out, f"rows_{tag}.json"), "w"), indent=1)
 
 
@@ -120,6 +120,7 @@ def main():
             sys.exit(f"--reuse-calibration: {p} is missing")
         profiles[n] = p
     rows, row_profiles = [], []
+    row_runs = []  # per row, every run in the order run: (step s, exposed share)
     if a.repredict:
         j = json.load(open(a.repredict))
         a.config, a.seq, a.link, profiles = j["config"], j["seq"], j["link"], j["profiles"]
@@ -157,6 +158,7 @@ def main():
                     j = json.load(open(rep))
                     runs.append((j["step_time_median_s"],
                                  max(r["time_s"]["comm_exposed"] for r in j["ranks"])))
+                row_runs.append([(t, e / t) for t, e in runs])
                 runs.sort()
                 meas, mexp = runs[len(runs) // 2]
                 mexp /= meas
@@ -166,7 +168,7 @@ def main():
                     pred, pexp = predict_mean(a.config, S, name, lk, used)
                 rows.append((S, link, name, pred, meas, pexp, mexp))
                 row_profiles.append(used if len(used) > 1 else used[0])
-                save(a, rows, profiles, row_profiles)
+                save(a, rows, profiles, row_profiles, row_runs)
                 print(f"S={S:6d} {link or 'no link':>9s} {name:10s} predicted {pred:8.3f} s "
                       f"measured {meas:8.3f} s (runs {', '.join(f'{x[0]:.3f}' for x in runs)})  error {100 * (pred - meas) / meas:+6.1f}%  exposed "
                       f"{100 * pexp:4.0f}% vs {100 * mexp:4.0f}%", flush=True)

@@ -6,8 +6,9 @@ apart keep their order in the prediction. --replace takes the cells of a second 
 the first's (the same cells measured again, e.g. after a calibration fix). --noise takes a second
 grid's measurements of the same cells (the same engine, another hour) as if they were the
 prediction and prints the same statistics: the error a perfect model would still show on this
-machine, one run per cell.
-usage: bench/plan_validate_table.py ROWS_JSON [--replace ROWS_JSON] [--noise ROWS_JSON]"""
+machine, one run per cell. --within (a grid run with --repeat 2 or more) does the same inside
+one grid: each cell's first run as the prediction of its second, minutes apart.
+usage: bench/plan_validate_table.py ROWS_JSON [--replace ROWS_JSON] [--noise ROWS_JSON] [--within]"""
 import argparse
 import json
 
@@ -65,6 +66,8 @@ def main():
     ap.add_argument("--noise", default=None,
                     help="another grid's rows of the same cells: its measurements as the "
                          "prediction of this one's")
+    ap.add_argument("--within", action="store_true",
+                    help="each cell's first run as the prediction of its second (--repeat >= 2)")
     a = ap.parse_args()
     rows = load(a.rows)
     if a.replace:
@@ -76,6 +79,15 @@ def main():
                   for S, link, name, _, m, _, me in rows if (S, link, name) in again]
         print(f"\nthe other grid's measurements as the prediction (the machine's own noise): "
               f"{stats(replay)}")
+    if a.within:
+        runs = json.load(open(a.rows)).get("row_runs", [])
+        pairs = [(r[0], r[1], r[2], x[0][0], x[1][0], x[0][1], x[1][1])
+                 for r, x in zip(load(a.rows), runs) if len(x) >= 2]
+        if not pairs:
+            raise SystemExit(f"--within: {a.rows} has no cell with two runs (plan_validate.py "
+                             f"--repeat 2 or more records them)")
+        print(f"\neach cell's first run as the prediction of its second (the machine's own noise, "
+              f"minutes apart): {stats(pairs)}")
 
 
 if __name__ == "__main__":
