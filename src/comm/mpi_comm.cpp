@@ -6,7 +6,6 @@
 #include "comm/mpi_comm.h"
 
 #include <mpi.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <atomic>
@@ -14,7 +13,6 @@
 #include <climits>
 #include <condition_variable>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <sstream>
@@ -110,16 +108,6 @@ std::thread g_progress;
 std::atomic<bool> g_progress_stop{false}, g_progress_on{false};
 std::condition_variable_any g_cv;
 int g_pending = 0;  // live operations whose MPI stages are not all complete
-// Whether every thread of this node's ranks has a core of its own (set with the progress thread).
-bool g_core_each = false;
-
-// Open MPI's launcher says how many ranks share this node; unknown: assume they share cores.
-bool core_for_each_thread() {
-  const char* s = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-  const int local = s ? std::atoi(s) : 0;
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  return local > 0 && cores > 0 && local * omp_get_max_threads() <= cores;
-}
 
 // A sequence of stages; each posts MPI requests and, when they complete, runs its finish step.
 // The operation completes when its last stage has and, with an emulated link, not before its
@@ -180,20 +168,18 @@ class StagedOp : public Request::Op {
     std::unique_lock lk(g_mu);
     if (done_) return;
     if (g_progress_on) {
-      // The progress thread moves it too. Poll, yielding the core between tests: a rendezvous
-      // takes several handshakes and a copy through shared memory one test per 32 KiB fragment
-      // (btl_vader_max_send_size), each needing a test on both sides, and a sleep is at least the
-      // timer slack (50 us) — a 1 MiB all-gather took 4x MPI's time when every poll slept, an
-      // 8 MiB one copied in and out 10.8 ms against 2.4 spinning. With a core for every thread of
-      // the node's ranks, spin (yielding) to the end: the core is this rank's. With more threads
-      // than cores, past kSpin (the peer is computing) poll and sleep instead, so as not to hold
-      // a core another rank's compute may need.
+      // The progress thread moves it too. Poll, yielding the core between tests, for up to
+      // kSpin: a rendezvous takes several handshakes, each needing a test on both sides, and a
+      // sleep is at least the timer slack (50 us) — a 1 MiB all-gather took 4x MPI's time when
+      // every poll slept. Past kSpin (the peer is computing) poll and sleep instead of spinning in
+      // MPI_Waitall, which would hold a core that another rank's compute may need (ranks >= cores
+      // here).
       constexpr auto kSpin = std::chrono::microseconds(200);
       while (!advance_locked()) {
         const auto now = Clock::now();
         if (past(tw)) timed_out(what(), tw);
         lk.unlock();
-        if (g_core_each || now - tw < kSpin)
+        if (now - tw < kSpin)
           std::this_thread::yield();
         else
           std::this_thread::sleep_for(std::chrono::microseconds(20));
@@ -305,7 +291,6 @@ bool set_progress_thread(double interval_us) {
   }
   const auto dt = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double, std::micro>(interval_us));
-  g_core_each = core_for_each_thread();
   g_progress_on = true;
   g_progress = std::thread([dt] {
     while (!g_progress_stop) {
