@@ -1,8 +1,8 @@
 // What a kernel-mode copy into user memory costs on this machine, against a user-mode copy of the
 // same bytes, in the same run. Open MPI's shared-memory transport receives a large message with
 // one such copy (CMA: process_vm_readv into the receiver's buffer); on the VMs here its first write
-// to a page costs ~4.5 us more than a later one (the hypervisor maps the page for the kernel's
-// access then), so a receive into a buffer the kernel has not written lately runs at ~1 GB/s.
+// to a page since the process's memory map last changed costs ~4.5 us more than a later one (the
+// hypervisor maps the page for the kernel's access then), so such a receive runs at ~1 GB/s.
 //
 //   bench_first_touch [--pool-mib 256] [--evict-mib 2048]
 //
@@ -76,11 +76,10 @@ int main(int argc, char** argv) {
   for (const bool kernel : {true, false}) {
     std::vector<char> pool(pool_mib << 20, 1);  // written once by this program
     const double first = pass(pool, src, kernel), again = pass(pool, src, kernel);
-    double after = 0;
     {
       std::vector<char> evict(evict_mib << 20, 1);  // fresh pages, faulted in, then freed
     }
-    after = pass(pool, src, kernel);
+    const double after = pass(pool, src, kernel);
     const double again2 = pass(pool, src, kernel);
     std::printf("| %s | %.2f | %.2f | %.2f | %.2f |\n",
                 kernel ? "kernel (process_vm_readv, CMA)" : "user (memcpy)", first, again, after,
